@@ -1,1 +1,10 @@
+//! custlake: an analytical customer warehouse for insurers.
 
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod ingest;
+pub mod lake;
+pub mod query;
+pub mod sample;
+pub mod schema;

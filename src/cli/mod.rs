@@ -1,0 +1,78 @@
+//! The command line: one file per command.
+
+mod config;
+mod demo;
+mod generate;
+mod ingest;
+mod schema;
+mod sql;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Overrides};
+
+/// custlake — an analytical customer warehouse for insurers.
+///
+/// Source extracts are validated, standardised and loaded into Delta Lake
+/// tables; SQL runs over them with DataFusion.
+#[derive(Debug, Parser)]
+#[command(name = "custlake", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Lake root: a local path or a URL (file://, s3://, memory://).
+    /// Tier roots default to <lake>/hot, <lake>/warm and <lake>/cold.
+    #[arg(long, global = true, env = "CUSTLAKE__LAKE")]
+    pub lake: Option<String>,
+
+    /// Configuration file (default: ./custlake.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Do not draw progress bars.
+    #[arg(long, global = true)]
+    pub quiet: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a sample insurer (if the lake is empty), ingest it and summarise.
+    Demo(demo::DemoArgs),
+    /// Create every table of the lake, empty.
+    Init,
+    /// Write a sample insurer's source extracts and a ground-truth file.
+    Generate(generate::GenerateArgs),
+    /// Validate source files and load them into the lake.
+    Ingest(ingest::IngestArgs),
+    /// Run a read-only SQL statement over the lake.
+    Sql(sql::SqlArgs),
+    /// Print table declarations (fields, types, levels, rules, masks).
+    Schema(schema::SchemaArgs),
+    /// Configuration commands.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+}
+
+impl Cli {
+    pub fn load_config(&self) -> anyhow::Result<Config> {
+        let overrides = Overrides { lake: self.lake.clone() };
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+/// Run the parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let progress = !cli.quiet;
+    match &cli.command {
+        Command::Demo(args) => demo::run(&cli.load_config()?, args, progress).await,
+        Command::Init => demo::init(&cli.load_config()?).await,
+        Command::Generate(args) => generate::run(args, progress),
+        Command::Ingest(args) => ingest::run(&cli.load_config()?, args, progress).await,
+        Command::Sql(args) => sql::run(&cli.load_config()?, args).await,
+        Command::Schema(args) => schema::run(args),
+        Command::Config(c) => config::run(&cli.load_config()?, c),
+    }
+}

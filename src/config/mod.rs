@@ -1,0 +1,231 @@
+//! Typed, layered configuration: the embedded `default.toml`, then an
+//! optional `custlake.toml`, then `CUSTLAKE__SECTION__KEY` environment
+//! variables, then command-line flags.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+pub(crate) const DEFAULT_TOML: &str = include_str!("default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Invalid(String),
+    #[error("configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Lake root: local path or URL.
+    pub lake: String,
+    pub tiers: Tiers,
+    pub retention: Retention,
+    pub s3: S3,
+    pub ingest: IngestConfig,
+    pub query: QueryConfig,
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tiers {
+    pub hot: TierConfig,
+    pub warm: TierConfig,
+    pub cold: TierConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Object-store root of the tier; empty = `<lake>/<tier>`.
+    pub url: String,
+    pub moves_in_after_months: u32,
+    /// Parquet compression: `zstd(N)`, `snappy`, `lz4` or `none`.
+    pub compression: String,
+    pub target_file_mb: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub years: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3 {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub allow_http: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub batch_rows: usize,
+    pub staging_dir: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    pub target_partitions: usize,
+    pub memory_limit_mb: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind: String,
+}
+
+/// A value that never prints: `Debug` and `custlake config print` show
+/// `***` when it is set.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn redacted(&self) -> &'static str {
+        if self.0.is_empty() { "" } else { "***" }
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.redacted())
+    }
+}
+
+/// Overrides from the command line (the last layer).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lake: Option<String>,
+}
+
+impl Config {
+    /// Load every layer. `file` is the explicit `--config` path; without it
+    /// `./custlake.toml` is used when present.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError::File {
+                        path: path.to_path_buf(),
+                        message: "does not exist".into(),
+                    });
+                }
+                fig = fig.merge(Toml::file_exact(path));
+            }
+            None => {
+                if Path::new("custlake.toml").exists() {
+                    fig = fig.merge(Toml::file_exact("custlake.toml"));
+                }
+            }
+        }
+        fig = fig
+            .merge(Env::prefixed("CUSTLAKE__").split("__").lowercase(true))
+            .merge(Serialized::defaults(overrides));
+        let config: Config = fig.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// The defaults alone (tests and examples).
+    pub fn embedded() -> Self {
+        Figment::from(Toml::string(DEFAULT_TOML))
+            .extract()
+            .unwrap_or_else(|e| panic!("the embedded default.toml is invalid: {e}"))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.lake.trim().is_empty() {
+            return Err(ConfigError::Invalid("lake must not be empty".into()));
+        }
+        for (name, t) in [("hot", &self.tiers.hot), ("warm", &self.tiers.warm), ("cold", &self.tiers.cold)] {
+            parse_compression(&t.compression)
+                .map_err(|e| ConfigError::Invalid(format!("tiers.{name}.compression: {e}")))?;
+        }
+        if self.tiers.warm.moves_in_after_months >= self.tiers.cold.moves_in_after_months {
+            return Err(ConfigError::Invalid(
+                "tiers.warm.moves_in_after_months must be less than tiers.cold.moves_in_after_months".into(),
+            ));
+        }
+        if self.ingest.batch_rows == 0 {
+            return Err(ConfigError::Invalid("ingest.batch_rows must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML with secrets hidden.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.s3.secret_access_key = Secret(self.s3.secret_access_key.redacted().to_string());
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+/// Parquet compression from its config spelling.
+pub fn parse_compression(s: &str) -> Result<datafusion::parquet::basic::Compression, String> {
+    use datafusion::parquet::basic::{Compression, ZstdLevel};
+    let s = s.trim().to_ascii_lowercase();
+    Ok(match s.as_str() {
+        "none" | "uncompressed" => Compression::UNCOMPRESSED,
+        "snappy" => Compression::SNAPPY,
+        "lz4" => Compression::LZ4_RAW,
+        _ => {
+            let level = s
+                .strip_prefix("zstd(")
+                .and_then(|r| r.strip_suffix(')'))
+                .and_then(|n| n.parse::<i32>().ok())
+                .ok_or_else(|| format!("unknown compression {s:?}: use zstd(N), snappy, lz4 or none"))?;
+            Compression::ZSTD(ZstdLevel::try_new(level).map_err(|e| e.to_string())?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_parses_and_is_valid() {
+        let c = Config::embedded();
+        c.check().unwrap();
+        assert_eq!(c.lake, "data/lake");
+        assert_eq!(c.tiers.warm.moves_in_after_months, 13);
+        assert_eq!(c.tiers.cold.moves_in_after_months, 25);
+        assert_eq!(c.retention.years, 10);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let mut c = Config::embedded();
+        c.s3.secret_access_key = Secret("hunter2".into());
+        let text = c.to_redacted_toml();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("***"));
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn compression_spellings() {
+        assert!(parse_compression("zstd(3)").is_ok());
+        assert!(parse_compression("snappy").is_ok());
+        assert!(parse_compression("zstd(99)").is_err());
+        assert!(parse_compression("gzip9").is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! Dates in the formats the source systems write.
+
+use chrono::NaiveDate;
+
+use super::DomainError;
+
+/// A calendar date parsed with one of a source's declared formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceDate(pub NaiveDate);
+
+impl SourceDate {
+    /// Try each chrono format in turn (`%Y-%m-%d`, `%Y%m%d`, `%d/%m/%Y`,
+    /// `%Y年%m月%d日`, ...). A timestamp's time part, if present after a
+    /// space or `T`, is ignored for date fields.
+    pub fn parse(s: &str, formats: &[String]) -> Result<Self, DomainError> {
+        parse_date(s, formats).map(Self)
+    }
+}
+
+pub fn parse_date(s: &str, formats: &[String]) -> Result<NaiveDate, DomainError> {
+    let s = s.trim();
+    for f in formats {
+        if let Ok(d) = NaiveDate::parse_from_str(s, f) {
+            return Ok(d);
+        }
+        // Accept a date-time where a date is expected.
+        if let Ok(dt) = chrono::NaiveDateTime::parse_from_str(s, f) {
+            return Ok(dt.date());
+        }
+    }
+    // A date followed by a time of day.
+    if let Some((d, _)) = s.split_once([' ', 'T']) {
+        for f in formats {
+            if let Ok(d) = NaiveDate::parse_from_str(d, f) {
+                return Ok(d);
+            }
+        }
+    }
+    Err(DomainError::new(
+        "INVALID_DATE",
+        format!("{s:?} is not a real date in any of the formats {}", formats.join(", ")),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fmts(f: &[&str]) -> Vec<String> {
+        f.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_each_source_format() {
+        let d = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
+        for (s, f) in [
+            ("2024-02-29", "%Y-%m-%d"),
+            ("20240229", "%Y%m%d"),
+            ("2024/02/29", "%Y/%m/%d"),
+            ("29/02/2024", "%d/%m/%Y"),
+            ("2024年02月29日", "%Y年%m月%d日"),
+            ("2024-02-29 13:45:00", "%Y-%m-%d"),
+        ] {
+            assert_eq!(parse_date(s, &fmts(&[f])).unwrap(), d, "{s}");
+        }
+        assert_eq!(parse_date("2023-02-29", &fmts(&["%Y-%m-%d"])).unwrap_err().code, "INVALID_DATE");
+        assert!(parse_date("20241301", &fmts(&["%Y%m%d"])).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn dates_round_trip_in_every_format(days in 0i64..60000, f in prop::sample::select(vec!["%Y-%m-%d", "%Y%m%d", "%Y/%m/%d", "%d/%m/%Y", "%Y年%m月%d日"])) {
+            let d = NaiveDate::from_ymd_opt(1900, 1, 1).unwrap() + chrono::Duration::days(days);
+            let s = d.format(f).to_string();
+            prop_assert_eq!(parse_date(&s, &fmts(&[f])).unwrap(), d);
+        }
+    }
+}

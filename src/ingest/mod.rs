@@ -1,0 +1,546 @@
+//! Ingest: readers → source mapping → normalise → validate → upsert into the
+//! table's Delta table, or quarantine with a reason code.
+//!
+//! Per file: the file's SHA-256 names its batch, so re-ingesting a loaded
+//! file changes nothing. Rows are staged on local disk as they stream in
+//! (memory stays bounded by one Arrow batch); only when the whole file has
+//! been read are the rows committed, in one Delta commit per table (data,
+//! then quarantine, then the `ingest_batch` row). A file that cannot be read
+//! as a whole commits nothing; a process killed before the last commit leaves
+//! at most complete, idempotent commits behind, and re-running finishes the
+//! load without duplicates because every write is an upsert by key.
+
+mod reader;
+pub(crate) mod transform;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::datasource::file_format::options::ArrowReadOptions;
+use datafusion::prelude::{SessionContext, col, lit};
+use indicatif::{ProgressBar, ProgressStyle};
+use sha2::{Digest, Sha256};
+
+use crate::lake::{Lake, LakeError, upsert};
+use crate::schema::{Catalog, SchemaError, TableDef};
+
+use reader::RowResult;
+use transform::{BatchBuilder, Cell, Mapper};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{}{}{}: {message}", file.display(), line.map(|l| format!(", line {l}")).unwrap_or_default(), column.as_ref().map(|c| format!(", column {c}")).unwrap_or_default())]
+    Unreadable {
+        file: PathBuf,
+        line: Option<u64>,
+        column: Option<String>,
+        message: String,
+    },
+    #[error("{}: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl IngestError {
+    pub(crate) fn io(file: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            file: file.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// What happened to one file.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    pub file: PathBuf,
+    pub source_system: String,
+    pub entity: String,
+    pub table: String,
+    pub batch_id: String,
+    /// False when the file had been loaded before and was skipped.
+    pub loaded: bool,
+    pub bytes: u64,
+    pub rows_read: u64,
+    pub rows_loaded: u64,
+    pub rows_quarantined: u64,
+    /// Quarantine reason code → rows.
+    pub reasons: BTreeMap<String, u64>,
+    pub elapsed: Duration,
+}
+
+/// Ingests files into one lake.
+pub struct Ingestor<'a> {
+    pub lake: &'a Lake,
+    pub catalog: &'a Catalog,
+    pub ctx: SessionContext,
+    pub progress: bool,
+}
+
+impl<'a> Ingestor<'a> {
+    pub fn new(lake: &'a Lake, catalog: &'a Catalog, progress: bool) -> Self {
+        Self {
+            lake,
+            catalog,
+            ctx: crate::query::write_context(),
+            progress,
+        }
+    }
+
+    /// Ingest a generator-shaped directory: `DIR/<system>/<file>` for every
+    /// mapped entity, customers first.
+    pub async fn ingest_dir(&self, dir: &Path) -> Vec<Result<FileReport, IngestError>> {
+        let mut jobs = Vec::new();
+        for s in &self.catalog.sources {
+            for e in &s.entities {
+                let path = dir.join(&s.system).join(&e.file);
+                if path.exists() {
+                    jobs.push((e.name != "customer", s.system.clone(), e.name.clone(), path));
+                }
+            }
+        }
+        jobs.sort_by_key(|j| j.0);
+        let mut out = Vec::new();
+        for (_, system, entity, path) in jobs {
+            out.push(self.ingest_file(&system, &entity, &path).await);
+        }
+        out
+    }
+
+    /// The files a list of paths names: files as given, directories expanded
+    /// to their files with the mapping's extension, sorted.
+    pub fn expand_paths(&self, system: &str, entity: &str, paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
+        let mapping = self.catalog.entity(system, entity)?;
+        let mut files = Vec::new();
+        for p in paths {
+            if p.is_dir() {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                    .map_err(|e| IngestError::io(p, e))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|f| f.extension().is_some_and(|x| x == mapping.format.extension()))
+                    .collect();
+                found.sort();
+                files.extend(found);
+            } else if p.exists() {
+                files.push(p.clone());
+            } else {
+                return Err(IngestError::io(p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")));
+            }
+        }
+        Ok(files)
+    }
+
+    /// Ingest one file of `system`'s `entity`.
+    pub async fn ingest_file(&self, system: &str, entity: &str, path: &Path) -> Result<FileReport, IngestError> {
+        let started = Instant::now();
+        let started_at = chrono::Utc::now();
+        let mapping = self.catalog.entity(system, entity)?.clone();
+        let table_def = self.catalog.table(&mapping.table)?.clone();
+        let (sha, bytes) = sha256_file(path)?;
+        let batch_id = batch_id(system, entity, &sha);
+        let mut report = FileReport {
+            file: path.to_path_buf(),
+            source_system: system.to_string(),
+            entity: entity.to_string(),
+            table: table_def.name.clone(),
+            batch_id: batch_id.clone(),
+            loaded: false,
+            bytes,
+            rows_read: 0,
+            rows_loaded: 0,
+            rows_quarantined: 0,
+            reasons: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+        };
+        if let Some(prev) = self.loaded_batch(&batch_id).await? {
+            report.rows_read = prev.0;
+            report.rows_loaded = prev.1;
+            report.rows_quarantined = prev.2;
+            report.elapsed = started.elapsed();
+            return Ok(report);
+        }
+
+        // Stage: stream the file through the mapper into local Arrow IPC files.
+        let staging_root = match self.lake.config.ingest.staging_dir.trim() {
+            "" => std::env::temp_dir(),
+            d => PathBuf::from(d),
+        };
+        std::fs::create_dir_all(&staging_root).map_err(|e| IngestError::io(&staging_root, e))?;
+        let staging = tempfile::Builder::new()
+            .prefix("custlake-stage-")
+            .tempdir_in(&staging_root)
+            .map_err(|e| IngestError::io(&staging_root, e))?;
+        let bar = self.progress_bar(path, bytes);
+        let counter = Arc::new(AtomicU64::new(0));
+        let job = StageJob {
+            catalog: self.catalog.clone(),
+            system: system.to_string(),
+            entity: entity.to_string(),
+            path: path.to_path_buf(),
+            batch_id: batch_id.clone(),
+            staging: staging.path().to_path_buf(),
+            batch_rows: self.lake.config.ingest.batch_rows,
+            started_at,
+            counter: counter.clone(),
+            rows: Arc::new(AtomicU64::new(0)),
+        };
+        let rows = job.rows.clone();
+        let ticker = {
+            let bar = bar.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    bar.set_position(counter.load(Ordering::Relaxed));
+                    bar.set_message(format!("{} rows", rows.load(Ordering::Relaxed)));
+                }
+            })
+        };
+        let staged = tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| IngestError::Internal(format!("staging task failed: {e}")));
+        ticker.abort();
+        let staged = match staged {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) | Err(e) => {
+                bar.abandon_with_message("failed");
+                return Err(e);
+            }
+        };
+        bar.set_position(bytes);
+        bar.set_message(format!("{} rows read, committing", staged.rows_read));
+
+        let meta = vec![
+            ("custlake.batch_id".to_string(), serde_json::Value::String(batch_id.clone())),
+            ("custlake.file".to_string(), serde_json::Value::String(path.display().to_string())),
+        ];
+        // Commit 1: the good rows.
+        let mut table_version = None;
+        if staged.rows_loaded > 0 {
+            let df = self
+                .ctx
+                .read_arrow(staged.good_file.to_string_lossy().as_ref(), ArrowReadOptions::default())
+                .await
+                .map_err(|e| IngestError::Internal(format!("reading staged rows: {e}")))?;
+            let out = upsert(self.lake, &self.ctx, &table_def, df, staged.duplicates, meta.clone()).await?;
+            table_version = Some(out.version);
+        }
+        failpoint("ingest.after_data_commit");
+        // Commit 2: the quarantined rows.
+        if staged.rows_quarantined > 0 {
+            let qdef = self.catalog.table("quarantine")?;
+            let df = self
+                .ctx
+                .read_arrow(staged.bad_file.to_string_lossy().as_ref(), ArrowReadOptions::default())
+                .await
+                .map_err(|e| IngestError::Internal(format!("reading staged quarantine: {e}")))?;
+            upsert(self.lake, &self.ctx, qdef, df, false, meta.clone()).await?;
+        }
+        // Commit 3: the batch record, which marks the file as loaded.
+        let finished_at = chrono::Utc::now();
+        let bdef = self.catalog.table("ingest_batch")?;
+        let cells = vec![
+            Cell::Str(batch_id.clone()),
+            Cell::Str(system.to_string()),
+            Cell::Str(entity.to_string()),
+            Cell::Str(table_def.name.clone()),
+            Cell::Str(path.display().to_string()),
+            Cell::Str(sha.clone()),
+            Cell::I64(bytes as i64),
+            Cell::I64(staged.rows_read as i64),
+            Cell::I64(staged.rows_loaded as i64),
+            Cell::I64(staged.rows_quarantined as i64),
+            Cell::Str("loaded".into()),
+            table_version.map_or(Cell::Null, Cell::I64),
+            Cell::Ts(started_at.timestamp_micros()),
+            Cell::Ts(finished_at.timestamp_micros()),
+        ];
+        let mut b = BatchBuilder::new(bdef, false);
+        b.push(&cells, None);
+        let batch = b.finish().map_err(|e| IngestError::Internal(e.to_string()))?;
+        let df = self
+            .ctx
+            .read_batch(batch)
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
+        upsert(self.lake, &self.ctx, bdef, df, false, meta).await?;
+        bar.finish_and_clear();
+        drop(staging);
+
+        report.loaded = true;
+        report.rows_read = staged.rows_read;
+        report.rows_loaded = staged.rows_loaded;
+        report.rows_quarantined = staged.rows_quarantined;
+        report.reasons = staged.reasons;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// `(rows_read, rows_loaded, rows_quarantined)` of a batch already loaded.
+    async fn loaded_batch(&self, batch_id: &str) -> Result<Option<(u64, u64, u64)>, IngestError> {
+        let def = self.catalog.table("ingest_batch")?;
+        let Some(table) = self.lake.open(def).await? else {
+            return Ok(None);
+        };
+        let provider = table
+            .table_provider()
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
+        let df = self
+            .ctx
+            .read_table(provider)
+            .and_then(|df| {
+                df.filter(col("batch_id").eq(lit(batch_id)).and(col("status").eq(lit("loaded"))))?
+                    .select_columns(&["rows_read", "rows_loaded", "rows_quarantined"])
+            })
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
+        let batches = df.collect().await.map_err(|e| IngestError::Internal(e.to_string()))?;
+        use datafusion::arrow::array::{Array, Int64Array};
+        for b in batches {
+            if b.num_rows() > 0 {
+                let get = |i: usize| {
+                    b.column(i)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .map_or(0, |a| if a.is_null(0) { 0 } else { a.value(0) as u64 })
+                };
+                return Ok(Some((get(0), get(1), get(2))));
+            }
+        }
+        Ok(None)
+    }
+
+    fn progress_bar(&self, path: &Path, bytes: u64) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(bytes);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:.bold} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default());
+        bar
+    }
+}
+
+/// Abort the process here when `CUSTLAKE_FAILPOINT` names this point: how
+/// the tests kill a load between two commits.
+fn failpoint(name: &str) {
+    if std::env::var("CUSTLAKE_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// The batch id of a file: stable for the same source, entity and bytes.
+pub fn batch_id(system: &str, entity: &str, sha256: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(system.as_bytes());
+    h.update([0]);
+    h.update(entity.as_bytes());
+    h.update([0]);
+    h.update(sha256.as_bytes());
+    hex::encode(h.finalize())[..24].to_string()
+}
+
+fn sha256_file(path: &Path) -> Result<(String, u64), IngestError> {
+    let mut f = File::open(path).map_err(|e| IngestError::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| IngestError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((hex::encode(h.finalize()), total))
+}
+
+struct StageJob {
+    catalog: Catalog,
+    system: String,
+    entity: String,
+    path: PathBuf,
+    batch_id: String,
+    staging: PathBuf,
+    batch_rows: usize,
+    started_at: chrono::DateTime<chrono::Utc>,
+    counter: Arc<AtomicU64>,
+    rows: Arc<AtomicU64>,
+}
+
+struct Staged {
+    good_file: PathBuf,
+    bad_file: PathBuf,
+    rows_read: u64,
+    rows_loaded: u64,
+    rows_quarantined: u64,
+    duplicates: bool,
+    reasons: BTreeMap<String, u64>,
+}
+
+struct Stager {
+    builder: BatchBuilder,
+    writer: FileWriter<std::io::BufWriter<File>>,
+    batch_rows: usize,
+}
+
+impl Stager {
+    fn new(path: &Path, table: &TableDef, with_line: bool, batch_rows: usize) -> Result<Self, IngestError> {
+        let builder = BatchBuilder::new(table, with_line);
+        let file = File::create(path).map_err(|e| IngestError::io(path, e))?;
+        let writer = FileWriter::try_new(std::io::BufWriter::with_capacity(1 << 20, file), &builder.schema())
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
+        Ok(Self {
+            builder,
+            writer,
+            batch_rows,
+        })
+    }
+
+    fn push(&mut self, cells: &[Cell], line: Option<i64>) -> Result<(), IngestError> {
+        self.builder.push(cells, line);
+        if self.builder.len() >= self.batch_rows {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), IngestError> {
+        if self.builder.len() > 0 {
+            let batch: RecordBatch = self.builder.finish().map_err(|e| IngestError::Internal(e.to_string()))?;
+            self.writer.write(&batch).map_err(|e| IngestError::Internal(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), IngestError> {
+        self.flush()?;
+        self.writer.finish().map_err(|e| IngestError::Internal(e.to_string()))
+    }
+}
+
+impl StageJob {
+    fn run(self) -> Result<Staged, IngestError> {
+        let mapping = self.catalog.entity(&self.system, &self.entity)?.clone();
+        let mut mapper = Mapper::new(&self.catalog, &self.system, &mapping, &self.batch_id, self.started_at)?;
+        let qdef = self.catalog.table("quarantine")?.clone();
+        let good_file = self.staging.join("rows.arrow");
+        let bad_file = self.staging.join("quarantine.arrow");
+        let mut good = Stager::new(&good_file, &mapper.table, true, self.batch_rows)?;
+        let mut bad = Stager::new(&bad_file, &qdef, false, self.batch_rows)?;
+        let mut rdr = reader::open(
+            &self.path,
+            mapping.format,
+            mapping.encoding,
+            mapping.delimiter,
+            &mapper.needed,
+            &mapper.mandatory,
+            self.batch_rows,
+            self.counter.clone(),
+        )?;
+        let key_idx: Vec<usize> = mapper
+            .table
+            .key
+            .iter()
+            .filter_map(|k| mapper.table.index_of(k))
+            .collect();
+        let mut seen: HashSet<u64> = HashSet::new();
+        let mut duplicates = false;
+        let mut values: Vec<Option<String>> = vec![None; mapper.needed.len()];
+        let mut out = Staged {
+            good_file: good_file.clone(),
+            bad_file: bad_file.clone(),
+            rows_read: 0,
+            rows_loaded: 0,
+            rows_quarantined: 0,
+            duplicates: false,
+            reasons: BTreeMap::new(),
+        };
+        let file_name = self.path.display().to_string();
+        let now = self.started_at.timestamp_micros();
+        let month = self.started_at.with_timezone(&transform::beijing()).format("%Y-%m").to_string();
+        let mut quarantine = |line: u64, issues: Vec<transform::Issue>, raw: String, out: &mut Staged| -> Result<(), IngestError> {
+            let first = &issues[0];
+            *out.reasons.entry(first.code.to_string()).or_insert(0) += 1;
+            out.rows_quarantined += 1;
+            let reasons: Vec<String> = issues.iter().map(|i| format!("{}:{}", i.code, i.field)).collect();
+            let cells = vec![
+                Cell::Str(self.batch_id.clone()),
+                Cell::I64(line as i64),
+                Cell::Str(self.system.clone()),
+                Cell::Str(self.entity.clone()),
+                Cell::Str(mapping.table.clone()),
+                Cell::Str(file_name.clone()),
+                Cell::Str(first.code.to_string()),
+                if first.field.is_empty() { Cell::Null } else { Cell::Str(first.field.clone()) },
+                first.value.clone().map_or(Cell::Null, Cell::Str),
+                Cell::Str(reasons.join("; ")),
+                Cell::Str(first.detail.clone()),
+                Cell::Str(raw),
+                Cell::Ts(now),
+                Cell::Str(month.clone()),
+            ];
+            bad.push(&cells, None)
+        };
+        while let Some(r) = rdr.next_row(&mut values)? {
+            out.rows_read += 1;
+            if out.rows_read % 4096 == 0 {
+                self.rows.store(out.rows_read, Ordering::Relaxed);
+            }
+            match r {
+                RowResult::Malformed { line, detail } => {
+                    let issue = transform::Issue {
+                        code: "MALFORMED_ROW",
+                        field: String::new(),
+                        value: None,
+                        detail,
+                    };
+                    quarantine(line, vec![issue], rdr.raw_json(), &mut out)?;
+                }
+                RowResult::Row(line) => match mapper.apply(&values) {
+                    Ok(()) => {
+                        let cells = mapper.cells();
+                        let mut h = std::collections::hash_map::DefaultHasher::new();
+                        for &i in &key_idx {
+                            format!("{:?}", cells[i]).hash(&mut h);
+                        }
+                        if !seen.insert(h.finish()) {
+                            duplicates = true;
+                        }
+                        good.push(cells, Some(line as i64))?;
+                        out.rows_loaded += 1;
+                    }
+                    Err(issues) => quarantine(line, issues, rdr.raw_json(), &mut out)?,
+                },
+            }
+        }
+        good.finish()?;
+        bad.finish()?;
+        out.duplicates = duplicates;
+        Ok(out)
+    }
+}

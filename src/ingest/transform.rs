@@ -1,0 +1,519 @@
+//! map → normalise → validate: one source row becomes either a row of the
+//! target table (appended to Arrow builders) or a list of reasons.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::domain::{
+    Address, CompanyName, DomainError, Email, PersonName, Phone, ResidentId, TaxId, Uscc, fold_whitespace,
+    parse_date,
+};
+use crate::schema::{Catalog, EntityMapping, FieldDef, FieldType, Normalizer, TableDef, Validator};
+
+/// A typed value of one field.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Cell {
+    Null,
+    Str(String),
+    I64(i64),
+    F64(f64),
+    /// Cents.
+    Money(i128),
+    /// Days since the epoch.
+    Date(i32),
+    /// Microseconds since the epoch, UTC.
+    Ts(i64),
+    Bool(bool),
+}
+
+/// One reason a row was rejected.
+#[derive(Debug, Clone)]
+pub(crate) struct Issue {
+    pub(crate) code: &'static str,
+    pub(crate) field: String,
+    pub(crate) value: Option<String>,
+    pub(crate) detail: String,
+}
+
+enum Source {
+    /// Index into the reader's needed columns.
+    Column(usize),
+    SourceSystem,
+    BatchId,
+    IngestedAt,
+    /// Month or day of another field.
+    Partition { from: usize, format: &'static str },
+    Absent,
+}
+
+struct FieldPlan {
+    def: FieldDef,
+    source: Source,
+    codes: Option<BTreeMap<String, String>>,
+    allowed: Option<Vec<String>>,
+}
+
+/// Compiled mapping of one source entity onto its table.
+pub(crate) struct Mapper {
+    pub(crate) table: TableDef,
+    /// Source columns the reader must deliver, in order.
+    pub(crate) needed: Vec<String>,
+    /// Source columns a file must have (those feeding key and required fields).
+    pub(crate) mandatory: Vec<String>,
+    plans: Vec<FieldPlan>,
+    date_formats: Vec<String>,
+    ts_formats: Vec<String>,
+    system: String,
+    batch_id: String,
+    ingested_at: i64,
+    today: NaiveDate,
+    customer_type_idx: Option<usize>,
+    id_type_idx: Option<usize>,
+    cells: Vec<Cell>,
+}
+
+/// Beijing time: source timestamps without a zone are local to UTC+8.
+pub(crate) fn beijing() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
+}
+
+impl Mapper {
+    pub(crate) fn new(
+        catalog: &Catalog,
+        system: &str,
+        mapping: &EntityMapping,
+        batch_id: &str,
+        ingested_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Self, crate::schema::SchemaError> {
+        let table = catalog.table(&mapping.table)?.clone();
+        let mut needed: Vec<String> = Vec::new();
+        let mut mandatory = Vec::new();
+        let mut plans = Vec::new();
+        for f in &table.fields {
+            let source = if let Some(col) = mapping.columns.get(&f.name) {
+                needed.push(col.clone());
+                if table.key.contains(&f.name) || f.required == crate::schema::Required::Always(true) {
+                    mandatory.push(col.clone());
+                }
+                Source::Column(needed.len() - 1)
+            } else if f.name == "source_system" {
+                Source::SourceSystem
+            } else if f.name == "batch_id" && f.system {
+                Source::BatchId
+            } else if f.name == "ingested_at" && f.system {
+                Source::IngestedAt
+            } else if let Some(p) = table.partition.as_ref().filter(|p| p.column == f.name) {
+                Source::Partition {
+                    from: table.index_of(&p.from).unwrap_or(0),
+                    format: p.granularity.format(),
+                }
+            } else {
+                Source::Absent
+            };
+            plans.push(FieldPlan {
+                def: f.clone(),
+                source,
+                codes: mapping.codes.get(&f.name).cloned(),
+                allowed: f.codes.as_ref().and_then(|c| catalog.codes.get(c).cloned()),
+            });
+        }
+        let n = plans.len();
+        Ok(Self {
+            customer_type_idx: table.index_of("customer_type"),
+            id_type_idx: table.index_of("id_type"),
+            table,
+            needed,
+            mandatory,
+            plans,
+            date_formats: mapping.date_formats.clone(),
+            ts_formats: mapping.timestamp_formats.clone(),
+            system: system.to_string(),
+            batch_id: batch_id.to_string(),
+            ingested_at: ingested_at.timestamp_micros(),
+            today: ingested_at.date_naive(),
+            cells: vec![Cell::Null; n],
+        })
+    }
+
+    /// Map, normalise and validate one row. On success the typed cells are
+    /// in `self.cells()`; otherwise every reason is returned.
+    pub(crate) fn apply(&mut self, values: &[Option<String>]) -> Result<(), Vec<Issue>> {
+        let mut issues = Vec::new();
+        for i in 0..self.plans.len() {
+            let cell = match &self.plans[i].source {
+                Source::Column(c) => match values[*c].as_deref() {
+                    None => Cell::Null,
+                    Some(raw) => match self.convert(i, raw) {
+                        Ok(cell) => cell,
+                        Err(e) => {
+                            issues.push(Issue {
+                                code: e.code,
+                                field: self.plans[i].def.name.clone(),
+                                value: Some(raw.to_string()),
+                                detail: e.detail,
+                            });
+                            Cell::Null
+                        }
+                    },
+                },
+                Source::SourceSystem => Cell::Str(self.system.clone()),
+                Source::BatchId => Cell::Str(self.batch_id.clone()),
+                Source::IngestedAt => Cell::Ts(self.ingested_at),
+                Source::Partition { from, format } => partition_value(&self.cells[*from], format),
+                Source::Absent => Cell::Null,
+            };
+            self.cells[i] = cell;
+        }
+        // Required fields (per customer type) must be filled.
+        let ctype = self.customer_type_idx.and_then(|i| match &self.cells[i] {
+            Cell::Str(s) => Some(s.clone()),
+            _ => None,
+        });
+        for (i, p) in self.plans.iter().enumerate() {
+            if p.def.system || !matches!(self.cells[i], Cell::Null) {
+                continue;
+            }
+            let required = self.table.key.contains(&p.def.name) || p.def.required.applies(ctype.as_deref());
+            let already = issues.iter().any(|x| x.field == p.def.name);
+            if required && !already {
+                issues.push(Issue {
+                    code: "MISSING_REQUIRED",
+                    field: p.def.name.clone(),
+                    value: None,
+                    detail: match &ctype {
+                        Some(t) => format!("{} is required for {t} customers", p.def.name),
+                        None => format!("{} is required", p.def.name),
+                    },
+                });
+            }
+        }
+        self.cross_checks(&mut issues);
+        if issues.is_empty() { Ok(()) } else { Err(issues) }
+    }
+
+    fn cross_checks(&self, issues: &mut Vec<Issue>) {
+        // Cover must end after it starts.
+        if let (Some(a), Some(b)) = (self.table.index_of("effective_date"), self.table.index_of("expiry_date")) {
+            if let (Cell::Date(s), Cell::Date(e)) = (&self.cells[a], &self.cells[b]) {
+                if e < s {
+                    issues.push(Issue {
+                        code: "INVALID_DATE_RANGE",
+                        field: "expiry_date".into(),
+                        value: None,
+                        detail: "expiry_date is before effective_date".into(),
+                    });
+                }
+            }
+        }
+        // A birth date may not be in the future.
+        if let Some(b) = self.table.index_of("birth_date") {
+            if let Cell::Date(d) = self.cells[b] {
+                if d > days(self.today) {
+                    issues.push(Issue {
+                        code: "INVALID_DATE",
+                        field: "birth_date".into(),
+                        value: None,
+                        detail: "birth_date is in the future".into(),
+                    });
+                }
+            }
+        }
+    }
+
+    pub(crate) fn cells(&self) -> &[Cell] {
+        &self.cells
+    }
+
+    fn convert(&self, i: usize, raw: &str) -> Result<Cell, DomainError> {
+        let p = &self.plans[i];
+        let mut text: String = match p.def.normalizer {
+            Normalizer::None => raw.to_string(),
+            Normalizer::Trim => raw.trim().to_string(),
+            Normalizer::Upper => raw.trim().to_uppercase(),
+            Normalizer::Lower => raw.trim().to_lowercase(),
+            Normalizer::Fold => fold_whitespace(raw),
+        };
+        if let Some(map) = &p.codes {
+            text = map.get(text.trim()).cloned().ok_or_else(|| {
+                DomainError::new(
+                    "UNMAPPED_CODE",
+                    format!("{:?} has no mapping for {} in source {}", text, p.def.name, self.system),
+                )
+            })?;
+        }
+        if text.is_empty() {
+            return Ok(Cell::Null);
+        }
+        let cell = match p.def.ty {
+            FieldType::String => Cell::Str(self.validate(i, text)?),
+            FieldType::Date => Cell::Date(days(parse_date(&text, &self.date_formats)?)),
+            FieldType::Timestamp => Cell::Ts(self.parse_timestamp(&text)?),
+            FieldType::Money => {
+                let cents = parse_money(&text)?;
+                if p.def.validator == Validator::NonNegative && cents < 0 {
+                    return Err(DomainError::new("INVALID_NUMBER", format!("{text} is negative")));
+                }
+                Cell::Money(cents)
+            }
+            FieldType::Int64 => Cell::I64(
+                text.parse()
+                    .map_err(|_| DomainError::new("INVALID_NUMBER", format!("{text:?} is not an integer")))?,
+            ),
+            FieldType::Float64 => Cell::F64(
+                text.parse()
+                    .map_err(|_| DomainError::new("INVALID_NUMBER", format!("{text:?} is not a number")))?,
+            ),
+            FieldType::Bool => Cell::Bool(match text.to_ascii_lowercase().as_str() {
+                "true" | "1" | "y" | "yes" | "是" => true,
+                "false" | "0" | "n" | "no" | "否" => false,
+                _ => return Err(DomainError::new("INVALID_BOOL", format!("{text:?} is not yes/no"))),
+            }),
+        };
+        Ok(cell)
+    }
+
+    fn validate(&self, i: usize, text: String) -> Result<String, DomainError> {
+        let p = &self.plans[i];
+        Ok(match p.def.validator {
+            Validator::None | Validator::NonNegative => text,
+            Validator::ResidentId => ResidentId::parse_as_of(&text, self.today)?.as_str().to_string(),
+            Validator::Uscc => Uscc::parse(&text)?.as_str().to_string(),
+            Validator::Phone => Phone::parse(&text)?.as_str().to_string(),
+            Validator::Email => Email::parse(&text)?.as_str().to_string(),
+            Validator::TaxId => TaxId::parse(&text)?.as_str().to_string(),
+            Validator::PersonName => PersonName::parse(&text)?.as_str().to_string(),
+            Validator::CompanyName => CompanyName::parse(&text)?.as_str().to_string(),
+            Validator::Address => Address::parse(&text)?.as_str().to_string(),
+            Validator::CustomerName => match self.cell_str(self.customer_type_idx) {
+                Some("individual") => PersonName::parse(&text)?.as_str().to_string(),
+                _ => CompanyName::parse(&text)?.as_str().to_string(),
+            },
+            Validator::IdNumber => match self.cell_str(self.id_type_idx) {
+                Some("resident_id") => ResidentId::parse_as_of(&text, self.today)?.as_str().to_string(),
+                Some("uscc") => Uscc::parse(&text)?.as_str().to_string(),
+                _ => {
+                    let t: String = text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_uppercase();
+                    if !(5..=20).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        return Err(DomainError::new(
+                            "INVALID_ID_NUMBER",
+                            format!("document number {text:?} must be 5–20 letters and digits"),
+                        ));
+                    }
+                    t
+                }
+            },
+            Validator::Code => {
+                let allowed = p.allowed.as_deref().unwrap_or_default();
+                if !allowed.iter().any(|a| *a == text) {
+                    return Err(DomainError::new(
+                        "UNMAPPED_CODE",
+                        format!("{text:?} is not a standard {} code ({})", p.def.name, allowed.join(", ")),
+                    ));
+                }
+                text
+            }
+        })
+    }
+
+    fn cell_str(&self, idx: Option<usize>) -> Option<&str> {
+        match idx.map(|i| &self.cells[i]) {
+            Some(Cell::Str(s)) => Some(s.as_str()),
+            _ => None,
+        }
+    }
+
+    fn parse_timestamp(&self, text: &str) -> Result<i64, DomainError> {
+        let t = text.trim();
+        if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
+            return Ok(dt.timestamp_micros());
+        }
+        for f in &self.ts_formats {
+            if let Ok(naive) = NaiveDateTime::parse_from_str(t, f) {
+                return local_micros(naive);
+            }
+        }
+        // A bare date is midnight local time.
+        if let Ok(d) = parse_date(t, &self.date_formats) {
+            return local_micros(d.and_hms_opt(0, 0, 0).unwrap_or_default());
+        }
+        Err(DomainError::new(
+            "INVALID_TIMESTAMP",
+            format!("{t:?} is not a timestamp in any of the formats {}", self.ts_formats.join(", ")),
+        ))
+    }
+}
+
+fn local_micros(naive: NaiveDateTime) -> Result<i64, DomainError> {
+    beijing()
+        .from_local_datetime(&naive)
+        .single()
+        .map(|dt| dt.timestamp_micros())
+        .ok_or_else(|| DomainError::new("INVALID_TIMESTAMP", format!("{naive} is not a valid local time")))
+}
+
+pub(crate) fn days(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+}
+
+fn partition_value(cell: &Cell, format: &str) -> Cell {
+    let date = match cell {
+        Cell::Date(d) => NaiveDate::from_ymd_opt(1970, 1, 1).and_then(|e| e.checked_add_signed(chrono::Duration::days(i64::from(*d)))),
+        Cell::Ts(us) => chrono::DateTime::from_timestamp_micros(*us).map(|t| t.with_timezone(&beijing()).date_naive()),
+        _ => None,
+    };
+    date.map_or(Cell::Null, |d| Cell::Str(d.format(format).to_string()))
+}
+
+/// Parse an amount into cents: digits, optional sign, at most two decimals,
+/// thousands separators and a currency sign tolerated.
+pub(crate) fn parse_money(text: &str) -> Result<i128, DomainError> {
+    let bad = || DomainError::new("INVALID_NUMBER", format!("{text:?} is not an amount"));
+    let t: String = text
+        .trim()
+        .trim_start_matches(['¥', '￥'])
+        .chars()
+        .filter(|c| *c != ',')
+        .collect();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(r) => (true, r.to_string()),
+        None => (false, t),
+    };
+    let (int, frac) = t.split_once('.').unwrap_or((&t, ""));
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) || int.len() > 16 {
+        return Err(bad());
+    }
+    // Round half up beyond two decimals.
+    let mut frac2: String = frac.chars().take(2).collect();
+    while frac2.len() < 2 {
+        frac2.push('0');
+    }
+    let mut cents: i128 = int.parse::<i128>().map_err(|_| bad())? * 100 + frac2.parse::<i128>().map_err(|_| bad())?;
+    if frac.len() > 2 && frac.as_bytes()[2] >= b'5' {
+        cents += 1;
+    }
+    Ok(if neg { -cents } else { cents })
+}
+
+/// Arrow builders for rows of one schema.
+pub(crate) struct BatchBuilder {
+    schema: SchemaRef,
+    columns: Vec<ColumnBuilder>,
+    rows: usize,
+}
+
+enum ColumnBuilder {
+    Str(StringBuilder),
+    I64(Int64Builder),
+    F64(Float64Builder),
+    Money(Decimal128Builder),
+    Date(Date32Builder),
+    Ts(TimestampMicrosecondBuilder),
+    Bool(BooleanBuilder),
+}
+
+impl BatchBuilder {
+    /// Builders for `table`'s columns, plus a trailing `_line` column when
+    /// `with_line` (used to keep the last of duplicate keys).
+    pub(crate) fn new(table: &TableDef, with_line: bool) -> Self {
+        let base = table.arrow_schema();
+        let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+        if with_line {
+            fields.push(Field::new("_line", DataType::Int64, false));
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Int64 => ColumnBuilder::I64(Int64Builder::new()),
+                DataType::Float64 => ColumnBuilder::F64(Float64Builder::new()),
+                DataType::Decimal128(p, s) => ColumnBuilder::Money(
+                    Decimal128Builder::new().with_precision_and_scale(*p, *s).unwrap_or_default(),
+                ),
+                DataType::Date32 => ColumnBuilder::Date(Date32Builder::new()),
+                DataType::Timestamp(_, tz) => {
+                    ColumnBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()))
+                }
+                DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::new()),
+                _ => ColumnBuilder::Str(StringBuilder::new()),
+            })
+            .collect();
+        Self { schema, columns, rows: 0 }
+    }
+
+    pub(crate) fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Append one row; `line` fills `_line` when present.
+    pub(crate) fn push(&mut self, cells: &[Cell], line: Option<i64>) {
+        let line_cell = line.map(Cell::I64);
+        for (b, cell) in self.columns.iter_mut().zip(cells.iter().chain(line_cell.as_ref())) {
+            match (b, cell) {
+                (ColumnBuilder::Str(b), Cell::Str(s)) => b.append_value(s),
+                (ColumnBuilder::Str(b), _) => b.append_null(),
+                (ColumnBuilder::I64(b), Cell::I64(v)) => b.append_value(*v),
+                (ColumnBuilder::I64(b), _) => b.append_null(),
+                (ColumnBuilder::F64(b), Cell::F64(v)) => b.append_value(*v),
+                (ColumnBuilder::F64(b), _) => b.append_null(),
+                (ColumnBuilder::Money(b), Cell::Money(v)) => b.append_value(*v),
+                (ColumnBuilder::Money(b), _) => b.append_null(),
+                (ColumnBuilder::Date(b), Cell::Date(v)) => b.append_value(*v),
+                (ColumnBuilder::Date(b), _) => b.append_null(),
+                (ColumnBuilder::Ts(b), Cell::Ts(v)) => b.append_value(*v),
+                (ColumnBuilder::Ts(b), _) => b.append_null(),
+                (ColumnBuilder::Bool(b), Cell::Bool(v)) => b.append_value(*v),
+                (ColumnBuilder::Bool(b), _) => b.append_null(),
+            }
+        }
+        self.rows += 1;
+    }
+
+    pub(crate) fn finish(&mut self) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+        let arrays: Vec<ArrayRef> = self
+            .columns
+            .iter_mut()
+            .map(|b| -> ArrayRef {
+                match b {
+                    ColumnBuilder::Str(b) => Arc::new(b.finish()),
+                    ColumnBuilder::I64(b) => Arc::new(b.finish()),
+                    ColumnBuilder::F64(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Money(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Date(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Ts(b) => Arc::new(b.finish()),
+                    ColumnBuilder::Bool(b) => Arc::new(b.finish()),
+                }
+            })
+            .collect();
+        self.rows = 0;
+        RecordBatch::try_new(self.schema.clone(), arrays)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_parses_to_cents() {
+        assert_eq!(parse_money("1,234.5").unwrap(), 123450);
+        assert_eq!(parse_money("¥88").unwrap(), 8800);
+        assert_eq!(parse_money("-0.015").unwrap(), -2);
+        assert_eq!(parse_money("12.345").unwrap(), 1235);
+        assert!(parse_money("12a").is_err());
+        assert!(parse_money("").is_err());
+        assert!(parse_money(".5").is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! The query layer: a DataFusion `SessionContext` with every lake table
+//! registered, the domain validators as SQL functions, and a read-only guard.
+
+mod udf;
+
+use std::sync::Arc;
+
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::config::Config;
+use crate::lake::{Lake, LakeError};
+use crate::schema::Catalog;
+
+pub use udf::register_udfs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("SQL: {0}")]
+    Sql(String),
+    #[error("only read-only statements are allowed (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE); got {0}")]
+    NotReadOnly(String),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("{0}")]
+    Execution(#[from] datafusion::error::DataFusionError),
+}
+
+fn session_config(config: &Config) -> SessionConfig {
+    let mut sc = SessionConfig::new().with_information_schema(true);
+    if config.query.target_partitions > 0 {
+        sc = sc.with_target_partitions(config.query.target_partitions);
+    }
+    sc
+}
+
+/// A context for queries over the lake, with memory bounded by the
+/// configured pool (operators spill to disk beyond it).
+pub fn context(config: &Config) -> Result<SessionContext, QueryError> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(FairSpillPool::new(
+            (config.query.memory_limit_mb as usize).saturating_mul(1024 * 1024),
+        )))
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(session_config(config), runtime);
+    register_udfs(&ctx);
+    Ok(ctx)
+}
+
+/// A plain context used by writers (staging reads, merges).
+pub(crate) fn write_context() -> SessionContext {
+    let ctx = SessionContext::new_with_config(SessionConfig::new());
+    register_udfs(&ctx);
+    ctx
+}
+
+/// Register every table that exists in the lake under its name. Returns the
+/// names registered.
+pub async fn register_lake(ctx: &SessionContext, lake: &Lake, catalog: &Catalog) -> Result<Vec<String>, QueryError> {
+    let mut names = Vec::new();
+    for def in &catalog.tables {
+        if let Some(table) = lake.open(def).await? {
+            table.update_datafusion_session(&ctx.state()).map_err(|e| QueryError::Sql(e.to_string()))?;
+            let provider = table
+                .table_provider()
+                .await
+                .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?;
+            ctx.register_table(def.name.as_str(), provider)?;
+            names.push(def.name.clone());
+        }
+    }
+    Ok(names)
+}
+
+/// Refuse anything but a single read-only statement.
+pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
+    let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| QueryError::Sql(e.to_string()))?;
+    if statements.len() != 1 {
+        return Err(QueryError::Sql(format!(
+            "expected exactly one statement, got {}",
+            statements.len()
+        )));
+    }
+    match &statements[0] {
+        Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => Ok(()),
+        Statement::ShowTables { .. } | Statement::ShowColumns { .. } | Statement::ShowVariable { .. } => Ok(()),
+        other => {
+            let text = other.to_string();
+            let word = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            Err(QueryError::NotReadOnly(word))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_reads_pass_the_guard() {
+        for ok in ["SELECT 1", "WITH a AS (SELECT 1) SELECT * FROM a", "EXPLAIN SELECT 1", "SHOW TABLES"] {
+            check_read_only(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "DROP TABLE policy",
+            "INSERT INTO policy VALUES (1)",
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+            "COPY policy TO '/tmp/x.csv'",
+            "SELECT 1; DROP TABLE policy",
+        ] {
+            assert!(check_read_only(bad).is_err(), "{bad}");
+        }
+    }
+}

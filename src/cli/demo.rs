@@ -29,14 +29,21 @@ pub(super) async fn init(config: &Config) -> anyhow::Result<()> {
     for def in &catalog.tables {
         lake.open_or_create(def).await?;
     }
-    eprintln!("{} tables ready under {}", catalog.tables.len(), lake.root(crate::lake::Tier::Hot));
+    eprintln!(
+        "{} tables ready under {}",
+        catalog.tables.len(),
+        lake.root(crate::lake::Tier::Hot)
+    );
     Ok(())
 }
 
 pub(super) async fn run(config: &Config, args: &DemoArgs, progress: bool) -> anyhow::Result<()> {
     let lake = Lake::new(config)?;
     let catalog = Catalog::embedded()?;
-    let empty = lake.open(catalog.table("source_customer")?).await?.is_none();
+    let empty = lake
+        .open(catalog.table("source_customer")?)
+        .await?
+        .is_none();
     if empty {
         eprintln!(
             "The lake at {} is empty: generating a sample insurer of {} customers into {}",
@@ -58,7 +65,10 @@ pub(super) async fn run(config: &Config, args: &DemoArgs, progress: bool) -> any
             super::ingest::print_report(&r?);
         }
     } else {
-        eprintln!("The lake at {} already holds data; showing what it has.", lake.root(crate::lake::Tier::Hot));
+        eprintln!(
+            "The lake at {} already holds data; showing what it has.",
+            lake.root(crate::lake::Tier::Hot)
+        );
     }
     summary(config, &lake, &catalog).await
 }
@@ -77,7 +87,10 @@ async fn summary(config: &Config, lake: &Lake, catalog: &Catalog) -> anyhow::Res
             .sql("SELECT source_system, entity, reason, count(*) AS rows FROM quarantine GROUP BY 1, 2, 3 ORDER BY 1, 2, 4 DESC")
             .await?;
         let batches = df.collect().await?;
-        println!("{}", datafusion::arrow::util::pretty::pretty_format_batches(&batches)?);
+        println!(
+            "{}",
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)?
+        );
     }
     println!(
         "\nTry:\n  custlake sql \"SELECT customer_type, split_part(address, '|', 1) AS province, count(*) FROM source_customer GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10\"\n  custlake sql --format csv \"SELECT policy_no, product_line, status, premium FROM policy LIMIT 5\"\n  custlake schema source_customer"

@@ -24,7 +24,8 @@ pub struct GenerateArgs {
 }
 
 pub(super) fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|e| format!("{s:?} is not a date YYYY-MM-DD: {e}"))
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|e| format!("{s:?} is not a date YYYY-MM-DD: {e}"))
 }
 
 pub(super) fn run(args: &GenerateArgs, progress: bool) -> anyhow::Result<()> {
@@ -32,7 +33,9 @@ pub(super) fn run(args: &GenerateArgs, progress: bool) -> anyhow::Result<()> {
         customers: args.customers,
         seed: args.seed,
         out: args.out.clone(),
-        as_of: args.as_of.unwrap_or_else(|| chrono::Utc::now().date_naive()),
+        as_of: args
+            .as_of
+            .unwrap_or_else(|| chrono::Utc::now().date_naive()),
         bad_rate: args.bad_rate,
         progress,
     };
@@ -47,7 +50,12 @@ pub(super) fn run(args: &GenerateArgs, progress: bool) -> anyhow::Result<()> {
     );
     for (path, rows) in &summary.files {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        eprintln!("  {:<48} {:>10} rows {:>10.1} MB", path.display(), rows, size as f64 / 1e6);
+        eprintln!(
+            "  {:<48} {:>10} rows {:>10.1} MB",
+            path.display(),
+            rows,
+            size as f64 / 1e6
+        );
     }
     Ok(())
 }

@@ -2,10 +2,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::config::Config;
 use crate::ingest::{FileReport, Ingestor};
 use crate::lake::Lake;
 use crate::schema::Catalog;
-use crate::config::Config;
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["from", "source"])))]
@@ -73,7 +73,9 @@ pub(super) async fn run(config: &Config, args: &IngestArgs, progress: bool) -> a
             anyhow::bail!("give --from DIR, or --source, --entity and files");
         };
         if args.paths.is_empty() {
-            anyhow::bail!("no files given: custlake ingest --source {source} --entity {entity} PATH...");
+            anyhow::bail!(
+                "no files given: custlake ingest --source {source} --entity {entity} PATH..."
+            );
         }
         let files = ingestor.expand_paths(source, entity, &args.paths)?;
         if files.is_empty() {
@@ -96,7 +98,10 @@ pub(super) async fn run(config: &Config, args: &IngestArgs, progress: bool) -> a
         }
     }
     if failed > 0 {
-        anyhow::bail!("{failed} of {} file(s) could not be ingested; nothing was written for them", results.len());
+        anyhow::bail!(
+            "{failed} of {} file(s) could not be ingested; nothing was written for them",
+            results.len()
+        );
     }
     Ok(())
 }

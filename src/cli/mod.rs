@@ -58,7 +58,9 @@ pub enum Command {
 
 impl Cli {
     pub fn load_config(&self) -> anyhow::Result<Config> {
-        let overrides = Overrides { lake: self.lake.clone() };
+        let overrides = Overrides {
+            lake: self.lake.clone(),
+        };
         Ok(Config::load(self.config.as_deref(), &overrides)?)
     }
 }

@@ -62,7 +62,9 @@ pub(super) async fn run(config: &Config, args: &SqlArgs) -> anyhow::Result<()> {
             eprintln!("{rows} row(s)");
         }
         Format::Csv => {
-            let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(out);
+            let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(out);
             let mut any = false;
             while let Some(b) = stream.next().await {
                 w.write(&b?)?;

@@ -139,7 +139,9 @@ impl Config {
         fig = fig
             .merge(Env::prefixed("CUSTLAKE__").split("__").lowercase(true))
             .merge(Serialized::defaults(overrides));
-        let config: Config = fig.extract().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let config: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         config.check()?;
         Ok(config)
     }
@@ -155,7 +157,11 @@ impl Config {
         if self.lake.trim().is_empty() {
             return Err(ConfigError::Invalid("lake must not be empty".into()));
         }
-        for (name, t) in [("hot", &self.tiers.hot), ("warm", &self.tiers.warm), ("cold", &self.tiers.cold)] {
+        for (name, t) in [
+            ("hot", &self.tiers.hot),
+            ("warm", &self.tiers.warm),
+            ("cold", &self.tiers.cold),
+        ] {
             parse_compression(&t.compression)
                 .map_err(|e| ConfigError::Invalid(format!("tiers.{name}.compression: {e}")))?;
         }
@@ -165,7 +171,9 @@ impl Config {
             ));
         }
         if self.ingest.batch_rows == 0 {
-            return Err(ConfigError::Invalid("ingest.batch_rows must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "ingest.batch_rows must be positive".into(),
+            ));
         }
         Ok(())
     }
@@ -191,7 +199,9 @@ pub fn parse_compression(s: &str) -> Result<datafusion::parquet::basic::Compress
                 .strip_prefix("zstd(")
                 .and_then(|r| r.strip_suffix(')'))
                 .and_then(|n| n.parse::<i32>().ok())
-                .ok_or_else(|| format!("unknown compression {s:?}: use zstd(N), snappy, lz4 or none"))?;
+                .ok_or_else(|| {
+                    format!("unknown compression {s:?}: use zstd(N), snappy, lz4 or none")
+                })?;
             Compression::ZSTD(ZstdLevel::try_new(level).map_err(|e| e.to_string())?)
         }
     })

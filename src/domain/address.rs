@@ -58,13 +58,22 @@ impl Address {
         let (province, city, district, street) = if text.contains('|') {
             let parts: Vec<String> = text.split('|').map(fold_whitespace).collect();
             if parts.len() != 4 {
-                return Err(invalid(s, "expected 4 parts: province|city|district|street"));
+                return Err(invalid(
+                    s,
+                    "expected 4 parts: province|city|district|street",
+                ));
             }
             let province = canonical_province(&parts[0])
                 .ok_or_else(|| invalid(s, &format!("unknown province {:?}", parts[0])))?;
-            (province, parts[1].clone(), parts[2].clone(), parts[3].clone())
+            (
+                province,
+                parts[1].clone(),
+                parts[2].clone(),
+                parts[3].clone(),
+            )
         } else {
-            parse_free_text(&text).ok_or_else(|| invalid(s, "cannot find province, city and district"))?
+            parse_free_text(&text)
+                .ok_or_else(|| invalid(s, "cannot find province, city and district"))?
         };
         if city.is_empty() || street.is_empty() {
             return Err(invalid(s, "city and street are required"));
@@ -96,14 +105,21 @@ fn canonical_province(p: &str) -> Option<&'static str> {
 
 fn parse_free_text(text: &str) -> Option<(&'static str, String, String, String)> {
     let text: String = text.chars().filter(|c| !c.is_whitespace()).collect();
-    let (province, rest) = PROVINCES.iter().find_map(|(full, short)| {
+    let (province, short, rest) = PROVINCES.iter().find_map(|(full, short)| {
         text.strip_prefix(full)
             .or_else(|| text.strip_prefix(short))
-            .map(|rest| (*full, rest))
+            .map(|rest| (*full, *short, rest))
     })?;
     let (city, rest) = if MUNICIPALITIES.contains(&province) {
-        // 北京市朝阳区… : the city is the municipality itself.
-        (province.to_string(), rest.strip_prefix("市").unwrap_or(rest))
+        // 北京市朝阳区… or 北京北京市朝阳区…: the city is the municipality itself.
+        let rest = rest
+            .strip_prefix(province)
+            .or_else(|| rest.strip_prefix(short))
+            .unwrap_or(rest);
+        (
+            province.to_string(),
+            rest.strip_prefix("市").unwrap_or(rest),
+        )
     } else {
         split_after_suffix(rest, &["自治州", "地区", "盟", "市"])?
     };
@@ -143,12 +159,31 @@ mod tests {
     #[test]
     fn parses_free_text_and_pipe_forms() {
         for (input, want) in [
-            ("广东省深圳市南山区科技园路1号", "广东省|深圳市|南山区|科技园路1号"),
-            ("广东 深圳市 南山区 科技园路1号", "广东省|深圳市|南山区|科技园路1号"),
+            (
+                "广东省深圳市南山区科技园路1号",
+                "广东省|深圳市|南山区|科技园路1号",
+            ),
+            (
+                "广东 深圳市 南山区 科技园路1号",
+                "广东省|深圳市|南山区|科技园路1号",
+            ),
             ("北京市朝阳区建国路88号", "北京市|北京市|朝阳区|建国路88号"),
-            ("上海浦东新区世纪大道100号", "上海市|上海市|浦东新区|世纪大道100号"),
-            ("浙江|杭州市|西湖区|文三路5号", "浙江省|杭州市|西湖区|文三路5号"),
-            ("新疆维吾尔自治区乌鲁木齐市天山区人民路2号", "新疆维吾尔自治区|乌鲁木齐市|天山区|人民路2号"),
+            (
+                "上海浦东新区世纪大道100号",
+                "上海市|上海市|浦东新区|世纪大道100号",
+            ),
+            (
+                "上海上海市 浦东新区 新华路2号",
+                "上海市|上海市|浦东新区|新华路2号",
+            ),
+            (
+                "浙江|杭州市|西湖区|文三路5号",
+                "浙江省|杭州市|西湖区|文三路5号",
+            ),
+            (
+                "新疆维吾尔自治区乌鲁木齐市天山区人民路2号",
+                "新疆维吾尔自治区|乌鲁木齐市|天山区|人民路2号",
+            ),
         ] {
             assert_eq!(Address::parse(input).unwrap().as_str(), want, "{input}");
         }
@@ -158,8 +193,13 @@ mod tests {
 
     #[test]
     fn rejects_addresses_without_structure() {
-        for bad in ["科技园路1号", "火星省某市某区", "广东省|深圳市|南山区", ""] {
-            assert_eq!(Address::parse(bad).unwrap_err().code, "INVALID_ADDRESS", "{bad}");
+        for bad in ["科技园路1号", "火星省某市某区", "广东省|深圳市|南山区", ""]
+        {
+            assert_eq!(
+                Address::parse(bad).unwrap_err().code,
+                "INVALID_ADDRESS",
+                "{bad}"
+            );
         }
     }
 

@@ -38,7 +38,10 @@ pub fn parse_date(s: &str, formats: &[String]) -> Result<NaiveDate, DomainError>
     }
     Err(DomainError::new(
         "INVALID_DATE",
-        format!("{s:?} is not a real date in any of the formats {}", formats.join(", ")),
+        format!(
+            "{s:?} is not a real date in any of the formats {}",
+            formats.join(", ")
+        ),
     ))
 }
 
@@ -64,7 +67,12 @@ mod tests {
         ] {
             assert_eq!(parse_date(s, &fmts(&[f])).unwrap(), d, "{s}");
         }
-        assert_eq!(parse_date("2023-02-29", &fmts(&["%Y-%m-%d"])).unwrap_err().code, "INVALID_DATE");
+        assert_eq!(
+            parse_date("2023-02-29", &fmts(&["%Y-%m-%d"]))
+                .unwrap_err()
+                .code,
+            "INVALID_DATE"
+        );
         assert!(parse_date("20241301", &fmts(&["%Y%m%d"])).is_err());
     }
 

@@ -22,7 +22,9 @@ impl Email {
             || local.ends_with('.')
             || local.contains("..")
         {
-            return Err(invalid("the part before @ has a character that is not allowed"));
+            return Err(invalid(
+                "the part before @ has a character that is not allowed",
+            ));
         }
         let labels: Vec<&str> = domain.split('.').collect();
         if labels.len() < 2
@@ -33,7 +35,9 @@ impl Email {
                     || l.ends_with('-')
                     || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             })
-            || labels.last().is_some_and(|tld| tld.len() < 2 || tld.chars().all(|c| c.is_ascii_digit()))
+            || labels
+                .last()
+                .is_some_and(|tld| tld.len() < 2 || tld.chars().all(|c| c.is_ascii_digit()))
         {
             return Err(invalid("the domain is not a valid host name"));
         }
@@ -58,9 +62,24 @@ mod tests {
 
     #[test]
     fn lower_cases_and_validates() {
-        assert_eq!(Email::parse(" Zhang.Wei@Example.COM ").unwrap().as_str(), "zhang.wei@example.com");
-        for bad in ["zhang", "@example.com", "a@b", "a..b@x.com", "a@-x.com", "a b@x.com", "a@x.c0m.123"] {
-            assert_eq!(Email::parse(bad).unwrap_err().code, "INVALID_EMAIL", "{bad}");
+        assert_eq!(
+            Email::parse(" Zhang.Wei@Example.COM ").unwrap().as_str(),
+            "zhang.wei@example.com"
+        );
+        for bad in [
+            "zhang",
+            "@example.com",
+            "a@b",
+            "a..b@x.com",
+            "a@-x.com",
+            "a b@x.com",
+            "a@x.c0m.123",
+        ] {
+            assert_eq!(
+                Email::parse(bad).unwrap_err().code,
+                "INVALID_EMAIL",
+                "{bad}"
+            );
         }
     }
 

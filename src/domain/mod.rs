@@ -75,7 +75,10 @@ mod tests {
     #[test]
     fn folds_whitespace_and_drops_it_around_cjk() {
         assert_eq!(fold_whitespace("  北京 \u{3000} 科技  "), "北京科技");
-        assert_eq!(fold_whitespace(" ACME   Holdings\tLtd "), "ACME Holdings Ltd");
+        assert_eq!(
+            fold_whitespace(" ACME   Holdings\tLtd "),
+            "ACME Holdings Ltd"
+        );
         assert_eq!(fold_whitespace("华为 Technologies"), "华为Technologies");
     }
 }

@@ -109,7 +109,10 @@ mod tests {
             ("  华泰科技(深圳)有限公司 ", "华泰科技（深圳）有限公司"),
             ("华泰科技 ( 深圳 ) 有限公司", "华泰科技（深圳）有限公司"),
             ("华泰科技（深圳）有限公司", "华泰科技（深圳）有限公司"),
-            ("ACME   Trading (Shanghai)  Co., Ltd.", "ACME Trading（Shanghai）Co., Ltd."),
+            (
+                "ACME   Trading (Shanghai)  Co., Ltd.",
+                "ACME Trading（Shanghai）Co., Ltd.",
+            ),
         ] {
             assert_eq!(CompanyName::parse(input).unwrap().as_str(), want, "{input}");
         }
@@ -119,7 +122,10 @@ mod tests {
     #[test]
     fn person_names() {
         assert_eq!(PersonName::parse(" 张 伟 ").unwrap().as_str(), "张伟");
-        assert_eq!(PersonName::parse("阿卜杜拉•买买提").unwrap().as_str(), "阿卜杜拉·买买提");
+        assert_eq!(
+            PersonName::parse("阿卜杜拉•买买提").unwrap().as_str(),
+            "阿卜杜拉·买买提"
+        );
         assert!(PersonName::parse("张伟123").is_err());
         assert!(PersonName::parse("").is_err());
     }

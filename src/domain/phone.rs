@@ -45,7 +45,10 @@ impl Phone {
         };
         match kind_of(&national) {
             Some(_) => Ok(Self(format!("+86{national}"))),
-            None => Err(invalid(raw, "not a mainland mobile (11 digits, 13x–19x) or landline (area code + 7–8 digits)")),
+            None => Err(invalid(
+                raw,
+                "not a mainland mobile (11 digits, 13x–19x) or landline (area code + 7–8 digits)",
+            )),
         }
     }
 
@@ -109,13 +112,27 @@ mod tests {
             let p = Phone::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
             assert_eq!(p.as_str(), want, "{input}");
         }
-        assert_eq!(Phone::parse("13812345678").unwrap().kind(), PhoneKind::Mobile);
-        assert_eq!(Phone::parse("010-62345678").unwrap().kind(), PhoneKind::Landline);
+        assert_eq!(
+            Phone::parse("13812345678").unwrap().kind(),
+            PhoneKind::Mobile
+        );
+        assert_eq!(
+            Phone::parse("010-62345678").unwrap().kind(),
+            PhoneKind::Landline
+        );
     }
 
     #[test]
     fn rejects_malformed_numbers() {
-        for bad in ["1381234567", "12812345678", "138123456789", "phone: 138", "", "010-1234", "138x1234567"] {
+        for bad in [
+            "1381234567",
+            "12812345678",
+            "138123456789",
+            "phone: 138",
+            "",
+            "010-1234",
+            "138x1234567",
+        ] {
             let err = Phone::parse(bad).unwrap_err();
             assert_eq!(err.code, "INVALID_PHONE", "{bad}");
         }

@@ -12,8 +12,8 @@ const CHECK: &[u8; 11] = b"10X98765432";
 
 /// Province-level administrative codes (the first two digits).
 const PROVINCES: [u8; 34] = [
-    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51,
-    52, 53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
+    11, 12, 13, 14, 15, 21, 22, 23, 31, 32, 33, 34, 35, 36, 37, 41, 42, 43, 44, 45, 46, 50, 51, 52,
+    53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
 ];
 
 /// A valid 18-character resident id number (a 15-digit legacy number is
@@ -51,14 +51,23 @@ impl ResidentId {
                 // Legacy numbers carry a two-digit year of the 1900s.
                 format!("{}19{}", &s[..6], &s[6..])
             }
-            n => return Err(invalid(&s, format!("has {n} characters, expected 18 (or legacy 15)"))),
+            n => {
+                return Err(invalid(
+                    &s,
+                    format!("has {n} characters, expected 18 (or legacy 15)"),
+                ));
+            }
         };
         let province: u8 = digits17[..2].parse().unwrap_or(0);
         if !PROVINCES.contains(&province) {
             return Err(invalid(&s, format!("unknown province code {province:02}")));
         }
-        let birth = NaiveDate::parse_from_str(&digits17[6..14], "%Y%m%d")
-            .map_err(|_| invalid(&s, format!("birth date {} is not a real date", &digits17[6..14])))?;
+        let birth = NaiveDate::parse_from_str(&digits17[6..14], "%Y%m%d").map_err(|_| {
+            invalid(
+                &s,
+                format!("birth date {} is not a real date", &digits17[6..14]),
+            )
+        })?;
         if birth > today || birth.year() < 1900 {
             return Err(invalid(&s, format!("birth date {birth} is out of range")));
         }
@@ -66,7 +75,10 @@ impl ResidentId {
         if let Some(given) = given_check.filter(|g| *g != check) {
             return Err(invalid(
                 &s,
-                format!("check character is {}, expected {}", given as char, check as char),
+                format!(
+                    "check character is {}, expected {}",
+                    given as char, check as char
+                ),
             ));
         }
         let mut full = digits17;
@@ -86,7 +98,11 @@ impl ResidentId {
 
     /// `M` or `F`, from the parity of the 17th digit.
     pub fn gender(&self) -> &'static str {
-        if (self.0.as_bytes()[16] - b'0') % 2 == 1 { "M" } else { "F" }
+        if (self.0.as_bytes()[16] - b'0') % 2 == 1 {
+            "M"
+        } else {
+            "F"
+        }
     }
 
     /// The 15-digit legacy form, for numbers of people born in the 1900s.
@@ -106,7 +122,10 @@ pub fn check_char(body: &[u8]) -> u8 {
 }
 
 fn invalid(s: &str, why: impl Into<String>) -> DomainError {
-    DomainError::new("INVALID_RESIDENT_ID", format!("resident id {s:?}: {}", why.into()))
+    DomainError::new(
+        "INVALID_RESIDENT_ID",
+        format!("resident id {s:?}: {}", why.into()),
+    )
 }
 
 impl fmt::Display for ResidentId {
@@ -127,12 +146,19 @@ mod tests {
     #[test]
     fn accepts_known_valid_numbers() {
         // Published sample numbers with correct check characters.
-        for id in ["11010519491231002X", "110101199003074477", "440305198506151233", "310115197701010012"] {
+        for id in [
+            "11010519491231002X",
+            "110101199003074477",
+            "440305198506151233",
+            "310115197701010012",
+        ] {
             assert_eq!(ResidentId::parse_as_of(id, today()).unwrap().as_str(), id);
         }
         // A lower-case x is the same number.
         assert_eq!(
-            ResidentId::parse_as_of("11010519491231002x", today()).unwrap().as_str(),
+            ResidentId::parse_as_of("11010519491231002x", today())
+                .unwrap()
+                .as_str(),
             "11010519491231002X"
         );
     }
@@ -158,7 +184,10 @@ mod tests {
     fn upgrades_legacy_fifteen_digit_numbers() {
         let id = ResidentId::parse_as_of("110105491231002", today()).unwrap();
         assert_eq!(id.as_str(), "11010519491231002X");
-        assert_eq!(id.birth_date(), NaiveDate::from_ymd_opt(1949, 12, 31).unwrap());
+        assert_eq!(
+            id.birth_date(),
+            NaiveDate::from_ymd_opt(1949, 12, 31).unwrap()
+        );
         assert_eq!(id.gender(), "F");
         assert!(ResidentId::parse_as_of("110105491331002", today()).is_err());
     }
@@ -171,8 +200,8 @@ mod tests {
             0u32..1000,
         )
             .prop_map(|(p, area, days, seq)| {
-                let birth = NaiveDate::from_ymd_opt(1920, 1, 1).unwrap()
-                    + chrono::Duration::days(days);
+                let birth =
+                    NaiveDate::from_ymd_opt(1920, 1, 1).unwrap() + chrono::Duration::days(days);
                 let body = format!("{p:02}{area:04}{}{seq:03}", birth.format("%Y%m%d"));
                 let c = check_char(body.as_bytes()) as char;
                 format!("{body}{c}")

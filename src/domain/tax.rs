@@ -6,7 +6,9 @@ use super::{DomainError, ResidentId};
 
 /// The 31 characters a USCC may use (no I, O, S, V, Z).
 const ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
-const WEIGHTS: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+const WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
 
 /// A valid 18-character unified social credit code.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -20,19 +22,33 @@ impl Uscc {
             .map(|c| c.to_ascii_uppercase())
             .collect();
         if s.len() != 18 {
-            return Err(invalid(&s, format!("has {} characters, expected 18", s.chars().count())));
+            return Err(invalid(
+                &s,
+                format!("has {} characters, expected 18", s.chars().count()),
+            ));
         }
         let mut values = [0u32; 18];
         for (i, b) in s.bytes().enumerate() {
             values[i] = value_of(b).ok_or_else(|| {
-                invalid(&s, format!("character {:?} at position {} is not allowed", b as char, i + 1))
+                invalid(
+                    &s,
+                    format!(
+                        "character {:?} at position {} is not allowed",
+                        b as char,
+                        i + 1
+                    ),
+                )
             })?;
         }
         let expected = check_char_of_values(&values[..17]);
         if s.as_bytes()[17] != expected {
             return Err(invalid(
                 &s,
-                format!("check character is {}, expected {}", &s[17..], expected as char),
+                format!(
+                    "check character is {}, expected {}",
+                    &s[17..],
+                    expected as char
+                ),
             ));
         }
         Ok(Self(s))
@@ -56,7 +72,9 @@ fn check_char_of_values(values: &[u32]) -> u8 {
 /// body uses a character outside the alphabet.
 pub fn uscc_check_char(body: &str) -> Option<u8> {
     let values: Option<Vec<u32>> = body.bytes().map(value_of).collect();
-    values.filter(|v| v.len() == 17).map(|v| check_char_of_values(&v))
+    values
+        .filter(|v| v.len() == 17)
+        .map(|v| check_char_of_values(&v))
 }
 
 fn invalid(s: &str, why: impl Into<String>) -> DomainError {
@@ -95,7 +113,9 @@ impl TaxId {
                 } else {
                     Err(DomainError::new(
                         "INVALID_TAX_ID",
-                        format!("tax id {s:?}: neither a valid credit code nor a valid resident id"),
+                        format!(
+                            "tax id {s:?}: neither a valid credit code nor a valid resident id"
+                        ),
                     ))
                 }
             }
@@ -119,10 +139,17 @@ mod tests {
 
     #[test]
     fn accepts_known_valid_codes() {
-        for code in ["91350100M000100Y43", "91110000600037341L", "911100001000005799"] {
+        for code in [
+            "91350100M000100Y43",
+            "91110000600037341L",
+            "911100001000005799",
+        ] {
             assert_eq!(Uscc::parse(code).unwrap().as_str(), code, "{code}");
         }
-        assert_eq!(Uscc::parse(" 91350100m000100y43 ").unwrap().as_str(), "91350100M000100Y43");
+        assert_eq!(
+            Uscc::parse(" 91350100m000100y43 ").unwrap().as_str(),
+            "91350100M000100Y43"
+        );
     }
 
     #[test]
@@ -140,8 +167,14 @@ mod tests {
 
     #[test]
     fn tax_ids_are_upper_case_without_spaces() {
-        assert_eq!(TaxId::parse("9135 0100m0001 00Y43").unwrap().as_str(), "91350100M000100Y43");
-        assert_eq!(TaxId::parse("110105491231002").unwrap().as_str(), "110105491231002");
+        assert_eq!(
+            TaxId::parse("9135 0100m0001 00Y43").unwrap().as_str(),
+            "91350100M000100Y43"
+        );
+        assert_eq!(
+            TaxId::parse("110105491231002").unwrap().as_str(),
+            "110105491231002"
+        );
         assert!(TaxId::parse("91350100M000100Y44").is_err());
         assert!(TaxId::parse("1234").is_err());
     }

@@ -39,29 +39,41 @@ use transform::{BatchBuilder, Cell, Mapper};
 pub enum IngestError {
     #[error("{}{}{}: {message}", file.display(), line.map(|l| format!(", line {l}")).unwrap_or_default(), column.as_ref().map(|c| format!(", column {c}")).unwrap_or_default())]
     Unreadable {
-        file: PathBuf,
+        file: Box<PathBuf>,
         line: Option<u64>,
-        column: Option<String>,
-        message: String,
+        column: Option<Box<str>>,
+        message: Box<str>,
     },
     #[error("{}: {source}", file.display())]
     Io {
-        file: PathBuf,
+        file: Box<PathBuf>,
         #[source]
         source: std::io::Error,
     },
     #[error(transparent)]
-    Schema(#[from] SchemaError),
+    Schema(Box<SchemaError>),
     #[error(transparent)]
-    Lake(#[from] LakeError),
+    Lake(Box<LakeError>),
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<SchemaError> for IngestError {
+    fn from(e: SchemaError) -> Self {
+        Self::Schema(Box::new(e))
+    }
+}
+
+impl From<LakeError> for IngestError {
+    fn from(e: LakeError) -> Self {
+        Self::Lake(Box::new(e))
+    }
 }
 
 impl IngestError {
     pub(crate) fn io(file: &Path, source: std::io::Error) -> Self {
         Self::Io {
-            file: file.to_path_buf(),
+            file: Box::new(file.to_path_buf()),
             source,
         }
     }
@@ -126,7 +138,12 @@ impl<'a> Ingestor<'a> {
 
     /// The files a list of paths names: files as given, directories expanded
     /// to their files with the mapping's extension, sorted.
-    pub fn expand_paths(&self, system: &str, entity: &str, paths: &[PathBuf]) -> Result<Vec<PathBuf>, IngestError> {
+    pub fn expand_paths(
+        &self,
+        system: &str,
+        entity: &str,
+        paths: &[PathBuf],
+    ) -> Result<Vec<PathBuf>, IngestError> {
         let mapping = self.catalog.entity(system, entity)?;
         let mut files = Vec::new();
         for p in paths {
@@ -134,21 +151,32 @@ impl<'a> Ingestor<'a> {
                 let mut found: Vec<PathBuf> = std::fs::read_dir(p)
                     .map_err(|e| IngestError::io(p, e))?
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| f.extension().is_some_and(|x| x == mapping.format.extension()))
+                    .filter(|f| {
+                        f.extension()
+                            .is_some_and(|x| x == mapping.format.extension())
+                    })
                     .collect();
                 found.sort();
                 files.extend(found);
             } else if p.exists() {
                 files.push(p.clone());
             } else {
-                return Err(IngestError::io(p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")));
+                return Err(IngestError::io(
+                    p,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+                ));
             }
         }
         Ok(files)
     }
 
     /// Ingest one file of `system`'s `entity`.
-    pub async fn ingest_file(&self, system: &str, entity: &str, path: &Path) -> Result<FileReport, IngestError> {
+    pub async fn ingest_file(
+        &self,
+        system: &str,
+        entity: &str,
+        path: &Path,
+    ) -> Result<FileReport, IngestError> {
         let started = Instant::now();
         let started_at = chrono::Utc::now();
         let mapping = self.catalog.entity(system, entity)?.clone();
@@ -228,18 +256,35 @@ impl<'a> Ingestor<'a> {
         bar.set_message(format!("{} rows read, committing", staged.rows_read));
 
         let meta = vec![
-            ("custlake.batch_id".to_string(), serde_json::Value::String(batch_id.clone())),
-            ("custlake.file".to_string(), serde_json::Value::String(path.display().to_string())),
+            (
+                "custlake.batch_id".to_string(),
+                serde_json::Value::String(batch_id.clone()),
+            ),
+            (
+                "custlake.file".to_string(),
+                serde_json::Value::String(path.display().to_string()),
+            ),
         ];
         // Commit 1: the good rows.
         let mut table_version = None;
         if staged.rows_loaded > 0 {
             let df = self
                 .ctx
-                .read_arrow(staged.good_file.to_string_lossy().as_ref(), ArrowReadOptions::default())
+                .read_arrow(
+                    staged.good_file.to_string_lossy().as_ref(),
+                    ArrowReadOptions::default(),
+                )
                 .await
                 .map_err(|e| IngestError::Internal(format!("reading staged rows: {e}")))?;
-            let out = upsert(self.lake, &self.ctx, &table_def, df, staged.duplicates, meta.clone()).await?;
+            let out = upsert(
+                self.lake,
+                &self.ctx,
+                &table_def,
+                df,
+                staged.duplicates,
+                meta.clone(),
+            )
+            .await?;
             table_version = Some(out.version);
         }
         failpoint("ingest.after_data_commit");
@@ -248,7 +293,10 @@ impl<'a> Ingestor<'a> {
             let qdef = self.catalog.table("quarantine")?;
             let df = self
                 .ctx
-                .read_arrow(staged.bad_file.to_string_lossy().as_ref(), ArrowReadOptions::default())
+                .read_arrow(
+                    staged.bad_file.to_string_lossy().as_ref(),
+                    ArrowReadOptions::default(),
+                )
                 .await
                 .map_err(|e| IngestError::Internal(format!("reading staged quarantine: {e}")))?;
             upsert(self.lake, &self.ctx, qdef, df, false, meta.clone()).await?;
@@ -274,7 +322,9 @@ impl<'a> Ingestor<'a> {
         ];
         let mut b = BatchBuilder::new(bdef, false);
         b.push(&cells, None);
-        let batch = b.finish().map_err(|e| IngestError::Internal(e.to_string()))?;
+        let batch = b
+            .finish()
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
         let df = self
             .ctx
             .read_batch(batch)
@@ -306,11 +356,18 @@ impl<'a> Ingestor<'a> {
             .ctx
             .read_table(provider)
             .and_then(|df| {
-                df.filter(col("batch_id").eq(lit(batch_id)).and(col("status").eq(lit("loaded"))))?
-                    .select_columns(&["rows_read", "rows_loaded", "rows_quarantined"])
+                df.filter(
+                    col("batch_id")
+                        .eq(lit(batch_id))
+                        .and(col("status").eq(lit("loaded"))),
+                )?
+                .select_columns(&["rows_read", "rows_loaded", "rows_quarantined"])
             })
             .map_err(|e| IngestError::Internal(e.to_string()))?;
-        let batches = df.collect().await.map_err(|e| IngestError::Internal(e.to_string()))?;
+        let batches = df
+            .collect()
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))?;
         use datafusion::arrow::array::{Array, Int64Array};
         for b in batches {
             if b.num_rows() > 0 {
@@ -338,7 +395,11 @@ impl<'a> Ingestor<'a> {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
-        bar.set_prefix(path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default());
+        bar.set_prefix(
+            path.file_name()
+                .map(|f| f.to_string_lossy().to_string())
+                .unwrap_or_default(),
+        );
         bar
     }
 }
@@ -409,11 +470,19 @@ struct Stager {
 }
 
 impl Stager {
-    fn new(path: &Path, table: &TableDef, with_line: bool, batch_rows: usize) -> Result<Self, IngestError> {
+    fn new(
+        path: &Path,
+        table: &TableDef,
+        with_line: bool,
+        batch_rows: usize,
+    ) -> Result<Self, IngestError> {
         let builder = BatchBuilder::new(table, with_line);
         let file = File::create(path).map_err(|e| IngestError::io(path, e))?;
-        let writer = FileWriter::try_new(std::io::BufWriter::with_capacity(1 << 20, file), &builder.schema())
-            .map_err(|e| IngestError::Internal(e.to_string()))?;
+        let writer = FileWriter::try_new(
+            std::io::BufWriter::with_capacity(1 << 20, file),
+            &builder.schema(),
+        )
+        .map_err(|e| IngestError::Internal(e.to_string()))?;
         Ok(Self {
             builder,
             writer,
@@ -431,34 +500,50 @@ impl Stager {
 
     fn flush(&mut self) -> Result<(), IngestError> {
         if self.builder.len() > 0 {
-            let batch: RecordBatch = self.builder.finish().map_err(|e| IngestError::Internal(e.to_string()))?;
-            self.writer.write(&batch).map_err(|e| IngestError::Internal(e.to_string()))?;
+            let batch: RecordBatch = self
+                .builder
+                .finish()
+                .map_err(|e| IngestError::Internal(e.to_string()))?;
+            self.writer
+                .write(&batch)
+                .map_err(|e| IngestError::Internal(e.to_string()))?;
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<(), IngestError> {
         self.flush()?;
-        self.writer.finish().map_err(|e| IngestError::Internal(e.to_string()))
+        self.writer
+            .finish()
+            .map_err(|e| IngestError::Internal(e.to_string()))
     }
 }
 
 impl StageJob {
     fn run(self) -> Result<Staged, IngestError> {
         let mapping = self.catalog.entity(&self.system, &self.entity)?.clone();
-        let mut mapper = Mapper::new(&self.catalog, &self.system, &mapping, &self.batch_id, self.started_at)?;
+        let mut mapper = Mapper::new(
+            &self.catalog,
+            &self.system,
+            &mapping,
+            &self.batch_id,
+            self.started_at,
+        )?;
         let qdef = self.catalog.table("quarantine")?.clone();
         let good_file = self.staging.join("rows.arrow");
         let bad_file = self.staging.join("quarantine.arrow");
         let mut good = Stager::new(&good_file, &mapper.table, true, self.batch_rows)?;
         let mut bad = Stager::new(&bad_file, &qdef, false, self.batch_rows)?;
+        let mandatory = if mapping.format == crate::schema::FileFormat::Jsonl {
+            &mapper.key_columns
+        } else {
+            &mapper.mandatory
+        };
         let mut rdr = reader::open(
             &self.path,
-            mapping.format,
-            mapping.encoding,
-            mapping.delimiter,
+            &mapping,
             &mapper.needed,
-            &mapper.mandatory,
+            mandatory,
             self.batch_rows,
             self.counter.clone(),
         )?;
@@ -482,12 +567,23 @@ impl StageJob {
         };
         let file_name = self.path.display().to_string();
         let now = self.started_at.timestamp_micros();
-        let month = self.started_at.with_timezone(&transform::beijing()).format("%Y-%m").to_string();
-        let mut quarantine = |line: u64, issues: Vec<transform::Issue>, raw: String, out: &mut Staged| -> Result<(), IngestError> {
+        let month = self
+            .started_at
+            .with_timezone(&transform::beijing())
+            .format("%Y-%m")
+            .to_string();
+        let mut quarantine = |line: u64,
+                              issues: Vec<transform::Issue>,
+                              raw: String,
+                              out: &mut Staged|
+         -> Result<(), IngestError> {
             let first = &issues[0];
             *out.reasons.entry(first.code.to_string()).or_insert(0) += 1;
             out.rows_quarantined += 1;
-            let reasons: Vec<String> = issues.iter().map(|i| format!("{}:{}", i.code, i.field)).collect();
+            let reasons: Vec<String> = issues
+                .iter()
+                .map(|i| format!("{}:{}", i.code, i.field))
+                .collect();
             let cells = vec![
                 Cell::Str(self.batch_id.clone()),
                 Cell::I64(line as i64),
@@ -496,7 +592,11 @@ impl StageJob {
                 Cell::Str(mapping.table.clone()),
                 Cell::Str(file_name.clone()),
                 Cell::Str(first.code.to_string()),
-                if first.field.is_empty() { Cell::Null } else { Cell::Str(first.field.clone()) },
+                if first.field.is_empty() {
+                    Cell::Null
+                } else {
+                    Cell::Str(first.field.clone())
+                },
                 first.value.clone().map_or(Cell::Null, Cell::Str),
                 Cell::Str(reasons.join("; ")),
                 Cell::Str(first.detail.clone()),
@@ -508,7 +608,7 @@ impl StageJob {
         };
         while let Some(r) = rdr.next_row(&mut values)? {
             out.rows_read += 1;
-            if out.rows_read % 4096 == 0 {
+            if out.rows_read.is_multiple_of(4096) {
                 self.rows.store(out.rows_read, Ordering::Relaxed);
             }
             match r {

@@ -14,9 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use datafusion::arrow::array::{Array, ArrayRef, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use datafusion::parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
 
-use crate::schema::{FileFormat, TextEncoding};
+use crate::schema::{EntityMapping, FileFormat, TextEncoding};
 
 use super::IngestError;
 
@@ -51,9 +53,7 @@ impl<R: Read> Read for Counting<R> {
 
 pub(crate) fn open(
     path: &Path,
-    format: FileFormat,
-    encoding: TextEncoding,
-    delimiter: char,
+    mapping: &EntityMapping,
     needed: &[String],
     mandatory: &[String],
     batch_rows: usize,
@@ -61,12 +61,29 @@ pub(crate) fn open(
 ) -> Result<Box<dyn SourceReader>, IngestError> {
     let file = File::open(path).map_err(|e| IngestError::io(path, e))?;
     let ends_with_newline = ends_with_newline(path)?;
-    Ok(match format {
+    let (encoding, delimiter) = (mapping.encoding, mapping.delimiter);
+    Ok(match mapping.format {
         FileFormat::Csv => Box::new(CsvSource::new(
-            path, file, encoding, delimiter, needed, mandatory, ends_with_newline, counter,
+            path,
+            file,
+            encoding,
+            delimiter,
+            needed,
+            mandatory,
+            ends_with_newline,
+            counter,
         )?),
-        FileFormat::Jsonl => Box::new(JsonlSource::new(path, file, needed, mandatory, ends_with_newline, counter)),
-        FileFormat::Parquet => Box::new(ParquetSource::new(path, file, needed, mandatory, batch_rows, counter)?),
+        FileFormat::Jsonl => Box::new(JsonlSource::new(
+            path,
+            file,
+            needed,
+            mandatory,
+            ends_with_newline,
+            counter,
+        )),
+        FileFormat::Parquet => Box::new(ParquetSource::new(
+            path, file, needed, mandatory, batch_rows, counter,
+        )?),
     })
 }
 
@@ -77,22 +94,32 @@ fn ends_with_newline(path: &Path) -> Result<bool, IngestError> {
     if len == 0 {
         return Ok(true);
     }
-    f.seek(SeekFrom::End(-1)).map_err(|e| IngestError::io(path, e))?;
+    f.seek(SeekFrom::End(-1))
+        .map_err(|e| IngestError::io(path, e))?;
     let mut b = [0u8; 1];
     f.read_exact(&mut b).map_err(|e| IngestError::io(path, e))?;
     Ok(b[0] == b'\n')
 }
 
-fn fatal(path: &Path, line: Option<u64>, column: Option<String>, message: impl Into<String>) -> IngestError {
+fn fatal(
+    path: &Path,
+    line: Option<u64>,
+    column: Option<String>,
+    message: impl Into<String>,
+) -> IngestError {
     IngestError::Unreadable {
-        file: path.to_path_buf(),
+        file: Box::new(path.to_path_buf()),
         line,
-        column,
-        message: message.into(),
+        column: column.map(String::into_boxed_str),
+        message: message.into().into_boxed_str(),
     }
 }
 
-fn missing_columns(path: &Path, header: &[String], mandatory: &[String]) -> Result<(), IngestError> {
+fn missing_columns(
+    path: &Path,
+    header: &[String],
+    mandatory: &[String],
+) -> Result<(), IngestError> {
     let missing: Vec<&str> = mandatory
         .iter()
         .filter(|m| !header.iter().any(|h| h == *m))
@@ -155,15 +182,31 @@ impl CsvSource {
             .read_byte_record(&mut record)
             .map_err(|e| fatal(path, Some(1), None, format!("cannot read the header: {e}")))?;
         if !got {
-            return Err(fatal(path, Some(1), None, "the file is empty (no header line)"));
+            return Err(fatal(
+                path,
+                Some(1),
+                None,
+                "the file is empty (no header line)",
+            ));
         }
         let mut header = Vec::with_capacity(record.len());
         for (i, f) in record.iter().enumerate() {
-            let f = if i == 0 { f.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(f) } else { f };
-            header.push(decode(path, encoding, f, 1, i + 1, "header")?.trim().to_string());
+            let f = if i == 0 {
+                f.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(f)
+            } else {
+                f
+            };
+            header.push(
+                decode(path, encoding, f, 1, i + 1, "header")?
+                    .trim()
+                    .to_string(),
+            );
         }
         missing_columns(path, &header, mandatory)?;
-        let index = needed.iter().map(|n| header.iter().position(|h| h == n)).collect();
+        let index = needed
+            .iter()
+            .map(|n| header.iter().position(|h| h == n))
+            .collect();
         Ok(Self {
             path: path.to_path_buf(),
             rdr,
@@ -178,7 +221,14 @@ impl CsvSource {
     }
 }
 
-fn decode(path: &Path, encoding: TextEncoding, bytes: &[u8], line: u64, col: usize, name: &str) -> Result<String, IngestError> {
+fn decode(
+    path: &Path,
+    encoding: TextEncoding,
+    bytes: &[u8],
+    line: u64,
+    col: usize,
+    name: &str,
+) -> Result<String, IngestError> {
     match encoding {
         TextEncoding::Utf8 => std::str::from_utf8(bytes).map(str::to_string).map_err(|e| {
             fatal(
@@ -242,7 +292,11 @@ impl SourceReader for CsvSource {
                 }
                 return Ok(Some(RowResult::Malformed {
                     line,
-                    detail: format!("{} fields where the header has {}", self.record.len(), self.header.len()),
+                    detail: format!(
+                        "{} fields where the header has {}",
+                        self.record.len(),
+                        self.header.len()
+                    ),
                 }));
             }
             for (slot, idx) in out.iter_mut().zip(&self.index) {
@@ -258,7 +312,11 @@ impl SourceReader for CsvSource {
     fn raw_json(&self) -> String {
         let mut m = serde_json::Map::new();
         for (i, v) in self.fields.iter().enumerate() {
-            let k = self.header.get(i).cloned().unwrap_or_else(|| format!("_extra_{}", i + 1));
+            let k = self
+                .header
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("_extra_{}", i + 1));
             m.insert(k, serde_json::Value::String(v.clone()));
         }
         serde_json::Value::Object(m).to_string()
@@ -280,7 +338,14 @@ struct JsonlSource {
 }
 
 impl JsonlSource {
-    fn new(path: &Path, file: File, needed: &[String], mandatory: &[String], ends_with_newline: bool, counter: Arc<AtomicU64>) -> Self {
+    fn new(
+        path: &Path,
+        file: File,
+        needed: &[String],
+        mandatory: &[String],
+        ends_with_newline: bool,
+        counter: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             path: path.to_path_buf(),
             rdr: Counting {
@@ -314,15 +379,24 @@ impl SourceReader for JsonlSource {
             self.line += 1;
             let last_without_newline = !self.line_buf.ends_with(b"\n");
             let text = std::str::from_utf8(&self.line_buf).map_err(|e| {
-                let col = String::from_utf8_lossy(&self.line_buf[..e.valid_up_to()]).chars().count() + 1;
-                fatal(&self.path, Some(self.line), Some(col.to_string()), "invalid UTF-8 (JSON Lines must be UTF-8)")
+                let col = String::from_utf8_lossy(&self.line_buf[..e.valid_up_to()])
+                    .chars()
+                    .count()
+                    + 1;
+                fatal(
+                    &self.path,
+                    Some(self.line),
+                    Some(col.to_string()),
+                    "invalid UTF-8 (JSON Lines must be UTF-8)",
+                )
             })?;
             let text = text.trim();
             if text.is_empty() {
                 continue;
             }
             self.current = text.to_string();
-            let parsed: Result<serde_json::Map<String, serde_json::Value>, _> = serde_json::from_str(text);
+            let parsed: Result<serde_json::Map<String, serde_json::Value>, _> =
+                serde_json::from_str(text);
             let obj = match parsed {
                 Ok(o) => o,
                 Err(e) => {
@@ -331,7 +405,9 @@ impl SourceReader for JsonlSource {
                             &self.path,
                             Some(self.line),
                             Some(e.column().to_string()),
-                            format!("the file is truncated: the last line is not a complete JSON object ({e})"),
+                            format!(
+                                "the file is truncated: the last line is not a complete JSON object ({e})"
+                            ),
                         ));
                     }
                     if !self.seen_valid {
@@ -351,7 +427,12 @@ impl SourceReader for JsonlSource {
             if !self.seen_valid {
                 let keys: Vec<String> = obj.keys().cloned().collect();
                 missing_columns(&self.path, &keys, &self.mandatory).map_err(|e| match e {
-                    IngestError::Unreadable { file, column, message, .. } => IngestError::Unreadable {
+                    IngestError::Unreadable {
+                        file,
+                        column,
+                        message,
+                        ..
+                    } => IngestError::Unreadable {
                         file,
                         line: Some(self.line),
                         column,
@@ -393,18 +474,43 @@ struct ParquetSource {
 }
 
 impl ParquetSource {
-    fn new(path: &Path, file: File, needed: &[String], mandatory: &[String], batch_rows: usize, counter: Arc<AtomicU64>) -> Result<Self, IngestError> {
+    fn new(
+        path: &Path,
+        file: File,
+        needed: &[String],
+        mandatory: &[String],
+        batch_rows: usize,
+        counter: Arc<AtomicU64>,
+    ) -> Result<Self, IngestError> {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(|e| fatal(path, None, None, format!("not a readable Parquet file: {e}")))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+            fatal(
+                path,
+                None,
+                None,
+                format!("not a readable Parquet file: {e}"),
+            )
+        })?;
         let total_rows = builder.metadata().file_metadata().num_rows().max(1) as u64;
-        let names: Vec<String> = builder.schema().fields().iter().map(|f| f.name().clone()).collect();
+        let names: Vec<String> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         missing_columns(path, &names, mandatory)?;
-        let index = needed.iter().map(|n| names.iter().position(|h| h == n)).collect();
-        let reader = builder
-            .with_batch_size(batch_rows)
-            .build()
-            .map_err(|e| fatal(path, None, None, format!("not a readable Parquet file: {e}")))?;
+        let index = needed
+            .iter()
+            .map(|n| names.iter().position(|h| h == n))
+            .collect();
+        let reader = builder.with_batch_size(batch_rows).build().map_err(|e| {
+            fatal(
+                path,
+                None,
+                None,
+                format!("not a readable Parquet file: {e}"),
+            )
+        })?;
         Ok(Self {
             reader,
             path: path.to_path_buf(),
@@ -438,7 +544,12 @@ impl SourceReader for ParquetSource {
                 return Ok(None);
             };
             let batch = batch.map_err(|e| {
-                fatal(&self.path, Some(self.row + 1), None, format!("the Parquet data is damaged or truncated: {e}"))
+                fatal(
+                    &self.path,
+                    Some(self.row + 1),
+                    None,
+                    format!("the Parquet data is damaged or truncated: {e}"),
+                )
             })?;
             self.columns = batch
                 .columns()
@@ -450,7 +561,10 @@ impl SourceReader for ParquetSource {
                 .collect::<Result<_, _>>()?;
             self.row_in_batch = 0;
             self.rows_in_batch = batch.num_rows();
-            self.counter.fetch_add(self.bytes_per_row * batch.num_rows() as u64, Ordering::Relaxed);
+            self.counter.fetch_add(
+                self.bytes_per_row * batch.num_rows() as u64,
+                Ordering::Relaxed,
+            );
             if self.rows_in_batch == 0 {
                 return self.next_row(out);
             }

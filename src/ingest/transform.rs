@@ -13,8 +13,8 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::domain::{
-    Address, CompanyName, DomainError, Email, PersonName, Phone, ResidentId, TaxId, Uscc, fold_whitespace,
-    parse_date,
+    Address, CompanyName, DomainError, Email, PersonName, Phone, ResidentId, TaxId, Uscc,
+    fold_whitespace, parse_date,
 };
 use crate::schema::{Catalog, EntityMapping, FieldDef, FieldType, Normalizer, TableDef, Validator};
 
@@ -43,20 +43,23 @@ pub(crate) struct Issue {
     pub(crate) detail: String,
 }
 
-enum Source {
+enum Origin {
     /// Index into the reader's needed columns.
     Column(usize),
     SourceSystem,
     BatchId,
     IngestedAt,
     /// Month or day of another field.
-    Partition { from: usize, format: &'static str },
+    Partition {
+        from: usize,
+        format: &'static str,
+    },
     Absent,
 }
 
 struct FieldPlan {
     def: FieldDef,
-    source: Source,
+    source: Origin,
     codes: Option<BTreeMap<String, String>>,
     allowed: Option<Vec<String>>,
 }
@@ -68,6 +71,9 @@ pub(crate) struct Mapper {
     pub(crate) needed: Vec<String>,
     /// Source columns a file must have (those feeding key and required fields).
     pub(crate) mandatory: Vec<String>,
+    /// Source columns feeding the key (all a JSON Lines record must have,
+    /// since JSON writers leave out null fields).
+    pub(crate) key_columns: Vec<String>,
     plans: Vec<FieldPlan>,
     date_formats: Vec<String>,
     ts_formats: Vec<String>,
@@ -96,27 +102,33 @@ impl Mapper {
         let table = catalog.table(&mapping.table)?.clone();
         let mut needed: Vec<String> = Vec::new();
         let mut mandatory = Vec::new();
+        let mut key_columns = Vec::new();
         let mut plans = Vec::new();
         for f in &table.fields {
             let source = if let Some(col) = mapping.columns.get(&f.name) {
                 needed.push(col.clone());
-                if table.key.contains(&f.name) || f.required == crate::schema::Required::Always(true) {
+                if table.key.contains(&f.name) {
+                    key_columns.push(col.clone());
+                }
+                if table.key.contains(&f.name)
+                    || f.required == crate::schema::Required::Always(true)
+                {
                     mandatory.push(col.clone());
                 }
-                Source::Column(needed.len() - 1)
+                Origin::Column(needed.len() - 1)
             } else if f.name == "source_system" {
-                Source::SourceSystem
+                Origin::SourceSystem
             } else if f.name == "batch_id" && f.system {
-                Source::BatchId
+                Origin::BatchId
             } else if f.name == "ingested_at" && f.system {
-                Source::IngestedAt
+                Origin::IngestedAt
             } else if let Some(p) = table.partition.as_ref().filter(|p| p.column == f.name) {
-                Source::Partition {
+                Origin::Partition {
                     from: table.index_of(&p.from).unwrap_or(0),
                     format: p.granularity.format(),
                 }
             } else {
-                Source::Absent
+                Origin::Absent
             };
             plans.push(FieldPlan {
                 def: f.clone(),
@@ -132,6 +144,7 @@ impl Mapper {
             table,
             needed,
             mandatory,
+            key_columns,
             plans,
             date_formats: mapping.date_formats.clone(),
             ts_formats: mapping.timestamp_formats.clone(),
@@ -149,7 +162,7 @@ impl Mapper {
         let mut issues = Vec::new();
         for i in 0..self.plans.len() {
             let cell = match &self.plans[i].source {
-                Source::Column(c) => match values[*c].as_deref() {
+                Origin::Column(c) => match values[*c].as_deref() {
                     None => Cell::Null,
                     Some(raw) => match self.convert(i, raw) {
                         Ok(cell) => cell,
@@ -164,11 +177,11 @@ impl Mapper {
                         }
                     },
                 },
-                Source::SourceSystem => Cell::Str(self.system.clone()),
-                Source::BatchId => Cell::Str(self.batch_id.clone()),
-                Source::IngestedAt => Cell::Ts(self.ingested_at),
-                Source::Partition { from, format } => partition_value(&self.cells[*from], format),
-                Source::Absent => Cell::Null,
+                Origin::SourceSystem => Cell::Str(self.system.clone()),
+                Origin::BatchId => Cell::Str(self.batch_id.clone()),
+                Origin::IngestedAt => Cell::Ts(self.ingested_at),
+                Origin::Partition { from, format } => partition_value(&self.cells[*from], format),
+                Origin::Absent => Cell::Null,
             };
             self.cells[i] = cell;
         }
@@ -181,7 +194,8 @@ impl Mapper {
             if p.def.system || !matches!(self.cells[i], Cell::Null) {
                 continue;
             }
-            let required = self.table.key.contains(&p.def.name) || p.def.required.applies(ctype.as_deref());
+            let required =
+                self.table.key.contains(&p.def.name) || p.def.required.applies(ctype.as_deref());
             let already = issues.iter().any(|x| x.field == p.def.name);
             if required && !already {
                 issues.push(Issue {
@@ -196,35 +210,39 @@ impl Mapper {
             }
         }
         self.cross_checks(&mut issues);
-        if issues.is_empty() { Ok(()) } else { Err(issues) }
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(issues)
+        }
     }
 
     fn cross_checks(&self, issues: &mut Vec<Issue>) {
         // Cover must end after it starts.
-        if let (Some(a), Some(b)) = (self.table.index_of("effective_date"), self.table.index_of("expiry_date")) {
-            if let (Cell::Date(s), Cell::Date(e)) = (&self.cells[a], &self.cells[b]) {
-                if e < s {
-                    issues.push(Issue {
-                        code: "INVALID_DATE_RANGE",
-                        field: "expiry_date".into(),
-                        value: None,
-                        detail: "expiry_date is before effective_date".into(),
-                    });
-                }
-            }
+        if let (Some(a), Some(b)) = (
+            self.table.index_of("effective_date"),
+            self.table.index_of("expiry_date"),
+        ) && let (Cell::Date(s), Cell::Date(e)) = (&self.cells[a], &self.cells[b])
+            && e < s
+        {
+            issues.push(Issue {
+                code: "INVALID_DATE_RANGE",
+                field: "expiry_date".into(),
+                value: None,
+                detail: "expiry_date is before effective_date".into(),
+            });
         }
         // A birth date may not be in the future.
-        if let Some(b) = self.table.index_of("birth_date") {
-            if let Cell::Date(d) = self.cells[b] {
-                if d > days(self.today) {
-                    issues.push(Issue {
-                        code: "INVALID_DATE",
-                        field: "birth_date".into(),
-                        value: None,
-                        detail: "birth_date is in the future".into(),
-                    });
-                }
-            }
+        if let Some(b) = self.table.index_of("birth_date")
+            && let Cell::Date(d) = self.cells[b]
+            && d > days(self.today)
+        {
+            issues.push(Issue {
+                code: "INVALID_DATE",
+                field: "birth_date".into(),
+                value: None,
+                detail: "birth_date is in the future".into(),
+            });
         }
     }
 
@@ -245,7 +263,10 @@ impl Mapper {
             text = map.get(text.trim()).cloned().ok_or_else(|| {
                 DomainError::new(
                     "UNMAPPED_CODE",
-                    format!("{:?} has no mapping for {} in source {}", text, p.def.name, self.system),
+                    format!(
+                        "{:?} has no mapping for {} in source {}",
+                        text, p.def.name, self.system
+                    ),
                 )
             })?;
         }
@@ -259,22 +280,28 @@ impl Mapper {
             FieldType::Money => {
                 let cents = parse_money(&text)?;
                 if p.def.validator == Validator::NonNegative && cents < 0 {
-                    return Err(DomainError::new("INVALID_NUMBER", format!("{text} is negative")));
+                    return Err(DomainError::new(
+                        "INVALID_NUMBER",
+                        format!("{text} is negative"),
+                    ));
                 }
                 Cell::Money(cents)
             }
-            FieldType::Int64 => Cell::I64(
-                text.parse()
-                    .map_err(|_| DomainError::new("INVALID_NUMBER", format!("{text:?} is not an integer")))?,
-            ),
-            FieldType::Float64 => Cell::F64(
-                text.parse()
-                    .map_err(|_| DomainError::new("INVALID_NUMBER", format!("{text:?} is not a number")))?,
-            ),
+            FieldType::Int64 => Cell::I64(text.parse().map_err(|_| {
+                DomainError::new("INVALID_NUMBER", format!("{text:?} is not an integer"))
+            })?),
+            FieldType::Float64 => Cell::F64(text.parse().map_err(|_| {
+                DomainError::new("INVALID_NUMBER", format!("{text:?} is not a number"))
+            })?),
             FieldType::Bool => Cell::Bool(match text.to_ascii_lowercase().as_str() {
                 "true" | "1" | "y" | "yes" | "是" => true,
                 "false" | "0" | "n" | "no" | "否" => false,
-                _ => return Err(DomainError::new("INVALID_BOOL", format!("{text:?} is not yes/no"))),
+                _ => {
+                    return Err(DomainError::new(
+                        "INVALID_BOOL",
+                        format!("{text:?} is not yes/no"),
+                    ));
+                }
             }),
         };
         Ok(cell)
@@ -284,7 +311,9 @@ impl Mapper {
         let p = &self.plans[i];
         Ok(match p.def.validator {
             Validator::None | Validator::NonNegative => text,
-            Validator::ResidentId => ResidentId::parse_as_of(&text, self.today)?.as_str().to_string(),
+            Validator::ResidentId => ResidentId::parse_as_of(&text, self.today)?
+                .as_str()
+                .to_string(),
             Validator::Uscc => Uscc::parse(&text)?.as_str().to_string(),
             Validator::Phone => Phone::parse(&text)?.as_str().to_string(),
             Validator::Email => Email::parse(&text)?.as_str().to_string(),
@@ -297,11 +326,18 @@ impl Mapper {
                 _ => CompanyName::parse(&text)?.as_str().to_string(),
             },
             Validator::IdNumber => match self.cell_str(self.id_type_idx) {
-                Some("resident_id") => ResidentId::parse_as_of(&text, self.today)?.as_str().to_string(),
+                Some("resident_id") => ResidentId::parse_as_of(&text, self.today)?
+                    .as_str()
+                    .to_string(),
                 Some("uscc") => Uscc::parse(&text)?.as_str().to_string(),
                 _ => {
-                    let t: String = text.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_uppercase();
-                    if !(5..=20).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    let t: String = text
+                        .chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect::<String>()
+                        .to_uppercase();
+                    if !(5..=20).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_alphanumeric())
+                    {
                         return Err(DomainError::new(
                             "INVALID_ID_NUMBER",
                             format!("document number {text:?} must be 5–20 letters and digits"),
@@ -312,10 +348,14 @@ impl Mapper {
             },
             Validator::Code => {
                 let allowed = p.allowed.as_deref().unwrap_or_default();
-                if !allowed.iter().any(|a| *a == text) {
+                if !allowed.contains(&text) {
                     return Err(DomainError::new(
                         "UNMAPPED_CODE",
-                        format!("{text:?} is not a standard {} code ({})", p.def.name, allowed.join(", ")),
+                        format!(
+                            "{text:?} is not a standard {} code ({})",
+                            p.def.name,
+                            allowed.join(", ")
+                        ),
                     ));
                 }
                 text
@@ -346,7 +386,10 @@ impl Mapper {
         }
         Err(DomainError::new(
             "INVALID_TIMESTAMP",
-            format!("{t:?} is not a timestamp in any of the formats {}", self.ts_formats.join(", ")),
+            format!(
+                "{t:?} is not a timestamp in any of the formats {}",
+                self.ts_formats.join(", ")
+            ),
         ))
     }
 }
@@ -356,7 +399,12 @@ fn local_micros(naive: NaiveDateTime) -> Result<i64, DomainError> {
         .from_local_datetime(&naive)
         .single()
         .map(|dt| dt.timestamp_micros())
-        .ok_or_else(|| DomainError::new("INVALID_TIMESTAMP", format!("{naive} is not a valid local time")))
+        .ok_or_else(|| {
+            DomainError::new(
+                "INVALID_TIMESTAMP",
+                format!("{naive} is not a valid local time"),
+            )
+        })
 }
 
 pub(crate) fn days(d: NaiveDate) -> i32 {
@@ -365,8 +413,10 @@ pub(crate) fn days(d: NaiveDate) -> i32 {
 
 fn partition_value(cell: &Cell, format: &str) -> Cell {
     let date = match cell {
-        Cell::Date(d) => NaiveDate::from_ymd_opt(1970, 1, 1).and_then(|e| e.checked_add_signed(chrono::Duration::days(i64::from(*d)))),
-        Cell::Ts(us) => chrono::DateTime::from_timestamp_micros(*us).map(|t| t.with_timezone(&beijing()).date_naive()),
+        Cell::Date(d) => NaiveDate::from_ymd_opt(1970, 1, 1)
+            .and_then(|e| e.checked_add_signed(chrono::Duration::days(i64::from(*d)))),
+        Cell::Ts(us) => chrono::DateTime::from_timestamp_micros(*us)
+            .map(|t| t.with_timezone(&beijing()).date_naive()),
         _ => None,
     };
     date.map_or(Cell::Null, |d| Cell::Str(d.format(format).to_string()))
@@ -387,7 +437,11 @@ pub(crate) fn parse_money(text: &str) -> Result<i128, DomainError> {
         None => (false, t),
     };
     let (int, frac) = t.split_once('.').unwrap_or((&t, ""));
-    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) || int.len() > 16 {
+    if int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || int.len() > 16
+    {
         return Err(bad());
     }
     // Round half up beyond two decimals.
@@ -395,7 +449,8 @@ pub(crate) fn parse_money(text: &str) -> Result<i128, DomainError> {
     while frac2.len() < 2 {
         frac2.push('0');
     }
-    let mut cents: i128 = int.parse::<i128>().map_err(|_| bad())? * 100 + frac2.parse::<i128>().map_err(|_| bad())?;
+    let mut cents: i128 =
+        int.parse::<i128>().map_err(|_| bad())? * 100 + frac2.parse::<i128>().map_err(|_| bad())?;
     if frac.len() > 2 && frac.as_bytes()[2] >= b'5' {
         cents += 1;
     }
@@ -436,17 +491,23 @@ impl BatchBuilder {
                 DataType::Int64 => ColumnBuilder::I64(Int64Builder::new()),
                 DataType::Float64 => ColumnBuilder::F64(Float64Builder::new()),
                 DataType::Decimal128(p, s) => ColumnBuilder::Money(
-                    Decimal128Builder::new().with_precision_and_scale(*p, *s).unwrap_or_default(),
+                    Decimal128Builder::new()
+                        .with_precision_and_scale(*p, *s)
+                        .unwrap_or_default(),
                 ),
                 DataType::Date32 => ColumnBuilder::Date(Date32Builder::new()),
-                DataType::Timestamp(_, tz) => {
-                    ColumnBuilder::Ts(TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()))
-                }
+                DataType::Timestamp(_, tz) => ColumnBuilder::Ts(
+                    TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()),
+                ),
                 DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::new()),
                 _ => ColumnBuilder::Str(StringBuilder::new()),
             })
             .collect();
-        Self { schema, columns, rows: 0 }
+        Self {
+            schema,
+            columns,
+            rows: 0,
+        }
     }
 
     pub(crate) fn schema(&self) -> SchemaRef {
@@ -460,7 +521,11 @@ impl BatchBuilder {
     /// Append one row; `line` fills `_line` when present.
     pub(crate) fn push(&mut self, cells: &[Cell], line: Option<i64>) {
         let line_cell = line.map(Cell::I64);
-        for (b, cell) in self.columns.iter_mut().zip(cells.iter().chain(line_cell.as_ref())) {
+        for (b, cell) in self
+            .columns
+            .iter_mut()
+            .zip(cells.iter().chain(line_cell.as_ref()))
+        {
             match (b, cell) {
                 (ColumnBuilder::Str(b), Cell::Str(s)) => b.append_value(s),
                 (ColumnBuilder::Str(b), _) => b.append_null(),

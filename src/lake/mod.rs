@@ -6,9 +6,9 @@ mod write;
 
 use std::path::Path;
 
+use datafusion::parquet::file::properties::WriterProperties;
 use deltalake::kernel::StructField;
 use deltalake::{DeltaTable, DeltaTableError};
-use datafusion::parquet::file::properties::WriterProperties;
 use url::Url;
 
 use crate::config::{Config, parse_compression};
@@ -24,7 +24,7 @@ pub enum LakeError {
     Delta {
         table: String,
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("writing table {table}: {message}")]
     Write { table: String, message: String },
@@ -114,16 +114,16 @@ impl Lake {
             return Ok(t);
         }
         let url = self.table_url(&def.name)?;
-        if url.scheme() == "file" {
-            if let Ok(path) = url.to_file_path() {
-                std::fs::create_dir_all(&path).map_err(|e| LakeError::Location {
-                    location: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-            }
+        if url.scheme() == "file"
+            && let Ok(path) = url.to_file_path()
+        {
+            std::fs::create_dir_all(&path).map_err(|e| LakeError::Location {
+                location: path.display().to_string(),
+                message: e.to_string(),
+            })?;
         }
-        let table = DeltaTable::try_from_url(url)
-            .await
+        let table = deltalake::DeltaTableBuilder::from_url(url)
+            .and_then(|b| b.build())
             .map_err(|source| delta_err(&def.name, source))?;
         let columns = delta_columns(def)?;
         let mut create = table
@@ -155,17 +155,25 @@ fn delta_columns(def: &TableDef) -> Result<Vec<StructField>, LakeError> {
         .fields()
         .iter()
         .map(|f| {
-            f.as_ref().try_into_kernel().map_err(|e| LakeError::SchemaMismatch {
-                table: def.name.clone(),
-                message: e.to_string(),
-            })
+            f.as_ref()
+                .try_into_kernel()
+                .map_err(|e| LakeError::SchemaMismatch {
+                    table: def.name.clone(),
+                    message: e.to_string(),
+                })
         })
         .collect()
 }
 
 fn check_schema(def: &TableDef, table: &DeltaTable) -> Result<(), LakeError> {
-    let snapshot = table.snapshot().map_err(|source| delta_err(&def.name, source))?;
-    let stored: Vec<String> = snapshot.schema().fields().map(|f| f.name().to_string()).collect();
+    let snapshot = table
+        .snapshot()
+        .map_err(|source| delta_err(&def.name, source))?;
+    let stored: Vec<String> = snapshot
+        .schema()
+        .fields()
+        .map(|f| f.name().to_string())
+        .collect();
     let declared: Vec<String> = def.fields.iter().map(|f| f.name.clone()).collect();
     if stored != declared {
         return Err(LakeError::SchemaMismatch {
@@ -179,7 +187,7 @@ fn check_schema(def: &TableDef, table: &DeltaTable) -> Result<(), LakeError> {
 fn delta_err(table: &str, source: DeltaTableError) -> LakeError {
     LakeError::Delta {
         table: table.to_string(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -200,7 +208,9 @@ pub fn to_url(location: &str, dir: bool) -> Result<Url, LakeError> {
     let abs = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path)
+        std::env::current_dir()
+            .map_err(|e| bad(e.to_string()))?
+            .join(path)
     };
     let url = if dir {
         Url::from_directory_path(&abs)
@@ -211,8 +221,9 @@ pub fn to_url(location: &str, dir: bool) -> Result<Url, LakeError> {
 }
 
 fn join(root: &Url, child: &str) -> Result<Url, LakeError> {
-    root.join(&format!("{child}/")).map_err(|e| LakeError::Location {
-        location: format!("{root}{child}"),
-        message: e.to_string(),
-    })
+    root.join(&format!("{child}/"))
+        .map_err(|e| LakeError::Location {
+            location: format!("{root}{child}"),
+            message: e.to_string(),
+        })
 }

@@ -55,7 +55,8 @@ pub async fn upsert(
     // Unique view names: several upserts may share a context.
     let tag = format!("{}_{}", name, std::process::id());
     let src_view = format!("__src_{tag}");
-    ctx.register_table(&src_view, source.into_view()).map_err(|e| df_err(name, e))?;
+    ctx.register_table(&src_view, source.into_view())
+        .map_err(|e| df_err(name, e))?;
     let cleanup = |ctx: &SessionContext, views: &[&str]| {
         for v in views {
             let _ = ctx.deregister_table(*v);
@@ -75,7 +76,10 @@ pub async fn upsert(
     let src = ctx.sql(&src_sql).await.map_err(|e| df_err(name, e))?;
 
     // Does any key exist already?
-    let files = table.snapshot().map(|s| s.log_data().num_files()).unwrap_or(0);
+    let files = table
+        .snapshot()
+        .map(|s| s.log_data().num_files())
+        .unwrap_or(0);
     let overlap = if files == 0 {
         false
     } else {
@@ -84,7 +88,8 @@ pub async fn upsert(
         table
             .update_datafusion_session(&ctx.state())
             .map_err(|e| df_err(name, e))?;
-        ctx.register_table(&tgt_view, provider).map_err(|e| df_err(name, e))?;
+        ctx.register_table(&tgt_view, provider)
+            .map_err(|e| df_err(name, e))?;
         let on: Vec<String> = def
             .key
             .iter()

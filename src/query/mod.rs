@@ -5,12 +5,14 @@ mod udf;
 
 use std::sync::Arc;
 
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
+use deltalake::delta_datafusion::planner::DeltaPlanner;
 
 use crate::config::Config;
 use crate::lake::{Lake, LakeError};
@@ -22,20 +24,55 @@ pub use udf::register_udfs;
 pub enum QueryError {
     #[error("SQL: {0}")]
     Sql(String),
-    #[error("only read-only statements are allowed (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE); got {0}")]
+    #[error(
+        "only read-only statements are allowed (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE); got {0}"
+    )]
     NotReadOnly(String),
     #[error(transparent)]
-    Lake(#[from] LakeError),
+    Lake(Box<LakeError>),
     #[error("{0}")]
-    Execution(#[from] datafusion::error::DataFusionError),
+    Execution(Box<datafusion::error::DataFusionError>),
 }
 
-fn session_config(config: &Config) -> SessionConfig {
-    let mut sc = SessionConfig::new().with_information_schema(true);
-    if config.query.target_partitions > 0 {
-        sc = sc.with_target_partitions(config.query.target_partitions);
+impl From<LakeError> for QueryError {
+    fn from(e: LakeError) -> Self {
+        Self::Lake(Box::new(e))
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for QueryError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Self::Execution(Box::new(e))
+    }
+}
+
+fn session_config(target_partitions: usize) -> SessionConfig {
+    let mut sc = SessionConfig::new()
+        .with_information_schema(true)
+        // As deltalake's own sessions: hash-join IN-list pushdown can panic on
+        // dictionary-encoded join keys on this DataFusion line.
+        .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_size", 0)
+        .set_usize(
+            "datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
+            0,
+        );
+    if target_partitions > 0 {
+        sc = sc.with_target_partitions(target_partitions);
     }
     sc
+}
+
+/// A context with Delta's query planner (needed for Delta writes and merges).
+fn delta_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_query_planner(DeltaPlanner::new())
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    register_udfs(&ctx);
+    ctx
 }
 
 /// A context for queries over the lake, with memory bounded by the
@@ -46,25 +83,30 @@ pub fn context(config: &Config) -> Result<SessionContext, QueryError> {
             (config.query.memory_limit_mb as usize).saturating_mul(1024 * 1024),
         )))
         .build_arc()?;
-    let ctx = SessionContext::new_with_config_rt(session_config(config), runtime);
-    register_udfs(&ctx);
-    Ok(ctx)
+    Ok(delta_context(
+        session_config(config.query.target_partitions),
+        runtime,
+    ))
 }
 
-/// A plain context used by writers (staging reads, merges).
+/// The context writers use (staging reads, appends, merges).
 pub(crate) fn write_context() -> SessionContext {
-    let ctx = SessionContext::new_with_config(SessionConfig::new());
-    register_udfs(&ctx);
-    ctx
+    delta_context(session_config(0), Arc::new(RuntimeEnv::default()))
 }
 
 /// Register every table that exists in the lake under its name. Returns the
 /// names registered.
-pub async fn register_lake(ctx: &SessionContext, lake: &Lake, catalog: &Catalog) -> Result<Vec<String>, QueryError> {
+pub async fn register_lake(
+    ctx: &SessionContext,
+    lake: &Lake,
+    catalog: &Catalog,
+) -> Result<Vec<String>, QueryError> {
     let mut names = Vec::new();
     for def in &catalog.tables {
         if let Some(table) = lake.open(def).await? {
-            table.update_datafusion_session(&ctx.state()).map_err(|e| QueryError::Sql(e.to_string()))?;
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(|e| QueryError::Sql(e.to_string()))?;
             let provider = table
                 .table_provider()
                 .await
@@ -78,7 +120,8 @@ pub async fn register_lake(ctx: &SessionContext, lake: &Lake, catalog: &Catalog)
 
 /// Refuse anything but a single read-only statement.
 pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
-    let statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| QueryError::Sql(e.to_string()))?;
+    let statements =
+        Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| QueryError::Sql(e.to_string()))?;
     if statements.len() != 1 {
         return Err(QueryError::Sql(format!(
             "expected exactly one statement, got {}",
@@ -87,10 +130,16 @@ pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
     }
     match &statements[0] {
         Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => Ok(()),
-        Statement::ShowTables { .. } | Statement::ShowColumns { .. } | Statement::ShowVariable { .. } => Ok(()),
+        Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowVariable { .. } => Ok(()),
         other => {
             let text = other.to_string();
-            let word = text.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+            let word = text
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ");
             Err(QueryError::NotReadOnly(word))
         }
     }
@@ -102,7 +151,12 @@ mod tests {
 
     #[test]
     fn only_reads_pass_the_guard() {
-        for ok in ["SELECT 1", "WITH a AS (SELECT 1) SELECT * FROM a", "EXPLAIN SELECT 1", "SHOW TABLES"] {
+        for ok in [
+            "SELECT 1",
+            "WITH a AS (SELECT 1) SELECT * FROM a",
+            "EXPLAIN SELECT 1",
+            "SHOW TABLES",
+        ] {
             check_read_only(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
         for bad in [

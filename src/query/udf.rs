@@ -84,8 +84,16 @@ pub fn register_udfs(ctx: &SessionContext) {
                     if s.is_null(i) {
                         return None;
                     }
-                    let h = if head.is_null(i) { 0 } else { head.value(i).max(0) as usize };
-                    let t = if tail.is_null(i) { 0 } else { tail.value(i).max(0) as usize };
+                    let h = if head.is_null(i) {
+                        0
+                    } else {
+                        head.value(i).max(0) as usize
+                    };
+                    let t = if tail.is_null(i) {
+                        0
+                    } else {
+                        tail.value(i).max(0) as usize
+                    };
                     Some(mask_keep(s.value(i), h, t))
                 })
                 .collect();

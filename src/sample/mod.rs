@@ -154,17 +154,32 @@ fn random_date(rng: &mut ChaCha8Rng, from: NaiveDate, to: NaiveDate) -> NaiveDat
 }
 
 fn random_time(rng: &mut ChaCha8Rng, d: NaiveDate) -> chrono::NaiveDateTime {
-    d.and_hms_opt(rng.random_range(8..21), rng.random_range(0..60), rng.random_range(0..60))
-        .unwrap_or_default()
+    d.and_hms_opt(
+        rng.random_range(8..21),
+        rng.random_range(0..60),
+        rng.random_range(0..60),
+    )
+    .unwrap_or_default()
 }
 
 fn mobile(rng: &mut ChaCha8Rng) -> String {
-    let prefixes = ["130", "131", "132", "135", "136", "137", "138", "139", "150", "151", "152", "157", "158", "159", "177", "180", "182", "186", "187", "188", "189", "199"];
-    format!("{}{:08}", pick(rng, &prefixes), rng.random_range(0..100_000_000u32))
+    let prefixes = [
+        "130", "131", "132", "135", "136", "137", "138", "139", "150", "151", "152", "157", "158",
+        "159", "177", "180", "182", "186", "187", "188", "189", "199",
+    ];
+    format!(
+        "{}{:08}",
+        pick(rng, &prefixes),
+        rng.random_range(0..100_000_000u32)
+    )
 }
 
 fn landline(rng: &mut ChaCha8Rng, place: &Place) -> String {
-    format!("{}{}", place.tel, rng.random_range(20_000_000..90_000_000u32))
+    format!(
+        "{}{}",
+        place.tel,
+        rng.random_range(20_000_000..90_000_000u32)
+    )
 }
 
 fn uscc(rng: &mut ChaCha8Rng, prefix: &str, area: &str) -> String {
@@ -180,7 +195,11 @@ fn uscc(rng: &mut ChaCha8Rng, prefix: &str, area: &str) -> String {
 
 fn person_name(rng: &mut ChaCha8Rng, male: bool) -> (String, &'static str) {
     let (s, py) = *pick(rng, SURNAMES);
-    let g = if male { *pick(rng, GIVEN_MALE) } else { *pick(rng, GIVEN_FEMALE) };
+    let g = if male {
+        *pick(rng, GIVEN_MALE)
+    } else {
+        *pick(rng, GIVEN_FEMALE)
+    };
     (format!("{s}{g}"), py)
 }
 
@@ -241,13 +260,25 @@ fn make_customer(n: u64, rng: &mut ChaCha8Rng, as_of: NaiveDate) -> Customer {
             pick(rng, EMAIL_DOMAINS)
         )),
         Kind::Individual => None,
-        _ => Some(format!("contact{}@corp{}.com.cn", rng.random_range(1..99), n)),
+        _ => Some(format!(
+            "contact{}@corp{}.com.cn",
+            rng.random_range(1..99),
+            n
+        )),
     };
     let street = format!(
         "{}{}号{}",
         pick(rng, STREETS),
         rng.random_range(1..400),
-        if chance(rng, 0.5) { format!("{}栋{}室", rng.random_range(1..30), rng.random_range(101..2800)) } else { String::new() }
+        if chance(rng, 0.5) {
+            format!(
+                "{}栋{}室",
+                rng.random_range(1..30),
+                rng.random_range(101..2800)
+            )
+        } else {
+            String::new()
+        }
     );
     let earliest = add_years(as_of, -12);
     let registered = random_date(rng, earliest, as_of - Duration::days(20));
@@ -267,7 +298,7 @@ fn make_customer(n: u64, rng: &mut ChaCha8Rng, as_of: NaiveDate) -> Customer {
         place,
         street,
         industry,
-        team: *pick(rng, TEAMS),
+        team: TEAMS[rng.random_range(0..TEAMS.len())],
         agent: format!("A{:05}", rng.random_range(1..3000)),
         registered,
     }
@@ -297,7 +328,11 @@ fn make_policies(c: &Customer, rng: &mut ChaCha8Rng, as_of: NaiveDate) -> Vec<Po
             _ => rng.random_range(20_000..1_000_000),
         } as i128;
         let channel = rng.random_range(0..CHANNELS.len());
-        let mut eff = if chain == 0 { c.registered } else { random_date(rng, c.registered, as_of) };
+        let mut eff = if chain == 0 {
+            c.registered
+        } else {
+            random_date(rng, c.registered, as_of)
+        };
         let mut prev: Option<String> = None;
         for k in 0..15 {
             if eff > as_of + Duration::days(30) {
@@ -424,28 +459,44 @@ fn view(c: &Customer, rng: &mut ChaCha8Rng, system: &str, bad_rate: f64) -> View
             name = name.replace('（', "(").replace('）', ")");
         }
     }
-    let mut phone = if system != "core" && chance(rng, 0.1) { c.old_phone.clone() } else { c.phone.clone() };
+    let mut phone = if system != "core" && chance(rng, 0.1) {
+        c.old_phone.clone()
+    } else {
+        c.phone.clone()
+    };
     phone = match rng.random_range(0..4) {
-        0 if phone.len() == 11 && phone.starts_with('1') => format!("{} {} {}", &phone[..3], &phone[3..7], &phone[7..]),
-        1 if phone.len() == 11 && phone.starts_with('1') => format!("+86 {}-{}-{}", &phone[..3], &phone[3..7], &phone[7..]),
+        0 if phone.len() == 11 && phone.starts_with('1') => {
+            format!("{} {} {}", &phone[..3], &phone[3..7], &phone[7..])
+        }
+        1 if phone.len() == 11 && phone.starts_with('1') => {
+            format!("+86 {}-{}-{}", &phone[..3], &phone[3..7], &phone[7..])
+        }
         2 if phone.starts_with('0') => {
-            let split = if phone.starts_with("01") || phone.starts_with("02") { 3 } else { 4 };
+            let split = if phone.starts_with("01") || phone.starts_with("02") {
+                3
+            } else {
+                4
+            };
             format!("{}-{}", &phone[..split], &phone[split..])
         }
         _ => phone,
     };
     let mut id = c.id18.clone();
-    if system == "core" && c.birth.year() < 2000 && chance(rng, 0.15) {
-        if let Ok(r) = ResidentId::parse(&id) {
-            if let Some(legacy) = r.to_legacy() {
-                id = legacy;
-            }
-        }
+    if system == "core"
+        && c.birth.year() < 2000
+        && chance(rng, 0.15)
+        && let Some(legacy) = ResidentId::parse(&id).ok().and_then(|r| r.to_legacy())
+    {
+        id = legacy;
     }
     if chance(rng, 0.05) {
         id = id.to_lowercase();
     }
-    let mut tax = if c.kind == Kind::Individual { String::new() } else { c.uscc.clone() };
+    let mut tax = if c.kind == Kind::Individual {
+        String::new()
+    } else {
+        c.uscc.clone()
+    };
     if !tax.is_empty() && chance(rng, 0.3) {
         tax = format!("{} {} {}", &tax[..6], &tax[6..12], &tax[12..]).to_lowercase();
     }
@@ -497,7 +548,12 @@ fn fmt_date(d: Option<NaiveDate>, f: &str, bad: Corruption) -> String {
 
 fn address_text(c: &Customer, style: u8) -> String {
     let p = c.place;
-    let city = if ["北京市", "上海市", "天津市", "重庆市"].contains(&p.city) && style == 0 { "" } else { p.city };
+    let city = if ["北京市", "上海市", "天津市", "重庆市"].contains(&p.city) && style == 0
+    {
+        ""
+    } else {
+        p.city
+    };
     match style {
         0 => format!("{}{}{}{}", p.province, city, p.district, c.street),
         1 => format!("{}|{}|{}|{}", p.short, p.city, p.district, c.street),
@@ -508,10 +564,14 @@ fn address_text(c: &Customer, style: u8) -> String {
 
 pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError> {
     if opts.customers == 0 {
-        return Err(GenerateError::Invalid("--customers must be at least 1".into()));
+        return Err(GenerateError::Invalid(
+            "--customers must be at least 1".into(),
+        ));
     }
     if !(0.0..=0.5).contains(&opts.bad_rate) {
-        return Err(GenerateError::Invalid("--bad-rate must be between 0 and 0.5".into()));
+        return Err(GenerateError::Invalid(
+            "--bad-rate must be between 0 and 0.5".into(),
+        ));
     }
     let dir = |s: &str| -> Result<PathBuf, GenerateError> {
         let d = opts.out.join(s);
@@ -526,62 +586,165 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError
         core_customers: CsvOut::create(
             core.join("customers.csv"),
             true,
-            &["客户号", "客户类型", "客户名称", "性别", "出生日期", "证件类型", "证件号码", "统一社会信用代码", "纳税人识别号", "法定代表人", "联系电话", "电子邮箱", "联系地址", "行业", "渠道", "归属团队", "区域", "业务员", "登记日期", "更新时间"],
+            &[
+                "客户号",
+                "客户类型",
+                "客户名称",
+                "性别",
+                "出生日期",
+                "证件类型",
+                "证件号码",
+                "统一社会信用代码",
+                "纳税人识别号",
+                "法定代表人",
+                "联系电话",
+                "电子邮箱",
+                "联系地址",
+                "行业",
+                "渠道",
+                "归属团队",
+                "区域",
+                "业务员",
+                "登记日期",
+                "更新时间",
+            ],
         )?,
         core_policies: CsvOut::create(
             core.join("policies.csv"),
             true,
-            &["保单号", "客户号", "险种大类", "产品代码", "保单状态", "起保日期", "终保日期", "保费", "保额", "渠道", "业务员", "归属团队", "区域", "续保原保单号", "退保日期", "更新时间"],
+            &[
+                "保单号",
+                "客户号",
+                "险种大类",
+                "产品代码",
+                "保单状态",
+                "起保日期",
+                "终保日期",
+                "保费",
+                "保额",
+                "渠道",
+                "业务员",
+                "归属团队",
+                "区域",
+                "续保原保单号",
+                "退保日期",
+                "更新时间",
+            ],
         )?,
         claimants: JsonlOut::create(claims.join("claimants.jsonl"))?,
         claims: JsonlOut::create(claims.join("claims.jsonl"))?,
         leads: CsvOut::create(
             tele.join("leads.csv"),
             false,
-            &["lead_id", "cust_kind", "cust_name", "gender", "birthday", "cert_type", "cert_no", "org_code", "tax_no", "contact_person", "tel", "email", "address", "industry", "source_channel", "team", "region", "agent_code", "created", "modified"],
+            &[
+                "lead_id",
+                "cust_kind",
+                "cust_name",
+                "gender",
+                "birthday",
+                "cert_type",
+                "cert_no",
+                "org_code",
+                "tax_no",
+                "contact_person",
+                "tel",
+                "email",
+                "address",
+                "industry",
+                "source_channel",
+                "team",
+                "region",
+                "agent_code",
+                "created",
+                "modified",
+            ],
         )?,
         calls: CsvOut::create(
             tele.join("calls.csv"),
             false,
-            &["call_id", "lead_id", "call_type", "channel", "call_time", "agent_code", "result", "notes"],
+            &[
+                "call_id",
+                "lead_id",
+                "call_type",
+                "channel",
+                "call_time",
+                "agent_code",
+                "result",
+                "notes",
+            ],
         )?,
         consents: CsvOut::create(
             tele.join("consents.csv"),
             false,
-            &["consent_id", "lead_id", "purpose", "action", "channel", "recorded", "policy_version", "withdraw_via"],
+            &[
+                "consent_id",
+                "lead_id",
+                "purpose",
+                "action",
+                "channel",
+                "recorded",
+                "policy_version",
+                "withdraw_via",
+            ],
         )?,
         payers: ParquetOut::create(
             fin.join("payers.parquet"),
             &[
-                ("payer_no", PKind::Str), ("payer_type", PKind::Str), ("payer_name", PKind::Str), ("sex_code", PKind::Str),
-                ("birth_date", PKind::Date), ("id_kind", PKind::Str), ("id_code", PKind::Str), ("credit_code", PKind::Str),
-                ("tax_code", PKind::Str), ("legal_person", PKind::Str), ("phone_no", PKind::Str), ("email_addr", PKind::Str),
-                ("address", PKind::Str), ("team_code", PKind::Str), ("region_code", PKind::Str), ("opened_on", PKind::Date),
+                ("payer_no", PKind::Str),
+                ("payer_type", PKind::Str),
+                ("payer_name", PKind::Str),
+                ("sex_code", PKind::Str),
+                ("birth_date", PKind::Date),
+                ("id_kind", PKind::Str),
+                ("id_code", PKind::Str),
+                ("credit_code", PKind::Str),
+                ("tax_code", PKind::Str),
+                ("legal_person", PKind::Str),
+                ("phone_no", PKind::Str),
+                ("email_addr", PKind::Str),
+                ("address", PKind::Str),
+                ("team_code", PKind::Str),
+                ("region_code", PKind::Str),
+                ("opened_on", PKind::Date),
                 ("changed_at", PKind::Ts),
             ],
         )?,
         payments: ParquetOut::create(
             fin.join("payments.parquet"),
             &[
-                ("pay_id", PKind::Str), ("policy_ref", PKind::Str), ("payer_no", PKind::Str), ("pay_kind", PKind::Str),
-                ("amount", PKind::Money), ("pay_date", PKind::Date), ("pay_method", PKind::Str), ("account_no", PKind::Str),
+                ("pay_id", PKind::Str),
+                ("policy_ref", PKind::Str),
+                ("payer_no", PKind::Str),
+                ("pay_kind", PKind::Str),
+                ("amount", PKind::Money),
+                ("pay_date", PKind::Date),
+                ("pay_method", PKind::Str),
+                ("account_no", PKind::Str),
             ],
         )?,
-        truth: CsvOut::create(opts.out.join("truth.csv"), false, &["source_system", "source_id", "entity_id"])?,
+        truth: CsvOut::create(
+            opts.out.join("truth.csv"),
+            false,
+            &["source_system", "source_id", "entity_id"],
+        )?,
     };
     let bar = if opts.progress {
         let b = ProgressBar::new(opts.customers);
         b.set_style(
-            ProgressStyle::with_template("generating [{bar:30}] {pos}/{len} customers {per_sec} ({elapsed}, eta {eta})")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "generating [{bar:30}] {pos}/{len} customers {per_sec} ({elapsed}, eta {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         b
     } else {
         ProgressBar::hidden()
     };
     for n in 0..opts.customers {
-        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n.wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ n.wrapping_mul(0xD1B5_4A32_D192_ED03),
+        );
         write_customer(&mut w, n, &mut rng, opts)?;
         if n % 1024 == 0 {
             bar.set_position(n);
@@ -606,13 +769,22 @@ pub fn generate(opts: &GenerateOptions) -> Result<GenerateSummary, GenerateError
     })
 }
 
-fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &GenerateOptions) -> Result<(), GenerateError> {
+fn write_customer(
+    w: &mut Writers,
+    n: u64,
+    rng: &mut ChaCha8Rng,
+    opts: &GenerateOptions,
+) -> Result<(), GenerateError> {
     let as_of = opts.as_of;
     let bad_rate = opts.bad_rate;
     let c = make_customer(n, rng, as_of);
     let entity = format!("E{n:08}");
     let lead_only = chance(rng, 0.08);
-    let policies = if lead_only { Vec::new() } else { make_policies(&c, rng, as_of) };
+    let policies = if lead_only {
+        Vec::new()
+    } else {
+        make_policies(&c, rng, as_of)
+    };
     let region = REGIONS[c.place.region];
     let fact_bad = bad_rate / 3.0;
 
@@ -635,7 +807,11 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
                 id.as_str(),
                 ctype,
                 v.name.as_str(),
-                if ind { if c.male { "1" } else { "2" } } else { "" },
+                if ind {
+                    if c.male { "1" } else { "2" }
+                } else {
+                    ""
+                },
                 &fmt_date(v.birth, "%Y%m%d", v.bad),
                 if ind { "01" } else { "10" },
                 if ind { v.id.as_str() } else { "" },
@@ -651,16 +827,26 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
                 region.1,
                 c.agent.as_str(),
                 &reg.format("%Y%m%d").to_string(),
-                &random_time(rng, reg.min(as_of)).format("%Y%m%d%H%M%S").to_string(),
+                &random_time(rng, reg.min(as_of))
+                    .format("%Y%m%d%H%M%S")
+                    .to_string(),
             ])?;
             w.truth.row(["core", id.as_str(), entity.as_str()])?;
             core_ids.push(id);
         }
     }
     for p in &policies {
-        let holder = &core_ids[if core_ids.len() > 1 && chance(rng, 0.3) { 1 } else { 0 }];
+        let holder = &core_ids[if core_ids.len() > 1 && chance(rng, 0.3) {
+            1
+        } else {
+            0
+        }];
         let bad = corruption(rng, fact_bad);
-        let line_code = if matches!(bad, Corruption::UnknownCode) { "99" } else { LINES[p.line].1 };
+        let line_code = if matches!(bad, Corruption::UnknownCode) {
+            "99"
+        } else {
+            LINES[p.line].1
+        };
         let status = match p.status {
             "pending" => "待生效",
             "active" => "有效",
@@ -668,8 +854,16 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
             "cancelled" => "退保",
             _ => "满期",
         };
-        let premium = if matches!(bad, Corruption::MissingRequired) { String::new() } else { money(p.premium_cents) };
-        let eff = if matches!(bad, Corruption::ImpossibleDate) { format!("{}0231", p.eff.year()) } else { p.eff.format("%Y%m%d").to_string() };
+        let premium = if matches!(bad, Corruption::MissingRequired) {
+            String::new()
+        } else {
+            money(p.premium_cents)
+        };
+        let eff = if matches!(bad, Corruption::ImpossibleDate) {
+            format!("{}0231", p.eff.year())
+        } else {
+            p.eff.format("%Y%m%d").to_string()
+        };
         w.core_policies.row([
             p.no.as_str(),
             holder.as_str(),
@@ -685,7 +879,9 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
             c.team,
             region.1,
             p.renewal_of.as_deref().unwrap_or(""),
-            &p.cancelled.map(|d| d.format("%Y%m%d").to_string()).unwrap_or_default(),
+            &p.cancelled
+                .map(|d| d.format("%Y%m%d").to_string())
+                .unwrap_or_default(),
             &p.updated.format("%Y%m%d%H%M%S").to_string(),
         ])?;
     }
@@ -714,7 +910,11 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
             PVal::Str(Some(&payer)),
             PVal::Str(Some(ptype)),
             PVal::Str(Some(&v.name)),
-            PVal::Str(if ind { Some(if c.male { "1" } else { "0" }) } else { None }),
+            PVal::Str(if ind {
+                Some(if c.male { "1" } else { "0" })
+            } else {
+                None
+            }),
             PVal::Date(birth),
             PVal::Str(Some(if ind { "A" } else { "U" })),
             PVal::Str(if ind { Some(&v.id) } else { Some(&v.uscc) }),
@@ -742,8 +942,16 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
                 }
                 k += 1;
                 let bad = corruption(rng, fact_bad);
-                let kind = if matches!(bad, Corruption::UnknownCode) { "X" } else { "P" };
-                let amount = if matches!(bad, Corruption::CheckDigit) { -p.premium_cents / parts } else { p.premium_cents / parts };
+                let kind = if matches!(bad, Corruption::UnknownCode) {
+                    "X"
+                } else {
+                    "P"
+                };
+                let amount = if matches!(bad, Corruption::CheckDigit) {
+                    -p.premium_cents / parts
+                } else {
+                    p.premium_cents / parts
+                };
                 let id = format!("PAY{n:08}{k:04}");
                 w.payments.row(&[
                     PVal::Str(Some(&id)),
@@ -752,7 +960,10 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
                     PVal::Str(Some(kind)),
                     PVal::Money(Some(amount)),
                     PVal::Date(Some(days_since_epoch(date))),
-                    PVal::Str(Some(*pick(rng, &["BANK", "CARD", "WX", "ALI", "CASH", "CHQ"]))),
+                    PVal::Str(Some(*pick(
+                        rng,
+                        &["BANK", "CARD", "WX", "ALI", "CASH", "CHQ"],
+                    ))),
                     PVal::Str(Some(&account)),
                 ])?;
             }
@@ -798,7 +1009,9 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
         let dob = fmt_date(v.birth, "%Y-%m-%d", v.bad);
         let addr = address_text(&c, 1);
         let created = c.registered.format("%Y-%m-%d").to_string();
-        let modified = random_time(rng, claims[0].2).format("%Y-%m-%dT%H:%M:%S").to_string();
+        let modified = random_time(rng, claims[0].2)
+            .format("%Y-%m-%dT%H:%M:%S")
+            .to_string();
         let region_code = ["N", "NE", "E", "C", "S", "SW", "NW"][c.place.region];
         let none_if_empty = |s: &str| -> Option<String> { (!s.is_empty()).then(|| s.to_string()) };
         let name = none_if_empty(&v.name);
@@ -807,7 +1020,14 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
             ("partyId", Some(&party)),
             ("partyType", Some(ptype)),
             ("fullName", name.as_deref()),
-            ("sex", if ind { Some(if c.male { "MALE" } else { "FEMALE" }) } else { None }),
+            (
+                "sex",
+                if ind {
+                    Some(if c.male { "MALE" } else { "FEMALE" })
+                } else {
+                    None
+                },
+            ),
             ("dob", if dob.is_empty() { None } else { Some(&dob) }),
             ("idType", Some(if ind { "ID_CARD" } else { "USCC" })),
             ("idNo", Some(if ind { &v.id } else { &v.uscc })),
@@ -817,7 +1037,14 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
             ("mobile", Some(&v.phone)),
             ("mail", v.email.as_deref()),
             ("addr", Some(&addr)),
-            ("industry", if c.industry.is_empty() { None } else { Some(c.industry) }),
+            (
+                "industry",
+                if c.industry.is_empty() {
+                    None
+                } else {
+                    Some(c.industry)
+                },
+            ),
             ("team", Some(c.team)),
             ("regionCode", Some(region_code)),
             ("handler", Some(&c.agent)),
@@ -835,16 +1062,36 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
                 *pick(rng, &["PAID", "PAID", "CLOSED", "REJECTED", "APPROVED"])
             };
             let claimed = p.premium_cents * i128::from(rng.random_range(10..400u32)) / 100;
-            let paid = matches!(state, "PAID" | "CLOSED").then(|| claimed * i128::from(rng.random_range(50..100u32)) / 100);
+            let paid = matches!(state, "PAID" | "CLOSED")
+                .then(|| claimed * i128::from(rng.random_range(50..100u32)) / 100);
             let bad = corruption(rng, fact_bad);
-            let state = if matches!(bad, Corruption::UnknownCode) { "PENDING_REVIEW" } else { state };
-            let claimed_s = if matches!(bad, Corruption::CheckDigit) { format!("-{}", money(claimed)) } else { money(claimed) };
-            let closed = matches!(state, "PAID" | "CLOSED" | "REJECTED").then(|| (*report + Duration::days(rng.random_range(7..60))).min(as_of).format("%Y-%m-%d").to_string());
+            let state = if matches!(bad, Corruption::UnknownCode) {
+                "PENDING_REVIEW"
+            } else {
+                state
+            };
+            let claimed_s = if matches!(bad, Corruption::CheckDigit) {
+                format!("-{}", money(claimed))
+            } else {
+                money(claimed)
+            };
+            let closed = matches!(state, "PAID" | "CLOSED" | "REJECTED").then(|| {
+                (*report + Duration::days(rng.random_range(7..60)))
+                    .min(as_of)
+                    .format("%Y-%m-%d")
+                    .to_string()
+            });
             let claim_no = format!("CLM{n:08}{k:03}");
             let loss_s = loss.format("%Y-%m-%d").to_string();
-            let report_s = if matches!(bad, Corruption::ImpossibleDate) { format!("{}-02-30", report.year()) } else { report.format("%Y-%m-%d").to_string() };
+            let report_s = if matches!(bad, Corruption::ImpossibleDate) {
+                format!("{}-02-30", report.year())
+            } else {
+                report.format("%Y-%m-%d").to_string()
+            };
             let paid_s = paid.map(money);
-            let modified = random_time(rng, *report).format("%Y-%m-%dT%H:%M:%S").to_string();
+            let modified = random_time(rng, *report)
+                .format("%Y-%m-%dT%H:%M:%S")
+                .to_string();
             w.claims.row(&[
                 ("claimNo", Some(&claim_no)),
                 ("policyNo", Some(&p.no)),
@@ -862,7 +1109,8 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
     }
 
     // Telesales: leads, and a share of policy holders.
-    let in_tele = lead_only || chance(rng, 0.45) || policies.first().is_some_and(|p| p.channel == 1);
+    let in_tele =
+        lead_only || chance(rng, 0.45) || policies.first().is_some_and(|p| p.channel == 1);
     if in_tele {
         let lead = format!("L{n:08}");
         let v = view(&c, rng, "telesales", bad_rate);
@@ -873,12 +1121,20 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
             (Kind::Corporate, _) => "CORP",
             (Kind::Government, _) => "GOV",
         };
-        let created = if lead_only { random_date(rng, as_of - Duration::days(800), as_of) } else { c.registered };
+        let created = if lead_only {
+            random_date(rng, as_of - Duration::days(800), as_of)
+        } else {
+            c.registered
+        };
         w.leads.row([
             lead.as_str(),
             kind,
             v.name.as_str(),
-            if ind { if c.male { "男" } else { "女" } } else { "" },
+            if ind {
+                if c.male { "男" } else { "女" }
+            } else {
+                ""
+            },
             &fmt_date(v.birth, "%Y/%m/%d", v.bad),
             if ind { "ID" } else { "ORG" },
             if ind { v.id.as_str() } else { v.uscc.as_str() },
@@ -894,14 +1150,24 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
             region.0,
             c.agent.as_str(),
             &created.format("%Y/%m/%d").to_string(),
-            &random_time(rng, created).format("%Y/%m/%d %H:%M:%S").to_string(),
+            &random_time(rng, created)
+                .format("%Y/%m/%d %H:%M:%S")
+                .to_string(),
         ])?;
         w.truth.row(["telesales", lead.as_str(), entity.as_str()])?;
 
         // Interactions while the relationship is alive.
-        let last_cover = policies.iter().map(|p| p.exp).max().unwrap_or(created + Duration::days(180));
+        let last_cover = policies
+            .iter()
+            .map(|p| p.exp)
+            .max()
+            .unwrap_or(created + Duration::days(180));
         let alive_until = (last_cover + Duration::days(120)).min(as_of);
-        let events = if alive_until > created { rng.random_range(0..8) } else { 0 };
+        let events = if alive_until > created {
+            rng.random_range(0..8)
+        } else {
+            0
+        };
         for k in 0..events {
             let day = random_date(rng, created, alive_until);
             let (code, channel) = match rng.random_range(0..100) {
@@ -912,11 +1178,17 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
                 _ => ("VIS", *pick(rng, &["FIELD", "BRANCH"])),
             };
             let bad = corruption(rng, fact_bad);
-            let code = if matches!(bad, Corruption::UnknownCode) { "SMS" } else { code };
+            let code = if matches!(bad, Corruption::UnknownCode) {
+                "SMS"
+            } else {
+                code
+            };
             let time = if matches!(bad, Corruption::ImpossibleDate) {
                 format!("{}/13/01 10:00:00", day.year())
             } else {
-                random_time(rng, day).format("%Y/%m/%d %H:%M:%S").to_string()
+                random_time(rng, day)
+                    .format("%Y/%m/%d %H:%M:%S")
+                    .to_string()
             };
             w.calls.row([
                 format!("EV{n:08}{k:03}").as_str(),
@@ -926,7 +1198,11 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
                 &time,
                 c.agent.as_str(),
                 *pick(rng, CALL_OUTCOMES),
-                if code == "CMP" { "客户对理赔时效不满" } else { "" },
+                if code == "CMP" {
+                    "客户对理赔时效不满"
+                } else {
+                    ""
+                },
             ])?;
         }
         // Consent: granted at registration, sometimes withdrawn later.
@@ -937,8 +1213,18 @@ fn write_customer(w: &mut Writers, n: u64, rng: &mut ChaCha8Rng, opts: &Generate
             }
             let granted = random_time(rng, created);
             let bad = corruption(rng, fact_bad);
-            let version = if matches!(bad, Corruption::MissingRequired) { "" } else if created.year() < 2021 { "v1.0" } else { "v2.1" };
-            let action = if matches!(bad, Corruption::UnknownCode) { "MAYBE" } else { "OPT_IN" };
+            let version = if matches!(bad, Corruption::MissingRequired) {
+                ""
+            } else if created.year() < 2021 {
+                "v1.0"
+            } else {
+                "v2.1"
+            };
+            let action = if matches!(bad, Corruption::UnknownCode) {
+                "MAYBE"
+            } else {
+                "OPT_IN"
+            };
             w.consents.row([
                 format!("CS{n:08}{k:02}").as_str(),
                 lead.as_str(),
@@ -978,5 +1264,7 @@ fn money(cents: i128) -> String {
 
 /// Does `dir` look like generator output (has the four source folders)?
 pub fn is_sample_dir(dir: &Path) -> bool {
-    ["core", "claims", "telesales", "finance"].iter().all(|s| dir.join(s).is_dir())
+    ["core", "claims", "telesales", "finance"]
+        .iter()
+        .all(|s| dir.join(s).is_dir())
 }

@@ -6,7 +6,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Date32Builder, Decimal128Builder, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::array::{
+    ArrayRef, Date32Builder, Decimal128Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -46,14 +48,18 @@ impl<W: Write> Write for GbkWriter<W> {
             Err(e) if e.error_len().is_none() => e.valid_up_to(),
             Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
         };
-        let text = std::str::from_utf8(&self.pending[..valid]).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        let text = std::str::from_utf8(&self.pending[..valid])
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         self.out.clear();
         self.out.reserve(text.len() + 16);
-        let (result, _read) = self
-            .encoder
-            .encode_from_utf8_to_vec_without_replacement(text, &mut self.out, false);
+        let (result, _read) =
+            self.encoder
+                .encode_from_utf8_to_vec_without_replacement(text, &mut self.out, false);
         if matches!(result, encoding_rs::EncoderResult::Unmappable(_)) {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "character not in GBK"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "character not in GBK",
+            ));
         }
         self.inner.write_all(&self.out)?;
         self.pending.drain(..valid);
@@ -73,10 +79,18 @@ pub(crate) struct CsvOut {
 
 impl CsvOut {
     pub(crate) fn create(path: PathBuf, gbk: bool, header: &[&str]) -> Result<Self, GenerateError> {
-        let file = BufWriter::with_capacity(1 << 20, File::create(&path).map_err(|e| io(&path, e))?);
-        let sink: Box<dyn Write> = if gbk { Box::new(GbkWriter::new(file)) } else { Box::new(file) };
-        let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(sink);
-        w.write_record(header).map_err(|e| GenerateError::Csv(path.clone(), e))?;
+        let file =
+            BufWriter::with_capacity(1 << 20, File::create(&path).map_err(|e| io(&path, e))?);
+        let sink: Box<dyn Write> = if gbk {
+            Box::new(GbkWriter::new(file))
+        } else {
+            Box::new(file)
+        };
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(sink);
+        w.write_record(header)
+            .map_err(|e| GenerateError::Csv(path.clone(), e))?;
         Ok(Self { path, w, rows: 0 })
     }
 
@@ -86,7 +100,9 @@ impl CsvOut {
         T: AsRef<[u8]>,
     {
         self.rows += 1;
-        self.w.write_record(fields).map_err(|e| GenerateError::Csv(self.path.clone(), e))
+        self.w
+            .write_record(fields)
+            .map_err(|e| GenerateError::Csv(self.path.clone(), e))
     }
 
     pub(crate) fn finish(mut self) -> Result<(PathBuf, u64), GenerateError> {
@@ -112,7 +128,10 @@ impl JsonlOut {
         let mut m = serde_json::Map::new();
         for (k, v) in fields {
             if let Some(v) = v {
-                m.insert((*k).to_string(), serde_json::Value::String((*v).to_string()));
+                m.insert(
+                    (*k).to_string(),
+                    serde_json::Value::String((*v).to_string()),
+                );
             }
         }
         serde_json::to_writer(&mut self.w, &m).map_err(|e| io(&self.path, e.into()))?;
@@ -179,7 +198,8 @@ impl ParquetOut {
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
             .build();
-        let w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| GenerateError::Parquet(path.clone(), e.to_string()))?;
+        let w = ArrowWriter::try_new(file, schema.clone(), Some(props))
+            .map_err(|e| GenerateError::Parquet(path.clone(), e.to_string()))?;
         let mut out = Self {
             path,
             schema,
@@ -198,7 +218,11 @@ impl ParquetOut {
             .iter()
             .map(|f| match f.data_type() {
                 DataType::Date32 => PCol::Date(Date32Builder::new()),
-                DataType::Decimal128(_, _) => PCol::Money(Decimal128Builder::new().with_precision_and_scale(18, 2).unwrap_or_default()),
+                DataType::Decimal128(_, _) => PCol::Money(
+                    Decimal128Builder::new()
+                        .with_precision_and_scale(18, 2)
+                        .unwrap_or_default(),
+                ),
                 DataType::Timestamp(_, _) => PCol::Ts(TimestampMicrosecondBuilder::new()),
                 _ => PCol::Str(StringBuilder::new()),
             })
@@ -212,7 +236,12 @@ impl ParquetOut {
                 (PCol::Date(b), PVal::Date(d)) => b.append_option(*d),
                 (PCol::Money(b), PVal::Money(m)) => b.append_option(*m),
                 (PCol::Ts(b), PVal::Ts(t)) => b.append_option(*t),
-                _ => return Err(GenerateError::Parquet(self.path.clone(), "value of the wrong kind".into())),
+                _ => {
+                    return Err(GenerateError::Parquet(
+                        self.path.clone(),
+                        "value of the wrong kind".into(),
+                    ));
+                }
             }
         }
         self.rows += 1;
@@ -239,15 +268,20 @@ impl ParquetOut {
                 }
             })
             .collect();
-        let batch = RecordBatch::try_new(self.schema.clone(), arrays).map_err(|e| GenerateError::Parquet(self.path.clone(), e.to_string()))?;
-        self.w.write(&batch).map_err(|e| GenerateError::Parquet(self.path.clone(), e.to_string()))?;
+        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
+            .map_err(|e| GenerateError::Parquet(self.path.clone(), e.to_string()))?;
+        self.w
+            .write(&batch)
+            .map_err(|e| GenerateError::Parquet(self.path.clone(), e.to_string()))?;
         self.buffered = 0;
         Ok(())
     }
 
     pub(crate) fn finish(mut self) -> Result<(PathBuf, u64), GenerateError> {
         self.flush()?;
-        self.w.close().map_err(|e| GenerateError::Parquet(self.path.clone(), e.to_string()))?;
+        self.w
+            .close()
+            .map_err(|e| GenerateError::Parquet(self.path.clone(), e.to_string()))?;
         Ok((self.path, self.rows))
     }
 }

@@ -38,31 +38,73 @@ pub enum SchemaError {
 
 /// The embedded declarations, one `(file name, text)` per table.
 const TABLE_FILES: &[(&str, &str)] = &[
-    ("source_customer.toml", include_str!("../../schemas/source_customer.toml")),
+    (
+        "source_customer.toml",
+        include_str!("../../schemas/source_customer.toml"),
+    ),
     ("customer.toml", include_str!("../../schemas/customer.toml")),
-    ("customer_xref.toml", include_str!("../../schemas/customer_xref.toml")),
-    ("merge_event.toml", include_str!("../../schemas/merge_event.toml")),
-    ("suspect_group.toml", include_str!("../../schemas/suspect_group.toml")),
+    (
+        "customer_xref.toml",
+        include_str!("../../schemas/customer_xref.toml"),
+    ),
+    (
+        "merge_event.toml",
+        include_str!("../../schemas/merge_event.toml"),
+    ),
+    (
+        "suspect_group.toml",
+        include_str!("../../schemas/suspect_group.toml"),
+    ),
     ("policy.toml", include_str!("../../schemas/policy.toml")),
     ("claim.toml", include_str!("../../schemas/claim.toml")),
     ("payment.toml", include_str!("../../schemas/payment.toml")),
-    ("interaction.toml", include_str!("../../schemas/interaction.toml")),
+    (
+        "interaction.toml",
+        include_str!("../../schemas/interaction.toml"),
+    ),
     ("consent.toml", include_str!("../../schemas/consent.toml")),
-    ("customer_score.toml", include_str!("../../schemas/customer_score.toml")),
-    ("quality_metric.toml", include_str!("../../schemas/quality_metric.toml")),
-    ("quality_issue.toml", include_str!("../../schemas/quality_issue.toml")),
-    ("ingest_batch.toml", include_str!("../../schemas/ingest_batch.toml")),
-    ("quarantine.toml", include_str!("../../schemas/quarantine.toml")),
-    ("audit_log.toml", include_str!("../../schemas/audit_log.toml")),
+    (
+        "customer_score.toml",
+        include_str!("../../schemas/customer_score.toml"),
+    ),
+    (
+        "quality_metric.toml",
+        include_str!("../../schemas/quality_metric.toml"),
+    ),
+    (
+        "quality_issue.toml",
+        include_str!("../../schemas/quality_issue.toml"),
+    ),
+    (
+        "ingest_batch.toml",
+        include_str!("../../schemas/ingest_batch.toml"),
+    ),
+    (
+        "quarantine.toml",
+        include_str!("../../schemas/quarantine.toml"),
+    ),
+    (
+        "audit_log.toml",
+        include_str!("../../schemas/audit_log.toml"),
+    ),
 ];
 
 const CODES_FILE: &str = include_str!("../../schemas/codes.toml");
 
 const SOURCE_FILES: &[(&str, &str)] = &[
     ("core.toml", include_str!("../../schemas/sources/core.toml")),
-    ("claims.toml", include_str!("../../schemas/sources/claims.toml")),
-    ("telesales.toml", include_str!("../../schemas/sources/telesales.toml")),
-    ("finance.toml", include_str!("../../schemas/sources/finance.toml")),
+    (
+        "claims.toml",
+        include_str!("../../schemas/sources/claims.toml"),
+    ),
+    (
+        "telesales.toml",
+        include_str!("../../schemas/sources/telesales.toml"),
+    ),
+    (
+        "finance.toml",
+        include_str!("../../schemas/sources/finance.toml"),
+    ),
 ];
 
 /// Column types a table may declare.
@@ -204,7 +246,10 @@ pub enum Mask {
     #[default]
     None,
     /// Keep the first `head` and last `tail` characters, star the rest.
-    Keep { head: usize, tail: usize },
+    Keep {
+        head: usize,
+        tail: usize,
+    },
     Redact,
     Hash,
     YearOnly,
@@ -229,11 +274,19 @@ impl Mask {
                 let inner = s
                     .strip_prefix("keep(")
                     .and_then(|r| r.strip_suffix(')'))
-                    .ok_or_else(|| format!("unknown mask {s:?}: use none, keep(H,T), redact, hash or year_only"))?;
+                    .ok_or_else(|| {
+                        format!(
+                            "unknown mask {s:?}: use none, keep(H,T), redact, hash or year_only"
+                        )
+                    })?;
                 let (h, t) = inner
                     .split_once(',')
                     .ok_or_else(|| format!("mask {s:?}: keep needs two numbers"))?;
-                let parse = |x: &str| x.trim().parse::<usize>().map_err(|_| format!("mask {s:?}: {x:?} is not a number"));
+                let parse = |x: &str| {
+                    x.trim()
+                        .parse::<usize>()
+                        .map_err(|_| format!("mask {s:?}: {x:?} is not a number"))
+                };
                 Self::Keep {
                     head: parse(h)?,
                     tail: parse(t)?,
@@ -372,12 +425,17 @@ impl TableDef {
                 return Err(invalid(format!("field {:?} is declared twice", f.name)));
             }
             if f.validator == Validator::Code {
-                let set = f
-                    .codes
-                    .as_deref()
-                    .ok_or_else(|| invalid(format!("field {:?} has validator code but no codes set", f.name)))?;
+                let set = f.codes.as_deref().ok_or_else(|| {
+                    invalid(format!(
+                        "field {:?} has validator code but no codes set",
+                        f.name
+                    ))
+                })?;
                 if !codes.contains_key(set) {
-                    return Err(invalid(format!("field {:?}: unknown code set {set:?}", f.name)));
+                    return Err(invalid(format!(
+                        "field {:?}: unknown code set {set:?}",
+                        f.name
+                    )));
                 }
             }
         }
@@ -386,13 +444,13 @@ impl TableDef {
                 return Err(invalid(format!("key column {k:?} is not a field")));
             }
         }
-        if let Some(p) = &self.partition {
-            if self.field(&p.column).is_none() || self.field(&p.from).is_none() {
-                return Err(invalid(format!(
-                    "partition column {:?} or its source {:?} is not a field",
-                    p.column, p.from
-                )));
-            }
+        if let Some(p) = &self.partition
+            && (self.field(&p.column).is_none() || self.field(&p.from).is_none())
+        {
+            return Err(invalid(format!(
+                "partition column {:?} or its source {:?} is not a field",
+                p.column, p.from
+            )));
         }
         Ok(())
     }
@@ -450,12 +508,19 @@ impl Catalog {
     }
 
     pub fn source(&self, system: &str) -> Result<&SourceSystem, SchemaError> {
-        self.sources.iter().find(|s| s.system == system).ok_or_else(|| {
-            SchemaError::UnknownSource(
-                system.to_string(),
-                self.sources.iter().map(|s| s.system.as_str()).collect::<Vec<_>>().join(", "),
-            )
-        })
+        self.sources
+            .iter()
+            .find(|s| s.system == system)
+            .ok_or_else(|| {
+                SchemaError::UnknownSource(
+                    system.to_string(),
+                    self.sources
+                        .iter()
+                        .map(|s| s.system.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            })
     }
 
     pub fn entity(&self, system: &str, entity: &str) -> Result<&EntityMapping, SchemaError> {
@@ -466,30 +531,64 @@ impl Catalog {
             .ok_or_else(|| SchemaError::UnknownEntity {
                 system: system.to_string(),
                 entity: entity.to_string(),
-                known: s.entities.iter().map(|e| e.name.as_str()).collect::<Vec<_>>().join(", "),
+                known: s
+                    .entities
+                    .iter()
+                    .map(|e| e.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
     }
 
     /// A table's declaration as readable text (for `custlake schema TABLE`).
     pub fn describe_table(&self, t: &TableDef) -> String {
         let mut out = format!("{} — {}\n", t.name, t.description);
-        out.push_str(&format!("  grain: {}\n  key: ({})\n", t.grain, t.key.join(", ")));
+        out.push_str(&format!(
+            "  grain: {}\n  key: ({})\n",
+            t.grain,
+            t.key.join(", ")
+        ));
         if let Some(p) = &t.partition {
-            out.push_str(&format!("  partitioned by: {} (month of {})\n", p.column, p.from));
+            out.push_str(&format!(
+                "  partitioned by: {} (month of {})\n",
+                p.column, p.from
+            ));
         }
-        out.push_str(&format!("  tiered: {}\n", if t.tiered { "yes (hot/warm/cold)" } else { "no" }));
+        out.push_str(&format!(
+            "  tiered: {}\n",
+            if t.tiered {
+                "yes (hot/warm/cold)"
+            } else {
+                "no"
+            }
+        ));
         let mut table = comfy_table::Table::new();
         table.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
-        table.set_header(["field", "type", "required", "level", "normaliser", "validator", "mask", "description"]);
+        table.set_header([
+            "field",
+            "type",
+            "required",
+            "level",
+            "normaliser",
+            "validator",
+            "mask",
+            "description",
+        ]);
         for f in &t.fields {
             let validator = match (&f.validator, &f.codes) {
-                (Validator::Code, Some(set)) => format!("code: {set} ({})", self.codes[set].join("|")),
+                (Validator::Code, Some(set)) => {
+                    format!("code: {set} ({})", self.codes[set].join("|"))
+                }
                 (v, _) => format!("{v:?}").to_lowercase(),
             };
             table.add_row([
                 f.name.clone(),
                 f.ty.to_string(),
-                if f.system { "system".into() } else { f.required.describe() },
+                if f.system {
+                    "system".into()
+                } else {
+                    f.required.describe()
+                },
                 format!("{:?}", f.level),
                 format!("{:?}", f.normalizer).to_lowercase(),
                 validator,
@@ -535,7 +634,10 @@ mod tests {
 
     #[test]
     fn masks_parse_and_apply() {
-        assert_eq!(Mask::parse("keep(3,4)").unwrap(), Mask::Keep { head: 3, tail: 4 });
+        assert_eq!(
+            Mask::parse("keep(3,4)").unwrap(),
+            Mask::Keep { head: 3, tail: 4 }
+        );
         assert!(Mask::parse("keep(3)").is_err());
         assert_eq!(mask_keep("+8613812345678", 3, 4), "+86*******5678");
         assert_eq!(mask_keep("110105194912310021", 3, 4), "110***********0021");

@@ -86,20 +86,29 @@ impl SourceSystem {
             message,
         };
         for e in &self.entities {
-            let table = catalog
-                .table(&e.table)
-                .map_err(|_| invalid(format!("entity {:?} targets unknown table {:?}", e.name, e.table)))?;
+            let table = catalog.table(&e.table).map_err(|_| {
+                invalid(format!(
+                    "entity {:?} targets unknown table {:?}",
+                    e.name, e.table
+                ))
+            })?;
             for field in e.columns.keys() {
-                let f = table
-                    .field(field)
-                    .ok_or_else(|| invalid(format!("entity {:?} maps unknown field {field:?}", e.name)))?;
+                let f = table.field(field).ok_or_else(|| {
+                    invalid(format!("entity {:?} maps unknown field {field:?}", e.name))
+                })?;
                 if f.system {
-                    return Err(invalid(format!("entity {:?} maps system field {field:?}", e.name)));
+                    return Err(invalid(format!(
+                        "entity {:?} maps system field {field:?}",
+                        e.name
+                    )));
                 }
             }
             for (field, map) in &e.codes {
                 let f = table.field(field).ok_or_else(|| {
-                    invalid(format!("entity {:?} has codes for unknown field {field:?}", e.name))
+                    invalid(format!(
+                        "entity {:?} has codes for unknown field {field:?}",
+                        e.name
+                    ))
                 })?;
                 if f.validator == Validator::Code {
                     let set = f.codes.as_deref().unwrap_or_default();
@@ -114,7 +123,10 @@ impl SourceSystem {
             }
             for k in &table.key {
                 if k != "source_system" && !e.columns.contains_key(k) {
-                    return Err(invalid(format!("entity {:?} does not map key column {k:?}", e.name)));
+                    return Err(invalid(format!(
+                        "entity {:?} does not map key column {k:?}",
+                        e.name
+                    )));
                 }
             }
         }

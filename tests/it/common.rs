@@ -32,7 +32,10 @@ pub(crate) fn ok(dir: &Path, args: &[&str]) -> String {
 
 pub(crate) fn fails(dir: &Path, args: &[&str]) -> String {
     let out = run_in(dir, args);
-    assert!(!out.status.success(), "custlake {args:?} should have failed");
+    assert!(
+        !out.status.success(),
+        "custlake {args:?} should have failed"
+    );
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
@@ -71,13 +74,18 @@ pub(crate) fn tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push((p.strip_prefix(dir).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
+                out.push((
+                    p.strip_prefix(dir).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                ));
             }
         }
     }

@@ -31,10 +31,18 @@ fn config_print_shows_the_layers_and_hides_secrets() {
 #[test]
 fn a_bad_config_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("custlake.toml"), "[tiers.warm]\ncompresion = \"zstd(9)\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("custlake.toml"),
+        "[tiers.warm]\ncompresion = \"zstd(9)\"\n",
+    )
+    .unwrap();
     let err = crate::common::fails(dir.path(), &["config", "print"]);
     assert!(err.contains("compresion"), "{err}");
-    std::fs::write(dir.path().join("custlake.toml"), "[tiers.warm]\ncompression = \"gzip\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("custlake.toml"),
+        "[tiers.warm]\ncompression = \"gzip\"\n",
+    )
+    .unwrap();
     let err = crate::common::fails(dir.path(), &["config", "print"]);
     assert!(err.contains("tiers.warm.compression"), "{err}");
 }

@@ -8,7 +8,12 @@ fn the_same_seed_gives_byte_identical_files() {
     let db = sample(b.path(), 400, 7);
     let ta = tree(&da);
     let tb = tree(&db);
-    assert_eq!(ta.len(), 10, "{:?}", ta.iter().map(|t| &t.0).collect::<Vec<_>>());
+    assert_eq!(
+        ta.len(),
+        10,
+        "{:?}",
+        ta.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
     assert_eq!(ta, tb);
     let c = tempfile::tempdir().unwrap();
     let dc = sample(c.path(), 400, 8);
@@ -25,7 +30,11 @@ fn the_sample_has_every_source_format_and_a_ground_truth() {
     let (text, _, bad) = encoding_rs::GBK.decode(&core);
     assert!(!bad);
     assert!(text.starts_with("客户号,客户类型,客户名称"));
-    assert!(std::fs::read(d.join("finance/payers.parquet")).unwrap().starts_with(b"PAR1"));
+    assert!(
+        std::fs::read(d.join("finance/payers.parquet"))
+            .unwrap()
+            .starts_with(b"PAR1")
+    );
     let claim = std::fs::read_to_string(d.join("claims/claimants.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(claim.lines().next().unwrap()).unwrap();
     assert!(first.get("partyId").is_some());
@@ -34,10 +43,14 @@ fn the_sample_has_every_source_format_and_a_ground_truth() {
     let rows: Vec<&str> = truth.lines().skip(1).collect();
     // Customers appear in several systems: more source records than customers.
     assert!(rows.len() > 500, "{}", rows.len());
-    let entities: std::collections::HashSet<&str> = rows.iter().map(|r| r.rsplit(',').next().unwrap()).collect();
+    let entities: std::collections::HashSet<&str> =
+        rows.iter().map(|r| r.rsplit(',').next().unwrap()).collect();
     assert!(entities.len() <= 500);
     for sys in ["core", "claims", "telesales", "finance"] {
-        assert!(rows.iter().any(|r| r.starts_with(&format!("{sys},"))), "{sys} missing");
+        assert!(
+            rows.iter().any(|r| r.starts_with(&format!("{sys},"))),
+            "{sys} missing"
+        );
     }
 }
 
@@ -46,7 +59,10 @@ fn generate_rejects_bad_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let err = crate::common::fails(dir.path(), &["generate", "--customers", "0", "--out", "x"]);
     assert!(err.contains("at least 1"), "{err}");
-    let err = crate::common::fails(dir.path(), &["generate", "--as-of", "2026-13-01", "--out", "x"]);
+    let err = crate::common::fails(
+        dir.path(),
+        &["generate", "--as-of", "2026-13-01", "--out", "x"],
+    );
     assert!(err.contains("not a date"), "{err}");
     let _ = ok(dir.path(), &["generate", "--customers", "3", "--out", "x"]);
 }

@@ -7,8 +7,26 @@ const CORE_HEADER: &str = "客户号,客户类型,客户名称,性别,出生日�
 
 fn person(id: &str) -> Vec<String> {
     [
-        id, "1", "张伟", "1", "19900307", "01", "110101199003074477", "", "", "", "13812345678", "ZW@163.com",
-        "北京市朝阳区建国路88号", "", "个代", "个险一部", "华北", "A00001", "20200101", "20200101120000",
+        id,
+        "1",
+        "张伟",
+        "1",
+        "19900307",
+        "01",
+        "110101199003074477",
+        "",
+        "",
+        "",
+        "13812345678",
+        "ZW@163.com",
+        "北京市朝阳区建国路88号",
+        "",
+        "个代",
+        "个险一部",
+        "华北",
+        "A00001",
+        "20200101",
+        "20200101120000",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -17,8 +35,25 @@ fn person(id: &str) -> Vec<String> {
 
 fn company(id: &str) -> Vec<String> {
     [
-        id, "2", "华泰科技(深圳)有限公司", "", "", "10", "", "91350100M000100Y43", "9135 0100m0001 00Y43", "李强",
-        "0755-86001234", "", "广东省深圳市南山区科技园路1号", "信息技术", "经代", "团险部", "华南", "A00002", "20190101",
+        id,
+        "2",
+        "华泰科技(深圳)有限公司",
+        "",
+        "",
+        "10",
+        "",
+        "91350100M000100Y43",
+        "9135 0100m0001 00Y43",
+        "李强",
+        "0755-86001234",
+        "",
+        "广东省深圳市南山区科技园路1号",
+        "信息技术",
+        "经代",
+        "团险部",
+        "华南",
+        "A00002",
+        "20190101",
         "20190101120000",
     ]
     .iter()
@@ -45,9 +80,20 @@ fn with(mut row: Vec<String>, col: usize, value: &str) -> Vec<String> {
 fn ingest_core(dir: &Path, file: &Path) -> String {
     let out = crate::common::run_in(
         dir,
-        &["ingest", "--source", "core", "--entity", "customer", file.to_str().unwrap()],
+        &[
+            "ingest",
+            "--source",
+            "core",
+            "--entity",
+            "customer",
+            file.to_str().unwrap(),
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
@@ -75,7 +121,10 @@ fn every_quarantine_reason_is_recorded_with_field_and_raw_row() {
     ];
     let file = core_file(d, "customers.csv", &rows);
     let report = ingest_core(d, &file);
-    assert!(report.contains("14 rows read, 2 loaded, 12 quarantined"), "{report}");
+    assert!(
+        report.contains("14 rows read, 2 loaded, 12 quarantined"),
+        "{report}"
+    );
 
     let got = query(d, "SELECT reason, field FROM quarantine ORDER BY line");
     let want = [
@@ -96,9 +145,16 @@ fn every_quarantine_reason_is_recorded_with_field_and_raw_row() {
     let raw = query(d, "SELECT raw FROM quarantine ORDER BY line");
     for (i, w) in want.iter().enumerate() {
         let id = w.split(',').next().unwrap();
-        assert!(raw[i].contains(&format!("\"\"客户号\"\":\"\"{id}\"\"")), "{}", raw[i]);
+        assert!(
+            raw[i].contains(&format!("\"\"客户号\"\":\"\"{id}\"\"")),
+            "{}",
+            raw[i]
+        );
     }
-    let want: Vec<String> = want.iter().map(|w| w.splitn(2, ',').nth(1).unwrap().to_string()).collect();
+    let want: Vec<String> = want
+        .iter()
+        .map(|w| w.split_once(',').unwrap().1.to_string())
+        .collect();
     assert_eq!(got, want);
     let lines = query(d, "SELECT line FROM quarantine ORDER BY line");
     assert_eq!(lines[0], "4", "the header is line 1, C3 is line 4");
@@ -116,7 +172,10 @@ fn every_quarantine_reason_is_recorded_with_field_and_raw_row() {
         ]
     );
     // One batch row with the counts and the file's hash.
-    let batch = query(d, "SELECT rows_read, rows_loaded, rows_quarantined, status, length(sha256) FROM ingest_batch");
+    let batch = query(
+        d,
+        "SELECT rows_read, rows_loaded, rows_quarantined, status, length(sha256) FROM ingest_batch",
+    );
     assert_eq!(batch, vec!["14,2,12,loaded,64"]);
 }
 
@@ -124,28 +183,49 @@ fn every_quarantine_reason_is_recorded_with_field_and_raw_row() {
 fn reingesting_a_file_changes_nothing_and_a_new_version_upserts() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let v1 = core_file(d, "v1.csv", &[person("C1"), company("C2"), with(person("C3"), 10, "x")]);
+    let v1 = core_file(
+        d,
+        "v1.csv",
+        &[person("C1"), company("C2"), with(person("C3"), 10, "x")],
+    );
     ingest_core(d, &v1);
     let logs = log_files(&d.join("data/lake"));
     let report = ingest_core(d, &v1);
     assert!(report.contains("already loaded"), "{report}");
-    assert_eq!(log_files(&d.join("data/lake")), logs, "a re-ingest wrote to the lake");
+    assert_eq!(
+        log_files(&d.join("data/lake")),
+        logs,
+        "a re-ingest wrote to the lake"
+    );
 
     // A later extract with a changed phone and a new customer: upsert by key,
     // and duplicate keys inside one file keep the last row.
     let v2 = core_file(
         d,
         "v2.csv",
-        &[with(person("C1"), 10, "13900000000"), person("C5"), with(person("C1"), 10, "13911111111")],
+        &[
+            with(person("C1"), 10, "13900000000"),
+            person("C5"),
+            with(person("C1"), 10, "13911111111"),
+        ],
     );
     ingest_core(d, &v2);
     assert_eq!(count(d, "SELECT count(*) FROM source_customer"), 3);
-    assert_eq!(query(d, "SELECT phone FROM source_customer WHERE source_id = 'C1'"), vec!["+8613911111111"]);
+    assert_eq!(
+        query(
+            d,
+            "SELECT phone FROM source_customer WHERE source_id = 'C1'"
+        ),
+        vec!["+8613911111111"]
+    );
     assert_eq!(count(d, "SELECT count(*) FROM ingest_batch"), 2);
 }
 
 fn assert_nothing_written(d: &Path) {
-    assert!(log_files(&d.join("data/lake")).is_empty(), "the lake was written to");
+    assert!(
+        log_files(&d.join("data/lake")).is_empty(),
+        "the lake was written to"
+    );
 }
 
 #[test]
@@ -153,7 +233,17 @@ fn unreadable_files_fail_with_file_line_and_column_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let ingest = |source: &str, entity: &str, file: &Path| {
-        fails(d, &["ingest", "--source", source, "--entity", entity, file.to_str().unwrap()])
+        fails(
+            d,
+            &[
+                "ingest",
+                "--source",
+                source,
+                "--entity",
+                entity,
+                file.to_str().unwrap(),
+            ],
+        )
     };
 
     // GBK bytes in a file declared UTF-8.
@@ -165,20 +255,29 @@ fn unreadable_files_fail_with_file_line_and_column_and_write_nothing() {
     bytes.extend(b",\xc4\xd0,1990/03/07,ID,110101199003074477,,,,13812345678,,,,TEL,x,north,A1,2020/01/01,2020/01/01 10:00:00\n");
     std::fs::write(&leads, &bytes).unwrap();
     let err = ingest("telesales", "customer", &leads);
-    assert!(err.contains("leads.csv, line 2, column 3 (cust_name)"), "{err}");
+    assert!(
+        err.contains("leads.csv, line 2, column 3 (cust_name)"),
+        "{err}"
+    );
     assert!(err.contains("UTF-8"), "{err}");
     assert_nothing_written(d);
 
     // A mandatory column missing.
     std::fs::write(&leads, header.replace("lead_id,", "id,")).unwrap();
     let err = ingest("telesales", "customer", &leads);
-    assert!(err.contains("line 1") && err.contains("missing mandatory column(s) lead_id"), "{err}");
+    assert!(
+        err.contains("line 1") && err.contains("missing mandatory column(s) lead_id"),
+        "{err}"
+    );
 
     // A UTF-8 file declared GBK: its Chinese header does not match.
     let core = d.join("core.csv");
     std::fs::write(&core, format!("{CORE_HEADER}\n")).unwrap();
     let err = ingest("core", "customer", &core);
-    assert!(err.contains("missing mandatory column(s)"), "{err}");
+    assert!(
+        err.contains("core.csv, line 1, column 1 (header)") && err.contains("GBK"),
+        "{err}"
+    );
 
     // Truncated in the middle of the last line.
     let good = core_file(d, "good.csv", &[person("C1"), person("C2")]);
@@ -190,17 +289,34 @@ fn unreadable_files_fail_with_file_line_and_column_and_write_nothing() {
 
     // JSON Lines cut short, and a file that is not JSON Lines at all.
     let jl = d.join("claimants.jsonl");
-    std::fs::write(&jl, "{\"partyId\":\"P1\",\"partyType\":\"P\"}\n{\"partyId\":\"P2\",\"par").unwrap();
+    std::fs::write(
+        &jl,
+        "{\"partyId\":\"P1\",\"partyType\":\"P\"}\n{\"partyId\":\"P2\",\"par",
+    )
+    .unwrap();
     let err = ingest("claims", "customer", &jl);
     assert!(err.contains("line 2") && err.contains("truncated"), "{err}");
+    let plain = d.join("plain.csv");
+    std::fs::write(&plain, "partyId,partyType\nP1,P\n").unwrap();
+    let err = ingest("claims", "customer", &plain);
+    assert!(
+        err.contains("plain.csv, line 1") && err.contains("not JSON Lines"),
+        "{err}"
+    );
     let err = ingest("claims", "customer", &good);
-    assert!(err.contains("line 1") && err.contains("not JSON Lines"), "{err}");
+    assert!(
+        err.contains("good.csv, line 1, column 1") && err.contains("UTF-8"),
+        "{err}"
+    );
 
     // Parquet: not Parquet, and truncated.
     let pq = d.join("payers.parquet");
     std::fs::copy(&good, &pq).unwrap();
     let err = ingest("finance", "customer", &pq);
-    assert!(err.contains("payers.parquet") && err.contains("Parquet"), "{err}");
+    assert!(
+        err.contains("payers.parquet") && err.contains("Parquet"),
+        "{err}"
+    );
     let s = sample(d, 50, 3);
     let mut b = std::fs::read(s.join("finance/payers.parquet")).unwrap();
     b.truncate(b.len() / 2);
@@ -231,7 +347,10 @@ fn assert_keys_unique(d: &Path) {
         ("consent", "consent_id"),
         ("quarantine", "batch_id, line"),
     ] {
-        let dups = count(d, &format!("SELECT count(*) FROM (SELECT {k} FROM {t} GROUP BY {k} HAVING count(*) > 1)"));
+        let dups = count(
+            d,
+            &format!("SELECT count(*) FROM (SELECT {k} FROM {t} GROUP BY {k} HAVING count(*) > 1)"),
+        );
         assert_eq!(dups, 0, "{t} has duplicate keys");
     }
 }
@@ -244,14 +363,20 @@ fn every_source_format_loads_and_a_killed_load_completes_on_rerun() {
     ok(r, &["ingest", "--from", s.to_str().unwrap()]);
     let want = counts(r);
     // Every source system landed customers, and every fact table has rows.
-    let systems = query(r, "SELECT DISTINCT source_system FROM source_customer ORDER BY 1");
+    let systems = query(
+        r,
+        "SELECT DISTINCT source_system FROM source_customer ORDER BY 1",
+    );
     assert_eq!(systems, vec!["claims", "core", "finance", "telesales"]);
     let parts: Vec<i64> = want[0].split(' ').map(|x| x.parse().unwrap()).collect();
     assert!(parts.iter().all(|n| *n > 0), "{want:?}");
     assert_eq!(parts[7], 9, "one batch per file");
     // Every row read is either loaded or quarantined.
     assert_eq!(
-        count(r, "SELECT count(*) FROM ingest_batch WHERE rows_read <> rows_loaded + rows_quarantined"),
+        count(
+            r,
+            "SELECT count(*) FROM ingest_batch WHERE rows_read <> rows_loaded + rows_quarantined"
+        ),
         0
     );
 
@@ -265,7 +390,10 @@ fn every_source_format_loads_and_a_killed_load_completes_on_rerun() {
         .status()
         .unwrap();
     assert!(!status.success());
-    assert_eq!(count(c, "SELECT count(*) FROM source_customer") > 0, true);
+    assert!(
+        count(c, "SELECT count(*) FROM source_customer") > 0,
+        "the data commit landed before the crash"
+    );
     ok(c, &["ingest", "--from", s.to_str().unwrap()]);
     assert_eq!(counts(c), want);
     assert_keys_unique(c);

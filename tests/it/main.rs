@@ -1,5 +1,7 @@
 //! custlake's integration tests: one binary, one module per area.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod common;
 mod config;
 mod generate;

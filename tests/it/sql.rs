@@ -12,7 +12,15 @@ fn sql_formats_functions_and_the_read_only_guard() {
     assert_eq!(out, "a,b\n1,x\n");
     let out = ok(d, &["sql", "--format", "json", "SELECT 1 AS a"]);
     assert_eq!(out.trim(), "[{\"a\":1}]");
-    let out = ok(d, &["sql", "--format", "csv", "SELECT count(*) AS n FROM policy WHERE premium < 0"]);
+    let out = ok(
+        d,
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT count(*) AS n FROM policy WHERE premium < 0",
+        ],
+    );
     assert_eq!(out, "n\n0\n");
 
     // The validators as SQL functions.
@@ -32,15 +40,36 @@ fn sql_formats_functions_and_the_read_only_guard() {
     // Parquet output needs a file, and round-trips.
     let err = fails(d, &["sql", "--format", "parquet", "SELECT 1"]);
     assert!(err.contains("--output"), "{err}");
-    ok(d, &["sql", "--format", "parquet", "--output", "out.parquet", "SELECT policy_no FROM policy"]);
-    assert!(std::fs::read(d.join("out.parquet")).unwrap().starts_with(b"PAR1"));
+    ok(
+        d,
+        &[
+            "sql",
+            "--format",
+            "parquet",
+            "--output",
+            "out.parquet",
+            "SELECT policy_no FROM policy",
+        ],
+    );
+    assert!(
+        std::fs::read(d.join("out.parquet"))
+            .unwrap()
+            .starts_with(b"PAR1")
+    );
 
     // Writes, and errors: non-zero exit, message on stderr, nothing on stdout.
-    for bad in ["DROP TABLE policy", "INSERT INTO policy SELECT * FROM policy", "COPY policy TO 'x.csv'"] {
+    for bad in [
+        "DROP TABLE policy",
+        "INSERT INTO policy SELECT * FROM policy",
+        "COPY policy TO 'x.csv'",
+    ] {
         let out = run_in(d, &["sql", bad]);
         assert!(!out.status.success());
         assert!(out.stdout.is_empty());
-        assert!(String::from_utf8_lossy(&out.stderr).contains("read-only"), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("read-only"),
+            "{bad}"
+        );
     }
     let err = fails(d, &["sql", "SELECT * FROM no_such_table"]);
     assert!(err.contains("no_such_table"), "{err}");
@@ -50,11 +79,20 @@ fn sql_formats_functions_and_the_read_only_guard() {
 fn schema_prints_tables_and_fields() {
     let dir = tempfile::tempdir().unwrap();
     let out = ok(dir.path(), &["schema"]);
-    for t in ["source_customer", "policy", "quarantine", "audit_log", "customer_xref"] {
+    for t in [
+        "source_customer",
+        "policy",
+        "quarantine",
+        "audit_log",
+        "customer_xref",
+    ] {
         assert!(out.contains(t), "{t}");
     }
     let out = ok(dir.path(), &["schema", "source_customer"]);
-    assert!(out.contains("id_number") && out.contains("L4") && out.contains("keep(3,4)"), "{out}");
+    assert!(
+        out.contains("id_number") && out.contains("L4") && out.contains("keep(3,4)"),
+        "{out}"
+    );
     assert!(out.contains("individual"), "{out}");
     let out = ok(dir.path(), &["schema", "--sources"]);
     assert!(out.contains("客户号") && out.contains("gbk"), "{out}");

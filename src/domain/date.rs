@@ -17,8 +17,57 @@ impl SourceDate {
     }
 }
 
+/// Fixed-width date and time fields, parsed without chrono's general
+/// parser (a hot path at ingest). `None` means "not in this shape"; the
+/// caller then falls back to chrono, which also accepts unpadded numbers.
+pub fn parse_fixed(s: &str, format: &str) -> Option<(NaiveDate, u32, u32, u32)> {
+    let b = s.as_bytes();
+    let f = format.as_bytes();
+    let (mut i, mut j) = (0, 0);
+    let (mut y, mut mo, mut d, mut h, mut mi, mut se) = (None, None, None, 0, 0, 0);
+    let num = |b: &[u8], i: usize, n: usize| -> Option<u32> {
+        let part = b.get(i..i + n)?;
+        part.iter().try_fold(0u32, |acc, c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    while j < f.len() {
+        if f[j] == b'%' {
+            let spec = *f.get(j + 1)?;
+            let width = if spec == b'Y' { 4 } else { 2 };
+            let v = num(b, i, width)?;
+            match spec {
+                b'Y' => y = Some(v as i32),
+                b'm' => mo = Some(v),
+                b'd' => d = Some(v),
+                b'H' => h = v,
+                b'M' => mi = v,
+                b'S' => se = v,
+                _ => return None,
+            }
+            i += width;
+            j += 2;
+        } else {
+            if b.get(i) != Some(&f[j]) {
+                return None;
+            }
+            i += 1;
+            j += 1;
+        }
+    }
+    if i != b.len() || h > 23 || mi > 59 || se > 59 {
+        return None;
+    }
+    Some((NaiveDate::from_ymd_opt(y?, mo?, d?)?, h, mi, se))
+}
+
 pub fn parse_date(s: &str, formats: &[String]) -> Result<NaiveDate, DomainError> {
     let s = s.trim();
+    for f in formats {
+        if let Some((d, ..)) = parse_fixed(s, f) {
+            return Ok(d);
+        }
+    }
     for f in formats {
         if let Ok(d) = NaiveDate::parse_from_str(s, f) {
             return Ok(d);
@@ -74,6 +123,20 @@ mod tests {
             "INVALID_DATE"
         );
         assert!(parse_date("20241301", &fmts(&["%Y%m%d"])).is_err());
+        assert!(parse_date("20240230", &fmts(&["%Y%m%d"])).is_err());
+        // Unpadded numbers still parse, through chrono.
+        assert_eq!(
+            parse_date("2024-2-9", &fmts(&["%Y-%m-%d"])).unwrap(),
+            NaiveDate::from_ymd_opt(2024, 2, 9).unwrap()
+        );
+        assert_eq!(
+            parse_fixed("2024/02/29 23:59:01", "%Y/%m/%d %H:%M:%S"),
+            Some((d, 23, 59, 1))
+        );
+        assert_eq!(
+            parse_fixed("2024/02/29 24:00:00", "%Y/%m/%d %H:%M:%S"),
+            None
+        );
     }
 
     proptest! {

@@ -15,7 +15,7 @@ mod resident_id;
 mod tax;
 
 pub use address::Address;
-pub use date::{SourceDate, parse_date};
+pub use date::{SourceDate, parse_date, parse_fixed};
 pub use email::Email;
 pub use name::{CompanyName, PersonName};
 pub use phone::{Phone, PhoneKind};

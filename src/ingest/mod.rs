@@ -29,7 +29,7 @@ use datafusion::prelude::{SessionContext, col, lit};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::lake::{Lake, LakeError, upsert};
+use crate::lake::{Lake, LakeError, append_stream, upsert};
 use crate::schema::{Catalog, SchemaError, TableDef};
 
 use reader::RowResult;
@@ -56,6 +56,10 @@ pub enum IngestError {
     Lake(Box<LakeError>),
     #[error("{0}")]
     Internal(String),
+    /// A key appeared twice in a file being streamed (handled internally by
+    /// staging the file instead).
+    #[error("duplicate keys in the file")]
+    DuplicateKeys,
 }
 
 impl From<SchemaError> for IngestError {
@@ -217,7 +221,8 @@ impl<'a> Ingestor<'a> {
             .map_err(|e| IngestError::io(&staging_root, e))?;
         let bar = self.progress_bar(path, bytes);
         let counter = Arc::new(AtomicU64::new(0));
-        let job = StageJob {
+        let rows = Arc::new(AtomicU64::new(0));
+        let job = |stream: Option<BatchSender>| StageJob {
             catalog: self.catalog.clone(),
             system: system.to_string(),
             entity: entity.to_string(),
@@ -227,12 +232,13 @@ impl<'a> Ingestor<'a> {
             batch_rows: self.lake.config.ingest.batch_rows,
             started_at,
             counter: counter.clone(),
-            rows: Arc::new(AtomicU64::new(0)),
+            rows: rows.clone(),
+            stream,
         };
-        let rows = job.rows.clone();
         let ticker = {
             let bar = bar.clone();
             let counter = counter.clone();
+            let rows = rows.clone();
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -241,20 +247,6 @@ impl<'a> Ingestor<'a> {
                 }
             })
         };
-        let staged = tokio::task::spawn_blocking(move || job.run())
-            .await
-            .map_err(|e| IngestError::Internal(format!("staging task failed: {e}")));
-        ticker.abort();
-        let staged = match staged {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) | Err(e) => {
-                bar.abandon_with_message("failed");
-                return Err(e);
-            }
-        };
-        bar.set_position(bytes);
-        bar.set_message(format!("{} rows read, committing", staged.rows_read));
-
         let meta = vec![
             (
                 "custlake.batch_id".to_string(),
@@ -265,28 +257,96 @@ impl<'a> Ingestor<'a> {
                 serde_json::Value::String(path.display().to_string()),
             ),
         ];
-        // Commit 1: the good rows.
-        let mut table_version = None;
-        if staged.rows_loaded > 0 {
-            let df = self
-                .ctx
-                .read_arrow(
-                    staged.good_file.to_string_lossy().as_ref(),
-                    ArrowReadOptions::default(),
-                )
-                .await
-                .map_err(|e| IngestError::Internal(format!("reading staged rows: {e}")))?;
-            let out = upsert(
-                self.lake,
-                &self.ctx,
-                &table_def,
-                df,
-                staged.duplicates,
-                meta.clone(),
-            )
-            .await?;
-            table_version = Some(out.version);
+
+        // Commit 1: the good rows. Into a table with no rows yet they stream
+        // straight into a Delta append while the file is read; otherwise (or
+        // when the file repeats a key) they are staged, then upserted.
+        let existing = self.lake.open(&table_def).await?;
+        let table_existed = existing.is_some();
+        let empty_target = existing.as_ref().is_none_or(|t| {
+            t.snapshot()
+                .map(|s| s.log_data().num_files() == 0)
+                .unwrap_or(false)
+        });
+        drop(existing);
+        let mut done: Option<(Staged, Option<i64>)> = None;
+        if empty_target {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let stage = job(Some(tx));
+            let staging_task = tokio::task::spawn_blocking(move || stage.run());
+            let write = append_stream(self.lake, &self.ctx, &table_def, rx, meta.clone());
+            let (written, staged) = tokio::join!(write, staging_task);
+            let staged = staged
+                .map_err(|e| IngestError::Internal(format!("staging task failed: {e}")))
+                .and_then(|s| s);
+            match (staged, written) {
+                (Ok(staged), Ok(out)) => done = Some((staged, Some(out.version))),
+                (staged, written) => {
+                    if !table_existed {
+                        self.lake.remove_uncommitted(&table_def).await?;
+                    }
+                    match (staged, written) {
+                        (Err(IngestError::DuplicateKeys), _) => {
+                            counter.store(0, Ordering::Relaxed);
+                        }
+                        (Err(e), _) => {
+                            ticker.abort();
+                            bar.abandon_with_message("failed");
+                            return Err(e);
+                        }
+                        (Ok(_), Err(e)) => {
+                            ticker.abort();
+                            bar.abandon_with_message("failed");
+                            return Err(e.into());
+                        }
+                        (Ok(_), Ok(_)) => unreachable!("handled above"),
+                    }
+                }
+            }
         }
+        let (staged, table_version) = match done {
+            Some(d) => d,
+            None => {
+                let stage = job(None);
+                let staged = tokio::task::spawn_blocking(move || stage.run())
+                    .await
+                    .map_err(|e| IngestError::Internal(format!("staging task failed: {e}")))
+                    .and_then(|s| s);
+                let staged = match staged {
+                    Ok(s) => s,
+                    Err(e) => {
+                        ticker.abort();
+                        bar.abandon_with_message("failed");
+                        return Err(e);
+                    }
+                };
+                bar.set_message(format!("{} rows read, committing", staged.rows_read));
+                let mut version = None;
+                if staged.rows_loaded > 0 {
+                    let df = self
+                        .ctx
+                        .read_arrow(
+                            staged.good_file.to_string_lossy().as_ref(),
+                            ArrowReadOptions::default(),
+                        )
+                        .await
+                        .map_err(|e| IngestError::Internal(format!("reading staged rows: {e}")))?;
+                    let out = upsert(
+                        self.lake,
+                        &self.ctx,
+                        &table_def,
+                        df,
+                        staged.duplicates,
+                        meta.clone(),
+                    )
+                    .await?;
+                    version = Some(out.version);
+                }
+                (staged, version)
+            }
+        };
+        ticker.abort();
+        bar.set_position(bytes);
         failpoint("ingest.after_data_commit");
         // Commit 2: the quarantined rows.
         if staged.rows_quarantined > 0 {
@@ -451,6 +511,7 @@ struct StageJob {
     started_at: chrono::DateTime<chrono::Utc>,
     counter: Arc<AtomicU64>,
     rows: Arc<AtomicU64>,
+    stream: Option<BatchSender>,
 }
 
 struct Staged {
@@ -463,9 +524,19 @@ struct Staged {
     reasons: BTreeMap<String, u64>,
 }
 
+/// Where validated rows go while a file is read: a local Arrow IPC file
+/// (committed by an upsert afterwards), or a channel straight into a Delta
+/// append running alongside.
+enum Sink {
+    File(FileWriter<std::io::BufWriter<File>>),
+    Channel(BatchSender),
+}
+
+type BatchSender = tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>;
+
 struct Stager {
     builder: BatchBuilder,
-    writer: FileWriter<std::io::BufWriter<File>>,
+    sink: Sink,
     batch_rows: usize,
 }
 
@@ -485,9 +556,31 @@ impl Stager {
         .map_err(|e| IngestError::Internal(e.to_string()))?;
         Ok(Self {
             builder,
-            writer,
+            sink: Sink::File(writer),
             batch_rows,
         })
+    }
+
+    fn channel(table: &TableDef, tx: BatchSender, batch_rows: usize) -> Self {
+        Self {
+            builder: BatchBuilder::new(table, false),
+            sink: Sink::Channel(tx),
+            batch_rows,
+        }
+    }
+
+    /// Does this sink keep each row's line (to order duplicate keys)?
+    fn keeps_lines(&self) -> bool {
+        matches!(self.sink, Sink::File(_))
+    }
+
+    /// Make the writer on the other end of a channel give up (no commit).
+    fn abort(&self, why: &str) {
+        if let Sink::Channel(tx) = &self.sink {
+            let _ = tx.blocking_send(Err(datafusion::error::DataFusionError::Execution(
+                why.to_string(),
+            )));
+        }
     }
 
     fn push(&mut self, cells: &[Cell], line: Option<i64>) -> Result<(), IngestError> {
@@ -504,35 +597,67 @@ impl Stager {
                 .builder
                 .finish()
                 .map_err(|e| IngestError::Internal(e.to_string()))?;
-            self.writer
-                .write(&batch)
-                .map_err(|e| IngestError::Internal(e.to_string()))?;
+            match &mut self.sink {
+                Sink::File(w) => w
+                    .write(&batch)
+                    .map_err(|e| IngestError::Internal(e.to_string()))?,
+                Sink::Channel(tx) => tx
+                    .blocking_send(Ok(batch))
+                    .map_err(|_| IngestError::Internal("the table writer stopped".into()))?,
+            }
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<(), IngestError> {
         self.flush()?;
-        self.writer
-            .finish()
-            .map_err(|e| IngestError::Internal(e.to_string()))
+        match &mut self.sink {
+            Sink::File(w) => w.finish().map_err(|e| IngestError::Internal(e.to_string())),
+            Sink::Channel(_) => Ok(()),
+        }
     }
 }
 
 impl StageJob {
-    fn run(self) -> Result<Staged, IngestError> {
+    /// Read the whole file. Valid rows go to the stream when one is given
+    /// (which is then ended with an error if anything goes wrong, so the
+    /// writer commits nothing), otherwise to a local staging file.
+    fn run(mut self) -> Result<Staged, IngestError> {
+        let stream = self.stream.take();
         let mapping = self.catalog.entity(&self.system, &self.entity)?.clone();
-        let mut mapper = Mapper::new(
+        let mapper = Mapper::new(
             &self.catalog,
             &self.system,
             &mapping,
             &self.batch_id,
             self.started_at,
         )?;
+        let good_file = self.staging.join("rows.arrow");
+        let mut good = match stream {
+            Some(tx) => Stager::channel(&mapper.table, tx, self.batch_rows),
+            None => Stager::new(&good_file, &mapper.table, true, self.batch_rows)?,
+        };
+        match self.fill(&mut good, mapper, &mapping) {
+            Ok(staged) => {
+                good.finish()?;
+                Ok(staged)
+            }
+            Err(e) => {
+                good.abort(&e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn fill(
+        &self,
+        good: &mut Stager,
+        mut mapper: Mapper,
+        mapping: &crate::schema::EntityMapping,
+    ) -> Result<Staged, IngestError> {
         let qdef = self.catalog.table("quarantine")?.clone();
         let good_file = self.staging.join("rows.arrow");
         let bad_file = self.staging.join("quarantine.arrow");
-        let mut good = Stager::new(&good_file, &mapper.table, true, self.batch_rows)?;
         let mut bad = Stager::new(&bad_file, &qdef, false, self.batch_rows)?;
         let mandatory = if mapping.format == crate::schema::FileFormat::Jsonl {
             &mapper.key_columns
@@ -541,7 +666,7 @@ impl StageJob {
         };
         let mut rdr = reader::open(
             &self.path,
-            &mapping,
+            mapping,
             &mapper.needed,
             mandatory,
             self.batch_rows,
@@ -626,19 +751,23 @@ impl StageJob {
                         let cells = mapper.cells();
                         let mut h = std::collections::hash_map::DefaultHasher::new();
                         for &i in &key_idx {
-                            format!("{:?}", cells[i]).hash(&mut h);
+                            cells[i].hash(&mut h);
                         }
                         if !seen.insert(h.finish()) {
                             duplicates = true;
+                            if !good.keeps_lines() {
+                                // A streamed append cannot keep only the last
+                                // of two rows: start over with staging.
+                                return Err(IngestError::DuplicateKeys);
+                            }
                         }
-                        good.push(cells, Some(line as i64))?;
+                        good.push(cells, good.keeps_lines().then_some(line as i64))?;
                         out.rows_loaded += 1;
                     }
                     Err(issues) => quarantine(line, issues, rdr.raw_json(), &mut out)?,
                 },
             }
         }
-        good.finish()?;
         bad.finish()?;
         out.duplicates = duplicates;
         Ok(out)

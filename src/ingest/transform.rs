@@ -14,7 +14,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::domain::{
     Address, CompanyName, DomainError, Email, PersonName, Phone, ResidentId, TaxId, Uscc,
-    fold_whitespace, parse_date,
+    fold_whitespace, parse_date, parse_fixed,
 };
 use crate::schema::{Catalog, EntityMapping, FieldDef, FieldType, Normalizer, TableDef, Validator};
 
@@ -32,6 +32,21 @@ pub(crate) enum Cell {
     /// Microseconds since the epoch, UTC.
     Ts(i64),
     Bool(bool),
+}
+
+impl std::hash::Hash for Cell {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        std::mem::discriminant(self).hash(h);
+        match self {
+            Cell::Null => {}
+            Cell::Str(s) => s.hash(h),
+            Cell::I64(v) | Cell::Ts(v) => v.hash(h),
+            Cell::F64(v) => v.to_bits().hash(h),
+            Cell::Money(v) => v.hash(h),
+            Cell::Date(v) => v.hash(h),
+            Cell::Bool(v) => v.hash(h),
+        }
+    }
 }
 
 /// One reason a row was rejected.
@@ -374,6 +389,11 @@ impl Mapper {
         let t = text.trim();
         if let Ok(dt) = chrono::DateTime::parse_from_rfc3339(t) {
             return Ok(dt.timestamp_micros());
+        }
+        for f in &self.ts_formats {
+            if let Some((d, h, m, s)) = parse_fixed(t, f) {
+                return local_micros(d.and_hms_opt(h, m, s).unwrap_or_default());
+            }
         }
         for f in &self.ts_formats {
             if let Ok(naive) = NaiveDateTime::parse_from_str(t, f) {

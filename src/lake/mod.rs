@@ -14,7 +14,7 @@ use url::Url;
 use crate::config::{Config, parse_compression};
 use crate::schema::TableDef;
 
-pub use write::{UpsertOutcome, upsert};
+pub use write::{BatchReceiver, UpsertOutcome, append_stream, upsert};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
@@ -136,6 +136,37 @@ impl Lake {
             create = create.with_partition_columns([p.column.clone()]);
         }
         create.await.map_err(|source| delta_err(&def.name, source))
+    }
+
+    /// Remove whatever an aborted first write left at a table's location,
+    /// provided the table was never created (no `_delta_log`): uncommitted
+    /// data files are invisible to readers, but nothing should remain.
+    pub async fn remove_uncommitted(&self, def: &TableDef) -> Result<(), LakeError> {
+        use datafusion::object_store::ObjectStoreExt;
+        use futures::TryStreamExt;
+        let url = self.table_url(&def.name)?;
+        let table = deltalake::DeltaTableBuilder::from_url(url)
+            .and_then(|b| b.build())
+            .map_err(|source| delta_err(&def.name, source))?;
+        let store = table.object_store();
+        let files: Vec<deltalake::ObjectMeta> = store
+            .list(None)
+            .try_collect()
+            .await
+            .map_err(|e| delta_err(&def.name, e.into()))?;
+        if files
+            .iter()
+            .any(|f| f.location.as_ref().starts_with("_delta_log"))
+        {
+            return Ok(());
+        }
+        for f in files {
+            store
+                .delete(&f.location)
+                .await
+                .map_err(|e| delta_err(&def.name, e.into()))?;
+        }
+        Ok(())
     }
 
     /// Parquet writer settings for files written to the hot tier.

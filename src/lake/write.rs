@@ -178,3 +178,101 @@ async fn merge(
         .map_err(|e| df_err(name, e))?;
     Ok(table)
 }
+
+/// A one-shot partition fed by a channel: rows flow from the ingest thread
+/// straight into the Delta writer.
+struct ChannelPartition {
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    rx: std::sync::Mutex<Option<BatchReceiver>>,
+}
+
+/// Batches for [`append_stream`]; an `Err` aborts the write.
+pub type BatchReceiver = tokio::sync::mpsc::Receiver<
+    datafusion::error::Result<datafusion::arrow::record_batch::RecordBatch>,
+>;
+
+impl std::fmt::Debug for ChannelPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChannelPartition")
+    }
+}
+
+impl datafusion::physical_plan::streaming::PartitionStream for ChannelPartition {
+    fn schema(&self) -> &datafusion::arrow::datatypes::SchemaRef {
+        &self.schema
+    }
+
+    fn execute(
+        &self,
+        _ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::execution::SendableRecordBatchStream {
+        let rx = self.rx.lock().ok().and_then(|mut g| g.take());
+        let stream = futures::stream::unfold(rx, |rx| async move {
+            match rx {
+                None => Some((
+                    Err(datafusion::error::DataFusionError::Execution(
+                        "the ingest stream can be read only once".into(),
+                    )),
+                    None,
+                )),
+                Some(mut rx) => rx.recv().await.map(|item| (item, Some(rx))),
+            }
+        });
+        Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                stream,
+            ),
+        )
+    }
+}
+
+/// Append a stream of batches (exactly the table's columns) to a table that
+/// holds no rows yet, creating the table in the same commit if it does not
+/// exist. Nothing is committed unless the stream ends without an error.
+pub async fn append_stream(
+    lake: &Lake,
+    ctx: &SessionContext,
+    def: &TableDef,
+    rx: BatchReceiver,
+    metadata: Vec<(String, serde_json::Value)>,
+) -> Result<UpsertOutcome, LakeError> {
+    let name = &def.name;
+    let schema = def.arrow_schema();
+    let partition = ChannelPartition {
+        schema: schema.clone(),
+        rx: std::sync::Mutex::new(Some(rx)),
+    };
+    let provider =
+        datafusion::catalog::streaming::StreamingTable::try_new(schema, vec![Arc::new(partition)])
+            .map_err(|e| df_err(name, e))?;
+    let df = ctx
+        .read_table(Arc::new(provider))
+        .map_err(|e| df_err(name, e))?;
+    let table = match lake.open(def).await? {
+        Some(t) => t,
+        None => {
+            let url = lake.table_url(name)?;
+            deltalake::DeltaTableBuilder::from_url(url)
+                .and_then(|b| b.build())
+                .map_err(|e| df_err(name, e))?
+        }
+    };
+    let mut write = table
+        .write(Vec::new())
+        .with_input_plan(df.logical_plan().clone())
+        .with_save_mode(SaveMode::Append)
+        .with_table_name(name.as_str())
+        .with_description(def.description.as_str())
+        .with_session_state(Arc::new(ctx.state()))
+        .with_writer_properties(lake.writer_properties())
+        .with_commit_properties(CommitProperties::default().with_metadata(metadata));
+    if let Some(p) = &def.partition {
+        write = write.with_partition_columns([p.column.clone()]);
+    }
+    let table = write.await.map_err(|e| df_err(name, e))?;
+    Ok(UpsertOutcome {
+        version: table.version().map_or(0, |v| v as i64),
+        merged: false,
+    })
+}

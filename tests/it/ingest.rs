@@ -222,9 +222,35 @@ fn reingesting_a_file_changes_nothing_and_a_new_version_upserts() {
 }
 
 fn assert_nothing_written(d: &Path) {
+    let files = crate::common::tree(&d.join("data/lake"));
     assert!(
-        log_files(&d.join("data/lake")).is_empty(),
-        "the lake was written to"
+        files.is_empty(),
+        "the lake was written to: {:?}",
+        files.iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_first_load_with_a_repeated_key_keeps_the_last_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let f = core_file(
+        d,
+        "dups.csv",
+        &[
+            with(person("C1"), 10, "13900000000"),
+            company("C2"),
+            with(person("C1"), 10, "13911111111"),
+        ],
+    );
+    ingest_core(d, &f);
+    assert_eq!(count(d, "SELECT count(*) FROM source_customer"), 2);
+    assert_eq!(
+        query(
+            d,
+            "SELECT phone FROM source_customer WHERE source_id = 'C1'"
+        ),
+        vec!["+8613911111111"]
     );
 }
 

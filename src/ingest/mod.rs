@@ -325,10 +325,7 @@ impl<'a> Ingestor<'a> {
                 if staged.rows_loaded > 0 {
                     let df = self
                         .ctx
-                        .read_arrow(
-                            staged.good_file.to_string_lossy().as_ref(),
-                            ArrowReadOptions::default(),
-                        )
+                        .read_arrow(paths(&staged.good_files), ArrowReadOptions::default())
                         .await
                         .map_err(|e| IngestError::Internal(format!("reading staged rows: {e}")))?;
                     let out = upsert(
@@ -353,10 +350,7 @@ impl<'a> Ingestor<'a> {
             let qdef = self.catalog.table("quarantine")?;
             let df = self
                 .ctx
-                .read_arrow(
-                    staged.bad_file.to_string_lossy().as_ref(),
-                    ArrowReadOptions::default(),
-                )
+                .read_arrow(paths(&staged.bad_files), ArrowReadOptions::default())
                 .await
                 .map_err(|e| IngestError::Internal(format!("reading staged quarantine: {e}")))?;
             upsert(self.lake, &self.ctx, qdef, df, false, meta.clone()).await?;
@@ -473,6 +467,13 @@ fn failpoint(name: &str) {
     }
 }
 
+fn paths(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| f.to_string_lossy().to_string())
+        .collect()
+}
+
 /// The batch id of a file: stable for the same source, entity and bytes.
 pub fn batch_id(system: &str, entity: &str, sha256: &str) -> String {
     let mut h = Sha256::new();
@@ -500,6 +501,26 @@ fn sha256_file(path: &Path) -> Result<(String, u64), IngestError> {
     Ok((hex::encode(h.finalize()), total))
 }
 
+/// The keys in `seen` are already hashes: pass them through.
+#[derive(Default)]
+struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 struct StageJob {
     catalog: Catalog,
     system: String,
@@ -515,13 +536,39 @@ struct StageJob {
 }
 
 struct Staged {
-    good_file: PathBuf,
-    bad_file: PathBuf,
+    good_files: Vec<PathBuf>,
+    bad_files: Vec<PathBuf>,
     rows_read: u64,
     rows_loaded: u64,
     rows_quarantined: u64,
     duplicates: bool,
     reasons: BTreeMap<String, u64>,
+}
+
+impl Staged {
+    fn add(&mut self, other: Staged) {
+        self.good_files.extend(other.good_files);
+        self.bad_files.extend(other.bad_files);
+        self.rows_read += other.rows_read;
+        self.rows_loaded += other.rows_loaded;
+        self.rows_quarantined += other.rows_quarantined;
+        self.duplicates |= other.duplicates;
+        for (k, v) in other.reasons {
+            *self.reasons.entry(k).or_insert(0) += v;
+        }
+    }
+
+    fn empty() -> Self {
+        Self {
+            good_files: Vec::new(),
+            bad_files: Vec::new(),
+            rows_read: 0,
+            rows_loaded: 0,
+            rows_quarantined: 0,
+            duplicates: false,
+            reasons: BTreeMap::new(),
+        }
+    }
 }
 
 /// Where validated rows go while a file is read: a local Arrow IPC file
@@ -574,15 +621,6 @@ impl Stager {
         matches!(self.sink, Sink::File(_))
     }
 
-    /// Make the writer on the other end of a channel give up (no commit).
-    fn abort(&self, why: &str) {
-        if let Sink::Channel(tx) = &self.sink {
-            let _ = tx.blocking_send(Err(datafusion::error::DataFusionError::Execution(
-                why.to_string(),
-            )));
-        }
-    }
-
     fn push(&mut self, cells: &[Cell], line: Option<i64>) -> Result<(), IngestError> {
         self.builder.push(cells, line);
         if self.builder.len() >= self.batch_rows {
@@ -618,78 +656,182 @@ impl Stager {
     }
 }
 
+/// Raw records are handed to the workers in chunks of this many.
+const CHUNK: usize = 1024;
+
+type KeySet = HashSet<u64, std::hash::BuildHasherDefault<KeyHashHasher>>;
+
 impl StageJob {
     /// Read the whole file. Valid rows go to the stream when one is given
     /// (which is then ended with an error if anything goes wrong, so the
-    /// writer commits nothing), otherwise to a local staging file.
+    /// writer commits nothing), otherwise to local staging files.
     fn run(mut self) -> Result<Staged, IngestError> {
         let stream = self.stream.take();
+        let abort = stream.clone();
+        match self.fill(stream) {
+            Ok(staged) => Ok(staged),
+            Err(e) => {
+                if let Some(tx) = abort {
+                    let _ = tx.blocking_send(Err(datafusion::error::DataFusionError::Execution(
+                        e.to_string(),
+                    )));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One thread splits the file into raw records; the workers decode,
+    /// map, validate and write them.
+    fn fill(&self, stream: Option<BatchSender>) -> Result<Staged, IngestError> {
         let mapping = self.catalog.entity(&self.system, &self.entity)?.clone();
-        let mapper = Mapper::new(
+        let probe = Mapper::new(
             &self.catalog,
             &self.system,
             &mapping,
             &self.batch_id,
             self.started_at,
         )?;
-        let good_file = self.staging.join("rows.arrow");
-        let mut good = match stream {
-            Some(tx) => Stager::channel(&mapper.table, tx, self.batch_rows),
-            None => Stager::new(&good_file, &mapper.table, true, self.batch_rows)?,
-        };
-        match self.fill(&mut good, mapper, &mapping) {
-            Ok(staged) => {
-                good.finish()?;
-                Ok(staged)
-            }
-            Err(e) => {
-                good.abort(&e.to_string());
-                Err(e)
-            }
-        }
-    }
-
-    fn fill(
-        &self,
-        good: &mut Stager,
-        mut mapper: Mapper,
-        mapping: &crate::schema::EntityMapping,
-    ) -> Result<Staged, IngestError> {
-        let qdef = self.catalog.table("quarantine")?.clone();
-        let good_file = self.staging.join("rows.arrow");
-        let bad_file = self.staging.join("quarantine.arrow");
-        let mut bad = Stager::new(&bad_file, &qdef, false, self.batch_rows)?;
         let mandatory = if mapping.format == crate::schema::FileFormat::Jsonl {
-            &mapper.key_columns
+            &probe.key_columns
         } else {
-            &mapper.mandatory
+            &probe.mandatory
         };
         let mut rdr = reader::open(
             &self.path,
-            mapping,
-            &mapper.needed,
+            &mapping,
+            &probe.needed,
             mandatory,
             self.batch_rows,
             self.counter.clone(),
         )?;
+        let layout = rdr.layout();
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 8);
+        let seen = std::sync::Mutex::new(KeySet::default());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<reader::Raw>>(workers * 4);
+        let rx = std::sync::Mutex::new(rx);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (layout, mapping, rx, seen, stop) = (&layout, &mapping, &rx, &seen, &stop);
+                    let stream = stream.clone();
+                    scope.spawn(move || {
+                        let result = self.work(w, layout, mapping, rx, seen, stream);
+                        if result.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        result
+                    })
+                })
+                .collect();
+            drop(stream);
+            // Split the file, handing chunks to the workers.
+            let mut read_result = Ok(0u64);
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut rows = 0u64;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match rdr.next_raw() {
+                    Ok(Some(raw)) => {
+                        rows += 1;
+                        chunk.push(raw);
+                        if chunk.len() == CHUNK {
+                            self.rows.store(rows, Ordering::Relaxed);
+                            if tx
+                                .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        if !chunk.is_empty() {
+                            let _ = tx.send(std::mem::take(&mut chunk));
+                        }
+                        read_result = Ok(rows);
+                        break;
+                    }
+                    Err(e) => {
+                        read_result = Err(e);
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let mut total = Staged::empty();
+            let mut first_error: Option<IngestError> = read_result.err();
+            for h in handles {
+                match h.join() {
+                    Ok(Ok(part)) => total.add(part),
+                    Ok(Err(e)) => {
+                        // A fatal problem in the file outranks the fallout of
+                        // stopping early; keep the first one found.
+                        if first_error.is_none() || matches!(e, IngestError::Unreadable { .. }) {
+                            if !matches!(first_error, Some(IngestError::Unreadable { .. })) {
+                                first_error = Some(e);
+                            }
+                        }
+                    }
+                    Err(_) => {
+                        first_error.get_or_insert(IngestError::Internal(
+                            "an ingest worker panicked".into(),
+                        ));
+                    }
+                }
+            }
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(total),
+            }
+        })
+    }
+
+    /// One worker: decode, map, validate; stage or stream the good rows,
+    /// stage the quarantined ones.
+    fn work(
+        &self,
+        w: usize,
+        layout: &reader::Layout,
+        mapping: &crate::schema::EntityMapping,
+        rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Vec<reader::Raw>>>,
+        seen: &std::sync::Mutex<KeySet>,
+        stream: Option<BatchSender>,
+    ) -> Result<Staged, IngestError> {
+        let mut mapper = Mapper::new(
+            &self.catalog,
+            &self.system,
+            mapping,
+            &self.batch_id,
+            self.started_at,
+        )?;
+        let qdef = self.catalog.table("quarantine")?.clone();
+        let good_file = self.staging.join(format!("rows-{w}.arrow"));
+        let bad_file = self.staging.join(format!("quarantine-{w}.arrow"));
+        let mut good = match stream {
+            Some(tx) => Stager::channel(&mapper.table, tx, self.batch_rows),
+            None => Stager::new(&good_file, &mapper.table, true, self.batch_rows)?,
+        };
+        let mut bad = Stager::new(&bad_file, &qdef, false, self.batch_rows)?;
         let key_idx: Vec<usize> = mapper
             .table
             .key
             .iter()
             .filter_map(|k| mapper.table.index_of(k))
             .collect();
-        let mut seen: HashSet<u64> = HashSet::new();
-        let mut duplicates = false;
         let mut values: Vec<Option<String>> = vec![None; mapper.needed.len()];
-        let mut out = Staged {
-            good_file: good_file.clone(),
-            bad_file: bad_file.clone(),
-            rows_read: 0,
-            rows_loaded: 0,
-            rows_quarantined: 0,
-            duplicates: false,
-            reasons: BTreeMap::new(),
-        };
+        let mut scratch: Vec<String> = Vec::new();
+        let mut hashes: Vec<u64> = Vec::with_capacity(CHUNK);
+        let mut out = Staged::empty();
+        if good.keeps_lines() {
+            out.good_files.push(good_file);
+        }
+        out.bad_files.push(bad_file);
         let file_name = self.path.display().to_string();
         let now = self.started_at.timestamp_micros();
         let month = self
@@ -697,79 +839,89 @@ impl StageJob {
             .with_timezone(&transform::beijing())
             .format("%Y-%m")
             .to_string();
-        let mut quarantine = |line: u64,
-                              issues: Vec<transform::Issue>,
-                              raw: String,
-                              out: &mut Staged|
-         -> Result<(), IngestError> {
-            let first = &issues[0];
-            *out.reasons.entry(first.code.to_string()).or_insert(0) += 1;
-            out.rows_quarantined += 1;
-            let reasons: Vec<String> = issues
-                .iter()
-                .map(|i| format!("{}:{}", i.code, i.field))
-                .collect();
-            let cells = vec![
-                Cell::Str(self.batch_id.clone()),
-                Cell::I64(line as i64),
-                Cell::Str(self.system.clone()),
-                Cell::Str(self.entity.clone()),
-                Cell::Str(mapping.table.clone()),
-                Cell::Str(file_name.clone()),
-                Cell::Str(first.code.to_string()),
-                if first.field.is_empty() {
-                    Cell::Null
-                } else {
-                    Cell::Str(first.field.clone())
-                },
-                first.value.clone().map_or(Cell::Null, Cell::Str),
-                Cell::Str(reasons.join("; ")),
-                Cell::Str(first.detail.clone()),
-                Cell::Str(raw),
-                Cell::Ts(now),
-                Cell::Str(month.clone()),
-            ];
-            bad.push(&cells, None)
-        };
-        while let Some(r) = rdr.next_row(&mut values)? {
-            out.rows_read += 1;
-            if out.rows_read.is_multiple_of(4096) {
-                self.rows.store(out.rows_read, Ordering::Relaxed);
-            }
-            match r {
-                RowResult::Malformed { line, detail } => {
-                    let issue = transform::Issue {
-                        code: "MALFORMED_ROW",
-                        field: String::new(),
-                        value: None,
-                        detail,
-                    };
-                    quarantine(line, vec![issue], rdr.raw_json(), &mut out)?;
-                }
-                RowResult::Row(line) => match mapper.apply(&values) {
-                    Ok(()) => {
-                        let cells = mapper.cells();
-                        let mut h = std::collections::hash_map::DefaultHasher::new();
-                        for &i in &key_idx {
-                            cells[i].hash(&mut h);
-                        }
-                        if !seen.insert(h.finish()) {
-                            duplicates = true;
-                            if !good.keeps_lines() {
-                                // A streamed append cannot keep only the last
-                                // of two rows: start over with staging.
-                                return Err(IngestError::DuplicateKeys);
+        loop {
+            let chunk = match rx.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => return Err(IngestError::Internal("ingest work queue poisoned".into())),
+            };
+            let Ok(chunk) = chunk else { break };
+            hashes.clear();
+            for raw in &chunk {
+                out.rows_read += 1;
+                let issues = match layout.decode(raw, &mut values, &mut scratch)? {
+                    RowResult::Malformed { line, detail } => Some((
+                        line,
+                        vec![transform::Issue {
+                            code: "MALFORMED_ROW",
+                            field: String::new(),
+                            value: None,
+                            detail,
+                        }],
+                    )),
+                    RowResult::Row(line) => match mapper.apply(&values) {
+                        Ok(()) => {
+                            let cells = mapper.cells();
+                            let mut h = std::collections::hash_map::DefaultHasher::new();
+                            for &i in &key_idx {
+                                cells[i].hash(&mut h);
                             }
+                            hashes.push(h.finish());
+                            good.push(cells, good.keeps_lines().then_some(line as i64))?;
+                            out.rows_loaded += 1;
+                            None
                         }
-                        good.push(cells, good.keeps_lines().then_some(line as i64))?;
-                        out.rows_loaded += 1;
-                    }
-                    Err(issues) => quarantine(line, issues, rdr.raw_json(), &mut out)?,
-                },
+                        Err(issues) => Some((line, issues)),
+                    },
+                };
+                if let Some((line, issues)) = issues {
+                    let first = &issues[0];
+                    *out.reasons.entry(first.code.to_string()).or_insert(0) += 1;
+                    out.rows_quarantined += 1;
+                    let reasons: Vec<String> = issues
+                        .iter()
+                        .map(|i| format!("{}:{}", i.code, i.field))
+                        .collect();
+                    let cells = vec![
+                        Cell::Str(self.batch_id.clone()),
+                        Cell::I64(line as i64),
+                        Cell::Str(self.system.clone()),
+                        Cell::Str(self.entity.clone()),
+                        Cell::Str(mapping.table.clone()),
+                        Cell::Str(file_name.clone()),
+                        Cell::Str(first.code.to_string()),
+                        if first.field.is_empty() {
+                            Cell::Null
+                        } else {
+                            Cell::Str(first.field.clone())
+                        },
+                        first.value.clone().map_or(Cell::Null, Cell::Str),
+                        Cell::Str(reasons.join("; ")),
+                        Cell::Str(first.detail.clone()),
+                        Cell::Str(layout.raw_json(raw, &scratch)),
+                        Cell::Ts(now),
+                        Cell::Str(month.clone()),
+                    ];
+                    bad.push(&cells, None)?;
+                }
+            }
+            // Keys seen twice (in this file) need the last-line-wins rule.
+            let mut set = seen
+                .lock()
+                .map_err(|_| IngestError::Internal("key set poisoned".into()))?;
+            for h in &hashes {
+                if !set.insert(*h) {
+                    out.duplicates = true;
+                }
+            }
+            drop(set);
+            if out.duplicates && !good.keeps_lines() {
+                // A streamed append cannot keep only the last of two rows:
+                // the caller starts over with staging.
+                return Err(IngestError::DuplicateKeys);
             }
         }
+        good.finish()?;
         bad.finish()?;
-        out.duplicates = duplicates;
         Ok(out)
     }
 }

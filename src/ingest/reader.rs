@@ -1,9 +1,13 @@
-//! Streaming readers for the source formats. Each yields one row at a time:
-//! the values of the columns the mapping needs, the row's line (or row
-//! number), and on request the whole raw row as JSON for quarantine.
+//! Streaming readers for the source formats.
+//!
+//! A reader only splits the file into raw records (a CSV record's bytes, a
+//! JSON line, a Parquet row); a [`Layout`], shared by the worker threads,
+//! turns each raw record into the values the mapping needs and, for a
+//! rejected row, the whole raw row as JSON. Splitting is cheap and serial;
+//! decoding and validation run in parallel.
 //!
 //! Whole-file problems (wrong encoding, missing columns, truncation, not the
-//! declared format) are `Fatal` and name the file, line and column.
+//! declared format) are fatal and name the file, line and column.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -22,19 +26,186 @@ use crate::schema::{EntityMapping, FileFormat, TextEncoding};
 
 use super::IngestError;
 
-/// One data row.
+/// What a raw record decoded to.
 pub(crate) enum RowResult {
-    /// The values of the needed columns (None = absent or null).
+    /// The needed values were filled in.
     Row(u64),
     /// The row could not be split into fields; quarantined as a whole.
     Malformed { line: u64, detail: String },
 }
 
-pub(crate) trait SourceReader {
-    /// Read the next row's needed values into `out`; `None` at the end.
-    fn next_row(&mut self, out: &mut [Option<String>]) -> Result<Option<RowResult>, IngestError>;
-    /// The current (last returned) row as a JSON object of every source column.
-    fn raw_json(&self) -> String;
+/// One record as the reader split it off the file.
+pub(crate) enum Raw {
+    Csv {
+        line: u64,
+        record: csv::ByteRecord,
+        /// The file's last record, with no line end after it.
+        last: bool,
+    },
+    Json {
+        line: u64,
+        text: String,
+        last: bool,
+    },
+    Parquet {
+        line: u64,
+        columns: Arc<Vec<StringArray>>,
+        row: usize,
+    },
+}
+
+pub(crate) trait SourceReader: Send {
+    /// The next raw record; `None` at the end of the file.
+    fn next_raw(&mut self) -> Result<Option<Raw>, IngestError>;
+    /// How to decode this file's records.
+    fn layout(&self) -> Arc<Layout>;
+}
+
+/// How to decode a file's raw records (shared by the worker threads).
+pub(crate) struct Layout {
+    path: PathBuf,
+    encoding: TextEncoding,
+    /// CSV header or Parquet column names.
+    header: Vec<String>,
+    /// For each needed source column, its position in `header`.
+    index: Vec<Option<usize>>,
+    /// The needed source columns (JSON keys).
+    needed: Vec<String>,
+}
+
+impl Layout {
+    /// Fill `out` with the needed values of `raw`. `scratch` keeps the decoded
+    /// fields of a CSV record for [`Layout::raw_json`].
+    pub(crate) fn decode(
+        &self,
+        raw: &Raw,
+        out: &mut [Option<String>],
+        scratch: &mut Vec<String>,
+    ) -> Result<RowResult, IngestError> {
+        match raw {
+            Raw::Csv { line, record, last } => {
+                let line = *line;
+                scratch.resize_with(record.len(), String::new);
+                for (i, f) in record.iter().enumerate() {
+                    let name = self.header.get(i).map_or("?", String::as_str);
+                    decode_into(
+                        &self.path,
+                        self.encoding,
+                        f,
+                        line,
+                        i + 1,
+                        name,
+                        &mut scratch[i],
+                    )?;
+                }
+                if record.len() != self.header.len() {
+                    if *last {
+                        return Err(fatal(
+                            &self.path,
+                            Some(line),
+                            None,
+                            format!(
+                                "the file is truncated: the last line has {} of {} fields and no line end",
+                                record.len(),
+                                self.header.len()
+                            ),
+                        ));
+                    }
+                    return Ok(RowResult::Malformed {
+                        line,
+                        detail: format!(
+                            "{} fields where the header has {}",
+                            record.len(),
+                            self.header.len()
+                        ),
+                    });
+                }
+                for (slot, idx) in out.iter_mut().zip(&self.index) {
+                    match idx.map(|i| scratch[i].as_str()) {
+                        Some(v) if !v.trim().is_empty() => set_slot(slot, v),
+                        _ => *slot = None,
+                    }
+                }
+                Ok(RowResult::Row(line))
+            }
+            Raw::Json { line, text, last } => {
+                let line = *line;
+                let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(
+                    text,
+                ) {
+                    Ok(o) => o,
+                    Err(e) if *last => {
+                        return Err(fatal(
+                            &self.path,
+                            Some(line),
+                            Some(e.column().to_string()),
+                            format!(
+                                "the file is truncated: the last line is not a complete JSON object ({e})"
+                            ),
+                        ));
+                    }
+                    Err(e) => {
+                        return Ok(RowResult::Malformed {
+                            line,
+                            detail: format!("not a JSON object: {e}"),
+                        });
+                    }
+                };
+                for (slot, key) in out.iter_mut().zip(&self.needed) {
+                    match obj.get(key) {
+                        None | Some(serde_json::Value::Null) => *slot = None,
+                        Some(serde_json::Value::String(s)) if s.trim().is_empty() => *slot = None,
+                        Some(serde_json::Value::String(s)) => set_slot(slot, s),
+                        Some(other) => set_slot(slot, &other.to_string()),
+                    }
+                }
+                Ok(RowResult::Row(line))
+            }
+            Raw::Parquet { line, columns, row } => {
+                let r = *row;
+                for (slot, idx) in out.iter_mut().zip(&self.index) {
+                    match idx.map(|i| &columns[i]) {
+                        Some(c) if !c.is_null(r) && !c.value(r).trim().is_empty() => {
+                            set_slot(slot, c.value(r))
+                        }
+                        _ => *slot = None,
+                    }
+                }
+                Ok(RowResult::Row(*line))
+            }
+        }
+    }
+
+    /// The whole raw row as a JSON object of every source column.
+    pub(crate) fn raw_json(&self, raw: &Raw, scratch: &[String]) -> String {
+        match raw {
+            Raw::Csv { .. } => {
+                let mut m = serde_json::Map::new();
+                for (i, v) in scratch.iter().enumerate() {
+                    let k = self
+                        .header
+                        .get(i)
+                        .cloned()
+                        .unwrap_or_else(|| format!("_extra_{}", i + 1));
+                    m.insert(k, serde_json::Value::String(v.clone()));
+                }
+                serde_json::Value::Object(m).to_string()
+            }
+            Raw::Json { text, .. } => text.clone(),
+            Raw::Parquet { columns, row, .. } => {
+                let mut m = serde_json::Map::new();
+                for (name, c) in self.header.iter().zip(columns.iter()) {
+                    let v = if c.is_null(*row) {
+                        serde_json::Value::Null
+                    } else {
+                        serde_json::Value::String(c.value(*row).to_string())
+                    };
+                    m.insert(name.clone(), v);
+                }
+                serde_json::Value::Object(m).to_string()
+            }
+        }
+    }
 }
 
 /// Counts bytes as they are read, for the progress bar.
@@ -61,13 +232,11 @@ pub(crate) fn open(
 ) -> Result<Box<dyn SourceReader>, IngestError> {
     let file = File::open(path).map_err(|e| IngestError::io(path, e))?;
     let ends_with_newline = ends_with_newline(path)?;
-    let (encoding, delimiter) = (mapping.encoding, mapping.delimiter);
     Ok(match mapping.format {
         FileFormat::Csv => Box::new(CsvSource::new(
             path,
             file,
-            encoding,
-            delimiter,
+            mapping,
             needed,
             mandatory,
             ends_with_newline,
@@ -141,27 +310,93 @@ fn missing_columns(
     ))
 }
 
+fn decode(
+    path: &Path,
+    encoding: TextEncoding,
+    bytes: &[u8],
+    line: u64,
+    col: usize,
+    name: &str,
+) -> Result<String, IngestError> {
+    let mut s = String::new();
+    decode_into(path, encoding, bytes, line, col, name, &mut s)?;
+    Ok(s)
+}
+
+/// Decode one field into `out` (reusing its allocation).
+fn decode_into(
+    path: &Path,
+    encoding: TextEncoding,
+    bytes: &[u8],
+    line: u64,
+    col: usize,
+    name: &str,
+    out: &mut String,
+) -> Result<(), IngestError> {
+    out.clear();
+    if bytes.is_ascii() {
+        // ASCII is the same in UTF-8 and GBK.
+        out.push_str(std::str::from_utf8(bytes).unwrap_or_default());
+        return Ok(());
+    }
+    match encoding {
+        TextEncoding::Utf8 => std::str::from_utf8(bytes).map(|s| out.push_str(s)).map_err(|e| {
+            fatal(
+                path,
+                Some(line),
+                Some(format!("{col} ({name})")),
+                format!(
+                    "invalid UTF-8 at byte {} of the field; the mapping declares utf8 (is the file GBK-encoded?)",
+                    e.valid_up_to() + 1
+                ),
+            )
+        }),
+        TextEncoding::Gbk => {
+            let mut decoder = encoding_rs::GBK.new_decoder_without_bom_handling();
+            out.reserve(
+                decoder
+                    .max_utf8_buffer_length_without_replacement(bytes.len())
+                    .unwrap_or(bytes.len() * 3),
+            );
+            let (result, _) = decoder.decode_to_string_without_replacement(bytes, out, true);
+            match result {
+                encoding_rs::DecoderResult::InputEmpty => Ok(()),
+                _ => Err(fatal(
+                    path,
+                    Some(line),
+                    Some(format!("{col} ({name})")),
+                    "bytes that are not valid GBK; the mapping declares gbk (is the file UTF-8?)",
+                )),
+            }
+        }
+    }
+}
+
+/// Put `v` in `slot`, reusing the slot's allocation.
+fn set_slot(slot: &mut Option<String>, v: &str) {
+    match slot {
+        Some(s) => {
+            s.clear();
+            s.push_str(v);
+        }
+        None => *slot = Some(v.to_string()),
+    }
+}
+
 // ---------------------------------------------------------------- CSV
 
 struct CsvSource {
-    path: PathBuf,
     rdr: csv::Reader<Counting<BufReader<File>>>,
-    encoding: TextEncoding,
-    header: Vec<String>,
-    index: Vec<Option<usize>>,
-    record: csv::ByteRecord,
+    layout: Arc<Layout>,
     ends_with_newline: bool,
     file_len: u64,
-    fields: Vec<String>,
 }
 
 impl CsvSource {
-    #[allow(clippy::too_many_arguments)]
     fn new(
         path: &Path,
         file: File,
-        encoding: TextEncoding,
-        delimiter: char,
+        mapping: &EntityMapping,
         needed: &[String],
         mandatory: &[String],
         ends_with_newline: bool,
@@ -175,7 +410,7 @@ impl CsvSource {
         let mut rdr = csv::ReaderBuilder::new()
             .has_headers(false)
             .flexible(true)
-            .delimiter(u8::try_from(delimiter).unwrap_or(b','))
+            .delimiter(u8::try_from(mapping.delimiter).unwrap_or(b','))
             .from_reader(reader);
         let mut record = csv::ByteRecord::new();
         let got = rdr
@@ -197,7 +432,7 @@ impl CsvSource {
                 f
             };
             header.push(
-                decode(path, encoding, f, 1, i + 1, "header")?
+                decode(path, mapping.encoding, f, 1, i + 1, "header")?
                     .trim()
                     .to_string(),
             );
@@ -208,133 +443,60 @@ impl CsvSource {
             .map(|n| header.iter().position(|h| h == n))
             .collect();
         Ok(Self {
-            path: path.to_path_buf(),
             rdr,
-            encoding,
-            header,
-            index,
-            record,
+            layout: Arc::new(Layout {
+                path: path.to_path_buf(),
+                encoding: mapping.encoding,
+                header,
+                index,
+                needed: needed.to_vec(),
+            }),
             ends_with_newline,
             file_len,
-            fields: Vec::new(),
         })
     }
 }
 
-fn decode(
-    path: &Path,
-    encoding: TextEncoding,
-    bytes: &[u8],
-    line: u64,
-    col: usize,
-    name: &str,
-) -> Result<String, IngestError> {
-    match encoding {
-        TextEncoding::Utf8 => std::str::from_utf8(bytes).map(str::to_string).map_err(|e| {
-            fatal(
-                path,
-                Some(line),
-                Some(format!("{col} ({name})")),
-                format!(
-                    "invalid UTF-8 at byte {} of the field; the mapping declares utf8 (is the file GBK-encoded?)",
-                    e.valid_up_to() + 1
-                ),
-            )
-        }),
-        TextEncoding::Gbk => encoding_rs::GBK
-            .decode_without_bom_handling_and_without_replacement(bytes)
-            .map(|c| c.into_owned())
-            .ok_or_else(|| {
-                fatal(
-                    path,
-                    Some(line),
-                    Some(format!("{col} ({name})")),
-                    "bytes that are not valid GBK; the mapping declares gbk (is the file UTF-8?)",
-                )
-            }),
-    }
-}
-
 impl SourceReader for CsvSource {
-    fn next_row(&mut self, out: &mut [Option<String>]) -> Result<Option<RowResult>, IngestError> {
+    fn next_raw(&mut self) -> Result<Option<Raw>, IngestError> {
         loop {
-            let got = self.rdr.read_byte_record(&mut self.record).map_err(|e| {
+            let mut record = csv::ByteRecord::new();
+            let got = self.rdr.read_byte_record(&mut record).map_err(|e| {
                 let line = e.position().map(|p| p.line());
-                fatal(&self.path, line, None, format!("cannot parse CSV: {e}"))
+                fatal(
+                    &self.layout.path,
+                    line,
+                    None,
+                    format!("cannot parse CSV: {e}"),
+                )
             })?;
             if !got {
                 return Ok(None);
             }
-            let line = self.record.position().map_or(0, |p| p.line());
-            if self.record.len() == 1 && self.record[0].is_empty() {
+            if record.len() == 1 && record[0].is_empty() {
                 continue; // blank line
             }
-            // Decode every field (also for the raw row of a bad record).
-            self.fields.clear();
-            for (i, f) in self.record.iter().enumerate() {
-                let name = self.header.get(i).map_or("?", String::as_str);
-                let s = decode(&self.path, self.encoding, f, line, i + 1, name)?;
-                self.fields.push(s);
-            }
-            if self.record.len() != self.header.len() {
-                let at_end = self.rdr.position().byte() >= self.file_len;
-                if !self.ends_with_newline && at_end {
-                    return Err(fatal(
-                        &self.path,
-                        Some(line),
-                        None,
-                        format!(
-                            "the file is truncated: the last line has {} of {} fields and no line end",
-                            self.record.len(),
-                            self.header.len()
-                        ),
-                    ));
-                }
-                return Ok(Some(RowResult::Malformed {
-                    line,
-                    detail: format!(
-                        "{} fields where the header has {}",
-                        self.record.len(),
-                        self.header.len()
-                    ),
-                }));
-            }
-            for (slot, idx) in out.iter_mut().zip(&self.index) {
-                *slot = idx.and_then(|i| {
-                    let v = &self.fields[i];
-                    (!v.trim().is_empty()).then(|| v.clone())
-                });
-            }
-            return Ok(Some(RowResult::Row(line)));
+            let line = record.position().map_or(0, |p| p.line());
+            let last = !self.ends_with_newline && self.rdr.position().byte() >= self.file_len;
+            return Ok(Some(Raw::Csv { line, record, last }));
         }
     }
 
-    fn raw_json(&self) -> String {
-        let mut m = serde_json::Map::new();
-        for (i, v) in self.fields.iter().enumerate() {
-            let k = self
-                .header
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| format!("_extra_{}", i + 1));
-            m.insert(k, serde_json::Value::String(v.clone()));
-        }
-        serde_json::Value::Object(m).to_string()
+    fn layout(&self) -> Arc<Layout> {
+        self.layout.clone()
     }
 }
 
 // ---------------------------------------------------------------- JSON Lines
 
 struct JsonlSource {
-    path: PathBuf,
     rdr: Counting<BufReader<File>>,
+    layout: Arc<Layout>,
     line_buf: Vec<u8>,
     line: u64,
-    needed: Vec<String>,
     mandatory: Vec<String>,
     ends_with_newline: bool,
-    current: String,
-    seen_valid: bool,
+    seen_first: bool,
 }
 
 impl JsonlSource {
@@ -347,44 +509,83 @@ impl JsonlSource {
         counter: Arc<AtomicU64>,
     ) -> Self {
         Self {
-            path: path.to_path_buf(),
             rdr: Counting {
                 inner: BufReader::with_capacity(1 << 20, file),
                 count: counter,
             },
+            layout: Arc::new(Layout {
+                path: path.to_path_buf(),
+                encoding: TextEncoding::Utf8,
+                header: Vec::new(),
+                index: Vec::new(),
+                needed: needed.to_vec(),
+            }),
             line_buf: Vec::with_capacity(4096),
             line: 0,
-            needed: needed.to_vec(),
             mandatory: mandatory.to_vec(),
             ends_with_newline,
-            current: String::new(),
-            seen_valid: false,
+            seen_first: false,
         }
+    }
+
+    /// The first record decides whether this is JSON Lines of the right
+    /// entity at all.
+    fn check_first(&self, text: &str, last: bool) -> Result<(), IngestError> {
+        let path = &self.layout.path;
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| {
+                let what = if last {
+                    "the file is truncated: the last line is not a complete JSON object"
+                } else {
+                    "not JSON Lines: the first record is not a JSON object"
+                };
+                fatal(
+                    path,
+                    Some(self.line),
+                    Some(e.column().to_string()),
+                    format!("{what} ({e})"),
+                )
+            })?;
+        let keys: Vec<String> = obj.keys().cloned().collect();
+        missing_columns(path, &keys, &self.mandatory).map_err(|e| match e {
+            IngestError::Unreadable {
+                file,
+                column,
+                message,
+                ..
+            } => IngestError::Unreadable {
+                file,
+                line: Some(self.line),
+                column,
+                message,
+            },
+            other => other,
+        })
     }
 }
 
 impl SourceReader for JsonlSource {
-    fn next_row(&mut self, out: &mut [Option<String>]) -> Result<Option<RowResult>, IngestError> {
+    fn next_raw(&mut self) -> Result<Option<Raw>, IngestError> {
         loop {
             self.line_buf.clear();
             let n = self
                 .rdr
                 .inner
                 .read_until(b'\n', &mut self.line_buf)
-                .map_err(|e| IngestError::io(&self.path, e))?;
+                .map_err(|e| IngestError::io(&self.layout.path, e))?;
             self.rdr.count.fetch_add(n as u64, Ordering::Relaxed);
             if n == 0 {
                 return Ok(None);
             }
             self.line += 1;
-            let last_without_newline = !self.line_buf.ends_with(b"\n");
+            let last = !self.line_buf.ends_with(b"\n") && !self.ends_with_newline;
             let text = std::str::from_utf8(&self.line_buf).map_err(|e| {
                 let col = String::from_utf8_lossy(&self.line_buf[..e.valid_up_to()])
                     .chars()
                     .count()
                     + 1;
                 fatal(
-                    &self.path,
+                    &self.layout.path,
                     Some(self.line),
                     Some(col.to_string()),
                     "invalid UTF-8 (JSON Lines must be UTF-8)",
@@ -394,67 +595,20 @@ impl SourceReader for JsonlSource {
             if text.is_empty() {
                 continue;
             }
-            self.current = text.to_string();
-            let parsed: Result<serde_json::Map<String, serde_json::Value>, _> =
-                serde_json::from_str(text);
-            let obj = match parsed {
-                Ok(o) => o,
-                Err(e) => {
-                    if last_without_newline && !self.ends_with_newline {
-                        return Err(fatal(
-                            &self.path,
-                            Some(self.line),
-                            Some(e.column().to_string()),
-                            format!(
-                                "the file is truncated: the last line is not a complete JSON object ({e})"
-                            ),
-                        ));
-                    }
-                    if !self.seen_valid {
-                        return Err(fatal(
-                            &self.path,
-                            Some(self.line),
-                            Some(e.column().to_string()),
-                            format!("not JSON Lines: the first record is not a JSON object ({e})"),
-                        ));
-                    }
-                    return Ok(Some(RowResult::Malformed {
-                        line: self.line,
-                        detail: format!("not a JSON object: {e}"),
-                    }));
-                }
-            };
-            if !self.seen_valid {
-                let keys: Vec<String> = obj.keys().cloned().collect();
-                missing_columns(&self.path, &keys, &self.mandatory).map_err(|e| match e {
-                    IngestError::Unreadable {
-                        file,
-                        column,
-                        message,
-                        ..
-                    } => IngestError::Unreadable {
-                        file,
-                        line: Some(self.line),
-                        column,
-                        message,
-                    },
-                    other => other,
-                })?;
-                self.seen_valid = true;
+            if !self.seen_first {
+                self.check_first(text, last)?;
+                self.seen_first = true;
             }
-            for (slot, key) in out.iter_mut().zip(&self.needed) {
-                *slot = match obj.get(key) {
-                    None | Some(serde_json::Value::Null) => None,
-                    Some(serde_json::Value::String(s)) => (!s.trim().is_empty()).then(|| s.clone()),
-                    Some(other) => Some(other.to_string()),
-                };
-            }
-            return Ok(Some(RowResult::Row(self.line)));
+            return Ok(Some(Raw::Json {
+                line: self.line,
+                text: text.to_string(),
+                last,
+            }));
         }
     }
 
-    fn raw_json(&self) -> String {
-        self.current.clone()
+    fn layout(&self) -> Arc<Layout> {
+        self.layout.clone()
     }
 }
 
@@ -462,10 +616,8 @@ impl SourceReader for JsonlSource {
 
 struct ParquetSource {
     reader: ParquetRecordBatchReader,
-    path: PathBuf,
-    names: Vec<String>,
-    index: Vec<Option<usize>>,
-    columns: Vec<StringArray>,
+    layout: Arc<Layout>,
+    columns: Arc<Vec<StringArray>>,
     row_in_batch: usize,
     rows_in_batch: usize,
     row: u64,
@@ -483,14 +635,15 @@ impl ParquetSource {
         counter: Arc<AtomicU64>,
     ) -> Result<Self, IngestError> {
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+        let unreadable = |e: datafusion::parquet::errors::ParquetError| {
             fatal(
                 path,
                 None,
                 None,
                 format!("not a readable Parquet file: {e}"),
             )
-        })?;
+        };
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(unreadable)?;
         let total_rows = builder.metadata().file_metadata().num_rows().max(1) as u64;
         let names: Vec<String> = builder
             .schema()
@@ -503,20 +656,20 @@ impl ParquetSource {
             .iter()
             .map(|n| names.iter().position(|h| h == n))
             .collect();
-        let reader = builder.with_batch_size(batch_rows).build().map_err(|e| {
-            fatal(
-                path,
-                None,
-                None,
-                format!("not a readable Parquet file: {e}"),
-            )
-        })?;
+        let reader = builder
+            .with_batch_size(batch_rows)
+            .build()
+            .map_err(unreadable)?;
         Ok(Self {
             reader,
-            path: path.to_path_buf(),
-            names,
-            index,
-            columns: Vec::new(),
+            layout: Arc::new(Layout {
+                path: path.to_path_buf(),
+                encoding: TextEncoding::Utf8,
+                header: names,
+                index,
+                needed: needed.to_vec(),
+            }),
+            columns: Arc::new(Vec::new()),
             row_in_batch: 0,
             rows_in_batch: 0,
             row: 0,
@@ -538,63 +691,48 @@ fn as_text(col: &ArrayRef) -> Result<StringArray, String> {
 }
 
 impl SourceReader for ParquetSource {
-    fn next_row(&mut self, out: &mut [Option<String>]) -> Result<Option<RowResult>, IngestError> {
-        if self.row_in_batch >= self.rows_in_batch {
+    fn next_raw(&mut self) -> Result<Option<Raw>, IngestError> {
+        while self.row_in_batch >= self.rows_in_batch {
             let Some(batch) = self.reader.next() else {
                 return Ok(None);
             };
+            let path = &self.layout.path;
             let batch = batch.map_err(|e| {
                 fatal(
-                    &self.path,
+                    path,
                     Some(self.row + 1),
                     None,
                     format!("the Parquet data is damaged or truncated: {e}"),
                 )
             })?;
-            self.columns = batch
+            let columns = batch
                 .columns()
                 .iter()
                 .enumerate()
                 .map(|(i, c)| {
-                    as_text(c).map_err(|e| fatal(&self.path, None, Some(self.names[i].clone()), e))
+                    as_text(c)
+                        .map_err(|e| fatal(path, None, Some(self.layout.header[i].clone()), e))
                 })
-                .collect::<Result<_, _>>()?;
+                .collect::<Result<Vec<_>, _>>()?;
+            self.columns = Arc::new(columns);
             self.row_in_batch = 0;
             self.rows_in_batch = batch.num_rows();
             self.counter.fetch_add(
                 self.bytes_per_row * batch.num_rows() as u64,
                 Ordering::Relaxed,
             );
-            if self.rows_in_batch == 0 {
-                return self.next_row(out);
-            }
-        } else {
-            self.row_in_batch += 1;
-            if self.row_in_batch >= self.rows_in_batch {
-                return self.next_row(out);
-            }
         }
         self.row += 1;
-        let r = self.row_in_batch;
-        for (slot, idx) in out.iter_mut().zip(&self.index) {
-            *slot = idx.and_then(|i| {
-                let c = &self.columns[i];
-                (!c.is_null(r) && !c.value(r).trim().is_empty()).then(|| c.value(r).to_string())
-            });
-        }
-        Ok(Some(RowResult::Row(self.row)))
+        let raw = Raw::Parquet {
+            line: self.row,
+            columns: self.columns.clone(),
+            row: self.row_in_batch,
+        };
+        self.row_in_batch += 1;
+        Ok(Some(raw))
     }
 
-    fn raw_json(&self) -> String {
-        let mut m = serde_json::Map::new();
-        for (name, c) in self.names.iter().zip(&self.columns) {
-            let v = if c.is_null(self.row_in_batch) {
-                serde_json::Value::Null
-            } else {
-                serde_json::Value::String(c.value(self.row_in_batch).to_string())
-            };
-            m.insert(name.clone(), v);
-        }
-        serde_json::Value::Object(m).to_string()
+    fn layout(&self) -> Arc<Layout> {
+        self.layout.clone()
     }
 }

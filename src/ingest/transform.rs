@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeZone};
 use datafusion::arrow::array::{
     ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
     StringBuilder, TimestampMicrosecondBuilder,
@@ -439,7 +439,13 @@ fn partition_value(cell: &Cell, format: &str) -> Cell {
             .map(|t| t.with_timezone(&beijing()).date_naive()),
         _ => None,
     };
-    date.map_or(Cell::Null, |d| Cell::Str(d.format(format).to_string()))
+    date.map_or(Cell::Null, |d| {
+        Cell::Str(if format == "%Y-%m" {
+            format!("{:04}-{:02}", d.year(), d.month())
+        } else {
+            format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+        })
+    })
 }
 
 /// Parse an amount into cents: digits, optional sign, at most two decimals,

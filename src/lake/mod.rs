@@ -169,14 +169,28 @@ impl Lake {
         Ok(())
     }
 
-    /// Parquet writer settings for files written to the hot tier.
-    pub fn writer_properties(&self) -> WriterProperties {
+    /// Parquet writer settings for a table's files in the hot tier.
+    ///
+    /// Dictionary encoding is kept for columns with few distinct values and
+    /// turned off where nearly every value is new (keys, ids, names, phones),
+    /// where it only costs time. Partitioned tables get smaller row groups:
+    /// the writer keeps one open file per partition, and a smaller row group
+    /// bounds what each holds in memory.
+    pub fn writer_properties(&self, def: &TableDef) -> WriterProperties {
         let compression = parse_compression(&self.config.tiers.hot.compression)
             .unwrap_or(datafusion::parquet::basic::Compression::SNAPPY);
-        WriterProperties::builder()
+        let rows = if def.partition.is_some() {
+            16 * 1024
+        } else {
+            128 * 1024
+        };
+        let mut b = WriterProperties::builder()
             .set_compression(compression)
-            .set_max_row_group_row_count(Some(128 * 1024))
-            .build()
+            .set_max_row_group_row_count(Some(rows));
+        for f in def.fields.iter().filter(|f| def.is_high_cardinality(f)) {
+            b = b.set_column_dictionary_enabled(f.name.as_str().into(), false);
+        }
+        b.build()
     }
 }
 

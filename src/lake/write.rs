@@ -120,7 +120,7 @@ pub async fn upsert(
             .with_input_plan(plan)
             .with_save_mode(SaveMode::Append)
             .with_session_state(Arc::new(ctx.state()))
-            .with_writer_properties(lake.writer_properties())
+            .with_writer_properties(lake.writer_properties(def))
             .with_commit_properties(commit)
             .await
             .map_err(|e| df_err(name, e))
@@ -158,7 +158,7 @@ async fn merge(
         .with_source_alias("s")
         .with_target_alias("t")
         .with_session_state(Arc::new(ctx.state()))
-        .with_writer_properties(lake.writer_properties())
+        .with_writer_properties(lake.writer_properties(def))
         .with_commit_properties(commit)
         .when_matched_update(|mut u| {
             for f in &update_fields {
@@ -265,7 +265,7 @@ pub async fn append_stream(
         .with_table_name(name.as_str())
         .with_description(def.description.as_str())
         .with_session_state(Arc::new(ctx.state()))
-        .with_writer_properties(lake.writer_properties())
+        .with_writer_properties(lake.writer_properties(def))
         .with_commit_properties(CommitProperties::default().with_metadata(metadata));
     if let Some(p) = &def.partition {
         write = write.with_partition_columns([p.column.clone()]);

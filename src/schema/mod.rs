@@ -400,6 +400,38 @@ impl TableDef {
         self.fields.iter().find(|f| f.name == name)
     }
 
+    /// Does nearly every row hold a different value (so that dictionary
+    /// encoding does not pay)?
+    pub fn is_high_cardinality(&self, f: &FieldDef) -> bool {
+        const FREE_TEXT: [&str; 9] = [
+            "source_customer_id",
+            "policy_no",
+            "renewal_of",
+            "bank_account",
+            "summary",
+            "raw",
+            "detail",
+            "value",
+            "reasons",
+        ];
+        f.ty == FieldType::String
+            && (self.key.contains(&f.name)
+                || FREE_TEXT.contains(&f.name.as_str())
+                || matches!(
+                    f.validator,
+                    Validator::ResidentId
+                        | Validator::Uscc
+                        | Validator::Phone
+                        | Validator::Email
+                        | Validator::TaxId
+                        | Validator::PersonName
+                        | Validator::CompanyName
+                        | Validator::CustomerName
+                        | Validator::Address
+                        | Validator::IdNumber
+                ))
+    }
+
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|f| f.name == name)
     }

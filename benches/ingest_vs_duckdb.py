@@ -71,7 +71,7 @@ def rows_of(path, kind):
         "jsonl": f"read_json('{path}', format = 'newline_delimited')",
         "parquet": f"read_parquet('{path}')",
     }[kind]
-    return duckdb.sql(f"SELECT count(*) FROM {reader}").fetchone()[0]
+    return duckdb.connect().execute(f"SELECT count(*) FROM {reader}").fetchall()[0][0]
 
 
 def main():

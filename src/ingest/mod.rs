@@ -501,6 +501,28 @@ fn sha256_file(path: &Path) -> Result<(String, u64), IngestError> {
     Ok((hex::encode(h.finalize()), total))
 }
 
+/// FNV-1a: a fast hash for key columns. A collision only makes a file take
+/// the (exact) staged path for repeated keys.
+struct Fnv64(u64);
+
+impl Default for Fnv64 {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv64 {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
 /// The keys in `seen` are already hashes: pass them through.
 #[derive(Default)]
 struct KeyHashHasher(u64);
@@ -575,7 +597,7 @@ impl Staged {
 /// (committed by an upsert afterwards), or a channel straight into a Delta
 /// append running alongside.
 enum Sink {
-    File(FileWriter<std::io::BufWriter<File>>),
+    File(Box<FileWriter<std::io::BufWriter<File>>>),
     Channel(BatchSender),
 }
 
@@ -603,7 +625,7 @@ impl Stager {
         .map_err(|e| IngestError::Internal(e.to_string()))?;
         Ok(Self {
             builder,
-            sink: Sink::File(writer),
+            sink: Sink::File(Box::new(writer)),
             batch_rows,
         })
     }
@@ -772,10 +794,13 @@ impl StageJob {
                     Ok(Err(e)) => {
                         // A fatal problem in the file outranks the fallout of
                         // stopping early; keep the first one found.
-                        if first_error.is_none() || matches!(e, IngestError::Unreadable { .. }) {
-                            if !matches!(first_error, Some(IngestError::Unreadable { .. })) {
-                                first_error = Some(e);
-                            }
+                        let replace = match &first_error {
+                            None => true,
+                            Some(IngestError::Unreadable { .. }) => false,
+                            Some(_) => matches!(e, IngestError::Unreadable { .. }),
+                        };
+                        if replace {
+                            first_error = Some(e);
                         }
                     }
                     Err(_) => {
@@ -861,7 +886,7 @@ impl StageJob {
                     RowResult::Row(line) => match mapper.apply(&values) {
                         Ok(()) => {
                             let cells = mapper.cells();
-                            let mut h = std::collections::hash_map::DefaultHasher::new();
+                            let mut h = Fnv64::default();
                             for &i in &key_idx {
                                 cells[i].hash(&mut h);
                             }

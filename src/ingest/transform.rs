@@ -1,7 +1,7 @@
 //! map → normalise → validate: one source row becomes either a row of the
 //! target table (appended to Arrow builders) or a list of reasons.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeZone};
@@ -74,8 +74,9 @@ enum Origin {
 
 struct FieldPlan {
     def: FieldDef,
+    is_key: bool,
     source: Origin,
-    codes: Option<BTreeMap<String, String>>,
+    codes: Option<HashMap<String, String>>,
     allowed: Option<Vec<String>>,
 }
 
@@ -98,6 +99,9 @@ pub(crate) struct Mapper {
     today: NaiveDate,
     customer_type_idx: Option<usize>,
     id_type_idx: Option<usize>,
+    effective_idx: Option<usize>,
+    expiry_idx: Option<usize>,
+    birth_idx: Option<usize>,
     cells: Vec<Cell>,
 }
 
@@ -146,15 +150,22 @@ impl Mapper {
                 Origin::Absent
             };
             plans.push(FieldPlan {
+                is_key: table.key.contains(&f.name),
                 def: f.clone(),
                 source,
-                codes: mapping.codes.get(&f.name).cloned(),
+                codes: mapping
+                    .codes
+                    .get(&f.name)
+                    .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
                 allowed: f.codes.as_ref().and_then(|c| catalog.codes.get(c).cloned()),
             });
         }
         let n = plans.len();
         Ok(Self {
             customer_type_idx: table.index_of("customer_type"),
+            effective_idx: table.index_of("effective_date"),
+            expiry_idx: table.index_of("expiry_date"),
+            birth_idx: table.index_of("birth_date"),
             id_type_idx: table.index_of("id_type"),
             table,
             needed,
@@ -201,16 +212,12 @@ impl Mapper {
             self.cells[i] = cell;
         }
         // Required fields (per customer type) must be filled.
-        let ctype = self.customer_type_idx.and_then(|i| match &self.cells[i] {
-            Cell::Str(s) => Some(s.clone()),
-            _ => None,
-        });
+        let ctype = self.cell_str(self.customer_type_idx);
         for (i, p) in self.plans.iter().enumerate() {
             if p.def.system || !matches!(self.cells[i], Cell::Null) {
                 continue;
             }
-            let required =
-                self.table.key.contains(&p.def.name) || p.def.required.applies(ctype.as_deref());
+            let required = p.is_key || p.def.required.applies(ctype);
             let already = issues.iter().any(|x| x.field == p.def.name);
             if required && !already {
                 issues.push(Issue {
@@ -234,10 +241,8 @@ impl Mapper {
 
     fn cross_checks(&self, issues: &mut Vec<Issue>) {
         // Cover must end after it starts.
-        if let (Some(a), Some(b)) = (
-            self.table.index_of("effective_date"),
-            self.table.index_of("expiry_date"),
-        ) && let (Cell::Date(s), Cell::Date(e)) = (&self.cells[a], &self.cells[b])
+        if let (Some(a), Some(b)) = (self.effective_idx, self.expiry_idx)
+            && let (Cell::Date(s), Cell::Date(e)) = (&self.cells[a], &self.cells[b])
             && e < s
         {
             issues.push(Issue {
@@ -248,7 +253,7 @@ impl Mapper {
             });
         }
         // A birth date may not be in the future.
-        if let Some(b) = self.table.index_of("birth_date")
+        if let Some(b) = self.birth_idx
             && let Cell::Date(d) = self.cells[b]
             && d > days(self.today)
         {

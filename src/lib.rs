@@ -8,3 +8,4 @@ pub mod lake;
 pub mod query;
 pub mod sample;
 pub mod schema;
+pub mod server;

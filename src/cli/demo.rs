@@ -20,6 +20,9 @@ pub struct DemoArgs {
     /// Where the sample's source extracts are written.
     #[arg(long, default_value = "data/sample")]
     pub sample_dir: PathBuf,
+    /// Stop after the summary instead of serving the API.
+    #[arg(long)]
+    pub no_serve: bool,
 }
 
 /// Create every declared table, empty.
@@ -70,7 +73,11 @@ pub(super) async fn run(config: &Config, args: &DemoArgs, progress: bool) -> any
             lake.root(crate::lake::Tier::Hot)
         );
     }
-    summary(config, &lake, &catalog).await
+    summary(config, &lake, &catalog).await?;
+    if args.no_serve {
+        return Ok(());
+    }
+    super::serve::run(config, &super::serve::ServeArgs { bind: None }).await
 }
 
 async fn summary(config: &Config, lake: &Lake, catalog: &Catalog) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ mod demo;
 mod generate;
 mod ingest;
 mod schema;
+mod serve;
 mod sql;
 
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ pub enum Command {
     Ingest(ingest::IngestArgs),
     /// Run a read-only SQL statement over the lake.
     Sql(sql::SqlArgs),
+    /// Serve the HTTP query API.
+    Serve(serve::ServeArgs),
     /// Print table declarations (fields, types, levels, rules, masks).
     Schema(schema::SchemaArgs),
     /// Configuration commands.
@@ -74,6 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args, progress),
         Command::Ingest(args) => ingest::run(&cli.load_config()?, args, progress).await,
         Command::Sql(args) => sql::run(&cli.load_config()?, args).await,
+        Command::Serve(args) => serve::run(&cli.load_config()?, args).await,
         Command::Schema(args) => schema::run(args),
         Command::Config(c) => config::run(&cli.load_config()?, c),
     }

@@ -84,6 +84,13 @@ pub struct QueryConfig {
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     pub bind: String,
+    pub default_row_limit: usize,
+    pub max_row_limit: usize,
+    pub query_timeout_ms: u64,
+    pub max_query_timeout_ms: u64,
+    pub max_concurrent_queries: usize,
+    pub body_limit_bytes: usize,
+    pub shutdown_grace_ms: u64,
 }
 
 /// A value that never prints: `Debug` and `custlake config print` show

@@ -9,9 +9,8 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use deltalake::delta_datafusion::planner::DeltaPlanner;
 
 use crate::config::Config;
@@ -118,30 +117,45 @@ pub async fn register_lake(
     Ok(names)
 }
 
-/// Refuse anything but a single read-only statement.
+/// Refuse anything but a single read-only statement. DataFusion's own
+/// parser is used, so its extensions (`CREATE EXTERNAL TABLE`, `COPY`) are
+/// recognised; an `EXPLAIN` is checked for what it explains, since
+/// `EXPLAIN ANALYZE` runs it.
 pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
-    let statements =
-        Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| QueryError::Sql(e.to_string()))?;
+    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Sql(e.to_string()))?;
     if statements.len() != 1 {
         return Err(QueryError::Sql(format!(
             "expected exactly one statement, got {}",
             statements.len()
         )));
     }
-    match &statements[0] {
-        Statement::Query(_) | Statement::Explain { .. } | Statement::ExplainTable { .. } => Ok(()),
-        Statement::ShowTables { .. }
-        | Statement::ShowColumns { .. }
-        | Statement::ShowVariable { .. } => Ok(()),
-        other => {
-            let text = other.to_string();
-            let word = text
-                .split_whitespace()
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ");
-            Err(QueryError::NotReadOnly(word))
-        }
+    read_only(&statements[0])
+}
+
+fn refuse(text: String) -> QueryError {
+    let word = text
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    QueryError::NotReadOnly(word)
+}
+
+fn read_only(statement: &DFStatement) -> Result<(), QueryError> {
+    match statement {
+        DFStatement::Explain(e) => read_only(&e.statement),
+        DFStatement::Statement(s) => match s.as_ref() {
+            Statement::Query(_)
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowVariable { .. }
+            | Statement::ExplainTable { .. } => Ok(()),
+            Statement::Explain { statement, .. } => {
+                read_only(&DFStatement::Statement(statement.clone()))
+            }
+            other => Err(refuse(other.to_string())),
+        },
+        other => Err(refuse(other.to_string())),
     }
 }
 
@@ -165,6 +179,8 @@ mod tests {
             "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
             "COPY policy TO '/tmp/x.csv'",
             "SELECT 1; DROP TABLE policy",
+            "EXPLAIN ANALYZE INSERT INTO policy SELECT * FROM policy",
+            "CREATE TABLE t AS SELECT 1",
         ] {
             assert!(check_read_only(bad).is_err(), "{bad}");
         }

@@ -6,4 +6,5 @@ mod common;
 mod config;
 mod generate;
 mod ingest;
+mod server;
 mod sql;

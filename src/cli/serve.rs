@@ -1,0 +1,33 @@
+use clap::Args;
+
+use crate::config::Config;
+use crate::server::Application;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: server.bind in the config).
+    #[arg(long)]
+    pub bind: Option<String>,
+}
+
+/// Example requests that work against a running server.
+pub(super) fn curl_examples(addr: &str) -> String {
+    format!(
+        "  curl -s http://{addr}/healthz\n  curl -s http://{addr}/v1/tables\n  curl -s -X POST http://{addr}/v1/query -H 'content-type: application/json' \\\n       -d '{{\"sql\": \"SELECT product_line, count(*) AS policies FROM policy GROUP BY 1 ORDER BY 2 DESC\"}}'\n  curl -s -X POST 'http://{addr}/v1/query?format=csv' -H 'content-type: application/json' \\\n       -d '{{\"sql\": \"SELECT * FROM policy WHERE status = $status\", \"params\": {{\"status\": \"active\"}}, \"limit\": 5}}'\n"
+    )
+}
+
+pub(super) async fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
+    let bind = args
+        .bind
+        .clone()
+        .unwrap_or_else(|| config.server.bind.clone());
+    let app = Application::build(config.clone(), &bind).await?;
+    let addr = app.local_addr().to_string();
+    eprintln!(
+        "custlake is serving on http://{addr} (Ctrl-C to stop). Try:\n{}",
+        curl_examples(&addr)
+    );
+    app.run_until_stopped().await?;
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! The HTTP query service (axum on tokio), versioned under `/v1`.
+//!
+//! Every request runs in a DataFusion context built for it, with the lake's
+//! tables as they are at that moment, so new data (an ingest, a tier move)
+//! is visible to the next query without a restart.
+
+mod encode;
+mod error;
+mod query;
+mod tables;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower_http::compression::CompressionLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::lake::Lake;
+use crate::schema::Catalog;
+
+pub use encode::Format;
+pub use error::{ApiError, codes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Lake(Box<crate::lake::LakeError>),
+    #[error(transparent)]
+    Schema(Box<crate::schema::SchemaError>),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: Config,
+    pub lake: Lake,
+    pub catalog: Catalog,
+    /// Caps the queries running at once.
+    pub queries: Arc<Semaphore>,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// The request id header.
+const REQUEST_ID: &str = "x-request-id";
+
+/// The router with every route and layer; tests call it with `oneshot`.
+pub fn router(state: SharedState) -> Router {
+    let body_limit = state.config.server.body_limit_bytes;
+    let request_id = axum::http::HeaderName::from_static(REQUEST_ID);
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/query", post(query::run))
+        .route("/v1/tables", get(tables::list))
+        .route("/v1/tables/{name}", get(tables::show))
+        .fallback(not_found)
+        .with_state(state)
+        // axum's own limit, so that an oversized body reaches the handler as
+        // a rejection and is answered with problem+json.
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(CompressionLayer::new().gzip(true).zstd(true))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+async fn healthz() -> Response {
+    json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<SharedState>) -> Response {
+    let def = match state.catalog.table("ingest_batch") {
+        Ok(d) => d,
+        Err(e) => return ApiError::internal("readiness check", e).into_response(),
+    };
+    match state.lake.open(def).await {
+        Ok(_) => json_response(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+        Err(e) => {
+            tracing::warn!(error = %e, "lake not reachable");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::LAKE_UNAVAILABLE,
+                "Lake unavailable",
+                "the lake's storage cannot be reached",
+            )
+            .into_response()
+        }
+    }
+}
+
+pub(crate) fn json_response(status: StatusCode, v: &serde_json::Value) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+        .into_response()
+}
+
+/// The server: bound, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    shutdown_grace: Duration,
+}
+
+impl Application {
+    /// Bind to `bind` (`127.0.0.1:0` picks a free port).
+    pub async fn build(config: Config, bind: &str) -> Result<Self, ServerError> {
+        let lake = Lake::new(&config).map_err(|e| ServerError::Lake(Box::new(e)))?;
+        let catalog = Catalog::embedded().map_err(|e| ServerError::Schema(Box::new(e)))?;
+        let listener = TcpListener::bind(bind)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: bind.to_string(),
+                source,
+            })?;
+        let shutdown_grace = Duration::from_millis(config.server.shutdown_grace_ms);
+        let state = Arc::new(AppState {
+            queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries.max(1))),
+            config,
+            lake,
+            catalog,
+        });
+        Ok(Self {
+            listener,
+            router: router(state),
+            shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serve until Ctrl-C or SIGTERM; running queries get the grace period
+    /// to finish, then the server stops (and with it their streams).
+    pub async fn run_until_stopped(self) -> Result<(), ServerError> {
+        let grace = self.shutdown_grace;
+        let (tx, mut rx) = tokio::sync::watch::channel(false);
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = tx.send(true);
+        });
+        let serve = tokio::spawn(async move { serve.await });
+        tokio::pin!(serve);
+        tokio::select! {
+            r = &mut serve => return r.map_err(|e| ServerError::Io(std::io::Error::other(e)))?.map_err(ServerError::Io),
+            _ = rx.changed() => {}
+        }
+        match tokio::time::timeout(grace, &mut serve).await {
+            Ok(r) => r
+                .map_err(|e| ServerError::Io(std::io::Error::other(e)))?
+                .map_err(ServerError::Io),
+            Err(_) => {
+                tracing::warn!("shutdown grace period over: cancelling running queries");
+                serve.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,328 @@
+//! `POST /v1/query`: one read-only SQL statement, parameters bound by
+//! DataFusion, the result streamed in the format asked for.
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::scalar::ScalarValue;
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::SharedState;
+use super::encode::{Encoder, Format};
+use super::error::{ApiError, codes};
+use crate::query::{QueryError, check_read_only, context, register_lake};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct QueryRequest {
+    /// One read-only statement; `$name` placeholders take `params`.
+    pub(crate) sql: String,
+    #[serde(default)]
+    pub(crate) params: serde_json::Map<String, serde_json::Value>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct FormatParam {
+    format: Option<String>,
+}
+
+/// The format a request asks for: `?format=` wins over `Accept`.
+pub(crate) fn negotiate(param: Option<&str>, headers: &HeaderMap) -> Result<Format, ApiError> {
+    if let Some(f) = param {
+        return Format::parse(f).ok_or_else(|| {
+            ApiError::bad_request(
+                codes::UNSUPPORTED_FORMAT,
+                "Unsupported format",
+                format!("format {f:?} is not one of json, ndjson, csv, arrow, parquet"),
+            )
+        });
+    }
+    match headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
+        None => Ok(Format::Json),
+        Some(a) if a.trim().is_empty() => Ok(Format::Json),
+        Some(a) => Format::from_accept(a).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                codes::UNSUPPORTED_FORMAT,
+                "Unsupported format",
+                format!(
+                    "Accept {a:?} names no format this server writes: application/json, application/x-ndjson, text/csv, application/vnd.apache.arrow.stream, application/vnd.apache.parquet"
+                ),
+            )
+        }),
+    }
+}
+
+fn scalar(name: &str, v: &serde_json::Value) -> Result<ScalarValue, ApiError> {
+    Ok(match v {
+        serde_json::Value::Null => ScalarValue::Null,
+        serde_json::Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        serde_json::Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => ScalarValue::Int64(Some(i)),
+            None => ScalarValue::Float64(n.as_f64()),
+        },
+        _ => {
+            return Err(ApiError::bad_request(
+                codes::BAD_PARAMETER,
+                "Invalid parameter",
+                format!("parameter {name:?} must be a string, number, boolean or null"),
+            ));
+        }
+    })
+}
+
+fn query_error(e: QueryError) -> ApiError {
+    match e {
+        QueryError::NotReadOnly(what) => ApiError::bad_request(
+            codes::NOT_READ_ONLY,
+            "Statement not allowed",
+            format!(
+                "only read-only statements are allowed (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE); got {what}"
+            ),
+        ),
+        QueryError::Sql(m) => ApiError::bad_request(codes::SQL_ERROR, "Invalid SQL", m),
+        QueryError::Execution(e) => ApiError::from_datafusion(&e),
+        QueryError::Lake(e) => ApiError::internal("opening the lake", e),
+    }
+}
+
+pub(crate) async fn run(
+    State(state): State<SharedState>,
+    Query(fmt): Query<FormatParam>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match execute(state, fmt.format.as_deref(), &headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn execute(
+    state: SharedState,
+    format: Option<&str>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let format = negotiate(format, headers)?;
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                codes::BODY_TOO_LARGE,
+                "Request body too large",
+                format!(
+                    "the body may have at most {} bytes",
+                    state.config.server.body_limit_bytes
+                ),
+            )
+        } else {
+            ApiError::bad_request(
+                codes::MALFORMED_BODY,
+                "Malformed request body",
+                r.body_text(),
+            )
+        }
+    })?;
+    let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            codes::MALFORMED_BODY,
+            "Malformed request body",
+            format!("expected {{\"sql\": ..., \"params\": {{...}}, \"limit\": N, \"timeout_ms\": N}}: {e}"),
+        )
+    })?;
+    let cfg = &state.config.server;
+    let limit = req.limit.unwrap_or(cfg.default_row_limit);
+    if limit > cfg.max_row_limit {
+        return Err(ApiError::bad_request(
+            codes::BAD_PARAMETER,
+            "Invalid parameter",
+            format!("limit {limit} exceeds the maximum {}", cfg.max_row_limit),
+        ));
+    }
+    let timeout_ms = req.timeout_ms.unwrap_or(cfg.query_timeout_ms);
+    if timeout_ms == 0 || timeout_ms > cfg.max_query_timeout_ms {
+        return Err(ApiError::bad_request(
+            codes::BAD_PARAMETER,
+            "Invalid parameter",
+            format!(
+                "timeout_ms must be between 1 and {}",
+                cfg.max_query_timeout_ms
+            ),
+        ));
+    }
+    check_read_only(&req.sql).map_err(query_error)?;
+    let permit = state.queries.clone().try_acquire_owned().map_err(|_| {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            codes::TOO_MANY_QUERIES,
+            "Too many queries",
+            format!(
+                "{} queries are running; retry shortly",
+                cfg.max_concurrent_queries
+            ),
+        );
+        e.retry_after = Some(1);
+        e
+    })?;
+    let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    let timed_out = || {
+        ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            codes::TIMEOUT,
+            "Query timed out",
+            format!("the query did not finish within {timeout_ms} ms"),
+        )
+    };
+
+    let start = async {
+        let ctx = context(&state.config).map_err(query_error)?;
+        register_lake(&ctx, &state.lake, &state.catalog)
+            .await
+            .map_err(query_error)?;
+        let mut df = ctx
+            .sql(&req.sql)
+            .await
+            .map_err(|e| ApiError::from_datafusion(&e))?;
+        let wanted = df
+            .logical_plan()
+            .get_parameter_names()
+            .map_err(|e| ApiError::from_datafusion(&e))?;
+        let mut missing: Vec<&String> = wanted
+            .iter()
+            .filter(|w| !req.params.contains_key(w.trim_start_matches('$')))
+            .collect();
+        missing.sort();
+        if let Some(first) = missing.first() {
+            return Err(ApiError::bad_request(
+                codes::BAD_PARAMETER,
+                "Missing parameter",
+                format!(
+                    "the query uses {first} but \"params\" has no {:?}",
+                    first.trim_start_matches('$')
+                ),
+            ));
+        }
+        if !req.params.is_empty() {
+            let values = req
+                .params
+                .iter()
+                .map(|(k, v)| scalar(k, v).map(|s| (k.clone(), s)))
+                .collect::<Result<Vec<_>, _>>()?;
+            df = df.with_param_values(values).map_err(|e| {
+                ApiError::bad_request(
+                    codes::BAD_PARAMETER,
+                    "Invalid parameter",
+                    e.find_root().to_string(),
+                )
+            })?;
+        }
+        let df = df
+            .limit(0, Some(limit))
+            .map_err(|e| ApiError::from_datafusion(&e))?;
+        let mut stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| ApiError::from_datafusion(&e))?;
+        let first = match stream.next().await {
+            Some(Ok(b)) => Some(b),
+            Some(Err(e)) => return Err(ApiError::from_datafusion(&e)),
+            None => None,
+        };
+        Ok::<_, ApiError>((stream, first))
+    };
+    let (stream, first) = tokio::time::timeout_at(deadline, start)
+        .await
+        .map_err(|_| timed_out())??;
+    let encoder = Encoder::new(format, stream.schema())
+        .map_err(|e| ApiError::internal("starting the encoder", e))?;
+    let body = Body::from_stream(body_stream(stream, first, encoder, deadline, permit));
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    if matches!(format, Format::Csv | Format::Parquet | Format::Arrow)
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "attachment; filename=\"result.{}\"",
+            format.extension()
+        ))
+    {
+        h.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+struct BodyState {
+    stream: SendableRecordBatchStream,
+    first: Option<RecordBatch>,
+    encoder: Option<Encoder>,
+    deadline: Instant,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Encode batches as they arrive. Dropping the body (a client that hangs
+/// up) drops the DataFusion stream, which cancels the query.
+fn body_stream(
+    stream: SendableRecordBatchStream,
+    first: Option<RecordBatch>,
+    encoder: Encoder,
+    deadline: Instant,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let state = BodyState {
+        stream,
+        first,
+        encoder: Some(encoder),
+        deadline,
+        _permit: permit,
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            let enc = st.encoder.as_mut()?;
+            let batch = match st.first.take() {
+                Some(b) => Some(b),
+                None => match tokio::time::timeout_at(st.deadline, st.stream.next()).await {
+                    Err(_) => {
+                        st.encoder = None;
+                        return Some((Err(std::io::Error::other("query timed out")), st));
+                    }
+                    Ok(Some(Err(e))) => {
+                        tracing::error!(error = %e, "query failed while streaming");
+                        st.encoder = None;
+                        return Some((Err(std::io::Error::other("query failed")), st));
+                    }
+                    Ok(Some(Ok(b))) => Some(b),
+                    Ok(None) => None,
+                },
+            };
+            match batch {
+                Some(b) => match enc.batch(&b) {
+                    Ok(bytes) if bytes.is_empty() => continue,
+                    Ok(bytes) => return Some((Ok(Bytes::from(bytes)), st)),
+                    Err(e) => {
+                        st.encoder = None;
+                        return Some((Err(std::io::Error::other(e)), st));
+                    }
+                },
+                None => {
+                    let enc = st.encoder.take()?;
+                    return Some((
+                        enc.finish().map(Bytes::from).map_err(std::io::Error::other),
+                        st,
+                    ));
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,366 @@
+//! The HTTP service: a real server on port 0 and a plain HTTP/1.1 client.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+
+use crate::common::{ok, sample};
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).unwrap()
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..end]).unwrap().trim(), 16).unwrap();
+        b = &b[end + 2..];
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+    out
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        })
+        .collect();
+    let rest = &raw[split + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn query(addr: SocketAddr, format: &str, body: serde_json::Value) -> Reply {
+    request(
+        addr,
+        "POST",
+        &format!("/v1/query?format={format}"),
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// A lake with a small sample insurer, and a server over it.
+fn server(dir: &Path) -> (tokio::runtime::Runtime, SocketAddr) {
+    let s = sample(dir, 300, 9);
+    ok(dir, &["ingest", "--from", s.to_str().unwrap()]);
+    let mut config = custlake::config::Config::embedded();
+    config.lake = dir.join("data/lake").to_string_lossy().to_string();
+    config.server.body_limit_bytes = 4096;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = rt
+        .block_on(custlake::server::Application::build(config, "127.0.0.1:0"))
+        .unwrap();
+    let addr = app.local_addr();
+    rt.spawn(app.run_until_stopped());
+    (rt, addr)
+}
+
+fn problem(r: &Reply, status: u16, code: u64) -> serde_json::Value {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let p = r.json();
+    assert_eq!(p["code"], code, "{p}");
+    assert_eq!(p["status"], status);
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        !detail.contains("/tmp") && !detail.contains("file://"),
+        "{detail}"
+    );
+    p
+}
+
+#[test]
+fn every_format_returns_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server(dir.path());
+    assert_eq!(request(addr, "GET", "/healthz", &[], b"").status, 200);
+    assert_eq!(request(addr, "GET", "/readyz", &[], b"").status, 200);
+
+    let sql = serde_json::json!({
+        "sql": "SELECT policy_no, premium, effective_date FROM policy WHERE product_line = $line ORDER BY policy_no",
+        "params": {"line": "motor"},
+        "limit": 50
+    });
+    let json = query(addr, "json", sql.clone());
+    assert_eq!(json.status, 200, "{}", json.text());
+    let j = json.json();
+    let rows = j["rows"].as_array().unwrap();
+    assert!(!rows.is_empty() && rows.len() <= 50);
+    assert_eq!(j["row_count"], rows.len());
+    assert_eq!(j["columns"][1]["type"], "decimal(18,2)");
+    let ids: Vec<String> = rows
+        .iter()
+        .map(|r| r["policy_no"].as_str().unwrap().to_string())
+        .collect();
+
+    let csv = query(addr, "csv", sql.clone());
+    assert!(
+        csv.header("content-disposition")
+            .unwrap()
+            .contains("attachment")
+    );
+    let text = csv.text();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("policy_no,premium,effective_date"));
+    let csv_ids: Vec<String> = lines
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    assert_eq!(csv_ids, ids);
+
+    let nd = query(addr, "ndjson", sql.clone());
+    let nd_ids: Vec<String> = nd
+        .text()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["policy_no"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(nd_ids, ids);
+
+    // Arrow IPC and Parquet parse back to the same rows.
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
+    let arrow = query(addr, "arrow", sql.clone());
+    assert_eq!(
+        arrow.header("content-type"),
+        Some("application/vnd.apache.arrow.stream")
+    );
+    let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(
+        std::io::Cursor::new(arrow.body),
+        None,
+    )
+    .unwrap();
+    let mut arrow_ids = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let c = cast(b.column(0), &DataType::Utf8).unwrap();
+        let c = c.as_string::<i32>();
+        arrow_ids.extend((0..c.len()).map(|i| c.value(i).to_string()));
+    }
+    assert_eq!(arrow_ids, ids);
+    let pq = query(addr, "parquet", sql);
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            bytes::Bytes::from(pq.body),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut pq_ids = Vec::new();
+    for b in reader {
+        let b = b.unwrap();
+        let c = cast(b.column(0), &DataType::Utf8).unwrap();
+        let c = c.as_string::<i32>();
+        pq_ids.extend((0..c.len()).map(|i| c.value(i).to_string()));
+    }
+    assert_eq!(pq_ids, ids);
+
+    // Accept works too; an unknown one is refused.
+    let r = request(
+        addr,
+        "POST",
+        "/v1/query",
+        &[("accept", "text/csv")],
+        br#"{"sql": "SELECT 1 AS x"}"#,
+    );
+    assert_eq!(r.text(), "x\n1\n");
+    let r = request(
+        addr,
+        "POST",
+        "/v1/query",
+        &[("accept", "image/png")],
+        br#"{"sql": "SELECT 1"}"#,
+    );
+    problem(&r, 406, 1003);
+
+    let tables = request(addr, "GET", "/v1/tables", &[], b"").json();
+    let policy = tables["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "policy")
+        .unwrap()
+        .clone();
+    assert_eq!(policy["exists"], true);
+    assert!(policy["rows"].as_i64().unwrap() > 0);
+    let t = request(addr, "GET", "/v1/tables/source_customer", &[], b"").json();
+    assert!(
+        t["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["name"] == "id_number" && f["level"] == "L4")
+    );
+    problem(
+        &request(addr, "GET", "/v1/tables/nope", &[], b""),
+        404,
+        1201,
+    );
+}
+
+#[test]
+fn bad_requests_get_problem_json_with_stable_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server(dir.path());
+    let post = |body: &[u8]| {
+        request(
+            addr,
+            "POST",
+            "/v1/query",
+            &[("content-type", "application/json")],
+            body,
+        )
+    };
+    problem(&post(b"{not json"), 400, 1001);
+    problem(&post(br#"{"sql": "SELECT 1", "bogus": 1}"#), 400, 1001);
+    problem(&post(&vec![b' '; 10_000]), 413, 1002);
+    problem(&post(br#"{"sql": "SELEC 1"}"#), 400, 1101);
+    let p = problem(
+        &post(br#"{"sql": "SELECT * FROM no_such_table"}"#),
+        400,
+        1101,
+    );
+    assert!(p["detail"].as_str().unwrap().contains("no_such_table"));
+    for write in [
+        "DROP TABLE policy",
+        "INSERT INTO policy SELECT * FROM policy",
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "COPY policy TO '/tmp/x.csv'",
+    ] {
+        problem(
+            &post(serde_json::json!({"sql": write}).to_string().as_bytes()),
+            400,
+            1102,
+        );
+    }
+    // Parameters are values, never SQL.
+    let r = query(
+        addr,
+        "json",
+        serde_json::json!({
+            "sql": "SELECT count(*) AS n FROM policy WHERE policy_no = $no",
+            "params": {"no": "x' OR '1'='1"}
+        }),
+    );
+    assert_eq!(r.json()["rows"][0]["n"], 0);
+    problem(
+        &query(
+            addr,
+            "json",
+            serde_json::json!({"sql": "SELECT * FROM policy WHERE policy_no = $no"}),
+        ),
+        400,
+        1104,
+    );
+    problem(
+        &query(
+            addr,
+            "json",
+            serde_json::json!({"sql": "SELECT $a", "params": {"a": [1, 2]}}),
+        ),
+        400,
+        1104,
+    );
+    problem(
+        &query(
+            addr,
+            "json",
+            serde_json::json!({"sql": "SELECT 1", "limit": 1_000_000_000_000u64}),
+        ),
+        400,
+        1104,
+    );
+    problem(
+        &query(addr, "xml", serde_json::json!({"sql": "SELECT 1"})),
+        400,
+        1003,
+    );
+    // A query that cannot finish in time.
+    let r = query(
+        addr,
+        "json",
+        serde_json::json!({
+            "sql": "SELECT count(DISTINCT a.policy_no || b.policy_no || c.policy_no) FROM policy a, policy b, policy c",
+            "timeout_ms": 50
+        }),
+    );
+    problem(&r, 504, 1401);
+    problem(&request(addr, "GET", "/nowhere", &[], b""), 404, 1201);
+}

@@ -1,6 +1,7 @@
 //! The query layer: a DataFusion `SessionContext` with every lake table
 //! registered, the domain validators as SQL functions, and a read-only guard.
 
+pub mod named;
 mod udf;
 
 use std::sync::Arc;

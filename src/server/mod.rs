@@ -6,6 +6,7 @@
 
 mod encode;
 mod error;
+mod named;
 mod query;
 mod tables;
 
@@ -44,6 +45,8 @@ pub enum ServerError {
     Schema(Box<crate::schema::SchemaError>),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
+    #[error("named queries: {0}")]
+    NamedQueries(String),
 }
 
 /// What every handler shares.
@@ -51,6 +54,8 @@ pub struct AppState {
     pub config: Config,
     pub lake: Lake,
     pub catalog: Catalog,
+    /// The named queries of `sql/`.
+    pub named: Vec<crate::query::named::NamedQuery>,
     /// Caps the queries running at once.
     pub queries: Arc<Semaphore>,
 }
@@ -68,6 +73,8 @@ pub fn router(state: SharedState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/query", post(query::run))
+        .route("/v1/queries", get(named::list))
+        .route("/v1/queries/{name}", get(named::get).post(named::post))
         .route("/v1/tables", get(tables::list))
         .route("/v1/tables/{name}", get(tables::show))
         .fallback(not_found)
@@ -137,7 +144,9 @@ impl Application {
                 source,
             })?;
         let shutdown_grace = Duration::from_millis(config.server.shutdown_grace_ms);
+        let named = crate::query::named::embedded().map_err(ServerError::NamedQueries)?;
         let state = Arc::new(AppState {
+            named,
             queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries.max(1))),
             config,
             lake,

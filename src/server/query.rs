@@ -114,7 +114,29 @@ async fn execute(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let format = negotiate(format, headers)?;
-    let body = body.map_err(|r| {
+    let body = body_bytes(&state, body)?;
+    let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            codes::MALFORMED_BODY,
+            "Malformed request body",
+            format!("expected {{\"sql\": ..., \"params\": {{...}}, \"limit\": N, \"timeout_ms\": N}}: {e}"),
+        )
+    })?;
+    let (limit, timeout_ms) = limits(&state, req.limit, req.timeout_ms)?;
+    let params = req
+        .params
+        .iter()
+        .map(|(k, v)| scalar(k, v).map(|s| (k.clone(), s)))
+        .collect::<Result<Vec<_>, _>>()?;
+    run_sql(&state, format, &req.sql, params, limit, timeout_ms).await
+}
+
+/// The request body, or the problem with it.
+pub(crate) fn body_bytes(
+    state: &SharedState,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -132,16 +154,17 @@ async fn execute(
                 r.body_text(),
             )
         }
-    })?;
-    let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            codes::MALFORMED_BODY,
-            "Malformed request body",
-            format!("expected {{\"sql\": ..., \"params\": {{...}}, \"limit\": N, \"timeout_ms\": N}}: {e}"),
-        )
-    })?;
+    })
+}
+
+/// The row limit and timeout of a request, defaulted and checked.
+pub(crate) fn limits(
+    state: &SharedState,
+    limit: Option<usize>,
+    timeout_ms: Option<u64>,
+) -> Result<(usize, u64), ApiError> {
     let cfg = &state.config.server;
-    let limit = req.limit.unwrap_or(cfg.default_row_limit);
+    let limit = limit.unwrap_or(cfg.default_row_limit);
     if limit > cfg.max_row_limit {
         return Err(ApiError::bad_request(
             codes::BAD_PARAMETER,
@@ -149,7 +172,7 @@ async fn execute(
             format!("limit {limit} exceeds the maximum {}", cfg.max_row_limit),
         ));
     }
-    let timeout_ms = req.timeout_ms.unwrap_or(cfg.query_timeout_ms);
+    let timeout_ms = timeout_ms.unwrap_or(cfg.query_timeout_ms);
     if timeout_ms == 0 || timeout_ms > cfg.max_query_timeout_ms {
         return Err(ApiError::bad_request(
             codes::BAD_PARAMETER,
@@ -160,7 +183,20 @@ async fn execute(
             ),
         ));
     }
-    check_read_only(&req.sql).map_err(query_error)?;
+    Ok((limit, timeout_ms))
+}
+
+/// Run one read-only statement with bound parameters and stream the result.
+pub(crate) async fn run_sql(
+    state: &SharedState,
+    format: Format,
+    sql: &str,
+    params: Vec<(String, ScalarValue)>,
+    limit: usize,
+    timeout_ms: u64,
+) -> Result<Response, ApiError> {
+    let cfg = &state.config.server;
+    check_read_only(sql).map_err(query_error)?;
     let permit = state.queries.clone().try_acquire_owned().map_err(|_| {
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -190,7 +226,7 @@ async fn execute(
             .await
             .map_err(query_error)?;
         let mut df = ctx
-            .sql(&req.sql)
+            .sql(sql)
             .await
             .map_err(|e| ApiError::from_datafusion(&e))?;
         let wanted = df
@@ -199,7 +235,7 @@ async fn execute(
             .map_err(|e| ApiError::from_datafusion(&e))?;
         let mut missing: Vec<&String> = wanted
             .iter()
-            .filter(|w| !req.params.contains_key(w.trim_start_matches('$')))
+            .filter(|w| !params.iter().any(|(k, _)| k == w.trim_start_matches('$')))
             .collect();
         missing.sort();
         if let Some(first) = missing.first() {
@@ -212,13 +248,8 @@ async fn execute(
                 ),
             ));
         }
-        if !req.params.is_empty() {
-            let values = req
-                .params
-                .iter()
-                .map(|(k, v)| scalar(k, v).map(|s| (k.clone(), s)))
-                .collect::<Result<Vec<_>, _>>()?;
-            df = df.with_param_values(values).map_err(|e| {
+        if !params.is_empty() {
+            df = df.with_param_values(params).map_err(|e| {
                 ApiError::bad_request(
                     codes::BAD_PARAMETER,
                     "Invalid parameter",

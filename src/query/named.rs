@@ -1,0 +1,262 @@
+//! Named queries: `sql/*.sql` files with a header naming the query, its
+//! typed parameters (with defaults) and the roles allowed to run it.
+//!
+//! ```sql
+//! -- name: customer_lookup
+//! -- description: A source customer record by source system and source id
+//! -- param: system string default core
+//! -- param: id string
+//! -- roles: analyst, steward
+//! SELECT ... WHERE source_system = $system AND source_id = $id
+//! ```
+//!
+//! Parameter types: `string`, `int`, `float`, `bool`, `date` (`YYYY-MM-DD`;
+//! the default `today` is the current date).
+
+use datafusion::scalar::ScalarValue;
+
+const FILES: &[(&str, &str)] = &[
+    (
+        "customer_lookup.sql",
+        include_str!("../../sql/customer_lookup.sql"),
+    ),
+    (
+        "customer_by_phone.sql",
+        include_str!("../../sql/customer_by_phone.sql"),
+    ),
+    (
+        "policies_expiring.sql",
+        include_str!("../../sql/policies_expiring.sql"),
+    ),
+    (
+        "quarantine_summary.sql",
+        include_str!("../../sql/quarantine_summary.sql"),
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamType {
+    String,
+    Int,
+    Float,
+    Bool,
+    Date,
+}
+
+impl ParamType {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "string" => Self::String,
+            "int" => Self::Int,
+            "float" => Self::Float,
+            "bool" => Self::Bool,
+            "date" => Self::Date,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Int => "int",
+            Self::Float => "float",
+            Self::Bool => "bool",
+            Self::Date => "date",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub name: String,
+    pub ty: ParamType,
+    /// The default as written in the header.
+    pub default: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NamedQuery {
+    pub name: String,
+    pub description: String,
+    pub params: Vec<Param>,
+    pub roles: Vec<String>,
+    pub sql: String,
+}
+
+/// A parameter problem, naming the parameter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("parameter {name:?}: {message}")]
+pub struct ParamError {
+    pub name: String,
+    pub message: String,
+}
+
+impl NamedQuery {
+    /// Parse one file.
+    pub fn parse(file: &str, text: &str) -> Result<Self, String> {
+        let mut name = None;
+        let mut description = String::new();
+        let mut params = Vec::new();
+        let mut roles = Vec::new();
+        let mut body = Vec::new();
+        for line in text.lines() {
+            let Some(header) = line.trim().strip_prefix("--") else {
+                body.push(line);
+                continue;
+            };
+            let Some((key, value)) = header.split_once(':') else {
+                continue;
+            };
+            let value = value.trim();
+            match key.trim() {
+                "name" => name = Some(value.to_string()),
+                "description" => description = value.to_string(),
+                "roles" => roles = value.split(',').map(|r| r.trim().to_string()).collect(),
+                "param" => {
+                    let words: Vec<&str> = value.split_whitespace().collect();
+                    let (pname, ty) = match words.as_slice() {
+                        [n, t, ..] => (*n, *t),
+                        _ => return Err(format!("{file}: `param:` needs a name and a type")),
+                    };
+                    let ty = ParamType::parse(ty)
+                        .ok_or_else(|| format!("{file}: parameter {pname}: unknown type {ty:?}"))?;
+                    let default = match words.get(2..) {
+                        Some(["default", rest @ ..]) if !rest.is_empty() => Some(rest.join(" ")),
+                        Some([]) | None => None,
+                        Some(_) => {
+                            return Err(format!(
+                                "{file}: parameter {pname}: expected `default VALUE`"
+                            ));
+                        }
+                    };
+                    params.push(Param {
+                        name: pname.to_string(),
+                        ty,
+                        default,
+                    });
+                }
+                _ => {}
+            }
+        }
+        let name = name.ok_or_else(|| format!("{file}: no `-- name:` header"))?;
+        let q = Self {
+            name,
+            description,
+            params,
+            roles,
+            sql: body.join("\n").trim().to_string(),
+        };
+        // Defaults must be valid values of their type.
+        for p in &q.params {
+            if let Some(d) = &p.default {
+                convert(p, &serde_json::Value::String(d.clone()))
+                    .map_err(|e| format!("{file}: {e}"))?;
+            }
+        }
+        Ok(q)
+    }
+
+    /// Every parameter's value: given, or the default; typed.
+    pub fn bind(
+        &self,
+        given: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Vec<(String, ScalarValue)>, ParamError> {
+        if let Some(unknown) = given
+            .keys()
+            .find(|k| !self.params.iter().any(|p| &p.name == *k))
+        {
+            return Err(ParamError {
+                name: unknown.clone(),
+                message: format!(
+                    "{} takes no such parameter (it takes: {})",
+                    self.name,
+                    self.params
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        self.params
+            .iter()
+            .map(|p| {
+                let v = match (given.get(&p.name), &p.default) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(d)) => serde_json::Value::String(d.clone()),
+                    (None, None) => {
+                        return Err(ParamError {
+                            name: p.name.clone(),
+                            message: format!("is required ({})", p.ty.name()),
+                        });
+                    }
+                };
+                convert(p, &v).map(|s| (p.name.clone(), s))
+            })
+            .collect()
+    }
+}
+
+fn convert(p: &Param, v: &serde_json::Value) -> Result<ScalarValue, ParamError> {
+    let bad = || ParamError {
+        name: p.name.clone(),
+        message: format!("{v} is not a valid {}", p.ty.name()),
+    };
+    let text = match v {
+        serde_json::Value::String(s) => s.trim().to_string(),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        _ => return Err(bad()),
+    };
+    Ok(match p.ty {
+        ParamType::String => ScalarValue::Utf8(Some(text)),
+        ParamType::Int => ScalarValue::Int64(Some(text.parse().map_err(|_| bad())?)),
+        ParamType::Float => ScalarValue::Float64(Some(text.parse().map_err(|_| bad())?)),
+        ParamType::Bool => ScalarValue::Boolean(Some(text.parse().map_err(|_| bad())?)),
+        ParamType::Date => {
+            let d = if text == "today" {
+                chrono::Utc::now().date_naive()
+            } else {
+                chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| bad())?
+            };
+            ScalarValue::Date32(Some(crate::ingest::transform::days(d)))
+        }
+    })
+}
+
+/// The named queries shipped in `sql/`.
+pub fn embedded() -> Result<Vec<NamedQuery>, String> {
+    FILES.iter().map(|(f, t)| NamedQuery::parse(f, t)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_queries_parse_and_bind() {
+        let qs = embedded().unwrap();
+        assert_eq!(qs.len(), 4);
+        let q = qs.iter().find(|q| q.name == "customer_lookup").unwrap();
+        assert_eq!(q.params.len(), 2);
+        assert!(q.sql.starts_with("SELECT"));
+        let mut given = serde_json::Map::new();
+        given.insert("id".into(), "C1".into());
+        let bound = q.bind(&given).unwrap();
+        assert_eq!(
+            bound[0],
+            ("system".to_string(), ScalarValue::Utf8(Some("core".into())))
+        );
+        let err = q.bind(&serde_json::Map::new()).unwrap_err();
+        assert_eq!(err.name, "id");
+        let p = qs.iter().find(|q| q.name == "policies_expiring").unwrap();
+        let mut given = serde_json::Map::new();
+        given.insert("days".into(), "thirty".into());
+        assert_eq!(p.bind(&given).unwrap_err().name, "days");
+        given.insert("days".into(), 30.into());
+        given.insert("as_of".into(), "2026-02-30".into());
+        assert_eq!(p.bind(&given).unwrap_err().name, "as_of");
+        given.insert("nope".into(), 1.into());
+        assert_eq!(p.bind(&given).unwrap_err().name, "nope");
+    }
+}

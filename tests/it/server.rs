@@ -108,6 +108,22 @@ fn query(addr: SocketAddr, format: &str, body: serde_json::Value) -> Reply {
     )
 }
 
+/// The first column of every batch, as text.
+fn first_column(
+    batches: impl Iterator<Item = datafusion::arrow::record_batch::RecordBatch>,
+) -> Vec<String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
+    let mut out = Vec::new();
+    for b in batches {
+        let c = cast(b.column(0), &DataType::Utf8).unwrap();
+        let c = c.as_string::<i32>();
+        out.extend((0..c.len()).map(|i| c.value(i).to_string()));
+    }
+    out
+}
+
 /// A lake with a small sample insurer, and a server over it.
 fn server(dir: &Path) -> (tokio::runtime::Runtime, SocketAddr) {
     let s = sample(dir, 300, 9);
@@ -194,9 +210,6 @@ fn every_format_returns_the_same_rows() {
     assert_eq!(nd_ids, ids);
 
     // Arrow IPC and Parquet parse back to the same rows.
-    use datafusion::arrow::array::{Array, AsArray};
-    use datafusion::arrow::compute::cast;
-    use datafusion::arrow::datatypes::DataType;
     let arrow = query(addr, "arrow", sql.clone());
     assert_eq!(
         arrow.header("content-type"),
@@ -207,13 +220,7 @@ fn every_format_returns_the_same_rows() {
         None,
     )
     .unwrap();
-    let mut arrow_ids = Vec::new();
-    for b in reader {
-        let b = b.unwrap();
-        let c = cast(b.column(0), &DataType::Utf8).unwrap();
-        let c = c.as_string::<i32>();
-        arrow_ids.extend((0..c.len()).map(|i| c.value(i).to_string()));
-    }
+    let arrow_ids = first_column(reader.map(|b| b.unwrap()));
     assert_eq!(arrow_ids, ids);
     let pq = query(addr, "parquet", sql);
     let reader =
@@ -223,13 +230,7 @@ fn every_format_returns_the_same_rows() {
         .unwrap()
         .build()
         .unwrap();
-    let mut pq_ids = Vec::new();
-    for b in reader {
-        let b = b.unwrap();
-        let c = cast(b.column(0), &DataType::Utf8).unwrap();
-        let c = c.as_string::<i32>();
-        pq_ids.extend((0..c.len()).map(|i| c.value(i).to_string()));
-    }
+    let pq_ids = first_column(reader.map(|b| b.unwrap()));
     assert_eq!(pq_ids, ids);
 
     // Accept works too; an unknown one is refused.

@@ -126,11 +126,19 @@ fn first_column(
 
 /// A lake with a small sample insurer, and a server over it.
 fn server(dir: &Path) -> (tokio::runtime::Runtime, SocketAddr) {
+    server_with(dir, |_| {})
+}
+
+fn server_with(
+    dir: &Path,
+    tune: impl FnOnce(&mut custlake::config::Config),
+) -> (tokio::runtime::Runtime, SocketAddr) {
     let s = sample(dir, 300, 9);
     ok(dir, &["ingest", "--from", s.to_str().unwrap()]);
     let mut config = custlake::config::Config::embedded();
     config.lake = dir.join("data/lake").to_string_lossy().to_string();
     config.server.body_limit_bytes = 4096;
+    tune(&mut config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -471,4 +479,42 @@ fn named_queries_run_with_typed_parameters() {
         404,
         1201,
     );
+}
+
+#[test]
+fn a_client_that_hangs_up_cancels_its_query() {
+    let dir = tempfile::tempdir().unwrap();
+    // One query at a time: a query that kept running would refuse the next.
+    let (_rt, addr) = server_with(dir.path(), |c| c.server.max_concurrent_queries = 1);
+    let big = serde_json::json!({
+        "sql": "SELECT a.policy_no, b.policy_no FROM policy a, policy b",
+        "limit": 100_000_000,
+        "timeout_ms": 600_000
+    })
+    .to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/query?format=csv HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{big}",
+        big.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 4096];
+    let n = s.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    // While it streams, a second query is refused with 429 and Retry-After.
+    let busy = query(addr, "json", serde_json::json!({"sql": "SELECT 1"}));
+    problem(&busy, 429, 1301);
+    assert!(busy.header("retry-after").is_some());
+    drop(s);
+    // Once the client is gone the query is cancelled and its slot freed.
+    let mut freed = false;
+    for _ in 0..50 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if query(addr, "json", serde_json::json!({"sql": "SELECT 1"})).status == 200 {
+            freed = true;
+            break;
+        }
+    }
+    assert!(freed, "the abandoned query kept its slot");
 }

@@ -72,6 +72,7 @@ pub fn router(state: SharedState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
         .route("/v1/query", post(query::run))
         .route("/v1/queries", get(named::list))
         .route("/v1/queries/{name}", get(named::get).post(named::post))
@@ -90,6 +91,19 @@ pub fn router(state: SharedState) -> Router {
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+/// The OpenAPI description of every route (checked against the live server
+/// by a property-based API tester in CI).
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    (
+        StatusCode::OK,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        OPENAPI,
+    )
+        .into_response()
 }
 
 async fn healthz() -> Response {

@@ -356,4 +356,6 @@ fn body_stream(
             }
         }
     })
+    // Fused: the body may be polled again after it ended.
+    .fuse()
 }

@@ -87,6 +87,7 @@ pub struct ServerConfig {
     pub default_row_limit: usize,
     pub max_row_limit: usize,
     pub query_timeout_ms: u64,
+    pub min_query_timeout_ms: u64,
     pub max_query_timeout_ms: u64,
     pub max_concurrent_queries: usize,
     pub body_limit_bytes: usize,

@@ -173,12 +173,13 @@ pub(crate) fn limits(
         ));
     }
     let timeout_ms = timeout_ms.unwrap_or(cfg.query_timeout_ms);
-    if timeout_ms == 0 || timeout_ms > cfg.max_query_timeout_ms {
+    if timeout_ms < cfg.min_query_timeout_ms.max(1) || timeout_ms > cfg.max_query_timeout_ms {
         return Err(ApiError::bad_request(
             codes::BAD_PARAMETER,
             "Invalid parameter",
             format!(
-                "timeout_ms must be between 1 and {}",
+                "timeout_ms must be between {} and {}",
+                cfg.min_query_timeout_ms.max(1),
                 cfg.max_query_timeout_ms
             ),
         ));

@@ -287,7 +287,7 @@ fn every_format_returns_the_same_rows() {
 #[test]
 fn bad_requests_get_problem_json_with_stable_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let (_rt, addr) = server(dir.path());
+    let (_rt, addr) = server_with(dir.path(), |c| c.server.min_query_timeout_ms = 1);
     let post = |body: &[u8]| {
         request(
             addr,

@@ -124,6 +124,7 @@ fn redact(s: &str) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        metrics::counter!("custlake_errors_total", "code" => self.code.to_string()).increment(1);
         let body = Problem {
             kind: format!("https://custlake.dev/problems/{}", self.code),
             title: self.title,

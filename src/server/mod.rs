@@ -73,12 +73,14 @@ pub fn router(state: SharedState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics_text))
         .route("/v1/query", post(query::run))
         .route("/v1/queries", get(named::list))
         .route("/v1/queries/{name}", get(named::get).post(named::post))
         .route("/v1/tables", get(tables::list))
         .route("/v1/tables/{name}", get(tables::show))
         .fallback(not_found)
+        .route_layer(axum::middleware::from_fn(track))
         .with_state(state)
         // axum's own limit, so that an oversized body reaches the handler as
         // a rejection and is answered with problem+json.
@@ -91,6 +93,57 @@ pub fn router(state: SharedState) -> Router {
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
+}
+
+/// The process-wide Prometheus recorder (installed by the first server).
+fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle> {
+    static HANDLE: std::sync::OnceLock<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            metrics_exporter_prometheus::PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0, 60.0,
+                ])
+                .ok()?
+                .install_recorder()
+                .map_err(|e| tracing::warn!(error = %e, "metrics recorder not installed"))
+                .ok()
+        })
+        .as_ref()
+}
+
+/// Count every request and time it, by route and status.
+async fn track(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("custlake_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("custlake_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// Prometheus metrics: requests, latency histograms, rows and bytes
+/// returned, errors by code, time per named query.
+async fn metrics_text() -> Response {
+    let body = prometheus().map(|h| h.render()).unwrap_or_default();
+    (
+        StatusCode::OK,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// The OpenAPI description of every route (checked against the live server
@@ -159,6 +212,7 @@ impl Application {
             })?;
         let shutdown_grace = Duration::from_millis(config.server.shutdown_grace_ms);
         let named = crate::query::named::embedded().map_err(ServerError::NamedQueries)?;
+        prometheus();
         let state = Arc::new(AppState {
             named,
             queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries.max(1))),

@@ -59,7 +59,12 @@ async fn run(
     let bound = q.bind(&params).map_err(|e| {
         ApiError::bad_request(codes::BAD_PARAMETER, "Invalid parameter", e.to_string())
     })?;
-    run_sql(&state, format, &q.sql, bound, limit, timeout_ms).await
+    let start = std::time::Instant::now();
+    let result = run_sql(&state, format, &q.sql, bound, limit, timeout_ms).await;
+    // Time to the first result bytes (the rest streams).
+    metrics::histogram!("custlake_named_query_seconds", "query" => q.name.clone())
+        .record(start.elapsed().as_secs_f64());
+    result
 }
 
 /// `GET /v1/queries/{name}?param=value&format=csv&limit=N&timeout_ms=N`

@@ -296,6 +296,8 @@ pub(crate) async fn run_sql(
 }
 
 struct BodyState {
+    rows: u64,
+    bytes: u64,
     stream: SendableRecordBatchStream,
     first: Option<RecordBatch>,
     encoder: Option<Encoder>,
@@ -313,6 +315,8 @@ fn body_stream(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
     let state = BodyState {
+        rows: 0,
+        bytes: 0,
         stream,
         first,
         encoder: Some(encoder),
@@ -340,8 +344,15 @@ fn body_stream(
             };
             match batch {
                 Some(b) => match enc.batch(&b) {
-                    Ok(bytes) if bytes.is_empty() => continue,
-                    Ok(bytes) => return Some((Ok(Bytes::from(bytes)), st)),
+                    Ok(bytes) if bytes.is_empty() => {
+                        st.rows += b.num_rows() as u64;
+                        continue;
+                    }
+                    Ok(bytes) => {
+                        st.rows += b.num_rows() as u64;
+                        st.bytes += bytes.len() as u64;
+                        return Some((Ok(Bytes::from(bytes)), st));
+                    }
                     Err(e) => {
                         st.encoder = None;
                         return Some((Err(std::io::Error::other(e)), st));
@@ -349,10 +360,12 @@ fn body_stream(
                 },
                 None => {
                     let enc = st.encoder.take()?;
-                    return Some((
-                        enc.finish().map(Bytes::from).map_err(std::io::Error::other),
-                        st,
-                    ));
+                    let tail = enc.finish().map(Bytes::from).map_err(std::io::Error::other);
+                    let tail_len = tail.as_ref().map_or(0, |t| t.len() as u64);
+                    metrics::counter!("custlake_query_rows_returned_total").increment(st.rows);
+                    metrics::counter!("custlake_query_bytes_returned_total")
+                        .increment(st.bytes + tail_len);
+                    return Some((tail, st));
                 }
             }
         }

@@ -479,6 +479,14 @@ fn named_queries_run_with_typed_parameters() {
         404,
         1201,
     );
+
+    // What happened shows in the metrics.
+    let m = request(addr, "GET", "/metrics", &[], b"").text();
+    assert!(m.contains("custlake_http_requests_total"), "{m}");
+    assert!(m.contains("route=\"/v1/queries/{name}\""), "{m}");
+    assert!(m.contains("custlake_errors_total{code=\"1104\"}"), "{m}");
+    assert!(m.contains("custlake_named_query_seconds_bucket"), "{m}");
+    assert!(m.contains("custlake_query_rows_returned_total"), "{m}");
 }
 
 #[test]

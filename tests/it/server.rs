@@ -526,3 +526,49 @@ fn a_client_that_hangs_up_cancels_its_query() {
     }
     assert!(freed, "the abandoned query kept its slot");
 }
+
+#[test]
+fn sigterm_stops_the_server_gracefully() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(crate::common::bin())
+        .current_dir(dir.path())
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr: SocketAddr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("serving on http://")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next().map(str::to_string))
+        })
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(request(addr, "GET", "/healthz", &[], b"").status, 200);
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still accepting connections"
+    );
+}

@@ -572,3 +572,40 @@ fn sigterm_stops_the_server_gracefully() {
         "still accepting connections"
     );
 }
+
+#[test]
+fn new_data_is_visible_to_the_next_query_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server(dir.path());
+    let count = || {
+        query(
+            addr,
+            "json",
+            serde_json::json!({"sql": "SELECT count(*) AS n FROM consent"}),
+        )
+        .json()["rows"][0]["n"]
+            .as_i64()
+            .unwrap()
+    };
+    let before = count();
+    let extra = dir.path().join("more-consents.csv");
+    std::fs::write(
+        &extra,
+        "consent_id,lead_id,purpose,action,channel,recorded,policy_version,withdraw_via\n\
+         NEW1,L00000001,SMS,OPT_OUT,APP,2026/06/01 10:00:00,v2.1,app\n\
+         NEW2,L00000002,CALL,OPT_IN,TEL,2026/06/02 11:00:00,v2.1,hotline\n",
+    )
+    .unwrap();
+    ok(
+        dir.path(),
+        &[
+            "ingest",
+            "--source",
+            "telesales",
+            "--entity",
+            "consent",
+            extra.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(count(), before + 2);
+}

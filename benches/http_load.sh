@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# HTTP service load: a named customer lookup by id at 1, 8 and 64 concurrent
+# clients (wrk), and a 10-million-row CSV export (time and the server's peak
+# memory). Needs `wrk` (Debian package) and a release build.
+#
+#   benches/http_load.sh LAKE_DIR [BIN]
+#
+# LAKE_DIR must hold a lake loaded from `custlake generate --customers 1000000`
+# (core customer ids C1000000000 … C1000999999).
+set -euo pipefail
+lake="${1:?usage: benches/http_load.sh LAKE_DIR [BIN]}"
+bin="${2:-target/release/custlake}"
+port=18555
+work="$(mktemp -d)"
+trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+
+CUSTLAKE__SERVER__MAX_CONCURRENT_QUERIES=128 CUSTLAKE__SERVER__MAX_ROW_LIMIT=100000000 \
+  "$bin" serve --lake "$lake" --bind "127.0.0.1:$port" > "$work/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+  python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/healthz')" 2>/dev/null && break
+  sleep 0.1
+done
+
+cat > "$work/lookup.lua" <<'LUA'
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", "/v1/queries/customer_lookup?id=C" .. (1000000000 + math.random(0, 999999)))
+end
+LUA
+
+echo "| clients | requests/s | p50 ms | p99 ms |"
+echo "|---:|---:|---:|---:|"
+for c in 1 8 64; do
+  out=$(wrk -t2 -c"$c" -d15s --latency -s "$work/lookup.lua" "http://127.0.0.1:$port")
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  echo "| $c | $rps | $p50 | $p99 |${non2xx:+ non-2xx: $non2xx}"
+done
+
+echo
+echo "10-million-row CSV export:"
+start=$(date +%s.%N)
+python3 - "$port" <<'PY'
+import json, sys, urllib.request
+port = sys.argv[1]
+body = json.dumps({
+    "sql": "SELECT p.* FROM payment p CROSS JOIN (VALUES (1), (2)) AS t(x)",
+    "limit": 10000000, "timeout_ms": 600000,
+}).encode()
+req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/query?format=csv", data=body,
+                             headers={"content-type": "application/json"})
+rows = size = 0
+with urllib.request.urlopen(req) as r:
+    while True:
+        chunk = r.read(1 << 20)
+        if not chunk:
+            break
+        size += len(chunk)
+        rows += chunk.count(b"\n")
+print(f"  rows (with header): {rows}, bytes: {size}")
+PY
+end=$(date +%s.%N)
+echo "  seconds: $(echo "$end - $start" | bc)"
+echo "  server peak memory: $(awk '/VmHWM/ {print $2/1024 " MiB"}' /proc/$pid/status)"

@@ -133,6 +133,18 @@ fn type_name(dt: &datafusion::arrow::datatypes::DataType) -> String {
     }
 }
 
+/// One JSON object per row, one row per line, nulls written out.
+fn ndjson(batch: &RecordBatch) -> EncodeResult {
+    let mut out = Vec::new();
+    let mut w = datafusion::arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut out);
+    w.write(batch).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())?;
+    drop(w);
+    Ok(out)
+}
+
 impl Encoder {
     pub(super) fn new(format: Format, schema: SchemaRef) -> Result<Self, String> {
         Ok(match format {
@@ -180,14 +192,7 @@ impl Encoder {
                     out.extend(Self::json_head(schema));
                     *started = true;
                 }
-                let mut lines = Vec::new();
-                {
-                    let mut w = datafusion::arrow::json::WriterBuilder::new()
-                        .with_explicit_nulls(true)
-                        .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut lines);
-                    w.write(batch).map_err(|e| e.to_string())?;
-                    w.finish().map_err(|e| e.to_string())?;
-                }
+                let lines = ndjson(batch)?;
                 for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                     if *rows > 0 {
                         out.push(b',');
@@ -197,16 +202,7 @@ impl Encoder {
                 }
                 Ok(out)
             }
-            Self::Ndjson => {
-                let mut out = Vec::new();
-                let mut w = datafusion::arrow::json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
-                    .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut out);
-                w.write(batch).map_err(|e| e.to_string())?;
-                w.finish().map_err(|e| e.to_string())?;
-                drop(w);
-                Ok(out)
-            }
+            Self::Ndjson => ndjson(batch),
             Self::Csv { header, .. } => {
                 let mut out = Vec::new();
                 let mut w = datafusion::arrow::csv::WriterBuilder::new()

@@ -32,7 +32,8 @@ LUA
 echo "| clients | requests/s | p50 ms | p99 ms |"
 echo "|---:|---:|---:|---:|"
 for c in 1 8 64; do
-  out=$(wrk -t2 -c"$c" -d15s --latency -s "$work/lookup.lua" "http://127.0.0.1:$port")
+  t=$(( c < 2 ? 1 : 2 ))
+  out=$(wrk -t"$t" -c"$c" -d15s --latency -s "$work/lookup.lua" "http://127.0.0.1:$port")
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')

@@ -187,11 +187,7 @@ impl Encoder {
                 rows,
                 started,
             } => {
-                let mut out = Vec::new();
-                if !*started {
-                    out.extend(Self::json_head(schema));
-                    *started = true;
-                }
+                let mut out = Self::json_start(schema, started);
                 let lines = ndjson(batch)?;
                 for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                     if *rows > 0 {
@@ -227,6 +223,15 @@ impl Encoder {
         }
     }
 
+    /// The JSON head (column names and types) the first time, then nothing.
+    fn json_start(schema: &SchemaRef, started: &mut bool) -> Vec<u8> {
+        if std::mem::replace(started, true) {
+            Vec::new()
+        } else {
+            Self::json_head(schema)
+        }
+    }
+
     fn json_head(schema: &SchemaRef) -> Vec<u8> {
         let columns: Vec<serde_json::Value> = schema
             .fields()
@@ -247,10 +252,8 @@ impl Encoder {
                 rows,
                 started,
             } => {
-                let mut out = Vec::new();
-                if !started {
-                    out.extend(Self::json_head(&schema));
-                }
+                let mut started = started;
+                let mut out = Self::json_start(&schema, &mut started);
                 out.extend(format!("],\"row_count\":{rows}}}").into_bytes());
                 Ok(out)
             }

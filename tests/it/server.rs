@@ -329,33 +329,14 @@ fn bad_requests_get_problem_json_with_stable_codes() {
         }),
     );
     assert_eq!(r.json()["rows"][0]["n"], 0);
-    problem(
-        &query(
-            addr,
-            "json",
-            serde_json::json!({"sql": "SELECT * FROM policy WHERE policy_no = $no"}),
-        ),
-        400,
-        1104,
-    );
-    problem(
-        &query(
-            addr,
-            "json",
-            serde_json::json!({"sql": "SELECT $a", "params": {"a": [1, 2]}}),
-        ),
-        400,
-        1104,
-    );
-    problem(
-        &query(
-            addr,
-            "json",
-            serde_json::json!({"sql": "SELECT 1", "limit": 1_000_000_000_000u64}),
-        ),
-        400,
-        1104,
-    );
+    // A missing parameter, one that is not a value, and a limit too large.
+    for body in [
+        serde_json::json!({"sql": "SELECT * FROM policy WHERE policy_no = $no"}),
+        serde_json::json!({"sql": "SELECT $a", "params": {"a": [1, 2]}}),
+        serde_json::json!({"sql": "SELECT 1", "limit": 1_000_000_000_000u64}),
+    ] {
+        problem(&query(addr, "json", body), 400, 1104);
+    }
     problem(
         &query(addr, "xml", serde_json::json!({"sql": "SELECT 1"})),
         400,

@@ -3,6 +3,7 @@
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod identity;
 pub mod ingest;
 pub mod lake;
 pub mod query;

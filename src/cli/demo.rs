@@ -73,6 +73,19 @@ pub(super) async fn run(config: &Config, args: &DemoArgs, progress: bool) -> any
             lake.root(crate::lake::Tier::Hot)
         );
     }
+    let rules = crate::identity::Rules::default_rules()?;
+    let r = crate::identity::resolve(
+        &lake,
+        &catalog,
+        &rules,
+        crate::identity::Trigger::Auto,
+        progress,
+    )
+    .await?;
+    eprintln!(
+        "Resolved {} source customer records into {} golden customers in {:.1}s ({} new, {} open suspected-duplicate groups for review)",
+        r.records, r.customers, r.seconds, r.new_customers, r.suspect_groups
+    );
     summary(config, &lake, &catalog).await?;
     if args.no_serve {
         return Ok(());

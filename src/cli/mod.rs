@@ -3,6 +3,7 @@
 mod config;
 mod demo;
 mod generate;
+mod identity;
 mod ingest;
 mod schema;
 mod serve;
@@ -48,6 +49,22 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Validate source files and load them into the lake.
     Ingest(ingest::IngestArgs),
+    /// Resolve source customers into golden customers (strong rules merge,
+    /// weak rules propose suspected duplicates).
+    Resolve(identity::ResolveArgs),
+    /// Show how a golden customer was built: sources, rules, scores, decisions.
+    Explain(identity::ExplainArgs),
+    /// Merge customers by hand (recorded, survives later runs, can be undone).
+    Merge(identity::MergeArgs),
+    /// Split source records off a customer by hand.
+    Split(identity::SplitArgs),
+    /// Roll back a merge, split, confirm or reject.
+    Undo(identity::UndoArgs),
+    /// Review suspected duplicate groups.
+    #[command(subcommand)]
+    Suspects(identity::SuspectsCommand),
+    /// Cluster the rows of any CSV with a rules file; writes id,cluster_id.
+    Dedupe(identity::DedupeArgs),
     /// Run a read-only SQL statement over the lake.
     Sql(sql::SqlArgs),
     /// Serve the HTTP query API.
@@ -76,6 +93,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Init => demo::init(&cli.load_config()?).await,
         Command::Generate(args) => generate::run(args, progress),
         Command::Ingest(args) => ingest::run(&cli.load_config()?, args, progress).await,
+        Command::Resolve(args) => identity::resolve(&cli.load_config()?, args, progress).await,
+        Command::Explain(args) => identity::explain(&cli.load_config()?, args).await,
+        Command::Merge(args) => identity::merge(&cli.load_config()?, args, progress).await,
+        Command::Split(args) => identity::split(&cli.load_config()?, args, progress).await,
+        Command::Undo(args) => identity::undo(&cli.load_config()?, args, progress).await,
+        Command::Suspects(c) => identity::suspects(&cli.load_config()?, c, progress).await,
+        Command::Dedupe(args) => identity::dedupe(args),
         Command::Sql(args) => sql::run(&cli.load_config()?, args).await,
         Command::Serve(args) => serve::run(&cli.load_config()?, args).await,
         Command::Schema(args) => schema::run(args),

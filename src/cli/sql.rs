@@ -35,6 +35,16 @@ pub struct SqlArgs {
     pub output: Option<PathBuf>,
 }
 
+impl SqlArgs {
+    pub(super) fn table(sql: String) -> Self {
+        Self {
+            sql,
+            format: Format::Table,
+            output: None,
+        }
+    }
+}
+
 pub(super) async fn run(config: &Config, args: &SqlArgs) -> anyhow::Result<()> {
     check_read_only(&args.sql)?;
     let lake = Lake::new(config)?;

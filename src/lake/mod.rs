@@ -14,7 +14,7 @@ use url::Url;
 use crate::config::{Config, parse_compression};
 use crate::schema::TableDef;
 
-pub use write::{BatchReceiver, UpsertOutcome, append_stream, upsert};
+pub use write::{BatchReceiver, UpsertOutcome, append_stream, overwrite, upsert};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {

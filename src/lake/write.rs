@@ -276,3 +276,30 @@ pub async fn append_stream(
         merged: false,
     })
 }
+
+/// Replace a table's whole content with `batch` in one commit (small
+/// tables rewritten as a whole, such as the suspect groups).
+pub async fn overwrite(
+    lake: &Lake,
+    ctx: &SessionContext,
+    def: &TableDef,
+    batch: datafusion::arrow::record_batch::RecordBatch,
+    metadata: Vec<(String, serde_json::Value)>,
+) -> Result<UpsertOutcome, LakeError> {
+    let name = &def.name;
+    let table = lake.open_or_create(def).await?;
+    let df = ctx.read_batch(batch).map_err(|e| df_err(name, e))?;
+    let table = table
+        .write(Vec::new())
+        .with_input_plan(df.logical_plan().clone())
+        .with_save_mode(SaveMode::Overwrite)
+        .with_session_state(Arc::new(ctx.state()))
+        .with_writer_properties(lake.writer_properties(def))
+        .with_commit_properties(CommitProperties::default().with_metadata(metadata))
+        .await
+        .map_err(|e| df_err(name, e))?;
+    Ok(UpsertOutcome {
+        version: table.version().map_or(0, |v| v as i64),
+        merged: false,
+    })
+}

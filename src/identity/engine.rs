@@ -1,0 +1,650 @@
+//! The matching engine: blocking, strong and weak rules, clustering with
+//! "never merge different valid ids" constraints, and the replay of manual
+//! decisions on top of the automatic result.
+//!
+//! Everything here is deterministic: records are processed in the order of
+//! their keys, so the same records and decisions always give the same
+//! clusters, and a subset closed under the blocking keys gives the same
+//! clusters as the whole.
+
+use std::collections::{HashMap, HashSet};
+
+use super::rules::{Profile, Rules, Validity};
+
+/// Strings of one field for every record, in one buffer.
+#[derive(Debug, Default, Clone)]
+pub struct StrColumn {
+    buf: String,
+    ends: Vec<u32>,
+    present: Vec<bool>,
+}
+
+impl StrColumn {
+    pub fn with_capacity(rows: usize) -> Self {
+        Self {
+            buf: String::new(),
+            ends: Vec::with_capacity(rows),
+            present: Vec::with_capacity(rows),
+        }
+    }
+
+    pub fn push(&mut self, v: Option<&str>) {
+        match v {
+            Some(s) if !s.is_empty() => {
+                self.buf.push_str(s);
+                self.present.push(true);
+            }
+            _ => self.present.push(false),
+        }
+        self.ends.push(self.buf.len() as u32);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&str> {
+        if !*self.present.get(i)? {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.buf.get(start..self.ends[i] as usize)
+    }
+}
+
+/// The records to resolve: a unique key per record (`system:id`) in
+/// ascending order, and the rules' fields, normalised.
+#[derive(Debug, Default)]
+pub struct Dataset {
+    pub keys: Vec<String>,
+    /// One column per rules field, in the rules' field order.
+    pub cols: Vec<StrColumn>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn value(&self, field: usize, row: usize) -> Option<&str> {
+        self.cols.get(field).and_then(|c| c.get(row))
+    }
+}
+
+/// A manual decision, replayed in ledger order after the automatic rules.
+#[derive(Debug, Clone)]
+pub enum Decision {
+    /// These records are one customer.
+    Merge { event: String, records: Vec<String> },
+    /// These records leave their customer and form one together.
+    Split { event: String, records: Vec<String> },
+    /// These records are not to be proposed as duplicates of each other.
+    Reject { records: Vec<String> },
+}
+
+/// Why a record is in its cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Why {
+    /// Alone: nothing matched.
+    Single,
+    /// A strong rule of a profile.
+    Strong { profile: usize, rule: usize },
+    /// The weighted score reached the profile's `merge_at`.
+    Scored { profile: usize, score: f64 },
+    /// A manual decision (the event id).
+    Manual { event: String, kind: &'static str },
+}
+
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub why: Why,
+    /// The record it was matched with (for explanations).
+    pub partner: Option<u32>,
+}
+
+/// A pair of records in different clusters whose similarity reached the
+/// profile's `review_at`.
+#[derive(Debug, Clone)]
+pub struct Suspect {
+    pub a: u32,
+    pub b: u32,
+    pub profile: usize,
+    pub score: f64,
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Per record: the cluster's smallest record index.
+    pub cluster: Vec<u32>,
+    pub link: Vec<Link>,
+    pub suspects: Vec<Suspect>,
+    /// Per record: the profile that applied to it, if any.
+    pub profile: Vec<Option<u8>>,
+    pub stats: Stats,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    pub candidate_pairs: usize,
+    pub compared_pairs: usize,
+    pub refused_merges: usize,
+    pub oversized_blocks: usize,
+}
+
+struct UnionFind {
+    parent: Vec<u32>,
+    /// Per distinct slot, per root: a record holding the cluster's valid value.
+    distinct: Vec<Vec<Option<u32>>>,
+}
+
+impl UnionFind {
+    fn find(&mut self, mut x: u32) -> u32 {
+        while self.parent[x as usize] != x {
+            let p = self.parent[x as usize];
+            self.parent[x as usize] = self.parent[p as usize];
+            x = p;
+        }
+        x
+    }
+
+    /// Join the clusters of `a` and `b` unless they hold different values
+    /// of a distinct field. Returns whether they are now one cluster and
+    /// whether this call joined them.
+    fn union(&mut self, a: u32, b: u32, data: &Dataset, slots: &[usize]) -> Result<bool, ()> {
+        let (ra, rb) = (self.find(a), self.find(b));
+        if ra == rb {
+            return Ok(false);
+        }
+        for (s, &field) in slots.iter().enumerate() {
+            if let (Some(x), Some(y)) = (
+                self.distinct[s][ra as usize],
+                self.distinct[s][rb as usize],
+            ) && data.value(field, x as usize) != data.value(field, y as usize)
+            {
+                return Err(());
+            }
+        }
+        let (root, child) = if ra < rb { (ra, rb) } else { (rb, ra) };
+        self.parent[child as usize] = root;
+        for s in 0..slots.len() {
+            if self.distinct[s][root as usize].is_none() {
+                self.distinct[s][root as usize] = self.distinct[s][child as usize];
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn fnv(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.bytes().chain(std::iter::once(0x1f)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+fn profile_of(rules: &Rules, data: &Dataset, i: usize) -> Option<u8> {
+    rules.profiles.iter().position(|p| match &p.when {
+        None => true,
+        Some((f, values)) => data
+            .value(*f, i)
+            .is_some_and(|v| values.iter().any(|x| x == v)),
+    }).map(|p| p as u8)
+}
+
+fn valid<'a>(p: &Profile, data: &'a Dataset, field: usize, i: usize) -> Option<&'a str> {
+    let v = data.value(field, i)?;
+    let check = p.valid.get(field).copied().unwrap_or(Validity::Any);
+    check.check(v).then_some(v)
+}
+
+/// The weighted score of a pair and each comparison's similarity.
+pub fn score(p: &Profile, data: &Dataset, a: usize, b: usize) -> (f64, Vec<Option<f64>>) {
+    let mut total = 0.0;
+    let mut sims = Vec::with_capacity(p.compare.len());
+    for c in &p.compare {
+        let sim = match (data.value(c.field, a), data.value(c.field, b)) {
+            (Some(x), Some(y)) => Some(c.method.similarity(x, y)),
+            _ => None,
+        };
+        total += c.weight(sim);
+        sims.push(sim);
+    }
+    (total, sims)
+}
+
+fn score_only(p: &Profile, data: &Dataset, a: usize, b: usize) -> f64 {
+    let mut total = 0.0;
+    for c in &p.compare {
+        let sim = match (data.value(c.field, a), data.value(c.field, b)) {
+            (Some(x), Some(y)) => Some(c.method.similarity(x, y)),
+            _ => None,
+        };
+        total += c.weight(sim);
+    }
+    total
+}
+
+/// Resolve `data` (keys ascending) under `rules`, then replay `decisions`.
+pub fn resolve(rules: &Rules, data: &Dataset, decisions: &[Decision], threads: usize) -> Outcome {
+    let n = data.len();
+    let profile: Vec<Option<u8>> = (0..n).map(|i| profile_of(rules, data, i)).collect();
+    let mut slots: Vec<usize> = rules
+        .profiles
+        .iter()
+        .flat_map(|p| p.distinct.iter().copied())
+        .collect();
+    slots.sort_unstable();
+    slots.dedup();
+    let mut uf = UnionFind {
+        parent: (0..n as u32).collect(),
+        distinct: vec![vec![None; n]; slots.len()],
+    };
+    for i in 0..n {
+        if let Some(p) = profile[i] {
+            let p = &rules.profiles[p as usize];
+            for (s, &field) in slots.iter().enumerate() {
+                if p.distinct.contains(&field) && valid(p, data, field, i).is_some() {
+                    uf.distinct[s][i] = Some(i as u32);
+                }
+            }
+        }
+    }
+    let mut link: Vec<Link> = vec![
+        Link {
+            why: Why::Single,
+            partner: None
+        };
+        n
+    ];
+    let mut stats = Stats::default();
+
+    // Strong rules, in rule order, records in key order.
+    for (pi, p) in rules.profiles.iter().enumerate() {
+        for (ri, rule) in p.strong.iter().enumerate() {
+            let mut first: HashMap<u64, u32> = HashMap::new();
+            let mut parts: Vec<&str> = Vec::with_capacity(rule.fields.len());
+            for i in 0..n {
+                if profile[i] != Some(pi as u8) {
+                    continue;
+                }
+                parts.clear();
+                for &f in &rule.fields {
+                    match valid(p, data, f, i) {
+                        Some(v) => parts.push(v),
+                        None => break,
+                    }
+                }
+                if parts.len() != rule.fields.len() {
+                    continue;
+                }
+                let h = fnv(&parts);
+                let Some(&anchor) = first.get(&h) else {
+                    first.insert(h, i as u32);
+                    continue;
+                };
+                // A hash collision between different values is not a match.
+                if rule
+                    .fields
+                    .iter()
+                    .any(|&f| data.value(f, anchor as usize) != data.value(f, i))
+                {
+                    continue;
+                }
+                match uf.union(anchor, i as u32, data, &slots) {
+                    Ok(true) => {
+                        let why = Why::Strong {
+                            profile: pi,
+                            rule: ri,
+                        };
+                        if link[i].partner.is_none() {
+                            link[i] = Link {
+                                why: why.clone(),
+                                partner: Some(anchor),
+                            };
+                        }
+                        if link[anchor as usize].partner.is_none() {
+                            link[anchor as usize] = Link {
+                                why,
+                                partner: Some(i as u32),
+                            };
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(()) => stats.refused_merges += 1,
+                }
+            }
+        }
+    }
+
+    // Weak rules: candidate pairs from the blocks, scored.
+    let mut pairs: Vec<(u32, u32, u8)> = Vec::new();
+    for (pi, p) in rules.profiles.iter().enumerate() {
+        if p.compare.is_empty() {
+            continue;
+        }
+        for b in &p.blocks {
+            let mut blocks: HashMap<u64, Vec<u32>> = HashMap::new();
+            let mut key = String::new();
+            let mut parts: Vec<String> = Vec::new();
+            'rec: for i in 0..n {
+                if profile[i] != Some(pi as u8) {
+                    continue;
+                }
+                parts.clear();
+                for &(f, func) in &b.keys {
+                    let Some(v) = data.value(f, i) else {
+                        continue 'rec;
+                    };
+                    key.clear();
+                    func.apply(v, &mut key);
+                    if key.is_empty() {
+                        continue 'rec;
+                    }
+                    parts.push(key.clone());
+                }
+                let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+                blocks.entry(fnv(&refs)).or_default().push(i as u32);
+            }
+            for members in blocks.values() {
+                if members.len() < 2 {
+                    continue;
+                }
+                if members.len() > p.max_block {
+                    stats.oversized_blocks += 1;
+                    continue;
+                }
+                for (x, &a) in members.iter().enumerate() {
+                    for &b in &members[x + 1..] {
+                        if uf.find(a) != uf.find(b) {
+                            pairs.push((a, b, pi as u8));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    stats.candidate_pairs = pairs.len();
+    let scored = score_pairs(rules, data, &pairs, threads.max(1));
+    stats.compared_pairs = scored.len();
+
+    // Scores at merge_at merge (best first), the rest above review_at are
+    // proposals.
+    let mut merges: Vec<(f64, u32, u32, u8)> = Vec::new();
+    let mut proposals: Vec<Suspect> = Vec::new();
+    for (&(a, b, pi), &s) in pairs.iter().zip(&scored) {
+        let p = &rules.profiles[pi as usize];
+        if p.merge_at.is_some_and(|m| s >= m) {
+            merges.push((s, a, b, pi));
+        } else if s >= p.review_at {
+            proposals.push(Suspect {
+                a,
+                b,
+                profile: pi as usize,
+                score: s,
+            });
+        }
+    }
+    merges.sort_by(|x, y| {
+        y.0.total_cmp(&x.0)
+            .then(x.1.cmp(&y.1))
+            .then(x.2.cmp(&y.2))
+    });
+    for (s, a, b, pi) in merges {
+        match uf.union(a, b, data, &slots) {
+            Ok(true) => {
+                let why = Why::Scored {
+                    profile: pi as usize,
+                    score: s,
+                };
+                for (x, y) in [(a, b), (b, a)] {
+                    if link[x as usize].partner.is_none() {
+                        link[x as usize] = Link {
+                            why: why.clone(),
+                            partner: Some(y),
+                        };
+                    }
+                }
+            }
+            Ok(false) => {}
+            Err(()) => {
+                stats.refused_merges += 1;
+                proposals.push(Suspect {
+                    a,
+                    b,
+                    profile: pi as usize,
+                    score: s,
+                });
+            }
+        }
+    }
+
+    // Manual decisions on the automatic clusters, in ledger order.
+    let mut label: Vec<u32> = (0..n as u32).map(|i| uf.find(i)).collect();
+    let mut rejected: Vec<HashSet<u32>> = Vec::new();
+    if !decisions.is_empty() {
+        let index: HashMap<&str, u32> = data
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i as u32))
+            .collect();
+        let mut members: HashMap<u32, Vec<u32>> = HashMap::new();
+        for i in 0..n as u32 {
+            members.entry(label[i as usize]).or_default().push(i);
+        }
+        let mut next_label = n as u32;
+        for d in decisions {
+            match d {
+                Decision::Merge { event, records } => {
+                    let idx: Vec<u32> = records
+                        .iter()
+                        .filter_map(|r| index.get(r.as_str()).copied())
+                        .collect();
+                    let mut labels: Vec<u32> = idx.iter().map(|&i| label[i as usize]).collect();
+                    labels.sort_unstable();
+                    labels.dedup();
+                    if labels.len() < 2 {
+                        continue;
+                    }
+                    let target = labels[0];
+                    for &l in &labels[1..] {
+                        for m in members.remove(&l).unwrap_or_default() {
+                            label[m as usize] = target;
+                            link[m as usize] = Link {
+                                why: Why::Manual {
+                                    event: event.clone(),
+                                    kind: "manual_merge",
+                                },
+                                partner: None,
+                            };
+                            members.entry(target).or_default().push(m);
+                        }
+                    }
+                }
+                Decision::Split { event, records } => {
+                    let idx: Vec<u32> = records
+                        .iter()
+                        .filter_map(|r| index.get(r.as_str()).copied())
+                        .collect();
+                    if idx.is_empty() {
+                        continue;
+                    }
+                    let fresh = next_label;
+                    next_label += 1;
+                    for &i in &idx {
+                        let old = label[i as usize];
+                        if let Some(v) = members.get_mut(&old) {
+                            v.retain(|&m| m != i);
+                        }
+                        label[i as usize] = fresh;
+                        link[i as usize] = Link {
+                            why: Why::Manual {
+                                event: event.clone(),
+                                kind: "manual_split",
+                            },
+                            partner: None,
+                        };
+                        members.entry(fresh).or_default().push(i);
+                    }
+                }
+                Decision::Reject { records } => {
+                    rejected.push(
+                        records
+                            .iter()
+                            .filter_map(|r| index.get(r.as_str()).copied())
+                            .collect(),
+                    );
+                }
+            }
+        }
+    }
+
+    // Canonical cluster ids: the smallest member.
+    let mut smallest: HashMap<u32, u32> = HashMap::new();
+    for (i, &l) in label.iter().enumerate() {
+        smallest.entry(l).or_insert(i as u32);
+    }
+    let cluster: Vec<u32> = label.iter().map(|l| smallest[l]).collect();
+    let suspects = proposals
+        .into_iter()
+        .filter(|s| cluster[s.a as usize] != cluster[s.b as usize])
+        .filter(|s| !rejected.iter().any(|r| r.contains(&s.a) && r.contains(&s.b)))
+        .collect();
+    Outcome {
+        cluster,
+        link,
+        suspects,
+        profile,
+        stats,
+    }
+}
+
+fn score_pairs(rules: &Rules, data: &Dataset, pairs: &[(u32, u32, u8)], threads: usize) -> Vec<f64> {
+    let go = |chunk: &[(u32, u32, u8)]| -> Vec<f64> {
+        chunk
+            .iter()
+            .map(|&(a, b, p)| score_only(&rules.profiles[p as usize], data, a as usize, b as usize))
+            .collect()
+    };
+    if threads <= 1 || pairs.len() < 10_000 {
+        return go(pairs);
+    }
+    let size = pairs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = pairs.chunks(size).map(|c| s.spawn(move || go(c))).collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(rules: &Rules, rows: &[(&str, &[(&str, &str)])]) -> Dataset {
+        let mut d = Dataset {
+            keys: rows.iter().map(|r| r.0.to_string()).collect(),
+            cols: vec![StrColumn::default(); rules.fields.len()],
+        };
+        for (_, values) in rows {
+            for (f, col) in rules.fields.iter().zip(d.cols.iter_mut()) {
+                col.push(values.iter().find(|(k, _)| k == f).map(|(_, v)| *v));
+            }
+        }
+        d
+    }
+
+    const ID_A: &str = "11010519491231002X";
+    const ID_B: &str = "110105194912310029";
+
+    fn person(id: &'static str, name: &'static str, phone: &'static str) -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("customer_type", "individual"),
+            ("id_number", id),
+            ("name", name),
+            ("phone", phone),
+            ("birth_date", "1949-12-31"),
+        ]
+    }
+
+    #[test]
+    fn strong_rule_merges_and_weak_rule_only_proposes() {
+        let rules = Rules::default_rules().unwrap();
+        assert!(crate::domain::ResidentId::parse(ID_A).is_ok());
+        let a = person(ID_A, "王伟", "+8613800000001");
+        let b = person(ID_A, "王伟", "+8613800000002");
+        let c = person(ID_A, "王玮", "+8613800000001");
+        let data = dataset(&rules, &[("core:1", &a), ("crm:2", &b), ("crm:3", &c)]);
+        let out = resolve(&rules, &data, &[], 1);
+        assert_eq!(out.cluster, vec![0, 0, 2]);
+        assert!(matches!(out.link[1].why, Why::Strong { .. }));
+        assert_eq!(out.suspects.len(), 1, "{:?}", out.suspects);
+        assert_eq!(out.cluster[out.suspects[0].b as usize], 2);
+    }
+
+    #[test]
+    fn different_valid_ids_are_never_merged_automatically() {
+        let mut rules = Rules::default_rules().unwrap();
+        // Even a rule that would merge on name and phone alone.
+        rules.profiles[0].merge_at = Some(0.0);
+        rules.profiles[0].review_at = 0.0;
+        assert!(crate::domain::ResidentId::parse(ID_B).is_ok());
+        let a = person(ID_A, "王伟", "+8613800000001");
+        let b = person(ID_B, "王伟", "+8613800000001");
+        let data = dataset(&rules, &[("core:1", &a), ("crm:2", &b)]);
+        let out = resolve(&rules, &data, &[], 1);
+        assert_ne!(out.cluster[0], out.cluster[1]);
+        assert_eq!(out.stats.refused_merges, 1);
+    }
+
+    #[test]
+    fn manual_decisions_beat_rules_in_ledger_order() {
+        let rules = Rules::default_rules().unwrap();
+        let a = person(ID_A, "王伟", "+8613800000001");
+        let b = person(ID_A, "王伟", "+8613800000001");
+        let c = person(ID_B, "李娜", "+8613900000000");
+        let data = dataset(&rules, &[("a:1", &a), ("a:2", &b), ("a:3", &c)]);
+        let split = Decision::Split {
+            event: "E1".into(),
+            records: vec!["a:2".into()],
+        };
+        let out = resolve(&rules, &data, std::slice::from_ref(&split), 1);
+        assert_eq!(out.cluster, vec![0, 1, 2]);
+        let merge = Decision::Merge {
+            event: "E2".into(),
+            records: vec!["a:2".into(), "a:3".into()],
+        };
+        let out = resolve(&rules, &data, &[split, merge], 1);
+        assert_eq!(out.cluster, vec![0, 1, 1]);
+        assert!(matches!(&out.link[2].why, Why::Manual { kind: "manual_merge", .. }));
+    }
+
+    #[test]
+    fn subsets_closed_under_blocking_resolve_the_same() {
+        let rules = Rules::default_rules().unwrap();
+        let a = person(ID_A, "王伟", "+8613800000001");
+        let b = person(ID_A, "王伟", "+8613800000003");
+        let c = person(ID_B, "李娜", "+8613900000000");
+        let full = dataset(&rules, &[("a:1", &a), ("a:2", &b), ("a:3", &c)]);
+        let part = dataset(&rules, &[("a:1", &a), ("a:2", &b)]);
+        let f = resolve(&rules, &full, &[], 2);
+        let p = resolve(&rules, &part, &[], 2);
+        assert_eq!(&f.cluster[..2], &p.cluster[..]);
+    }
+}

@@ -1,0 +1,143 @@
+//! Lineage of a golden customer: the golden record and where each field
+//! came from, every source record with the rule and field scores that
+//! linked it, open suspect groups, retired ids pointing at it, and the
+//! decisions that shaped it.
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::prelude::{SessionContext, col, lit};
+use serde_json::{Value, json};
+
+use super::{IdentityError, lake_err, store};
+use crate::lake::Lake;
+use crate::schema::Catalog;
+
+fn rows(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<String, Value>>, IdentityError> {
+    let mut out = Vec::new();
+    let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
+    for b in batches {
+        w.write(b).map_err(lake_err)?;
+    }
+    w.finish().map_err(lake_err)?;
+    drop(w);
+    if out.is_empty() {
+        return Ok(Vec::new());
+    }
+    let v: Vec<serde_json::Map<String, Value>> = serde_json::from_slice(&out).map_err(lake_err)?;
+    Ok(v)
+}
+
+async fn select(
+    ctx: &SessionContext,
+    table: &str,
+    filter: datafusion::prelude::Expr,
+) -> Result<Vec<serde_json::Map<String, Value>>, IdentityError> {
+    if !ctx.table_exist(table).map_err(lake_err)? {
+        return Ok(Vec::new());
+    }
+    let df = ctx
+        .table(table)
+        .await
+        .map_err(lake_err)?
+        .filter(filter)
+        .map_err(lake_err)?;
+    rows(&df.collect().await.map_err(lake_err)?)
+}
+
+fn parse_json_fields(row: &mut serde_json::Map<String, Value>, fields: &[&str]) {
+    for f in fields {
+        if let Some(Value::String(s)) = row.get(*f)
+            && let Ok(v) = serde_json::from_str::<Value>(s)
+        {
+            row.insert((*f).to_string(), v);
+        }
+    }
+}
+
+/// Everything known about how customer `id` (active or retired) came to be.
+pub async fn lineage(lake: &Lake, catalog: &Catalog, id: &str) -> Result<Value, IdentityError> {
+    let ctx = crate::query::write_context();
+    let have = store::register(
+        &ctx,
+        lake,
+        catalog,
+        &["customer", "customer_xref", "suspect_group", "merge_event"],
+    )
+    .await?;
+    if !have.iter().any(|h| h == "customer") {
+        return Err(IdentityError::NotFound(
+            "no customers have been resolved yet: run `custlake resolve` first".into(),
+        ));
+    }
+    let mut path = vec![id.to_string()];
+    let mut current = id.to_string();
+    let golden = loop {
+        let found = select(&ctx, "customer", col("customer_id").eq(lit(current.clone()))).await?;
+        let Some(row) = found.into_iter().next() else {
+            return Err(IdentityError::NotFound(format!("no customer {current}")));
+        };
+        match (row.get("status"), row.get("merged_into")) {
+            (Some(Value::String(s)), Some(Value::String(next))) if s == "retired" && path.len() < 64 => {
+                current = next.clone();
+                path.push(current.clone());
+            }
+            _ => break row,
+        }
+    };
+    let mut golden = golden;
+    parse_json_fields(&mut golden, &["survivorship"]);
+    let mut records = select(&ctx, "customer_xref", col("customer_id").eq(lit(current.clone()))).await?;
+    for r in &mut records {
+        parse_json_fields(r, &["detail"]);
+    }
+    records.sort_by_key(|r| {
+        format!(
+            "{}:{}",
+            r.get("source_system").and_then(Value::as_str).unwrap_or(""),
+            r.get("source_id").and_then(Value::as_str).unwrap_or("")
+        )
+    });
+    let retired = select(&ctx, "customer", col("merged_into").eq(lit(current.clone()))).await?;
+    let retired: Vec<Value> = retired
+        .iter()
+        .filter_map(|r| r.get("customer_id").cloned())
+        .collect();
+    let mut suspects = select(&ctx, "suspect_group", col("customer_id").eq(lit(current.clone()))).await?;
+    // Whole groups, not only this customer's rows.
+    let groups: std::collections::BTreeSet<String> = suspects
+        .iter()
+        .filter_map(|r| r.get("group_id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    if !groups.is_empty() {
+        let list = groups.iter().map(|g| lit(g.clone())).collect();
+        suspects = select(&ctx, "suspect_group", col("group_id").in_list(list, false)).await?;
+    }
+    for r in &mut suspects {
+        parse_json_fields(r, &["detail"]);
+    }
+    let mut involved: Vec<String> = vec![current.clone()];
+    involved.extend(retired.iter().filter_map(|v| v.as_str().map(str::to_string)));
+    involved.extend(path.iter().cloned());
+    let mut events = Vec::new();
+    if ctx.table_exist("merge_event").map_err(lake_err)? {
+        let all = select(&ctx, "merge_event", lit(true)).await?;
+        for mut e in all {
+            let ids = e.get("customer_ids").and_then(Value::as_str).unwrap_or("[]").to_string();
+            let surviving = e.get("surviving_id").and_then(Value::as_str).unwrap_or("");
+            if involved.iter().any(|i| ids.contains(&format!("\"{i}\"")) || surviving == i) {
+                parse_json_fields(&mut e, &["customer_ids", "records"]);
+                events.push(Value::Object(e));
+            }
+        }
+    }
+    events.sort_by_key(|e| e.get("event_id").and_then(Value::as_str).unwrap_or("").to_string());
+    Ok(json!({
+        "requested_id": id,
+        "customer_id": current,
+        "followed": path,
+        "customer": golden,
+        "records": records,
+        "retired_ids": retired,
+        "suspect_groups": suspects,
+        "events": events,
+    }))
+}

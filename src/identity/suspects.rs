@@ -1,0 +1,237 @@
+//! Suspected duplicate groups: customers linked by weak-rule pairs, for a
+//! data steward to confirm (merge) or reject.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::prelude::SessionContext;
+use sha2::{Digest, Sha256};
+
+use super::IdentityError;
+use super::engine::{Dataset, Outcome};
+use super::rules::Rules;
+use super::store::{collect, explain_pair};
+use crate::ingest::transform::{BatchBuilder, Cell};
+use crate::lake::Lake;
+use crate::schema::Catalog;
+
+/// One member row of `suspect_group`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub group_id: String,
+    pub member: String,
+    pub customer_id: Option<String>,
+    pub rule: String,
+    pub score: Option<f64>,
+    pub detail: Option<String>,
+    pub status: String,
+    pub created_at: i64,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<i64>,
+}
+
+pub(crate) async fn load(ctx: &SessionContext, have: bool) -> Result<Vec<Member>, IdentityError> {
+    if !have {
+        return Ok(Vec::new());
+    }
+    let Some(b) = collect(ctx, "SELECT * FROM suspect_group ORDER BY group_id, member").await? else {
+        return Ok(Vec::new());
+    };
+    Ok(from_batch(&b))
+}
+
+pub(crate) fn from_batch(b: &RecordBatch) -> Vec<Member> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
+    let s = |n: &str| {
+        b.column_by_name(n)
+            .and_then(|c| cast(c, &DataType::Utf8).ok())
+            .map(|c| c.as_string::<i32>().clone())
+    };
+    let t = |n: &str| {
+        b.column_by_name(n)
+            .and_then(|c| cast(c, &DataType::Timestamp(TimeUnit::Microsecond, None)).ok())
+            .and_then(|c| cast(&c, &DataType::Int64).ok())
+            .map(|c| c.as_primitive::<Int64Type>().clone())
+    };
+    let (Some(g), Some(m), Some(c), Some(r), Some(d), Some(st), Some(by)) = (
+        s("group_id"),
+        s("member"),
+        s("customer_id"),
+        s("rule"),
+        s("detail"),
+        s("status"),
+        s("decided_by"),
+    ) else {
+        return Vec::new();
+    };
+    let (Some(ca), Some(da)) = (t("created_at"), t("decided_at")) else {
+        return Vec::new();
+    };
+    let score = b
+        .column_by_name("score")
+        .and_then(|c| cast(c, &DataType::Float64).ok())
+        .map(|c| c.as_primitive::<Float64Type>().clone());
+    let o = |a: &datafusion::arrow::array::StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+    (0..b.num_rows())
+        .map(|i| Member {
+            group_id: g.value(i).to_string(),
+            member: m.value(i).to_string(),
+            customer_id: o(&c, i),
+            rule: r.value(i).to_string(),
+            score: score.as_ref().and_then(|a| a.is_valid(i).then(|| a.value(i))),
+            detail: o(&d, i),
+            status: st.value(i).to_string(),
+            created_at: ca.value(i),
+            decided_by: o(&by, i),
+            decided_at: da.is_valid(i).then(|| da.value(i)),
+        })
+        .collect()
+}
+
+fn find(parent: &mut HashMap<u32, u32>, x: u32) -> u32 {
+    let mut r = x;
+    while let Some(&p) = parent.get(&r) {
+        if p == r {
+            break;
+        }
+        r = p;
+    }
+    parent.insert(x, r);
+    r
+}
+
+/// The groups after a run: decided groups are history and stay; open
+/// groups are recomputed from the pairs.
+pub(crate) fn groups(
+    rules: &Rules,
+    data: &Dataset,
+    outcome: &Outcome,
+    cluster_of: &[u32],
+    ids: &[String],
+    before: &[Member],
+    now: i64,
+) -> Vec<Member> {
+    // Components of customers connected by suspect pairs.
+    let mut parent: HashMap<u32, u32> = HashMap::new();
+    for s in &outcome.suspects {
+        let (a, b) = (cluster_of[s.a as usize], cluster_of[s.b as usize]);
+        parent.entry(a).or_insert(a);
+        parent.entry(b).or_insert(b);
+        let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+        if ra != rb {
+            parent.insert(ra.max(rb), ra.min(rb));
+        }
+    }
+    let mut comps: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (k, s) in outcome.suspects.iter().enumerate() {
+        let root = find(&mut parent, cluster_of[s.a as usize]);
+        comps.entry(root).or_default().push(k);
+    }
+    let decided: HashMap<&str, ()> = before
+        .iter()
+        .filter(|m| m.status != "open")
+        .map(|m| (m.group_id.as_str(), ()))
+        .collect();
+    let created: HashMap<&str, i64> = before
+        .iter()
+        .map(|m| (m.group_id.as_str(), m.created_at))
+        .collect();
+    let mut out: Vec<Member> = before.iter().filter(|m| m.status != "open").cloned().collect();
+    for edges in comps.values() {
+        // Each member's best pair.
+        let mut best: BTreeMap<u32, (f64, u32, usize)> = BTreeMap::new();
+        for &k in edges {
+            let s = &outcome.suspects[k];
+            for (x, y) in [(s.a, s.b), (s.b, s.a)] {
+                let e = best.entry(x).or_insert((f64::MIN, y, s.profile));
+                if s.score > e.0 {
+                    *e = (s.score, y, s.profile);
+                }
+            }
+        }
+        let keys: BTreeSet<&str> = best.keys().map(|&r| data.keys[r as usize].as_str()).collect();
+        let mut h = Sha256::new();
+        for k in &keys {
+            h.update(k.as_bytes());
+            h.update(b"\n");
+        }
+        let group_id = format!("SG{}", &hex::encode(h.finalize())[..12]);
+        if decided.contains_key(group_id.as_str()) {
+            continue;
+        }
+        let at = created.get(group_id.as_str()).copied().unwrap_or(now);
+        for (&r, &(score, partner, profile)) in &best {
+            let (_, detail) = explain_pair(rules, data, profile, r as usize, partner as usize);
+            let detail = serde_json::json!({
+                "matched_with": data.keys[partner as usize],
+                "fields": serde_json::from_str::<serde_json::Value>(&detail).unwrap_or_default(),
+            });
+            out.push(Member {
+                group_id: group_id.clone(),
+                member: data.keys[r as usize].clone(),
+                customer_id: Some(ids[cluster_of[r as usize] as usize].clone()),
+                rule: format!("{}.similar", rules.profiles[profile].name),
+                score: Some((score * 1000.0).round() / 1000.0),
+                detail: Some(detail.to_string()),
+                status: "open".into(),
+                created_at: at,
+                decided_by: None,
+                decided_at: None,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.group_id.cmp(&b.group_id).then(a.member.cmp(&b.member)));
+    out
+}
+
+pub(crate) fn to_batch(catalog: &Catalog, rows: &[Member]) -> Result<RecordBatch, IdentityError> {
+    let def = catalog
+        .table("suspect_group")
+        .map_err(|e| IdentityError::Lake(e.to_string()))?;
+    let mut b = BatchBuilder::new(def, false);
+    let s = |v: &Option<String>| v.clone().map_or(Cell::Null, Cell::Str);
+    for m in rows {
+        b.push(
+            &[
+                Cell::Str(m.group_id.clone()),
+                Cell::Str(m.member.clone()),
+                s(&m.customer_id),
+                Cell::Str(m.rule.clone()),
+                m.score.map_or(Cell::Null, Cell::F64),
+                s(&m.detail),
+                Cell::Str(m.status.clone()),
+                Cell::Ts(m.created_at),
+                s(&m.decided_by),
+                m.decided_at.map_or(Cell::Null, Cell::Ts),
+            ],
+            None,
+        );
+    }
+    b.finish().map_err(|e| IdentityError::Lake(e.to_string()))
+}
+
+/// Replace the table's content when it changed. Returns the number of
+/// open groups.
+pub(crate) async fn write(
+    lake: &Lake,
+    catalog: &Catalog,
+    before: &[Member],
+    rows: Vec<Member>,
+) -> Result<usize, IdentityError> {
+    let open: BTreeSet<&str> = rows
+        .iter()
+        .filter(|m| m.status == "open")
+        .map(|m| m.group_id.as_str())
+        .collect();
+    let count = open.len();
+    let mut sorted_before = before.to_vec();
+    sorted_before.sort_by(|a, b| a.group_id.cmp(&b.group_id).then(a.member.cmp(&b.member)));
+    if sorted_before == rows {
+        return Ok(count);
+    }
+    let batch = to_batch(catalog, &rows)?;
+    super::overwrite_batch(lake, catalog, "suspect_group", batch).await?;
+    Ok(count)
+}

@@ -214,26 +214,41 @@ pub fn score(p: &Profile, data: &Dataset, a: usize, b: usize) -> (f64, Vec<Optio
     let mut total = 0.0;
     let mut sims = Vec::with_capacity(p.compare.len());
     for c in &p.compare {
-        let sim = match (data.value(c.field, a), data.value(c.field, b)) {
-            (Some(x), Some(y)) => Some(c.method.similarity(x, y)),
-            _ => None,
-        };
+        let sim = similarity(c, data, a, b);
         total += c.weight(sim);
         sims.push(sim);
     }
     (total, sims)
 }
 
-fn score_only(p: &Profile, data: &Dataset, a: usize, b: usize) -> f64 {
-    let mut total = 0.0;
-    for c in &p.compare {
-        let sim = match (data.value(c.field, a), data.value(c.field, b)) {
-            (Some(x), Some(y)) => Some(c.method.similarity(x, y)),
-            _ => None,
-        };
-        total += c.weight(sim);
+fn similarity(c: &super::rules::Comparison, data: &Dataset, a: usize, b: usize) -> Option<f64> {
+    let direct = match (data.value(c.field, a), data.value(c.field, b)) {
+        (Some(x), Some(y)) => Some(c.method.similarity(x, y)),
+        _ => None,
+    };
+    let Some(other) = c.or_with else {
+        return direct;
+    };
+    let mut best = direct;
+    for (x, y) in [
+        (data.value(c.field, a), data.value(other, b)),
+        (data.value(other, a), data.value(c.field, b)),
+    ] {
+        if let (Some(x), Some(y)) = (x, y) {
+            let s = c.method.similarity(x, y);
+            if best.is_none_or(|b| s > b) {
+                best = Some(s);
+            }
+        }
     }
-    total
+    best
+}
+
+fn score_only(p: &Profile, data: &Dataset, a: usize, b: usize) -> f64 {
+    p.compare
+        .iter()
+        .map(|c| c.weight(similarity(c, data, a, b)))
+        .sum()
 }
 
 /// Resolve `data` (keys ascending) under `rules`, then replay `decisions`.

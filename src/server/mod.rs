@@ -4,6 +4,7 @@
 //! tables as they are at that moment, so new data (an ingest, a tier move)
 //! is visible to the next query without a restart.
 
+mod customers;
 mod encode;
 mod error;
 mod named;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub named: Vec<crate::query::named::NamedQuery>,
     /// Caps the queries running at once.
     pub queries: Arc<Semaphore>,
+    /// Steward decisions run one at a time.
+    pub decisions: tokio::sync::Mutex<()>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -79,6 +82,12 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/queries/{name}", get(named::get).post(named::post))
         .route("/v1/tables", get(tables::list))
         .route("/v1/tables/{name}", get(tables::show))
+        .route("/v1/customers/merge", post(customers::merge))
+        .route("/v1/customers/{id}/lineage", get(customers::lineage))
+        .route("/v1/customers/{id}/split", post(customers::split))
+        .route("/v1/merge-events/{id}/undo", post(customers::undo))
+        .route("/v1/suspects", get(customers::suspects))
+        .route("/v1/suspects/{group}/{action}", post(customers::group_decision))
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn(track))
         .with_state(state)
@@ -216,6 +225,7 @@ impl Application {
         let state = Arc::new(AppState {
             named,
             queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries.max(1))),
+            decisions: tokio::sync::Mutex::new(()),
             config,
             lake,
             catalog,

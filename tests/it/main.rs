@@ -5,6 +5,7 @@
 mod common;
 mod config;
 mod generate;
+mod identity;
 mod ingest;
 mod server;
 mod sql;

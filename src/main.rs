@@ -4,12 +4,10 @@ use tracing_subscriber::EnvFilter;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("CUSTLAKE_LOG").unwrap_or_else(|_| {
-                // delta-rs warns about a missing merge metric on every MERGE.
-                EnvFilter::new("warn,deltalake_core::operations::merge=error")
-            }),
-        )
+        .with_env_filter(EnvFilter::try_from_env("CUSTLAKE_LOG").unwrap_or_else(|_| {
+            // delta-rs warns about a missing merge metric on every MERGE.
+            EnvFilter::new("warn,deltalake_core::operations::merge=error")
+        }))
         .with_writer(std::io::stderr)
         .init();
     let cli = custlake::cli::Cli::parse();

@@ -171,7 +171,11 @@ fn print_decision(d: &DecisionReport) {
     print_resolve(&d.resolve);
 }
 
-pub(super) async fn resolve(config: &Config, args: &ResolveArgs, progress: bool) -> anyhow::Result<()> {
+pub(super) async fn resolve(
+    config: &Config,
+    args: &ResolveArgs,
+    progress: bool,
+) -> anyhow::Result<()> {
     let lake = Lake::new(config)?;
     let catalog = Catalog::embedded()?;
     let rules = args.rules.load()?;
@@ -184,7 +188,13 @@ pub(super) async fn resolve(config: &Config, args: &ResolveArgs, progress: bool)
     Ok(())
 }
 
-fn steward<'a>(lake: &'a Lake, catalog: &'a Catalog, rules: &'a Rules, a: &StewardArgs, progress: bool) -> Steward<'a> {
+fn steward<'a>(
+    lake: &'a Lake,
+    catalog: &'a Catalog,
+    rules: &'a Rules,
+    a: &StewardArgs,
+    progress: bool,
+) -> Steward<'a> {
     Steward {
         lake,
         catalog,
@@ -195,7 +205,11 @@ fn steward<'a>(lake: &'a Lake, catalog: &'a Catalog, rules: &'a Rules, a: &Stewa
 }
 
 pub(super) async fn merge(config: &Config, args: &MergeArgs, progress: bool) -> anyhow::Result<()> {
-    let (lake, catalog, rules) = (Lake::new(config)?, Catalog::embedded()?, args.steward.rules.load()?);
+    let (lake, catalog, rules) = (
+        Lake::new(config)?,
+        Catalog::embedded()?,
+        args.steward.rules.load()?,
+    );
     let d = steward(&lake, &catalog, &rules, &args.steward, progress)
         .merge(&args.customers, &args.reason)
         .await?;
@@ -204,7 +218,11 @@ pub(super) async fn merge(config: &Config, args: &MergeArgs, progress: bool) -> 
 }
 
 pub(super) async fn split(config: &Config, args: &SplitArgs, progress: bool) -> anyhow::Result<()> {
-    let (lake, catalog, rules) = (Lake::new(config)?, Catalog::embedded()?, args.steward.rules.load()?);
+    let (lake, catalog, rules) = (
+        Lake::new(config)?,
+        Catalog::embedded()?,
+        args.steward.rules.load()?,
+    );
     let d = steward(&lake, &catalog, &rules, &args.steward, progress)
         .split(&args.customer, &args.records, &args.reason)
         .await?;
@@ -213,7 +231,11 @@ pub(super) async fn split(config: &Config, args: &SplitArgs, progress: bool) -> 
 }
 
 pub(super) async fn undo(config: &Config, args: &UndoArgs, progress: bool) -> anyhow::Result<()> {
-    let (lake, catalog, rules) = (Lake::new(config)?, Catalog::embedded()?, args.steward.rules.load()?);
+    let (lake, catalog, rules) = (
+        Lake::new(config)?,
+        Catalog::embedded()?,
+        args.steward.rules.load()?,
+    );
     let d = steward(&lake, &catalog, &rules, &args.steward, progress)
         .undo(&args.event, &args.reason)
         .await?;
@@ -221,7 +243,11 @@ pub(super) async fn undo(config: &Config, args: &UndoArgs, progress: bool) -> an
     Ok(())
 }
 
-pub(super) async fn suspects(config: &Config, cmd: &SuspectsCommand, progress: bool) -> anyhow::Result<()> {
+pub(super) async fn suspects(
+    config: &Config,
+    cmd: &SuspectsCommand,
+    progress: bool,
+) -> anyhow::Result<()> {
     let (lake, catalog) = (Lake::new(config)?, Catalog::embedded()?);
     match cmd {
         SuspectsCommand::List { status, limit } => {
@@ -236,7 +262,16 @@ pub(super) async fn suspects(config: &Config, cmd: &SuspectsCommand, progress: b
             let args = super::sql::SqlArgs::table(sql);
             super::sql::run(config, &args).await
         }
-        SuspectsCommand::Confirm { group, reason, steward: s } | SuspectsCommand::Reject { group, reason, steward: s } => {
+        SuspectsCommand::Confirm {
+            group,
+            reason,
+            steward: s,
+        }
+        | SuspectsCommand::Reject {
+            group,
+            reason,
+            steward: s,
+        } => {
             let rules = s.rules.load()?;
             let confirm = matches!(cmd, SuspectsCommand::Confirm { .. });
             let d = steward(&lake, &catalog, &rules, s, progress)
@@ -266,7 +301,12 @@ pub(super) async fn explain(config: &Config, args: &ExplainArgs) -> anyhow::Resu
     if v["followed"].as_array().is_some_and(|a| a.len() > 1) {
         println!("{} was merged; following: {}", args.customer, v["followed"]);
     }
-    println!("customer {} ({}, {})", s(&v, "customer_id"), s(c, "customer_type"), s(c, "status"));
+    println!(
+        "customer {} ({}, {})",
+        s(&v, "customer_id"),
+        s(c, "customer_type"),
+        s(c, "status")
+    );
     println!("  golden fields (value ← source record):");
     let sources = &c["survivorship"];
     for f in crate::identity::GOLDEN_FIELDS {
@@ -288,7 +328,10 @@ pub(super) async fn explain(config: &Config, args: &ExplainArgs) -> anyhow::Resu
         }
     }
     if let Some(ids) = v["retired_ids"].as_array().filter(|a| !a.is_empty()) {
-        println!("  retired ids merged into it: {}", serde_json::Value::Array(ids.clone()));
+        println!(
+            "  retired ids merged into it: {}",
+            serde_json::Value::Array(ids.clone())
+        );
     }
     for g in v["suspect_groups"].as_array().into_iter().flatten() {
         println!(

@@ -131,8 +131,14 @@ fn chinese_name(a: &str, b: &str) -> f64 {
     if !a.chars().any(is_han) || !b.chars().any(is_han) {
         return strsim::jaro_winkler(&a.to_lowercase(), &b.to_lowercase());
     }
-    let a: Vec<char> = a.chars().filter(|c| !c.is_whitespace() && *c != '·').collect();
-    let b: Vec<char> = b.chars().filter(|c| !c.is_whitespace() && *c != '·').collect();
+    let a: Vec<char> = a
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '·')
+        .collect();
+    let b: Vec<char> = b
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '·')
+        .collect();
     let n = a.len().max(b.len());
     if n == 0 {
         return 0.0;
@@ -208,7 +214,9 @@ mod tests {
     #[test]
     fn organisation_names_ignore_order_and_brackets() {
         let m = Method::OrgName;
-        assert!((m.similarity("华信科技（杭州）有限公司", "杭州华信科技有限公司") - 1.0).abs() < 1e-9);
+        assert!(
+            (m.similarity("华信科技（杭州）有限公司", "杭州华信科技有限公司") - 1.0).abs() < 1e-9
+        );
         assert!(m.similarity("华信科技（杭州）有限公司", "远大物流（成都）有限公司") < 0.6);
     }
 
@@ -218,9 +226,18 @@ mod tests {
         assert_eq!(Method::Date.similarity("1980-05-06", "1980-06-05"), 0.8);
         assert_eq!(Method::Date.similarity("1980-05-06", "1980-05-07"), 0.8);
         assert_eq!(Method::Date.similarity("1980-05-06", "1981-07-06"), 0.0);
-        assert_eq!(Method::Phone.similarity("+8613812345678", "138 1234 5678"), 1.0);
-        assert_eq!(Method::Phone.similarity("+8613812345678", "+8613912345678"), 0.8);
-        assert_eq!(Method::Phone.similarity("+8613812345678", "+8615800000000"), 0.0);
+        assert_eq!(
+            Method::Phone.similarity("+8613812345678", "138 1234 5678"),
+            1.0
+        );
+        assert_eq!(
+            Method::Phone.similarity("+8613812345678", "+8613912345678"),
+            0.8
+        );
+        assert_eq!(
+            Method::Phone.similarity("+8613812345678", "+8615800000000"),
+            0.0
+        );
     }
 
     #[test]

@@ -78,7 +78,9 @@ pub fn dedupe(
         ids.push(id);
         for (f, &c) in at.iter().enumerate() {
             let raw = rec.get(c).unwrap_or("").trim();
-            let v = rules.normalize[f].iter().fold(raw.to_string(), |v, nm| nm.apply(&v));
+            let v = rules.normalize[f]
+                .iter()
+                .fold(raw.to_string(), |v, nm| nm.apply(&v));
             values[f].push((!v.is_empty()).then_some(v));
         }
     }
@@ -114,10 +116,12 @@ pub fn dedupe(
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| io(output, e))?;
     {
         let mut w = csv::Writer::from_writer(std::io::BufWriter::new(tmp.as_file_mut()));
-        w.write_record(["id", "cluster_id"]).map_err(|e| io(output, e))?;
+        w.write_record(["id", "cluster_id"])
+            .map_err(|e| io(output, e))?;
         for id in &ids {
             let c = cluster_of.get(id.as_str()).copied().unwrap_or(id);
-            w.write_record([id.as_str(), c]).map_err(|e| io(output, e))?;
+            w.write_record([id.as_str(), c])
+                .map_err(|e| io(output, e))?;
         }
         w.flush().map_err(|e| io(output, e))?;
     }

@@ -164,10 +164,9 @@ impl UnionFind {
             return Ok(false);
         }
         for (s, &field) in slots.iter().enumerate() {
-            if let (Some(x), Some(y)) = (
-                self.distinct[s][ra as usize],
-                self.distinct[s][rb as usize],
-            ) && data.value(field, x as usize) != data.value(field, y as usize)
+            if let (Some(x), Some(y)) =
+                (self.distinct[s][ra as usize], self.distinct[s][rb as usize])
+                && data.value(field, x as usize) != data.value(field, y as usize)
             {
                 return Err(());
             }
@@ -195,12 +194,16 @@ fn fnv(parts: &[&str]) -> u64 {
 }
 
 fn profile_of(rules: &Rules, data: &Dataset, i: usize) -> Option<u8> {
-    rules.profiles.iter().position(|p| match &p.when {
-        None => true,
-        Some((f, values)) => data
-            .value(*f, i)
-            .is_some_and(|v| values.iter().any(|x| x == v)),
-    }).map(|p| p as u8)
+    rules
+        .profiles
+        .iter()
+        .position(|p| match &p.when {
+            None => true,
+            Some((f, values)) => data
+                .value(*f, i)
+                .is_some_and(|v| values.iter().any(|x| x == v)),
+        })
+        .map(|p| p as u8)
 }
 
 fn valid<'a>(p: &Profile, data: &'a Dataset, field: usize, i: usize) -> Option<&'a str> {
@@ -413,11 +416,7 @@ pub fn resolve(rules: &Rules, data: &Dataset, decisions: &[Decision], threads: u
             });
         }
     }
-    merges.sort_by(|x, y| {
-        y.0.total_cmp(&x.0)
-            .then(x.1.cmp(&y.1))
-            .then(x.2.cmp(&y.2))
-    });
+    merges.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
     for (s, a, b, pi) in merges {
         match uf.union(a, b, data, &slots) {
             Ok(true) => {
@@ -537,7 +536,11 @@ pub fn resolve(rules: &Rules, data: &Dataset, decisions: &[Decision], threads: u
     let suspects = proposals
         .into_iter()
         .filter(|s| cluster[s.a as usize] != cluster[s.b as usize])
-        .filter(|s| !rejected.iter().any(|r| r.contains(&s.a) && r.contains(&s.b)))
+        .filter(|s| {
+            !rejected
+                .iter()
+                .any(|r| r.contains(&s.a) && r.contains(&s.b))
+        })
         .collect();
     Outcome {
         cluster,
@@ -548,7 +551,12 @@ pub fn resolve(rules: &Rules, data: &Dataset, decisions: &[Decision], threads: u
     }
 }
 
-fn score_pairs(rules: &Rules, data: &Dataset, pairs: &[(u32, u32, u8)], threads: usize) -> Vec<f64> {
+fn score_pairs(
+    rules: &Rules,
+    data: &Dataset,
+    pairs: &[(u32, u32, u8)],
+    threads: usize,
+) -> Vec<f64> {
     let go = |chunk: &[(u32, u32, u8)]| -> Vec<f64> {
         chunk
             .iter()
@@ -588,7 +596,11 @@ mod tests {
     const ID_A: &str = "11010519491231002X";
     const ID_B: &str = "110105194912310038";
 
-    fn person(id: &'static str, name: &'static str, phone: &'static str) -> Vec<(&'static str, &'static str)> {
+    fn person(
+        id: &'static str,
+        name: &'static str,
+        phone: &'static str,
+    ) -> Vec<(&'static str, &'static str)> {
         vec![
             ("customer_type", "individual"),
             ("id_number", id),
@@ -610,7 +622,11 @@ mod tests {
         assert_eq!(out.cluster, vec![0, 0, 2]);
         assert!(matches!(out.link[1].why, Why::Strong { .. }));
         assert!(!out.suspects.is_empty());
-        assert!(out.suspects.iter().all(|s| s.b == 2 && out.cluster[s.a as usize] == 0));
+        assert!(
+            out.suspects
+                .iter()
+                .all(|s| s.b == 2 && out.cluster[s.a as usize] == 0)
+        );
     }
 
     #[test]
@@ -647,11 +663,13 @@ mod tests {
         };
         let out = resolve(&rules, &data, &[split, merge], 1);
         assert_eq!(out.cluster, vec![0, 1, 1]);
-        assert!(
-            out.link[1..]
-                .iter()
-                .any(|l| matches!(&l.why, Why::Manual { kind: "manual_merge", .. }))
-        );
+        assert!(out.link[1..].iter().any(|l| matches!(
+            &l.why,
+            Why::Manual {
+                kind: "manual_merge",
+                ..
+            }
+        )));
     }
 
     #[test]

@@ -71,12 +71,19 @@ pub async fn lineage(lake: &Lake, catalog: &Catalog, id: &str) -> Result<Value, 
     let mut path = vec![id.to_string()];
     let mut current = id.to_string();
     let golden = loop {
-        let found = select(&ctx, "customer", col("customer_id").eq(lit(current.clone()))).await?;
+        let found = select(
+            &ctx,
+            "customer",
+            col("customer_id").eq(lit(current.clone())),
+        )
+        .await?;
         let Some(row) = found.into_iter().next() else {
             return Err(IdentityError::NotFound(format!("no customer {current}")));
         };
         match (row.get("status"), row.get("merged_into")) {
-            (Some(Value::String(s)), Some(Value::String(next))) if s == "retired" && path.len() < 64 => {
+            (Some(Value::String(s)), Some(Value::String(next)))
+                if s == "retired" && path.len() < 64 =>
+            {
                 current = next.clone();
                 path.push(current.clone());
             }
@@ -85,7 +92,12 @@ pub async fn lineage(lake: &Lake, catalog: &Catalog, id: &str) -> Result<Value, 
     };
     let mut golden = golden;
     parse_json_fields(&mut golden, &["survivorship"]);
-    let mut records = select(&ctx, "customer_xref", col("customer_id").eq(lit(current.clone()))).await?;
+    let mut records = select(
+        &ctx,
+        "customer_xref",
+        col("customer_id").eq(lit(current.clone())),
+    )
+    .await?;
     for r in &mut records {
         parse_json_fields(r, &["detail"]);
     }
@@ -96,16 +108,30 @@ pub async fn lineage(lake: &Lake, catalog: &Catalog, id: &str) -> Result<Value, 
             r.get("source_id").and_then(Value::as_str).unwrap_or("")
         )
     });
-    let retired = select(&ctx, "customer", col("merged_into").eq(lit(current.clone()))).await?;
+    let retired = select(
+        &ctx,
+        "customer",
+        col("merged_into").eq(lit(current.clone())),
+    )
+    .await?;
     let retired: Vec<Value> = retired
         .iter()
         .filter_map(|r| r.get("customer_id").cloned())
         .collect();
-    let mut suspects = select(&ctx, "suspect_group", col("customer_id").eq(lit(current.clone()))).await?;
+    let mut suspects = select(
+        &ctx,
+        "suspect_group",
+        col("customer_id").eq(lit(current.clone())),
+    )
+    .await?;
     // Whole groups, not only this customer's rows.
     let groups: std::collections::BTreeSet<String> = suspects
         .iter()
-        .filter_map(|r| r.get("group_id").and_then(Value::as_str).map(str::to_string))
+        .filter_map(|r| {
+            r.get("group_id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .collect();
     if !groups.is_empty() {
         let list = groups.iter().map(|g| lit(g.clone())).collect();
@@ -115,21 +141,37 @@ pub async fn lineage(lake: &Lake, catalog: &Catalog, id: &str) -> Result<Value, 
         parse_json_fields(r, &["detail"]);
     }
     let mut involved: Vec<String> = vec![current.clone()];
-    involved.extend(retired.iter().filter_map(|v| v.as_str().map(str::to_string)));
+    involved.extend(
+        retired
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string)),
+    );
     involved.extend(path.iter().cloned());
     let mut events = Vec::new();
     if ctx.table_exist("merge_event").map_err(lake_err)? {
         let all = select(&ctx, "merge_event", lit(true)).await?;
         for mut e in all {
-            let ids = e.get("customer_ids").and_then(Value::as_str).unwrap_or("[]").to_string();
+            let ids = e
+                .get("customer_ids")
+                .and_then(Value::as_str)
+                .unwrap_or("[]")
+                .to_string();
             let surviving = e.get("surviving_id").and_then(Value::as_str).unwrap_or("");
-            if involved.iter().any(|i| ids.contains(&format!("\"{i}\"")) || surviving == i) {
+            if involved
+                .iter()
+                .any(|i| ids.contains(&format!("\"{i}\"")) || surviving == i)
+            {
                 parse_json_fields(&mut e, &["customer_ids", "records"]);
                 events.push(Value::Object(e));
             }
         }
     }
-    events.sort_by_key(|e| e.get("event_id").and_then(Value::as_str).unwrap_or("").to_string());
+    events.sort_by_key(|e| {
+        e.get("event_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    });
     Ok(json!({
         "requested_id": id,
         "customer_id": current,

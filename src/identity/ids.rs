@@ -132,13 +132,24 @@ mod tests {
     #[test]
     fn merge_keeps_the_older_id_and_split_keeps_the_larger_part() {
         let k = known(&[("CU0000000001", 5, true), ("CU0000000002", 1, true)]);
-        let old = [Some("CU0000000001"), Some("CU0000000002"), Some("CU0000000002")];
+        let old = [
+            Some("CU0000000001"),
+            Some("CU0000000002"),
+            Some("CU0000000002"),
+        ];
         let mut next = 3;
         let a = assign(&[vec![0, 1, 2]], &old, &HashMap::new(), &k, &mut next);
         assert_eq!(a.ids, vec!["CU0000000002"]);
-        assert_eq!(a.retired, vec![("CU0000000001".into(), "CU0000000002".into())]);
+        assert_eq!(
+            a.retired,
+            vec![("CU0000000001".into(), "CU0000000002".into())]
+        );
 
-        let old = [Some("CU0000000002"), Some("CU0000000002"), Some("CU0000000002")];
+        let old = [
+            Some("CU0000000002"),
+            Some("CU0000000002"),
+            Some("CU0000000002"),
+        ];
         let a = assign(&[vec![0], vec![1, 2]], &old, &HashMap::new(), &k, &mut next);
         assert_eq!(a.ids, vec!["CU0000000003", "CU0000000002"]);
         assert_eq!(next, 4);

@@ -341,7 +341,11 @@ impl Steward<'_> {
             let s = cast(b.column(0), &DataType::Utf8).map_err(lake_err)?;
             let i = cast(b.column(1), &DataType::Utf8).map_err(lake_err)?;
             let c = cast(b.column(2), &DataType::Utf8).map_err(lake_err)?;
-            let (s, i, c) = (s.as_string::<i32>(), i.as_string::<i32>(), c.as_string::<i32>());
+            let (s, i, c) = (
+                s.as_string::<i32>(),
+                i.as_string::<i32>(),
+                c.as_string::<i32>(),
+            );
             for r in 0..b.num_rows() {
                 out.push((
                     format!("{}:{}", s.value(r), i.value(r)),
@@ -394,7 +398,13 @@ impl Steward<'_> {
         })
     }
 
-    fn event(&self, kind: &str, ids: Vec<String>, records: Vec<(String, Option<String>)>, reason: String) -> Event {
+    fn event(
+        &self,
+        kind: &str,
+        ids: Vec<String>,
+        records: Vec<(String, Option<String>)>,
+        reason: String,
+    ) -> Event {
         Event {
             event_id: String::new(),
             event_type: kind.into(),
@@ -409,7 +419,11 @@ impl Steward<'_> {
     }
 
     /// Merge customers into one (the oldest id survives).
-    pub async fn merge(&self, customers: &[String], reason: &str) -> Result<DecisionReport, IdentityError> {
+    pub async fn merge(
+        &self,
+        customers: &[String],
+        reason: &str,
+    ) -> Result<DecisionReport, IdentityError> {
         let reason = Self::reason(reason)?;
         let st = self.state().await?;
         let mut ids = BTreeSet::new();
@@ -448,7 +462,9 @@ impl Steward<'_> {
             moved.push((r.clone(), Some(id.clone())));
         }
         if moved.is_empty() {
-            return Err(IdentityError::Invalid("name at least one record to split off".into()));
+            return Err(IdentityError::Invalid(
+                "name at least one record to split off".into(),
+            ));
         }
         if moved.len() >= have.len() {
             return Err(IdentityError::Invalid(format!(
@@ -490,7 +506,11 @@ impl Steward<'_> {
         self.record(&st, e, None, Some(target)).await
     }
 
-    async fn group_of_event(&self, st: &State, event: &str) -> Result<Option<String>, IdentityError> {
+    async fn group_of_event(
+        &self,
+        st: &State,
+        event: &str,
+    ) -> Result<Option<String>, IdentityError> {
         let df = st
             .ctx
             .table("merge_event")
@@ -584,7 +604,14 @@ impl Steward<'_> {
         let mut e = event;
         e.event_id = format_event(next_event_number(&st.events));
         let ctx = crate::query::write_context();
-        write_events(self.lake, self.catalog, &ctx, std::slice::from_ref(&e), Some(group)).await?;
+        write_events(
+            self.lake,
+            self.catalog,
+            &ctx,
+            std::slice::from_ref(&e),
+            Some(group),
+        )
+        .await?;
         self.set_group_status(
             group,
             if confirm { "confirmed" } else { "rejected" },
@@ -607,4 +634,3 @@ impl Steward<'_> {
         })
     }
 }
-

@@ -522,7 +522,10 @@ mod tests {
         assert!(r.profiles.len() >= 2);
         assert!(r.field_index("id_number").is_some());
         let ind = &r.profiles[0];
-        assert!(ind.merge_at.is_none(), "individuals merge on strong rules only");
+        assert!(
+            ind.merge_at.is_none(),
+            "individuals merge on strong rules only"
+        );
     }
 
     #[test]
@@ -541,7 +544,9 @@ else = 0.0
 "#;
         let e = Rules::parse(bad, "f.toml").unwrap_err().to_string();
         assert!(e.contains("a:soundex") && e.contains("f.toml"), "{e}");
-        let bad = bad.replace("a:soundex", "a").replace("\"exact\"", "\"fuzzy\"");
+        let bad = bad
+            .replace("a:soundex", "a")
+            .replace("\"exact\"", "\"fuzzy\"");
         let e = Rules::parse(&bad, "f.toml").unwrap_err().to_string();
         assert!(e.contains("fuzzy"), "{e}");
     }

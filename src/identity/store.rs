@@ -11,19 +11,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{
-    Array, AsArray, RecordBatch, StringArray,
-};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
 use datafusion::prelude::SessionContext;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use super::IdentityError;
 use super::engine::{self, Dataset, Decision, StrColumn, Why};
 use super::ids::{self, Known};
 use super::rules::Rules;
-use super::IdentityError;
 use crate::ingest::transform::{BatchBuilder, Cell};
 use crate::lake::Lake;
 use crate::schema::Catalog;
@@ -106,7 +104,10 @@ pub(crate) async fn register(
     Ok(found)
 }
 
-pub(crate) async fn collect(ctx: &SessionContext, sql: &str) -> Result<Option<RecordBatch>, IdentityError> {
+pub(crate) async fn collect(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<Option<RecordBatch>, IdentityError> {
     let df = ctx.sql(sql).await.map_err(|e| err("query", e))?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     let batches = df.collect().await.map_err(|e| err("query", e))?;
@@ -130,10 +131,13 @@ fn micros(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, IdentityE
     let col = batch
         .column_by_name(name)
         .ok_or_else(|| err("read", format!("column {name} is missing")))?;
-    let c = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(|e| err(name, e))?;
+    let c =
+        cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None)).map_err(|e| err(name, e))?;
     let c = cast(&c, &DataType::Int64).map_err(|e| err(name, e))?;
     let a = c.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-    Ok((0..a.len()).map(|i| a.is_valid(i).then(|| a.value(i))).collect())
+    Ok((0..a.len())
+        .map(|i| a.is_valid(i).then(|| a.value(i)))
+        .collect())
 }
 
 fn opt(a: &StringArray, i: usize) -> Option<&str> {
@@ -263,7 +267,10 @@ fn parse_records(s: Option<&str>) -> Vec<(String, Option<String>)> {
         .unwrap_or_default()
 }
 
-pub(crate) async fn load_events(ctx: &SessionContext, have: bool) -> Result<Vec<Event>, IdentityError> {
+pub(crate) async fn load_events(
+    ctx: &SessionContext,
+    have: bool,
+) -> Result<Vec<Event>, IdentityError> {
     if !have {
         return Ok(Vec::new());
     }
@@ -352,12 +359,20 @@ fn decisions(events: &[Event]) -> (Vec<Decision>, HashMap<String, String>) {
     (out, hints)
 }
 
-pub(crate) async fn load_known(ctx: &SessionContext, have: bool) -> Result<HashMap<String, (Known, Option<String>)>, IdentityError> {
+pub(crate) async fn load_known(
+    ctx: &SessionContext,
+    have: bool,
+) -> Result<HashMap<String, (Known, Option<String>)>, IdentityError> {
     let mut out = HashMap::new();
     if !have {
         return Ok(out);
     }
-    if let Some(b) = collect(ctx, "SELECT customer_id, created_at, status, fingerprint FROM customer").await? {
+    if let Some(b) = collect(
+        ctx,
+        "SELECT customer_id, created_at, status, fingerprint FROM customer",
+    )
+    .await?
+    {
         let id = utf8(&b, "customer_id")?;
         let status = utf8(&b, "status")?;
         let fp = utf8(&b, "fingerprint")?;
@@ -391,14 +406,22 @@ fn why_rule(rules: &Rules, why: &Why) -> String {
 }
 
 /// Per-field similarities of a pair as JSON, and the pair's score.
-pub(crate) fn explain_pair(rules: &Rules, data: &Dataset, profile: usize, a: usize, b: usize) -> (f64, String) {
+pub(crate) fn explain_pair(
+    rules: &Rules,
+    data: &Dataset,
+    profile: usize,
+    a: usize,
+    b: usize,
+) -> (f64, String) {
     let p = &rules.profiles[profile];
     let (score, sims) = engine::score(p, data, a, b);
     let mut m = serde_json::Map::new();
     for (c, s) in p.compare.iter().zip(sims) {
         m.insert(
             rules.fields[c.field].clone(),
-            s.map_or(serde_json::Value::Null, |s| json!((s * 1000.0).round() / 1000.0)),
+            s.map_or(serde_json::Value::Null, |s| {
+                json!((s * 1000.0).round() / 1000.0)
+            }),
         );
     }
     (score, serde_json::Value::Object(m).to_string())
@@ -433,7 +456,13 @@ pub async fn resolve(
         &ctx,
         lake,
         catalog,
-        &["source_customer", "customer_xref", "customer", "merge_event", "suspect_group"],
+        &[
+            "source_customer",
+            "customer_xref",
+            "customer",
+            "merge_event",
+            "suspect_group",
+        ],
     )
     .await?;
     let has = |t: &str| have.iter().any(|h| h == t);
@@ -491,8 +520,10 @@ pub async fn resolve(
         .iter()
         .filter_map(|(k, v)| index.get(k.as_str()).map(|i| (*i, v.clone())))
         .collect();
-    let known_ids: HashMap<String, Known> =
-        known.iter().map(|(k, (v, _))| (k.clone(), v.clone())).collect();
+    let known_ids: HashMap<String, Known> = known
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
     let mut next = known
         .keys()
         .map(String::as_str)
@@ -661,7 +692,9 @@ fn explain_all(
     partners: &[(Option<u32>, Option<u8>)],
     threads: usize,
 ) -> Vec<(f64, Option<String>)> {
-    let one = |(&i, &(partner, profile)): (&usize, &(Option<u32>, Option<u8>))| match (partner, profile) {
+    let one = |(&i, &(partner, profile)): (&usize, &(Option<u32>, Option<u8>))| match (
+        partner, profile,
+    ) {
         (Some(p), Some(pr)) => {
             let (sc, d) = explain_pair(rules, data, pr as usize, i, p as usize);
             (sc, Some(d))

@@ -34,7 +34,8 @@ pub(crate) async fn load(ctx: &SessionContext, have: bool) -> Result<Vec<Member>
     if !have {
         return Ok(Vec::new());
     }
-    let Some(b) = collect(ctx, "SELECT * FROM suspect_group ORDER BY group_id, member").await? else {
+    let Some(b) = collect(ctx, "SELECT * FROM suspect_group ORDER BY group_id, member").await?
+    else {
         return Ok(Vec::new());
     };
     Ok(from_batch(&b))
@@ -73,14 +74,18 @@ pub(crate) fn from_batch(b: &RecordBatch) -> Vec<Member> {
         .column_by_name("score")
         .and_then(|c| cast(c, &DataType::Float64).ok())
         .map(|c| c.as_primitive::<Float64Type>().clone());
-    let o = |a: &datafusion::arrow::array::StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+    let o = |a: &datafusion::arrow::array::StringArray, i: usize| {
+        a.is_valid(i).then(|| a.value(i).to_string())
+    };
     (0..b.num_rows())
         .map(|i| Member {
             group_id: g.value(i).to_string(),
             member: m.value(i).to_string(),
             customer_id: o(&c, i),
             rule: r.value(i).to_string(),
-            score: score.as_ref().and_then(|a| a.is_valid(i).then(|| a.value(i))),
+            score: score
+                .as_ref()
+                .and_then(|a| a.is_valid(i).then(|| a.value(i))),
             detail: o(&d, i),
             status: st.value(i).to_string(),
             created_at: ca.value(i),
@@ -138,7 +143,11 @@ pub(crate) fn groups(
         .iter()
         .map(|m| (m.group_id.as_str(), m.created_at))
         .collect();
-    let mut out: Vec<Member> = before.iter().filter(|m| m.status != "open").cloned().collect();
+    let mut out: Vec<Member> = before
+        .iter()
+        .filter(|m| m.status != "open")
+        .cloned()
+        .collect();
     for edges in comps.values() {
         // Each member's best pair.
         let mut best: BTreeMap<u32, (f64, u32, usize)> = BTreeMap::new();
@@ -151,7 +160,10 @@ pub(crate) fn groups(
                 }
             }
         }
-        let keys: BTreeSet<&str> = best.keys().map(|&r| data.keys[r as usize].as_str()).collect();
+        let keys: BTreeSet<&str> = best
+            .keys()
+            .map(|&r| data.keys[r as usize].as_str())
+            .collect();
         let mut h = Sha256::new();
         for k in &keys {
             h.update(k.as_bytes());
@@ -237,10 +249,16 @@ pub(crate) async fn write(
 }
 
 /// Register `suspect_group` in `ctx`; false when it does not exist yet.
-pub async fn register(ctx: &SessionContext, lake: &Lake, catalog: &Catalog) -> Result<bool, IdentityError> {
-    Ok(!super::store::register(ctx, lake, catalog, &["suspect_group"])
-        .await?
-        .is_empty())
+pub async fn register(
+    ctx: &SessionContext,
+    lake: &Lake,
+    catalog: &Catalog,
+) -> Result<bool, IdentityError> {
+    Ok(
+        !super::store::register(ctx, lake, catalog, &["suspect_group"])
+            .await?
+            .is_empty(),
+    )
 }
 
 /// Every member row, ordered by group and member.

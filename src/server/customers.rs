@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{SharedState, json_response};
 use super::error::{ApiError, codes};
+use super::{SharedState, json_response};
 use crate::identity::{IdentityError, Rules, Steward};
 
 /// The principal every request runs under until access control lands.
@@ -100,13 +100,23 @@ async fn decide(state: &SharedState, action: Action, reason: &str) -> Response {
         Action::Group(group, confirm) => s.decide_group(group, *confirm, reason).await,
     };
     match result {
-        Ok(r) => json_response(StatusCode::OK, &serde_json::to_value(&r).unwrap_or_default()),
+        Ok(r) => json_response(
+            StatusCode::OK,
+            &serde_json::to_value(&r).unwrap_or_default(),
+        ),
         Err(e) => identity_error(e).into_response(),
     }
 }
 
-pub(crate) async fn merge(State(state): State<SharedState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let req: MergeRequest = match parse(&state, body, "{\"customers\": [id, id, ...], \"reason\": ...}") {
+pub(crate) async fn merge(
+    State(state): State<SharedState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let req: MergeRequest = match parse(
+        &state,
+        body,
+        "{\"customers\": [id, id, ...], \"reason\": ...}",
+    ) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -118,7 +128,11 @@ pub(crate) async fn split(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let req: SplitRequest = match parse(&state, body, "{\"records\": [\"system:source_id\", ...], \"reason\": ...}") {
+    let req: SplitRequest = match parse(
+        &state,
+        body,
+        "{\"records\": [\"system:source_id\", ...], \"reason\": ...}",
+    ) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -165,7 +179,10 @@ pub(crate) struct SuspectQuery {
     limit: Option<usize>,
 }
 
-pub(crate) async fn suspects(State(state): State<SharedState>, Query(q): Query<SuspectQuery>) -> Response {
+pub(crate) async fn suspects(
+    State(state): State<SharedState>,
+    Query(q): Query<SuspectQuery>,
+) -> Response {
     let status = q.status.unwrap_or_else(|| "open".into());
     if !["open", "confirmed", "rejected"].contains(&status.as_str()) {
         return ApiError::bad_request(
@@ -187,7 +204,8 @@ pub(crate) async fn suspects(State(state): State<SharedState>, Query(q): Query<S
     };
     let mut groups: Vec<serde_json::Value> = Vec::new();
     let mut current: Option<(String, Vec<serde_json::Value>, f64, String)> = None;
-    let flush = |c: Option<(String, Vec<serde_json::Value>, f64, String)>, out: &mut Vec<serde_json::Value>| {
+    let flush = |c: Option<(String, Vec<serde_json::Value>, f64, String)>,
+                 out: &mut Vec<serde_json::Value>| {
         if let Some((g, members, score, rule)) = c {
             out.push(serde_json::json!({"group_id": g, "rule": rule, "score": score, "members": members}));
         }
@@ -213,5 +231,8 @@ pub(crate) async fn suspects(State(state): State<SharedState>, Query(q): Query<S
     }
     flush(current, &mut groups);
     groups.truncate(limit);
-    json_response(StatusCode::OK, &serde_json::json!({"status": status, "groups": groups}))
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({"status": status, "groups": groups}),
+    )
 }

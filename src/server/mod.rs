@@ -87,7 +87,10 @@ pub fn router(state: SharedState) -> Router {
         .route("/v1/customers/{id}/split", post(customers::split))
         .route("/v1/merge-events/{id}/undo", post(customers::undo))
         .route("/v1/suspects", get(customers::suspects))
-        .route("/v1/suspects/{group}/{action}", post(customers::group_decision))
+        .route(
+            "/v1/suspects/{group}/{action}",
+            post(customers::group_decision),
+        )
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn(track))
         .with_state(state)

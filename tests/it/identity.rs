@@ -49,22 +49,41 @@ fn resolution_matches_the_ground_truth_and_ids_are_stable() {
     for (r, c) in &before {
         entities.entry(c).or_default().insert(truth[r].as_str());
     }
-    assert!(entities.values().all(|e| e.len() == 1), "an automatic merge mixed two entities");
+    assert!(
+        entities.values().all(|e| e.len() == 1),
+        "an automatic merge mixed two entities"
+    );
     // Recall: every entity's records are one customer, or customers joined
     // by an open suspect group.
-    let mut joined: HashMap<String, String> = before.values().map(|c| (c.clone(), c.clone())).collect();
-    for row in query(d, "SELECT group_id, customer_id FROM suspect_group WHERE status = 'open' ORDER BY 1, 2") {
+    let mut joined: HashMap<String, String> =
+        before.values().map(|c| (c.clone(), c.clone())).collect();
+    for row in query(
+        d,
+        "SELECT group_id, customer_id FROM suspect_group WHERE status = 'open' ORDER BY 1, 2",
+    ) {
         let (g, c) = row.split_once(',').unwrap();
-        let root = joined.entry(format!("group:{g}")).or_insert_with(|| c.to_string()).clone();
+        let root = joined
+            .entry(format!("group:{g}"))
+            .or_insert_with(|| c.to_string())
+            .clone();
         joined.insert(c.to_string(), root);
     }
     let mut per_entity: HashMap<&str, BTreeSet<String>> = HashMap::new();
     for (r, c) in &before {
-        per_entity.entry(truth[r].as_str()).or_default().insert(joined[c].clone());
+        per_entity
+            .entry(truth[r].as_str())
+            .or_default()
+            .insert(joined[c].clone());
     }
-    assert!(per_entity.values().all(|c| c.len() == 1), "a true duplicate was neither merged nor proposed");
+    assert!(
+        per_entity.values().all(|c| c.len() == 1),
+        "a true duplicate was neither merged nor proposed"
+    );
     // Survivorship is recorded per field.
-    let sv = query(d, "SELECT survivorship FROM customer WHERE customer_type = 'individual' LIMIT 1");
+    let sv = query(
+        d,
+        "SELECT survivorship FROM customer WHERE customer_type = 'individual' LIMIT 1",
+    );
     assert!(sv[0].contains("id_number") && sv[0].contains(':'), "{sv:?}");
 
     // Unchanged input: same ids, nothing written.
@@ -77,7 +96,17 @@ fn resolution_matches_the_ground_truth_and_ids_are_stable() {
     let bigger = d.join("bigger");
     ok(
         d,
-        &["generate", "--customers", "450", "--seed", "21", "--as-of", "2026-06-30", "--out", bigger.to_str().unwrap()],
+        &[
+            "generate",
+            "--customers",
+            "450",
+            "--seed",
+            "21",
+            "--as-of",
+            "2026-06-30",
+            "--out",
+            bigger.to_str().unwrap(),
+        ],
     );
     ok(d, &["ingest", "--from", bigger.to_str().unwrap()]);
     ok(d, &["resolve"]);
@@ -88,7 +117,10 @@ fn resolution_matches_the_ground_truth_and_ids_are_stable() {
     }
     let new: Vec<&String> = after.keys().filter(|r| !before.contains_key(*r)).collect();
     assert!(!new.is_empty());
-    assert!(new.iter().all(|r| after[*r] > max_before), "new records reused an old id");
+    assert!(
+        new.iter().all(|r| after[*r] > max_before),
+        "new records reused an old id"
+    );
 }
 
 #[test]
@@ -104,47 +136,122 @@ fn steward_decisions_are_recorded_survive_reruns_and_can_be_undone() {
         "SELECT DISTINCT customer_id FROM customer_policy ORDER BY customer_id LIMIT 2",
     );
     let (a, b) = (ids[0].clone(), ids[1].clone());
-    let b_policies = count(d, &format!("SELECT count(*) FROM customer_policy WHERE customer_id = '{b}'"));
+    let b_policies = count(
+        d,
+        &format!("SELECT count(*) FROM customer_policy WHERE customer_id = '{b}'"),
+    );
     assert!(b_policies > 0);
 
     assert!(fails(d, &["merge", "--customers", &a, &b, "--reason", " "]).contains("reason"));
-    ok(d, &["merge", "--customers", &a, &b, "--reason", "same company", "--actor", "alice"]);
+    ok(
+        d,
+        &[
+            "merge",
+            "--customers",
+            &a,
+            &b,
+            "--reason",
+            "same company",
+            "--actor",
+            "alice",
+        ],
+    );
     // The older id survives; the other points to it; facts follow.
     assert_eq!(
-        query(d, &format!("SELECT status, merged_into FROM customer WHERE customer_id = '{b}'")),
+        query(
+            d,
+            &format!("SELECT status, merged_into FROM customer WHERE customer_id = '{b}'")
+        ),
         vec![format!("retired,{a}")]
     );
-    assert_eq!(count(d, &format!("SELECT count(*) FROM customer_policy WHERE customer_id = '{b}'")), 0);
-    assert!(count(d, &format!("SELECT count(*) FROM customer_policy WHERE customer_id = '{a}'")) >= b_policies);
+    assert_eq!(
+        count(
+            d,
+            &format!("SELECT count(*) FROM customer_policy WHERE customer_id = '{b}'")
+        ),
+        0
+    );
+    assert!(
+        count(
+            d,
+            &format!("SELECT count(*) FROM customer_policy WHERE customer_id = '{a}'")
+        ) >= b_policies
+    );
     let explained = ok(d, &["explain", "--customer", &b]);
-    assert!(explained.contains(&format!("customer {a}")) && explained.contains("merge by alice"), "{explained}");
+    assert!(
+        explained.contains(&format!("customer {a}")) && explained.contains("merge by alice"),
+        "{explained}"
+    );
     assert!(fails(d, &["merge", "--customers", &a, &b, "--reason", "again"]).contains("already"));
 
     // A later automatic run keeps the manual decision.
     ok(d, &["resolve"]);
-    assert_eq!(count(d, &format!("SELECT count(*) FROM customer_xref WHERE customer_id = '{b}'")), 0);
+    assert_eq!(
+        count(
+            d,
+            &format!("SELECT count(*) FROM customer_xref WHERE customer_id = '{b}'")
+        ),
+        0
+    );
 
     // Undo restores both customers with their ids.
-    let event = query(d, "SELECT event_id FROM merge_event WHERE event_type = 'merge'")[0].clone();
+    let event = query(
+        d,
+        "SELECT event_id FROM merge_event WHERE event_type = 'merge'",
+    )[0]
+    .clone();
     ok(d, &["undo", "--event", &event, "--reason", "wrong pair"]);
-    assert_eq!(count(d, &format!("SELECT count(*) FROM customer_policy WHERE customer_id = '{b}'")), b_policies);
+    assert_eq!(
+        count(
+            d,
+            &format!("SELECT count(*) FROM customer_policy WHERE customer_id = '{b}'")
+        ),
+        b_policies
+    );
     assert!(fails(d, &["undo", "--event", &event, "--reason", "twice"]).contains("already undone"));
 
     // Split: the moved record gets a new id; the rest keep theirs.
     let records = query(
         d,
-        &format!("SELECT source_system || ':' || source_id FROM customer_xref WHERE customer_id = '{a}' ORDER BY 1"),
+        &format!(
+            "SELECT source_system || ':' || source_id FROM customer_xref WHERE customer_id = '{a}' ORDER BY 1"
+        ),
     );
     if records.len() > 1 {
         let moved = records.last().unwrap().clone();
-        ok(d, &["split", "--customer", &a, "--records", &moved, "--reason", "different person"]);
+        ok(
+            d,
+            &[
+                "split",
+                "--customer",
+                &a,
+                "--records",
+                &moved,
+                "--reason",
+                "different person",
+            ],
+        );
         let now = links(d);
         assert_ne!(now[&moved], a);
         assert!(records[..records.len() - 1].iter().all(|r| now[r] == a));
         ok(d, &["resolve"]);
         assert_eq!(links(d), now, "the split survives an automatic run");
     }
-    assert!(fails(d, &["split", "--customer", &a, "--records", "core:nope", "--reason", "x"]).contains("core:nope"));
+    assert!(
+        fails(
+            d,
+            &[
+                "split",
+                "--customer",
+                &a,
+                "--records",
+                "core:nope",
+                "--reason",
+                "x"
+            ]
+        )
+        .contains("core:nope")
+    );
     let ledger = count(d, "SELECT count(*) FROM merge_event WHERE actor <> 'auto'");
     assert!(ledger >= 2);
 }
@@ -190,17 +297,76 @@ else = -1.0
         "pid,name,phone\n9,Ann Lee,138 0000 0001\n3,ann lee ,+8613800000001\n5,Bob Li,13900000002\n7,Anne Lee,13800000001\n",
     )
     .unwrap();
-    ok(d, &["dedupe", "--rules", "rules.toml", "--input", "in.csv", "--id-column", "pid", "--output", "out.csv"]);
+    ok(
+        d,
+        &[
+            "dedupe",
+            "--rules",
+            "rules.toml",
+            "--input",
+            "in.csv",
+            "--id-column",
+            "pid",
+            "--output",
+            "out.csv",
+        ],
+    );
     let out = std::fs::read_to_string(d.join("out.csv")).unwrap();
     assert_eq!(out, "id,cluster_id\n9,3\n3,3\n5,5\n7,3\n");
 
-    let e = fails(d, &["dedupe", "--rules", "rules.toml", "--input", "in.csv", "--id-column", "id", "--output", "o.csv"]);
+    let e = fails(
+        d,
+        &[
+            "dedupe",
+            "--rules",
+            "rules.toml",
+            "--input",
+            "in.csv",
+            "--id-column",
+            "id",
+            "--output",
+            "o.csv",
+        ],
+    );
     assert!(e.contains("no column \"id\""), "{e}");
     std::fs::write(d.join("dup.csv"), "pid,name,phone\n1,a,1\n1,b,2\n").unwrap();
-    let e = fails(d, &["dedupe", "--rules", "rules.toml", "--input", "dup.csv", "--id-column", "pid", "--output", "o.csv"]);
+    let e = fails(
+        d,
+        &[
+            "dedupe",
+            "--rules",
+            "rules.toml",
+            "--input",
+            "dup.csv",
+            "--id-column",
+            "pid",
+            "--output",
+            "o.csv",
+        ],
+    );
     assert!(e.contains("line 3") && e.contains("unique"), "{e}");
     assert!(!d.join("o.csv").exists(), "no partial output");
-    std::fs::write(d.join("bad.toml"), "[[profile]]\nname = \"p\"\nreview_at = 1.0\n").unwrap();
-    let e = fails(d, &["dedupe", "--rules", "bad.toml", "--input", "in.csv", "--id-column", "pid", "--output", "o.csv"]);
-    assert!(e.contains("bad.toml") && e.contains("nothing could ever match"), "{e}");
+    std::fs::write(
+        d.join("bad.toml"),
+        "[[profile]]\nname = \"p\"\nreview_at = 1.0\n",
+    )
+    .unwrap();
+    let e = fails(
+        d,
+        &[
+            "dedupe",
+            "--rules",
+            "bad.toml",
+            "--input",
+            "in.csv",
+            "--id-column",
+            "pid",
+            "--output",
+            "o.csv",
+        ],
+    );
+    assert!(
+        e.contains("bad.toml") && e.contains("nothing could ever match"),
+        "{e}"
+    );
 }

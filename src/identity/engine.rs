@@ -269,8 +269,8 @@ pub fn resolve(rules: &Rules, data: &Dataset, decisions: &[Decision], threads: u
         parent: (0..n as u32).collect(),
         distinct: vec![vec![None; n]; slots.len()],
     };
-    for i in 0..n {
-        if let Some(p) = profile[i] {
+    for (i, prof) in profile.iter().enumerate() {
+        if let Some(p) = *prof {
             let p = &rules.profiles[p as usize];
             for (s, &field) in slots.iter().enumerate() {
                 if p.distinct.contains(&field) && valid(p, data, field, i).is_some() {
@@ -356,8 +356,8 @@ pub fn resolve(rules: &Rules, data: &Dataset, decisions: &[Decision], threads: u
             let mut blocks: HashMap<u64, Vec<u32>> = HashMap::new();
             let mut key = String::new();
             let mut parts: Vec<String> = Vec::new();
-            'rec: for i in 0..n {
-                if profile[i] != Some(pi as u8) {
+            'rec: for (i, prof) in profile.iter().enumerate() {
+                if *prof != Some(pi as u8) {
                     continue;
                 }
                 parts.clear();

@@ -377,12 +377,12 @@ pub(crate) async fn load_known(
         let status = utf8(&b, "status")?;
         let fp = utf8(&b, "fingerprint")?;
         let created = micros(&b, "created_at")?;
-        for i in 0..b.num_rows() {
+        for (i, created) in created.iter().enumerate() {
             out.insert(
                 id.value(i).to_string(),
                 (
                     Known {
-                        created_at: created[i].unwrap_or(0),
+                        created_at: created.unwrap_or(0),
                         active: status.value(i) == "active",
                     },
                     opt(&fp, i).map(str::to_string),
@@ -632,8 +632,8 @@ pub async fn resolve(
     bar.set_message("writing");
     let mut retire_events = Vec::new();
     if matches!(trigger, Trigger::Auto) && !assignment.retired.is_empty() {
-        let mut seq = super::next_event_number(&events);
-        for (gone, into) in &assignment.retired {
+        let first = super::next_event_number(&events);
+        for (seq, (gone, into)) in (first..).zip(&assignment.retired) {
             let records: Vec<(String, Option<String>)> = (0..n)
                 .filter(|&i| assignment.ids[cluster_of[i] as usize] == *into)
                 .map(|i| (loaded.data.keys[i].clone(), old[i].map(str::to_string)))
@@ -649,7 +649,6 @@ pub async fn resolve(
                 at: now,
                 undone_by: None,
             });
-            seq += 1;
         }
     }
     let write_ctx = crate::query::write_context();

@@ -110,6 +110,18 @@ pub struct Link {
     pub partner: Option<u32>,
 }
 
+impl Link {
+    fn manual(event: &str, kind: &'static str) -> Self {
+        Self {
+            why: Why::Manual {
+                event: event.to_string(),
+                kind,
+            },
+            partner: None,
+        }
+    }
+}
+
 /// A pair of records in different clusters whose similarity reached the
 /// profile's `review_at`.
 #[derive(Debug, Clone)]
@@ -478,13 +490,7 @@ pub fn resolve(rules: &Rules, data: &Dataset, decisions: &[Decision], threads: u
                     for &l in &labels[1..] {
                         for m in members.remove(&l).unwrap_or_default() {
                             label[m as usize] = target;
-                            link[m as usize] = Link {
-                                why: Why::Manual {
-                                    event: event.clone(),
-                                    kind: "manual_merge",
-                                },
-                                partner: None,
-                            };
+                            link[m as usize] = Link::manual(event, "manual_merge");
                             members.entry(target).or_default().push(m);
                         }
                     }
@@ -505,13 +511,7 @@ pub fn resolve(rules: &Rules, data: &Dataset, decisions: &[Decision], threads: u
                             v.retain(|&m| m != i);
                         }
                         label[i as usize] = fresh;
-                        link[i as usize] = Link {
-                            why: Why::Manual {
-                                event: event.clone(),
-                                kind: "manual_split",
-                            },
-                            partner: None,
-                        };
+                        link[i as usize] = Link::manual(event, "manual_split");
                         members.entry(fresh).or_default().push(i);
                     }
                 }

@@ -367,11 +367,13 @@ impl Steward<'_> {
         Ok(r.to_string())
     }
 
+    /// Write the decision to the ledger (with the event it undoes, in the
+    /// same commit), mark the suspect group it decides, then resolve.
     async fn record(
         &self,
         st: &State,
         mut event: Event,
-        group: Option<&str>,
+        group: Option<(&str, &str)>,
         also: Option<Event>,
     ) -> Result<DecisionReport, IdentityError> {
         event.event_id = format_event(next_event_number(&st.events));
@@ -381,7 +383,10 @@ impl Steward<'_> {
             target.undone_by = Some(event.event_id.clone());
             rows.push(target);
         }
-        write_events(self.lake, self.catalog, &ctx, &rows, group).await?;
+        write_events(self.lake, self.catalog, &ctx, &rows, group.map(|g| g.0)).await?;
+        if let Some((g, status)) = group {
+            self.set_group_status(g, status, Some(&self.actor)).await?;
+        }
         let report = resolve(
             self.lake,
             self.catalog,
@@ -601,36 +606,7 @@ impl Steward<'_> {
                 .collect();
             self.event("reject", ids, records, reason)
         };
-        let mut e = event;
-        e.event_id = format_event(next_event_number(&st.events));
-        let ctx = crate::query::write_context();
-        write_events(
-            self.lake,
-            self.catalog,
-            &ctx,
-            std::slice::from_ref(&e),
-            Some(group),
-        )
-        .await?;
-        self.set_group_status(
-            group,
-            if confirm { "confirmed" } else { "rejected" },
-            Some(&self.actor),
-        )
-        .await?;
-        let report = resolve(
-            self.lake,
-            self.catalog,
-            self.rules,
-            Trigger::Decision(e.event_id.clone()),
-            self.progress,
-        )
-        .await?;
-        Ok(DecisionReport {
-            event_id: e.event_id,
-            event_type: e.event_type,
-            customer_ids: e.customer_ids,
-            resolve: report,
-        })
+        let status = if confirm { "confirmed" } else { "rejected" };
+        self.record(&st, event, Some((group, status)), None).await
     }
 }

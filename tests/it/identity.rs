@@ -86,6 +86,43 @@ fn resolution_matches_the_ground_truth_and_ids_are_stable() {
     );
     assert!(sv[0].contains("id_number") && sv[0].contains(':'), "{sv:?}");
 
+    // A suspect group: reject (not proposed again), undo, then confirm (merged).
+    let groups = query(
+        d,
+        "SELECT DISTINCT group_id FROM suspect_group WHERE status = 'open' ORDER BY 1",
+    );
+    assert!(!groups.is_empty(), "the sample has suspected duplicates");
+    let g = groups[0].clone();
+    let status = |d: &Path| {
+        query(
+            d,
+            &format!("SELECT DISTINCT status FROM suspect_group WHERE group_id = '{g}'"),
+        )
+    };
+    ok(
+        d,
+        &["suspects", "reject", &g, "--reason", "different people"],
+    );
+    ok(d, &["resolve"]);
+    assert_eq!(status(d), vec!["rejected"]);
+    let event = query(
+        d,
+        "SELECT event_id FROM merge_event WHERE event_type = 'reject'",
+    )[0]
+    .clone();
+    ok(d, &["undo", "--event", &event, "--reason", "reconsidered"]);
+    assert_eq!(status(d), vec!["open"]);
+    ok(d, &["suspects", "confirm", &g, "--reason", "same person"]);
+    assert_eq!(status(d), vec!["confirmed"]);
+    let merged = query(
+        d,
+        &format!(
+            "SELECT DISTINCT x.customer_id FROM suspect_group s JOIN customer_xref x ON s.member = x.source_system || ':' || x.source_id WHERE s.group_id = '{g}'"
+        ),
+    );
+    assert_eq!(merged.len(), 1, "a confirmed group is one customer");
+    let before = links(d);
+
     // Unchanged input: same ids, nothing written.
     let log_before = crate::common::log_files(&d.join("data/lake"));
     ok(d, &["resolve"]);

@@ -13,7 +13,7 @@ pub struct ServeArgs {
 /// Example requests that work against a running server.
 pub(super) fn curl_examples(addr: &str) -> String {
     format!(
-        "  curl -s http://{addr}/healthz\n  curl -s http://{addr}/v1/tables\n  curl -s -X POST http://{addr}/v1/query -H 'content-type: application/json' \\\n       -d '{{\"sql\": \"SELECT product_line, count(*) AS policies FROM policy GROUP BY 1 ORDER BY 2 DESC\"}}'\n  curl -s -X POST 'http://{addr}/v1/query?format=csv' -H 'content-type: application/json' \\\n       -d '{{\"sql\": \"SELECT * FROM policy WHERE status = $status\", \"params\": {{\"status\": \"active\"}}, \"limit\": 5}}'\n"
+        "  curl -s http://{addr}/healthz\n  curl -s http://{addr}/v1/tables\n  curl -s -X POST http://{addr}/v1/query -H 'content-type: application/json' \\\n       -d '{{\"sql\": \"SELECT product_line, count(*) AS policies FROM policy GROUP BY 1 ORDER BY 2 DESC\"}}'\n  curl -s -X POST 'http://{addr}/v1/query?format=csv' -H 'content-type: application/json' \\\n       -d '{{\"sql\": \"SELECT * FROM policy WHERE status = $status\", \"params\": {{\"status\": \"active\"}}, \"limit\": 5}}'\n  curl -s http://{addr}/v1/customers/CU0000000001/lineage\n  curl -s 'http://{addr}/v1/suspects?limit=3'\n"
     )
 }
 

@@ -5,7 +5,7 @@
     python3 benches/dedupe_vs_splink.py --bin target/release/custlake
 
 For each dataset, in one run: writes the records as CSV, runs
-`custlake dedupe --rules rules/febrl.toml` and Splink with its documented
+`custlake dedupe --rules benches/febrl_rules.toml` and Splink with its documented
 Febrl deduplication settings (blocking rules, NameComparison,
 DateOfBirthComparison, DamerauLevenshtein on soc_sec_id, exact street
 number and postcode with term-frequency adjustments; u by random sampling,
@@ -111,7 +111,7 @@ def run_splink(df):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/custlake")
-    ap.add_argument("--rules", default=os.path.join(os.path.dirname(__file__), "..", "rules", "febrl.toml"))
+    ap.add_argument("--rules", default=os.path.join(os.path.dirname(__file__), "febrl_rules.toml"))
     a = ap.parse_args()
     print("| dataset | records | true pairs | tool | precision | recall | F1 | seconds |")
     print("|---|---:|---:|---|---:|---:|---:|---:|")

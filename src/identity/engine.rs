@@ -194,7 +194,8 @@ impl UnionFind {
     }
 }
 
-fn fnv(parts: &[&str]) -> u64 {
+/// FNV-1a over the parts, each followed by a separator byte.
+pub(crate) fn fnv(parts: &[&str]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for p in parts {
         for b in p.bytes().chain(std::iter::once(0x1f)) {

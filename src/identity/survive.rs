@@ -17,14 +17,8 @@ use crate::ingest::transform::{BatchBuilder, Cell};
 use crate::schema::Catalog;
 
 fn fnv_hex(parts: &[String]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0x1f)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    format!("{:016x}", super::engine::fnv(&refs))
 }
 
 /// Golden rows for the clusters whose content changed (or that are new).

@@ -204,12 +204,12 @@ fn steward<'a>(
     }
 }
 
+fn setup(config: &Config, a: &StewardArgs) -> anyhow::Result<(Lake, Catalog, Rules)> {
+    Ok((Lake::new(config)?, Catalog::embedded()?, a.rules.load()?))
+}
+
 pub(super) async fn merge(config: &Config, args: &MergeArgs, progress: bool) -> anyhow::Result<()> {
-    let (lake, catalog, rules) = (
-        Lake::new(config)?,
-        Catalog::embedded()?,
-        args.steward.rules.load()?,
-    );
+    let (lake, catalog, rules) = setup(config, &args.steward)?;
     let d = steward(&lake, &catalog, &rules, &args.steward, progress)
         .merge(&args.customers, &args.reason)
         .await?;
@@ -218,11 +218,7 @@ pub(super) async fn merge(config: &Config, args: &MergeArgs, progress: bool) -> 
 }
 
 pub(super) async fn split(config: &Config, args: &SplitArgs, progress: bool) -> anyhow::Result<()> {
-    let (lake, catalog, rules) = (
-        Lake::new(config)?,
-        Catalog::embedded()?,
-        args.steward.rules.load()?,
-    );
+    let (lake, catalog, rules) = setup(config, &args.steward)?;
     let d = steward(&lake, &catalog, &rules, &args.steward, progress)
         .split(&args.customer, &args.records, &args.reason)
         .await?;
@@ -231,11 +227,7 @@ pub(super) async fn split(config: &Config, args: &SplitArgs, progress: bool) -> 
 }
 
 pub(super) async fn undo(config: &Config, args: &UndoArgs, progress: bool) -> anyhow::Result<()> {
-    let (lake, catalog, rules) = (
-        Lake::new(config)?,
-        Catalog::embedded()?,
-        args.steward.rules.load()?,
-    );
+    let (lake, catalog, rules) = setup(config, &args.steward)?;
     let d = steward(&lake, &catalog, &rules, &args.steward, progress)
         .undo(&args.event, &args.reason)
         .await?;

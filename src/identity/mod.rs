@@ -15,7 +15,7 @@ pub mod suspects;
 
 use std::collections::{BTreeSet, HashMap};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::prelude::{SessionContext, col, lit};
@@ -192,20 +192,8 @@ pub(crate) async fn retire(
     else {
         return Ok(());
     };
-    let id = cast(
-        b.column_by_name("customer_id")
-            .ok_or_else(|| lake_err("customer_id"))?,
-        &DataType::Utf8,
-    )
-    .map_err(lake_err)?;
-    let id = id.as_string::<i32>();
-    let merged = cast(
-        b.column_by_name("merged_into")
-            .ok_or_else(|| lake_err("merged_into"))?,
-        &DataType::Utf8,
-    )
-    .map_err(lake_err)?;
-    let merged = merged.as_string::<i32>();
+    let id = store::utf8(&b, "customer_id")?;
+    let merged = store::utf8(&b, "merged_into")?;
     let target: Vec<String> = (0..b.num_rows())
         .map(|i| {
             if into.contains_key(id.value(i)) {
@@ -307,9 +295,7 @@ impl Steward<'_> {
             let Some(b) = rows.iter().find(|b| b.num_rows() > 0) else {
                 return Err(IdentityError::NotFound(format!("no customer {id}")));
             };
-            let status = cast(b.column(0), &DataType::Utf8).map_err(lake_err)?;
-            let merged = cast(b.column(1), &DataType::Utf8).map_err(lake_err)?;
-            let (status, merged) = (status.as_string::<i32>(), merged.as_string::<i32>());
+            let (status, merged) = (store::utf8(b, "status")?, store::utf8(b, "merged_into")?);
             if status.value(0) == "retired" && merged.is_valid(0) {
                 id = merged.value(0).to_string();
             } else {
@@ -338,14 +324,9 @@ impl Steward<'_> {
             .map_err(lake_err)?;
         let mut out = Vec::new();
         for b in df.collect().await.map_err(lake_err)? {
-            let s = cast(b.column(0), &DataType::Utf8).map_err(lake_err)?;
-            let i = cast(b.column(1), &DataType::Utf8).map_err(lake_err)?;
-            let c = cast(b.column(2), &DataType::Utf8).map_err(lake_err)?;
-            let (s, i, c) = (
-                s.as_string::<i32>(),
-                i.as_string::<i32>(),
-                c.as_string::<i32>(),
-            );
+            let s = store::utf8(&b, "source_system")?;
+            let i = store::utf8(&b, "source_id")?;
+            let c = store::utf8(&b, "customer_id")?;
             for r in 0..b.num_rows() {
                 out.push((
                     format!("{}:{}", s.value(r), i.value(r)),
@@ -527,8 +508,7 @@ impl Steward<'_> {
             .map_err(lake_err)?;
         for b in df.collect().await.map_err(lake_err)? {
             if b.num_rows() > 0 {
-                let g = cast(b.column(0), &DataType::Utf8).map_err(lake_err)?;
-                let g = g.as_string::<i32>();
+                let g = store::utf8(&b, "group_id")?;
                 return Ok(g.is_valid(0).then(|| g.value(0).to_string()));
             }
         }

@@ -119,7 +119,7 @@ pub(crate) async fn collect(
         .map_err(|e| err("query", e))
 }
 
-fn utf8(batch: &RecordBatch, name: &str) -> Result<StringArray, IdentityError> {
+pub(crate) fn utf8(batch: &RecordBatch, name: &str) -> Result<StringArray, IdentityError> {
     let col = batch
         .column_by_name(name)
         .ok_or_else(|| err("read", format!("column {name} is missing")))?;
@@ -127,7 +127,7 @@ fn utf8(batch: &RecordBatch, name: &str) -> Result<StringArray, IdentityError> {
     Ok(c.as_string::<i32>().clone())
 }
 
-fn micros(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, IdentityError> {
+pub(crate) fn micros(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, IdentityError> {
     let col = batch
         .column_by_name(name)
         .ok_or_else(|| err("read", format!("column {name} is missing")))?;

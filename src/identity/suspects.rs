@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::IdentityError;
 use super::engine::{Dataset, Outcome};
 use super::rules::Rules;
-use super::store::{collect, explain_pair};
+use super::store::{collect, explain_pair, micros, utf8};
 use crate::ingest::transform::{BatchBuilder, Cell};
 use crate::lake::Lake;
 use crate::schema::Catalog;
@@ -38,61 +38,44 @@ pub(crate) async fn load(ctx: &SessionContext, have: bool) -> Result<Vec<Member>
     else {
         return Ok(Vec::new());
     };
-    Ok(from_batch(&b))
+    from_batch(&b)
 }
 
-pub(crate) fn from_batch(b: &RecordBatch) -> Vec<Member> {
-    use datafusion::arrow::array::{Array, AsArray};
+fn from_batch(b: &RecordBatch) -> Result<Vec<Member>, IdentityError> {
+    use datafusion::arrow::array::{Array, AsArray, StringArray};
     use datafusion::arrow::compute::cast;
-    use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit};
-    let s = |n: &str| {
-        b.column_by_name(n)
-            .and_then(|c| cast(c, &DataType::Utf8).ok())
-            .map(|c| c.as_string::<i32>().clone())
-    };
-    let t = |n: &str| {
-        b.column_by_name(n)
-            .and_then(|c| cast(c, &DataType::Timestamp(TimeUnit::Microsecond, None)).ok())
-            .and_then(|c| cast(&c, &DataType::Int64).ok())
-            .map(|c| c.as_primitive::<Int64Type>().clone())
-    };
-    let (Some(g), Some(m), Some(c), Some(r), Some(d), Some(st), Some(by)) = (
-        s("group_id"),
-        s("member"),
-        s("customer_id"),
-        s("rule"),
-        s("detail"),
-        s("status"),
-        s("decided_by"),
-    ) else {
-        return Vec::new();
-    };
-    let (Some(ca), Some(da)) = (t("created_at"), t("decided_at")) else {
-        return Vec::new();
-    };
+    use datafusion::arrow::datatypes::{DataType, Float64Type};
+    let (g, m, c, r, d, st, by) = (
+        utf8(b, "group_id")?,
+        utf8(b, "member")?,
+        utf8(b, "customer_id")?,
+        utf8(b, "rule")?,
+        utf8(b, "detail")?,
+        utf8(b, "status")?,
+        utf8(b, "decided_by")?,
+    );
+    let (created, decided) = (micros(b, "created_at")?, micros(b, "decided_at")?);
     let score = b
         .column_by_name("score")
-        .and_then(|c| cast(c, &DataType::Float64).ok())
-        .map(|c| c.as_primitive::<Float64Type>().clone());
-    let o = |a: &datafusion::arrow::array::StringArray, i: usize| {
-        a.is_valid(i).then(|| a.value(i).to_string())
-    };
-    (0..b.num_rows())
+        .map(|c| cast(c, &DataType::Float64))
+        .transpose()
+        .map_err(|e| IdentityError::Lake(e.to_string()))?;
+    let score = score.as_ref().map(|a| a.as_primitive::<Float64Type>());
+    let o = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+    Ok((0..b.num_rows())
         .map(|i| Member {
             group_id: g.value(i).to_string(),
             member: m.value(i).to_string(),
             customer_id: o(&c, i),
             rule: r.value(i).to_string(),
-            score: score
-                .as_ref()
-                .and_then(|a| a.is_valid(i).then(|| a.value(i))),
+            score: score.and_then(|a| a.is_valid(i).then(|| a.value(i))),
             detail: o(&d, i),
             status: st.value(i).to_string(),
-            created_at: ca.value(i),
+            created_at: created[i].unwrap_or(0),
             decided_by: o(&by, i),
-            decided_at: da.is_valid(i).then(|| da.value(i)),
+            decided_at: decided[i],
         })
-        .collect()
+        .collect())
 }
 
 fn find(parent: &mut HashMap<u32, u32>, x: u32) -> u32 {

@@ -32,13 +32,19 @@ fn truth(sample: &Path) -> HashMap<String, String> {
         .collect()
 }
 
+/// A lake holding a generated sample insurer, resolved.
+fn resolved_sample(d: &Path, customers: u64, seed: u64) -> std::path::PathBuf {
+    let s = sample(d, customers, seed);
+    ok(d, &["ingest", "--from", s.to_str().unwrap()]);
+    ok(d, &["resolve"]);
+    s
+}
+
 #[test]
 fn resolution_matches_the_ground_truth_and_ids_are_stable() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let s = sample(d, 400, 21);
-    ok(d, &["ingest", "--from", s.to_str().unwrap()]);
-    ok(d, &["resolve"]);
+    let s = resolved_sample(d, 400, 21);
     let before = links(d);
     let records = count(d, "SELECT count(*) FROM source_customer");
     assert_eq!(before.len() as i64, records, "one link per source record");
@@ -164,9 +170,7 @@ fn resolution_matches_the_ground_truth_and_ids_are_stable() {
 fn steward_decisions_are_recorded_survive_reruns_and_can_be_undone() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let s = sample(d, 120, 5);
-    ok(d, &["ingest", "--from", s.to_str().unwrap()]);
-    ok(d, &["resolve"]);
+    resolved_sample(d, 120, 5);
     // Two customers that hold policies.
     let ids = query(
         d,

@@ -1,8 +1,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use std::time::Instant;
+
 use clap::{Args, ValueEnum};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::memory::MemoryStream;
+use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use crate::config::Config;
@@ -33,6 +39,15 @@ pub struct SqlArgs {
     /// Write the result to FILE instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Run the statement N times on one session (the first runs warm the
+    /// caches) and write the result of the last run.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Print one JSON line per run to standard error: planning plus
+    /// execution time with every result batch collected, and the row count.
+    /// Opening the lake (reading the Delta logs) is reported once, apart.
+    #[arg(long)]
+    pub timing: bool,
 }
 
 impl SqlArgs {
@@ -41,6 +56,8 @@ impl SqlArgs {
             sql,
             format: Format::Table,
             output: None,
+            runs: 1,
+            timing: false,
         }
     }
 }
@@ -49,11 +66,51 @@ pub(super) async fn run(config: &Config, args: &SqlArgs) -> anyhow::Result<()> {
     check_read_only(&args.sql)?;
     let lake = Lake::new(config)?;
     let catalog = Catalog::embedded()?;
+    let opened = Instant::now();
     let ctx = context(config)?;
     register_lake(&ctx, &lake, &catalog).await?;
+    if args.timing {
+        let ms = opened.elapsed().as_secs_f64() * 1e3;
+        eprintln!("{}", serde_json::json!({ "open_ms": ms }));
+    }
+    if args.runs > 1 || args.timing {
+        return run_timed(&ctx, args).await;
+    }
     let df = ctx.sql(&args.sql).await?;
     let schema = df.schema().inner().clone();
-    let mut stream = df.execute_stream().await?;
+    let stream = df.execute_stream().await?;
+    write(args, schema, stream).await
+}
+
+/// Run the statement `--runs` times, each collected in memory and timed,
+/// then write the last result.
+async fn run_timed(ctx: &SessionContext, args: &SqlArgs) -> anyhow::Result<()> {
+    let mut last = None;
+    for run in 1..=args.runs {
+        let started = Instant::now();
+        let df = ctx.sql(&args.sql).await?;
+        let schema = df.schema().inner().clone();
+        let batches = df.collect().await?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        if args.timing {
+            eprintln!("{}", serde_json::json!({ "run": run, "ms": ms, "rows": rows }));
+        }
+        last = Some((schema, batches));
+    }
+    let Some((schema, batches)) = last else {
+        return Ok(());
+    };
+    let stream = MemoryStream::try_new(batches, schema.clone(), None)?;
+    write(args, schema, Box::pin(stream)).await
+}
+
+/// Write a result stream in the chosen format.
+async fn write(
+    args: &SqlArgs,
+    schema: SchemaRef,
+    mut stream: SendableRecordBatchStream,
+) -> anyhow::Result<()> {
     let mut out: Box<dyn Write + Send> = match &args.output {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,

@@ -95,8 +95,27 @@ impl Write for SharedBuf {
 
 type EncodeResult = Result<Vec<u8>, String>;
 
-/// Encodes one result, batch by batch.
-pub(super) enum Encoder {
+/// Encodes one result, batch by batch: [`Encoder::new`] with the result's
+/// schema, [`Encoder::batch`] for each record batch (the bytes to send so
+/// far), then [`Encoder::finish`] for the closing bytes.
+pub struct Encoder(Encoding);
+
+impl Encoder {
+    pub fn new(format: Format, schema: SchemaRef) -> Result<Self, String> {
+        Encoding::new(format, schema).map(Self)
+    }
+
+    pub fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, String> {
+        self.0.batch(batch)
+    }
+
+    pub fn finish(self) -> Result<Vec<u8>, String> {
+        self.0.finish()
+    }
+}
+
+/// The state of one encoding.
+enum Encoding {
     Json {
         schema: SchemaRef,
         rows: u64,
@@ -145,8 +164,8 @@ fn ndjson(batch: &RecordBatch) -> EncodeResult {
     Ok(out)
 }
 
-impl Encoder {
-    pub(super) fn new(format: Format, schema: SchemaRef) -> Result<Self, String> {
+impl Encoding {
+    fn new(format: Format, schema: SchemaRef) -> Result<Self, String> {
         Ok(match format {
             Format::Json => Self::Json {
                 schema,
@@ -180,7 +199,7 @@ impl Encoder {
     }
 
     /// The bytes for one batch (possibly empty).
-    pub(super) fn batch(&mut self, batch: &RecordBatch) -> EncodeResult {
+    fn batch(&mut self, batch: &RecordBatch) -> EncodeResult {
         match self {
             Self::Json {
                 schema,
@@ -245,7 +264,7 @@ impl Encoder {
     }
 
     /// The closing bytes.
-    pub(super) fn finish(self) -> EncodeResult {
+    fn finish(self) -> EncodeResult {
         match self {
             Self::Json {
                 schema,

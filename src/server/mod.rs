@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::lake::Lake;
 use crate::schema::Catalog;
 
-pub use encode::Format;
+pub use encode::{Encoder, Format};
 pub use error::{ApiError, codes};
 
 #[derive(Debug, thiserror::Error)]

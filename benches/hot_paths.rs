@@ -49,7 +49,14 @@ impl Mix {
 const SURNAMES: [&str; 8] = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵"];
 const GIVEN: [&str; 10] = ["伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军"];
 const CITIES: [&str; 6] = ["杭州", "深圳", "成都", "南京", "武汉", "西安"];
-const TRADES: [&str; 6] = ["华信科技", "恒通物流", "瑞丰建设", "安达贸易", "中和医药", "远洋船务"];
+const TRADES: [&str; 6] = [
+    "华信科技",
+    "恒通物流",
+    "瑞丰建设",
+    "安达贸易",
+    "中和医药",
+    "远洋船务",
+];
 const ALPHABET: &[u8] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
 
 /// Resident ids: nine in ten valid 18-digit numbers, the rest a wrong check
@@ -129,9 +136,7 @@ fn validators(c: &mut Criterion) {
     let tels = phones(&mut m);
     let people = person_names(&mut m);
     let firms = company_names(&mut m);
-    let mails: Vec<String> = (0..N)
-        .map(|i| format!(" User.{i}@Example.COM "))
-        .collect();
+    let mails: Vec<String> = (0..N).map(|i| format!(" User.{i}@Example.COM ")).collect();
     let addresses: Vec<String> = (0..N)
         .map(|i| format!("浙江省杭州市西湖区文三路{i}号"))
         .collect();
@@ -158,13 +163,28 @@ fn validators(c: &mut Criterion) {
         b.iter(|| mails.iter().filter(|s| Email::parse(s).is_ok()).count())
     });
     g.bench_function("person_name", |b| {
-        b.iter(|| people.iter().filter(|s| PersonName::parse(s).is_ok()).count())
+        b.iter(|| {
+            people
+                .iter()
+                .filter(|s| PersonName::parse(s).is_ok())
+                .count()
+        })
     });
     g.bench_function("company_name", |b| {
-        b.iter(|| firms.iter().filter(|s| CompanyName::parse(s).is_ok()).count())
+        b.iter(|| {
+            firms
+                .iter()
+                .filter(|s| CompanyName::parse(s).is_ok())
+                .count()
+        })
     });
     g.bench_function("address", |b| {
-        b.iter(|| addresses.iter().filter(|s| Address::parse(s).is_ok()).count())
+        b.iter(|| {
+            addresses
+                .iter()
+                .filter(|s| Address::parse(s).is_ok())
+                .count()
+        })
     });
     g.bench_function("date", |b| {
         b.iter(|| {
@@ -177,8 +197,10 @@ fn validators(c: &mut Criterion) {
     g.finish();
 }
 
+type Pairs = Vec<(String, String)>;
+
 /// Pairs as blocking produces them: mostly near-duplicates of each other.
-fn pairs(xs: &[String], m: &mut Mix) -> Vec<(String, String)> {
+fn pairs(xs: &[String], m: &mut Mix) -> Pairs {
     xs.iter()
         .map(|a| {
             let b = xs[m.below(xs.len() as u64) as usize].clone();
@@ -193,14 +215,14 @@ fn comparisons(c: &mut Criterion) {
     let firms = pairs(&company_names(&mut m), &mut m);
     let tels = pairs(&phones(&mut m), &mut m);
     let ids = pairs(&resident_ids(&mut m), &mut m);
-    let dates: Vec<(String, String)> = (0..N)
+    let dates: Pairs = (0..N)
         .map(|i| {
             let a = format!("{}-{:02}-{:02}", 1960 + i % 40, 1 + i % 12, 1 + i % 28);
             let b = format!("{}-{:02}-{:02}", 1960 + i % 40, 1 + i % 28 % 12, 1 + i % 12);
             (a, b)
         })
         .collect();
-    let cases: [(&str, Method, &Vec<(String, String)>); 7] = [
+    let cases: [(&str, Method, &Pairs); 7] = [
         ("exact", Method::Exact, &ids),
         ("jaro_winkler", Method::JaroWinkler, &people),
         ("levenshtein", Method::Levenshtein, &ids),
@@ -251,11 +273,15 @@ fn result_batch(rows: usize) -> RecordBatch {
             (0..rows).map(|i| 20_000 + (i % 365) as i32),
         )),
         Arc::new(
-            Decimal128Array::from_iter_values((0..rows).map(|i| 100_000 + (i as i128 * 37) % 900_000))
-                .with_precision_and_scale(18, 2)
-                .unwrap_or_else(|e| panic!("decimal: {e}")),
+            Decimal128Array::from_iter_values(
+                (0..rows).map(|i| 100_000 + (i as i128 * 37) % 900_000),
+            )
+            .with_precision_and_scale(18, 2)
+            .unwrap_or_else(|e| panic!("decimal: {e}")),
         ),
-        Arc::new(Int64Array::from_iter_values((0..rows).map(|i| (i % 5) as i64))),
+        Arc::new(Int64Array::from_iter_values(
+            (0..rows).map(|i| (i % 5) as i64),
+        )),
     ];
     RecordBatch::try_new(schema, columns).unwrap_or_else(|e| panic!("batch: {e}"))
 }
@@ -270,8 +296,8 @@ fn encoders(c: &mut Criterion) {
         };
         g.bench_with_input(BenchmarkId::from_parameter(name), &batch, |b, batch| {
             b.iter(|| {
-                let mut enc = Encoder::new(format, batch.schema())
-                    .unwrap_or_else(|e| panic!("encoder: {e}"));
+                let mut enc =
+                    Encoder::new(format, batch.schema()).unwrap_or_else(|e| panic!("encoder: {e}"));
                 let mut bytes = enc.batch(batch).map_or(0, |v| v.len());
                 bytes += enc.finish().map_or(0, |v| v.len());
                 bytes

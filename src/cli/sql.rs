@@ -94,7 +94,10 @@ async fn run_timed(ctx: &SessionContext, args: &SqlArgs) -> anyhow::Result<()> {
         let ms = started.elapsed().as_secs_f64() * 1e3;
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         if args.timing {
-            eprintln!("{}", serde_json::json!({ "run": run, "ms": ms, "rows": rows }));
+            eprintln!(
+                "{}",
+                serde_json::json!({ "run": run, "ms": ms, "rows": rows })
+            );
         }
         last = Some((schema, batches));
     }

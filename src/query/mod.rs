@@ -4,7 +4,10 @@
 pub mod named;
 mod udf;
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
 
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -16,7 +19,8 @@ use deltalake::delta_datafusion::planner::DeltaPlanner;
 
 use crate::config::Config;
 use crate::lake::{Lake, LakeError};
-use crate::schema::Catalog;
+use crate::schema::{Catalog, TableDef};
+use deltalake::DeltaTable;
 
 pub use udf::register_udfs;
 
@@ -75,18 +79,25 @@ fn delta_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionCont
     ctx
 }
 
-/// A context for queries over the lake, with memory bounded by the
-/// configured pool (operators spill to disk beyond it).
-pub fn context(config: &Config) -> Result<SessionContext, QueryError> {
-    let runtime = RuntimeEnvBuilder::new()
+/// The runtime queries share: memory bounded by the configured pool
+/// (operators spill to disk beyond it) and the cache of Parquet footers.
+pub fn runtime(config: &Config) -> Result<Arc<RuntimeEnv>, QueryError> {
+    Ok(RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(
             (config.query.memory_limit_mb as usize).saturating_mul(1024 * 1024),
         )))
-        .build_arc()?;
-    Ok(delta_context(
-        session_config(config.query.target_partitions),
-        runtime,
-    ))
+        .build_arc()?)
+}
+
+/// A context for queries over the lake, on a runtime of its own.
+pub fn context(config: &Config) -> Result<SessionContext, QueryError> {
+    Ok(context_on(config, runtime(config)?))
+}
+
+/// A context for one query on a shared runtime (the server's: one memory
+/// pool for every running query, Parquet footers read once).
+pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
+    delta_context(session_config(config.query.target_partitions), runtime)
 }
 
 /// The context writers use (staging reads, appends, merges).
@@ -111,6 +122,94 @@ pub async fn register_lake(
                 .table_provider()
                 .await
                 .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?;
+            ctx.register_table(def.name.as_str(), provider)?;
+            names.push(def.name.clone());
+        }
+    }
+    register_golden_views(ctx, &names).await?;
+    Ok(names)
+}
+
+/// Delta tables and their providers kept between queries, for a long-lived
+/// process (the server). A query then checks each table's log for a newer
+/// commit instead of replaying the whole log, and reuses the provider while
+/// the version is unchanged; a newer commit is applied incrementally, so new
+/// data is visible to the next query.
+#[derive(Default)]
+pub struct TableCache {
+    tables: tokio::sync::Mutex<HashMap<String, CachedTable>>,
+}
+
+struct CachedTable {
+    table: DeltaTable,
+    provider: Arc<dyn TableProvider>,
+}
+
+async fn provider_of(table: &DeltaTable, name: &str) -> Result<Arc<dyn TableProvider>, QueryError> {
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(|e| QueryError::Sql(format!("table {name}: {e}")))?;
+    Ok(provider)
+}
+
+impl TableCache {
+    /// The current provider of a table, or `None` if it does not exist.
+    async fn current(
+        &self,
+        lake: &Lake,
+        def: &TableDef,
+    ) -> Result<Option<(DeltaTable, Arc<dyn TableProvider>)>, QueryError> {
+        let mut tables = self.tables.lock().await;
+        if let Some(cached) = tables.get_mut(&def.name) {
+            let loaded = cached.table.version();
+            match cached.table.get_latest_version().await {
+                Ok(latest) if Some(latest) == loaded => {
+                    return Ok(Some((cached.table.clone(), cached.provider.clone())));
+                }
+                Ok(latest) if loaded.is_some_and(|v| latest > v) => {
+                    cached
+                        .table
+                        .update_incremental(None)
+                        .await
+                        .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?;
+                    cached.provider = provider_of(&cached.table, &def.name).await?;
+                    return Ok(Some((cached.table.clone(), cached.provider.clone())));
+                }
+                // Gone, or replaced by an older log: open it afresh.
+                _ => {
+                    tables.remove(&def.name);
+                }
+            }
+        }
+        let Some(table) = lake.open(def).await? else {
+            return Ok(None);
+        };
+        let provider = provider_of(&table, &def.name).await?;
+        tables.insert(
+            def.name.clone(),
+            CachedTable {
+                table: table.clone(),
+                provider: provider.clone(),
+            },
+        );
+        Ok(Some((table, provider)))
+    }
+}
+
+/// [`register_lake`] through a [`TableCache`].
+pub async fn register_lake_cached(
+    ctx: &SessionContext,
+    lake: &Lake,
+    catalog: &Catalog,
+    cache: &TableCache,
+) -> Result<Vec<String>, QueryError> {
+    let mut names = Vec::new();
+    for def in &catalog.tables {
+        if let Some((table, provider)) = cache.current(lake, def).await? {
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(|e| QueryError::Sql(e.to_string()))?;
             ctx.register_table(def.name.as_str(), provider)?;
             names.push(def.name.clone());
         }

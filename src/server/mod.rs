@@ -48,6 +48,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("named queries: {0}")]
     NamedQueries(String),
+    #[error("query runtime: {0}")]
+    Query(String),
 }
 
 /// What every handler shares.
@@ -61,6 +63,10 @@ pub struct AppState {
     pub queries: Arc<Semaphore>,
     /// Steward decisions run one at a time.
     pub decisions: tokio::sync::Mutex<()>,
+    /// One memory pool and Parquet footer cache for every query.
+    pub runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
+    /// Delta tables and providers, refreshed when a table gets a new version.
+    pub tables: crate::query::TableCache,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -229,6 +235,9 @@ impl Application {
             named,
             queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries.max(1))),
             decisions: tokio::sync::Mutex::new(()),
+            runtime: crate::query::runtime(&config)
+                .map_err(|e| ServerError::Query(e.to_string()))?,
+            tables: crate::query::TableCache::default(),
             config,
             lake,
             catalog,

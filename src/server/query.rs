@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::SharedState;
 use super::encode::{Encoder, Format};
 use super::error::{ApiError, codes};
-use crate::query::{QueryError, check_read_only, context, register_lake};
+use crate::query::{QueryError, check_read_only, context_on, register_lake_cached};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,8 +222,8 @@ pub(crate) async fn run_sql(
     };
 
     let start = async {
-        let ctx = context(&state.config).map_err(query_error)?;
-        register_lake(&ctx, &state.lake, &state.catalog)
+        let ctx = context_on(&state.config, state.runtime.clone());
+        register_lake_cached(&ctx, &state.lake, &state.catalog, &state.tables)
             .await
             .map_err(query_error)?;
         let mut df = ctx

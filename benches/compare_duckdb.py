@@ -238,6 +238,7 @@ spec = json.load(open(sys.argv[1]))
 con = duckdb.connect()
 con.execute(f"SET threads = {spec['threads']}")
 con.execute("SET TimeZone = 'UTC'")
+con.execute("SET enable_progress_bar = false")
 for stmt in spec["setup"]:
     con.execute(stmt)
 times = []
@@ -283,7 +284,7 @@ def duck(spec, work):
     with open(path, "w") as f:
         json.dump(spec, f)
     _, rss, out, _ = run_measured([sys.executable, "-c", DUCK_WORKER, path])
-    return json.loads(out)["ms"], rss
+    return json.loads(out.decode().strip().splitlines()[-1])["ms"], rss
 
 
 class Server:

@@ -48,8 +48,14 @@ import time
 import urllib.parse
 import urllib.request
 
+import duckdb
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+
+from measure import TIME, run_measured
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-TIME = "/usr/bin/time"  # GNU time (Debian package `time`), for peak memory
 
 EXTRACTS = [
     ("core/customers.csv", "csv-gbk"),
@@ -96,7 +102,7 @@ def months_before(as_of, months):
     return f"{y:04d}-{m:02d}"
 
 
-def golden(fact, alias, cols="*"):
+def golden(fact, alias):
     """A fact joined to the golden customer id of its source customer."""
     return (f"{fact} {alias} JOIN customer_xref x{alias} ON x{alias}.source_system = {alias}.source_system "
             f"AND x{alias}.source_id = {alias}.source_customer_id")
@@ -210,27 +216,6 @@ def answer(table, ordered):
 
 # ------------------------------------------------------------------ processes
 
-def run_measured(cmd, env=None):
-    """Run a command and return (seconds, peak RSS MiB of that process, stdout, stderr).
-
-    The peak is measured by /usr/bin/time: Linux carries a process's RSS
-    high-water mark across fork and exec, so a child of this Python process
-    (large once pyarrow and DuckDB are loaded) would report at least its size."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile("r") as peak:
-        proc = subprocess.Popen([TIME, "-f", "%M", "-o", peak.name] + cmd, env=env, stdout=out, stderr=err)
-        status = proc.wait()
-        elapsed = time.perf_counter() - start
-        out.seek(0)
-        err.seek(0)
-        o, e = out.read(), err.read().decode(errors="replace")
-        kib = peak.read().strip().splitlines()
-    if status != 0:
-        raise RuntimeError(f"failed: {' '.join(cmd)[:300]}\n{e[-2000:]}")
-    return elapsed, int(kib[-1]) / 1024, o, e
-
-
 DUCK_WORKER = r"""
 import json, sys, time
 import duckdb
@@ -259,7 +244,6 @@ print(json.dumps({"ms": times}))
 
 def duck_views(lake, tables):
     """CREATE VIEW statements over exactly the files of each table's current Delta version."""
-    from deltalake import DeltaTable
     stmts = []
     for t in tables:
         path = os.path.join(lake, "hot", t)
@@ -331,12 +315,10 @@ class Server:
 
 
 def arrow_answer(reply, ordered):
-    import pyarrow.ipc as ipc
     return answer(ipc.open_stream(reply).read_all(), ordered)
 
 
 def parquet_answer(path, ordered):
-    import pyarrow.parquet as pq
     return answer(pq.read_table(path), ordered)
 
 
@@ -347,33 +329,26 @@ class Result:
         self.name = name
         self.times = {"custlake": [], "http": [], "duckdb": []}
         self.rss = {"custlake": 0.0, "duckdb": 0.0}
-        self.answers = {"custlake": set(), "http": set(), "duckdb": set()}
+        self.runs = []  # per run: {engine: (rows, checksum)}
         self.rows = None
         self.failed = None
 
-    def add(self, engine, ms, rss=None, ans=None):
+    def add(self, run, engine, ms, rss=None, ans=None):
         self.times[engine].append(ms)
         if rss is not None:
             self.rss[engine] = max(self.rss[engine], rss)
         if ans is not None:
-            self.answers[engine].add(ans)
+            while len(self.runs) <= run:
+                self.runs.append({})
+            self.runs[run][engine] = ans
 
-    def check(self, pairs=None):
-        """Every engine that ran must have given the same answers, run for run."""
-        ran = [e for e in self.answers if self.answers[e]]
-        if pairs is not None:
-            for i, answers in enumerate(pairs):
-                if len(set(answers.values())) > 1:
-                    self.failed = f"run {i + 1}: " + ", ".join(f"{e} {a[0]} rows/{a[1]}" for e, a in answers.items())
-                    return
-            self.rows = sum(next(iter(a.values()))[0] for a in pairs) // max(len(pairs), 1)
-            return
-        first = self.answers[ran[0]]
-        for e in ran[1:]:
-            if self.answers[e] != first:
-                self.failed = "; ".join(f"{x}: {sorted(self.answers[x])}" for x in ran)
+    def check(self):
+        """Every engine must have given the same answer, run for run."""
+        for i, answers in enumerate(self.runs):
+            if len(set(answers.values())) > 1:
+                self.failed = f"run {i + 1}: " + ", ".join(f"{e} {a[0]} rows/{a[1]}" for e, a in answers.items())
                 return
-        self.rows = next(iter(first))[0]
+        self.rows = sum(next(iter(a.values()))[0] for a in self.runs) // max(len(self.runs), 1)
 
     def median(self, engine):
         v = self.times[engine]
@@ -408,6 +383,7 @@ def bench_ingest(args, sample, work, env):
         f"COPY (SELECT * FROM {readers[k].format(p)}) TO '{out_dir}/{i}.parquet' (FORMAT parquet, COMPRESSION zstd)"
         for i, (p, k) in enumerate(duck_files))
     count_sql = " + ".join(f"(SELECT count(*) FROM {readers[k].format(p)})" for p, k in duck_files)
+    duck_rows = duckdb.connect().execute(f"SELECT {count_sql}").fetchall()[0][0]
     base = os.path.join(work, "lake-base")
     for i in range(args.heavy_runs):
         for engine in (["custlake", "duckdb"] if i % 2 == 0 else ["duckdb", "custlake"]):
@@ -418,7 +394,7 @@ def bench_ingest(args, sample, work, env):
                 _, _, out, _ = run_measured([args.bin, "--quiet", "--lake", lake, "sql",
                                              "SELECT sum(rows_read) AS rows FROM ingest_batch", "--format", "csv"], env)
                 rows = int(out.decode().split()[1])
-                r.add("custlake", t * 1e3, rss, (rows, "rows read"))
+                r.add(i, "custlake", t * 1e3, rss, (rows, "rows read"))
                 shutil.rmtree(base, ignore_errors=True)
                 os.rename(lake, base)
             else:
@@ -427,10 +403,7 @@ def bench_ingest(args, sample, work, env):
                 t0 = time.perf_counter()
                 ms, rss = duck({"threads": args.threads, "setup": [], "runs": 1, "statement": True,
                                 "sql": script}, work)
-                r.add("duckdb", (time.perf_counter() - t0) * 1e3, rss)
-                import duckdb
-                rows = duckdb.connect().execute(f"SELECT {count_sql}").fetchall()[0][0]
-                r.answers["duckdb"].add((rows, "rows read"))
+                r.add(i, "duckdb", (time.perf_counter() - t0) * 1e3, rss, (duck_rows, "rows read"))
     shutil.rmtree(out_dir, ignore_errors=True)
     r.check()
     return r, base
@@ -456,21 +429,19 @@ SELECT record, min(record) OVER (PARTITION BY k) AS representative FROM m"""
                 shutil.rmtree(lake, ignore_errors=True)
                 shutil.copytree(base, lake)
                 t, rss, _, _ = run_measured([args.bin, "--quiet", "--lake", lake, "resolve"], env)
-                import duckdb
                 con = duckdb.connect()
                 for v in duck_views(lake, ["customer_xref"]):
                     con.execute(v)
                 tab = con.sql(partition.format(key="customer_id", src="customer_xref")).to_arrow_table()
-                r.add("custlake", t * 1e3, rss, answer(tab, False))
+                r.add(i, "custlake", t * 1e3, rss, answer(tab, False))
             else:
                 t0 = time.perf_counter()
                 _, rss = duck({"threads": args.threads, "setup": [DUCK_MACROS] + views, "runs": 1,
                                "statement": True, "sql": duck_sql}, work)
                 ms = (time.perf_counter() - t0) * 1e3
-                import duckdb
                 tab = duckdb.connect().sql(
                     partition.format(key="cluster", src=f"read_parquet('{clusters}')")).to_arrow_table()
-                r.add("duckdb", ms, rss, answer(tab, False))
+                r.add(i, "duckdb", ms, rss, answer(tab, False))
     r.check()
     return r, lake
 
@@ -488,35 +459,28 @@ def bench_query(args, name, sql, ordered, lake, work, env, views, server, http=N
 
     if server is not None:
         over_http(0)  # warm-up
-    per_run = []
     out = os.path.join(work, "custlake-result.parquet")
     dout = os.path.join(work, "duck-result.parquet")
     for i in range(args.runs):
-        answers = {}
         for engine in (["custlake", "duckdb"] if i % 2 == 0 else ["duckdb", "custlake"]):
             if engine == "custlake":
                 _, rss, _, err = run_measured([args.bin, "--quiet", "--lake", lake, "sql", sqls[i], "--runs", "2",
                                                "--timing", "--format", "parquet", "--output", out], env)
                 timing = [t for t in map(json.loads, filter(lambda x: x.startswith("{"), err.splitlines()))
                           if "run" in t]
-                answers["custlake"] = parquet_answer(out, ordered)
-                r.add("custlake", timing[-1]["ms"], rss, answers["custlake"])
+                r.add(i, "custlake", timing[-1]["ms"], rss, parquet_answer(out, ordered))
                 if server is not None:
                     ms, reply = over_http(i)
-                    answers["http"] = arrow_answer(reply, ordered)
-                    r.add("http", ms, None, answers["http"])
+                    r.add(i, "http", ms, None, arrow_answer(reply, ordered))
             else:
                 ms, rss = duck({"threads": args.threads, "setup": [DUCK_MACROS] + views, "runs": 2,
                                 "sql": sqls[i], "output": dout}, work)
-                answers["duckdb"] = parquet_answer(dout, ordered)
-                r.add("duckdb", ms[-1], rss, answers["duckdb"])
-        per_run.append(answers)
-    r.check(per_run)
+                r.add(i, "duckdb", ms[-1], rss, parquet_answer(dout, ordered))
+    r.check()
     return r
 
 
 def lookup_keys(lake, n):
-    import duckdb
     con = duckdb.connect()
     for v in duck_views(lake, ["source_customer"]):
         con.execute(v)
@@ -570,7 +534,6 @@ def one_scale(args, customers):
 
 
 def source_counts(lake):
-    import duckdb
     con = duckdb.connect()
     out = {}
     for t in ["source_customer", "customer", "policy", "payment", "interaction"]:
@@ -589,7 +552,6 @@ def fmt_ms(ms):
 
 
 def report(args, scales):
-    import duckdb
     version = subprocess.run([args.bin, "--version"], capture_output=True, text=True).stdout.strip()
     cpu = "unknown"
     try:

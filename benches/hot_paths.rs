@@ -129,6 +129,9 @@ fn company_names(m: &mut Mix) -> Vec<String> {
         .collect()
 }
 
+/// A validator under test: is this value accepted?
+type Check<'a> = dyn Fn(&str) -> bool + 'a;
+
 fn validators(c: &mut Criterion) {
     let mut m = Mix(7);
     let ids = resident_ids(&mut m);
@@ -144,56 +147,26 @@ fn validators(c: &mut Criterion) {
         .map(|i| format!("{}/{:02}/{:02}", 1990 + i % 30, 1 + i % 12, 1 + i % 28))
         .collect();
     let date_formats = vec!["%Y-%m-%d".to_string(), "%Y/%m/%d".to_string()];
+    let parse_day = |s: &str| parse_date(s, &date_formats).is_ok();
+    let cases: [(&str, &[String], &Check); 9] = [
+        ("resident_id", &ids, &|s| ResidentId::parse(s).is_ok()),
+        ("uscc", &codes, &|s| Uscc::parse(s).is_ok()),
+        ("tax_id", &codes, &|s| TaxId::parse(s).is_ok()),
+        ("phone", &tels, &|s| Phone::parse(s).is_ok()),
+        ("email", &mails, &|s| Email::parse(s).is_ok()),
+        ("person_name", &people, &|s| PersonName::parse(s).is_ok()),
+        ("company_name", &firms, &|s| CompanyName::parse(s).is_ok()),
+        ("address", &addresses, &|s| Address::parse(s).is_ok()),
+        ("date", &dates, &parse_day),
+    ];
 
     let mut g = c.benchmark_group("validate");
     g.throughput(Throughput::Elements(N as u64));
-    g.bench_function("resident_id", |b| {
-        b.iter(|| ids.iter().filter(|s| ResidentId::parse(s).is_ok()).count())
-    });
-    g.bench_function("uscc", |b| {
-        b.iter(|| codes.iter().filter(|s| Uscc::parse(s).is_ok()).count())
-    });
-    g.bench_function("tax_id", |b| {
-        b.iter(|| codes.iter().filter(|s| TaxId::parse(s).is_ok()).count())
-    });
-    g.bench_function("phone", |b| {
-        b.iter(|| tels.iter().filter(|s| Phone::parse(s).is_ok()).count())
-    });
-    g.bench_function("email", |b| {
-        b.iter(|| mails.iter().filter(|s| Email::parse(s).is_ok()).count())
-    });
-    g.bench_function("person_name", |b| {
-        b.iter(|| {
-            people
-                .iter()
-                .filter(|s| PersonName::parse(s).is_ok())
-                .count()
-        })
-    });
-    g.bench_function("company_name", |b| {
-        b.iter(|| {
-            firms
-                .iter()
-                .filter(|s| CompanyName::parse(s).is_ok())
-                .count()
-        })
-    });
-    g.bench_function("address", |b| {
-        b.iter(|| {
-            addresses
-                .iter()
-                .filter(|s| Address::parse(s).is_ok())
-                .count()
-        })
-    });
-    g.bench_function("date", |b| {
-        b.iter(|| {
-            dates
-                .iter()
-                .filter(|s| parse_date(s, &date_formats).is_ok())
-                .count()
-        })
-    });
+    for (name, input, valid) in cases {
+        g.bench_function(name, |b| {
+            b.iter(|| input.iter().filter(|s| valid(s)).count())
+        });
+    }
     g.finish();
 }
 

@@ -22,10 +22,10 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
+
+from measure import run_measured
 
 FILES = [
     ("core", "customer", "core/customers.csv", "csv-gbk"),
@@ -55,13 +55,11 @@ con.execute(f"COPY (SELECT * FROM {reader}) TO '{out}' (FORMAT parquet, COMPRESS
 
 def run(cmd, env=None):
     """Run a command; return (seconds, peak RSS in MiB)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    if status != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr.read().decode()}")
-    return elapsed, usage.ru_maxrss / 1024
+    try:
+        elapsed, peak, _, _ = run_measured(cmd, env)
+    except RuntimeError as e:
+        sys.exit(str(e))
+    return elapsed, peak
 
 
 def rows_of(path, kind):

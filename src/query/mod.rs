@@ -112,17 +112,19 @@ pub async fn register_lake(
     lake: &Lake,
     catalog: &Catalog,
 ) -> Result<Vec<String>, QueryError> {
+    register_lake_cached(ctx, lake, catalog, &TableCache::default()).await
+}
+
+/// [`register_lake`] through a [`TableCache`].
+pub async fn register_lake_cached(
+    ctx: &SessionContext,
+    lake: &Lake,
+    catalog: &Catalog,
+    cache: &TableCache,
+) -> Result<Vec<String>, QueryError> {
     let mut names = Vec::new();
     for def in &catalog.tables {
-        if let Some(table) = lake.open(def).await? {
-            table
-                .update_datafusion_session(&ctx.state())
-                .map_err(|e| QueryError::Sql(e.to_string()))?;
-            let provider = table
-                .table_provider()
-                .await
-                .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?;
-            ctx.register_table(def.name.as_str(), provider)?;
+        if cache.register(ctx, lake, def).await? {
             names.push(def.name.clone());
         }
     }
@@ -145,36 +147,37 @@ struct CachedTable {
     provider: Arc<dyn TableProvider>,
 }
 
-async fn provider_of(table: &DeltaTable, name: &str) -> Result<Arc<dyn TableProvider>, QueryError> {
-    let provider = table
-        .table_provider()
-        .await
-        .map_err(|e| QueryError::Sql(format!("table {name}: {e}")))?;
-    Ok(provider)
+impl CachedTable {
+    async fn new(table: DeltaTable, name: &str) -> Result<Self, QueryError> {
+        let provider = table
+            .table_provider()
+            .await
+            .map_err(|e| QueryError::Sql(format!("table {name}: {e}")))?;
+        Ok(Self { table, provider })
+    }
 }
 
 impl TableCache {
-    /// The current provider of a table, or `None` if it does not exist.
-    async fn current(
+    /// Register the current version of a table in `ctx`; `false` if the
+    /// table does not exist.
+    async fn register(
         &self,
+        ctx: &SessionContext,
         lake: &Lake,
         def: &TableDef,
-    ) -> Result<Option<(DeltaTable, Arc<dyn TableProvider>)>, QueryError> {
+    ) -> Result<bool, QueryError> {
         let mut tables = self.tables.lock().await;
         if let Some(cached) = tables.get_mut(&def.name) {
             let loaded = cached.table.version();
             match cached.table.get_latest_version().await {
-                Ok(latest) if Some(latest) == loaded => {
-                    return Ok(Some((cached.table.clone(), cached.provider.clone())));
-                }
+                Ok(latest) if Some(latest) == loaded => {}
                 Ok(latest) if loaded.is_some_and(|v| latest > v) => {
-                    cached
-                        .table
+                    let mut table = cached.table.clone();
+                    table
                         .update_incremental(None)
                         .await
                         .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?;
-                    cached.provider = provider_of(&cached.table, &def.name).await?;
-                    return Ok(Some((cached.table.clone(), cached.provider.clone())));
+                    *cached = CachedTable::new(table, &def.name).await?;
                 }
                 // Gone, or replaced by an older log: open it afresh.
                 _ => {
@@ -182,40 +185,23 @@ impl TableCache {
                 }
             }
         }
-        let Some(table) = lake.open(def).await? else {
-            return Ok(None);
-        };
-        let provider = provider_of(&table, &def.name).await?;
-        tables.insert(
-            def.name.clone(),
-            CachedTable {
-                table: table.clone(),
-                provider: provider.clone(),
-            },
-        );
-        Ok(Some((table, provider)))
-    }
-}
-
-/// [`register_lake`] through a [`TableCache`].
-pub async fn register_lake_cached(
-    ctx: &SessionContext,
-    lake: &Lake,
-    catalog: &Catalog,
-    cache: &TableCache,
-) -> Result<Vec<String>, QueryError> {
-    let mut names = Vec::new();
-    for def in &catalog.tables {
-        if let Some((table, provider)) = cache.current(lake, def).await? {
-            table
-                .update_datafusion_session(&ctx.state())
-                .map_err(|e| QueryError::Sql(e.to_string()))?;
-            ctx.register_table(def.name.as_str(), provider)?;
-            names.push(def.name.clone());
+        if !tables.contains_key(&def.name) {
+            let Some(table) = lake.open(def).await? else {
+                return Ok(false);
+            };
+            let cached = CachedTable::new(table, &def.name).await?;
+            tables.insert(def.name.clone(), cached);
         }
+        let Some(cached) = tables.get(&def.name) else {
+            return Ok(false);
+        };
+        cached
+            .table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| QueryError::Sql(e.to_string()))?;
+        ctx.register_table(def.name.as_str(), cached.provider.clone())?;
+        Ok(true)
     }
-    register_golden_views(ctx, &names).await?;
-    Ok(names)
 }
 
 /// The fact tables that reference source customers, and the views that

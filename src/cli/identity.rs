@@ -29,6 +29,11 @@ impl RulesArg {
 pub struct ResolveArgs {
     #[command(flatten)]
     pub rules: RulesArg,
+    /// Resolve every record again. Without it, a run after the first looks
+    /// only at the records ingested since the previous run and those they
+    /// can affect (the result is the same), unless the rules changed.
+    #[arg(long)]
+    pub full: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -135,6 +140,14 @@ pub struct DedupeArgs {
 }
 
 fn print_resolve(r: &ResolveReport) {
+    if r.mode == "incremental" {
+        eprintln!(
+            "incremental run: {} new or changed source records, {} records re-examined with them",
+            r.new_or_changed, r.records
+        );
+    } else if let Some(why) = &r.full_because {
+        eprintln!("full run ({why})");
+    }
     eprintln!(
         "resolved {} source records into {} customers in {:.1}s: {} new, {} retired by merges, {} revived; \
          {} links and {} golden records written; {} open suspect groups; {} candidate pairs compared, \
@@ -179,7 +192,12 @@ pub(super) async fn resolve(
     let lake = Lake::new(config)?;
     let catalog = Catalog::embedded()?;
     let rules = args.rules.load()?;
-    let r = identity::resolve(&lake, &catalog, &rules, Trigger::Auto, progress).await?;
+    let trigger = if args.full {
+        Trigger::Full
+    } else {
+        Trigger::Auto
+    };
+    let r = identity::resolve(&lake, &catalog, &rules, trigger, progress).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {

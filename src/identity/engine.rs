@@ -206,7 +206,103 @@ pub(crate) fn fnv(parts: &[&str]) -> u64 {
     h
 }
 
-fn profile_of(rules: &Rules, data: &Dataset, i: usize) -> Option<u8> {
+/// Where a rule's keys live in a record's match keys: every strong rule and
+/// every block of every profile has a slot, numbered profile by profile
+/// (strong rules first). The slot is the top byte of a match key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Slot {
+    Strong,
+    /// A block, and the size above which it yields no pairs.
+    Block { max: usize },
+}
+
+/// Every slot of the rules, in slot order.
+pub fn slots(rules: &Rules) -> Vec<Slot> {
+    let mut out = Vec::new();
+    for p in &rules.profiles {
+        out.extend(p.strong.iter().map(|_| Slot::Strong));
+        out.extend(p.blocks.iter().map(|_| Slot::Block { max: p.max_block }));
+    }
+    out
+}
+
+fn slot_base(rules: &Rules, profile: usize) -> u64 {
+    rules.profiles[..profile]
+        .iter()
+        .map(|p| (p.strong.len() + p.blocks.len()) as u64)
+        .sum()
+}
+
+/// A key hash tagged with its slot (top byte).
+pub fn tagged(slot: u64, hash: u64) -> u64 {
+    (slot << 56) | (hash & 0x00FF_FFFF_FFFF_FFFF)
+}
+
+/// The slot of a tagged key.
+pub fn slot_of(key: u64) -> usize {
+    (key >> 56) as usize
+}
+
+/// A block's key for record `i`, untagged; `None` when a part is missing.
+fn block_hash(
+    b: &super::rules::BlockRule,
+    data: &Dataset,
+    i: usize,
+    key: &mut String,
+    parts: &mut Vec<String>,
+) -> Option<u64> {
+    parts.clear();
+    for &(f, func) in &b.keys {
+        let v = data.value(f, i)?;
+        key.clear();
+        func.apply(v, key);
+        if key.is_empty() {
+            return None;
+        }
+        parts.push(key.clone());
+    }
+    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+    Some(fnv(&refs))
+}
+
+/// The match keys of record `i`: one per strong rule whose fields are all
+/// valid and one per block whose parts are all present, tagged with their
+/// slots. Records sharing no key are never compared, so a set of records
+/// holding every record of each of its keys resolves on its own exactly as
+/// within the whole.
+pub fn match_keys(rules: &Rules, data: &Dataset, i: usize, out: &mut Vec<u64>) {
+    out.clear();
+    let Some(pi) = profile_of(rules, data, i) else {
+        return;
+    };
+    let pi = pi as usize;
+    let p = &rules.profiles[pi];
+    let base = slot_base(rules, pi);
+    let mut parts: Vec<&str> = Vec::new();
+    for (r, rule) in p.strong.iter().enumerate() {
+        parts.clear();
+        for &f in &rule.fields {
+            match valid(p, data, f, i) {
+                Some(v) => parts.push(v),
+                None => break,
+            }
+        }
+        if parts.len() == rule.fields.len() {
+            out.push(tagged(base + r as u64, fnv(&parts)));
+        }
+    }
+    if p.compare.is_empty() {
+        return;
+    }
+    let (mut key, mut owned) = (String::new(), Vec::new());
+    for (bi, b) in p.blocks.iter().enumerate() {
+        if let Some(h) = block_hash(b, data, i, &mut key, &mut owned) {
+            out.push(tagged(base + (p.strong.len() + bi) as u64, h));
+        }
+    }
+}
+
+pub(crate) fn profile_of(rules: &Rules, data: &Dataset, i: usize) -> Option<u8> {
     rules
         .profiles
         .iter()
@@ -269,6 +365,20 @@ fn score_only(p: &Profile, data: &Dataset, a: usize, b: usize) -> f64 {
 
 /// Resolve `data` (keys ascending) under `rules`, then replay `decisions`.
 pub fn resolve(rules: &Rules, data: &Dataset, decisions: &[Decision], threads: usize) -> Outcome {
+    resolve_part(rules, data, decisions, threads, &HashSet::new())
+}
+
+/// Resolve part of a larger set of records: `oversized` are the tagged
+/// block keys that are over their profile's `max_block` in the whole set
+/// (and so yield no pairs here either, however few of their records this
+/// part holds).
+pub fn resolve_part(
+    rules: &Rules,
+    data: &Dataset,
+    decisions: &[Decision],
+    threads: usize,
+    oversized: &HashSet<u64>,
+) -> Outcome {
     let n = data.len();
     let profile: Vec<Option<u8>> = (0..n).map(|i| profile_of(rules, data, i)).collect();
     let mut slots: Vec<usize> = rules
@@ -365,34 +475,25 @@ pub fn resolve(rules: &Rules, data: &Dataset, decisions: &[Decision], threads: u
         if p.compare.is_empty() {
             continue;
         }
-        for b in &p.blocks {
+        let base = slot_base(rules, pi);
+        for (bi, b) in p.blocks.iter().enumerate() {
+            let slot = base + (p.strong.len() + bi) as u64;
             let mut blocks: HashMap<u64, Vec<u32>> = HashMap::new();
             let mut key = String::new();
             let mut parts: Vec<String> = Vec::new();
-            'rec: for (i, prof) in profile.iter().enumerate() {
+            for (i, prof) in profile.iter().enumerate() {
                 if *prof != Some(pi as u8) {
                     continue;
                 }
-                parts.clear();
-                for &(f, func) in &b.keys {
-                    let Some(v) = data.value(f, i) else {
-                        continue 'rec;
-                    };
-                    key.clear();
-                    func.apply(v, &mut key);
-                    if key.is_empty() {
-                        continue 'rec;
-                    }
-                    parts.push(key.clone());
+                if let Some(h) = block_hash(b, data, i, &mut key, &mut parts) {
+                    blocks.entry(tagged(slot, h)).or_default().push(i as u32);
                 }
-                let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-                blocks.entry(fnv(&refs)).or_default().push(i as u32);
             }
-            for members in blocks.values() {
+            for (h, members) in &blocks {
                 if members.len() < 2 {
                     continue;
                 }
-                if members.len() > p.max_block {
+                if members.len() > p.max_block || oversized.contains(h) {
                     stats.oversized_blocks += 1;
                     continue;
                 }

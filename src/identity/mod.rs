@@ -9,6 +9,7 @@ pub mod engine;
 pub mod explain;
 pub mod ids;
 pub mod rules;
+mod scope;
 mod store;
 mod survive;
 pub mod suspects;

@@ -317,6 +317,18 @@ pub struct Rules {
 }
 
 impl Rules {
+    /// A hash of everything that decides a resolution (fields, normalisers,
+    /// profiles, survivorship): results computed under rules with another
+    /// fingerprint cannot be reused.
+    pub fn fingerprint(&self) -> u64 {
+        let fields: BTreeMap<&String, &Vec<String>> = self.survivorship.fields.iter().collect();
+        let text = format!(
+            "{:?}|{:?}|{:?}|{:?}|{:?}",
+            self.fields, self.normalize, self.profiles, self.survivorship.priority, fields
+        );
+        super::engine::fnv(&[text.as_str()])
+    }
+
     pub fn default_rules() -> Result<Self, RulesError> {
         Self::parse(DEFAULT_RULES, "schemas/identity.toml")
     }

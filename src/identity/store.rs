@@ -49,6 +49,13 @@ pub(crate) const GOLDEN: [&str; 16] = [
 /// What a run did.
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct ResolveReport {
+    /// "full" or "incremental".
+    pub mode: String,
+    /// Why a run that could have been incremental was full.
+    pub full_because: Option<String>,
+    /// Records loaded (new or changed) since the previous run.
+    pub new_or_changed: usize,
+    /// Records this run resolved (all of them in a full run).
     pub records: usize,
     pub customers: usize,
     pub new_customers: usize,
@@ -67,8 +74,10 @@ pub struct ResolveReport {
 #[derive(Debug, Clone)]
 pub enum Trigger {
     /// A scheduled or command-line run: merges it finds are logged as
-    /// `auto_merge` events.
+    /// `auto_merge` events. Incremental when the last run's links allow.
     Auto,
+    /// The same, resolving every record again.
+    Full,
     /// A steward's decision, already in the ledger.
     Decision(String),
 }
@@ -153,26 +162,35 @@ pub(crate) struct Loaded {
     pub old_rule: StringArray,
     pub old_by: StringArray,
     pub old_ingested: Vec<Option<i64>>,
+    pub old_keys: StringArray,
     pub ingested: Vec<Option<i64>>,
     pub updated: Vec<Option<i64>>,
 }
 
+/// Load the source records `filter` keeps (a clause after `FROM
+/// source_customer s ...`, which may join and filter); `None` when none.
 pub(crate) async fn load_records(
     ctx: &SessionContext,
     rules: &Rules,
     have_xref: bool,
-) -> Result<Loaded, IdentityError> {
+    filter: &str,
+) -> Result<Option<Loaded>, IdentityError> {
     let sql = if have_xref {
-        "SELECT s.*, x.customer_id AS __old_id, x.rule AS __old_rule, x.linked_by AS __old_by , \
-         x.source_ingested_at AS __old_ingested \
-         FROM source_customer s LEFT JOIN customer_xref x \
-         ON s.source_system = x.source_system AND s.source_id = x.source_id"
+        format!(
+            "SELECT s.*, x.customer_id AS __old_id, x.rule AS __old_rule, x.linked_by AS __old_by, \
+             x.source_ingested_at AS __old_ingested, x.match_keys AS __old_keys \
+             FROM source_customer s LEFT JOIN customer_xref x \
+             ON s.source_system = x.source_system AND s.source_id = x.source_id {filter}"
+        )
     } else {
-        "SELECT s.*, CAST(NULL AS VARCHAR) AS __old_id, CAST(NULL AS VARCHAR) AS __old_rule, \
-         CAST(NULL AS VARCHAR) AS __old_by, CAST(NULL AS TIMESTAMP) AS __old_ingested FROM source_customer s"
+        format!(
+            "SELECT s.*, CAST(NULL AS VARCHAR) AS __old_id, CAST(NULL AS VARCHAR) AS __old_rule, \
+             CAST(NULL AS VARCHAR) AS __old_by, CAST(NULL AS TIMESTAMP) AS __old_ingested, \
+             CAST(NULL AS VARCHAR) AS __old_keys FROM source_customer s {filter}"
+        )
     };
-    let Some(batch) = collect(ctx, sql).await? else {
-        return Err(IdentityError::NothingToResolve);
+    let Some(batch) = collect(ctx, &sql).await? else {
+        return Ok(None);
     };
     let system = utf8(&batch, "source_system")?;
     let id = utf8(&batch, "source_id")?;
@@ -209,7 +227,7 @@ pub(crate) async fn load_records(
         }
         cols.push(col);
     }
-    Ok(Loaded {
+    Ok(Some(Loaded {
         data: Dataset {
             keys: sorted_keys,
             cols,
@@ -219,10 +237,11 @@ pub(crate) async fn load_records(
         old_rule: utf8(&batch, "__old_rule")?,
         old_by: utf8(&batch, "__old_by")?,
         old_ingested: micros(&batch, "__old_ingested")?,
+        old_keys: utf8(&batch, "__old_keys")?,
         ingested: micros(&batch, "ingested_at")?,
         updated: micros(&batch, "updated_at")?,
         batch,
-    })
+    }))
 }
 
 /// One entry of the ledger.
@@ -470,20 +489,73 @@ pub async fn resolve(
         return Err(IdentityError::NothingToResolve);
     }
     bar.set_message("loading source records");
-    let loaded = load_records(&ctx, rules, has("customer_xref")).await?;
     let events = load_events(&ctx, has("merge_event")).await?;
     let known = load_known(&ctx, has("customer")).await?;
     let suspects_before = super::suspects::load(&ctx, has("suspect_group")).await?;
+    let (decs, hint_keys) = decisions(&events);
+    let (scope, full_because) = if has("customer_xref") && !matches!(trigger, Trigger::Full) {
+        match incremental_scope(&ctx, rules, &trigger, &events, &decs, &suspects_before).await? {
+            Ok(scope) => (Some(scope), None),
+            Err(why) => (None, Some(why)),
+        }
+    } else {
+        (None, None)
+    };
+    let loaded = match &scope {
+        None => load_records(&ctx, rules, has("customer_xref"), "").await?,
+        Some(scope) => {
+            let (systems, ids): (Vec<&str>, Vec<&str>) = scope
+                .records
+                .iter()
+                .filter_map(|k| k.split_once(':'))
+                .unzip();
+            let batch = RecordBatch::try_from_iter([
+                (
+                    "source_system",
+                    Arc::new(StringArray::from(systems)) as datafusion::arrow::array::ArrayRef,
+                ),
+                ("source_id", Arc::new(StringArray::from(ids)) as _),
+            ])
+            .map_err(|e| err("scope", e))?;
+            ctx.register_batch("__scope", batch)
+                .map_err(|e| err("scope", e))?;
+            load_records(
+                &ctx,
+                rules,
+                true,
+                "JOIN __scope k ON s.source_system = k.source_system AND s.source_id = k.source_id",
+            )
+            .await?
+        }
+    };
+    let Some(loaded) = loaded else {
+        if let Some(scope) = &scope {
+            // Nothing new: every customer stays as it is.
+            bar.finish_and_clear();
+            return Ok(ResolveReport {
+                mode: "incremental".into(),
+                customers: scope.customers_outside,
+                suspect_groups: super::suspects::open_groups(&suspects_before),
+                seconds: started.elapsed().as_secs_f64(),
+                ..ResolveReport::default()
+            });
+        }
+        return Err(IdentityError::NothingToResolve);
+    };
     bar.inc(1);
 
     bar.set_message(format!("matching {} records", loaded.data.len()));
-    let (decs, hint_keys) = decisions(&events);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (loaded, outcome) = tokio::task::spawn_blocking({
+    let oversized = scope
+        .as_ref()
+        .map(|s| s.oversized.clone())
+        .unwrap_or_default();
+    let (loaded, outcome, match_keys) = tokio::task::spawn_blocking({
         let rules = rules.clone();
         move || {
-            let out = engine::resolve(&rules, &loaded.data, &decs, threads);
-            (loaded, out)
+            let out = engine::resolve_part(&rules, &loaded.data, &decs, threads, &oversized);
+            let keys = super::scope::keys_text(&rules, &loaded.data);
+            (loaded, out, keys)
         }
     })
     .await
@@ -562,6 +634,7 @@ pub async fn resolve(
                 || opt(&loaded.old_rule, i) != Some(rule.as_str())
                 || opt(&loaded.old_by, i) != Some(by.as_str())
                 || loaded.old_ingested[i] != loaded.ingested[i]
+                || opt(&loaded.old_keys, i) != Some(match_keys[i].as_str())
         })
         .collect();
     let explained: Vec<(f64, Option<String>)> = tokio::task::spawn_blocking({
@@ -598,6 +671,7 @@ pub async fn resolve(
                 Cell::Str(by),
                 detail.map_or(Cell::Null, Cell::Str),
                 loaded.ingested[i].map_or(Cell::Null, Cell::Ts),
+                Cell::Str(match_keys[i].clone()),
             ],
             None,
         );
@@ -618,7 +692,7 @@ pub async fn resolve(
     bar.inc(1);
 
     bar.set_message("proposing suspected duplicates");
-    let suspects = super::suspects::groups(
+    let mut suspects = super::suspects::groups(
         rules,
         &loaded.data,
         &outcome,
@@ -627,11 +701,23 @@ pub async fn resolve(
         &suspects_before,
         now,
     );
+    if let Some(scope) = &scope {
+        // Open groups outside the scope stand as they were (a group is
+        // wholly inside or wholly outside: its members are in the scope
+        // together).
+        suspects.extend(
+            suspects_before
+                .iter()
+                .filter(|m| m.status == "open" && !scope.records.contains(&m.member))
+                .cloned(),
+        );
+        suspects.sort_by(|a, b| a.group_id.cmp(&b.group_id).then(a.member.cmp(&b.member)));
+    }
 
     // Writes: ledger, links, golden records, suspects.
     bar.set_message("writing");
     let mut retire_events = Vec::new();
-    if matches!(trigger, Trigger::Auto) && !assignment.retired.is_empty() {
+    if matches!(trigger, Trigger::Auto | Trigger::Full) && !assignment.retired.is_empty() {
         let first = super::next_event_number(&events);
         for (seq, (gone, into)) in (first..).zip(&assignment.retired) {
             let records: Vec<(String, Option<String>)> = (0..n)
@@ -667,9 +753,18 @@ pub async fn resolve(
     let groups = super::suspects::write(lake, catalog, &suspects_before, suspects).await?;
     bar.inc(1);
     bar.finish_and_clear();
+    let new_or_changed = match &scope {
+        Some(s) => s.seeds,
+        None => (0..n)
+            .filter(|&i| loaded.old_ingested[i] != loaded.ingested[i])
+            .count(),
+    };
     Ok(ResolveReport {
+        mode: if scope.is_some() { "incremental" } else { "full" }.into(),
+        full_because,
+        new_or_changed,
         records: n,
-        customers: clusters.len(),
+        customers: clusters.len() + scope.as_ref().map_or(0, |s| s.customers_outside),
         new_customers: assignment.new,
         retired: assignment.retired.len(),
         revived: assignment.revived.len(),
@@ -681,6 +776,60 @@ pub async fn resolve(
         oversized_blocks: outcome.stats.oversized_blocks,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The scope of an incremental run, or why the run must be full.
+async fn incremental_scope(
+    ctx: &SessionContext,
+    rules: &Rules,
+    trigger: &Trigger,
+    events: &[Event],
+    decs: &[Decision],
+    suspects: &[super::suspects::Member],
+) -> Result<Result<super::scope::Scope, String>, IdentityError> {
+    let Some((wm, before)) = super::scope::watermark(ctx).await? else {
+        return Ok(Err("the links carry no source versions".into()));
+    };
+    let seeds = load_records(
+        ctx,
+        rules,
+        true,
+        &format!("WHERE s.ingested_at > to_timestamp_micros({wm})"),
+    )
+    .await?;
+    let empty = Dataset::default();
+    let seeds = seeds.as_ref().map_or(&empty, |l| &l.data);
+    // A steward's decision: the records it and the event it undoes name.
+    let mut also: Vec<String> = Vec::new();
+    if let Trigger::Decision(id) = trigger {
+        for e in events {
+            if &e.event_id == id || e.undone_by.as_deref() == Some(id.as_str()) {
+                also.extend(e.records.iter().map(|(r, _)| r.clone()));
+            }
+        }
+    }
+    let mut hyperedges: Vec<Vec<String>> = decs
+        .iter()
+        .map(|d| match d {
+            Decision::Merge { records, .. }
+            | Decision::Split { records, .. }
+            | Decision::Reject { records } => records.clone(),
+        })
+        .collect();
+    let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for m in suspects.iter().filter(|m| m.status == "open") {
+        groups
+            .entry(m.group_id.as_str())
+            .or_default()
+            .push(m.member.clone());
+    }
+    hyperedges.extend(groups.into_values());
+    Ok(
+        match super::scope::plan(ctx, rules, seeds, &also, &hyperedges, before).await? {
+            super::scope::Plan::Full(why) => Err(why),
+            super::scope::Plan::Incremental(s) => Ok(s),
+        },
+    )
 }
 
 /// Scores and per-field similarities of each record with its partner.

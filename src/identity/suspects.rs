@@ -207,6 +207,15 @@ pub(crate) fn to_batch(catalog: &Catalog, rows: &[Member]) -> Result<RecordBatch
     b.finish().map_err(|e| IdentityError::Lake(e.to_string()))
 }
 
+/// How many open groups the rows hold.
+pub(crate) fn open_groups(rows: &[Member]) -> usize {
+    rows.iter()
+        .filter(|m| m.status == "open")
+        .map(|m| m.group_id.as_str())
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
 /// Replace the table's content when it changed. Returns the number of
 /// open groups.
 pub(crate) async fn write(
@@ -215,12 +224,7 @@ pub(crate) async fn write(
     before: &[Member],
     rows: Vec<Member>,
 ) -> Result<usize, IdentityError> {
-    let open: BTreeSet<&str> = rows
-        .iter()
-        .filter(|m| m.status == "open")
-        .map(|m| m.group_id.as_str())
-        .collect();
-    let count = open.len();
+    let count = open_groups(&rows);
     let mut sorted_before = before.to_vec();
     sorted_before.sort_by(|a, b| a.group_id.cmp(&b.group_id).then(a.member.cmp(&b.member)));
     if sorted_before == rows {

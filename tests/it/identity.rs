@@ -411,3 +411,170 @@ else = -1.0
         "{e}"
     );
 }
+
+/// The rows of `bigger` that `base` does not have, with the header of a
+/// CSV: what a source system delivers as its daily changes.
+fn increment(base: &Path, bigger: &Path, out: &Path, file: &str, header: bool) -> Vec<String> {
+    let read = |p: &Path| std::fs::read(p.join(file)).unwrap_or_default();
+    let (old, new) = (read(base), read(bigger));
+    let old: BTreeSet<&[u8]> = old.split_inclusive(|b| *b == b'\n').collect();
+    let mut lines = new.split_inclusive(|b| *b == b'\n');
+    let mut body: Vec<u8> = Vec::new();
+    if header && let Some(h) = lines.next() {
+        body.extend_from_slice(h);
+    }
+    let mut added = Vec::new();
+    for l in lines.filter(|l| !old.contains(l)) {
+        body.extend_from_slice(l);
+        if !l.ends_with(b"\n") {
+            body.push(b'\n');
+        }
+        added.push(String::from_utf8_lossy(l).to_string());
+    }
+    let path = out.join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, body).unwrap();
+    added
+}
+
+fn resolve_json(d: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["resolve", "--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(d, &all)).unwrap()
+}
+
+/// Everything resolution writes, as text (the ledger once it exists).
+fn resolved_state(d: &Path, ledger: bool) -> Vec<Vec<String>> {
+    [
+        "SELECT * FROM customer_xref ORDER BY source_system, source_id",
+        "SELECT * FROM customer ORDER BY customer_id",
+        "SELECT * FROM suspect_group ORDER BY group_id, member",
+        "SELECT * FROM merge_event ORDER BY event_id",
+    ]
+    .iter()
+    .take(if ledger { 4 } else { 3 })
+    .map(|sql| query(d, sql))
+    .collect()
+}
+
+#[test]
+fn incremental_resolve_gives_what_a_full_run_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = resolved_sample(d, 600, 31);
+    let bigger = d.join("bigger");
+    ok(
+        d,
+        &[
+            "generate",
+            "--customers",
+            "660",
+            "--seed",
+            "31",
+            "--as-of",
+            "2026-06-30",
+            "--out",
+            bigger.to_str().unwrap(),
+        ],
+    );
+    let total_before = count(d, "SELECT count(*) FROM customer_xref");
+
+    // The increment: new customers' rows from every text extract, one lead
+    // that is an existing customer under a new lead id (same id number and
+    // name: a strong match), and one existing lead whose phone changed.
+    let delta = d.join("delta");
+    for (file, header) in [
+        ("core/customers.csv", true),
+        ("claims/claimants.jsonl", false),
+        ("telesales/leads.csv", true),
+    ] {
+        increment(&base, &bigger, &delta, file, header);
+    }
+    let leads = std::fs::read_to_string(base.join("telesales/leads.csv")).unwrap();
+    let header: Vec<&str> = leads.lines().next().unwrap().split(',').collect();
+    let (cert, tel) = (
+        header.iter().position(|h| *h == "cert_no").unwrap(),
+        header.iter().position(|h| *h == "tel").unwrap(),
+    );
+    let rows: Vec<Vec<&str>> = leads
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .filter(|r: &Vec<&str>| r.len() == header.len())
+        .collect();
+    let linked = links(d);
+    let loaded = |r: &Vec<&str>| linked.contains_key(&format!("telesales:{}", r[0]));
+    let person = rows
+        .iter()
+        .find(|r| loaded(r) && r[cert].len() == 18 && r[1] == "IND" && !r[2].is_empty())
+        .unwrap();
+    let mut again = person.clone();
+    again[0] = "L99999999";
+    let moved = rows
+        .iter()
+        .find(|r| loaded(r) && r[0] != person[0] && r[tel].len() > 8 && !r[tel].ends_with('9'))
+        .unwrap();
+    let mut phone = moved.clone();
+    let new_tel = format!("{}9", &moved[tel][..moved[tel].len() - 1]);
+    phone[tel] = &new_tel;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(delta.join("telesales/leads.csv"))
+        .unwrap();
+    use std::io::Write;
+    writeln!(f, "{}\n{}", again.join(","), phone.join(",")).unwrap();
+    drop(f);
+    ok(d, &["ingest", "--from", delta.to_str().unwrap()]);
+
+    let inc = resolve_json(d, &[]);
+    assert_eq!(inc["mode"], "incremental", "{inc}");
+    let total = count(d, "SELECT count(*) FROM source_customer");
+    assert!(total > total_before);
+    let seen = inc["records"].as_u64().unwrap() as i64;
+    assert!(
+        seen < total / 2,
+        "an increment re-examined {seen} of {total} records"
+    );
+    assert_eq!(
+        inc["new_or_changed"].as_i64().unwrap(),
+        total - total_before + 1,
+        "{inc}"
+    );
+    let l = links(d);
+    assert_eq!(l.len() as i64, total, "every record has its link");
+    assert_eq!(
+        l["telesales:L99999999"],
+        l[&format!("telesales:{}", person[0])],
+        "the returning customer joined the existing one"
+    );
+
+    // A full run finds nothing to change: the increment wrote exactly
+    // what it would have.
+    let state = resolved_state(d, false);
+    let full = resolve_json(d, &["--full"]);
+    assert_eq!(full["mode"], "full");
+    assert_eq!(full["changed_links"], 0, "{full}");
+    assert_eq!(full["changed_customers"], 0, "{full}");
+    assert_eq!(resolved_state(d, false), state);
+
+    // A steward's decision is resolved incrementally too, with the same
+    // result as a full run.
+    let ids = query(
+        d,
+        "SELECT customer_id FROM customer WHERE status = 'active' ORDER BY customer_id LIMIT 2",
+    );
+    ok(
+        d,
+        &["merge", "--customers", &ids[0], &ids[1], "--reason", "same firm"],
+    );
+    let state = resolved_state(d, true);
+    let full = resolve_json(d, &["--full"]);
+    assert_eq!(full["changed_links"], 0, "{full}");
+    assert_eq!(full["changed_customers"], 0, "{full}");
+    assert_eq!(resolved_state(d, true), state);
+    // Nothing new: an incremental run looks at nothing.
+    let idle = resolve_json(d, &[]);
+    assert_eq!(idle["mode"], "incremental");
+    assert_eq!(idle["records"], 0);
+    assert_eq!(idle["customers"], full["customers"]);
+}

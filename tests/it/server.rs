@@ -493,6 +493,29 @@ fn a_client_that_hangs_up_cancels_its_query() {
 }
 
 #[test]
+fn a_query_that_outgrows_the_memory_pool_gets_503_and_the_server_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server_with(dir.path(), |c| c.query.memory_limit_mb = 1);
+    // The build side of a hash join cannot spill: two million keys do not
+    // fit in one MiB.
+    let sql = "SELECT count(*) FROM generate_series(1, 2000000) a(v) \
+               JOIN generate_series(1, 2000000) b(v) ON a.v = b.v";
+    for format in ["json", "csv", "arrow"] {
+        let r = query(addr, format, serde_json::json!({ "sql": sql }));
+        problem(&r, 503, 1302);
+        assert!(r.header("retry-after").is_some());
+    }
+    // Nothing crashed, and the memory went back to the pool.
+    let ok = query(
+        addr,
+        "json",
+        serde_json::json!({"sql": "SELECT count(*) AS n FROM policy"}),
+    );
+    assert_eq!(ok.status, 200);
+    assert!(ok.json()["rows"][0]["n"].as_i64().unwrap() > 0);
+}
+
+#[test]
 fn sigterm_stops_the_server_gracefully() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();

@@ -203,11 +203,13 @@ pub(crate) async fn plan(
     else {
         return Ok(Plan::Full("no records have been resolved yet".into()));
     };
+    tracing::info!(rows = batch.num_rows(), "resolve: links read for the scope");
     let index = match load_index(&batch, rules.fingerprint())? {
         Ok(i) => i,
         Err(why) => return Ok(Plan::Full(why)),
     };
     let n = index.len();
+    tracing::info!(keys = index.keys.len(), "resolve: match keys parsed");
 
     // Find the rows of the seeds, of the decision's records and of every
     // hyperedge member, in one pass.
@@ -279,6 +281,7 @@ pub(crate) async fn plan(
     frontier.retain(|k| seen_keys.insert(*k));
     let mut custs: Vec<u64> = Vec::new();
     let mut oversized = HashSet::new();
+    let mut rounds = 0;
     loop {
         while let Some(r) = pending.pop() {
             // A seed's stored keys are its old ones: they are expanded too,
@@ -306,6 +309,7 @@ pub(crate) async fn plan(
         if frontier.is_empty() && custs.is_empty() {
             break;
         }
+        rounds += 1;
         let fk: HashSet<u64> = frontier.drain(..).collect();
         let fc: HashSet<u64> = custs.drain(..).collect();
         let (bk, bc) = (Bits::new(fk.iter()), Bits::new(fc.iter()));
@@ -349,6 +353,7 @@ pub(crate) async fn plan(
         }
     }
 
+    tracing::info!(rounds, "resolve: closure found");
     let mut records: HashSet<String> = seeds.keys.iter().cloned().collect();
     let mut outside: HashSet<u64> = HashSet::new();
     for r in 0..n {

@@ -460,6 +460,16 @@ fn progress(show: bool, steps: u64) -> ProgressBar {
     bar
 }
 
+/// Logs the time of each phase of a run (`CUSTLAKE_LOG=custlake=info`).
+struct Lap(Instant);
+
+impl Lap {
+    fn mark(&mut self, phase: &str) {
+        tracing::info!(phase, ms = self.0.elapsed().as_millis() as u64, "resolve");
+        self.0 = Instant::now();
+    }
+}
+
 /// Resolve every source record; write what changed.
 pub async fn resolve(
     lake: &Lake,
@@ -488,10 +498,12 @@ pub async fn resolve(
     if !has("source_customer") {
         return Err(IdentityError::NothingToResolve);
     }
+    let mut lap = Lap(Instant::now());
     bar.set_message("loading source records");
     let events = load_events(&ctx, has("merge_event")).await?;
     let known = load_known(&ctx, has("customer")).await?;
     let suspects_before = super::suspects::load(&ctx, has("suspect_group")).await?;
+    lap.mark("ledger, customers and suspects loaded");
     let (decs, hint_keys) = decisions(&events);
     let (scope, full_because) = if has("customer_xref") && !matches!(trigger, Trigger::Full) {
         match incremental_scope(&ctx, rules, &trigger, &events, &decs, &suspects_before).await? {
@@ -501,8 +513,10 @@ pub async fn resolve(
     } else {
         (None, None)
     };
+    lap.mark("scope");
     let loaded = match &scope {
         None => load_records(&ctx, rules, has("customer_xref"), "").await?,
+        Some(scope) if scope.records.is_empty() => None,
         Some(scope) => {
             let (systems, ids): (Vec<&str>, Vec<&str>) = scope
                 .records
@@ -542,6 +556,7 @@ pub async fn resolve(
         }
         return Err(IdentityError::NothingToResolve);
     };
+    lap.mark("records loaded");
     bar.inc(1);
 
     bar.set_message(format!("matching {} records", loaded.data.len()));
@@ -560,6 +575,7 @@ pub async fn resolve(
     })
     .await
     .map_err(|e| err("matching", e))?;
+    lap.mark("matched");
     bar.inc(1);
 
     bar.set_message("assigning ids");
@@ -715,6 +731,7 @@ pub async fn resolve(
     }
 
     // Writes: ledger, links, golden records, suspects.
+    lap.mark("links, golden records and suspects computed");
     bar.set_message("writing");
     let mut retire_events = Vec::new();
     if matches!(trigger, Trigger::Auto | Trigger::Full) && !assignment.retired.is_empty() {
@@ -745,12 +762,15 @@ pub async fn resolve(
     if changed_links > 0 {
         super::upsert_batch(lake, catalog, &write_ctx, "customer_xref", xref_batch).await?;
     }
+    lap.mark("links written");
     let changed_customers = golden.num_rows();
     if changed_customers > 0 {
         super::upsert_batch(lake, catalog, &write_ctx, "customer", golden).await?;
     }
     super::retire(lake, catalog, &assignment.retired, now).await?;
+    lap.mark("golden records written");
     let groups = super::suspects::write(lake, catalog, &suspects_before, suspects).await?;
+    lap.mark("suspects written");
     bar.inc(1);
     bar.finish_and_clear();
     let new_or_changed = match &scope {
@@ -797,6 +817,10 @@ async fn incremental_scope(
         &format!("WHERE s.ingested_at > to_timestamp_micros({wm})"),
     )
     .await?;
+    tracing::info!(
+        seeds = seeds.as_ref().map_or(0, |l| l.data.len()),
+        "resolve: new and changed records loaded"
+    );
     let empty = Dataset::default();
     let seeds = seeds.as_ref().map_or(&empty, |l| &l.data);
     // A steward's decision: the records it and the event it undoes name.

@@ -213,7 +213,9 @@ pub(crate) fn fnv(parts: &[&str]) -> u64 {
 pub enum Slot {
     Strong,
     /// A block, and the size above which it yields no pairs.
-    Block { max: usize },
+    Block {
+        max: usize,
+    },
 }
 
 /// Every slot of the rules, in slot order.
@@ -785,5 +787,38 @@ mod tests {
         let f = resolve(&rules, &full, &[], 2);
         let p = resolve(&rules, &part, &[], 2);
         assert_eq!(&f.cluster[..2], &p.cluster[..]);
+    }
+
+    #[test]
+    fn a_part_skips_blocks_oversized_in_the_whole() {
+        let mut rules = Rules::default_rules().unwrap();
+        rules.profiles[0].max_block = 2;
+        let phone = "+8613800000001";
+        let mut a = person(ID_A, "王伟", phone);
+        a[4] = ("birth_date", "1950-01-01");
+        let b = person(ID_B, "李娜", phone);
+        let mut c = person(ID_B, "张敏", phone);
+        c[1] = ("id_number", "");
+        let whole = dataset(&rules, &[("a:1", &a), ("a:2", &b), ("a:3", &c)]);
+        // Three records share the phone: over max_block, no pairs.
+        assert_eq!(resolve(&rules, &whole, &[], 1).stats.candidate_pairs, 0);
+        // Two of them alone would make a pair, unless told the block is
+        // oversized in the whole.
+        let part = dataset(&rules, &[("a:1", &a), ("a:2", &b)]);
+        assert_eq!(resolve(&rules, &part, &[], 1).stats.candidate_pairs, 1);
+        let mut keys = Vec::new();
+        match_keys(&rules, &whole, 0, &mut keys);
+        let slots = slots(&rules);
+        let oversized: HashSet<u64> = keys
+            .iter()
+            .copied()
+            .filter(|k| matches!(slots[slot_of(*k)], Slot::Block { .. }))
+            .collect();
+        assert!(!oversized.is_empty());
+        let out = resolve_part(&rules, &part, &[], 1, &oversized);
+        assert_eq!(out.stats.candidate_pairs, 0);
+        // The keys of every record carry their slots: the id-and-name strong
+        // key first for a record with a valid id.
+        assert_eq!(slots[slot_of(keys[0])], Slot::Strong);
     }
 }

@@ -214,7 +214,12 @@ pub(crate) async fn plan(
     // Find the rows of the seeds, of the decision's records and of every
     // hyperedge member, in one pass.
     let mut wanted: HashMap<u64, Vec<&str>> = HashMap::new();
-    for k in seeds.keys.iter().chain(also).chain(hyperedges.iter().flatten()) {
+    for k in seeds
+        .keys
+        .iter()
+        .chain(also)
+        .chain(hyperedges.iter().flatten())
+    {
         wanted.entry(key_hash_of(k)).or_default().push(k.as_str());
     }
     let mut row_of: HashMap<&str, usize> = HashMap::new();
@@ -257,7 +262,11 @@ pub(crate) async fn plan(
     }
     let edges: Vec<Vec<usize>> = hyperedges
         .iter()
-        .map(|e| e.iter().filter_map(|k| row_of.get(k.as_str()).copied()).collect())
+        .map(|e| {
+            e.iter()
+                .filter_map(|k| row_of.get(k.as_str()).copied())
+                .collect()
+        })
         .collect();
     let mut edges_of: HashMap<usize, Vec<usize>> = HashMap::new();
     for (e, rows) in edges.iter().enumerate() {
@@ -356,8 +365,8 @@ pub(crate) async fn plan(
     tracing::info!(rounds, "resolve: closure found");
     let mut records: HashSet<String> = seeds.keys.iter().cloned().collect();
     let mut outside: HashSet<u64> = HashSet::new();
-    for r in 0..n {
-        if in_scope[r] {
+    for (r, inside) in in_scope.iter().enumerate() {
+        if *inside {
             records.insert(index.key(r));
         } else {
             outside.insert(index.customer[r]);

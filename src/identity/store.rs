@@ -780,7 +780,12 @@ pub async fn resolve(
             .count(),
     };
     Ok(ResolveReport {
-        mode: if scope.is_some() { "incremental" } else { "full" }.into(),
+        mode: if scope.is_some() {
+            "incremental"
+        } else {
+            "full"
+        }
+        .into(),
         full_because,
         new_or_changed,
         records: n,

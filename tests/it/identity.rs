@@ -565,7 +565,14 @@ fn incremental_resolve_gives_what_a_full_run_gives() {
     );
     ok(
         d,
-        &["merge", "--customers", &ids[0], &ids[1], "--reason", "same firm"],
+        &[
+            "merge",
+            "--customers",
+            &ids[0],
+            &ids[1],
+            "--reason",
+            "same firm",
+        ],
     );
     let state = resolved_state(d, true);
     let full = resolve_json(d, &["--full"]);

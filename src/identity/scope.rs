@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use datafusion::arrow::array::{Array, StringArray};
+use datafusion::arrow::array::{Array, AsArray, StringArray, StringViewArray};
 use datafusion::prelude::SessionContext;
 
 use super::IdentityError;
@@ -128,6 +128,34 @@ impl Index {
     }
 }
 
+fn parse_hex(digits: &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    for &d in digits {
+        let x = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u64::from(x);
+    }
+    Some(v)
+}
+
+/// A string column in either layout.
+enum Text<'a> {
+    Plain(&'a StringArray),
+    View(&'a StringViewArray),
+}
+
+impl Text<'_> {
+    fn get(&self, r: usize) -> Option<&str> {
+        match self {
+            Self::Plain(a) => a.is_valid(r).then(|| a.value(r)),
+            Self::View(a) => a.is_valid(r).then(|| a.value(r)),
+        }
+    }
+}
+
 /// Parse the links' match keys; `Err` says why they cannot be used.
 fn load_index(
     batch: &datafusion::arrow::array::RecordBatch,
@@ -136,7 +164,19 @@ fn load_index(
     let system = utf8(batch, "source_system")?;
     let id = utf8(batch, "source_id")?;
     let cust = utf8(batch, "customer_id")?;
-    let text = utf8(batch, "match_keys")?;
+    // The widest column: read in place, whichever string layout it has.
+    let column = batch
+        .column_by_name("match_keys")
+        .ok_or_else(|| IdentityError::Lake("customer_xref has no match_keys".into()))?;
+    let cast;
+    let text = if let Some(a) = column.as_string_opt::<i32>() {
+        Text::Plain(a)
+    } else if let Some(a) = column.as_any().downcast_ref::<StringViewArray>() {
+        Text::View(a)
+    } else {
+        cast = utf8(batch, "match_keys")?;
+        Text::Plain(&cast)
+    };
     let want = format!("r{fingerprint:016x}");
     let n = batch.num_rows();
     let mut offsets = Vec::with_capacity(n + 1);
@@ -144,19 +184,24 @@ fn load_index(
     let mut customer = Vec::with_capacity(n);
     offsets.push(0u32);
     for r in 0..n {
-        if !text.is_valid(r) {
+        let Some(t) = text.get(r) else {
             return Ok(Err(
                 "some links were made before match keys were kept".into()
             ));
-        }
-        let mut parts = text.value(r).split_ascii_whitespace();
-        if parts.next() != Some(want.as_str()) {
+        };
+        let t = t.as_bytes();
+        if !t.starts_with(want.as_bytes()) {
             return Ok(Err("the matching rules changed since the last run".into()));
         }
-        for p in parts {
-            match u64::from_str_radix(p, 16) {
-                Ok(k) => keys.push(k),
-                Err(_) => return Ok(Err(format!("a link has a malformed match key {p:?}"))),
+        // Fixed-width fields: " " and 16 hex digits per key.
+        let rest = &t[want.len()..];
+        if rest.len() % 17 != 0 {
+            return Ok(Err("a link has malformed match keys".into()));
+        }
+        for chunk in rest.chunks_exact(17) {
+            match parse_hex(&chunk[1..]) {
+                Some(k) if chunk[0] == b' ' => keys.push(k),
+                _ => return Ok(Err("a link has malformed match keys".into())),
             }
         }
         offsets.push(keys.len() as u32);
@@ -364,19 +409,22 @@ pub(crate) async fn plan(
 
     tracing::info!(rounds, "resolve: closure found");
     let mut records: HashSet<String> = seeds.keys.iter().cloned().collect();
-    let mut outside: HashSet<u64> = HashSet::new();
+    let mut outside: Vec<u64> = Vec::with_capacity(n);
     for (r, inside) in in_scope.iter().enumerate() {
         if *inside {
             records.insert(index.key(r));
         } else {
-            outside.insert(index.customer[r]);
+            outside.push(index.customer[r]);
         }
     }
+    outside.sort_unstable();
+    outside.dedup();
+    let outside = outside.len();
     Ok(Plan::Incremental(Scope {
         records,
         oversized,
         seeds: seeds.len(),
-        customers_outside: outside.len(),
+        customers_outside: outside,
     }))
 }
 

@@ -378,20 +378,32 @@ fn decisions(events: &[Event]) -> (Vec<Decision>, HashMap<String, String>) {
     (out, hints)
 }
 
+/// What the lake knows of customers: every one, or (`only`) those ids.
 pub(crate) async fn load_known(
     ctx: &SessionContext,
     have: bool,
+    only: Option<Vec<String>>,
 ) -> Result<HashMap<String, (Known, Option<String>)>, IdentityError> {
     let mut out = HashMap::new();
     if !have {
         return Ok(out);
     }
-    if let Some(b) = collect(
-        ctx,
-        "SELECT customer_id, created_at, status, fingerprint FROM customer",
-    )
-    .await?
-    {
+    let sql = match only {
+        None => "SELECT customer_id, created_at, status, fingerprint FROM customer",
+        Some(ids) => {
+            let batch = RecordBatch::try_from_iter([(
+                "id",
+                Arc::new(StringArray::from(ids)) as datafusion::arrow::array::ArrayRef,
+            )])
+            .map_err(|e| err("customers", e))?;
+            let _ = ctx.deregister_table("__ids");
+            ctx.register_batch("__ids", batch)
+                .map_err(|e| err("customers", e))?;
+            "SELECT c.customer_id, c.created_at, c.status, c.fingerprint FROM customer c \
+             JOIN __ids i ON c.customer_id = i.id"
+        }
+    };
+    if let Some(b) = collect(ctx, sql).await? {
         let id = utf8(&b, "customer_id")?;
         let status = utf8(&b, "status")?;
         let fp = utf8(&b, "fingerprint")?;
@@ -501,7 +513,6 @@ pub async fn resolve(
     let mut lap = Lap(Instant::now());
     bar.set_message("loading source records");
     let events = load_events(&ctx, has("merge_event")).await?;
-    let known = load_known(&ctx, has("customer")).await?;
     let suspects_before = super::suspects::load(&ctx, has("suspect_group")).await?;
     lap.mark("ledger, customers and suspects loaded");
     let (decs, hint_keys) = decisions(&events);
@@ -555,6 +566,26 @@ pub async fn resolve(
             });
         }
         return Err(IdentityError::NothingToResolve);
+    };
+    // Customers: all of them for a full run; for an incremental one those
+    // its records and revival hints name, and the highest id.
+    let (known, highest) = match &scope {
+        None => (load_known(&ctx, has("customer"), None).await?, None),
+        Some(_) => {
+            let mut ids: Vec<String> = (0..loaded.data.len())
+                .filter_map(|i| opt(&loaded.old_id, i).map(str::to_string))
+                .chain(hint_keys.values().cloned())
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let known = load_known(&ctx, has("customer"), Some(ids)).await?;
+            let highest = collect(&ctx, "SELECT max(customer_id) AS m FROM customer")
+                .await?
+                .map(|b| utf8(&b, "m"))
+                .transpose()?
+                .and_then(|a| opt(&a, 0).and_then(ids::parse_id));
+            (known, highest)
+        }
     };
     lap.mark("records loaded");
     bar.inc(1);
@@ -617,6 +648,7 @@ pub async fn resolve(
         .map(String::as_str)
         .chain(old.iter().flatten().copied())
         .filter_map(ids::parse_id)
+        .chain(highest)
         .max()
         .unwrap_or(0)
         + 1;
@@ -815,6 +847,11 @@ async fn incremental_scope(
     let Some((wm, before)) = super::scope::watermark(ctx).await? else {
         return Ok(Err("the links carry no source versions".into()));
     };
+    // Filters and join keys filter the scans themselves (late
+    // materialisation): only the rows kept are decoded in full.
+    ctx.sql("SET datafusion.execution.parquet.pushdown_filters = true")
+        .await
+        .map_err(|e| err("scope", e))?;
     let seeds = load_records(
         ctx,
         rules,

@@ -279,12 +279,11 @@ pub(crate) async fn plan(
         }
     }
     let mut seed_row = vec![false; n];
-    let seeds_linked = seeds
-        .keys
-        .iter()
-        .filter_map(|k| row_of.get(k.as_str()))
-        .map(|&r| seed_row[r] = true)
-        .count();
+    let mut seeds_linked = 0;
+    for r in seeds.keys.iter().filter_map(|k| row_of.get(k.as_str())) {
+        seed_row[*r] = true;
+        seeds_linked += 1;
+    }
     // Every record not ingested since the last run must have its link.
     if n - seeds_linked != usize::try_from(source_before).unwrap_or(usize::MAX) {
         return Ok(Plan::Full(format!(

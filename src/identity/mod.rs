@@ -148,7 +148,7 @@ async fn write_events(
     upsert_batch(lake, catalog, ctx, "merge_event", batch).await
 }
 
-fn ids_batch(ids: &[String]) -> Result<RecordBatch, IdentityError> {
+pub(crate) fn ids_batch(ids: &[String]) -> Result<RecordBatch, IdentityError> {
     let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
     let array: ArrayRef = Arc::new(StringArray::from(ids.to_vec()));
     RecordBatch::try_new(schema, vec![array]).map_err(lake_err)

@@ -68,19 +68,12 @@ pub(crate) enum Plan {
 
 /// Hash of a record key `system:id` from its parts, without building it.
 fn key_hash(system: &str, id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in system.bytes().chain([b':']).chain(id.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    engine::fnv(&[system, id])
 }
 
 fn key_hash_of(key: &str) -> u64 {
-    match key.split_once(':') {
-        Some((s, i)) => key_hash(s, i),
-        None => key_hash(key, ""),
-    }
+    let (system, id) = key.split_once(':').unwrap_or((key, ""));
+    key_hash(system, id)
 }
 
 /// A cheap first test before a hash-set lookup: most keys of a scan are

@@ -391,11 +391,7 @@ pub(crate) async fn load_known(
     let sql = match only {
         None => "SELECT customer_id, created_at, status, fingerprint FROM customer",
         Some(ids) => {
-            let batch = RecordBatch::try_from_iter([(
-                "id",
-                Arc::new(StringArray::from(ids)) as datafusion::arrow::array::ArrayRef,
-            )])
-            .map_err(|e| err("customers", e))?;
+            let batch = super::ids_batch(&ids)?;
             let _ = ctx.deregister_table("__ids");
             ctx.register_batch("__ids", batch)
                 .map_err(|e| err("customers", e))?;

@@ -58,6 +58,18 @@ pub(crate) struct Scope {
     pub seeds: usize,
     /// Customers with no record in the scope (they keep everything).
     pub customers_outside: usize,
+    /// The current link of every linked record in the scope.
+    pub old: HashMap<String, OldLink>,
+}
+
+/// A record's link as the last run left it.
+#[derive(Debug, Clone)]
+pub(crate) struct OldLink {
+    pub customer_id: String,
+    pub rule: String,
+    pub linked_by: String,
+    pub ingested: Option<i64>,
+    pub match_keys: String,
 }
 
 /// Either the scope of an incremental run, or why a full run is needed.
@@ -76,26 +88,89 @@ fn key_hash_of(key: &str) -> u64 {
     key_hash(system, id)
 }
 
-/// A cheap first test before a hash-set lookup: most keys of a scan are
-/// not wanted, and a bit test rules them out.
-struct Bits(Vec<u64>);
+/// Which rows hold a value, for every value at once: rows listed by a
+/// hash bucket of the value (a row once per bucket), so a lookup reads a
+/// few candidate rows and checks them. Built in two linear passes.
+struct Postings {
+    bits: u32,
+    start: Vec<u32>,
+    rows: Vec<u32>,
+}
 
-impl Bits {
-    const SIZE: usize = 1 << 22;
-    fn new<'a>(keys: impl Iterator<Item = &'a u64>) -> Self {
-        let mut v = vec![0u64; Self::SIZE / 64];
-        for k in keys {
-            let b = Self::bit(*k);
-            v[b / 64] |= 1 << (b % 64);
+impl Postings {
+    fn bucket(v: u64, bits: u32) -> usize {
+        (v.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+    }
+
+    /// `values(r)`: the values row `r` holds. A two-pass radix sort of
+    /// (bucket, row) pairs, each pass touching only a cache-sized table:
+    /// one counter per bucket updated in random order would miss the cache
+    /// on nearly every pair.
+    fn build<'a>(n: usize, bits: u32, values: impl Fn(usize) -> &'a [u64]) -> Self {
+        const HIGH: u32 = 8;
+        let low_bits = bits.saturating_sub(HIGH);
+        let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(n * 5);
+        let mut seen: Vec<u32> = Vec::new();
+        for r in 0..n {
+            seen.clear();
+            for &v in values(r) {
+                let b = Self::bucket(v, bits) as u32;
+                if !seen.contains(&b) {
+                    seen.push(b);
+                    pairs.push((b, r as u32));
+                }
+            }
         }
-        Self(v)
+        // Pass 1: by the high bits of the bucket, into 256 runs.
+        let mut run = [0usize; (1 << HIGH) + 1];
+        for &(b, _) in &pairs {
+            run[(b >> low_bits) as usize + 1] += 1;
+        }
+        for h in 0..1 << HIGH {
+            run[h + 1] += run[h];
+        }
+        let mut at = run;
+        let mut by_high = vec![(0u32, 0u32); pairs.len()];
+        for &(b, r) in &pairs {
+            let h = (b >> low_bits) as usize;
+            by_high[at[h]] = (b, r);
+            at[h] += 1;
+        }
+        drop(pairs);
+        // Pass 2: within each run, by the low bits (stable, so each
+        // bucket lists its rows in order).
+        let size = 1usize << bits;
+        let low_mask = (1u32 << low_bits) - 1;
+        let mut start = vec![0u32; size + 1];
+        let mut rows = vec![0u32; by_high.len()];
+        let mut count = vec![0u32; 1 << low_bits];
+        for h in 0..1usize << bits.min(HIGH) {
+            let part = &by_high[run[h]..run[h + 1]];
+            count.fill(0);
+            for &(b, _) in part {
+                count[(b & low_mask) as usize] += 1;
+            }
+            let mut pos = run[h] as u32;
+            for (l, c) in count.iter_mut().enumerate() {
+                start[(h << low_bits) + l] = pos;
+                let here = *c;
+                *c = pos;
+                pos += here;
+            }
+            for &(b, r) in part {
+                let c = &mut count[(b & low_mask) as usize];
+                rows[*c as usize] = r;
+                *c += 1;
+            }
+        }
+        start[size] = rows.len() as u32;
+        Self { bits, start, rows }
     }
-    fn bit(k: u64) -> usize {
-        (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 42) as usize
-    }
-    fn may(&self, k: u64) -> bool {
-        let b = Self::bit(k);
-        self.0[b / 64] & (1 << (b % 64)) != 0
+
+    /// Rows that may hold `v` (each must be checked).
+    fn candidates(&self, v: u64) -> &[u32] {
+        let b = Self::bucket(v, self.bits);
+        &self.rows[self.start[b] as usize..self.start[b + 1] as usize]
     }
 }
 
@@ -104,6 +179,11 @@ impl Bits {
 struct Index {
     system: StringArray,
     id: StringArray,
+    customer_id: StringArray,
+    rule: StringArray,
+    linked_by: StringArray,
+    ingested: Vec<Option<i64>>,
+    fingerprint: u64,
     customer: Vec<u64>,
     offsets: Vec<u32>,
     keys: Vec<u64>,
@@ -119,19 +199,51 @@ impl Index {
     fn key(&self, r: usize) -> String {
         format!("{}:{}", self.system.value(r), self.id.value(r))
     }
+    fn link(&self, r: usize) -> OldLink {
+        let text = |a: &StringArray| {
+            if a.is_valid(r) {
+                a.value(r).to_string()
+            } else {
+                String::new()
+            }
+        };
+        OldLink {
+            customer_id: text(&self.customer_id),
+            rule: text(&self.rule),
+            linked_by: text(&self.linked_by),
+            ingested: self.ingested[r],
+            match_keys: format_keys(self.fingerprint, self.keys(r)),
+        }
+    }
 }
 
-fn parse_hex(digits: &[u8]) -> Option<u64> {
-    let mut v: u64 = 0;
-    for &d in digits {
-        let x = match d {
-            b'0'..=b'9' => d - b'0',
-            b'a'..=b'f' => d - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | u64::from(x);
+/// Hex digit values; 16 marks a byte that is not a lower-case hex digit.
+const HEX: [u8; 256] = {
+    let mut t = [16u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-    Some(v)
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Sixteen hex digits as a number: a table lookup per digit, no branch
+/// (the digits of a hash are random, so branches would be mispredicted).
+fn parse_hex(digits: &[u8; 16]) -> Option<u64> {
+    let mut v: u64 = 0;
+    let mut bad = 0u8;
+    for &d in digits {
+        let x = HEX[d as usize];
+        bad |= x;
+        v = (v << 4) | u64::from(x & 15);
+    }
+    (bad & 16 == 0).then_some(v)
 }
 
 /// A string column in either layout.
@@ -192,7 +304,8 @@ fn load_index(
             return Ok(Err("a link has malformed match keys".into()));
         }
         for chunk in rest.chunks_exact(17) {
-            match parse_hex(&chunk[1..]) {
+            let digits: &[u8; 16] = chunk[1..].try_into().unwrap_or(&[0; 16]);
+            match parse_hex(digits) {
                 Some(k) if chunk[0] == b' ' => keys.push(k),
                 _ => return Ok(Err("a link has malformed match keys".into())),
             }
@@ -207,6 +320,11 @@ fn load_index(
     Ok(Ok(Index {
         system,
         id,
+        customer_id: cust,
+        rule: utf8(batch, "rule")?,
+        linked_by: utf8(batch, "linked_by")?,
+        ingested: micros(batch, "source_ingested_at")?,
+        fingerprint,
         customer,
         offsets,
         keys,
@@ -235,7 +353,8 @@ pub(crate) async fn plan(
     }
     let Some(batch) = collect(
         ctx,
-        "SELECT source_system, source_id, customer_id, match_keys FROM customer_xref",
+        "SELECT source_system, source_id, customer_id, rule, linked_by, source_ingested_at, \
+         match_keys FROM customer_xref",
     )
     .await?
     else {
@@ -322,12 +441,15 @@ pub(crate) async fn plan(
             pending.push(r);
         }
     }
+    let by_key = Postings::build(n, 22, |r| index.keys(r));
+    let by_customer = Postings::build(n, 21, |r| std::slice::from_ref(&index.customer[r]));
+    tracing::info!("resolve: postings built");
     let (mut seen_keys, mut seen_custs, mut seen_edges) =
         (HashSet::new(), HashSet::new(), HashSet::new());
     frontier.retain(|k| seen_keys.insert(*k));
     let mut custs: Vec<u64> = Vec::new();
     let mut oversized = HashSet::new();
-    let mut rounds = 0;
+    let mut hits: Vec<usize> = Vec::new();
     loop {
         while let Some(r) = pending.pop() {
             // A seed's stored keys are its old ones: they are expanded too,
@@ -355,56 +477,56 @@ pub(crate) async fn plan(
         if frontier.is_empty() && custs.is_empty() {
             break;
         }
-        rounds += 1;
-        let fk: HashSet<u64> = frontier.drain(..).collect();
-        let fc: HashSet<u64> = custs.drain(..).collect();
-        let (bk, bc) = (Bits::new(fk.iter()), Bits::new(fc.iter()));
-        let mut counts: HashMap<u64, usize> = fk
-            .iter()
-            .map(|k| (*k, seed_counts.get(k).copied().unwrap_or(0)))
-            .collect();
-        let mut hits: Vec<(u64, usize)> = Vec::new();
-        for r in 0..n {
-            let c = index.customer[r];
-            if bc.may(c) && fc.contains(&c) && !in_scope[r] {
-                in_scope[r] = true;
-                pending.push(r);
-            }
-            if seed_row[r] {
-                continue;
-            }
-            for &key in index.keys(r) {
-                if bk.may(key) && fk.contains(&key) {
-                    *counts.entry(key).or_default() += 1;
-                    hits.push((key, r));
+        for c in custs.drain(..) {
+            for &r in by_customer.candidates(c) {
+                let r = r as usize;
+                if index.customer[r] == c && !in_scope[r] {
+                    in_scope[r] = true;
+                    pending.push(r);
                 }
             }
         }
-        for (key, r) in hits {
-            let take = match slots.get(engine::slot_of(key)) {
-                Some(Slot::Block { max }) => counts[&key] <= *max,
-                _ => true,
-            };
-            if take && !in_scope[r] {
-                in_scope[r] = true;
-                pending.push(r);
+        for key in frontier.drain(..) {
+            // Every record holding the key, seeds by their new keys and
+            // the rest by their stored ones; a block over its limit ties
+            // nothing together.
+            let mut count = seed_counts.get(&key).copied().unwrap_or(0);
+            hits.clear();
+            for &r in by_key.candidates(key) {
+                let r = r as usize;
+                if seed_row[r] {
+                    continue;
+                }
+                let held = index.keys(r).iter().filter(|k| **k == key).count();
+                if held > 0 {
+                    count += held;
+                    hits.push(r);
+                }
             }
-        }
-        for (key, count) in counts {
             if let Some(Slot::Block { max }) = slots.get(engine::slot_of(key))
                 && count > *max
             {
                 oversized.insert(key);
+                continue;
+            }
+            for &r in &hits {
+                if !in_scope[r] {
+                    in_scope[r] = true;
+                    pending.push(r);
+                }
             }
         }
     }
 
-    tracing::info!(rounds, "resolve: closure found");
+    tracing::info!(keys = seen_keys.len(), "resolve: closure found");
     let mut records: HashSet<String> = seeds.keys.iter().cloned().collect();
+    let mut old = HashMap::new();
     let mut outside: Vec<u64> = Vec::with_capacity(n);
     for (r, inside) in in_scope.iter().enumerate() {
         if *inside {
-            records.insert(index.key(r));
+            let key = index.key(r);
+            old.insert(key.clone(), index.link(r));
+            records.insert(key);
         } else {
             outside.push(index.customer[r]);
         }
@@ -417,6 +539,7 @@ pub(crate) async fn plan(
         oversized,
         seeds: seeds.len(),
         customers_outside: outside,
+        old,
     }))
 }
 
@@ -454,4 +577,50 @@ pub(crate) async fn watermark(ctx: &SessionContext) -> Result<Option<(i64, i64)>
         .downcast_ref::<datafusion::arrow::array::Int64Array>()
         .map_or(0, |a| a.value(0));
     Ok(Some((wm, n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_keys_parse_back_and_bad_digits_are_refused() {
+        let text = format_keys(0xfeed, &[0, u64::MAX, 0x0123_4567_89ab_cdef]);
+        let digits: Vec<&[u8]> = text.as_bytes()[17..].chunks(17).map(|c| &c[1..]).collect();
+        let parsed: Vec<Option<u64>> = digits
+            .iter()
+            .map(|d| parse_hex((*d).try_into().unwrap()))
+            .collect();
+        assert_eq!(
+            parsed,
+            [Some(0), Some(u64::MAX), Some(0x0123_4567_89ab_cdef)]
+        );
+        assert_eq!(parse_hex(b"0123456789ABCDEF"), None);
+        assert_eq!(parse_hex(b"0123456789abcdeg"), None);
+        assert_eq!(parse_hex(b"0123456789abcde "), None);
+    }
+
+    #[test]
+    fn postings_list_every_row_holding_a_value_once() {
+        // Few buckets, so that values share them.
+        let values: Vec<Vec<u64>> = (0..500u64)
+            .map(|r| vec![r % 7, r % 7, 1000 + r % 13, r * 31])
+            .collect();
+        let p = Postings::build(values.len(), 3, |r| values[r].as_slice());
+        for v in (0..7).chain(1000..1013).chain([31 * 17, 99_999]) {
+            let mut got: Vec<usize> = p
+                .candidates(v)
+                .iter()
+                .map(|&r| r as usize)
+                .filter(|&r| values[r].contains(&v))
+                .collect();
+            let n = got.len();
+            got.dedup();
+            assert_eq!(got.len(), n, "a row listed twice for {v}");
+            let want: Vec<usize> = (0..values.len())
+                .filter(|&r| values[r].contains(&v))
+                .collect();
+            assert_eq!(got, want, "rows holding {v}");
+        }
+    }
 }

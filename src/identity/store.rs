@@ -167,15 +167,25 @@ pub(crate) struct Loaded {
     pub updated: Vec<Option<i64>>,
 }
 
+/// Where a load takes the records' previous links from.
+pub(crate) enum Links<'a> {
+    /// There are none yet.
+    None,
+    /// Joined from `customer_xref`.
+    Join,
+    /// Already read, by record key (an incremental run's scope).
+    Known(&'a HashMap<String, super::scope::OldLink>),
+}
+
 /// Load the source records `filter` keeps (a clause after `FROM
 /// source_customer s ...`, which may join and filter); `None` when none.
 pub(crate) async fn load_records(
     ctx: &SessionContext,
     rules: &Rules,
-    have_xref: bool,
+    links: Links<'_>,
     filter: &str,
 ) -> Result<Option<Loaded>, IdentityError> {
-    let sql = if have_xref {
+    let sql = if matches!(links, Links::Join) {
         format!(
             "SELECT s.*, x.customer_id AS __old_id, x.rule AS __old_rule, x.linked_by AS __old_by, \
              x.source_ingested_at AS __old_ingested, x.match_keys AS __old_keys \
@@ -227,17 +237,45 @@ pub(crate) async fn load_records(
         }
         cols.push(col);
     }
+    let (old_id, old_rule, old_by, old_ingested, old_keys) = match links {
+        Links::Known(old) => {
+            let get = |k: &String| old.get(k);
+            let text = |f: fn(&super::scope::OldLink) -> &str| {
+                sorted_keys
+                    .iter()
+                    .map(|k| get(k).map(f))
+                    .collect::<StringArray>()
+            };
+            (
+                text(|o| &o.customer_id),
+                text(|o| &o.rule),
+                text(|o| &o.linked_by),
+                sorted_keys
+                    .iter()
+                    .map(|k| get(k).and_then(|o| o.ingested))
+                    .collect(),
+                text(|o| &o.match_keys),
+            )
+        }
+        _ => (
+            utf8(&batch, "__old_id")?,
+            utf8(&batch, "__old_rule")?,
+            utf8(&batch, "__old_by")?,
+            micros(&batch, "__old_ingested")?,
+            utf8(&batch, "__old_keys")?,
+        ),
+    };
     Ok(Some(Loaded {
         data: Dataset {
             keys: sorted_keys,
             cols,
         },
         system: utf8(&batch, "source_system")?,
-        old_id: utf8(&batch, "__old_id")?,
-        old_rule: utf8(&batch, "__old_rule")?,
-        old_by: utf8(&batch, "__old_by")?,
-        old_ingested: micros(&batch, "__old_ingested")?,
-        old_keys: utf8(&batch, "__old_keys")?,
+        old_id,
+        old_rule,
+        old_by,
+        old_ingested,
+        old_keys,
         ingested: micros(&batch, "ingested_at")?,
         updated: micros(&batch, "updated_at")?,
         batch,
@@ -522,7 +560,14 @@ pub async fn resolve(
     };
     lap.mark("scope");
     let loaded = match &scope {
-        None => load_records(&ctx, rules, has("customer_xref"), "").await?,
+        None => {
+            let links = if has("customer_xref") {
+                Links::Join
+            } else {
+                Links::None
+            };
+            load_records(&ctx, rules, links, "").await?
+        }
         Some(scope) if scope.records.is_empty() => None,
         Some(scope) => {
             let (systems, ids): (Vec<&str>, Vec<&str>) = scope
@@ -540,10 +585,11 @@ pub async fn resolve(
             .map_err(|e| err("scope", e))?;
             ctx.register_batch("__scope", batch)
                 .map_err(|e| err("scope", e))?;
+            // The scope is the small side: it is built, the records probed.
             load_records(
                 &ctx,
                 rules,
-                true,
+                Links::Known(&scope.old),
                 "JOIN __scope k ON s.source_system = k.source_system AND s.source_id = k.source_id",
             )
             .await?
@@ -851,7 +897,7 @@ async fn incremental_scope(
     let seeds = load_records(
         ctx,
         rules,
-        true,
+        Links::None,
         &format!("WHERE s.ingested_at > to_timestamp_micros({wm})"),
     )
     .await?;

@@ -8,6 +8,7 @@ mod ingest;
 mod schema;
 mod serve;
 mod sql;
+mod tier;
 
 use std::path::PathBuf;
 
@@ -74,6 +75,12 @@ pub enum Command {
     /// Configuration commands.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Hot, warm and cold tiers: what would move, moving it, what is where.
+    #[command(subcommand)]
+    Tier(tier::TierCommand),
+    /// Legal holds: data under a hold is never purged.
+    #[command(subcommand)]
+    Hold(tier::HoldCommand),
 }
 
 impl Cli {
@@ -104,5 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&cli.load_config()?, args).await,
         Command::Schema(args) => schema::run(args),
         Command::Config(c) => config::run(&cli.load_config()?, c),
+        Command::Tier(c) => tier::run(&cli.load_config()?, c, progress).await,
+        Command::Hold(c) => tier::hold(&cli.load_config()?, c).await,
     }
 }

@@ -47,6 +47,13 @@ pub struct SqlArgs {
     /// Opening the lake (reading the Delta logs) is reported once, apart.
     #[arg(long)]
     pub timing: bool,
+    /// Read every table as it was at a Delta version (a number: each table
+    /// at that version of its own log) or at a time (RFC 3339, or a date:
+    /// its end, UTC), so a list or report can be reproduced later. Tiered
+    /// tables take their watermarks as of the time too. Reproducible for as
+    /// long as the removed files are kept (retention.vacuum_grace_minutes).
+    #[arg(long, value_name = "VERSION|TIMESTAMP")]
+    pub as_of: Option<crate::lake::AsOf>,
 }
 
 impl SqlArgs {
@@ -57,6 +64,7 @@ impl SqlArgs {
             output: None,
             runs: 1,
             timing: false,
+            as_of: None,
         }
     }
 }
@@ -67,7 +75,14 @@ pub(super) async fn run(config: &Config, args: &SqlArgs) -> anyhow::Result<()> {
     let catalog = Catalog::embedded()?;
     let opened = Instant::now();
     let ctx = context(config)?;
-    register_lake(&ctx, &lake, &catalog).await?;
+    match &args.as_of {
+        None => {
+            register_lake(&ctx, &lake, &catalog).await?;
+        }
+        Some(at) => {
+            crate::query::register_lake_as_of(&ctx, &lake, &catalog, at).await?;
+        }
+    }
     if args.timing {
         let ms = opened.elapsed().as_secs_f64() * 1e3;
         eprintln!("{}", serde_json::json!({ "open_ms": ms }));

@@ -54,6 +54,17 @@ pub struct TierConfig {
 #[serde(deny_unknown_fields)]
 pub struct Retention {
     pub years: u32,
+    /// Per-table overrides of `years`.
+    #[serde(default)]
+    pub tables: std::collections::BTreeMap<String, u32>,
+    /// How long files a move or purge removed stay on disk for readers that
+    /// started before it (and for time travel), before they are vacuumed.
+    #[serde(default = "default_vacuum_grace")]
+    pub vacuum_grace_minutes: u32,
+}
+
+fn default_vacuum_grace() -> u32 {
+    60
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -269,6 +269,8 @@ impl<'a> Ingestor<'a> {
                 .unwrap_or(false)
         });
         drop(existing);
+        // Once a tiered table's rows have moved, a load is routed by tier.
+        let empty_target = empty_target && crate::lake::hot_only(self.lake, &table_def).await?;
         let mut done: Option<(Staged, Option<i64>)> = None;
         if empty_target {
             let (tx, rx) = tokio::sync::mpsc::channel(4);

@@ -1,8 +1,15 @@
 //! The lake: one object-store root per tier and a Delta table per declared
-//! table. Tier moves and retention build on this (see design.md §3); until
-//! they do, every table lives in the hot tier.
+//! table. Untiered tables live in the hot tier; a tiered table is one Delta
+//! table per tier, read as one through the watermarks in the catalog
+//! (`catalog`, `tiers`; design.md §3).
 
+pub mod catalog;
+pub mod tiers;
 mod write;
+
+use std::sync::Arc;
+
+use datafusion::object_store::ObjectStore;
 
 use std::path::Path;
 
@@ -14,7 +21,7 @@ use url::Url;
 use crate::config::{Config, parse_compression};
 use crate::schema::TableDef;
 
-pub use write::{BatchReceiver, UpsertOutcome, append_stream, overwrite, upsert};
+pub use write::{BatchReceiver, UpsertOutcome, append_stream, hot_only, overwrite, upsert, upsert_in};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
@@ -30,10 +37,14 @@ pub enum LakeError {
     Write { table: String, message: String },
     #[error("table {table}: its stored schema does not match schemas/{table}.toml: {message}")]
     SchemaMismatch { table: String, message: String },
+    #[error("catalog: {0}")]
+    Catalog(String),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The three storage tiers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tier {
     Hot,
     Warm,
@@ -50,13 +61,40 @@ impl Tier {
             Self::Cold => "cold",
         }
     }
+
+    pub fn config(self, config: &Config) -> &crate::config::TierConfig {
+        match self {
+            Self::Hot => &config.tiers.hot,
+            Self::Warm => &config.tiers.warm,
+            Self::Cold => &config.tiers.cold,
+        }
+    }
 }
 
-/// The lake's roots, resolved from the configuration.
-#[derive(Debug, Clone)]
+impl std::str::FromStr for Tier {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| format!("unknown tier {s:?}: expected hot, warm or cold"))
+    }
+}
+
+/// The lake's roots, resolved from the configuration, and the object store
+/// of each tier where custlake builds it itself (`memory://`, `s3://`, or a
+/// store a test wraps to count or fail requests).
+#[derive(Clone)]
 pub struct Lake {
     pub config: Config,
     roots: [Url; 3],
+    stores: [Option<Arc<dyn ObjectStore>>; 3],
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake").field("roots", &self.roots).finish()
+    }
 }
 
 impl Lake {
@@ -69,12 +107,45 @@ impl Lake {
                 to_url(configured, true)
             }
         };
+        let roots = [
+            tier_url(Tier::Hot, &config.tiers.hot.url)?,
+            tier_url(Tier::Warm, &config.tiers.warm.url)?,
+            tier_url(Tier::Cold, &config.tiers.cold.url)?,
+        ];
+        let mut stores: [Option<Arc<dyn ObjectStore>>; 3] = [None, None, None];
+        // One in-memory store per distinct memory:// root, shared by the
+        // tiers that name it, for the life of this lake.
+        let mut memory: Vec<(String, Arc<dyn ObjectStore>)> = Vec::new();
+        for (i, root) in roots.iter().enumerate() {
+            match root.scheme() {
+                "file" => {}
+                "memory" => {
+                    let host = root.host_str().unwrap_or("").to_string();
+                    let store = match memory.iter().find(|(h, _)| *h == host) {
+                        Some((_, s)) => s.clone(),
+                        None => {
+                            let s: Arc<dyn ObjectStore> =
+                                Arc::new(datafusion::object_store::memory::InMemory::new());
+                            memory.push((host, s.clone()));
+                            s
+                        }
+                    };
+                    stores[i] = Some(store);
+                }
+                "s3" | "s3a" => stores[i] = Some(s3_store(config, root)?),
+                other => {
+                    return Err(LakeError::Location {
+                        location: root.to_string(),
+                        message: format!(
+                            "unsupported scheme {other}: use file://, s3:// or memory://"
+                        ),
+                    });
+                }
+            }
+        }
         Ok(Self {
-            roots: [
-                tier_url(Tier::Hot, &config.tiers.hot.url)?,
-                tier_url(Tier::Warm, &config.tiers.warm.url)?,
-                tier_url(Tier::Cold, &config.tiers.cold.url)?,
-            ],
+            roots,
+            stores,
             config: config.clone(),
         })
     }
@@ -83,15 +154,74 @@ impl Lake {
         &self.roots[tier as usize]
     }
 
+    /// Put `wrap`'s store in front of a tier's (tests count and fail
+    /// requests this way).
+    pub fn wrap_store(
+        &mut self,
+        tier: Tier,
+        wrap: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
+    ) {
+        let inner = self.store(tier).0;
+        self.stores[tier as usize] = Some(wrap(inner));
+    }
+
+    /// A tier's object store (rooted at the store's root) and the path of
+    /// the tier inside it.
+    pub fn store(&self, tier: Tier) -> (Arc<dyn ObjectStore>, datafusion::object_store::path::Path) {
+        let root = self.root(tier);
+        let path = datafusion::object_store::path::Path::from_url_path(root.path())
+            .unwrap_or_default();
+        let store = match &self.stores[tier as usize] {
+            Some(s) => s.clone(),
+            None => Arc::new(datafusion::object_store::local::LocalFileSystem::new()),
+        };
+        (store, path)
+    }
+
     /// Where a table lives (in the hot tier).
     pub fn table_url(&self, table: &str) -> Result<Url, LakeError> {
-        join(self.root(Tier::Hot), table)
+        self.table_url_in(table, Tier::Hot)
+    }
+
+    /// Where a table's part in a tier lives.
+    pub fn table_url_in(&self, table: &str, tier: Tier) -> Result<Url, LakeError> {
+        join(self.root(tier), table)
+    }
+
+    /// A builder for a table in a tier, on the tier's store.
+    pub fn builder(
+        &self,
+        table: &str,
+        tier: Tier,
+    ) -> Result<deltalake::DeltaTableBuilder, LakeError> {
+        let url = self.table_url_in(table, tier)?;
+        let mut b = deltalake::DeltaTableBuilder::from_url(url.clone())
+            .map_err(|source| delta_err(table, source))?;
+        if let Some(store) = &self.stores[tier as usize] {
+            b = b.with_storage_backend(store.clone(), url);
+        }
+        Ok(b)
     }
 
     /// Open a table if it has been created.
     pub async fn open(&self, def: &TableDef) -> Result<Option<DeltaTable>, LakeError> {
-        let url = self.table_url(&def.name)?;
-        if url.scheme() == "file" {
+        self.open_in(def, Tier::Hot).await
+    }
+
+    /// Open a table's part in a tier if it has been created.
+    pub async fn open_in(&self, def: &TableDef, tier: Tier) -> Result<Option<DeltaTable>, LakeError> {
+        self.open_at(def, tier, None).await
+    }
+
+    /// Open a table's part in a tier as it was at a version or time.
+    pub async fn open_at(
+        &self,
+        def: &TableDef,
+        tier: Tier,
+        as_of: Option<&AsOf>,
+    ) -> Result<Option<DeltaTable>, LakeError> {
+        let url = self.table_url_in(&def.name, tier)?;
+        if url.scheme() == "file" && self.stores[tier as usize].is_none() {
             let path = url.to_file_path().map_err(|_| LakeError::Location {
                 location: url.to_string(),
                 message: "not a local path".into(),
@@ -99,21 +229,40 @@ impl Lake {
             if !path.join("_delta_log").exists() {
                 return Ok(None);
             }
+        } else {
+            use futures::StreamExt;
+            let (store, path) = self.store(tier);
+            let log = path.clone().join(def.name.as_str()).join("_delta_log");
+            let first = store.list(Some(&log)).next().await;
+            match first {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(delta_err(&def.name, e.into())),
+                Some(Ok(_)) => {}
+            }
         }
-        let table = DeltaTable::try_from_url(url)
-            .await
-            .map_err(|source| delta_err(&def.name, source))?;
+        let mut b = self.builder(&def.name, tier)?;
+        match as_of {
+            None => {}
+            Some(AsOf::Version(v)) => b = b.with_version(u64::try_from(*v).unwrap_or(0)),
+            Some(AsOf::Time(t)) => b = b.with_timestamp(*t),
+        }
+        let table = match b.load().await {
+            Ok(t) => t,
+            // Created after the time asked for: it did not exist then.
+            Err(DeltaTableError::InvalidVersion(_)) if as_of.is_some() => return Ok(None),
+            Err(e) if as_of.is_some() && e.to_string().contains("earliest") => return Ok(None),
+            Err(source) => return Err(delta_err(&def.name, source)),
+        };
         Ok(table.version().is_some().then_some(table))
     }
 
-    /// Open a table, creating it empty (with its declared schema and
-    /// partitioning) if it does not exist yet.
-    pub async fn open_or_create(&self, def: &TableDef) -> Result<DeltaTable, LakeError> {
-        if let Some(t) = self.open(def).await? {
+    /// Open a table's part in a tier, creating it empty if need be.
+    pub async fn open_or_create_in(&self, def: &TableDef, tier: Tier) -> Result<DeltaTable, LakeError> {
+        if let Some(t) = self.open_in(def, tier).await? {
             check_schema(def, &t)?;
             return Ok(t);
         }
-        let url = self.table_url(&def.name)?;
+        let url = self.table_url_in(&def.name, tier)?;
         if url.scheme() == "file"
             && let Ok(path) = url.to_file_path()
         {
@@ -122,8 +271,9 @@ impl Lake {
                 message: e.to_string(),
             })?;
         }
-        let table = deltalake::DeltaTableBuilder::from_url(url)
-            .and_then(|b| b.build())
+        let table = self
+            .builder(&def.name, tier)?
+            .build()
             .map_err(|source| delta_err(&def.name, source))?;
         let columns = delta_columns(def)?;
         let mut create = table
@@ -138,15 +288,21 @@ impl Lake {
         create.await.map_err(|source| delta_err(&def.name, source))
     }
 
+    /// Open a table, creating it empty (with its declared schema and
+    /// partitioning) if it does not exist yet.
+    pub async fn open_or_create(&self, def: &TableDef) -> Result<DeltaTable, LakeError> {
+        self.open_or_create_in(def, Tier::Hot).await
+    }
+
     /// Remove whatever an aborted first write left at a table's location,
     /// provided the table was never created (no `_delta_log`): uncommitted
     /// data files are invisible to readers, but nothing should remain.
     pub async fn remove_uncommitted(&self, def: &TableDef) -> Result<(), LakeError> {
         use datafusion::object_store::ObjectStoreExt;
         use futures::TryStreamExt;
-        let url = self.table_url(&def.name)?;
-        let table = deltalake::DeltaTableBuilder::from_url(url)
-            .and_then(|b| b.build())
+        let table = self
+            .builder(&def.name, Tier::Hot)?
+            .build()
             .map_err(|source| delta_err(&def.name, source))?;
         let store = table.object_store();
         let files: Vec<deltalake::ObjectMeta> = store
@@ -170,14 +326,20 @@ impl Lake {
     }
 
     /// Parquet writer settings for a table's files in the hot tier.
+    pub fn writer_properties(&self, def: &TableDef) -> WriterProperties {
+        self.writer_properties_in(def, Tier::Hot)
+    }
+
+    /// Parquet writer settings for a table's files in a tier: the tier's
+    /// compression (heavier for warm and cold).
     ///
     /// Dictionary encoding is kept for columns with few distinct values and
     /// turned off where nearly every value is new (keys, ids, names, phones),
     /// where it only costs time. Partitioned tables get smaller row groups:
     /// the writer keeps one open file per partition, and a smaller row group
     /// bounds what each holds in memory.
-    pub fn writer_properties(&self, def: &TableDef) -> WriterProperties {
-        let compression = parse_compression(&self.config.tiers.hot.compression)
+    pub fn writer_properties_in(&self, def: &TableDef, tier: Tier) -> WriterProperties {
+        let compression = parse_compression(&tier.config(&self.config).compression)
             .unwrap_or(datafusion::parquet::basic::Compression::SNAPPY);
         let rows = if def.partition.is_some() {
             16 * 1024
@@ -192,6 +354,50 @@ impl Lake {
         }
         b.build()
     }
+}
+
+/// A point in a table's history: a Delta version, or a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AsOf {
+    Version(i64),
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl std::str::FromStr for AsOf {
+    type Err = String;
+    /// `VERSION` (a number), an RFC 3339 timestamp, or a date (its end).
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(v) = s.parse::<i64>() {
+            return if v >= 0 {
+                Ok(Self::Version(v))
+            } else {
+                Err(format!("--as-of {s}: a version is 0 or more"))
+            };
+        }
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Ok(Self::Time(t.with_timezone(&chrono::Utc)));
+        }
+        if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+            let end = d.and_hms_opt(23, 59, 59).unwrap_or_default();
+            return Ok(Self::Time(end.and_utc()));
+        }
+        Err(format!(
+            "--as-of {s:?}: expected a version number, an RFC 3339 timestamp (2026-11-01T09:00:00Z) or a date (2026-11-01)"
+        ))
+    }
+}
+
+/// The object store of an `s3://` tier root. Not in this build yet: the
+/// S3 client is not compiled in, so such a root is refused up front rather
+/// than failing on the first write.
+fn s3_store(_config: &Config, root: &Url) -> Result<Arc<dyn ObjectStore>, LakeError> {
+    Err(LakeError::Location {
+        location: root.to_string(),
+        message: "s3:// tier roots are not supported by this build yet; use file:// roots \
+                  (a mounted S3 bucket works) or memory://"
+            .into(),
+    })
 }
 
 fn delta_columns(def: &TableDef) -> Result<Vec<StructField>, LakeError> {

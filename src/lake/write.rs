@@ -8,12 +8,12 @@
 use std::sync::Arc;
 
 use datafusion::dataframe::DataFrame;
-use datafusion::prelude::{SessionContext, col};
+use datafusion::prelude::{SessionContext, col, lit};
 use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 
-use super::{Lake, LakeError};
+use super::{Lake, LakeError, Tier};
 use crate::schema::TableDef;
 
 /// What an upsert did.
@@ -39,6 +39,10 @@ fn quote(ident: &str) -> String {
 /// Upsert `source` (the table's columns, plus an optional `_line` column
 /// that orders duplicates: the highest line of a key wins) into `def`'s table.
 /// `dedup` says whether `source` may hold a key more than once.
+///
+/// A tiered table's rows go to the tier that owns their partition under
+/// the current watermarks: one upsert per tier that receives rows (each
+/// atomic; re-running the load is idempotent, as every upsert is).
 pub async fn upsert(
     lake: &Lake,
     ctx: &SessionContext,
@@ -47,7 +51,60 @@ pub async fn upsert(
     dedup: bool,
     metadata: Vec<(String, serde_json::Value)>,
 ) -> Result<UpsertOutcome, LakeError> {
-    let table = lake.open_or_create(def).await?;
+    let routed = match (&def.partition, def.tiered) {
+        (Some(p), true) => {
+            let w = super::catalog::watermarks(lake, &def.name, None).await?.value;
+            (!w.all_hot()).then(|| (p.column.clone(), w))
+        }
+        _ => None,
+    };
+    let Some((column, w)) = routed else {
+        return upsert_in(lake, ctx, def, Tier::Hot, source, dedup, metadata).await;
+    };
+    let mut last = None;
+    for tier in Tier::ALL {
+        let (lo, hi) = w.range(tier);
+        let mut part = source.clone();
+        if let Some(lo) = lo {
+            part = part
+                .filter(datafusion::prelude::ident(&column).gt_eq(lit(lo)))
+                .map_err(|e| df_err(&def.name, e))?;
+        }
+        if let Some(hi) = hi {
+            part = part
+                .filter(datafusion::prelude::ident(&column).lt(lit(hi)))
+                .map_err(|e| df_err(&def.name, e))?;
+        }
+        let rows = part
+            .clone()
+            .count()
+            .await
+            .map_err(|e| df_err(&def.name, e))?;
+        if rows == 0 {
+            continue;
+        }
+        let out = upsert_in(lake, ctx, def, tier, part, dedup, metadata.clone()).await?;
+        if tier == Tier::Hot || last.is_none() {
+            last = Some(out);
+        }
+    }
+    Ok(last.unwrap_or(UpsertOutcome {
+        version: 0,
+        merged: false,
+    }))
+}
+
+/// [`upsert`] into one tier's part of a table.
+pub async fn upsert_in(
+    lake: &Lake,
+    ctx: &SessionContext,
+    def: &TableDef,
+    tier: Tier,
+    source: DataFrame,
+    dedup: bool,
+    metadata: Vec<(String, serde_json::Value)>,
+) -> Result<UpsertOutcome, LakeError> {
+    let table = lake.open_or_create_in(def, tier).await?;
     let name = &def.name;
     let columns: Vec<String> = def.fields.iter().map(|f| quote(&f.name)).collect();
     let has_line = source.schema().field_with_unqualified_name("_line").is_ok();
@@ -112,7 +169,7 @@ pub async fn upsert(
 
     let commit = CommitProperties::default().with_metadata(metadata);
     let result = if overlap {
-        merge(table, def, src, ctx, lake, commit).await
+        merge(table, def, src, ctx, lake, tier, commit).await
     } else {
         let plan = src.logical_plan().clone();
         table
@@ -120,7 +177,7 @@ pub async fn upsert(
             .with_input_plan(plan)
             .with_save_mode(SaveMode::Append)
             .with_session_state(Arc::new(ctx.state()))
-            .with_writer_properties(lake.writer_properties(def))
+            .with_writer_properties(lake.writer_properties_in(def, tier))
             .with_commit_properties(commit)
             .await
             .map_err(|e| df_err(name, e))
@@ -139,6 +196,7 @@ async fn merge(
     src: DataFrame,
     ctx: &SessionContext,
     lake: &Lake,
+    tier: Tier,
     commit: CommitProperties,
 ) -> Result<DeltaTable, LakeError> {
     let name = &def.name;
@@ -158,7 +216,7 @@ async fn merge(
         .with_source_alias("s")
         .with_target_alias("t")
         .with_session_state(Arc::new(ctx.state()))
-        .with_writer_properties(lake.writer_properties(def))
+        .with_writer_properties(lake.writer_properties_in(def, tier))
         .with_commit_properties(commit)
         .when_matched_update(|mut u| {
             for f in &update_fields {
@@ -230,6 +288,7 @@ impl datafusion::physical_plan::streaming::PartitionStream for ChannelPartition 
 /// Append a stream of batches (exactly the table's columns) to a table that
 /// holds no rows yet, creating the table in the same commit if it does not
 /// exist. Nothing is committed unless the stream ends without an error.
+/// For a tiered table only while every row is hot (see [`hot_only`]).
 pub async fn append_stream(
     lake: &Lake,
     ctx: &SessionContext,
@@ -251,12 +310,10 @@ pub async fn append_stream(
         .map_err(|e| df_err(name, e))?;
     let table = match lake.open(def).await? {
         Some(t) => t,
-        None => {
-            let url = lake.table_url(name)?;
-            deltalake::DeltaTableBuilder::from_url(url)
-                .and_then(|b| b.build())
-                .map_err(|e| df_err(name, e))?
-        }
+        None => lake
+            .builder(name, Tier::Hot)?
+            .build()
+            .map_err(|e| df_err(name, e))?,
     };
     let mut write = table
         .write(Vec::new())
@@ -302,4 +359,16 @@ pub async fn overwrite(
         version: table.version().map_or(0, |v| v as i64),
         merged: false,
     })
+}
+
+/// Whether every row of the table belongs in the hot tier (it is not
+/// tiered, or nothing has moved yet), so a load can stream into it.
+pub async fn hot_only(lake: &Lake, def: &TableDef) -> Result<bool, LakeError> {
+    if !def.tiered || def.partition.is_none() {
+        return Ok(true);
+    }
+    Ok(super::catalog::watermarks(lake, &def.name, None)
+        .await?
+        .value
+        .all_hot())
 }

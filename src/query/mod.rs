@@ -2,6 +2,7 @@
 //! registered, the domain validators as SQL functions, and a read-only guard.
 
 pub mod named;
+pub mod tiered;
 mod udf;
 
 use std::collections::HashMap;
@@ -115,6 +116,68 @@ pub async fn register_lake(
     register_lake_cached(ctx, lake, catalog, &TableCache::default()).await
 }
 
+/// Register every table as it was at a version or time (Delta time
+/// travel; tiered tables also take their watermarks as of that time).
+/// Tables that did not exist then are left out.
+pub async fn register_lake_as_of(
+    ctx: &SessionContext,
+    lake: &Lake,
+    catalog: &Catalog,
+    as_of: &crate::lake::AsOf,
+) -> Result<Vec<String>, QueryError> {
+    let mut names = Vec::new();
+    for def in &catalog.tables {
+        let registered = if is_tiered(def) {
+            register_tiered(ctx, lake, def, Some(as_of)).await?
+        } else if let Some(t) = lake.open_at(def, crate::lake::Tier::Hot, Some(as_of)).await? {
+            t.update_datafusion_session(&ctx.state())
+                .map_err(|e| QueryError::Sql(e.to_string()))?;
+            let provider = t
+                .table_provider()
+                .await
+                .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?;
+            ctx.register_table(def.name.as_str(), provider)?;
+            true
+        } else {
+            false
+        };
+        if registered {
+            names.push(def.name.clone());
+        }
+    }
+    register_golden_views(ctx, &names).await?;
+    Ok(names)
+}
+
+fn is_tiered(def: &TableDef) -> bool {
+    def.tiered && def.partition.is_some()
+}
+
+/// Register a tiered table as one table over its tiers, if it has rows
+/// anywhere. Only the hot tier and the catalog are looked at here; the
+/// other tiers are opened by the scans that need them.
+async fn register_tiered(
+    ctx: &SessionContext,
+    lake: &Lake,
+    def: &TableDef,
+    as_of: Option<&crate::lake::AsOf>,
+) -> Result<bool, QueryError> {
+    // Every load creates the hot part first; without it there is nothing.
+    let Some(hot) = lake.open_at(def, crate::lake::Tier::Hot, as_of).await? else {
+        return Ok(false);
+    };
+    let schema = hot
+        .table_provider()
+        .await
+        .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?
+        .schema();
+    let Some(t) = tiered::TieredTable::new(lake.clone(), def.clone(), schema, as_of.cloned()) else {
+        return Ok(false);
+    };
+    ctx.register_table(def.name.as_str(), Arc::new(t))?;
+    Ok(true)
+}
+
 /// [`register_lake`] through a [`TableCache`].
 pub async fn register_lake_cached(
     ctx: &SessionContext,
@@ -166,6 +229,9 @@ impl TableCache {
         lake: &Lake,
         def: &TableDef,
     ) -> Result<bool, QueryError> {
+        if is_tiered(def) {
+            return register_tiered(ctx, lake, def, None).await;
+        }
         let mut tables = self.tables.lock().await;
         if let Some(cached) = tables.get_mut(&def.name) {
             let loaded = cached.table.version();

@@ -1,0 +1,226 @@
+//! The lake's catalog: small versioned records in the hot tier's store,
+//! under `_catalog/`. Each record is an immutable object
+//! `<kind>/<version:020>.json`; a change writes the next version with
+//! put-if-absent, so it is one atomic write that fails if anybody else
+//! wrote that version first (the version read is the condition). Readers
+//! take the highest version, or the highest written at or before a time.
+//!
+//! Kinds: `tiers/<table>` (a tiered table's two month watermarks) and
+//! `holds` (the legal holds).
+
+use chrono::{DateTime, Utc};
+use datafusion::object_store::path::Path;
+use datafusion::object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+
+use super::{Lake, LakeError, Tier};
+
+fn err(e: impl std::fmt::Display) -> LakeError {
+    LakeError::Catalog(e.to_string())
+}
+
+fn dir(lake: &Lake, kind: &str) -> (std::sync::Arc<dyn datafusion::object_store::ObjectStore>, Path) {
+    let (store, root) = lake.store(Tier::Hot);
+    let mut p = root.join("_catalog");
+    for part in kind.split('/') {
+        p = p.join(part);
+    }
+    (store, p)
+}
+
+/// A record and the version it was read at (0: none written yet).
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    pub version: u64,
+    pub value: T,
+}
+
+/// The newest record of a kind (at or before `at`, when given).
+pub async fn read<T: DeserializeOwned + Default + Stamped>(
+    lake: &Lake,
+    kind: &str,
+    at: Option<DateTime<Utc>>,
+) -> Result<Versioned<T>, LakeError> {
+    let (store, dir) = dir(lake, kind);
+    let mut versions: Vec<(u64, Path)> = store
+        .list(Some(&dir))
+        .map_ok(|m| m.location)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(err)?
+        .into_iter()
+        .filter_map(|p| {
+            let name = p.filename()?.strip_suffix(".json")?.parse::<u64>().ok()?;
+            Some((name, p))
+        })
+        .collect();
+    versions.sort_unstable_by_key(|v| std::cmp::Reverse(v.0));
+    for (version, path) in versions {
+        let bytes = store
+            .get(&path)
+            .await
+            .map_err(err)?
+            .bytes()
+            .await
+            .map_err(err)?;
+        let value: T = serde_json::from_slice(&bytes)
+            .map_err(|e| err(format!("{path}: {e}")))?;
+        if at.is_none_or(|t| value.at() <= t) {
+            return Ok(Versioned { version, value });
+        }
+    }
+    Ok(Versioned {
+        version: 0,
+        value: T::default(),
+    })
+}
+
+/// Write the record after version `read`; fails if that version is taken.
+pub async fn write<T: Serialize>(
+    lake: &Lake,
+    kind: &str,
+    read: u64,
+    value: &T,
+) -> Result<u64, LakeError> {
+    let (store, dir) = dir(lake, kind);
+    let version = read + 1;
+    let path = dir.clone().join(format!("{version:020}.json"));
+    let body = serde_json::to_vec_pretty(value).map_err(err)?;
+    let opts = PutOptions {
+        mode: PutMode::Create,
+        ..PutOptions::default()
+    };
+    match store.put_opts(&path, PutPayload::from(body), opts).await {
+        Ok(_) => Ok(version),
+        Err(datafusion::object_store::Error::AlreadyExists { .. }) => Err(LakeError::Catalog(
+            format!("{kind} was changed by another process since it was read (version {version} exists); run the command again"),
+        )),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// When a record was written.
+pub trait Stamped {
+    fn at(&self) -> DateTime<Utc>;
+}
+
+/// A tiered table's watermarks: partitions at or after `warm_before` are
+/// hot, in `[cold_before, warm_before)` warm, before `cold_before` cold.
+/// `None` is before every partition (nothing has moved yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watermarks {
+    pub warm_before: Option<String>,
+    pub cold_before: Option<String>,
+    /// RFC 3339 time of the change.
+    #[serde(default)]
+    pub at: String,
+}
+
+impl Stamped for Watermarks {
+    fn at(&self) -> DateTime<Utc> {
+        stamp(&self.at)
+    }
+}
+
+fn stamp(at: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(at)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+/// Now, as records keep it.
+pub fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+impl Watermarks {
+    /// The partition range `[lo, hi)` a tier owns (`None`: unbounded).
+    pub fn range(&self, tier: Tier) -> (Option<&str>, Option<&str>) {
+        let (w, c) = (self.warm_before.as_deref(), self.cold_before.as_deref());
+        match tier {
+            Tier::Hot => (w, None),
+            Tier::Warm => (c, w),
+            Tier::Cold => (None, c),
+        }
+    }
+
+    /// The tier that owns a partition value.
+    pub fn owner(&self, partition: &str) -> Tier {
+        if self.warm_before.as_deref().is_none_or(|w| partition >= w) {
+            Tier::Hot
+        } else if self.cold_before.as_deref().is_none_or(|c| partition >= c) {
+            Tier::Warm
+        } else {
+            Tier::Cold
+        }
+    }
+
+    /// Every row is hot (nothing has ever moved).
+    pub fn all_hot(&self) -> bool {
+        self.warm_before.is_none() && self.cold_before.is_none()
+    }
+}
+
+pub async fn watermarks(
+    lake: &Lake,
+    table: &str,
+    at: Option<DateTime<Utc>>,
+) -> Result<Versioned<Watermarks>, LakeError> {
+    read(lake, &format!("tiers/{table}"), at).await
+}
+
+pub async fn set_watermarks(
+    lake: &Lake,
+    table: &str,
+    read_version: u64,
+    w: &Watermarks,
+) -> Result<u64, LakeError> {
+    if let (Some(c), Some(wb)) = (&w.cold_before, &w.warm_before)
+        && c > wb
+    {
+        return Err(LakeError::Catalog(format!(
+            "{table}: cold_before {c} is after warm_before {wb}"
+        )));
+    }
+    write(lake, &format!("tiers/{table}"), read_version, w).await
+}
+
+/// One legal hold: a table's partitions (or all tiered tables'), or one
+/// customer's rows everywhere. Held data is never purged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub id: String,
+    /// `None`: every tiered table.
+    pub table: Option<String>,
+    /// Inclusive partition range (`YYYY-MM`).
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// A golden customer id: the rows of all its source records.
+    pub customer: Option<String>,
+    pub reason: String,
+    pub by: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Holds {
+    pub holds: Vec<Hold>,
+    #[serde(default)]
+    pub at: String,
+}
+
+impl Stamped for Holds {
+    fn at(&self) -> DateTime<Utc> {
+        stamp(&self.at)
+    }
+}
+
+pub async fn holds(lake: &Lake) -> Result<Versioned<Holds>, LakeError> {
+    read(lake, "holds", None).await
+}
+
+pub async fn set_holds(lake: &Lake, read_version: u64, h: &Holds) -> Result<u64, LakeError> {
+    write(lake, "holds", read_version, h).await
+}

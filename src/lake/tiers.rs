@@ -1,0 +1,547 @@
+//! Moving tiered tables' partitions between tiers, and purging them.
+//!
+//! The plan compares each table's watermarks with those the configured
+//! ages give for a date, and lists the ranges that change tier or fall out
+//! of retention. Applying it is design.md §3's three steps per table, each
+//! atomic and each safe to repeat:
+//!
+//! 1. every moving range is written into its destination tier, replacing
+//!    whatever that range held there (one Delta commit per range);
+//! 2. the watermarks advance (one put-if-absent of the next catalog
+//!    version, so a concurrent change is refused, not overwritten);
+//! 3. every moved range is deleted from its source tier.
+//!
+//! Readers see each range in exactly one tier at every instant: before
+//! step 2 in the source (the destination's copy lies outside the
+//! destination's range), after it in the destination. A crash before step 2
+//! is undone by running again (step 1 replaces); a crash after it leaves
+//! copies outside their tier's range, which every run deletes first.
+//! Purging deletes the rows of partitions past retention (except held
+//! ones), and vacuums files removed longer ago than the grace period.
+
+use std::num::NonZeroU64;
+use std::sync::Arc;
+
+use chrono::{Datelike, NaiveDate};
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTable;
+use deltalake::protocol::SaveMode;
+use serde::Serialize;
+
+use super::catalog::{self, Watermarks};
+use super::{Lake, LakeError, Tier};
+use crate::schema::{Catalog, TableDef};
+
+fn werr(table: &str, e: impl std::fmt::Display) -> LakeError {
+    LakeError::Write {
+        table: table.to_string(),
+        message: e.to_string(),
+    }
+}
+
+/// `YYYY-MM` of a month index (`year * 12 + month - 1`).
+fn month(index: i64) -> String {
+    format!("{:04}-{:02}", index.div_euclid(12), index.rem_euclid(12) + 1)
+}
+
+fn month_index(d: NaiveDate) -> i64 {
+    i64::from(d.year()) * 12 + i64::from(d.month0())
+}
+
+/// The watermarks and purge boundary the configuration gives on `as_of`:
+/// a partition `moves_in_after_months` old or older leaves the tier above.
+pub fn targets(lake: &Lake, table: &str, as_of: NaiveDate) -> (Watermarks, String) {
+    let now = month_index(as_of);
+    let t = &lake.config.tiers;
+    let years = lake
+        .config
+        .retention
+        .tables
+        .get(table)
+        .copied()
+        .unwrap_or(lake.config.retention.years);
+    let w = Watermarks {
+        warm_before: Some(month(now - i64::from(t.warm.moves_in_after_months) + 1)),
+        cold_before: Some(month(now - i64::from(t.cold.moves_in_after_months) + 1)),
+        at: String::new(),
+    };
+    (w, month(now - i64::from(years) * 12 + 1))
+}
+
+/// A SQL predicate for partitions in `[lo, hi)` (`None`: unbounded).
+pub fn range_sql(column: &str, lo: Option<&str>, hi: Option<&str>) -> String {
+    let c = format!("\"{}\"", column.replace('"', "\"\""));
+    let q = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    match (lo, hi) {
+        (None, None) => "TRUE".into(),
+        (Some(l), None) => format!("{c} >= {}", q(l)),
+        (None, Some(h)) => format!("{c} < {}", q(h)),
+        (Some(l), Some(h)) => format!("{c} >= {} AND {c} < {}", q(l), q(h)),
+    }
+}
+
+fn in_range(p: &str, lo: Option<&str>, hi: Option<&str>) -> bool {
+    lo.is_none_or(|l| p >= l) && hi.is_none_or(|h| p < h)
+}
+
+/// What a tier's table holds in a partition range, from the Delta log.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Extent {
+    pub first: Option<String>,
+    pub last: Option<String>,
+    pub rows: u64,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+fn extent(table: Option<&DeltaTable>, column: &str, lo: Option<&str>, hi: Option<&str>) -> Extent {
+    let mut e = Extent::default();
+    let Some(snapshot) = table.and_then(|t| t.snapshot().ok()) else {
+        return e;
+    };
+    for f in snapshot.log_data().iter() {
+        let p = f
+            .partition_values_map()
+            .get(column)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        if !in_range(&p, lo, hi) {
+            continue;
+        }
+        e.rows += f.num_records().unwrap_or(0) as u64;
+        e.files += 1;
+        e.bytes += f.size().max(0) as u64;
+        if e.first.as_ref().is_none_or(|x| &p < x) {
+            e.first = Some(p.clone());
+        }
+        if e.last.as_ref().is_none_or(|x| &p > x) {
+            e.last = Some(p);
+        }
+    }
+    e
+}
+
+/// One range that changes tier (`to: None`: purged).
+#[derive(Debug, Clone, Serialize)]
+pub struct Move {
+    pub from: Tier,
+    pub to: Option<Tier>,
+    pub lo: Option<String>,
+    pub hi: Option<String>,
+    #[serde(flatten)]
+    pub extent: Extent,
+}
+
+impl Serialize for Tier {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// What `tier apply` does to one table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TablePlan {
+    pub table: String,
+    pub column: String,
+    #[serde(skip)]
+    pub read_version: u64,
+    pub current: Watermarks,
+    pub target: Watermarks,
+    pub purge_before: String,
+    pub moves: Vec<Move>,
+    /// Copies left outside their tier's range by an interrupted run.
+    pub leftovers: Vec<Move>,
+}
+
+/// The tiered tables of the catalog.
+pub fn tiered(catalog: &Catalog) -> impl Iterator<Item = &TableDef> {
+    catalog
+        .tables
+        .iter()
+        .filter(|d| d.tiered && d.partition.is_some())
+}
+
+async fn open_all(lake: &Lake, def: &TableDef) -> Result<[Option<DeltaTable>; 3], LakeError> {
+    Ok([
+        lake.open_in(def, Tier::Hot).await?,
+        lake.open_in(def, Tier::Warm).await?,
+        lake.open_in(def, Tier::Cold).await?,
+    ])
+}
+
+/// Plan one table's moves and purge for `as_of`.
+pub async fn plan_table(
+    lake: &Lake,
+    def: &TableDef,
+    as_of: NaiveDate,
+) -> Result<TablePlan, LakeError> {
+    let column = def
+        .partition
+        .as_ref()
+        .map(|p| p.column.clone())
+        .ok_or_else(|| LakeError::Invalid(format!("{} is not partitioned", def.name)))?;
+    let current = catalog::watermarks(lake, &def.name, None).await?;
+    let (goal, purge_before) = targets(lake, &def.name, as_of);
+    let old = current.value.clone();
+    // Watermarks only advance.
+    let target = Watermarks {
+        warm_before: old.warm_before.clone().max(goal.warm_before),
+        cold_before: old.cold_before.clone().max(goal.cold_before),
+        at: String::new(),
+    };
+    let tables = open_all(lake, def).await?;
+    let t = |tier: Tier| tables[tier as usize].as_ref();
+    let (w0, c0) = (old.warm_before.clone(), old.cold_before.clone());
+    let (w1, c1) = (target.warm_before.clone(), target.cold_before.clone());
+    // `None` is before every partition, as `Option`'s order has it.
+    let mut moves = Vec::new();
+    let mut add = |from: Tier, to: Tier, lo: Option<String>, hi: Option<String>| {
+        if lo < hi {
+            let extent = extent(t(from), &column, lo.as_deref(), hi.as_deref());
+            moves.push(Move {
+                from,
+                to: Some(to),
+                lo,
+                hi,
+                extent,
+            });
+        }
+    };
+    add(Tier::Hot, Tier::Warm, w0.clone().max(c1.clone()), w1.clone());
+    add(Tier::Hot, Tier::Cold, w0.clone(), w1.clone().min(c1.clone()));
+    add(Tier::Warm, Tier::Cold, c0.clone(), c1.clone().min(w0.clone()));
+    // Past retention, in whichever tier holds it: purged first, so that
+    // nothing is moved only to be deleted.
+    for from in Tier::ALL {
+        let extent = extent(t(from), &column, None, Some(&purge_before));
+        if extent.files > 0 {
+            moves.insert(
+                0,
+                Move {
+                    from,
+                    to: None,
+                    lo: None,
+                    hi: Some(purge_before.clone()),
+                    extent,
+                },
+            );
+        }
+    }
+    // Anything a tier holds outside its current range.
+    let mut leftovers = Vec::new();
+    for tier in Tier::ALL {
+        let (lo, hi) = old.range(tier);
+        let outside: Vec<(Option<String>, Option<String>)> = match (lo, hi) {
+            (None, None) => vec![],
+            (Some(l), None) => vec![(None, Some(l.to_string()))],
+            (None, Some(h)) => vec![(Some(h.to_string()), None)],
+            (Some(l), Some(h)) => vec![(None, Some(l.to_string())), (Some(h.to_string()), None)],
+        };
+        for (l, h) in outside {
+            let extent = extent(t(tier), &column, l.as_deref(), h.as_deref());
+            if extent.files > 0 {
+                leftovers.push(Move {
+                    from: tier,
+                    to: None,
+                    lo: l,
+                    hi: h,
+                    extent,
+                });
+            }
+        }
+    }
+    Ok(TablePlan {
+        table: def.name.clone(),
+        column,
+        read_version: current.version,
+        current: old,
+        target,
+        purge_before,
+        moves,
+        leftovers,
+    })
+}
+
+/// The plan for every tiered table that exists.
+pub async fn plan(
+    lake: &Lake,
+    catalog: &Catalog,
+    as_of: NaiveDate,
+) -> Result<Vec<TablePlan>, LakeError> {
+    let mut out = Vec::new();
+    for def in tiered(catalog) {
+        let tables = open_all(lake, def).await?;
+        if tables.iter().all(Option::is_none) {
+            continue;
+        }
+        out.push(plan_table(lake, def, as_of).await?);
+    }
+    Ok(out)
+}
+
+/// What one table's part in one tier holds now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub table: String,
+    pub tier: Tier,
+    pub range_from: Option<String>,
+    pub range_before: Option<String>,
+    #[serde(flatten)]
+    pub extent: Extent,
+}
+
+pub async fn status(lake: &Lake, catalog: &Catalog) -> Result<Vec<Status>, LakeError> {
+    let mut out = Vec::new();
+    for def in tiered(catalog) {
+        let tables = open_all(lake, def).await?;
+        if tables.iter().all(Option::is_none) {
+            continue;
+        }
+        let column = def.partition.as_ref().map(|p| p.column.as_str()).unwrap_or("");
+        let w = catalog::watermarks(lake, &def.name, None).await?.value;
+        for tier in Tier::ALL {
+            let (lo, hi) = w.range(tier);
+            out.push(Status {
+                table: def.name.clone(),
+                tier,
+                range_from: lo.map(str::to_string),
+                range_before: hi.map(str::to_string),
+                extent: extent(tables[tier as usize].as_ref(), column, lo, hi),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What applying a plan did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Applied {
+    pub tables: usize,
+    pub ranges_moved: usize,
+    pub rows_moved: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub rows_purged: u64,
+    pub leftovers_removed: usize,
+    pub files_vacuumed: u64,
+    pub seconds: f64,
+}
+
+/// Progress of `apply`: a message per step.
+pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// Carry out a table's plan (see the module's doc for the steps).
+pub async fn apply_table(
+    lake: &Lake,
+    def: &TableDef,
+    plan: &TablePlan,
+    holds: &[catalog::Hold],
+    held_records: &[(String, String)],
+    progress: Progress<'_>,
+    out: &mut Applied,
+) -> Result<(), LakeError> {
+    let name = &def.name;
+    let column = &plan.column;
+    // Copies an interrupted run left outside their tier's range.
+    for m in &plan.leftovers {
+        progress(&format!("{name}: removing {} leftover rows from {}", m.extent.rows, m.from.name()));
+        delete_range(lake, def, m.from, column, m.lo.as_deref(), m.hi.as_deref(), None).await?;
+        out.leftovers_removed += 1;
+    }
+    let moving: Vec<&Move> = plan.moves.iter().filter(|m| m.to.is_some()).collect();
+    // Purge, sparing held partitions and customers.
+    for m in plan.moves.iter().filter(|m| m.to.is_none()) {
+        let spare = held_predicate(def, column, holds, held_records);
+        progress(&format!(
+            "{name}: purging partitions before {} from {}",
+            m.hi.as_deref().unwrap_or("end"),
+            m.from.name()
+        ));
+        out.rows_purged +=
+            delete_range(lake, def, m.from, column, m.lo.as_deref(), m.hi.as_deref(), spare.as_deref())
+                .await?;
+    }
+    // Step 1: copy each moving range into its destination.
+    for m in &moving {
+        let Some(to) = m.to else { continue };
+        if m.extent.files == 0 {
+            continue;
+        }
+        progress(&format!(
+            "{name}: copying {} rows {}..{} {} → {}",
+            m.extent.rows,
+            m.lo.as_deref().unwrap_or("start"),
+            m.hi.as_deref().unwrap_or("end"),
+            m.from.name(),
+            to.name()
+        ));
+        let written = copy_range(lake, def, m.from, to, column, m.lo.as_deref(), m.hi.as_deref()).await?;
+        out.ranges_moved += 1;
+        out.rows_moved += m.extent.rows;
+        out.bytes_read += m.extent.bytes;
+        out.bytes_written += written;
+    }
+    // Step 2: the watermarks advance, conditionally on the version read.
+    if plan.target.warm_before != plan.current.warm_before
+        || plan.target.cold_before != plan.current.cold_before
+    {
+        progress(&format!("{name}: advancing the watermarks"));
+        let mut w = plan.target.clone();
+        w.at = catalog::now();
+        catalog::set_watermarks(lake, name, plan.read_version, &w).await?;
+    }
+    // Step 3: delete what moved from where it was.
+    for m in &moving {
+        if m.extent.files == 0 {
+            continue;
+        }
+        progress(&format!("{name}: removing the moved rows from {}", m.from.name()));
+        delete_range(lake, def, m.from, column, m.lo.as_deref(), m.hi.as_deref(), None).await?;
+    }
+    // Vacuum what was removed longer ago than the grace period.
+    for tier in Tier::ALL {
+        if let Some(t) = lake.open_in(def, tier).await? {
+            out.files_vacuumed += vacuum(lake, name, t).await?;
+        }
+    }
+    out.tables += 1;
+    Ok(())
+}
+
+/// A predicate for rows a hold protects in this table, if any.
+fn held_predicate(
+    def: &TableDef,
+    column: &str,
+    holds: &[catalog::Hold],
+    held_records: &[(String, String)],
+) -> Option<String> {
+    let q = |v: &str| format!("'{}'", v.replace('\'', "''"));
+    let mut parts = Vec::new();
+    for h in holds {
+        if h.table.as_deref().is_some_and(|t| t != def.name) || h.customer.is_some() {
+            continue;
+        }
+        let lo = h.from.as_deref();
+        // `to` is inclusive: up to the month after it.
+        let hi = h.to.as_deref().map(|t| format!("{t}\u{ffff}"));
+        parts.push(format!("({})", range_sql(column, lo, hi.as_deref())));
+    }
+    if !held_records.is_empty()
+        && def.field("source_system").is_some()
+        && def.field("source_customer_id").is_some()
+    {
+        let list: Vec<String> = held_records
+            .iter()
+            .map(|(s, i)| format!("({}, {})", q(s), q(i)))
+            .collect();
+        parts.push(format!(
+            "(\"source_system\", \"source_customer_id\") IN ({})",
+            list.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(" OR "))
+}
+
+/// Copy `[lo, hi)` of a tier into another, replacing that range there, with
+/// the destination's compression and file size. Returns the bytes written.
+async fn copy_range(
+    lake: &Lake,
+    def: &TableDef,
+    from: Tier,
+    to: Tier,
+    column: &str,
+    lo: Option<&str>,
+    hi: Option<&str>,
+) -> Result<u64, LakeError> {
+    let name = &def.name;
+    let Some(source) = lake.open_in(def, from).await? else {
+        return Ok(0);
+    };
+    let dest = lake.open_or_create_in(def, to).await?;
+    let ctx = crate::query::write_context();
+    source
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| werr(name, e))?;
+    let provider = source.table_provider().await.map_err(|e| werr(name, e))?;
+    ctx.register_table("__move_source", provider)
+        .map_err(|e| werr(name, e))?;
+    let columns: Vec<String> = def
+        .fields
+        .iter()
+        .map(|f| format!("\"{}\"", f.name.replace('"', "\"\"")))
+        .collect();
+    let predicate = range_sql(column, lo, hi);
+    let df = ctx
+        .sql(&format!(
+            "SELECT {} FROM __move_source WHERE {predicate}",
+            columns.join(", ")
+        ))
+        .await
+        .map_err(|e| werr(name, e))?;
+    let before = dest_bytes(&dest);
+    let size = u64::from(to.config(&lake.config).target_file_mb).max(1) * 1024 * 1024;
+    let table = dest
+        .write(Vec::new())
+        .with_input_plan(df.logical_plan().clone())
+        .with_save_mode(SaveMode::Overwrite)
+        .with_replace_where(predicate)
+        .with_session_state(Arc::new(ctx.state()))
+        .with_writer_properties(lake.writer_properties_in(def, to))
+        .with_target_file_size(NonZeroU64::new(size))
+        .await
+        .map_err(|e| werr(name, e))?;
+    let after = dest_bytes(&table);
+    Ok(after.saturating_sub(before.min(after)))
+}
+
+fn dest_bytes(t: &DeltaTable) -> u64 {
+    t.snapshot()
+        .map(|s| s.log_data().iter().map(|f| f.size().max(0) as u64).sum())
+        .unwrap_or(0)
+}
+
+/// Delete `[lo, hi)` from a tier (sparing rows `spare` matches). Returns
+/// the rows deleted.
+async fn delete_range(
+    lake: &Lake,
+    def: &TableDef,
+    tier: Tier,
+    column: &str,
+    lo: Option<&str>,
+    hi: Option<&str>,
+    spare: Option<&str>,
+) -> Result<u64, LakeError> {
+    let name = &def.name;
+    let Some(table) = lake.open_in(def, tier).await? else {
+        return Ok(0);
+    };
+    if extent(Some(&table), column, lo, hi).files == 0 {
+        return Ok(0);
+    }
+    let mut predicate = range_sql(column, lo, hi);
+    if let Some(s) = spare {
+        predicate = format!("({predicate}) AND NOT ({s})");
+    }
+    let ctx: SessionContext = crate::query::write_context();
+    let (_, metrics) = table
+        .delete()
+        .with_predicate(predicate)
+        .with_session_state(Arc::new(ctx.state()))
+        .with_writer_properties(lake.writer_properties_in(def, tier))
+        .await
+        .map_err(|e| werr(name, e))?;
+    Ok(metrics.num_deleted_rows.unwrap_or(0) as u64)
+}
+
+/// Remove files a commit removed longer ago than the grace period.
+async fn vacuum(lake: &Lake, name: &str, table: DeltaTable) -> Result<u64, LakeError> {
+    let grace = chrono::Duration::minutes(i64::from(lake.config.retention.vacuum_grace_minutes));
+    let (_, metrics) = table
+        .vacuum()
+        .with_retention_period(grace)
+        .with_enforce_retention_duration(false)
+        .await
+        .map_err(|e| werr(name, e))?;
+    Ok(metrics.files_deleted.len() as u64)
+}

@@ -1,0 +1,290 @@
+//! A tiered table read as one: the union of its hot, warm and cold Delta
+//! tables, each restricted to the partition range its watermarks give it,
+//! so every row is seen in exactly one tier.
+//!
+//! Nothing is read from a tier until a scan needs it: a scan whose filters
+//! bound the partition column skips the tiers outside the bound without
+//! opening them, so a query on recent months touches the hot store alone.
+//! A scan reads the watermarks, opens the tiers it needs, and reads the
+//! watermarks again; if a move advanced them in between it starts over, so
+//! the tables it reads agree with the ranges it gives them.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::datasource::TableType;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::prelude::{ident, lit};
+
+use crate::lake::catalog::{self, Watermarks};
+use crate::lake::{AsOf, Lake, Tier};
+use crate::schema::TableDef;
+
+/// A tiered table as one table provider.
+pub struct TieredTable {
+    lake: Lake,
+    def: TableDef,
+    column: String,
+    schema: SchemaRef,
+    as_of: Option<AsOf>,
+}
+
+impl std::fmt::Debug for TieredTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredTable").field("table", &self.def.name).finish()
+    }
+}
+
+fn ext(e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::External(e.to_string().into())
+}
+
+impl TieredTable {
+    pub fn new(lake: Lake, def: TableDef, schema: SchemaRef, as_of: Option<AsOf>) -> Option<Self> {
+        let column = def.partition.as_ref()?.column.clone();
+        Some(Self {
+            lake,
+            def,
+            column,
+            schema,
+            as_of,
+        })
+    }
+
+    async fn watermarks(&self) -> Result<Watermarks> {
+        let at = match &self.as_of {
+            Some(AsOf::Time(t)) => Some(*t),
+            _ => None,
+        };
+        Ok(catalog::watermarks(&self.lake, &self.def.name, at)
+            .await
+            .map_err(ext)?
+            .value)
+    }
+
+    /// The bounds `[lo, hi]` the filters put on the partition column.
+    fn bounds(&self, filters: &[Expr]) -> (Option<String>, Option<String>) {
+        let mut lo: Option<String> = None;
+        let mut hi: Option<String> = None;
+        for f in filters {
+            bound(f, &self.column, &mut lo, &mut hi);
+        }
+        (lo, hi)
+    }
+}
+
+/// Tighten `[lo, hi]` (both inclusive) by what `e` says of `column`.
+fn bound(e: &Expr, column: &str, lo: &mut Option<String>, hi: &mut Option<String>) {
+    let text = |e: &Expr| match e {
+        Expr::Literal(ScalarValue::Utf8(Some(s)), _)
+        | Expr::Literal(ScalarValue::Utf8View(Some(s)), _)
+        | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _) => Some(s.clone()),
+        _ => None,
+    };
+    let is_col = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
+    fn raise(lo: &mut Option<String>, v: String) {
+        if lo.as_ref().is_none_or(|l| &v > l) {
+            *lo = Some(v);
+        }
+    }
+    fn lower(hi: &mut Option<String>, v: String) {
+        if hi.as_ref().is_none_or(|h| &v < h) {
+            *hi = Some(v);
+        }
+    }
+    match e {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            if *op == Operator::And {
+                bound(left, column, lo, hi);
+                bound(right, column, lo, hi);
+                return;
+            }
+            let (op, v) = if is_col(left) {
+                (*op, text(right))
+            } else if is_col(right) {
+                let swapped = match op {
+                    Operator::Lt => Operator::Gt,
+                    Operator::LtEq => Operator::GtEq,
+                    Operator::Gt => Operator::Lt,
+                    Operator::GtEq => Operator::LtEq,
+                    o => *o,
+                };
+                (swapped, text(left))
+            } else {
+                return;
+            };
+            let Some(v) = v else { return };
+            match op {
+                Operator::Eq => {
+                    raise(lo, v.clone());
+                    lower(hi, v);
+                }
+                // Partition values are compared as text, and a bound only
+                // skips tiers: `>` as `>=` and `<` as `<=` are safe.
+                Operator::Gt | Operator::GtEq => raise(lo, v),
+                Operator::Lt | Operator::LtEq => lower(hi, v),
+                _ => {}
+            }
+        }
+        Expr::Between(b) if !b.negated && is_col(&b.expr) => {
+            if let (Some(l), Some(h)) = (text(&b.low), text(&b.high)) {
+                raise(lo, l);
+                lower(hi, h);
+            }
+        }
+        Expr::InList(l) if !l.negated && is_col(&l.expr) => {
+            let values: Option<Vec<String>> = l.list.iter().map(text).collect();
+            if let Some(v) = values
+                && let (Some(min), Some(max)) = (v.iter().min(), v.iter().max())
+            {
+                raise(lo, min.clone());
+                lower(hi, max.clone());
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether `[lo, hi)` (a tier's range) can hold a value in `[blo, bhi]`.
+fn overlaps(range: (Option<&str>, Option<&str>), blo: Option<&str>, bhi: Option<&str>) -> bool {
+    let (lo, hi) = range;
+    if let (Some(lo), Some(hi)) = (lo, hi)
+        && lo >= hi
+    {
+        return false;
+    }
+    // A value v in the bound: v >= blo and v <= bhi; in the tier: v >= lo
+    // and v < hi. A day partition `YYYY-MM-DD` sorts after its month
+    // `YYYY-MM`, so the comparisons hold for both granularities.
+    let below_hi = match (hi, blo) {
+        (Some(h), Some(b)) => b < h,
+        _ => true,
+    };
+    let above_lo = match (lo, bhi) {
+        (Some(l), Some(b)) => b >= l || b.starts_with(l),
+        _ => true,
+    };
+    below_hi && above_lo
+}
+
+#[async_trait]
+impl TableProvider for TieredTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (blo, bhi) = self.bounds(filters);
+        for _attempt in 0..10 {
+            let w = self.watermarks().await?;
+            let mut tables = Vec::new();
+            for tier in Tier::ALL {
+                let range = w.range(tier);
+                if !overlaps(range, blo.as_deref(), bhi.as_deref()) {
+                    continue;
+                }
+                let Some(t) = self
+                    .lake
+                    .open_at(&self.def, tier, self.as_of.as_ref())
+                    .await
+                    .map_err(ext)?
+                else {
+                    continue;
+                };
+                tables.push((tier, t));
+            }
+            if self.as_of.is_none() && self.watermarks().await? != w {
+                continue;
+            }
+            let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+            for (tier, t) in tables {
+                t.update_datafusion_session(state).map_err(ext)?;
+                let provider = t.table_provider().await.map_err(ext)?;
+                if provider.schema().fields() != self.schema.fields() {
+                    return Err(ext(format!(
+                        "{} in the {} tier has columns {:?}, the hot tier {:?}",
+                        self.def.name,
+                        tier.name(),
+                        provider.schema().fields().iter().map(|f| (f.name(), f.data_type())).collect::<Vec<_>>(),
+                        self.schema.fields().iter().map(|f| (f.name(), f.data_type())).collect::<Vec<_>>()
+                    )));
+                }
+                let (lo, hi) = w.range(tier);
+                let mut fs = filters.to_vec();
+                if let Some(lo) = lo {
+                    fs.push(ident(&self.column).gt_eq(lit(lo)));
+                }
+                if let Some(hi) = hi {
+                    fs.push(ident(&self.column).lt(lit(hi)));
+                }
+                plans.push(provider.scan(state, projection, &fs, None).await?);
+            }
+            return match plans.len() {
+                0 => {
+                    let schema = match projection {
+                        Some(p) => Arc::new(self.schema.project(p)?),
+                        None => self.schema.clone(),
+                    };
+                    Ok(Arc::new(EmptyExec::new(schema)))
+                }
+                1 => Ok(plans.remove(0)),
+                _ => UnionExec::try_new(plans),
+            };
+        }
+        Err(ext(format!(
+            "{}: the tier watermarks kept moving while the query was planned; try again",
+            self.def.name
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_skip_only_tiers_outside_them() {
+        let hot = (Some("2025-11"), None);
+        let warm = (Some("2024-11"), Some("2025-11"));
+        let cold = (None, Some("2024-11"));
+        // The last three months.
+        assert!(overlaps(hot, Some("2026-09"), None));
+        assert!(!overlaps(warm, Some("2026-09"), None));
+        assert!(!overlaps(cold, Some("2026-09"), None));
+        // Two years back reaches warm, not cold.
+        assert!(overlaps(warm, Some("2024-12"), None));
+        assert!(!overlaps(cold, Some("2024-12"), None));
+        // An upper bound on its own.
+        assert!(!overlaps(hot, None, Some("2025-10")));
+        assert!(overlaps(hot, None, Some("2025-11")));
+        // Day partitions of a month at a boundary stay in.
+        assert!(overlaps(hot, None, Some("2025-11-03")));
+        assert!(overlaps(cold, Some("2024-10-31"), None));
+        // An empty tier range.
+        assert!(!overlaps((Some("2024-11"), Some("2024-11")), None, None));
+    }
+}

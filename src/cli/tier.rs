@@ -1,6 +1,6 @@
 //! `custlake tier plan|apply|status` and `custlake hold add|remove|list`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
@@ -8,9 +8,9 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::config::Config;
-use crate::lake::catalog::{self, Hold};
-use crate::lake::tiers::{self, Applied, Move, TablePlan};
 use crate::lake::Lake;
+use crate::lake::catalog::{self, Hold};
+use crate::lake::tiers::{self, Move, TablePlan};
 use crate::schema::Catalog;
 
 #[derive(Debug, Subcommand)]
@@ -152,10 +152,18 @@ pub(super) async fn run(config: &Config, c: &TierCommand, progress: bool) -> any
             }
         }
         TierCommand::Apply(a) => {
-            let started = Instant::now();
             let plans = tiers::plan(&lake, &catalog, as_of(a.as_of)).await?;
             let holds = catalog::holds(&lake).await?.value.holds;
             let held = held_records(&lake, &catalog, &holds).await?;
+            if !plans.iter().any(|p| {
+                !p.moves.is_empty()
+                    || !p.leftovers.is_empty()
+                    || p.target.warm_before != p.current.warm_before
+                    || p.target.cold_before != p.current.cold_before
+            }) {
+                println!("nothing to move or purge");
+                return Ok(());
+            }
             let steps: u64 = plans
                 .iter()
                 .map(|p| (p.moves.len() * 2 + p.leftovers.len() + 2) as u64)
@@ -163,9 +171,11 @@ pub(super) async fn run(config: &Config, c: &TierCommand, progress: bool) -> any
             let bar = if progress {
                 let b = ProgressBar::new(steps.max(1));
                 b.set_style(
-                    ProgressStyle::with_template("{spinner} tier apply [{bar:20}] {pos}/{len} {msg} ({elapsed})")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{spinner} tier apply [{bar:20}] {pos}/{len} {msg} ({elapsed})",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
                 );
                 b.enable_steady_tick(Duration::from_millis(200));
                 b
@@ -177,15 +187,10 @@ pub(super) async fn run(config: &Config, c: &TierCommand, progress: bool) -> any
                 bar.set_message(msg.to_string());
                 tracing::info!("{msg}");
             };
-            let mut out = Applied::default();
-            for p in &plans {
-                let def = catalog.table(&p.table)?;
-                tiers::apply_table(&lake, def, p, &holds, &held, &report, &mut out)
-                    .await
-                    .with_context(|| format!("moving {}; run `custlake tier apply` again to finish", p.table))?;
-            }
+            let out = tiers::apply(&lake, &catalog, &plans, &held, &report)
+                .await
+                .context("the move stopped part-way; nothing is lost and `custlake tier apply` finishes it")?;
             bar.finish_and_clear();
-            out.seconds = started.elapsed().as_secs_f64();
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
@@ -214,11 +219,15 @@ pub(super) async fn run(config: &Config, c: &TierCommand, progress: bool) -> any
                 "table", "tier", "owns", "holds", "rows", "files", "bytes"
             );
             for s in rows {
-                let owns = format!(
-                    "{}..{}",
-                    s.range_from.as_deref().unwrap_or("start"),
-                    s.range_before.as_deref().unwrap_or("end")
-                );
+                let owns = if s.owns {
+                    format!(
+                        "{}..{}",
+                        s.range_from.as_deref().unwrap_or("start"),
+                        s.range_before.as_deref().unwrap_or("end")
+                    )
+                } else {
+                    "nothing yet".into()
+                };
                 let holds = match (&s.extent.first, &s.extent.last) {
                     (Some(f), Some(l)) => format!("{f}..{l}"),
                     _ => "-".into(),
@@ -252,7 +261,9 @@ async fn held_records(
     let ctx = crate::query::context(&lake.config)?;
     let names = crate::query::register_lake(&ctx, lake, catalog).await?;
     if !names.iter().any(|n| n == "customer_xref") {
-        bail!("customers are under hold but customer_xref does not exist: run `custlake resolve` first");
+        bail!(
+            "customers are under hold but customer_xref does not exist: run `custlake resolve` first"
+        );
     }
     let list: Vec<String> = ids
         .iter()
@@ -268,8 +279,14 @@ async fn held_records(
         .await?;
     let mut out = Vec::new();
     for b in batches {
-        let s = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8)?;
-        let i = datafusion::arrow::compute::cast(b.column(1), &datafusion::arrow::datatypes::DataType::Utf8)?;
+        let s = datafusion::arrow::compute::cast(
+            b.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
+        let i = datafusion::arrow::compute::cast(
+            b.column(1),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
         let (s, i) = (
             datafusion::arrow::array::AsArray::as_string::<i32>(&s),
             datafusion::arrow::array::AsArray::as_string::<i32>(&i),
@@ -305,7 +322,9 @@ pub(super) async fn hold(config: &Config, c: &HoldCommand) -> anyhow::Result<()>
             check_month(&a.from, "from")?;
             check_month(&a.to, "to")?;
             if a.customer.is_none() && a.from.is_none() && a.to.is_none() && a.table.is_none() {
-                bail!("a hold names a table, a month range (--from/--to) or a customer (--customer)");
+                bail!(
+                    "a hold names a table, a month range (--from/--to) or a customer (--customer)"
+                );
             }
             if let (Some(f), Some(t)) = (&a.from, &a.to)
                 && f > t

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use datafusion::object_store::path::Path;
 use datafusion::object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use futures::TryStreamExt;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::{Lake, LakeError, Tier};
 
@@ -21,7 +21,13 @@ fn err(e: impl std::fmt::Display) -> LakeError {
     LakeError::Catalog(e.to_string())
 }
 
-fn dir(lake: &Lake, kind: &str) -> (std::sync::Arc<dyn datafusion::object_store::ObjectStore>, Path) {
+fn dir(
+    lake: &Lake,
+    kind: &str,
+) -> (
+    std::sync::Arc<dyn datafusion::object_store::ObjectStore>,
+    Path,
+) {
     let (store, root) = lake.store(Tier::Hot);
     let mut p = root.join("_catalog");
     for part in kind.split('/') {
@@ -65,8 +71,7 @@ pub async fn read<T: DeserializeOwned + Default + Stamped>(
             .bytes()
             .await
             .map_err(err)?;
-        let value: T = serde_json::from_slice(&bytes)
-            .map_err(|e| err(format!("{path}: {e}")))?;
+        let value: T = serde_json::from_slice(&bytes).map_err(|e| err(format!("{path}: {e}")))?;
         if at.is_none_or(|t| value.at() <= t) {
             return Ok(Versioned { version, value });
         }
@@ -94,9 +99,11 @@ pub async fn write<T: Serialize>(
     };
     match store.put_opts(&path, PutPayload::from(body), opts).await {
         Ok(_) => Ok(version),
-        Err(datafusion::object_store::Error::AlreadyExists { .. }) => Err(LakeError::Catalog(
-            format!("{kind} was changed by another process since it was read (version {version} exists); run the command again"),
-        )),
+        Err(datafusion::object_store::Error::AlreadyExists { .. }) => {
+            Err(LakeError::Catalog(format!(
+                "{kind} was changed by another process since it was read (version {version} exists); run the command again"
+            )))
+        }
         Err(e) => Err(err(e)),
     }
 }
@@ -136,13 +143,18 @@ pub fn now() -> String {
 }
 
 impl Watermarks {
-    /// The partition range `[lo, hi)` a tier owns (`None`: unbounded).
-    pub fn range(&self, tier: Tier) -> (Option<&str>, Option<&str>) {
+    /// The partition range `[lo, hi)` a tier owns (a `None` bound is
+    /// unbounded), or `None` when it owns nothing (warm and cold before
+    /// anything has moved there).
+    pub fn range(&self, tier: Tier) -> Option<(Option<&str>, Option<&str>)> {
         let (w, c) = (self.warm_before.as_deref(), self.cold_before.as_deref());
         match tier {
-            Tier::Hot => (w, None),
-            Tier::Warm => (c, w),
-            Tier::Cold => (None, c),
+            Tier::Hot => Some((w, None)),
+            Tier::Warm => {
+                let w = w?;
+                c.is_none_or(|c| c < w).then_some((c, Some(w)))
+            }
+            Tier::Cold => Some((None, Some(c?))),
         }
     }
 

@@ -21,7 +21,9 @@ use url::Url;
 use crate::config::{Config, parse_compression};
 use crate::schema::TableDef;
 
-pub use write::{BatchReceiver, UpsertOutcome, append_stream, hot_only, overwrite, upsert, upsert_in};
+pub use write::{
+    BatchReceiver, UpsertOutcome, append_stream, hot_only, overwrite, upsert, upsert_in,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
@@ -167,10 +169,13 @@ impl Lake {
 
     /// A tier's object store (rooted at the store's root) and the path of
     /// the tier inside it.
-    pub fn store(&self, tier: Tier) -> (Arc<dyn ObjectStore>, datafusion::object_store::path::Path) {
+    pub fn store(
+        &self,
+        tier: Tier,
+    ) -> (Arc<dyn ObjectStore>, datafusion::object_store::path::Path) {
         let root = self.root(tier);
-        let path = datafusion::object_store::path::Path::from_url_path(root.path())
-            .unwrap_or_default();
+        let path =
+            datafusion::object_store::path::Path::from_url_path(root.path()).unwrap_or_default();
         let store = match &self.stores[tier as usize] {
             Some(s) => s.clone(),
             None => Arc::new(datafusion::object_store::local::LocalFileSystem::new()),
@@ -209,7 +214,11 @@ impl Lake {
     }
 
     /// Open a table's part in a tier if it has been created.
-    pub async fn open_in(&self, def: &TableDef, tier: Tier) -> Result<Option<DeltaTable>, LakeError> {
+    pub async fn open_in(
+        &self,
+        def: &TableDef,
+        tier: Tier,
+    ) -> Result<Option<DeltaTable>, LakeError> {
         self.open_at(def, tier, None).await
     }
 
@@ -257,7 +266,11 @@ impl Lake {
     }
 
     /// Open a table's part in a tier, creating it empty if need be.
-    pub async fn open_or_create_in(&self, def: &TableDef, tier: Tier) -> Result<DeltaTable, LakeError> {
+    pub async fn open_or_create_in(
+        &self,
+        def: &TableDef,
+        tier: Tier,
+    ) -> Result<DeltaTable, LakeError> {
         if let Some(t) = self.open_in(def, tier).await? {
             check_schema(def, &t)?;
             return Ok(t);

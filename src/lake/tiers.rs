@@ -41,7 +41,11 @@ fn werr(table: &str, e: impl std::fmt::Display) -> LakeError {
 
 /// `YYYY-MM` of a month index (`year * 12 + month - 1`).
 fn month(index: i64) -> String {
-    format!("{:04}-{:02}", index.div_euclid(12), index.rem_euclid(12) + 1)
+    format!(
+        "{:04}-{:02}",
+        index.div_euclid(12),
+        index.rem_euclid(12) + 1
+    )
 }
 
 fn month_index(d: NaiveDate) -> i64 {
@@ -208,9 +212,24 @@ pub async fn plan_table(
             });
         }
     };
-    add(Tier::Hot, Tier::Warm, w0.clone().max(c1.clone()), w1.clone());
-    add(Tier::Hot, Tier::Cold, w0.clone(), w1.clone().min(c1.clone()));
-    add(Tier::Warm, Tier::Cold, c0.clone(), c1.clone().min(w0.clone()));
+    add(
+        Tier::Hot,
+        Tier::Warm,
+        w0.clone().max(c1.clone()),
+        w1.clone(),
+    );
+    add(
+        Tier::Hot,
+        Tier::Cold,
+        w0.clone(),
+        w1.clone().min(c1.clone()),
+    );
+    add(
+        Tier::Warm,
+        Tier::Cold,
+        c0.clone(),
+        c1.clone().min(w0.clone()),
+    );
     // Past retention, in whichever tier holds it: purged first, so that
     // nothing is moved only to be deleted.
     for from in Tier::ALL {
@@ -231,12 +250,14 @@ pub async fn plan_table(
     // Anything a tier holds outside its current range.
     let mut leftovers = Vec::new();
     for tier in Tier::ALL {
-        let (lo, hi) = old.range(tier);
-        let outside: Vec<(Option<String>, Option<String>)> = match (lo, hi) {
-            (None, None) => vec![],
-            (Some(l), None) => vec![(None, Some(l.to_string()))],
-            (None, Some(h)) => vec![(Some(h.to_string()), None)],
-            (Some(l), Some(h)) => vec![(None, Some(l.to_string())), (Some(h.to_string()), None)],
+        let outside: Vec<(Option<String>, Option<String>)> = match old.range(tier) {
+            None => vec![(None, None)],
+            Some((None, None)) => vec![],
+            Some((Some(l), None)) => vec![(None, Some(l.to_string()))],
+            Some((None, Some(h))) => vec![(Some(h.to_string()), None)],
+            Some((Some(l), Some(h))) => {
+                vec![(None, Some(l.to_string())), (Some(h.to_string()), None)]
+            }
         };
         for (l, h) in outside {
             let extent = extent(t(tier), &column, l.as_deref(), h.as_deref());
@@ -285,6 +306,8 @@ pub async fn plan(
 pub struct Status {
     pub table: String,
     pub tier: Tier,
+    /// False while the tier owns no partition (nothing moved there yet).
+    pub owns: bool,
     pub range_from: Option<String>,
     pub range_before: Option<String>,
     #[serde(flatten)]
@@ -298,15 +321,22 @@ pub async fn status(lake: &Lake, catalog: &Catalog) -> Result<Vec<Status>, LakeE
         if tables.iter().all(Option::is_none) {
             continue;
         }
-        let column = def.partition.as_ref().map(|p| p.column.as_str()).unwrap_or("");
+        let column = def
+            .partition
+            .as_ref()
+            .map(|p| p.column.as_str())
+            .unwrap_or("");
         let w = catalog::watermarks(lake, &def.name, None).await?.value;
         for tier in Tier::ALL {
-            let (lo, hi) = w.range(tier);
+            let range = w.range(tier);
+            let (lo, hi) = range.unwrap_or((None, None));
             out.push(Status {
                 table: def.name.clone(),
                 tier,
+                owns: range.is_some(),
                 range_from: lo.map(str::to_string),
                 range_before: hi.map(str::to_string),
+                // What it holds: in its range, or anything if it owns none.
                 extent: extent(tables[tier as usize].as_ref(), column, lo, hi),
             });
         }
@@ -331,6 +361,30 @@ pub struct Applied {
 /// Progress of `apply`: a message per step.
 pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
 
+/// Carry out plans made by [`plan`]: every table in turn. `held_records`:
+/// the `(source_system, source_id)` of customers under hold.
+pub async fn apply(
+    lake: &Lake,
+    catalog: &Catalog,
+    plans: &[TablePlan],
+    held_records: &[(String, String)],
+    progress: Progress<'_>,
+) -> Result<Applied, LakeError> {
+    let started = std::time::Instant::now();
+    let holds = catalog::holds(lake).await?.value.holds;
+    let mut out = Applied::default();
+    for p in plans {
+        let def = catalog
+            .tables
+            .iter()
+            .find(|d| d.name == p.table)
+            .ok_or_else(|| LakeError::Invalid(format!("no table {}", p.table)))?;
+        apply_table(lake, def, p, &holds, held_records, progress, &mut out).await?;
+    }
+    out.seconds = started.elapsed().as_secs_f64();
+    Ok(out)
+}
+
 /// Carry out a table's plan (see the module's doc for the steps).
 pub async fn apply_table(
     lake: &Lake,
@@ -345,8 +399,21 @@ pub async fn apply_table(
     let column = &plan.column;
     // Copies an interrupted run left outside their tier's range.
     for m in &plan.leftovers {
-        progress(&format!("{name}: removing {} leftover rows from {}", m.extent.rows, m.from.name()));
-        delete_range(lake, def, m.from, column, m.lo.as_deref(), m.hi.as_deref(), None).await?;
+        progress(&format!(
+            "{name}: removing {} leftover rows from {}",
+            m.extent.rows,
+            m.from.name()
+        ));
+        delete_range(
+            lake,
+            def,
+            m.from,
+            column,
+            m.lo.as_deref(),
+            m.hi.as_deref(),
+            None,
+        )
+        .await?;
         out.leftovers_removed += 1;
     }
     let moving: Vec<&Move> = plan.moves.iter().filter(|m| m.to.is_some()).collect();
@@ -358,9 +425,16 @@ pub async fn apply_table(
             m.hi.as_deref().unwrap_or("end"),
             m.from.name()
         ));
-        out.rows_purged +=
-            delete_range(lake, def, m.from, column, m.lo.as_deref(), m.hi.as_deref(), spare.as_deref())
-                .await?;
+        out.rows_purged += delete_range(
+            lake,
+            def,
+            m.from,
+            column,
+            m.lo.as_deref(),
+            m.hi.as_deref(),
+            spare.as_deref(),
+        )
+        .await?;
     }
     // Step 1: copy each moving range into its destination.
     for m in &moving {
@@ -376,7 +450,16 @@ pub async fn apply_table(
             m.from.name(),
             to.name()
         ));
-        let written = copy_range(lake, def, m.from, to, column, m.lo.as_deref(), m.hi.as_deref()).await?;
+        let written = copy_range(
+            lake,
+            def,
+            m.from,
+            to,
+            column,
+            m.lo.as_deref(),
+            m.hi.as_deref(),
+        )
+        .await?;
         out.ranges_moved += 1;
         out.rows_moved += m.extent.rows;
         out.bytes_read += m.extent.bytes;
@@ -396,8 +479,20 @@ pub async fn apply_table(
         if m.extent.files == 0 {
             continue;
         }
-        progress(&format!("{name}: removing the moved rows from {}", m.from.name()));
-        delete_range(lake, def, m.from, column, m.lo.as_deref(), m.hi.as_deref(), None).await?;
+        progress(&format!(
+            "{name}: removing the moved rows from {}",
+            m.from.name()
+        ));
+        delete_range(
+            lake,
+            def,
+            m.from,
+            column,
+            m.lo.as_deref(),
+            m.hi.as_deref(),
+            None,
+        )
+        .await?;
     }
     // Vacuum what was removed longer ago than the grace period.
     for tier in Tier::ALL {
@@ -459,7 +554,7 @@ async fn copy_range(
         return Ok(0);
     };
     let dest = lake.open_or_create_in(def, to).await?;
-    let ctx = crate::query::write_context();
+    let ctx = write_context();
     source
         .update_datafusion_session(&ctx.state())
         .map_err(|e| werr(name, e))?;
@@ -480,7 +575,7 @@ async fn copy_range(
         .await
         .map_err(|e| werr(name, e))?;
     let before = dest_bytes(&dest);
-    let size = u64::from(to.config(&lake.config).target_file_mb).max(1) * 1024 * 1024;
+    let size = to.config(&lake.config).target_file_mb.max(1) * 1024 * 1024;
     let table = dest
         .write(Vec::new())
         .with_input_plan(df.logical_plan().clone())
@@ -493,6 +588,15 @@ async fn copy_range(
         .map_err(|e| werr(name, e))?;
     let after = dest_bytes(&table);
     Ok(after.saturating_sub(before.min(after)))
+}
+
+/// A context that can plan Delta writes (Delta's query planner).
+fn write_context() -> SessionContext {
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_default_features()
+        .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 fn dest_bytes(t: &DeltaTable) -> u64 {
@@ -523,7 +627,7 @@ async fn delete_range(
     if let Some(s) = spare {
         predicate = format!("({predicate}) AND NOT ({s})");
     }
-    let ctx: SessionContext = crate::query::write_context();
+    let ctx = write_context();
     let (_, metrics) = table
         .delete()
         .with_predicate(predicate)

@@ -53,7 +53,9 @@ pub async fn upsert(
 ) -> Result<UpsertOutcome, LakeError> {
     let routed = match (&def.partition, def.tiered) {
         (Some(p), true) => {
-            let w = super::catalog::watermarks(lake, &def.name, None).await?.value;
+            let w = super::catalog::watermarks(lake, &def.name, None)
+                .await?
+                .value;
             (!w.all_hot()).then(|| (p.column.clone(), w))
         }
         _ => None,
@@ -63,7 +65,9 @@ pub async fn upsert(
     };
     let mut last = None;
     for tier in Tier::ALL {
-        let (lo, hi) = w.range(tier);
+        let Some((lo, hi)) = w.range(tier) else {
+            continue;
+        };
         let mut part = source.clone();
         if let Some(lo) = lo {
             part = part

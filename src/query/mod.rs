@@ -129,7 +129,10 @@ pub async fn register_lake_as_of(
     for def in &catalog.tables {
         let registered = if is_tiered(def) {
             register_tiered(ctx, lake, def, Some(as_of)).await?
-        } else if let Some(t) = lake.open_at(def, crate::lake::Tier::Hot, Some(as_of)).await? {
+        } else if let Some(t) = lake
+            .open_at(def, crate::lake::Tier::Hot, Some(as_of))
+            .await?
+        {
             t.update_datafusion_session(&ctx.state())
                 .map_err(|e| QueryError::Sql(e.to_string()))?;
             let provider = t
@@ -171,7 +174,8 @@ async fn register_tiered(
         .await
         .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?
         .schema();
-    let Some(t) = tiered::TieredTable::new(lake.clone(), def.clone(), schema, as_of.cloned()) else {
+    let Some(t) = tiered::TieredTable::new(lake.clone(), def.clone(), schema, as_of.cloned())
+    else {
         return Ok(false);
     };
     ctx.register_table(def.name.as_str(), Arc::new(t))?;

@@ -38,7 +38,9 @@ pub struct TieredTable {
 
 impl std::fmt::Debug for TieredTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TieredTable").field("table", &self.def.name).finish()
+        f.debug_struct("TieredTable")
+            .field("table", &self.def.name)
+            .finish()
     }
 }
 
@@ -82,13 +84,34 @@ impl TieredTable {
 
 /// Tighten `[lo, hi]` (both inclusive) by what `e` says of `column`.
 fn bound(e: &Expr, column: &str, lo: &mut Option<String>, hi: &mut Option<String>) {
-    let text = |e: &Expr| match e {
-        Expr::Literal(ScalarValue::Utf8(Some(s)), _)
-        | Expr::Literal(ScalarValue::Utf8View(Some(s)), _)
-        | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _) => Some(s.clone()),
-        _ => None,
-    };
-    let is_col = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
+    fn scalar(v: &ScalarValue) -> Option<String> {
+        match v {
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::Utf8View(Some(s))
+            | ScalarValue::LargeUtf8(Some(s)) => Some(s.clone()),
+            // The partition column is dictionary-encoded, and so are the
+            // literals compared with it.
+            ScalarValue::Dictionary(_, inner) => scalar(inner),
+            _ => None,
+        }
+    }
+    fn text(e: &Expr) -> Option<String> {
+        match e {
+            Expr::Literal(v, _) => scalar(v),
+            Expr::Cast(c) => text(&c.expr),
+            Expr::TryCast(c) => text(&c.expr),
+            _ => None,
+        }
+    }
+    fn is_col(e: &Expr, column: &str) -> bool {
+        match e {
+            Expr::Column(c) => c.name == column,
+            Expr::Cast(c) => is_col(&c.expr, column),
+            Expr::TryCast(c) => is_col(&c.expr, column),
+            _ => false,
+        }
+    }
+    let is_col = |e: &Expr| is_col(e, column);
     fn raise(lo: &mut Option<String>, v: String) {
         if lo.as_ref().is_none_or(|l| &v > l) {
             *lo = Some(v);
@@ -203,7 +226,9 @@ impl TableProvider for TieredTable {
             let w = self.watermarks().await?;
             let mut tables = Vec::new();
             for tier in Tier::ALL {
-                let range = w.range(tier);
+                let Some(range) = w.range(tier) else {
+                    continue;
+                };
                 if !overlaps(range, blo.as_deref(), bhi.as_deref()) {
                     continue;
                 }
@@ -229,11 +254,20 @@ impl TableProvider for TieredTable {
                         "{} in the {} tier has columns {:?}, the hot tier {:?}",
                         self.def.name,
                         tier.name(),
-                        provider.schema().fields().iter().map(|f| (f.name(), f.data_type())).collect::<Vec<_>>(),
-                        self.schema.fields().iter().map(|f| (f.name(), f.data_type())).collect::<Vec<_>>()
+                        provider
+                            .schema()
+                            .fields()
+                            .iter()
+                            .map(|f| (f.name(), f.data_type()))
+                            .collect::<Vec<_>>(),
+                        self.schema
+                            .fields()
+                            .iter()
+                            .map(|f| (f.name(), f.data_type()))
+                            .collect::<Vec<_>>()
                     )));
                 }
-                let (lo, hi) = w.range(tier);
+                let (lo, hi) = w.range(tier).unwrap_or((None, None));
                 let mut fs = filters.to_vec();
                 if let Some(lo) = lo {
                     fs.push(ident(&self.column).gt_eq(lit(lo)));

@@ -9,3 +9,4 @@ mod identity;
 mod ingest;
 mod server;
 mod sql;
+mod tiers;

@@ -401,16 +401,69 @@ impl std::str::FromStr for AsOf {
     }
 }
 
-/// The object store of an `s3://` tier root. Not in this build yet: the
-/// S3 client is not compiled in, so such a root is refused up front rather
-/// than failing on the first write.
-fn s3_store(_config: &Config, root: &Url) -> Result<Arc<dyn ObjectStore>, LakeError> {
-    Err(LakeError::Location {
+/// The object store of an `s3://` tier root (any S3-compatible store):
+/// endpoint, region and credentials from `[s3]` in the config, else from
+/// the AWS environment variables. Delta commits use conditional puts
+/// (`If-None-Match: *`), which the store must support.
+fn s3_store(config: &Config, root: &Url) -> Result<Arc<dyn ObjectStore>, LakeError> {
+    use datafusion::object_store::aws::AmazonS3Builder;
+    let bucket = root.host_str().ok_or_else(|| LakeError::Location {
         location: root.to_string(),
-        message: "s3:// tier roots are not supported by this build yet; use file:// roots \
-                  (a mounted S3 bucket works) or memory://"
-            .into(),
-    })
+        message: "an s3:// root names a bucket: s3://bucket/prefix".into(),
+    })?;
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let s3 = &config.s3;
+    if !s3.endpoint.is_empty() {
+        b = b.with_endpoint(&s3.endpoint);
+    }
+    if !s3.region.is_empty() {
+        b = b.with_region(&s3.region);
+    }
+    if !s3.access_key_id.is_empty() {
+        b = b.with_access_key_id(&s3.access_key_id);
+    }
+    if !s3.secret_access_key.expose().is_empty() {
+        b = b.with_secret_access_key(s3.secret_access_key.expose());
+    }
+    if s3.allow_http {
+        b = b.with_allow_http(true);
+    }
+    let store = b.build().map_err(|e| LakeError::Location {
+        location: root.to_string(),
+        message: e.to_string(),
+    })?;
+    // Delta needs a log store for the scheme; the default one commits with
+    // put-if-absent on the store given to it.
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        for scheme in ["s3://", "s3a://"] {
+            if let Ok(u) = Url::parse(scheme) {
+                deltalake::logstore::logstore_factories().insert(u, Arc::new(PlainLogStore));
+            }
+        }
+    });
+    Ok(Arc::new(store))
+}
+
+/// Delta's default log store (commits by put-if-absent), for schemes whose
+/// store custlake builds itself.
+struct PlainLogStore;
+
+impl deltalake::logstore::LogStoreFactory for PlainLogStore {
+    fn with_options(
+        &self,
+        prefixed_store: deltalake::logstore::ObjectStoreRef,
+        root_store: deltalake::logstore::ObjectStoreRef,
+        location: &Url,
+        options: &deltalake::logstore::StorageConfig,
+    ) -> deltalake::DeltaResult<Arc<dyn deltalake::logstore::LogStore>> {
+        Ok(deltalake::logstore::default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
 }
 
 fn delta_columns(def: &TableDef) -> Result<Vec<StructField>, LakeError> {

@@ -109,6 +109,103 @@ impl ObjectStore for Probe {
     }
 }
 
+/// A real S3-compatible server process (`s3s-fs`, from crates.io; `.ci/run`
+/// installs it) serving a temporary directory, stopped when dropped.
+pub(crate) struct S3Server {
+    child: std::process::Child,
+    port: u16,
+    _root: tempfile::TempDir,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const BUCKET: &str = "custlake";
+
+/// Start the S3 server if it is installed. Without it, `None` (and a line
+/// saying what is skipped), unless `CUSTLAKE_REQUIRE_S3=1`, which makes its
+/// absence a failure.
+fn s3_server(test: &str) -> Option<S3Server> {
+    let candidates = [
+        std::env::var_os("CUSTLAKE_S3_SERVER").map(PathBuf::from),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/custlake/tools/bin/s3s-fs")),
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/s3s-fs")),
+    ];
+    let Some(bin) = candidates.into_iter().flatten().find(|p| p.is_file()) else {
+        assert!(
+            std::env::var("CUSTLAKE_REQUIRE_S3").as_deref() != Ok("1"),
+            "CUSTLAKE_REQUIRE_S3=1 but no S3 server: install it with \
+             `cargo install s3s-fs --version 0.14.1 --features binary --root ~/.cache/custlake/tools`"
+        );
+        eprintln!("{test}: skipped, no S3 server installed (see .ci/run)");
+        return None;
+    };
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join(BUCKET)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--access-key",
+            "custlake",
+            "--secret-key",
+            "custlake-secret",
+        ])
+        .arg(root.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = S3Server {
+        child,
+        port,
+        _root: root,
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(server);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the S3 server did not start on port {port}");
+}
+
+/// Write `dir/custlake.toml`: 30 years of retention, and with a server,
+/// warm and cold under `s3://custlake/<prefix>/` while hot stays on disk.
+fn write_config(dir: &Path, s3: Option<&S3Server>, prefix: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut toml = String::from("[retention]\nyears = 30\n");
+    if let Some(s) = s3 {
+        toml.push_str(&format!(
+            "[tiers.warm]\nurl = \"s3://{BUCKET}/{prefix}/warm\"\n\
+             [tiers.cold]\nurl = \"s3://{BUCKET}/{prefix}/cold\"\n\
+             [s3]\nendpoint = \"http://127.0.0.1:{}\"\nregion = \"us-east-1\"\n\
+             access_key_id = \"custlake\"\nsecret_access_key = \"custlake-secret\"\nallow_http = true\n",
+            s.port
+        ));
+    }
+    std::fs::write(dir.join("custlake.toml"), toml).unwrap();
+}
+
+/// The configuration the CLI uses in `dir`.
+fn config_of(dir: &Path) -> custlake::config::Config {
+    custlake::config::Config::load(
+        Some(&dir.join("custlake.toml")),
+        &custlake::config::Overrides {
+            lake: Some(dir.join("data/lake").to_string_lossy().to_string()),
+        },
+    )
+    .unwrap()
+}
+
 struct Counters {
     reads: [Arc<AtomicUsize>; 3],
     writes: Arc<AtomicUsize>,
@@ -117,9 +214,7 @@ struct Counters {
 /// The lake under `dir`, every tier behind a probe; writes are counted
 /// across all tiers and the `fail_at`-th fails.
 fn probed_lake(dir: &Path, fail_at: Option<usize>) -> (Lake, Counters) {
-    let mut config = custlake::config::Config::embedded();
-    config.lake = dir.join("data/lake").to_string_lossy().to_string();
-    config.retention.years = 30;
+    let config = config_of(dir);
     let mut lake = Lake::new(&config).unwrap();
     let writes = Arc::new(AtomicUsize::new(0));
     let reads: [Arc<AtomicUsize>; 3] = Default::default();
@@ -165,9 +260,8 @@ async fn rows(lake: &Lake, sql: &str) -> Vec<String> {
 
 /// A lake with policies only (the tiered table these tests move), kept
 /// for 30 years so that moves alone change nothing a reader sees.
-fn policy_lake(dir: &Path) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("custlake.toml"), "[retention]\nyears = 30\n").unwrap();
+fn policy_lake(dir: &Path, s3: Option<&S3Server>) -> PathBuf {
+    write_config(dir, s3, &prefix_of(dir));
     let s = sample(dir, 400, 5);
     ok(
         dir,
@@ -199,6 +293,18 @@ fn same_rows(got: &[String], want: &[String], context: &str) {
             want.len()
         );
     }
+}
+
+/// An S3 prefix of the lake's own, from its directory name.
+fn prefix_of(dir: &Path) -> String {
+    let name = dir.file_name().unwrap().to_string_lossy().to_string();
+    let parent = dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    format!("{parent}-{name}").replace('.', "")
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -234,11 +340,58 @@ fn assert_tiers_clean(d: &Path) {
     }
 }
 
-#[test]
-fn tier_apply_moves_by_age_and_readers_still_see_one_table() {
+/// Each case runs with every tier on disk, and again with warm and cold on
+/// a real S3 server.
+macro_rules! on_disk_and_s3 {
+    ($case:ident, $disk:ident, $s3:ident) => {
+        #[test]
+        fn $disk() {
+            $case(None);
+        }
+        #[test]
+        fn $s3() {
+            if let Some(server) = s3_server(stringify!($s3)) {
+                $case(Some(&server));
+            }
+        }
+    };
+}
+
+on_disk_and_s3!(
+    moves_by_age,
+    tier_apply_moves_by_age_and_readers_see_one_table,
+    tier_apply_moves_by_age_with_warm_and_cold_on_s3
+);
+on_disk_and_s3!(
+    holds,
+    purging_spares_what_a_legal_hold_covers,
+    purging_spares_what_a_legal_hold_covers_on_s3
+);
+on_disk_and_s3!(
+    pruning,
+    a_query_on_recent_months_reads_nothing_from_warm_or_cold,
+    a_query_on_recent_months_reads_nothing_from_s3
+);
+on_disk_and_s3!(
+    failed_writes,
+    a_move_that_fails_at_any_write_finishes_on_rerun,
+    a_move_to_s3_that_fails_at_any_write_finishes_on_rerun
+);
+on_disk_and_s3!(
+    kills,
+    a_killed_move_finishes_on_rerun,
+    a_killed_move_to_s3_finishes_on_rerun
+);
+on_disk_and_s3!(
+    concurrent_reader,
+    a_reader_during_moves_never_sees_a_row_twice_or_misses_one,
+    a_reader_during_moves_to_s3_never_sees_a_row_twice_or_misses_one
+);
+
+fn moves_by_age(s3: Option<&S3Server>) {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    let s = policy_lake(d);
+    let s = policy_lake(d, s3);
     // Nothing is past 30 years: every row must survive.
     let before = query(d, ALL_POLICIES);
     assert!(before.len() > 500);
@@ -312,12 +465,16 @@ fn tier_apply_moves_by_age_and_readers_still_see_one_table() {
     assert!(err.contains("--as-of"), "{err}");
 }
 
-#[test]
-fn purging_spares_what_a_legal_hold_covers() {
+fn holds(s3: Option<&S3Server>) {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    policy_lake(d);
-    std::fs::write(d.join("custlake.toml"), "[retention]\nyears = 10\n").unwrap();
+    policy_lake(d, s3);
+    let toml = std::fs::read_to_string(d.join("custlake.toml")).unwrap();
+    std::fs::write(
+        d.join("custlake.toml"),
+        toml.replace("years = 30", "years = 10"),
+    )
+    .unwrap();
     let months = |sql: &str| query(d, sql);
     let oldest = months("SELECT min(effective_month) FROM policy")[0].clone();
     let held = months(&format!(
@@ -373,11 +530,10 @@ fn purging_spares_what_a_legal_hold_covers() {
     assert!(crate::common::fails(d, &["hold", "remove", &id]).contains("no hold"));
 }
 
-#[test]
-fn a_query_on_recent_months_reads_nothing_from_warm_or_cold() {
+fn pruning(s3: Option<&S3Server>) {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    policy_lake(d);
+    policy_lake(d, s3);
     ok(d, &["tier", "apply", "--as-of", "2026-06-30"]);
     let rt = rt();
     let (lake, c) = probed_lake(d, None);
@@ -412,14 +568,10 @@ fn a_query_on_recent_months_reads_nothing_from_warm_or_cold() {
     assert!(reads(&c).iter().all(|n| *n > 0));
 }
 
-#[test]
-fn a_move_that_fails_at_any_write_finishes_on_rerun() {
+fn failed_writes(s3: Option<&S3Server>) {
     let t = tempfile::tempdir().unwrap();
     let template = t.path().join("template");
-    policy_lake(&template);
-    // A month later, one month moves hot → warm and one warm → cold: every
-    // step of a move, with few enough writes to fail each in turn.
-    ok(&template, &["tier", "apply", "--as-of", "2026-05-15"]);
+    policy_lake(&template, s3);
     let before = query(&template, ALL_POLICIES);
     let rt = rt();
     let catalog = Catalog::embedded().unwrap();
@@ -428,6 +580,10 @@ fn a_move_that_fails_at_any_write_finishes_on_rerun() {
     loop {
         let d = t.path().join(format!("run{n}"));
         copy_dir(&template, &d);
+        write_config(&d, s3, &prefix_of(&d));
+        // A month later, one month moves hot → warm and one warm → cold:
+        // every step of a move, with few enough writes to fail each in turn.
+        ok(&d, &["tier", "apply", "--as-of", "2026-05-15"]);
         let (lake, counters) = probed_lake(&d, Some(n));
         let result = rt.block_on(async {
             let plans = tiers::plan(&lake, &catalog, as_of).await?;
@@ -460,15 +616,15 @@ fn a_move_that_fails_at_any_write_finishes_on_rerun() {
     }
 }
 
-#[test]
-fn a_killed_move_finishes_on_rerun() {
+fn kills(s3: Option<&S3Server>) {
     let t = tempfile::tempdir().unwrap();
     let template = t.path().join("template");
-    policy_lake(&template);
+    policy_lake(&template, s3);
     let before = query(&template, ALL_POLICIES);
     for (i, ms) in [20u64, 60, 120, 200, 350].into_iter().enumerate() {
         let d = t.path().join(format!("kill{i}"));
         copy_dir(&template, &d);
+        write_config(&d, s3, &prefix_of(&d));
         let mut child = std::process::Command::new(crate::common::bin())
             .current_dir(&d)
             .args(["--quiet", "tier", "apply", "--as-of", "2026-06-30"])
@@ -495,11 +651,10 @@ fn a_killed_move_finishes_on_rerun() {
     }
 }
 
-#[test]
-fn a_reader_during_moves_never_sees_a_row_twice_or_misses_one() {
+fn concurrent_reader(s3: Option<&S3Server>) {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
-    policy_lake(d);
+    policy_lake(d, s3);
     let rt = rt();
     // Removed files are kept for the grace period, as a reader that started
     // before a move needs.

@@ -494,10 +494,21 @@ pub async fn apply_table(
         )
         .await?;
     }
-    // Vacuum what was removed longer ago than the grace period.
+    // Vacuum what was removed longer ago than the grace period, and write
+    // a checkpoint, so that readers replay one file, not every commit.
     for tier in Tier::ALL {
         if let Some(t) = lake.open_in(def, tier).await? {
             out.files_vacuumed += vacuum(lake, name, t).await?;
+        }
+        let changed = plan
+            .moves
+            .iter()
+            .chain(&plan.leftovers)
+            .any(|m| m.extent.files > 0 && (m.from == tier || m.to == Some(tier)));
+        if changed && let Some(t) = lake.open_in(def, tier).await? {
+            deltalake::checkpoints::create_checkpoint(&t, None)
+                .await
+                .map_err(|e| werr(name, e))?;
         }
     }
     out.tables += 1;

@@ -158,28 +158,63 @@ fn is_tiered(def: &TableDef) -> bool {
 
 /// Register a tiered table as one table over its tiers, if it has rows
 /// anywhere. Only the hot tier and the catalog are looked at here; the
-/// other tiers are opened by the scans that need them.
+/// other tiers are opened by the scans that need them. While nothing has
+/// moved, the hot table is the whole table and is registered as it is.
 async fn register_tiered(
     ctx: &SessionContext,
     lake: &Lake,
     def: &TableDef,
     as_of: Option<&crate::lake::AsOf>,
 ) -> Result<bool, QueryError> {
+    let at = match as_of {
+        Some(crate::lake::AsOf::Time(t)) => Some(*t),
+        _ => None,
+    };
+    if crate::lake::catalog::watermarks(lake, &def.name, at)
+        .await?
+        .value
+        .all_hot()
+    {
+        let Some(hot) = lake.open_at(def, crate::lake::Tier::Hot, as_of).await? else {
+            return Ok(false);
+        };
+        hot.update_datafusion_session(&ctx.state())
+            .map_err(|e| QueryError::Sql(e.to_string()))?;
+        let provider = hot
+            .table_provider()
+            .await
+            .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?;
+        ctx.register_table(def.name.as_str(), provider)?;
+        return Ok(true);
+    }
+    let Some(t) = tiered_table(lake, def, as_of).await? else {
+        return Ok(false);
+    };
+    ctx.register_table(def.name.as_str(), Arc::new(t))?;
+    Ok(true)
+}
+
+/// The provider of a tiered table whose rows have started to move.
+async fn tiered_table(
+    lake: &Lake,
+    def: &TableDef,
+    as_of: Option<&crate::lake::AsOf>,
+) -> Result<Option<tiered::TieredTable>, QueryError> {
     // Every load creates the hot part first; without it there is nothing.
     let Some(hot) = lake.open_at(def, crate::lake::Tier::Hot, as_of).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let schema = hot
         .table_provider()
         .await
         .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?
         .schema();
-    let Some(t) = tiered::TieredTable::new(lake.clone(), def.clone(), schema, as_of.cloned())
-    else {
-        return Ok(false);
-    };
-    ctx.register_table(def.name.as_str(), Arc::new(t))?;
-    Ok(true)
+    Ok(tiered::TieredTable::new(
+        lake.clone(),
+        def.clone(),
+        schema,
+        as_of.cloned(),
+    ))
 }
 
 /// [`register_lake`] through a [`TableCache`].
@@ -207,6 +242,7 @@ pub async fn register_lake_cached(
 #[derive(Default)]
 pub struct TableCache {
     tables: tokio::sync::Mutex<HashMap<String, CachedTable>>,
+    tiered: tokio::sync::Mutex<HashMap<String, Arc<tiered::TieredTable>>>,
 }
 
 struct CachedTable {
@@ -233,9 +269,26 @@ impl TableCache {
         lake: &Lake,
         def: &TableDef,
     ) -> Result<bool, QueryError> {
-        if is_tiered(def) {
-            return register_tiered(ctx, lake, def, None).await;
+        if is_tiered(def)
+            && !crate::lake::catalog::watermarks(lake, &def.name, None)
+                .await?
+                .value
+                .all_hot()
+        {
+            let mut tiered = self.tiered.lock().await;
+            if let Some(t) = tiered.get(&def.name) {
+                ctx.register_table(def.name.as_str(), t.clone())?;
+                return Ok(true);
+            }
+            let Some(t) = tiered_table(lake, def, None).await? else {
+                return Ok(false);
+            };
+            let t = Arc::new(t);
+            tiered.insert(def.name.clone(), t.clone());
+            ctx.register_table(def.name.as_str(), t)?;
+            return Ok(true);
         }
+        // Untiered, or tiered with every row still hot: one Delta table.
         let mut tables = self.tables.lock().await;
         if let Some(cached) = tables.get_mut(&def.name) {
             let loaded = cached.table.version();

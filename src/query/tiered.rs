@@ -34,6 +34,15 @@ pub struct TieredTable {
     column: String,
     schema: SchemaRef,
     as_of: Option<AsOf>,
+    /// Tier tables opened by earlier scans, brought up to date (new
+    /// commits only) by later ones.
+    opened: tokio::sync::Mutex<std::collections::HashMap<Tier, Opened>>,
+}
+
+/// A tier's table and its provider, rebuilt only when the table changed.
+struct Opened {
+    table: deltalake::DeltaTable,
+    provider: Arc<dyn TableProvider>,
 }
 
 impl std::fmt::Debug for TieredTable {
@@ -57,7 +66,64 @@ impl TieredTable {
             column,
             schema,
             as_of,
+            opened: Default::default(),
         })
+    }
+
+    /// A tier's table and provider, current (or as of the time asked for).
+    async fn tier_table(
+        &self,
+        tier: Tier,
+    ) -> Result<Option<(deltalake::DeltaTable, Arc<dyn TableProvider>)>> {
+        let mut opened = self.opened.lock().await;
+        if let Some(o) = opened.get_mut(&tier) {
+            if self.as_of.is_none() {
+                let before = o.table.version();
+                o.table.update_incremental(None).await.map_err(ext)?;
+                if o.table.version() != before {
+                    o.provider = o.table.table_provider().await.map_err(ext)?;
+                }
+            }
+            return Ok(Some((o.table.clone(), o.provider.clone())));
+        }
+        let Some(table) = self
+            .lake
+            .open_at(&self.def, tier, self.as_of.as_ref())
+            .await
+            .map_err(ext)?
+        else {
+            return Ok(None);
+        };
+        let provider = table.table_provider().await.map_err(ext)?;
+        opened.insert(
+            tier,
+            Opened {
+                table: table.clone(),
+                provider: provider.clone(),
+            },
+        );
+        Ok(Some((table, provider)))
+    }
+
+    /// Whether the tier scans apply a filter exactly: a comparison of the
+    /// partition column with literals, which each tier's Delta scan
+    /// answers from partition values alone.
+    fn exact(&self, e: &Expr) -> bool {
+        let column = self.column.as_str();
+        let lit = |e: &Expr| matches!(e, Expr::Literal(..));
+        let col = |e: &Expr| matches!(e, Expr::Column(c) if c.name == column);
+        match e {
+            Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
+                Operator::And => self.exact(left) && self.exact(right),
+                Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq => {
+                    (col(left) && lit(right)) || (lit(left) && col(right))
+                }
+                _ => false,
+            },
+            Expr::Between(b) => col(&b.expr) && lit(&b.low) && lit(&b.high),
+            Expr::InList(l) => col(&l.expr) && l.list.iter().all(lit),
+            _ => false,
+        }
     }
 
     async fn watermarks(&self) -> Result<Watermarks> {
@@ -211,7 +277,16 @@ impl TableProvider for TieredTable {
         &self,
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if self.exact(f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
     }
 
     async fn scan(
@@ -232,12 +307,7 @@ impl TableProvider for TieredTable {
                 if !overlaps(range, blo.as_deref(), bhi.as_deref()) {
                     continue;
                 }
-                let Some(t) = self
-                    .lake
-                    .open_at(&self.def, tier, self.as_of.as_ref())
-                    .await
-                    .map_err(ext)?
-                else {
+                let Some(t) = self.tier_table(tier).await? else {
                     continue;
                 };
                 tables.push((tier, t));
@@ -246,9 +316,20 @@ impl TableProvider for TieredTable {
                 continue;
             }
             let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-            for (tier, t) in tables {
+            for (tier, (t, provider)) in tables {
                 t.update_datafusion_session(state).map_err(ext)?;
-                let provider = t.table_provider().await.map_err(ext)?;
+                // Each tier's scan must take every filter declared exact.
+                let pushdown =
+                    provider.supports_filters_pushdown(&filters.iter().collect::<Vec<_>>())?;
+                for (f, p) in filters.iter().zip(pushdown) {
+                    if self.exact(f) && p != TableProviderFilterPushDown::Exact {
+                        return Err(ext(format!(
+                            "{}: the {} tier cannot apply {f} exactly",
+                            self.def.name,
+                            tier.name()
+                        )));
+                    }
+                }
                 if provider.schema().fields() != self.schema.fields() {
                     return Err(ext(format!(
                         "{} in the {} tier has columns {:?}, the hot tier {:?}",

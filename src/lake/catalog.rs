@@ -82,6 +82,21 @@ pub async fn read<T: DeserializeOwned + Default + Stamped>(
     })
 }
 
+/// The newest version of a kind (0: none), from a listing alone.
+pub async fn latest_version(lake: &Lake, kind: &str) -> Result<u64, LakeError> {
+    let (store, dir) = dir(lake, kind);
+    Ok(store
+        .list(Some(&dir))
+        .map_ok(|m| m.location)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(err)?
+        .iter()
+        .filter_map(|p| p.filename()?.strip_suffix(".json")?.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0))
+}
+
 /// Write the record after version `read`; fails if that version is taken.
 pub async fn write<T: Serialize>(
     lake: &Lake,

@@ -126,6 +126,23 @@ fn extent(table: Option<&DeltaTable>, column: &str, lo: Option<&str>, hi: Option
     e
 }
 
+/// Whether a tier's table holds any partition outside `[lo, hi)` (copies an
+/// interrupted move left); readers need not filter a table that does not.
+pub fn holds_outside(table: &DeltaTable, column: &str, lo: Option<&str>, hi: Option<&str>) -> bool {
+    let Ok(snapshot) = table.snapshot() else {
+        return true;
+    };
+    snapshot.log_data().iter().any(|f| {
+        let p = f
+            .partition_values_map()
+            .get(column)
+            .cloned()
+            .flatten()
+            .unwrap_or_default();
+        !in_range(&p, lo, hi)
+    })
+}
+
 /// One range that changes tier (`to: None`: purged).
 #[derive(Debug, Clone, Serialize)]
 pub struct Move {

@@ -37,6 +37,8 @@ pub struct TieredTable {
     /// Tier tables opened by earlier scans, brought up to date (new
     /// commits only) by later ones.
     opened: tokio::sync::Mutex<std::collections::HashMap<Tier, Opened>>,
+    /// The watermarks last read, reused while their version is the newest.
+    marks: tokio::sync::Mutex<Option<catalog::Versioned<Watermarks>>>,
 }
 
 /// A tier's table and its provider, rebuilt only when the table changed.
@@ -67,6 +69,7 @@ impl TieredTable {
             schema,
             as_of,
             opened: Default::default(),
+            marks: Default::default(),
         })
     }
 
@@ -126,15 +129,30 @@ impl TieredTable {
         }
     }
 
-    async fn watermarks(&self) -> Result<Watermarks> {
+    async fn watermarks(&self) -> Result<catalog::Versioned<Watermarks>> {
         let at = match &self.as_of {
             Some(AsOf::Time(t)) => Some(*t),
             _ => None,
         };
-        Ok(catalog::watermarks(&self.lake, &self.def.name, at)
+        let mut marks = self.marks.lock().await;
+        if at.is_none()
+            && let Some(m) = marks.as_ref()
+            && catalog::latest_version(&self.lake, &self.kind())
+                .await
+                .map_err(ext)?
+                == m.version
+        {
+            return Ok(m.clone());
+        }
+        let read = catalog::watermarks(&self.lake, &self.def.name, at)
             .await
-            .map_err(ext)?
-            .value)
+            .map_err(ext)?;
+        *marks = Some(read.clone());
+        Ok(read)
+    }
+
+    fn kind(&self) -> String {
+        format!("tiers/{}", self.def.name)
     }
 
     /// The bounds `[lo, hi]` the filters put on the partition column.
@@ -298,7 +316,8 @@ impl TableProvider for TieredTable {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let (blo, bhi) = self.bounds(filters);
         for _attempt in 0..10 {
-            let w = self.watermarks().await?;
+            let read = self.watermarks().await?;
+            let w = read.value;
             let mut tables = Vec::new();
             for tier in Tier::ALL {
                 let Some(range) = w.range(tier) else {
@@ -312,7 +331,12 @@ impl TableProvider for TieredTable {
                 };
                 tables.push((tier, t));
             }
-            if self.as_of.is_none() && self.watermarks().await? != w {
+            if self.as_of.is_none()
+                && catalog::latest_version(&self.lake, &self.kind())
+                    .await
+                    .map_err(ext)?
+                    != read.version
+            {
                 continue;
             }
             let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
@@ -350,11 +374,15 @@ impl TableProvider for TieredTable {
                 }
                 let (lo, hi) = w.range(tier).unwrap_or((None, None));
                 let mut fs = filters.to_vec();
-                if let Some(lo) = lo {
-                    fs.push(ident(&self.column).gt_eq(lit(lo)));
-                }
-                if let Some(hi) = hi {
-                    fs.push(ident(&self.column).lt(lit(hi)));
+                // The tier's range, unless the table holds nothing outside
+                // it (a filter costs the scan even when it removes nothing).
+                if crate::lake::tiers::holds_outside(&t, &self.column, lo, hi) {
+                    if let Some(lo) = lo {
+                        fs.push(ident(&self.column).gt_eq(lit(lo)));
+                    }
+                    if let Some(hi) = hi {
+                        fs.push(ident(&self.column).lt(lit(hi)));
+                    }
                 }
                 plans.push(provider.scan(state, projection, &fs, None).await?);
             }

@@ -161,7 +161,14 @@ pub(super) async fn run(config: &Config, c: &TierCommand, progress: bool) -> any
                     || p.target.warm_before != p.current.warm_before
                     || p.target.cold_before != p.current.cold_before
             }) {
-                println!("nothing to move or purge");
+                if a.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&tiers::Applied::default())?
+                    );
+                } else {
+                    println!("nothing to move or purge");
+                }
                 return Ok(());
             }
             let steps: u64 = plans

@@ -34,9 +34,17 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tiers {
+    /// How long a load or `tier apply` waits for another one holding the
+    /// same tiered table before giving up with an error.
+    #[serde(default = "default_lock_wait")]
+    pub lock_wait_seconds: u64,
     pub hot: TierConfig,
     pub warm: TierConfig,
     pub cold: TierConfig,
+}
+
+fn default_lock_wait() -> u64 {
+    900
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,8 +65,9 @@ pub struct Retention {
     /// Per-table overrides of `years`.
     #[serde(default)]
     pub tables: std::collections::BTreeMap<String, u32>,
-    /// How long files a move or purge removed stay on disk for readers that
-    /// started before it (and for time travel), before they are vacuumed.
+    /// How long files a move removed stay on disk for readers that started
+    /// before it (and for time travel), before they are vacuumed. (Purged
+    /// files are vacuumed at once.)
     #[serde(default = "default_vacuum_grace")]
     pub vacuum_grace_minutes: u32,
 }

@@ -29,7 +29,7 @@ use datafusion::prelude::{SessionContext, col, lit};
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::lake::{Lake, LakeError, append_stream, upsert};
+use crate::lake::{Lake, LakeError, append_stream, upsert, upsert_leased};
 use crate::schema::{Catalog, SchemaError, TableDef};
 
 use reader::RowResult;
@@ -174,8 +174,31 @@ impl<'a> Ingestor<'a> {
         Ok(files)
     }
 
-    /// Ingest one file of `system`'s `entity`.
+    /// Ingest one file of `system`'s `entity`. Into a tiered table under
+    /// the table's lease, so that no tier move runs while rows are routed
+    /// and written.
     pub async fn ingest_file(
+        &self,
+        system: &str,
+        entity: &str,
+        path: &Path,
+    ) -> Result<FileReport, IngestError> {
+        let mapping = self.catalog.entity(system, entity)?;
+        let table_def = self.catalog.table(&mapping.table)?;
+        if table_def.tiered && table_def.partition.is_some() {
+            let purpose = format!("ingest {}", path.display());
+            return crate::lake::lease::with_lease(
+                self.lake,
+                &table_def.name,
+                &purpose,
+                async |_| self.ingest_file_leased(system, entity, path).await,
+            )
+            .await;
+        }
+        self.ingest_file_leased(system, entity, path).await
+    }
+
+    async fn ingest_file_leased(
         &self,
         system: &str,
         entity: &str,
@@ -330,7 +353,7 @@ impl<'a> Ingestor<'a> {
                         .read_arrow(paths(&staged.good_files), ArrowReadOptions::default())
                         .await
                         .map_err(|e| IngestError::Internal(format!("reading staged rows: {e}")))?;
-                    let out = upsert(
+                    let out = upsert_leased(
                         self.lake,
                         &self.ctx,
                         &table_def,

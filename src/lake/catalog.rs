@@ -5,8 +5,9 @@
 //! wrote that version first (the version read is the condition). Readers
 //! take the highest version, or the highest written at or before a time.
 //!
-//! Kinds: `tiers/<table>` (a tiered table's two month watermarks) and
-//! `holds` (the legal holds).
+//! Kinds: `tiers/<table>` (a tiered table's two month watermarks),
+//! `holds` (the legal holds) and `locks/<table>` (table leases, see
+//! [`super::lease`]).
 
 use chrono::{DateTime, Utc};
 use datafusion::object_store::path::Path;
@@ -104,6 +105,21 @@ pub async fn write<T: Serialize>(
     read: u64,
     value: &T,
 ) -> Result<u64, LakeError> {
+    try_write(lake, kind, read, value).await?.ok_or_else(|| {
+        LakeError::Catalog(format!(
+            "{kind} was changed by another process since it was read (version {} exists); run the command again",
+            read + 1
+        ))
+    })
+}
+
+/// [`write`], with `None` when the version is taken.
+pub async fn try_write<T: Serialize>(
+    lake: &Lake,
+    kind: &str,
+    read: u64,
+    value: &T,
+) -> Result<Option<u64>, LakeError> {
     let (store, dir) = dir(lake, kind);
     let version = read + 1;
     let path = dir.clone().join(format!("{version:020}.json"));
@@ -113,13 +129,33 @@ pub async fn write<T: Serialize>(
         ..PutOptions::default()
     };
     match store.put_opts(&path, PutPayload::from(body), opts).await {
-        Ok(_) => Ok(version),
-        Err(datafusion::object_store::Error::AlreadyExists { .. }) => {
-            Err(LakeError::Catalog(format!(
-                "{kind} was changed by another process since it was read (version {version} exists); run the command again"
-            )))
-        }
+        Ok(_) => Ok(Some(version)),
+        Err(datafusion::object_store::Error::AlreadyExists { .. }) => Ok(None),
         Err(e) => Err(err(e)),
+    }
+}
+
+/// Delete the records of a kind older than version `keep` (best effort:
+/// readers only ever use the newest).
+pub async fn prune(lake: &Lake, kind: &str, keep: u64) {
+    let (store, dir) = dir(lake, kind);
+    let Ok(paths) = store
+        .list(Some(&dir))
+        .map_ok(|m| m.location)
+        .try_collect::<Vec<_>>()
+        .await
+    else {
+        return;
+    };
+    for p in paths {
+        let old = p
+            .filename()
+            .and_then(|f| f.strip_suffix(".json"))
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|v| v < keep);
+        if old {
+            let _ = store.delete(&p).await;
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! (`catalog`, `tiers`; design.md §3).
 
 pub mod catalog;
+pub mod lease;
 pub mod tiers;
 mod write;
 
@@ -23,6 +24,7 @@ use crate::schema::TableDef;
 
 pub use write::{
     BatchReceiver, UpsertOutcome, append_stream, hot_only, overwrite, upsert, upsert_in,
+    upsert_leased,
 };
 
 #[derive(Debug, thiserror::Error)]

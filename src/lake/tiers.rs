@@ -165,6 +165,8 @@ impl Serialize for Tier {
 pub struct TablePlan {
     pub table: String,
     pub column: String,
+    /// The day the plan was made for.
+    pub as_of: NaiveDate,
     #[serde(skip)]
     pub read_version: u64,
     pub current: Watermarks,
@@ -292,6 +294,7 @@ pub async fn plan_table(
     Ok(TablePlan {
         table: def.name.clone(),
         column,
+        as_of,
         read_version: current.version,
         current: old,
         target,
@@ -396,19 +399,28 @@ pub async fn apply(
             .iter()
             .find(|d| d.name == p.table)
             .ok_or_else(|| LakeError::Invalid(format!("no table {}", p.table)))?;
-        apply_table(lake, def, p, &holds, held_records, progress, &mut out).await?;
+        // Under the table's lease, so that no load writes while it moves;
+        // planned again under it, as a load may have changed the table
+        // since the plan was shown.
+        super::lease::with_lease(lake, &def.name, "tier apply", async |lease| {
+            let fresh = plan_table(lake, def, p.as_of).await?;
+            let held = (holds.as_slice(), held_records);
+            apply_table(lake, def, &fresh, held, lease, progress, &mut out).await
+        })
+        .await?;
     }
     out.seconds = started.elapsed().as_secs_f64();
     Ok(out)
 }
 
-/// Carry out a table's plan (see the module's doc for the steps).
-pub async fn apply_table(
+/// Carry out a table's plan (see the module's doc for the steps), sparing
+/// what the holds and the held customers' source records cover.
+async fn apply_table(
     lake: &Lake,
     def: &TableDef,
     plan: &TablePlan,
-    holds: &[catalog::Hold],
-    held_records: &[(String, String)],
+    (holds, held_records): (&[catalog::Hold], &[(String, String)]),
+    lease: &super::lease::Lease,
     progress: Progress<'_>,
     out: &mut Applied,
 ) -> Result<(), LakeError> {
@@ -421,20 +433,13 @@ pub async fn apply_table(
             m.extent.rows,
             m.from.name()
         ));
-        delete_range(
-            lake,
-            def,
-            m.from,
-            column,
-            m.lo.as_deref(),
-            m.hi.as_deref(),
-            None,
-        )
-        .await?;
+        lease.check()?;
+        delete_range(lake, def, column, m, None).await?;
         out.leftovers_removed += 1;
     }
     let moving: Vec<&Move> = plan.moves.iter().filter(|m| m.to.is_some()).collect();
     // Purge, sparing held partitions and customers.
+    let mut purged = Vec::new();
     for m in plan.moves.iter().filter(|m| m.to.is_none()) {
         let spare = held_predicate(def, column, holds, held_records);
         progress(&format!(
@@ -442,16 +447,11 @@ pub async fn apply_table(
             m.hi.as_deref().unwrap_or("end"),
             m.from.name()
         ));
-        out.rows_purged += delete_range(
-            lake,
-            def,
-            m.from,
-            column,
-            m.lo.as_deref(),
-            m.hi.as_deref(),
-            spare.as_deref(),
-        )
-        .await?;
+        lease.check()?;
+        out.rows_purged += delete_range(lake, def, column, m, spare.as_deref()).await?;
+        if m.extent.files > 0 {
+            purged.push(m.from);
+        }
     }
     // Step 1: copy each moving range into its destination.
     for m in &moving {
@@ -467,6 +467,7 @@ pub async fn apply_table(
             m.from.name(),
             to.name()
         ));
+        lease.check()?;
         let written = copy_range(
             lake,
             def,
@@ -489,6 +490,7 @@ pub async fn apply_table(
         progress(&format!("{name}: advancing the watermarks"));
         let mut w = plan.target.clone();
         w.at = catalog::now();
+        lease.check()?;
         catalog::set_watermarks(lake, name, plan.read_version, &w).await?;
     }
     // Step 3: delete what moved from where it was.
@@ -500,22 +502,20 @@ pub async fn apply_table(
             "{name}: removing the moved rows from {}",
             m.from.name()
         ));
-        delete_range(
-            lake,
-            def,
-            m.from,
-            column,
-            m.lo.as_deref(),
-            m.hi.as_deref(),
-            None,
-        )
-        .await?;
+        lease.check()?;
+        delete_range(lake, def, column, m, None).await?;
     }
-    // Vacuum what was removed longer ago than the grace period, and write
-    // a checkpoint, so that readers replay one file, not every commit.
+    // Vacuum what was removed longer ago than the grace period (a tier
+    // purged just now at once: purged data is removed physically), and
+    // write a checkpoint, so that readers replay one file, not every commit.
     for tier in Tier::ALL {
         if let Some(t) = lake.open_in(def, tier).await? {
-            out.files_vacuumed += vacuum(lake, name, t).await?;
+            let grace = if purged.contains(&tier) {
+                0
+            } else {
+                lake.config.retention.vacuum_grace_minutes
+            };
+            out.files_vacuumed += vacuum(name, t, grace).await?;
         }
         let changed = plan
             .moves
@@ -547,21 +547,27 @@ fn held_predicate(
         }
         let lo = h.from.as_deref();
         // `to` is inclusive: up to the month after it.
-        let hi = h.to.as_deref().map(|t| format!("{t}\u{ffff}"));
+        let hi = h.to.as_deref().map(|t| {
+            NaiveDate::parse_from_str(&format!("{t}-01"), "%Y-%m-%d")
+                .map(|d| month(month_index(d) + 1))
+                .unwrap_or_else(|_| format!("{t}\u{ffff}"))
+        });
         parts.push(format!("({})", range_sql(column, lo, hi.as_deref())));
     }
     if !held_records.is_empty()
         && def.field("source_system").is_some()
         && def.field("source_customer_id").is_some()
     {
-        let list: Vec<String> = held_records
-            .iter()
-            .map(|(s, i)| format!("({}, {})", q(s), q(i)))
-            .collect();
-        parts.push(format!(
-            "(\"source_system\", \"source_customer_id\") IN ({})",
-            list.join(", ")
-        ));
+        // A null key is no customer's: never held. (Only here: Delta's
+        // partition-only delete path mis-evaluates `coalesce` over
+        // partition columns.)
+        for (system, id) in held_records {
+            parts.push(format!(
+                "coalesce(\"source_system\" = {} AND \"source_customer_id\" = {}, false)",
+                q(system),
+                q(id)
+            ));
+        }
     }
     (!parts.is_empty()).then(|| parts.join(" OR "))
 }
@@ -633,17 +639,16 @@ fn dest_bytes(t: &DeltaTable) -> u64 {
         .unwrap_or(0)
 }
 
-/// Delete `[lo, hi)` from a tier (sparing rows `spare` matches). Returns
-/// the rows deleted.
+/// Delete a move's range from its source tier (sparing rows `spare`
+/// matches). Returns the rows deleted.
 async fn delete_range(
     lake: &Lake,
     def: &TableDef,
-    tier: Tier,
     column: &str,
-    lo: Option<&str>,
-    hi: Option<&str>,
+    m: &Move,
     spare: Option<&str>,
 ) -> Result<u64, LakeError> {
+    let (tier, lo, hi) = (m.from, m.lo.as_deref(), m.hi.as_deref());
     let name = &def.name;
     let Some(table) = lake.open_in(def, tier).await? else {
         return Ok(0);
@@ -666,9 +671,9 @@ async fn delete_range(
     Ok(metrics.num_deleted_rows.unwrap_or(0) as u64)
 }
 
-/// Remove files a commit removed longer ago than the grace period.
-async fn vacuum(lake: &Lake, name: &str, table: DeltaTable) -> Result<u64, LakeError> {
-    let grace = chrono::Duration::minutes(i64::from(lake.config.retention.vacuum_grace_minutes));
+/// Remove files a commit removed longer ago than `grace_minutes`.
+async fn vacuum(name: &str, table: DeltaTable, grace_minutes: u32) -> Result<u64, LakeError> {
+    let grace = chrono::Duration::minutes(i64::from(grace_minutes));
     let (_, metrics) = table
         .vacuum()
         .with_retention_period(grace)

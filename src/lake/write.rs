@@ -42,8 +42,28 @@ fn quote(ident: &str) -> String {
 ///
 /// A tiered table's rows go to the tier that owns their partition under
 /// the current watermarks: one upsert per tier that receives rows (each
-/// atomic; re-running the load is idempotent, as every upsert is).
+/// atomic; re-running the load is idempotent, as every upsert is), under
+/// the table's lease (see [`super::lease`]), so no move runs meanwhile.
 pub async fn upsert(
+    lake: &Lake,
+    ctx: &SessionContext,
+    def: &TableDef,
+    source: DataFrame,
+    dedup: bool,
+    metadata: Vec<(String, serde_json::Value)>,
+) -> Result<UpsertOutcome, LakeError> {
+    if def.tiered && def.partition.is_some() {
+        return super::lease::with_lease(lake, &def.name, "load", async move |_| {
+            upsert_leased(lake, ctx, def, source, dedup, metadata).await
+        })
+        .await;
+    }
+    upsert_leased(lake, ctx, def, source, dedup, metadata).await
+}
+
+/// [`upsert`] by a caller that holds the table's lease (or whose table is
+/// not tiered).
+pub async fn upsert_leased(
     lake: &Lake,
     ctx: &SessionContext,
     def: &TableDef,
@@ -292,7 +312,8 @@ impl datafusion::physical_plan::streaming::PartitionStream for ChannelPartition 
 /// Append a stream of batches (exactly the table's columns) to a table that
 /// holds no rows yet, creating the table in the same commit if it does not
 /// exist. Nothing is committed unless the stream ends without an error.
-/// For a tiered table only while every row is hot (see [`hot_only`]).
+/// For a tiered table only while every row is hot (see [`hot_only`]), and
+/// with the table's lease held from that check to this commit.
 pub async fn append_stream(
     lake: &Lake,
     ctx: &SessionContext,

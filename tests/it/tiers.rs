@@ -182,7 +182,9 @@ fn s3_server(test: &str) -> Option<S3Server> {
 /// warm and cold under `s3://custlake/<prefix>/` while hot stays on disk.
 fn write_config(dir: &Path, s3: Option<&S3Server>, prefix: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    let mut toml = String::from("[retention]\nyears = 30\n");
+    // A lease a killed run left must not hold up the rerun (it would for
+    // a minute, past this wait, and fail).
+    let mut toml = String::from("[tiers]\nlock_wait_seconds = 20\n[retention]\nyears = 30\n");
     if let Some(s) = s3 {
         toml.push_str(&format!(
             "[tiers.warm]\nurl = \"s3://{BUCKET}/{prefix}/warm\"\n\
@@ -318,6 +320,19 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), target).unwrap();
         }
     }
+}
+
+/// Run the move again; then the same rows, no key twice, and every tier
+/// holding only partitions it owns.
+fn rerun_and_check(d: &Path, before: &[String], after: &str) {
+    ok(d, &["tier", "apply", "--as-of", "2026-06-30"]);
+    same_rows(
+        &query(d, ALL_POLICIES),
+        before,
+        &format!("rerun after {after}"),
+    );
+    assert_eq!(query(d, KEYS_ONCE), ["0"], "rerun after {after}");
+    assert_tiers_clean(d);
 }
 
 /// After a move, each tier holds only partitions it owns.
@@ -508,6 +523,16 @@ fn holds(s3: Option<&S3Server>) {
         ),
         ["0"]
     );
+    // Removed from disk too, not only from the table.
+    let dir = d.join(format!("data/lake/hot/policy/effective_month={oldest}"));
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "purged files left in {}: {left:?}",
+        dir.display()
+    );
     assert_eq!(
         query(
             d,
@@ -603,14 +628,7 @@ fn failed_writes(s3: Option<&S3Server>) {
             let _ = std::fs::remove_dir_all(&d);
             break;
         }
-        ok(&d, &["tier", "apply", "--as-of", "2026-06-30"]);
-        same_rows(
-            &query(&d, ALL_POLICIES),
-            &before,
-            &format!("rerun after failing write {n}"),
-        );
-        assert_eq!(query(&d, KEYS_ONCE), ["0"]);
-        assert_tiers_clean(&d);
+        rerun_and_check(&d, &before, &format!("failing write {n}"));
         let _ = std::fs::remove_dir_all(&d);
         n += 1;
     }
@@ -640,14 +658,7 @@ fn kills(s3: Option<&S3Server>) {
             &before,
             &format!("killed after {ms} ms"),
         );
-        ok(&d, &["tier", "apply", "--as-of", "2026-06-30"]);
-        same_rows(
-            &query(&d, ALL_POLICIES),
-            &before,
-            &format!("rerun after a kill at {ms} ms"),
-        );
-        assert_eq!(query(&d, KEYS_ONCE), ["0"]);
-        assert_tiers_clean(&d);
+        rerun_and_check(&d, &before, &format!("a kill at {ms} ms"));
     }
 }
 
@@ -687,4 +698,200 @@ fn concurrent_reader(s3: Option<&S3Server>) {
     rt.block_on(mover).unwrap();
     assert!(reads > 3, "only {reads} reads ran during the moves");
     assert_eq!(rt.block_on(rows(&lake, sql)), expected);
+}
+
+#[test]
+fn a_customer_under_hold_keeps_rows_past_retention() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    std::fs::write(d.join("custlake.toml"), "[retention]\nyears = 10\n").unwrap();
+    let s = sample(d, 300, 7);
+    ok(d, &["ingest", "--from", s.to_str().unwrap()]);
+    ok(d, &["resolve"]);
+    let oldest = query(d, "SELECT min(effective_month) FROM policy")[0].clone();
+    let customer = query(
+        d,
+        &format!(
+            "SELECT customer_id FROM customer_policy WHERE effective_month = '{oldest}' \
+             AND customer_id IS NOT NULL ORDER BY customer_id LIMIT 1"
+        ),
+    )[0]
+    .clone();
+    let theirs = format!(
+        "SELECT policy_no FROM customer_policy WHERE customer_id = '{customer}' \
+         AND effective_month = '{oldest}' ORDER BY policy_no"
+    );
+    let kept = query(d, &theirs);
+    assert!(!kept.is_empty());
+    ok(
+        d,
+        &[
+            "hold",
+            "add",
+            "--customer",
+            &customer,
+            "--reason",
+            "litigation",
+        ],
+    );
+    let year: i32 = oldest[..4].parse().unwrap();
+    let as_of = format!("{}-{}-15", year + 10, &oldest[5..7]);
+    let applied: serde_json::Value =
+        serde_json::from_str(&ok(d, &["tier", "apply", "--as-of", &as_of, "--json"])).unwrap();
+    assert!(applied["rows_purged"].as_u64().unwrap() > 0, "{applied}");
+    // Their rows stay; nobody else's in that month does.
+    assert_eq!(query(d, &theirs), kept);
+    assert_eq!(
+        query(
+            d,
+            &format!(
+                "SELECT count(*) FROM customer_policy WHERE effective_month = '{oldest}' \
+                 AND (customer_id IS NULL OR customer_id <> '{customer}')"
+            )
+        ),
+        ["0"]
+    );
+}
+
+on_disk_and_s3!(
+    loads_during_moves,
+    loads_during_moves_lose_nothing,
+    loads_during_moves_to_s3_lose_nothing
+);
+
+/// Loads rewriting rows of every month while month after month moves: each
+/// waits for the other (the table lease), so no load lands in a range being
+/// moved or in a tier that no longer owns its rows.
+fn loads_during_moves(s3: Option<&S3Server>) {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    policy_lake(d, s3);
+    let rt = rt();
+    let (lake, _) = probed_lake(d, None);
+    let catalog = Catalog::embedded().unwrap();
+    let def = catalog.table("policy").unwrap().clone();
+    let total = rt.block_on(rows(&lake, "SELECT count(*) FROM policy"));
+    // Every third policy, of every month, rewritten by each load.
+    let chosen = rt.block_on(async {
+        let ctx = custlake::query::context(&lake.config).unwrap();
+        custlake::query::register_lake(&ctx, &lake, &catalog)
+            .await
+            .unwrap();
+        ctx.sql(
+            "SELECT * FROM (SELECT *, row_number() OVER (ORDER BY policy_no) AS n FROM policy) \
+             WHERE n % 3 = 0",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap()
+    });
+    let n_chosen: usize = chosen.iter().map(|b| b.num_rows()).sum();
+    assert!(n_chosen > 100);
+    let load_ctx = datafusion::prelude::SessionContext::new();
+    load_ctx
+        .register_batch(
+            "chosen",
+            datafusion::arrow::compute::concat_batches(&chosen[0].schema(), &chosen).unwrap(),
+        )
+        .unwrap();
+    let columns = |round: usize| {
+        def.fields
+            .iter()
+            .map(|f| {
+                if f.name == "product_code" {
+                    format!("product_code || '#{round}' AS product_code")
+                } else {
+                    format!("\"{}\"", f.name)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mover = {
+        let lake = lake.clone();
+        let done = done.clone();
+        rt.spawn(async move {
+            let catalog = Catalog::embedded().unwrap();
+            for m in 0..36 {
+                let day =
+                    chrono::NaiveDate::from_ymd_opt(2023, 7, 1).unwrap() + chrono::Months::new(m);
+                let plans = tiers::plan(&lake, &catalog, day).await.unwrap();
+                tiers::apply(&lake, &catalog, &plans, &[], &|_| {})
+                    .await
+                    .unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let mut round = 0;
+    while round < 3 || (!done.load(Ordering::SeqCst) && !mover.is_finished()) {
+        round += 1;
+        rt.block_on(async {
+            let df = load_ctx
+                .sql(&format!("SELECT {} FROM chosen", columns(round)))
+                .await
+                .unwrap();
+            custlake::lake::upsert(&lake, &load_ctx, &def, df, false, Vec::new())
+                .await
+                .unwrap();
+        });
+    }
+    rt.block_on(mover).unwrap();
+    let scalar = |sql: &str| {
+        let r = rt.block_on(rows(&lake, sql));
+        r[3].trim_matches(|c| c == '|' || c == ' ').to_string()
+    };
+    assert_eq!(
+        rt.block_on(rows(&lake, "SELECT count(*) FROM policy")),
+        total
+    );
+    assert_eq!(scalar(KEYS_ONCE), "0");
+    // Every chosen row carries the last load's change, wherever it moved.
+    let last = scalar(&format!(
+        "SELECT count(*) AS n FROM policy WHERE product_code LIKE '%#{round}'"
+    ));
+    assert_eq!(last, n_chosen.to_string(), "after {round} loads");
+    assert_tiers_clean(d);
+}
+
+/// A process holding a table's lease keeps `tier apply` in another one
+/// waiting (here, past `lock_wait_seconds`, into a clear error); once it is
+/// released the move runs.
+#[test]
+fn tier_apply_waits_for_a_load_holding_the_table() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    policy_lake(d, None);
+    let toml = std::fs::read_to_string(d.join("custlake.toml")).unwrap();
+    std::fs::write(
+        d.join("custlake.toml"),
+        toml.replace("lock_wait_seconds = 20", "lock_wait_seconds = 1"),
+    )
+    .unwrap();
+    let rt = rt();
+    let (lake, _) = probed_lake(d, None);
+    let lease = rt
+        .block_on(custlake::lake::lease::Lease::acquire(
+            &lake,
+            "policy",
+            "a test load",
+            std::time::Duration::from_secs(1),
+            &|_| {},
+        ))
+        .unwrap();
+    let plan = ok(d, &["tier", "plan", "--as-of", "2026-06-30"]);
+    let err = crate::common::fails(d, &["tier", "apply", "--as-of", "2026-06-30"]);
+    assert!(err.contains("policy is in use by a test load"), "{err}");
+    assert!(
+        err.contains(&format!("process {}", std::process::id())),
+        "{err}"
+    );
+    // Nothing moved.
+    assert_eq!(ok(d, &["tier", "plan", "--as-of", "2026-06-30"]), plan);
+    rt.block_on(lease.release(&lake));
+    ok(d, &["tier", "apply", "--as-of", "2026-06-30"]);
+    assert_tiers_clean(d);
 }

@@ -23,7 +23,6 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
-use datafusion::prelude::SessionContext;
 use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
 use serde::Serialize;
@@ -588,7 +587,7 @@ async fn copy_range(
         return Ok(0);
     };
     let dest = lake.open_or_create_in(def, to).await?;
-    let ctx = write_context();
+    let ctx = crate::query::write_context();
     source
         .update_datafusion_session(&ctx.state())
         .map_err(|e| werr(name, e))?;
@@ -624,15 +623,6 @@ async fn copy_range(
     Ok(after.saturating_sub(before.min(after)))
 }
 
-/// A context that can plan Delta writes (Delta's query planner).
-fn write_context() -> SessionContext {
-    let state = datafusion::execution::SessionStateBuilder::new()
-        .with_default_features()
-        .with_query_planner(deltalake::delta_datafusion::planner::DeltaPlanner::new())
-        .build();
-    SessionContext::new_with_state(state)
-}
-
 fn dest_bytes(t: &DeltaTable) -> u64 {
     t.snapshot()
         .map(|s| s.log_data().iter().map(|f| f.size().max(0) as u64).sum())
@@ -660,7 +650,7 @@ async fn delete_range(
     if let Some(s) = spare {
         predicate = format!("({predicate}) AND NOT ({s})");
     }
-    let ctx = write_context();
+    let ctx = crate::query::write_context();
     let (_, metrics) = table
         .delete()
         .with_predicate(predicate)

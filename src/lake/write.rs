@@ -83,22 +83,23 @@ pub async fn upsert_leased(
     let Some((column, w)) = routed else {
         return upsert_in(lake, ctx, def, Tier::Hot, source, dedup, metadata).await;
     };
+    // Duplicates resolved before routing: two lines of one key may fall in
+    // different tiers, and only the last may land.
+    let has_line = source.schema().field_with_unqualified_name("_line").is_ok();
+    let source = if dedup && has_line {
+        latest_per_key(ctx, def, source).await?
+    } else {
+        source
+    };
     let mut last = None;
     for tier in Tier::ALL {
         let Some((lo, hi)) = w.range(tier) else {
             continue;
         };
-        let mut part = source.clone();
-        if let Some(lo) = lo {
-            part = part
-                .filter(datafusion::prelude::ident(&column).gt_eq(lit(lo)))
-                .map_err(|e| df_err(&def.name, e))?;
-        }
-        if let Some(hi) = hi {
-            part = part
-                .filter(datafusion::prelude::ident(&column).lt(lit(hi)))
-                .map_err(|e| df_err(&def.name, e))?;
-        }
+        let part = source
+            .clone()
+            .filter(in_range(&column, lo, hi))
+            .map_err(|e| df_err(&def.name, e))?;
         let rows = part
             .clone()
             .count()
@@ -107,15 +108,175 @@ pub async fn upsert_leased(
         if rows == 0 {
             continue;
         }
-        let out = upsert_in(lake, ctx, def, tier, part, dedup, metadata.clone()).await?;
+        let out = upsert_in(lake, ctx, def, tier, part, false, metadata.clone()).await?;
         if tier == Tier::Hot || last.is_none() {
             last = Some(out);
         }
     }
+    remove_old_versions(lake, ctx, def, &column, &w, &source).await?;
     Ok(last.unwrap_or(UpsertOutcome {
         version: 0,
         merged: false,
     }))
+}
+
+/// `column` within `[lo, hi)`.
+fn in_range(column: &str, lo: Option<&str>, hi: Option<&str>) -> datafusion::prelude::Expr {
+    let c = datafusion::prelude::ident(column);
+    let mut e = lit(true);
+    if let Some(lo) = lo {
+        e = e.and(c.clone().gt_eq(lit(lo)));
+    }
+    if let Some(hi) = hi {
+        e = e.and(c.lt(lit(hi)));
+    }
+    e
+}
+
+/// `a OR b OR ...` as a balanced tree (a long chain would be as deep as
+/// it is long).
+fn any_of(mut exprs: Vec<datafusion::prelude::Expr>) -> datafusion::prelude::Expr {
+    match exprs.len() {
+        0 => lit(false),
+        1 => exprs.remove(0),
+        n => {
+            let right = exprs.split_off(n / 2);
+            any_of(exprs).or(any_of(right))
+        }
+    }
+}
+
+/// The highest `_line` of each key of `source`.
+async fn latest_per_key(
+    ctx: &SessionContext,
+    def: &TableDef,
+    source: DataFrame,
+) -> Result<DataFrame, LakeError> {
+    let name = &def.name;
+    let view = format!("__latest_{}_{}", name, std::process::id());
+    ctx.register_table(&view, source.into_view())
+        .map_err(|e| df_err(name, e))?;
+    let keys: Vec<String> = def.key.iter().map(|k| quote(k)).collect();
+    let columns: Vec<String> = def.fields.iter().map(|f| quote(&f.name)).collect();
+    let sql = format!(
+        "SELECT {} FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY \"_line\" DESC) \
+         AS __rn FROM {view}) WHERE __rn = 1",
+        columns.join(", "),
+        keys.join(", ")
+    );
+    let df = ctx.sql(&sql).await.map_err(|e| df_err(name, e))?;
+    // Materialised, so that the view can go.
+    let batches = df.collect().await.map_err(|e| df_err(name, e))?;
+    let _ = ctx.deregister_table(&view);
+    let schema = batches.first().map(|b| b.schema());
+    match schema {
+        Some(schema) => {
+            let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])
+                .map_err(|e| df_err(name, e))?;
+            ctx.read_table(Arc::new(table)).map_err(|e| df_err(name, e))
+        }
+        None => ctx
+            .sql(&format!("{sql} LIMIT 0"))
+            .await
+            .map_err(|e| df_err(name, e)),
+    }
+}
+
+/// A row whose partition moved to another tier with this load leaves its
+/// old version in the tier of its old partition: delete it there. (After
+/// the new version is written: a crash in between shows the key twice
+/// until the load runs again, and never loses it.) Returns the rows
+/// deleted.
+async fn remove_old_versions(
+    lake: &Lake,
+    ctx: &SessionContext,
+    def: &TableDef,
+    column: &str,
+    w: &super::catalog::Watermarks,
+    source: &DataFrame,
+) -> Result<u64, LakeError> {
+    let name = &def.name;
+    let mut removed = 0;
+    for tier in Tier::ALL {
+        let Some(table) = lake.open_in(def, tier).await? else {
+            continue;
+        };
+        if table
+            .snapshot()
+            .map(|s| s.log_data().num_files())
+            .unwrap_or(0)
+            == 0
+        {
+            continue;
+        }
+        // The load's keys that now live in another tier.
+        let elsewhere = match w.range(tier) {
+            Some((lo, hi)) => datafusion::prelude::not(in_range(column, lo, hi)),
+            None => lit(true),
+        };
+        let keys: Vec<datafusion::prelude::Expr> =
+            def.key.iter().map(datafusion::prelude::ident).collect();
+        let moved = source
+            .clone()
+            .filter(elsewhere)
+            .and_then(|d| d.select(keys.clone()))
+            .map_err(|e| df_err(name, e))?;
+        let provider = table.table_provider().await.map_err(|e| df_err(name, e))?;
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| df_err(name, e))?;
+        let here = ctx
+            .read_table(provider)
+            .and_then(|d| d.select(keys.clone()))
+            .map_err(|e| df_err(name, e))?;
+        let k: Vec<&str> = def.key.iter().map(String::as_str).collect();
+        let found = moved
+            .join(here, datafusion::prelude::JoinType::LeftSemi, &k, &k, None)
+            .and_then(|d| d.distinct())
+            .map_err(|e| df_err(name, e))?
+            .collect()
+            .await
+            .map_err(|e| df_err(name, e))?;
+        let mut rows: Vec<Vec<datafusion::common::ScalarValue>> = Vec::new();
+        for b in &found {
+            for row in 0..b.num_rows() {
+                let values = (0..def.key.len())
+                    .map(|i| datafusion::common::ScalarValue::try_from_array(b.column(i), row))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| df_err(name, e))?;
+                rows.push(values);
+            }
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        let predicate = if let [key] = def.key.as_slice() {
+            let values = rows.into_iter().map(|mut r| lit(r.remove(0))).collect();
+            datafusion::prelude::ident(key).in_list(values, false)
+        } else {
+            any_of(
+                rows.into_iter()
+                    .map(|r| {
+                        def.key
+                            .iter()
+                            .zip(r)
+                            .map(|(k, v)| datafusion::prelude::ident(k).eq(lit(v)))
+                            .reduce(|a, b| a.and(b))
+                            .unwrap_or(lit(true))
+                    })
+                    .collect(),
+            )
+        };
+        let (_, metrics) = table
+            .delete()
+            .with_predicate(predicate)
+            .with_session_state(Arc::new(ctx.state()))
+            .with_writer_properties(lake.writer_properties_in(def, tier))
+            .await
+            .map_err(|e| df_err(name, e))?;
+        removed += metrics.num_deleted_rows.unwrap_or(0) as u64;
+    }
+    Ok(removed)
 }
 
 /// [`upsert`] into one tier's part of a table.

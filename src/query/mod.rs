@@ -102,7 +102,7 @@ pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
 }
 
 /// The context writers use (staging reads, appends, merges).
-pub(crate) fn write_context() -> SessionContext {
+pub fn write_context() -> SessionContext {
     delta_context(session_config(0), Arc::new(RuntimeEnv::default()))
 }
 

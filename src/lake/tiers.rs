@@ -97,18 +97,22 @@ pub struct Extent {
     pub bytes: u64,
 }
 
+/// A file's value of the partition column (empty if none).
+fn partition_of(f: &deltalake::kernel::LogicalFileView, column: &str) -> String {
+    f.partition_values_map()
+        .get(column)
+        .cloned()
+        .flatten()
+        .unwrap_or_default()
+}
+
 fn extent(table: Option<&DeltaTable>, column: &str, lo: Option<&str>, hi: Option<&str>) -> Extent {
     let mut e = Extent::default();
     let Some(snapshot) = table.and_then(|t| t.snapshot().ok()) else {
         return e;
     };
     for f in snapshot.log_data().iter() {
-        let p = f
-            .partition_values_map()
-            .get(column)
-            .cloned()
-            .flatten()
-            .unwrap_or_default();
+        let p = partition_of(&f, column);
         if !in_range(&p, lo, hi) {
             continue;
         }
@@ -132,12 +136,7 @@ pub fn holds_outside(table: &DeltaTable, column: &str, lo: Option<&str>, hi: Opt
         return true;
     };
     snapshot.log_data().iter().any(|f| {
-        let p = f
-            .partition_values_map()
-            .get(column)
-            .cloned()
-            .flatten()
-            .unwrap_or_default();
+        let p = partition_of(&f, column);
         !in_range(&p, lo, hi)
     })
 }
@@ -639,7 +638,6 @@ async fn delete_range(
     spare: Option<&str>,
 ) -> Result<u64, LakeError> {
     let (tier, lo, hi) = (m.from, m.lo.as_deref(), m.hi.as_deref());
-    let name = &def.name;
     let Some(table) = lake.open_in(def, tier).await? else {
         return Ok(0);
     };
@@ -650,15 +648,14 @@ async fn delete_range(
     if let Some(s) = spare {
         predicate = format!("({predicate}) AND NOT ({s})");
     }
-    let ctx = crate::query::write_context();
-    let (_, metrics) = table
-        .delete()
-        .with_predicate(predicate)
-        .with_session_state(Arc::new(ctx.state()))
-        .with_writer_properties(lake.writer_properties_in(def, tier))
-        .await
-        .map_err(|e| werr(name, e))?;
-    Ok(metrics.num_deleted_rows.unwrap_or(0) as u64)
+    super::write::delete_rows(
+        lake,
+        def,
+        tier,
+        table,
+        super::write::Predicate::Sql(predicate),
+    )
+    .await
 }
 
 /// Remove files a commit removed longer ago than `grace_minutes`.

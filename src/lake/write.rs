@@ -267,16 +267,38 @@ async fn remove_old_versions(
                     .collect(),
             )
         };
-        let (_, metrics) = table
-            .delete()
-            .with_predicate(predicate)
-            .with_session_state(Arc::new(ctx.state()))
-            .with_writer_properties(lake.writer_properties_in(def, tier))
-            .await
-            .map_err(|e| df_err(name, e))?;
-        removed += metrics.num_deleted_rows.unwrap_or(0) as u64;
+        removed += delete_rows(lake, def, tier, table, Predicate::Expr(predicate)).await?;
     }
     Ok(removed)
+}
+
+/// A delete's predicate: SQL text or an expression.
+pub(super) enum Predicate {
+    Sql(String),
+    Expr(datafusion::prelude::Expr),
+}
+
+/// Delete the rows `predicate` matches from a tier's table, in one commit.
+/// Returns the rows deleted.
+pub(super) async fn delete_rows(
+    lake: &Lake,
+    def: &TableDef,
+    tier: Tier,
+    table: DeltaTable,
+    predicate: Predicate,
+) -> Result<u64, LakeError> {
+    let ctx = crate::query::write_context();
+    let delete = table.delete();
+    let delete = match predicate {
+        Predicate::Sql(p) => delete.with_predicate(p),
+        Predicate::Expr(p) => delete.with_predicate(p),
+    };
+    let (_, metrics) = delete
+        .with_session_state(Arc::new(ctx.state()))
+        .with_writer_properties(lake.writer_properties_in(def, tier))
+        .await
+        .map_err(|e| df_err(&def.name, e))?;
+    Ok(metrics.num_deleted_rows.unwrap_or(0) as u64)
 }
 
 /// [`upsert`] into one tier's part of a table.

@@ -44,6 +44,27 @@ pub struct Versioned<T> {
     pub value: T,
 }
 
+/// The records of a kind: `(version, path)`, newest first.
+async fn versions(
+    store: &dyn datafusion::object_store::ObjectStore,
+    dir: &Path,
+) -> Result<Vec<(u64, Path)>, LakeError> {
+    let mut versions: Vec<(u64, Path)> = store
+        .list(Some(dir))
+        .map_ok(|m| m.location)
+        .try_collect::<Vec<_>>()
+        .await
+        .map_err(err)?
+        .into_iter()
+        .filter_map(|p| {
+            let version = p.filename()?.strip_suffix(".json")?.parse::<u64>().ok()?;
+            Some((version, p))
+        })
+        .collect();
+    versions.sort_unstable_by_key(|v| std::cmp::Reverse(v.0));
+    Ok(versions)
+}
+
 /// The newest record of a kind (at or before `at`, when given).
 pub async fn read<T: DeserializeOwned + Default + Stamped>(
     lake: &Lake,
@@ -51,20 +72,7 @@ pub async fn read<T: DeserializeOwned + Default + Stamped>(
     at: Option<DateTime<Utc>>,
 ) -> Result<Versioned<T>, LakeError> {
     let (store, dir) = dir(lake, kind);
-    let mut versions: Vec<(u64, Path)> = store
-        .list(Some(&dir))
-        .map_ok(|m| m.location)
-        .try_collect::<Vec<_>>()
-        .await
-        .map_err(err)?
-        .into_iter()
-        .filter_map(|p| {
-            let name = p.filename()?.strip_suffix(".json")?.parse::<u64>().ok()?;
-            Some((name, p))
-        })
-        .collect();
-    versions.sort_unstable_by_key(|v| std::cmp::Reverse(v.0));
-    for (version, path) in versions {
+    for (version, path) in versions(store.as_ref(), &dir).await? {
         let bytes = store
             .get(&path)
             .await
@@ -84,18 +92,12 @@ pub async fn read<T: DeserializeOwned + Default + Stamped>(
 }
 
 /// The newest version of a kind (0: none), from a listing alone.
-pub async fn latest_version(lake: &Lake, kind: &str) -> Result<u64, LakeError> {
+async fn latest_version(lake: &Lake, kind: &str) -> Result<u64, LakeError> {
     let (store, dir) = dir(lake, kind);
-    Ok(store
-        .list(Some(&dir))
-        .map_ok(|m| m.location)
-        .try_collect::<Vec<_>>()
-        .await
-        .map_err(err)?
-        .iter()
-        .filter_map(|p| p.filename()?.strip_suffix(".json")?.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0))
+    Ok(versions(store.as_ref(), &dir)
+        .await?
+        .first()
+        .map_or(0, |v| v.0))
 }
 
 /// Write the record after version `read`; fails if that version is taken.
@@ -139,23 +141,11 @@ pub async fn try_write<T: Serialize>(
 /// readers only ever use the newest).
 pub async fn prune(lake: &Lake, kind: &str, keep: u64) {
     let (store, dir) = dir(lake, kind);
-    let Ok(paths) = store
-        .list(Some(&dir))
-        .map_ok(|m| m.location)
-        .try_collect::<Vec<_>>()
-        .await
-    else {
+    let Ok(versions) = versions(store.as_ref(), &dir).await else {
         return;
     };
-    for p in paths {
-        let old = p
-            .filename()
-            .and_then(|f| f.strip_suffix(".json"))
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|v| v < keep);
-        if old {
-            let _ = store.delete(&p).await;
-        }
+    for (_, path) in versions.into_iter().filter(|v| v.0 < keep) {
+        let _ = store.delete(&path).await;
     }
 }
 
@@ -232,6 +222,12 @@ pub async fn watermarks(
     at: Option<DateTime<Utc>>,
 ) -> Result<Versioned<Watermarks>, LakeError> {
     read(lake, &format!("tiers/{table}"), at).await
+}
+
+/// The newest version of a table's watermarks (0: none), from a listing
+/// alone: a cheap check that watermarks read earlier are still current.
+pub async fn watermarks_version(lake: &Lake, table: &str) -> Result<u64, LakeError> {
+    latest_version(lake, &format!("tiers/{table}")).await
 }
 
 pub async fn set_watermarks(

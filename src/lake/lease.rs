@@ -16,7 +16,7 @@
 //! (again by writing the next version) every third of its time to live, and
 //! writes a released record when done. Old records are pruned on release.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,11 +33,10 @@ const TTL: Duration = Duration::from_secs(60);
 
 /// Tokens of the leases this process holds now (a lease record naming
 /// this process with a token not here was left by a task that ended).
-static LIVE: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+static LIVE: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
-fn live(f: impl FnOnce(&mut HashSet<String>) -> bool) -> bool {
-    let mut g = LIVE.lock().unwrap_or_else(|p| p.into_inner());
-    f(g.get_or_insert_with(HashSet::new))
+fn live(f: impl FnOnce(&mut BTreeSet<String>) -> bool) -> bool {
+    f(&mut LIVE.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// One record of `locks/<table>`.

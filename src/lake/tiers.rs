@@ -83,6 +83,23 @@ pub fn range_sql(column: &str, lo: Option<&str>, hi: Option<&str>) -> String {
     }
 }
 
+/// `[lo, hi)` of the partition column as conjuncts (none for an open end).
+pub fn range_exprs(
+    column: &str,
+    lo: Option<&str>,
+    hi: Option<&str>,
+) -> Vec<datafusion::prelude::Expr> {
+    use datafusion::prelude::{ident, lit};
+    let mut out = Vec::new();
+    if let Some(lo) = lo {
+        out.push(ident(column).gt_eq(lit(lo)));
+    }
+    if let Some(hi) = hi {
+        out.push(ident(column).lt(lit(hi)));
+    }
+    out
+}
+
 fn in_range(p: &str, lo: Option<&str>, hi: Option<&str>) -> bool {
     lo.is_none_or(|l| p >= l) && hi.is_none_or(|h| p < h)
 }
@@ -507,20 +524,22 @@ async fn apply_table(
     // purged just now at once: purged data is removed physically), and
     // write a checkpoint, so that readers replay one file, not every commit.
     for tier in Tier::ALL {
-        if let Some(t) = lake.open_in(def, tier).await? {
-            let grace = if purged.contains(&tier) {
-                0
-            } else {
-                lake.config.retention.vacuum_grace_minutes
-            };
-            out.files_vacuumed += vacuum(name, t, grace).await?;
-        }
+        let Some(t) = lake.open_in(def, tier).await? else {
+            continue;
+        };
+        let grace = if purged.contains(&tier) {
+            0
+        } else {
+            lake.config.retention.vacuum_grace_minutes
+        };
+        let (t, vacuumed) = vacuum(name, t, grace).await?;
+        out.files_vacuumed += vacuumed;
         let changed = plan
             .moves
             .iter()
             .chain(&plan.leftovers)
             .any(|m| m.extent.files > 0 && (m.from == tier || m.to == Some(tier)));
-        if changed && let Some(t) = lake.open_in(def, tier).await? {
+        if changed {
             deltalake::checkpoints::create_checkpoint(&t, None)
                 .await
                 .map_err(|e| werr(name, e))?;
@@ -659,13 +678,18 @@ async fn delete_range(
 }
 
 /// Remove files a commit removed longer ago than `grace_minutes`.
-async fn vacuum(name: &str, table: DeltaTable, grace_minutes: u32) -> Result<u64, LakeError> {
+/// Returns the table (as vacuum left it) and the files deleted.
+async fn vacuum(
+    name: &str,
+    table: DeltaTable,
+    grace_minutes: u32,
+) -> Result<(DeltaTable, u64), LakeError> {
     let grace = chrono::Duration::minutes(i64::from(grace_minutes));
-    let (_, metrics) = table
+    let (table, metrics) = table
         .vacuum()
         .with_retention_period(grace)
         .with_enforce_retention_duration(false)
         .await
         .map_err(|e| werr(name, e))?;
-    Ok(metrics.files_deleted.len() as u64)
+    Ok((table, metrics.files_deleted.len() as u64))
 }

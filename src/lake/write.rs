@@ -122,15 +122,8 @@ pub async fn upsert_leased(
 
 /// `column` within `[lo, hi)`.
 fn in_range(column: &str, lo: Option<&str>, hi: Option<&str>) -> datafusion::prelude::Expr {
-    let c = datafusion::prelude::ident(column);
-    let mut e = lit(true);
-    if let Some(lo) = lo {
-        e = e.and(c.clone().gt_eq(lit(lo)));
-    }
-    if let Some(hi) = hi {
-        e = e.and(c.lt(lit(hi)));
-    }
-    e
+    datafusion::logical_expr::utils::conjunction(super::tiers::range_exprs(column, lo, hi))
+        .unwrap_or(lit(true))
 }
 
 /// `a OR b OR ...` as a balanced tree (a long chain would be as deep as

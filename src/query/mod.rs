@@ -127,8 +127,18 @@ pub async fn register_lake_as_of(
 ) -> Result<Vec<String>, QueryError> {
     let mut names = Vec::new();
     for def in &catalog.tables {
-        let registered = if is_tiered(def) {
-            register_tiered(ctx, lake, def, Some(as_of)).await?
+        let at = match as_of {
+            crate::lake::AsOf::Time(t) => Some(*t),
+            crate::lake::AsOf::Version(_) => None,
+        };
+        let registered = if has_moved(lake, def, at).await? {
+            match tiered_table(lake, def, Some(as_of)).await? {
+                Some(t) => {
+                    ctx.register_table(def.name.as_str(), Arc::new(t))?;
+                    true
+                }
+                None => false,
+            }
         } else if let Some(t) = lake
             .open_at(def, crate::lake::Tier::Hot, Some(as_of))
             .await?
@@ -152,46 +162,19 @@ pub async fn register_lake_as_of(
     Ok(names)
 }
 
-fn is_tiered(def: &TableDef) -> bool {
-    def.tiered && def.partition.is_some()
-}
-
-/// Register a tiered table as one table over its tiers, if it has rows
-/// anywhere. Only the hot tier and the catalog are looked at here; the
-/// other tiers are opened by the scans that need them. While nothing has
-/// moved, the hot table is the whole table and is registered as it is.
-async fn register_tiered(
-    ctx: &SessionContext,
+/// Whether a tiered table's rows have started to move (as of `at`): until
+/// then its hot part is the whole table, registered as a plain Delta table.
+async fn has_moved(
     lake: &Lake,
     def: &TableDef,
-    as_of: Option<&crate::lake::AsOf>,
+    at: Option<chrono::DateTime<chrono::Utc>>,
 ) -> Result<bool, QueryError> {
-    let at = match as_of {
-        Some(crate::lake::AsOf::Time(t)) => Some(*t),
-        _ => None,
-    };
-    if crate::lake::catalog::watermarks(lake, &def.name, at)
-        .await?
-        .value
-        .all_hot()
-    {
-        let Some(hot) = lake.open_at(def, crate::lake::Tier::Hot, as_of).await? else {
-            return Ok(false);
-        };
-        hot.update_datafusion_session(&ctx.state())
-            .map_err(|e| QueryError::Sql(e.to_string()))?;
-        let provider = hot
-            .table_provider()
-            .await
-            .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?;
-        ctx.register_table(def.name.as_str(), provider)?;
-        return Ok(true);
-    }
-    let Some(t) = tiered_table(lake, def, as_of).await? else {
-        return Ok(false);
-    };
-    ctx.register_table(def.name.as_str(), Arc::new(t))?;
-    Ok(true)
+    Ok(def.tiered
+        && def.partition.is_some()
+        && !crate::lake::catalog::watermarks(lake, &def.name, at)
+            .await?
+            .value
+            .all_hot())
 }
 
 /// The provider of a tiered table whose rows have started to move.
@@ -269,12 +252,7 @@ impl TableCache {
         lake: &Lake,
         def: &TableDef,
     ) -> Result<bool, QueryError> {
-        if is_tiered(def)
-            && !crate::lake::catalog::watermarks(lake, &def.name, None)
-                .await?
-                .value
-                .all_hot()
-        {
+        if has_moved(lake, def, None).await? {
             let mut tiered = self.tiered.lock().await;
             if let Some(t) = tiered.get(&def.name) {
                 ctx.register_table(def.name.as_str(), t.clone())?;

@@ -21,7 +21,6 @@ use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPu
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::prelude::{ident, lit};
 
 use crate::lake::catalog::{self, Watermarks};
 use crate::lake::{AsOf, Lake, Tier};
@@ -137,7 +136,7 @@ impl TieredTable {
         let mut marks = self.marks.lock().await;
         if at.is_none()
             && let Some(m) = marks.as_ref()
-            && catalog::latest_version(&self.lake, &self.kind())
+            && catalog::watermarks_version(&self.lake, &self.def.name)
                 .await
                 .map_err(ext)?
                 == m.version
@@ -149,10 +148,6 @@ impl TieredTable {
             .map_err(ext)?;
         *marks = Some(read.clone());
         Ok(read)
-    }
-
-    fn kind(&self) -> String {
-        format!("tiers/{}", self.def.name)
     }
 
     /// The bounds `[lo, hi]` the filters put on the partition column.
@@ -332,7 +327,7 @@ impl TableProvider for TieredTable {
                 tables.push((tier, t));
             }
             if self.as_of.is_none()
-                && catalog::latest_version(&self.lake, &self.kind())
+                && catalog::watermarks_version(&self.lake, &self.def.name)
                     .await
                     .map_err(ext)?
                     != read.version
@@ -377,12 +372,7 @@ impl TableProvider for TieredTable {
                 // The tier's range, unless the table holds nothing outside
                 // it (a filter costs the scan even when it removes nothing).
                 if crate::lake::tiers::holds_outside(&t, &self.column, lo, hi) {
-                    if let Some(lo) = lo {
-                        fs.push(ident(&self.column).gt_eq(lit(lo)));
-                    }
-                    if let Some(hi) = hi {
-                        fs.push(ident(&self.column).lt(lit(hi)));
-                    }
+                    fs.extend(crate::lake::tiers::range_exprs(&self.column, lo, hi));
                 }
                 plans.push(provider.scan(state, projection, &fs, None).await?);
             }

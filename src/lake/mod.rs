@@ -378,6 +378,16 @@ pub enum AsOf {
     Time(chrono::DateTime<chrono::Utc>),
 }
 
+impl AsOf {
+    /// The time a timestamp points at (`None` for a version number).
+    pub fn time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            Self::Time(t) => Some(*t),
+            Self::Version(_) => None,
+        }
+    }
+}
+
 impl std::str::FromStr for AsOf {
     type Err = String;
     /// `VERSION` (a number), an RFC 3339 timestamp, or a date (its end).

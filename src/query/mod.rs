@@ -127,11 +127,7 @@ pub async fn register_lake_as_of(
 ) -> Result<Vec<String>, QueryError> {
     let mut names = Vec::new();
     for def in &catalog.tables {
-        let at = match as_of {
-            crate::lake::AsOf::Time(t) => Some(*t),
-            crate::lake::AsOf::Version(_) => None,
-        };
-        let registered = if has_moved(lake, def, at).await? {
+        let registered = if has_moved(lake, def, as_of.time()).await? {
             match tiered_table(lake, def, Some(as_of)).await? {
                 Some(t) => {
                     ctx.register_table(def.name.as_str(), Arc::new(t))?;

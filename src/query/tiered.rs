@@ -129,10 +129,7 @@ impl TieredTable {
     }
 
     async fn watermarks(&self) -> Result<catalog::Versioned<Watermarks>> {
-        let at = match &self.as_of {
-            Some(AsOf::Time(t)) => Some(*t),
-            _ => None,
-        };
+        let at = self.as_of.as_ref().and_then(AsOf::time);
         let mut marks = self.marks.lock().await;
         if at.is_none()
             && let Some(m) = marks.as_ref()

@@ -1,6 +1,8 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use custlake::error::Classify;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
@@ -14,8 +16,8 @@ async fn main() -> std::process::ExitCode {
     match custlake::cli::run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            eprintln!("error: {e}");
+            std::process::ExitCode::from(custlake::cli::exit_code(e.kind()))
         }
     }
 }

@@ -1,5 +1,6 @@
 use clap::Subcommand;
 
+use super::CliError;
 use crate::config::Config;
 
 #[derive(Debug, Subcommand)]
@@ -8,7 +9,7 @@ pub enum ConfigCommand {
     Print,
 }
 
-pub(super) fn run(config: &Config, cmd: &ConfigCommand) -> anyhow::Result<()> {
+pub(super) fn run(config: &Config, cmd: &ConfigCommand) -> Result<(), CliError> {
     match cmd {
         ConfigCommand::Print => print!("{}", config.to_redacted_toml()),
     }

@@ -2,12 +2,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::Config;
+use super::CliError;
+use crate::generate::{GenerateOptions, generate};
 use crate::ingest::Ingestor;
-use crate::lake::Lake;
+use crate::lake::{Tier, Warehouse};
 use crate::query::{context, register_lake};
-use crate::sample::{GenerateOptions, generate};
-use crate::schema::Catalog;
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -26,31 +25,28 @@ pub struct DemoArgs {
 }
 
 /// Create every declared table, empty.
-pub(super) async fn init(config: &Config) -> anyhow::Result<()> {
-    let lake = Lake::new(config)?;
-    let catalog = Catalog::embedded()?;
-    for def in &catalog.tables {
-        lake.open_or_create(def).await?;
+pub(super) async fn init(wh: &Warehouse) -> Result<(), CliError> {
+    for def in &wh.catalog.tables {
+        wh.lake.open_or_create(def).await?;
     }
     eprintln!(
         "{} tables ready under {}",
-        catalog.tables.len(),
-        lake.root(crate::lake::Tier::Hot)
+        wh.catalog.tables.len(),
+        wh.lake.root(Tier::Hot)
     );
     Ok(())
 }
 
-pub(super) async fn run(config: &Config, args: &DemoArgs, progress: bool) -> anyhow::Result<()> {
-    let lake = Lake::new(config)?;
-    let catalog = Catalog::embedded()?;
-    let empty = lake
-        .open(catalog.table("source_customer")?)
+pub(super) async fn run(wh: &Warehouse, args: &DemoArgs) -> Result<(), CliError> {
+    let empty = wh
+        .lake
+        .open(wh.catalog.table("source_customer")?)
         .await?
         .is_none();
     if empty {
         eprintln!(
             "The lake at {} is empty: generating a sample insurer of {} customers into {}",
-            lake.root(crate::lake::Tier::Hot),
+            wh.lake.root(Tier::Hot),
             args.customers,
             args.sample_dir.display()
         );
@@ -60,42 +56,33 @@ pub(super) async fn run(config: &Config, args: &DemoArgs, progress: bool) -> any
             out: args.sample_dir.clone(),
             as_of: chrono::Utc::now().date_naive(),
             bad_rate: 0.015,
-            progress,
         };
-        generate(&opts)?;
-        let ingestor = Ingestor::new(&lake, &catalog, progress);
+        generate(&opts, wh.progress.as_ref())?;
+        let ingestor = Ingestor::new(wh);
         for r in ingestor.ingest_dir(&args.sample_dir).await {
             super::ingest::print_report(&r?);
         }
     } else {
         eprintln!(
             "The lake at {} already holds data; showing what it has.",
-            lake.root(crate::lake::Tier::Hot)
+            wh.lake.root(Tier::Hot)
         );
     }
-    let rules = crate::identity::Rules::default_rules()?;
-    let r = crate::identity::resolve(
-        &lake,
-        &catalog,
-        &rules,
-        crate::identity::Trigger::Auto,
-        progress,
-    )
-    .await?;
+    let r = crate::identity::resolve(wh, crate::identity::Trigger::Auto).await?;
     eprintln!(
         "Resolved {} source customer records into {} golden customers in {:.1}s ({} new, {} open suspected-duplicate groups for review)",
         r.records, r.customers, r.seconds, r.new_customers, r.suspect_groups
     );
-    summary(config, &lake, &catalog).await?;
+    summary(wh).await?;
     if args.no_serve {
         return Ok(());
     }
-    super::serve::run(config, &super::serve::ServeArgs { bind: None }).await
+    super::serve::run(wh, &super::serve::ServeArgs { bind: None }).await
 }
 
-async fn summary(config: &Config, lake: &Lake, catalog: &Catalog) -> anyhow::Result<()> {
-    let ctx = context(config)?;
-    let tables = register_lake(&ctx, lake, catalog).await?;
+async fn summary(wh: &Warehouse) -> Result<(), CliError> {
+    let ctx = context(&wh.config)?;
+    let tables = register_lake(&ctx, &wh.lake, &wh.catalog, None).await?;
     println!("\nWhat landed:");
     for t in &tables {
         let n = ctx.table(t.as_str()).await?.count().await?;
@@ -113,7 +100,21 @@ async fn summary(config: &Config, lake: &Lake, catalog: &Catalog) -> anyhow::Res
         );
     }
     println!(
-        "\nTry:\n  custlake sql \"SELECT customer_type, split_part(address, '|', 1) AS province, count(*) FROM source_customer GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10\"\n  custlake sql --format csv \"SELECT policy_no, product_line, status, premium FROM policy LIMIT 5\"\n  custlake schema source_customer"
+        "\nTry (from another terminal, in this directory):\n{}",
+        try_lines()
     );
     Ok(())
 }
+
+/// The commands the demo suggests, exactly as a user types them (the
+/// README lists the same ones; a test runs each).
+pub(super) fn try_lines() -> String {
+    TRY.iter().map(|l| format!("  {l}\n")).collect()
+}
+
+/// See [`try_lines`].
+pub(super) const TRY: [&str; 3] = [
+    "cargo run --release -- sql \"SELECT customer_type, split_part(address, '|', 1) AS province, count(*) FROM source_customer GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 10\"",
+    "cargo run --release -- sql --format csv \"SELECT policy_no, product_line, status, premium FROM policy LIMIT 5\"",
+    "cargo run --release -- schema source_customer",
+];

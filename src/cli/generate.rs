@@ -2,7 +2,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::sample::{GenerateOptions, generate};
+use super::CliError;
+use crate::generate::{GenerateOptions, generate};
+use crate::progress::Progress;
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -28,7 +30,7 @@ pub(super) fn parse_day(s: &str) -> Result<chrono::NaiveDate, String> {
         .map_err(|e| format!("{s:?} is not a date YYYY-MM-DD: {e}"))
 }
 
-pub(super) fn run(args: &GenerateArgs, progress: bool) -> anyhow::Result<()> {
+pub(super) fn run(args: &GenerateArgs, progress: &dyn Progress) -> Result<(), CliError> {
     let opts = GenerateOptions {
         customers: args.customers,
         seed: args.seed,
@@ -37,10 +39,9 @@ pub(super) fn run(args: &GenerateArgs, progress: bool) -> anyhow::Result<()> {
             .as_of
             .unwrap_or_else(|| chrono::Utc::now().date_naive()),
         bad_rate: args.bad_rate,
-        progress,
     };
     let started = std::time::Instant::now();
-    let summary = generate(&opts)?;
+    let summary = generate(&opts, progress)?;
     eprintln!(
         "generated {} customers (seed {}, as of {}) in {:.1}s:",
         summary.customers,

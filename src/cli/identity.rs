@@ -4,10 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::config::Config;
+use super::CliError;
 use crate::identity::{self, DecisionReport, ResolveReport, Rules, Steward, Trigger};
-use crate::lake::Lake;
-use crate::schema::Catalog;
+use crate::lake::Warehouse;
 
 #[derive(Debug, Args)]
 pub struct RulesArg {
@@ -17,10 +16,12 @@ pub struct RulesArg {
 }
 
 impl RulesArg {
-    fn load(&self) -> anyhow::Result<Rules> {
+    /// The warehouse with these rules (its own, the shipped ones, unless
+    /// `--rules` names a file).
+    fn apply(&self, wh: &Warehouse) -> Result<Warehouse, CliError> {
         Ok(match &self.rules {
-            Some(p) => Rules::from_file(p)?,
-            None => Rules::default_rules()?,
+            Some(p) => wh.clone().with_rules(Rules::from_file(p)?),
+            None => wh.clone(),
         })
     }
 }
@@ -184,20 +185,14 @@ fn print_decision(d: &DecisionReport) {
     print_resolve(&d.resolve);
 }
 
-pub(super) async fn resolve(
-    config: &Config,
-    args: &ResolveArgs,
-    progress: bool,
-) -> anyhow::Result<()> {
-    let lake = Lake::new(config)?;
-    let catalog = Catalog::embedded()?;
-    let rules = args.rules.load()?;
+pub(super) async fn resolve(wh: &Warehouse, args: &ResolveArgs) -> Result<(), CliError> {
+    let wh = args.rules.apply(wh)?;
     let trigger = if args.full {
         Trigger::Full
     } else {
         Trigger::Auto
     };
-    let r = identity::resolve(&lake, &catalog, &rules, trigger, progress).await?;
+    let r = identity::resolve(&wh, trigger).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -206,63 +201,47 @@ pub(super) async fn resolve(
     Ok(())
 }
 
-fn steward<'a>(
-    lake: &'a Lake,
-    catalog: &'a Catalog,
-    rules: &'a Rules,
-    a: &StewardArgs,
-    progress: bool,
-) -> Steward<'a> {
-    Steward {
-        lake,
-        catalog,
-        rules,
-        actor: a.actor.clone(),
-        progress,
-    }
-}
-
-fn setup(config: &Config, a: &StewardArgs) -> anyhow::Result<(Lake, Catalog, Rules)> {
-    Ok((Lake::new(config)?, Catalog::embedded()?, a.rules.load()?))
-}
-
-pub(super) async fn merge(config: &Config, args: &MergeArgs, progress: bool) -> anyhow::Result<()> {
-    let (lake, catalog, rules) = setup(config, &args.steward)?;
-    let d = steward(&lake, &catalog, &rules, &args.steward, progress)
+pub(super) async fn merge(wh: &Warehouse, args: &MergeArgs) -> Result<(), CliError> {
+    let wh = args.steward.rules.apply(wh)?;
+    let d = steward(&wh, &args.steward)
         .merge(&args.customers, &args.reason)
         .await?;
     print_decision(&d);
     Ok(())
 }
 
-pub(super) async fn split(config: &Config, args: &SplitArgs, progress: bool) -> anyhow::Result<()> {
-    let (lake, catalog, rules) = setup(config, &args.steward)?;
-    let d = steward(&lake, &catalog, &rules, &args.steward, progress)
+pub(super) async fn split(wh: &Warehouse, args: &SplitArgs) -> Result<(), CliError> {
+    let wh = args.steward.rules.apply(wh)?;
+    let d = steward(&wh, &args.steward)
         .split(&args.customer, &args.records, &args.reason)
         .await?;
     print_decision(&d);
     Ok(())
 }
 
-pub(super) async fn undo(config: &Config, args: &UndoArgs, progress: bool) -> anyhow::Result<()> {
-    let (lake, catalog, rules) = setup(config, &args.steward)?;
-    let d = steward(&lake, &catalog, &rules, &args.steward, progress)
+pub(super) async fn undo(wh: &Warehouse, args: &UndoArgs) -> Result<(), CliError> {
+    let wh = args.steward.rules.apply(wh)?;
+    let d = steward(&wh, &args.steward)
         .undo(&args.event, &args.reason)
         .await?;
     print_decision(&d);
     Ok(())
 }
 
-pub(super) async fn suspects(
-    config: &Config,
-    cmd: &SuspectsCommand,
-    progress: bool,
-) -> anyhow::Result<()> {
-    let (lake, catalog) = (Lake::new(config)?, Catalog::embedded()?);
+fn steward<'a>(wh: &'a Warehouse, a: &StewardArgs) -> Steward<'a> {
+    Steward {
+        warehouse: wh,
+        actor: a.actor.clone(),
+    }
+}
+
+pub(super) async fn suspects(wh: &Warehouse, cmd: &SuspectsCommand) -> Result<(), CliError> {
     match cmd {
         SuspectsCommand::List { status, limit } => {
             if !["open", "confirmed", "rejected"].contains(&status.as_str()) {
-                anyhow::bail!("--status must be open, confirmed or rejected");
+                return Err(CliError::Usage(
+                    "--status must be open, confirmed or rejected".into(),
+                ));
             }
             let sql = format!(
                 "SELECT group_id, member, customer_id, rule, score, detail FROM suspect_group \
@@ -270,7 +249,7 @@ pub(super) async fn suspects(
                  WHERE status = '{status}' ORDER BY group_id LIMIT {limit}) ORDER BY group_id, member"
             );
             let args = super::sql::SqlArgs::table(sql);
-            super::sql::run(config, &args).await
+            super::sql::run(wh, &args).await
         }
         SuspectsCommand::Confirm {
             group,
@@ -282,20 +261,17 @@ pub(super) async fn suspects(
             reason,
             steward: s,
         } => {
-            let rules = s.rules.load()?;
+            let wh = s.rules.apply(wh)?;
             let confirm = matches!(cmd, SuspectsCommand::Confirm { .. });
-            let d = steward(&lake, &catalog, &rules, s, progress)
-                .decide_group(group, confirm, reason)
-                .await?;
+            let d = steward(&wh, s).decide_group(group, confirm, reason).await?;
             print_decision(&d);
             Ok(())
         }
     }
 }
 
-pub(super) async fn explain(config: &Config, args: &ExplainArgs) -> anyhow::Result<()> {
-    let (lake, catalog) = (Lake::new(config)?, Catalog::embedded()?);
-    let v = identity::explain::lineage(&lake, &catalog, &args.customer).await?;
+pub(super) async fn explain(wh: &Warehouse, args: &ExplainArgs) -> Result<(), CliError> {
+    let v = identity::explain::lineage(&wh.lake, &wh.catalog, &args.customer).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -373,7 +349,7 @@ pub(super) async fn explain(config: &Config, args: &ExplainArgs) -> anyhow::Resu
     Ok(())
 }
 
-pub(super) fn dedupe(args: &DedupeArgs) -> anyhow::Result<()> {
+pub(super) fn dedupe(args: &DedupeArgs) -> Result<(), CliError> {
     let rules = Rules::from_file(&args.rules)?;
     let r = identity::dedupe::dedupe(&rules, &args.input, &args.id_column, &args.output)?;
     eprintln!(

@@ -2,10 +2,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::Config;
+use super::CliError;
+use crate::error::Classify;
 use crate::ingest::{FileReport, Ingestor};
-use crate::lake::Lake;
-use crate::schema::Catalog;
+use crate::lake::Warehouse;
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["from", "source"])))]
@@ -52,34 +52,39 @@ pub(super) fn print_report(r: &FileReport) {
     }
 }
 
-pub(super) async fn run(config: &Config, args: &IngestArgs, progress: bool) -> anyhow::Result<()> {
-    let lake = Lake::new(config)?;
-    let catalog = Catalog::embedded()?;
-    let ingestor = Ingestor::new(&lake, &catalog, progress);
+pub(super) async fn run(wh: &Warehouse, args: &IngestArgs) -> Result<(), CliError> {
+    let ingestor = Ingestor::new(wh);
     let results = if let Some(dir) = &args.from {
         if !dir.is_dir() {
-            anyhow::bail!("{} is not a directory", dir.display());
+            return Err(CliError::Usage(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
         }
         let r = ingestor.ingest_dir(dir).await;
         if r.is_empty() {
-            anyhow::bail!(
+            return Err(CliError::Usage(format!(
                 "{} has no source files: expected DIR/<source_system>/<file> as `custlake generate` writes",
                 dir.display()
-            );
+            )));
         }
         r
     } else {
         let (Some(source), Some(entity)) = (&args.source, &args.entity) else {
-            anyhow::bail!("give --from DIR, or --source, --entity and files");
+            return Err(CliError::Usage(
+                "give --from DIR, or --source, --entity and files".into(),
+            ));
         };
         if args.paths.is_empty() {
-            anyhow::bail!(
+            return Err(CliError::Usage(format!(
                 "no files given: custlake ingest --source {source} --entity {entity} PATH..."
-            );
+            )));
         }
         let files = ingestor.expand_paths(source, entity, &args.paths)?;
         if files.is_empty() {
-            anyhow::bail!("no matching files in the given directories");
+            return Err(CliError::Usage(
+                "no matching files in the given directories".into(),
+            ));
         }
         let mut out = Vec::new();
         for f in files {
@@ -87,21 +92,25 @@ pub(super) async fn run(config: &Config, args: &IngestArgs, progress: bool) -> a
         }
         out
     };
-    let mut failed = 0;
-    for r in &results {
+    let total = results.len();
+    let mut failed = Vec::new();
+    for r in results {
         match r {
-            Ok(r) => print_report(r),
+            Ok(r) => print_report(&r),
             Err(e) => {
-                failed += 1;
                 eprintln!("error: {e}");
+                failed.push(e);
             }
         }
     }
-    if failed > 0 {
-        anyhow::bail!(
-            "{failed} of {} file(s) could not be ingested; nothing was written for them",
-            results.len()
-        );
+    match failed.len() {
+        0 => Ok(()),
+        // One file: its own error (and its exit code).
+        1 if total == 1 => Err(failed.remove(0).into()),
+        n => Err(CliError::IngestFailed {
+            failed: n,
+            total,
+            kind: failed[0].kind(),
+        }),
     }
-    Ok(())
 }

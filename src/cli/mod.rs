@@ -5,16 +5,139 @@ mod demo;
 mod generate;
 mod identity;
 mod ingest;
+mod progress;
 mod schema;
 mod serve;
 mod sql;
 mod tier;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Overrides};
+use crate::config::{Config, ConfigError, Overrides};
+use crate::error::{Classify, ErrorKind};
+use crate::lake::{OpenError, Warehouse};
+
+/// Why a command failed: the error of the module that failed, or a problem
+/// of the command line itself. Its kind gives the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
+    #[error(transparent)]
+    Rules(#[from] crate::schema::rules::RulesError),
+    #[error(transparent)]
+    Lake(#[from] crate::lake::LakeError),
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Generate(#[from] crate::generate::GenerateError),
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
+    /// Several files of one ingest failed (each was reported as it failed).
+    #[error("{failed} of {total} file(s) could not be ingested; nothing was written for them")]
+    IngestFailed {
+        failed: usize,
+        total: usize,
+        kind: ErrorKind,
+    },
+    /// An argument the command cannot take.
+    #[error("{0}")]
+    Usage(String),
+    /// Writing the result (to standard output or `--output`).
+    #[error("{}{source}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Output {
+        path: Option<PathBuf>,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Encoding a result.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A part-way stop of a command that a rerun completes.
+    #[error("{message}: {source}")]
+    Interrupted {
+        message: &'static str,
+        #[source]
+        source: Box<CliError>,
+    },
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(source: std::io::Error) -> Self {
+        Self::Output { path: None, source }
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for CliError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Self::Query(e.into())
+    }
+}
+
+impl Classify for CliError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Config(e) => e.kind(),
+            Self::Open(e) => e.kind(),
+            Self::Schema(e) => e.kind(),
+            Self::Rules(e) => e.kind(),
+            Self::Lake(e) => e.kind(),
+            Self::Query(e) => e.kind(),
+            Self::Ingest(e) => e.kind(),
+            Self::Identity(e) => e.kind(),
+            Self::Generate(e) => e.kind(),
+            Self::Server(e) => e.kind(),
+            Self::IngestFailed { kind, .. } => *kind,
+            Self::Usage(_) => ErrorKind::InvalidParameter,
+            // A closed pipe or a full disk on the output: the output's
+            // problem, not the warehouse's.
+            Self::Output { .. } => ErrorKind::StorageUnavailable,
+            Self::Arrow(_) | Self::Parquet(_) | Self::Json(_) => ErrorKind::Internal,
+            Self::Interrupted { source, .. } => source.kind(),
+        }
+    }
+}
+
+/// The exit code of a failure of `kind` (the README lists them): 2 the
+/// command line or a parameter, 65 the input (SQL, a file), 66 something
+/// named does not exist, 69 the lake's storage is unavailable, 70 an
+/// internal error, 74 the lake's data is damaged, 75 a temporary
+/// condition (try again), 78 the configuration.
+pub fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::InvalidParameter
+        | ErrorKind::MalformedBody
+        | ErrorKind::BodyTooLarge
+        | ErrorKind::UnsupportedFormat
+        | ErrorKind::NotAcceptable => 2,
+        ErrorKind::InvalidSql | ErrorKind::NotReadOnly | ErrorKind::InvalidData => 65,
+        ErrorKind::NotFound => 66,
+        ErrorKind::StorageUnavailable => 69,
+        ErrorKind::Internal => 70,
+        ErrorKind::StorageDamaged => 74,
+        ErrorKind::Conflict
+        | ErrorKind::TooManyRequests
+        | ErrorKind::ResourcesExhausted
+        | ErrorKind::Busy
+        | ErrorKind::Timeout => 75,
+        ErrorKind::Config => 78,
+    }
+}
 
 /// custlake — an analytical customer warehouse for insurers.
 ///
@@ -84,34 +207,53 @@ pub enum Command {
 }
 
 impl Cli {
-    pub fn load_config(&self) -> anyhow::Result<Config> {
+    pub fn load_config(&self) -> Result<Config, CliError> {
         let overrides = Overrides {
             lake: self.lake.clone(),
         };
         Ok(Config::load(self.config.as_deref(), &overrides)?)
     }
+
+    /// The warehouse the command works on, opened once: configuration,
+    /// lake, declarations and rules, with progress on this terminal and
+    /// the command line naming this process in table leases.
+    pub fn warehouse(&self) -> Result<Warehouse, CliError> {
+        let progress = Arc::new(progress::Terminal { bars: !self.quiet });
+        let command: Vec<String> = std::env::args().collect();
+        Ok(Warehouse::open(self.load_config()?, progress)?.with_holder(command.join(" ")))
+    }
 }
 
 /// Run the parsed command.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let progress = !cli.quiet;
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let progress = progress::Terminal { bars: !cli.quiet };
     match &cli.command {
-        Command::Demo(args) => demo::run(&cli.load_config()?, args, progress).await,
-        Command::Init => demo::init(&cli.load_config()?).await,
-        Command::Generate(args) => generate::run(args, progress),
-        Command::Ingest(args) => ingest::run(&cli.load_config()?, args, progress).await,
-        Command::Resolve(args) => identity::resolve(&cli.load_config()?, args, progress).await,
-        Command::Explain(args) => identity::explain(&cli.load_config()?, args).await,
-        Command::Merge(args) => identity::merge(&cli.load_config()?, args, progress).await,
-        Command::Split(args) => identity::split(&cli.load_config()?, args, progress).await,
-        Command::Undo(args) => identity::undo(&cli.load_config()?, args, progress).await,
-        Command::Suspects(c) => identity::suspects(&cli.load_config()?, c, progress).await,
+        // Commands that need no lake.
+        Command::Generate(args) => generate::run(args, &progress),
         Command::Dedupe(args) => identity::dedupe(args),
-        Command::Sql(args) => sql::run(&cli.load_config()?, args).await,
-        Command::Serve(args) => serve::run(&cli.load_config()?, args).await,
         Command::Schema(args) => schema::run(args),
         Command::Config(c) => config::run(&cli.load_config()?, c),
-        Command::Tier(c) => tier::run(&cli.load_config()?, c, progress).await,
-        Command::Hold(c) => tier::hold(&cli.load_config()?, c).await,
+        command => {
+            let wh = cli.warehouse()?;
+            match command {
+                Command::Demo(args) => demo::run(&wh, args).await,
+                Command::Init => demo::init(&wh).await,
+                Command::Ingest(args) => ingest::run(&wh, args).await,
+                Command::Resolve(args) => identity::resolve(&wh, args).await,
+                Command::Explain(args) => identity::explain(&wh, args).await,
+                Command::Merge(args) => identity::merge(&wh, args).await,
+                Command::Split(args) => identity::split(&wh, args).await,
+                Command::Undo(args) => identity::undo(&wh, args).await,
+                Command::Suspects(c) => identity::suspects(&wh, c).await,
+                Command::Sql(args) => sql::run(&wh, args).await,
+                Command::Serve(args) => serve::run(&wh, args).await,
+                Command::Tier(c) => tier::run(&wh, c).await,
+                Command::Hold(c) => tier::hold(&wh, c).await,
+                Command::Generate(_)
+                | Command::Dedupe(_)
+                | Command::Schema(_)
+                | Command::Config(_) => Ok(()),
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
 use clap::Args;
 
+use super::CliError;
 use crate::schema::Catalog;
 
 #[derive(Debug, Args)]
@@ -11,7 +12,7 @@ pub struct SchemaArgs {
     pub sources: bool,
 }
 
-pub(super) fn run(args: &SchemaArgs) -> anyhow::Result<()> {
+pub(super) fn run(args: &SchemaArgs) -> Result<(), CliError> {
     let catalog = Catalog::embedded()?;
     if args.sources {
         for s in &catalog.sources {

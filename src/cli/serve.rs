@@ -1,6 +1,7 @@
 use clap::Args;
 
-use crate::config::Config;
+use super::CliError;
+use crate::lake::Warehouse;
 use crate::server::Application;
 
 #[derive(Debug, Args)]
@@ -17,12 +18,16 @@ pub(super) fn curl_examples(addr: &str) -> String {
     )
 }
 
-pub(super) async fn run(config: &Config, args: &ServeArgs) -> anyhow::Result<()> {
+pub(super) async fn run(wh: &Warehouse, args: &ServeArgs) -> Result<(), CliError> {
     let bind = args
         .bind
         .clone()
-        .unwrap_or_else(|| config.server.bind.clone());
-    let app = Application::build(config.clone(), &bind).await?;
+        .unwrap_or_else(|| wh.config.server.bind.clone());
+    // The server logs progress rather than drawing bars.
+    let mut wh = wh.clone();
+    wh.progress = std::sync::Arc::new(crate::progress::Logged);
+    wh.lake = wh.lake.with_progress(wh.progress.clone());
+    let app = Application::build(wh, &bind).await?;
     let addr = app.local_addr().to_string();
     eprintln!(
         "custlake is serving on http://{addr} (Ctrl-C to stop). Try:\n{}",

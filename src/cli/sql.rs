@@ -10,10 +10,9 @@ use datafusion::physical_plan::memory::MemoryStream;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use crate::config::Config;
-use crate::lake::Lake;
+use super::CliError;
+use crate::lake::Warehouse;
 use crate::query::{check_read_only, context, register_lake};
-use crate::schema::Catalog;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -69,20 +68,16 @@ impl SqlArgs {
     }
 }
 
-pub(super) async fn run(config: &Config, args: &SqlArgs) -> anyhow::Result<()> {
+pub(super) async fn run(wh: &Warehouse, args: &SqlArgs) -> Result<(), CliError> {
     check_read_only(&args.sql)?;
-    let lake = Lake::new(config)?;
-    let catalog = Catalog::embedded()?;
-    let opened = Instant::now();
-    let ctx = context(config)?;
-    match &args.as_of {
-        None => {
-            register_lake(&ctx, &lake, &catalog).await?;
-        }
-        Some(at) => {
-            crate::query::register_lake_as_of(&ctx, &lake, &catalog, at).await?;
-        }
+    if matches!(args.format, Format::Parquet) && args.output.is_none() {
+        return Err(CliError::Usage(
+            "--format parquet needs --output FILE".into(),
+        ));
     }
+    let opened = Instant::now();
+    let ctx = context(&wh.config)?;
+    register_lake(&ctx, &wh.lake, &wh.catalog, args.as_of.as_ref()).await?;
     if args.timing {
         let ms = opened.elapsed().as_secs_f64() * 1e3;
         eprintln!("{}", serde_json::json!({ "open_ms": ms }));
@@ -98,7 +93,7 @@ pub(super) async fn run(config: &Config, args: &SqlArgs) -> anyhow::Result<()> {
 
 /// Run the statement `--runs` times, each collected in memory and timed,
 /// then write the last result.
-async fn run_timed(ctx: &SessionContext, args: &SqlArgs) -> anyhow::Result<()> {
+async fn run_timed(ctx: &SessionContext, args: &SqlArgs) -> Result<(), CliError> {
     let mut last = None;
     for run in 1..=args.runs {
         let started = Instant::now();
@@ -127,11 +122,14 @@ async fn write(
     args: &SqlArgs,
     schema: SchemaRef,
     mut stream: SendableRecordBatchStream,
-) -> anyhow::Result<()> {
+) -> Result<(), CliError> {
     let mut out: Box<dyn Write + Send> = match &args.output {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?,
-        )),
+        Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+            |source| CliError::Output {
+                path: Some(p.clone()),
+                source,
+            },
+        )?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     match args.format {
@@ -177,9 +175,6 @@ async fn write(
             w.finish()?;
         }
         Format::Parquet => {
-            if args.output.is_none() {
-                anyhow::bail!("--format parquet needs --output FILE");
-            }
             let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(out, schema, None)?;
             while let Some(b) = stream.next().await {
                 w.write(&b?)?;

@@ -1,17 +1,13 @@
 //! `custlake tier plan|apply|status` and `custlake hold add|remove|list`.
 
-use std::time::Duration;
-
-use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::Config;
-use crate::lake::Lake;
+use super::CliError;
+use crate::lake::Warehouse;
 use crate::lake::catalog::{self, Hold};
 use crate::lake::tiers::{self, Move, TablePlan};
-use crate::schema::Catalog;
+use crate::progress::Unit;
 
 #[derive(Debug, Subcommand)]
 pub enum TierCommand {
@@ -139,12 +135,11 @@ fn print_plan(plans: &[TablePlan]) {
     }
 }
 
-pub(super) async fn run(config: &Config, c: &TierCommand, progress: bool) -> anyhow::Result<()> {
-    let lake = Lake::new(config)?;
-    let catalog = Catalog::embedded()?;
+pub(super) async fn run(wh: &Warehouse, c: &TierCommand) -> Result<(), CliError> {
+    let (lake, catalog) = (&wh.lake, wh.catalog.as_ref());
     match c {
         TierCommand::Plan(a) => {
-            let plans = tiers::plan(&lake, &catalog, as_of(a.as_of)).await?;
+            let plans = tiers::plan(lake, catalog, as_of(a.as_of)).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&plans)?);
             } else {
@@ -152,9 +147,9 @@ pub(super) async fn run(config: &Config, c: &TierCommand, progress: bool) -> any
             }
         }
         TierCommand::Apply(a) => {
-            let plans = tiers::plan(&lake, &catalog, as_of(a.as_of)).await?;
-            let holds = catalog::holds(&lake).await?.value.holds;
-            let held = held_records(&lake, &catalog, &holds).await?;
+            let plans = tiers::plan(lake, catalog, as_of(a.as_of)).await?;
+            let holds = catalog::holds(lake).await?.value.holds;
+            let held = tiers::held_records(lake, catalog, &holds).await?;
             if !plans.iter().any(|p| {
                 !p.moves.is_empty()
                     || !p.leftovers.is_empty()
@@ -171,33 +166,19 @@ pub(super) async fn run(config: &Config, c: &TierCommand, progress: bool) -> any
                 }
                 return Ok(());
             }
-            let steps: u64 = plans
-                .iter()
-                .map(|p| (p.moves.len() * 2 + p.leftovers.len() + 2) as u64)
-                .sum();
-            let bar = if progress {
-                let b = ProgressBar::new(steps.max(1));
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} tier apply [{bar:20}] {pos}/{len} {msg} ({elapsed})",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                b.enable_steady_tick(Duration::from_millis(200));
-                b
-            } else {
-                ProgressBar::hidden()
-            };
-            let report = |msg: &str| {
-                bar.inc(1);
-                bar.set_message(msg.to_string());
-                tracing::info!("{msg}");
-            };
-            let out = tiers::apply(&lake, &catalog, &plans, &held, &report)
+            let task = wh
+                .progress
+                .task("tier apply", Some(tiers::steps(&plans)), Unit::Steps);
+            let out = tiers::apply(lake, catalog, &plans, &held, task.as_ref())
                 .await
-                .context("the move stopped part-way; nothing is lost and `custlake tier apply` finishes it")?;
-            bar.finish_and_clear();
+                .map_err(|e| {
+                    task.fail("stopped");
+                    CliError::Interrupted {
+                        message: "the move stopped part-way; nothing is lost and `custlake tier apply` finishes it",
+                        source: Box::new(e.into()),
+                    }
+                })?;
+            task.finish();
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
@@ -216,7 +197,7 @@ pub(super) async fn run(config: &Config, c: &TierCommand, progress: bool) -> any
             }
         }
         TierCommand::Status(a) => {
-            let rows = tiers::status(&lake, &catalog).await?;
+            let rows = tiers::status(lake, catalog).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());
@@ -255,88 +236,42 @@ pub(super) async fn run(config: &Config, c: &TierCommand, progress: bool) -> any
     Ok(())
 }
 
-/// The source records of the customers under hold.
-async fn held_records(
-    lake: &Lake,
-    catalog: &Catalog,
-    holds: &[Hold],
-) -> anyhow::Result<Vec<(String, String)>> {
-    let ids: Vec<&str> = holds.iter().filter_map(|h| h.customer.as_deref()).collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let ctx = crate::query::context(&lake.config)?;
-    let names = crate::query::register_lake(&ctx, lake, catalog).await?;
-    if !names.iter().any(|n| n == "customer_xref") {
-        bail!(
-            "customers are under hold but customer_xref does not exist: run `custlake resolve` first"
-        );
-    }
-    let list: Vec<String> = ids
-        .iter()
-        .map(|i| format!("'{}'", i.replace('\'', "''")))
-        .collect();
-    let batches = ctx
-        .sql(&format!(
-            "SELECT source_system, source_id FROM customer_xref WHERE customer_id IN ({})",
-            list.join(", ")
-        ))
-        .await?
-        .collect()
-        .await?;
-    let mut out = Vec::new();
-    for b in batches {
-        let s = datafusion::arrow::compute::cast(
-            b.column(0),
-            &datafusion::arrow::datatypes::DataType::Utf8,
-        )?;
-        let i = datafusion::arrow::compute::cast(
-            b.column(1),
-            &datafusion::arrow::datatypes::DataType::Utf8,
-        )?;
-        let (s, i) = (
-            datafusion::arrow::array::AsArray::as_string::<i32>(&s),
-            datafusion::arrow::array::AsArray::as_string::<i32>(&i),
-        );
-        for r in 0..b.num_rows() {
-            out.push((s.value(r).to_string(), i.value(r).to_string()));
-        }
-    }
-    Ok(out)
-}
-
-fn check_month(m: &Option<String>, what: &str) -> anyhow::Result<()> {
+fn check_month(m: &Option<String>, what: &str) -> Result<(), CliError> {
     if let Some(m) = m
         && NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d").is_err()
     {
-        bail!("--{what} {m:?}: expected a month as YYYY-MM");
+        return Err(CliError::Usage(format!(
+            "--{what} {m:?}: expected a month as YYYY-MM"
+        )));
     }
     Ok(())
 }
 
-pub(super) async fn hold(config: &Config, c: &HoldCommand) -> anyhow::Result<()> {
-    let lake = Lake::new(config)?;
-    let catalog = Catalog::embedded()?;
-    let current = catalog::holds(&lake).await?;
+pub(super) async fn hold(wh: &Warehouse, c: &HoldCommand) -> Result<(), CliError> {
+    let lake = &wh.lake;
+    let current = catalog::holds(lake).await?;
     match c {
         HoldCommand::Add(a) => {
             if let Some(t) = &a.table {
-                let def = catalog.table(t)?;
+                let def = wh.catalog.table(t)?;
                 if !def.tiered {
-                    bail!("{t} is not a tiered table: nothing of it is ever purged");
+                    return Err(CliError::Usage(format!(
+                        "{t} is not a tiered table: nothing of it is ever purged"
+                    )));
                 }
             }
             check_month(&a.from, "from")?;
             check_month(&a.to, "to")?;
             if a.customer.is_none() && a.from.is_none() && a.to.is_none() && a.table.is_none() {
-                bail!(
+                return Err(CliError::Usage(
                     "a hold names a table, a month range (--from/--to) or a customer (--customer)"
-                );
+                        .into(),
+                ));
             }
             if let (Some(f), Some(t)) = (&a.from, &a.to)
                 && f > t
             {
-                bail!("--from {f} is after --to {t}");
+                return Err(CliError::Usage(format!("--from {f} is after --to {t}")));
             }
             let mut holds = current.value.clone();
             let id = format!(
@@ -360,7 +295,7 @@ pub(super) async fn hold(config: &Config, c: &HoldCommand) -> anyhow::Result<()>
                 at: catalog::now(),
             });
             holds.at = catalog::now();
-            catalog::set_holds(&lake, current.version, &holds).await?;
+            catalog::set_holds(lake, current.version, &holds).await?;
             println!("hold {id} added");
         }
         HoldCommand::Remove { id } => {
@@ -368,10 +303,12 @@ pub(super) async fn hold(config: &Config, c: &HoldCommand) -> anyhow::Result<()>
             let before = holds.holds.len();
             holds.holds.retain(|h| &h.id != id);
             if holds.holds.len() == before {
-                bail!("no hold {id} (see `custlake hold list`)");
+                return Err(CliError::Lake(crate::lake::LakeError::NotFound(format!(
+                    "no hold {id} (see `custlake hold list`)"
+                ))));
             }
             holds.at = catalog::now();
-            catalog::set_holds(&lake, current.version, &holds).await?;
+            catalog::set_holds(lake, current.version, &holds).await?;
             println!("hold {id} removed");
         }
         HoldCommand::List(a) => {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{DomainError, fold_whitespace};
+use super::{DomainError, Reason, fold_whitespace};
 
 /// Province-level divisions: full name and the short form sources also use.
 pub(crate) const PROVINCES: [(&str, &str); 34] = [
@@ -142,7 +142,7 @@ fn split_after_suffix<'a>(s: &'a str, suffixes: &[&str]) -> Option<(String, &'a 
 }
 
 fn invalid(s: &str, why: &str) -> DomainError {
-    DomainError::new("INVALID_ADDRESS", format!("address {s:?}: {why}"))
+    DomainError::new(Reason::InvalidAddress, format!("address {s:?}: {why}"))
 }
 
 impl fmt::Display for Address {

@@ -2,7 +2,26 @@
 
 use chrono::NaiveDate;
 
-use super::DomainError;
+use super::{DomainError, Reason};
+
+/// Beijing time: source timestamps without a zone are local to UTC+8.
+pub fn beijing() -> chrono::FixedOffset {
+    chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
+}
+
+fn epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
+}
+
+/// Days since 1970-01-01 (Arrow's `Date32`).
+pub fn days_since_epoch(d: NaiveDate) -> i32 {
+    (d - epoch()).num_days() as i32
+}
+
+/// The date `days` after 1970-01-01, if it is representable.
+pub fn date_from_days(days: i32) -> Option<NaiveDate> {
+    epoch().checked_add_signed(chrono::Duration::days(i64::from(days)))
+}
 
 /// A calendar date parsed with one of a source's declared formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -86,7 +105,7 @@ pub fn parse_date(s: &str, formats: &[String]) -> Result<NaiveDate, DomainError>
         }
     }
     Err(DomainError::new(
-        "INVALID_DATE",
+        Reason::InvalidDate,
         format!(
             "{s:?} is not a real date in any of the formats {}",
             formats.join(", ")

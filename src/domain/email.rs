@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::DomainError;
+use super::{DomainError, Reason};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
@@ -10,7 +10,8 @@ pub struct Email(String);
 impl Email {
     pub fn parse(s: &str) -> Result<Self, DomainError> {
         let s = s.trim().to_lowercase();
-        let invalid = |why: &str| DomainError::new("INVALID_EMAIL", format!("email {s:?}: {why}"));
+        let invalid =
+            |why: &str| DomainError::new(Reason::InvalidEmail, format!("email {s:?}: {why}"));
         let (local, domain) = s.split_once('@').ok_or_else(|| invalid("has no @"))?;
         if local.is_empty() || local.len() > 64 {
             return Err(invalid("the part before @ must have 1–64 characters"));

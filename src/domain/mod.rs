@@ -9,34 +9,119 @@
 mod address;
 mod date;
 mod email;
+mod hash;
 mod name;
 mod phone;
 mod resident_id;
 mod tax;
 
 pub use address::Address;
-pub use date::{SourceDate, parse_date, parse_fixed};
+pub use date::{SourceDate, beijing, date_from_days, days_since_epoch, parse_date, parse_fixed};
 pub use email::Email;
-pub use name::{CompanyName, PersonName};
+pub use hash::{Fnv64, fnv};
+pub use name::{CompanyName, PersonName, push_pinyin};
 pub use phone::{Phone, PhoneKind};
 pub use resident_id::{ResidentId, check_char as resident_id_check_char};
 pub use tax::{TaxId, Uscc, uscc_check_char};
 
-/// Why a value was rejected. The `code` is stable: it is what `quarantine.reason`
-/// holds and what data stewards filter on.
+/// Why a value or a source row was rejected: the stable reason code that
+/// `quarantine.reason` holds and data stewards filter on (the README lists
+/// them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    MissingRequired,
+    UnmappedCode,
+    InvalidResidentId,
+    InvalidUscc,
+    InvalidIdNumber,
+    InvalidTaxId,
+    InvalidPhone,
+    InvalidEmail,
+    InvalidName,
+    InvalidAddress,
+    InvalidDate,
+    InvalidTimestamp,
+    InvalidNumber,
+    InvalidBool,
+    InvalidDateRange,
+    MalformedRow,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 16] = [
+        Self::MissingRequired,
+        Self::UnmappedCode,
+        Self::InvalidResidentId,
+        Self::InvalidUscc,
+        Self::InvalidIdNumber,
+        Self::InvalidTaxId,
+        Self::InvalidPhone,
+        Self::InvalidEmail,
+        Self::InvalidName,
+        Self::InvalidAddress,
+        Self::InvalidDate,
+        Self::InvalidTimestamp,
+        Self::InvalidNumber,
+        Self::InvalidBool,
+        Self::InvalidDateRange,
+        Self::MalformedRow,
+    ];
+
+    /// The code as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MissingRequired => "MISSING_REQUIRED",
+            Self::UnmappedCode => "UNMAPPED_CODE",
+            Self::InvalidResidentId => "INVALID_RESIDENT_ID",
+            Self::InvalidUscc => "INVALID_USCC",
+            Self::InvalidIdNumber => "INVALID_ID_NUMBER",
+            Self::InvalidTaxId => "INVALID_TAX_ID",
+            Self::InvalidPhone => "INVALID_PHONE",
+            Self::InvalidEmail => "INVALID_EMAIL",
+            Self::InvalidName => "INVALID_NAME",
+            Self::InvalidAddress => "INVALID_ADDRESS",
+            Self::InvalidDate => "INVALID_DATE",
+            Self::InvalidTimestamp => "INVALID_TIMESTAMP",
+            Self::InvalidNumber => "INVALID_NUMBER",
+            Self::InvalidBool => "INVALID_BOOL",
+            Self::InvalidDateRange => "INVALID_DATE_RANGE",
+            Self::MalformedRow => "MALFORMED_ROW",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// Why a value was rejected: its reason and what was wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {detail}")]
 pub struct DomainError {
-    pub code: &'static str,
+    pub code: Reason,
     pub detail: String,
 }
 
 impl DomainError {
-    pub(crate) fn new(code: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(code: Reason, detail: impl Into<String>) -> Self {
         Self {
             code,
             detail: detail.into(),
         }
+    }
+}
+
+impl crate::error::Classify for DomainError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::InvalidData
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{DomainError, fold_whitespace};
+use super::{DomainError, Reason, fold_whitespace};
 
 /// A company (or government body) name as registered: trimmed, whitespace
 /// folded, brackets full-width `（）`.
@@ -27,19 +27,19 @@ impl CompanyName {
             .replace("） ", "）");
         if folded.chars().count() < 2 {
             return Err(DomainError::new(
-                "INVALID_NAME",
+                Reason::InvalidName,
                 format!("company name {s:?} is too short"),
             ));
         }
         if folded.chars().count() > 100 {
             return Err(DomainError::new(
-                "INVALID_NAME",
+                Reason::InvalidName,
                 format!("company name {s:?} is longer than 100 characters"),
             ));
         }
         if folded.chars().any(|c| c.is_control()) {
             return Err(DomainError::new(
-                "INVALID_NAME",
+                Reason::InvalidName,
                 format!("company name {s:?} contains control characters"),
             ));
         }
@@ -61,11 +61,11 @@ impl PersonName {
         let folded = fold_whitespace(s).replace(['．', '•'], "·");
         let n = folded.chars().count();
         if n == 0 {
-            return Err(DomainError::new("INVALID_NAME", "name is empty"));
+            return Err(DomainError::new(Reason::InvalidName, "name is empty"));
         }
         if n > 50 {
             return Err(DomainError::new(
-                "INVALID_NAME",
+                Reason::InvalidName,
                 format!("name {s:?} is longer than 50 characters"),
             ));
         }
@@ -74,7 +74,7 @@ impl PersonName {
             .find(|c| !(c.is_alphabetic() || matches!(c, ' ' | '·' | '.' | '-' | '\'')))
         {
             return Err(DomainError::new(
-                "INVALID_NAME",
+                Reason::InvalidName,
                 format!("name {s:?} contains {c:?}"),
             ));
         }
@@ -95,6 +95,18 @@ impl fmt::Display for CompanyName {
 impl fmt::Display for PersonName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Append the toneless pinyin of `s` (characters without a reading as they
+/// are): homophones share it.
+pub fn push_pinyin(s: &str, out: &mut String) {
+    use pinyin::ToPinyin;
+    for c in s.chars() {
+        match c.to_pinyin() {
+            Some(p) => out.push_str(p.plain()),
+            None => out.push(c),
+        }
     }
 }
 

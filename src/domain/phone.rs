@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::DomainError;
+use super::{DomainError, Reason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PhoneKind {
@@ -81,7 +81,7 @@ fn kind_of(national: &str) -> Option<PhoneKind> {
 }
 
 fn invalid(s: &str, why: &str) -> DomainError {
-    DomainError::new("INVALID_PHONE", format!("phone {s:?}: {why}"))
+    DomainError::new(Reason::InvalidPhone, format!("phone {s:?}: {why}"))
 }
 
 impl fmt::Display for Phone {

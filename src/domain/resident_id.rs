@@ -5,7 +5,7 @@ use std::fmt;
 
 use chrono::{Datelike, NaiveDate};
 
-use super::DomainError;
+use super::{DomainError, Reason};
 
 const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
 const CHECK: &[u8; 11] = b"10X98765432";
@@ -123,7 +123,7 @@ pub fn check_char(body: &[u8]) -> u8 {
 
 fn invalid(s: &str, why: impl Into<String>) -> DomainError {
     DomainError::new(
-        "INVALID_RESIDENT_ID",
+        Reason::InvalidResidentId,
         format!("resident id {s:?}: {}", why.into()),
     )
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{DomainError, ResidentId};
+use super::{DomainError, Reason, ResidentId};
 
 /// The 31 characters a USCC may use (no I, O, S, V, Z).
 const ALPHABET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
@@ -78,7 +78,10 @@ pub fn uscc_check_char(body: &str) -> Option<u8> {
 }
 
 fn invalid(s: &str, why: impl Into<String>) -> DomainError {
-    DomainError::new("INVALID_USCC", format!("credit code {s:?}: {}", why.into()))
+    DomainError::new(
+        Reason::InvalidUscc,
+        format!("credit code {s:?}: {}", why.into()),
+    )
 }
 
 impl fmt::Display for Uscc {
@@ -102,7 +105,7 @@ impl TaxId {
             .collect();
         if !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(DomainError::new(
-                "INVALID_TAX_ID",
+                Reason::InvalidTaxId,
                 format!("tax id {s:?}: only letters and digits are allowed"),
             ));
         }
@@ -112,7 +115,7 @@ impl TaxId {
                     Ok(Self(s))
                 } else {
                     Err(DomainError::new(
-                        "INVALID_TAX_ID",
+                        Reason::InvalidTaxId,
                         format!(
                             "tax id {s:?}: neither a valid credit code nor a valid resident id"
                         ),
@@ -121,7 +124,7 @@ impl TaxId {
             }
             15 | 17 | 20 => Ok(Self(s)),
             n => Err(DomainError::new(
-                "INVALID_TAX_ID",
+                Reason::InvalidTaxId,
                 format!("tax id {s:?}: has {n} characters, expected 15, 17, 18 or 20"),
             )),
         }

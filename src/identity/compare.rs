@@ -3,51 +3,10 @@
 
 use pinyin::ToPinyin;
 
-/// A comparison method, named in the rules file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Exact,
-    JaroWinkler,
-    Levenshtein,
-    /// Dates as `YYYY-MM-DD` or `YYYYMMDD`: 1 equal; 0.8 one digit
-    /// different or day and month swapped; 0 otherwise.
-    Date,
-    /// Phone numbers compared on their digits without the +86 prefix:
-    /// 1 equal; 0.8 same last eight digits; 0.6 one digit different.
-    Phone,
-    /// Chinese person names by character, where a homophone (same toneless
-    /// pinyin) counts 0.8 of a match; other scripts by Jaro-Winkler.
-    ChineseName,
-    /// Organisation names by their characters regardless of order
-    /// (Dice coefficient over characters, brackets and spaces ignored),
-    /// so `杭州华信科技有限公司` and `华信科技（杭州）有限公司` agree.
-    OrgName,
-}
+use crate::schema::rules::Method;
 
 impl Method {
-    pub const NAMES: [&'static str; 7] = [
-        "exact",
-        "jaro_winkler",
-        "levenshtein",
-        "date",
-        "phone",
-        "chinese_name",
-        "org_name",
-    ];
-
-    pub(crate) fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "exact" => Self::Exact,
-            "jaro_winkler" => Self::JaroWinkler,
-            "levenshtein" => Self::Levenshtein,
-            "date" => Self::Date,
-            "phone" => Self::Phone,
-            "chinese_name" => Self::ChineseName,
-            "org_name" => Self::OrgName,
-            _ => return None,
-        })
-    }
-
+    /// How alike two values are, from 0 (different) to 1 (the same).
     pub fn similarity(self, a: &str, b: &str) -> f64 {
         if a == b {
             return 1.0;
@@ -118,15 +77,6 @@ fn same_sound(a: char, b: char) -> bool {
 }
 
 /// Append the toneless pinyin of `s` (other characters as they are).
-pub(crate) fn push_pinyin(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c.to_pinyin() {
-            Some(p) => out.push_str(p.plain()),
-            None => out.push(c),
-        }
-    }
-}
-
 fn chinese_name(a: &str, b: &str) -> f64 {
     if !a.chars().any(is_han) || !b.chars().any(is_han) {
         return strsim::jaro_winkler(&a.to_lowercase(), &b.to_lowercase());
@@ -198,6 +148,7 @@ fn org_name(a: &str, b: &str) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::push_pinyin;
 
     #[test]
     fn chinese_names_forgive_homophones() {

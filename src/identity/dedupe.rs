@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::IdentityError;
 use super::engine::{self, Dataset, StrColumn};
-use super::rules::Rules;
+use crate::schema::rules::Rules;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DedupeReport {
@@ -19,8 +19,11 @@ pub struct DedupeReport {
     pub seconds: f64,
 }
 
-fn io(path: &Path, e: impl std::fmt::Display) -> IdentityError {
-    IdentityError::Io(format!("{}: {e}", path.display()))
+fn io(path: &Path, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> IdentityError {
+    IdentityError::File {
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
 }
 
 /// Cluster the rows of `input` and write `id,cluster_id` for every row, in

@@ -9,7 +9,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::rules::{Profile, Rules, Validity};
+use crate::domain::fnv;
+use crate::schema::rules::{Profile, Rules, Validity};
 
 /// Strings of one field for every record, in one buffer.
 #[derive(Debug, Default, Clone)]
@@ -194,18 +195,6 @@ impl UnionFind {
     }
 }
 
-/// FNV-1a over the parts, each followed by a separator byte.
-pub(crate) fn fnv(parts: &[&str]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.bytes().chain(std::iter::once(0x1f)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
-
 /// Where a rule's keys live in a record's match keys: every strong rule and
 /// every block of every profile has a slot, numbered profile by profile
 /// (strong rules first). The slot is the top byte of a match key.
@@ -247,7 +236,7 @@ pub fn slot_of(key: u64) -> usize {
 
 /// A block's key for record `i`, untagged; `None` when a part is missing.
 fn block_hash(
-    b: &super::rules::BlockRule,
+    b: &crate::schema::rules::BlockRule,
     data: &Dataset,
     i: usize,
     key: &mut String,
@@ -335,7 +324,12 @@ pub fn score(p: &Profile, data: &Dataset, a: usize, b: usize) -> (f64, Vec<Optio
     (total, sims)
 }
 
-fn similarity(c: &super::rules::Comparison, data: &Dataset, a: usize, b: usize) -> Option<f64> {
+fn similarity(
+    c: &crate::schema::rules::Comparison,
+    data: &Dataset,
+    a: usize,
+    b: usize,
+) -> Option<f64> {
     let direct = match (data.value(c.field, a), data.value(c.field, b)) {
         (Some(x), Some(y)) => Some(c.method.similarity(x, y)),
         _ => None,

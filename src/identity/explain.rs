@@ -7,7 +7,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::prelude::{SessionContext, col, lit};
 use serde_json::{Value, json};
 
-use super::{IdentityError, lake_err, store};
+use super::IdentityError;
 use crate::lake::Lake;
 use crate::schema::Catalog;
 
@@ -15,14 +15,14 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<String, Value>>, 
     let mut out = Vec::new();
     let mut w = datafusion::arrow::json::ArrayWriter::new(&mut out);
     for b in batches {
-        w.write(b).map_err(lake_err)?;
+        w.write(b)?;
     }
-    w.finish().map_err(lake_err)?;
+    w.finish()?;
     drop(w);
     if out.is_empty() {
         return Ok(Vec::new());
     }
-    let v: Vec<serde_json::Map<String, Value>> = serde_json::from_slice(&out).map_err(lake_err)?;
+    let v: Vec<serde_json::Map<String, Value>> = serde_json::from_slice(&out)?;
     Ok(v)
 }
 
@@ -31,16 +31,11 @@ async fn select(
     table: &str,
     filter: datafusion::prelude::Expr,
 ) -> Result<Vec<serde_json::Map<String, Value>>, IdentityError> {
-    if !ctx.table_exist(table).map_err(lake_err)? {
+    if !ctx.table_exist(table)? {
         return Ok(Vec::new());
     }
-    let df = ctx
-        .table(table)
-        .await
-        .map_err(lake_err)?
-        .filter(filter)
-        .map_err(lake_err)?;
-    rows(&df.collect().await.map_err(lake_err)?)
+    let df = ctx.table(table).await?.filter(filter)?;
+    rows(&df.collect().await?)
 }
 
 fn parse_json_fields(row: &mut serde_json::Map<String, Value>, fields: &[&str]) {
@@ -55,8 +50,8 @@ fn parse_json_fields(row: &mut serde_json::Map<String, Value>, fields: &[&str]) 
 
 /// Everything known about how customer `id` (active or retired) came to be.
 pub async fn lineage(lake: &Lake, catalog: &Catalog, id: &str) -> Result<Value, IdentityError> {
-    let ctx = crate::query::write_context();
-    let have = store::register(
+    let ctx = crate::lake::session::write_context();
+    let have = super::load::register(
         &ctx,
         lake,
         catalog,
@@ -148,7 +143,7 @@ pub async fn lineage(lake: &Lake, catalog: &Catalog, id: &str) -> Result<Value, 
     );
     involved.extend(path.iter().cloned());
     let mut events = Vec::new();
-    if ctx.table_exist("merge_event").map_err(lake_err)? {
+    if ctx.table_exist("merge_event")? {
         let all = select(&ctx, "merge_event", lit(true)).await?;
         for mut e in all {
             let ids = e

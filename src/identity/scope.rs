@@ -22,8 +22,8 @@ use datafusion::prelude::SessionContext;
 
 use super::IdentityError;
 use super::engine::{self, Dataset, Slot};
-use super::rules::Rules;
-use super::store::{collect, micros, utf8};
+use super::load::{collect, micros, utf8};
+use crate::schema::rules::Rules;
 
 /// The `match_keys` text of a record: the rules' fingerprint, then each key.
 pub(crate) fn format_keys(fingerprint: u64, keys: &[u64]) -> String {
@@ -80,7 +80,7 @@ pub(crate) enum Plan {
 
 /// Hash of a record key `system:id` from its parts, without building it.
 fn key_hash(system: &str, id: &str) -> u64 {
-    engine::fnv(&[system, id])
+    crate::domain::fnv(&[system, id])
 }
 
 fn key_hash_of(key: &str) -> u64 {
@@ -272,7 +272,7 @@ fn load_index(
     // The widest column: read in place, whichever string layout it has.
     let column = batch
         .column_by_name("match_keys")
-        .ok_or_else(|| IdentityError::Lake("customer_xref has no match_keys".into()))?;
+        .ok_or_else(|| IdentityError::Damaged("customer_xref has no match_keys".into()))?;
     let cast;
     let text = if let Some(a) = column.as_string_opt::<i32>() {
         Text::Plain(a)
@@ -570,8 +570,7 @@ pub(crate) async fn watermark(ctx: &SessionContext) -> Result<Option<(i64, i64)>
     let n = datafusion::arrow::compute::cast(
         c.column(0),
         &datafusion::arrow::datatypes::DataType::Int64,
-    )
-    .map_err(|e| IdentityError::Lake(e.to_string()))?;
+    )?;
     let n = n
         .as_any()
         .downcast_ref::<datafusion::arrow::array::Int64Array>()

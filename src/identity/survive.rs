@@ -11,14 +11,15 @@ use serde_json::json;
 
 use super::IdentityError;
 use super::ids::Known;
-use super::rules::Rules;
-use super::store::{GOLDEN, Loaded};
-use crate::ingest::transform::{BatchBuilder, Cell};
+use super::load::Loaded;
+use super::resolve::GOLDEN;
 use crate::schema::Catalog;
+use crate::schema::row::{BatchBuilder, Cell};
+use crate::schema::rules::Rules;
 
 fn fnv_hex(parts: &[String]) -> String {
     let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    format!("{:016x}", super::engine::fnv(&refs))
+    format!("{:016x}", crate::domain::fnv(&refs))
 }
 
 /// Golden rows for the clusters whose content changed (or that are new).
@@ -31,24 +32,22 @@ pub(crate) fn golden(
     known: &HashMap<String, (Known, Option<String>)>,
     now: i64,
 ) -> Result<RecordBatch, IdentityError> {
-    let def = catalog
-        .table("customer")
-        .map_err(|e| IdentityError::Lake(e.to_string()))?;
+    let def = catalog.table("customer")?;
     let mut cols = Vec::with_capacity(GOLDEN.len());
     for f in GOLDEN {
         let c = l
             .batch
             .column_by_name(f)
-            .ok_or_else(|| IdentityError::Lake(format!("source_customer has no column {f}")))?;
-        let c = cast(c, &DataType::Utf8).map_err(|e| IdentityError::Lake(e.to_string()))?;
+            .ok_or_else(|| IdentityError::Damaged(format!("source_customer has no column {f}")))?;
+        let c = cast(c, &DataType::Utf8)?;
         cols.push(c.as_string::<i32>().clone());
     }
     let birth = {
         let c = l
             .batch
             .column_by_name("birth_date")
-            .ok_or_else(|| IdentityError::Lake("source_customer has no birth_date".into()))?;
-        let c = cast(c, &DataType::Date32).map_err(|e| IdentityError::Lake(e.to_string()))?;
+            .ok_or_else(|| IdentityError::Damaged("source_customer has no birth_date".into()))?;
+        let c = cast(c, &DataType::Date32)?;
         c.as_primitive::<datafusion::arrow::datatypes::Date32Type>()
             .clone()
     };
@@ -143,7 +142,5 @@ pub(crate) fn golden(
             .collect();
         builder.push(&row, None);
     }
-    builder
-        .finish()
-        .map_err(|e| IdentityError::Lake(e.to_string()))
+    builder.finish().map_err(IdentityError::from)
 }

@@ -9,11 +9,12 @@ use sha2::{Digest, Sha256};
 
 use super::IdentityError;
 use super::engine::{Dataset, Outcome};
-use super::rules::Rules;
-use super::store::{collect, explain_pair, micros, utf8};
-use crate::ingest::transform::{BatchBuilder, Cell};
+use super::load::{collect, micros, utf8};
+use super::resolve::explain_pair;
 use crate::lake::Lake;
 use crate::schema::Catalog;
+use crate::schema::row::{BatchBuilder, Cell};
+use crate::schema::rules::Rules;
 
 /// One member row of `suspect_group`.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,8 +59,7 @@ fn from_batch(b: &RecordBatch) -> Result<Vec<Member>, IdentityError> {
     let score = b
         .column_by_name("score")
         .map(|c| cast(c, &DataType::Float64))
-        .transpose()
-        .map_err(|e| IdentityError::Lake(e.to_string()))?;
+        .transpose()?;
     let score = score.as_ref().map(|a| a.as_primitive::<Float64Type>());
     let o = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
     Ok((0..b.num_rows())
@@ -182,9 +182,7 @@ pub(crate) fn groups(
 }
 
 pub(crate) fn to_batch(catalog: &Catalog, rows: &[Member]) -> Result<RecordBatch, IdentityError> {
-    let def = catalog
-        .table("suspect_group")
-        .map_err(|e| IdentityError::Lake(e.to_string()))?;
+    let def = catalog.table("suspect_group")?;
     let mut b = BatchBuilder::new(def, false);
     let s = |v: &Option<String>| v.clone().map_or(Cell::Null, Cell::Str);
     for m in rows {
@@ -204,7 +202,7 @@ pub(crate) fn to_batch(catalog: &Catalog, rows: &[Member]) -> Result<RecordBatch
             None,
         );
     }
-    b.finish().map_err(|e| IdentityError::Lake(e.to_string()))
+    b.finish().map_err(IdentityError::from)
 }
 
 /// How many open groups the rows hold.
@@ -242,7 +240,7 @@ pub async fn register(
     catalog: &Catalog,
 ) -> Result<bool, IdentityError> {
     Ok(
-        !super::store::register(ctx, lake, catalog, &["suspect_group"])
+        !super::load::register(ctx, lake, catalog, &["suspect_group"])
             .await?
             .is_empty(),
     )

@@ -2,57 +2,20 @@
 //! target table (appended to Arrow builders) or a list of reasons.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeZone};
-use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder, Int64Builder,
-    StringBuilder, TimestampMicrosecondBuilder,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::domain::{
-    Address, CompanyName, DomainError, Email, PersonName, Phone, ResidentId, TaxId, Uscc,
-    fold_whitespace, parse_date, parse_fixed,
+    Address, CompanyName, DomainError, Email, PersonName, Phone, Reason, ResidentId, TaxId, Uscc,
+    beijing, date_from_days, days_since_epoch, fold_whitespace, parse_date, parse_fixed,
 };
+use crate::schema::row::Cell;
 use crate::schema::{Catalog, EntityMapping, FieldDef, FieldType, Normalizer, TableDef, Validator};
-
-/// A typed value of one field.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Cell {
-    Null,
-    Str(String),
-    I64(i64),
-    F64(f64),
-    /// Cents.
-    Money(i128),
-    /// Days since the epoch.
-    Date(i32),
-    /// Microseconds since the epoch, UTC.
-    Ts(i64),
-    Bool(bool),
-}
-
-impl std::hash::Hash for Cell {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        std::mem::discriminant(self).hash(h);
-        match self {
-            Cell::Null => {}
-            Cell::Str(s) => s.hash(h),
-            Cell::I64(v) | Cell::Ts(v) => v.hash(h),
-            Cell::F64(v) => v.to_bits().hash(h),
-            Cell::Money(v) => v.hash(h),
-            Cell::Date(v) => v.hash(h),
-            Cell::Bool(v) => v.hash(h),
-        }
-    }
-}
 
 /// One reason a row was rejected.
 #[derive(Debug, Clone)]
 pub(crate) struct Issue {
-    pub(crate) code: &'static str,
+    pub(crate) code: Reason,
     pub(crate) field: String,
     pub(crate) value: Option<String>,
     pub(crate) detail: String,
@@ -103,11 +66,6 @@ pub(crate) struct Mapper {
     expiry_idx: Option<usize>,
     birth_idx: Option<usize>,
     cells: Vec<Cell>,
-}
-
-/// Beijing time: source timestamps without a zone are local to UTC+8.
-pub(crate) fn beijing() -> chrono::FixedOffset {
-    chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
 }
 
 impl Mapper {
@@ -221,7 +179,7 @@ impl Mapper {
             let already = issues.iter().any(|x| x.field == p.def.name);
             if required && !already {
                 issues.push(Issue {
-                    code: "MISSING_REQUIRED",
+                    code: Reason::MissingRequired,
                     field: p.def.name.clone(),
                     value: None,
                     detail: match &ctype {
@@ -246,7 +204,7 @@ impl Mapper {
             && e < s
         {
             issues.push(Issue {
-                code: "INVALID_DATE_RANGE",
+                code: Reason::InvalidDateRange,
                 field: "expiry_date".into(),
                 value: None,
                 detail: "expiry_date is before effective_date".into(),
@@ -255,10 +213,10 @@ impl Mapper {
         // A birth date may not be in the future.
         if let Some(b) = self.birth_idx
             && let Cell::Date(d) = self.cells[b]
-            && d > days(self.today)
+            && d > days_since_epoch(self.today)
         {
             issues.push(Issue {
-                code: "INVALID_DATE",
+                code: Reason::InvalidDate,
                 field: "birth_date".into(),
                 value: None,
                 detail: "birth_date is in the future".into(),
@@ -282,7 +240,7 @@ impl Mapper {
         if let Some(map) = &p.codes {
             text = map.get(text.trim()).cloned().ok_or_else(|| {
                 DomainError::new(
-                    "UNMAPPED_CODE",
+                    Reason::UnmappedCode,
                     format!(
                         "{:?} has no mapping for {} in source {}",
                         text, p.def.name, self.system
@@ -295,30 +253,30 @@ impl Mapper {
         }
         let cell = match p.def.ty {
             FieldType::String => Cell::Str(self.validate(i, text)?),
-            FieldType::Date => Cell::Date(days(parse_date(&text, &self.date_formats)?)),
+            FieldType::Date => Cell::Date(days_since_epoch(parse_date(&text, &self.date_formats)?)),
             FieldType::Timestamp => Cell::Ts(self.parse_timestamp(&text)?),
             FieldType::Money => {
                 let cents = parse_money(&text)?;
                 if p.def.validator == Validator::NonNegative && cents < 0 {
                     return Err(DomainError::new(
-                        "INVALID_NUMBER",
+                        Reason::InvalidNumber,
                         format!("{text} is negative"),
                     ));
                 }
                 Cell::Money(cents)
             }
             FieldType::Int64 => Cell::I64(text.parse().map_err(|_| {
-                DomainError::new("INVALID_NUMBER", format!("{text:?} is not an integer"))
+                DomainError::new(Reason::InvalidNumber, format!("{text:?} is not an integer"))
             })?),
             FieldType::Float64 => Cell::F64(text.parse().map_err(|_| {
-                DomainError::new("INVALID_NUMBER", format!("{text:?} is not a number"))
+                DomainError::new(Reason::InvalidNumber, format!("{text:?} is not a number"))
             })?),
             FieldType::Bool => Cell::Bool(match text.to_ascii_lowercase().as_str() {
                 "true" | "1" | "y" | "yes" | "是" => true,
                 "false" | "0" | "n" | "no" | "否" => false,
                 _ => {
                     return Err(DomainError::new(
-                        "INVALID_BOOL",
+                        Reason::InvalidBool,
                         format!("{text:?} is not yes/no"),
                     ));
                 }
@@ -359,7 +317,7 @@ impl Mapper {
                     if !(5..=20).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_alphanumeric())
                     {
                         return Err(DomainError::new(
-                            "INVALID_ID_NUMBER",
+                            Reason::InvalidIdNumber,
                             format!("document number {text:?} must be 5–20 letters and digits"),
                         ));
                     }
@@ -370,7 +328,7 @@ impl Mapper {
                 let allowed = p.allowed.as_deref().unwrap_or_default();
                 if !allowed.contains(&text) {
                     return Err(DomainError::new(
-                        "UNMAPPED_CODE",
+                        Reason::UnmappedCode,
                         format!(
                             "{text:?} is not a standard {} code ({})",
                             p.def.name,
@@ -410,7 +368,7 @@ impl Mapper {
             return local_micros(d.and_hms_opt(0, 0, 0).unwrap_or_default());
         }
         Err(DomainError::new(
-            "INVALID_TIMESTAMP",
+            Reason::InvalidTimestamp,
             format!(
                 "{t:?} is not a timestamp in any of the formats {}",
                 self.ts_formats.join(", ")
@@ -426,20 +384,15 @@ fn local_micros(naive: NaiveDateTime) -> Result<i64, DomainError> {
         .map(|dt| dt.timestamp_micros())
         .ok_or_else(|| {
             DomainError::new(
-                "INVALID_TIMESTAMP",
+                Reason::InvalidTimestamp,
                 format!("{naive} is not a valid local time"),
             )
         })
 }
 
-pub(crate) fn days(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
-}
-
 fn partition_value(cell: &Cell, format: &str) -> Cell {
     let date = match cell {
-        Cell::Date(d) => NaiveDate::from_ymd_opt(1970, 1, 1)
-            .and_then(|e| e.checked_add_signed(chrono::Duration::days(i64::from(*d)))),
+        Cell::Date(d) => date_from_days(*d),
         Cell::Ts(us) => chrono::DateTime::from_timestamp_micros(*us)
             .map(|t| t.with_timezone(&beijing()).date_naive()),
         _ => None,
@@ -456,7 +409,7 @@ fn partition_value(cell: &Cell, format: &str) -> Cell {
 /// Parse an amount into cents: digits, optional sign, at most two decimals,
 /// thousands separators and a currency sign tolerated.
 pub(crate) fn parse_money(text: &str) -> Result<i128, DomainError> {
-    let bad = || DomainError::new("INVALID_NUMBER", format!("{text:?} is not an amount"));
+    let bad = || DomainError::new(Reason::InvalidNumber, format!("{text:?} is not an amount"));
     let t: String = text
         .trim()
         .trim_start_matches(['¥', '￥'])
@@ -486,116 +439,6 @@ pub(crate) fn parse_money(text: &str) -> Result<i128, DomainError> {
         cents += 1;
     }
     Ok(if neg { -cents } else { cents })
-}
-
-/// Arrow builders for rows of one schema.
-pub(crate) struct BatchBuilder {
-    schema: SchemaRef,
-    columns: Vec<ColumnBuilder>,
-    rows: usize,
-}
-
-enum ColumnBuilder {
-    Str(StringBuilder),
-    I64(Int64Builder),
-    F64(Float64Builder),
-    Money(Decimal128Builder),
-    Date(Date32Builder),
-    Ts(TimestampMicrosecondBuilder),
-    Bool(BooleanBuilder),
-}
-
-impl BatchBuilder {
-    /// Builders for `table`'s columns, plus a trailing `_line` column when
-    /// `with_line` (used to keep the last of duplicate keys).
-    pub(crate) fn new(table: &TableDef, with_line: bool) -> Self {
-        let base = table.arrow_schema();
-        let mut fields: Vec<Field> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
-        if with_line {
-            fields.push(Field::new("_line", DataType::Int64, false));
-        }
-        let schema = Arc::new(Schema::new(fields));
-        let columns = schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Int64 => ColumnBuilder::I64(Int64Builder::new()),
-                DataType::Float64 => ColumnBuilder::F64(Float64Builder::new()),
-                DataType::Decimal128(p, s) => ColumnBuilder::Money(
-                    Decimal128Builder::new()
-                        .with_precision_and_scale(*p, *s)
-                        .unwrap_or_default(),
-                ),
-                DataType::Date32 => ColumnBuilder::Date(Date32Builder::new()),
-                DataType::Timestamp(_, tz) => ColumnBuilder::Ts(
-                    TimestampMicrosecondBuilder::new().with_timezone_opt(tz.clone()),
-                ),
-                DataType::Boolean => ColumnBuilder::Bool(BooleanBuilder::new()),
-                _ => ColumnBuilder::Str(StringBuilder::new()),
-            })
-            .collect();
-        Self {
-            schema,
-            columns,
-            rows: 0,
-        }
-    }
-
-    pub(crate) fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.rows
-    }
-
-    /// Append one row; `line` fills `_line` when present.
-    pub(crate) fn push(&mut self, cells: &[Cell], line: Option<i64>) {
-        let line_cell = line.map(Cell::I64);
-        for (b, cell) in self
-            .columns
-            .iter_mut()
-            .zip(cells.iter().chain(line_cell.as_ref()))
-        {
-            match (b, cell) {
-                (ColumnBuilder::Str(b), Cell::Str(s)) => b.append_value(s),
-                (ColumnBuilder::Str(b), _) => b.append_null(),
-                (ColumnBuilder::I64(b), Cell::I64(v)) => b.append_value(*v),
-                (ColumnBuilder::I64(b), _) => b.append_null(),
-                (ColumnBuilder::F64(b), Cell::F64(v)) => b.append_value(*v),
-                (ColumnBuilder::F64(b), _) => b.append_null(),
-                (ColumnBuilder::Money(b), Cell::Money(v)) => b.append_value(*v),
-                (ColumnBuilder::Money(b), _) => b.append_null(),
-                (ColumnBuilder::Date(b), Cell::Date(v)) => b.append_value(*v),
-                (ColumnBuilder::Date(b), _) => b.append_null(),
-                (ColumnBuilder::Ts(b), Cell::Ts(v)) => b.append_value(*v),
-                (ColumnBuilder::Ts(b), _) => b.append_null(),
-                (ColumnBuilder::Bool(b), Cell::Bool(v)) => b.append_value(*v),
-                (ColumnBuilder::Bool(b), _) => b.append_null(),
-            }
-        }
-        self.rows += 1;
-    }
-
-    pub(crate) fn finish(&mut self) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
-        let arrays: Vec<ArrayRef> = self
-            .columns
-            .iter_mut()
-            .map(|b| -> ArrayRef {
-                match b {
-                    ColumnBuilder::Str(b) => Arc::new(b.finish()),
-                    ColumnBuilder::I64(b) => Arc::new(b.finish()),
-                    ColumnBuilder::F64(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Money(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Date(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Ts(b) => Arc::new(b.finish()),
-                    ColumnBuilder::Bool(b) => Arc::new(b.finish()),
-                }
-            })
-            .collect();
-        self.rows = 0;
-        RecordBatch::try_new(self.schema.clone(), arrays)
-    }
 }
 
 #[cfg(test)]

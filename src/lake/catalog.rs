@@ -18,8 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use super::{Lake, LakeError, Tier};
 
-fn err(e: impl std::fmt::Display) -> LakeError {
-    LakeError::Catalog(e.to_string())
+fn store_err(what: &Path) -> impl FnOnce(datafusion::object_store::Error) -> LakeError {
+    let what = what.to_string();
+    move |source| LakeError::Catalog { what, source }
+}
+
+fn record_err(path: &Path) -> impl FnOnce(serde_json::Error) -> LakeError {
+    let path = path.to_string();
+    move |source| LakeError::Record { path, source }
 }
 
 fn dir(
@@ -54,7 +60,7 @@ async fn versions(
         .map_ok(|m| m.location)
         .try_collect::<Vec<_>>()
         .await
-        .map_err(err)?
+        .map_err(store_err(dir))?
         .into_iter()
         .filter_map(|p| {
             let version = p.filename()?.strip_suffix(".json")?.parse::<u64>().ok()?;
@@ -76,11 +82,11 @@ pub async fn read<T: DeserializeOwned + Default + Stamped>(
         let bytes = store
             .get(&path)
             .await
-            .map_err(err)?
+            .map_err(store_err(&path))?
             .bytes()
             .await
-            .map_err(err)?;
-        let value: T = serde_json::from_slice(&bytes).map_err(|e| err(format!("{path}: {e}")))?;
+            .map_err(store_err(&path))?;
+        let value: T = serde_json::from_slice(&bytes).map_err(record_err(&path))?;
         if at.is_none_or(|t| value.at() <= t) {
             return Ok(Versioned { version, value });
         }
@@ -108,7 +114,7 @@ pub async fn write<T: Serialize>(
     value: &T,
 ) -> Result<u64, LakeError> {
     try_write(lake, kind, read, value).await?.ok_or_else(|| {
-        LakeError::Catalog(format!(
+        LakeError::Conflict(format!(
             "{kind} was changed by another process since it was read (version {} exists); run the command again",
             read + 1
         ))
@@ -125,7 +131,7 @@ pub async fn try_write<T: Serialize>(
     let (store, dir) = dir(lake, kind);
     let version = read + 1;
     let path = dir.clone().join(format!("{version:020}.json"));
-    let body = serde_json::to_vec_pretty(value).map_err(err)?;
+    let body = serde_json::to_vec_pretty(value).map_err(record_err(&path))?;
     let opts = PutOptions {
         mode: PutMode::Create,
         ..PutOptions::default()
@@ -133,7 +139,7 @@ pub async fn try_write<T: Serialize>(
     match store.put_opts(&path, PutPayload::from(body), opts).await {
         Ok(_) => Ok(Some(version)),
         Err(datafusion::object_store::Error::AlreadyExists { .. }) => Ok(None),
-        Err(e) => Err(err(e)),
+        Err(e) => Err(store_err(&path)(e)),
     }
 }
 
@@ -239,7 +245,7 @@ pub async fn set_watermarks(
     if let (Some(c), Some(wb)) = (&w.cold_before, &w.warm_before)
         && c > wb
     {
-        return Err(LakeError::Catalog(format!(
+        return Err(LakeError::Invalid(format!(
             "{table}: cold_before {c} is after warm_before {wb}"
         )));
     }

@@ -260,7 +260,7 @@ impl Lease {
                     let _ =
                         catalog::try_write(lake, &kind(table), current.version, &withdrawn).await;
                 }
-                return Err(LakeError::Catalog(format!(
+                return Err(LakeError::Busy(format!(
                     "{table} is in use by {}; waited {} s (tiers.lock_wait_seconds); \
                      try again when it is done",
                     current.value.describe(),
@@ -328,7 +328,7 @@ impl Lease {
     /// have taken it): the holder must stop before its next commit.
     pub fn check(&self) -> Result<(), LakeError> {
         if self.lost.load(Ordering::SeqCst) {
-            return Err(LakeError::Catalog(format!(
+            return Err(LakeError::Conflict(format!(
                 "{}: the table lease could not be renewed; stopped before the next \
                  commit (run the command again)",
                 self.table
@@ -378,10 +378,9 @@ pub async fn with_lease<T, E: From<LakeError>>(
     purpose: &str,
     f: impl AsyncFnOnce(&Lease) -> Result<T, E>,
 ) -> Result<T, E> {
-    let wait = Duration::from_secs(lake.config.tiers.lock_wait_seconds);
-    let command: Vec<String> = std::env::args().collect();
-    let purpose = format!("{purpose} (`{}`)", command.join(" "));
-    let lease = Lease::acquire(lake, table, &purpose, wait, &|m| eprintln!("{m}")).await?;
+    let wait = Duration::from_secs(lake.settings().tiers.lock_wait_seconds);
+    let purpose = format!("{purpose} (`{}`)", lake.holder());
+    let lease = Lease::acquire(lake, table, &purpose, wait, &|m| lake.progress().notice(m)).await?;
     let out = f(&lease).await;
     lease.release(lake).await;
     out

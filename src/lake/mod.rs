@@ -4,8 +4,12 @@
 //! (`catalog`, `tiers`; design.md §3).
 
 pub mod catalog;
+mod failpoint;
+mod layout;
 pub mod lease;
+pub mod session;
 pub mod tiers;
+mod warehouse;
 mod write;
 
 use std::sync::Arc;
@@ -19,8 +23,14 @@ use deltalake::kernel::StructField;
 use deltalake::{DeltaTable, DeltaTableError};
 use url::Url;
 
-use crate::config::{Config, parse_compression};
+use crate::config::{Config, Retention, S3, Tiers, parse_compression};
+use crate::error::{Classify, ErrorKind, classify};
+use crate::progress::{Progress, Silent};
 use crate::schema::TableDef;
+
+pub use failpoint::failpoint;
+pub use layout::Layout;
+pub use warehouse::{OpenError, Warehouse};
 
 pub use write::{
     BatchReceiver, UpsertOutcome, append_stream, hot_only, overwrite, upsert, upsert_in,
@@ -29,22 +39,112 @@ pub use write::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
+    /// A tier root or table location that cannot be used as configured.
     #[error("lake location {location:?}: {message}")]
     Location { location: String, message: String },
+    /// A location whose store could not be set up or reached.
+    #[error("lake location {location:?}: {source}")]
+    Store {
+        location: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("table {table}: {source}")]
     Delta {
         table: String,
         #[source]
         source: Box<DeltaTableError>,
     },
-    #[error("writing table {table}: {message}")]
-    Write { table: String, message: String },
+    /// Reading or writing a table through DataFusion.
+    #[error("table {table}: {source}")]
+    Query {
+        table: String,
+        #[source]
+        source: Box<datafusion::error::DataFusionError>,
+    },
     #[error("table {table}: its stored schema does not match schemas/{table}.toml: {message}")]
     SchemaMismatch { table: String, message: String },
-    #[error("catalog: {0}")]
-    Catalog(String),
+    /// The catalog's store.
+    #[error("catalog {what}: {source}")]
+    Catalog {
+        what: String,
+        #[source]
+        source: datafusion::object_store::Error,
+    },
+    /// A catalog record that does not decode.
+    #[error("catalog record {path}: {source}")]
+    Record {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Another process changed the same record first, or took over a
+    /// lease this one could not renew.
+    #[error("{0}")]
+    Conflict(String),
+    /// A table another process holds for longer than the wait allows.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl Classify for LakeError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Location { .. } => ErrorKind::Config,
+            Self::Store { source, .. } => match classify(source.as_ref()) {
+                ErrorKind::Internal => ErrorKind::Config,
+                k => k,
+            },
+            Self::Delta { source, .. } => crate::error::delta_kind(source),
+            // The lake's own statements: a planning error is a fault here,
+            // not the user's SQL.
+            Self::Query { source, .. } => match crate::error::datafusion_kind(source) {
+                ErrorKind::InvalidSql => ErrorKind::Internal,
+                k => k,
+            },
+            Self::SchemaMismatch { .. } | Self::Record { .. } => ErrorKind::StorageDamaged,
+            Self::Catalog { source, .. } => match crate::error::object_store_kind(source) {
+                // A record listed but gone is somebody else's prune.
+                ErrorKind::StorageDamaged => ErrorKind::Conflict,
+                k => k,
+            },
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::Busy(_) => ErrorKind::Busy,
+            Self::Invalid(_) => ErrorKind::InvalidParameter,
+            Self::NotFound(_) => ErrorKind::NotFound,
+        }
+    }
+}
+
+/// A failure reading or writing one table, kept as what it is.
+pub(crate) trait OnTable {
+    fn on_table(self, table: &str) -> LakeError;
+}
+
+impl OnTable for datafusion::error::DataFusionError {
+    fn on_table(self, table: &str) -> LakeError {
+        LakeError::query(table, self)
+    }
+}
+
+impl OnTable for DeltaTableError {
+    fn on_table(self, table: &str) -> LakeError {
+        delta_err(table, self)
+    }
+}
+
+impl LakeError {
+    /// A DataFusion failure reading or writing `table`.
+    pub(crate) fn query(table: &str, source: datafusion::error::DataFusionError) -> Self {
+        Self::Query {
+            table: table.to_string(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// The three storage tiers.
@@ -66,11 +166,12 @@ impl Tier {
         }
     }
 
-    pub fn config(self, config: &Config) -> &crate::config::TierConfig {
+    /// This tier's settings.
+    pub fn settings(self, tiers: &Tiers) -> &crate::config::TierConfig {
         match self {
-            Self::Hot => &config.tiers.hot,
-            Self::Warm => &config.tiers.warm,
-            Self::Cold => &config.tiers.cold,
+            Self::Hot => &tiers.hot,
+            Self::Warm => &tiers.warm,
+            Self::Cold => &tiers.cold,
         }
     }
 }
@@ -85,14 +186,27 @@ impl std::str::FromStr for Tier {
     }
 }
 
+/// What the lake takes from the configuration: where its tiers are, how
+/// they are written, how long data is kept, how S3 is reached.
+#[derive(Debug, Clone)]
+pub struct LakeSettings {
+    pub tiers: Tiers,
+    pub retention: Retention,
+    pub s3: S3,
+}
+
 /// The lake's roots, resolved from the configuration, and the object store
 /// of each tier where custlake builds it itself (`memory://`, `s3://`, or a
 /// store a test wraps to count or fail requests).
 #[derive(Clone)]
 pub struct Lake {
-    pub config: Config,
+    settings: Arc<LakeSettings>,
     roots: [Url; 3],
     stores: [Option<Arc<dyn ObjectStore>>; 3],
+    /// Who this process is, as table leases name their holder.
+    holder: Arc<str>,
+    /// Where notices go (a wait for a table another process holds).
+    progress: Arc<dyn Progress>,
 }
 
 impl std::fmt::Debug for Lake {
@@ -103,6 +217,11 @@ impl std::fmt::Debug for Lake {
 
 impl Lake {
     pub fn new(config: &Config) -> Result<Self, LakeError> {
+        let settings = LakeSettings {
+            tiers: config.tiers.clone(),
+            retention: config.retention.clone(),
+            s3: config.s3.clone(),
+        };
         let lake_root = to_url(&config.lake, true)?;
         let tier_url = |tier: Tier, configured: &str| -> Result<Url, LakeError> {
             if configured.trim().is_empty() {
@@ -136,7 +255,7 @@ impl Lake {
                     };
                     stores[i] = Some(store);
                 }
-                "s3" | "s3a" => stores[i] = Some(s3_store(config, root)?),
+                "s3" | "s3a" => stores[i] = Some(s3_store(&settings.s3, root)?),
                 other => {
                     return Err(LakeError::Location {
                         location: root.to_string(),
@@ -148,10 +267,37 @@ impl Lake {
             }
         }
         Ok(Self {
+            settings: Arc::new(settings),
             roots,
             stores,
-            config: config.clone(),
+            holder: format!("custlake (process {})", std::process::id()).into(),
+            progress: Arc::new(Silent),
         })
+    }
+
+    /// The same lake, naming this process `holder` in the table leases it
+    /// takes (the command line gives its command).
+    pub fn with_holder(mut self, holder: impl Into<String>) -> Self {
+        self.holder = holder.into().into();
+        self
+    }
+
+    /// The same lake, telling `progress` of waits.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    pub fn settings(&self) -> &LakeSettings {
+        &self.settings
+    }
+
+    pub(crate) fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub(crate) fn progress(&self) -> &dyn Progress {
+        self.progress.as_ref()
     }
 
     pub fn root(&self, tier: Tier) -> &Url {
@@ -281,9 +427,9 @@ impl Lake {
         if url.scheme() == "file"
             && let Ok(path) = url.to_file_path()
         {
-            std::fs::create_dir_all(&path).map_err(|e| LakeError::Location {
+            std::fs::create_dir_all(&path).map_err(|e| LakeError::Store {
                 location: path.display().to_string(),
-                message: e.to_string(),
+                source: Box::new(e),
             })?;
         }
         let table = self
@@ -354,7 +500,7 @@ impl Lake {
     /// the writer keeps one open file per partition, and a smaller row group
     /// bounds what each holds in memory.
     pub fn writer_properties_in(&self, def: &TableDef, tier: Tier) -> WriterProperties {
-        let compression = parse_compression(&tier.config(&self.config).compression)
+        let compression = parse_compression(&tier.settings(&self.settings.tiers).compression)
             .unwrap_or(datafusion::parquet::basic::Compression::SNAPPY);
         let rows = if def.partition.is_some() {
             16 * 1024
@@ -417,14 +563,13 @@ impl std::str::FromStr for AsOf {
 /// endpoint, region and credentials from `[s3]` in the config, else from
 /// the AWS environment variables. Delta commits use conditional puts
 /// (`If-None-Match: *`), which the store must support.
-fn s3_store(config: &Config, root: &Url) -> Result<Arc<dyn ObjectStore>, LakeError> {
+fn s3_store(s3: &S3, root: &Url) -> Result<Arc<dyn ObjectStore>, LakeError> {
     use datafusion::object_store::aws::AmazonS3Builder;
     let bucket = root.host_str().ok_or_else(|| LakeError::Location {
         location: root.to_string(),
         message: "an s3:// root names a bucket: s3://bucket/prefix".into(),
     })?;
     let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    let s3 = &config.s3;
     if !s3.endpoint.is_empty() {
         b = b.with_endpoint(&s3.endpoint);
     }
@@ -440,9 +585,9 @@ fn s3_store(config: &Config, root: &Url) -> Result<Arc<dyn ObjectStore>, LakeErr
     if s3.allow_http {
         b = b.with_allow_http(true);
     }
-    let store = b.build().map_err(|e| LakeError::Location {
+    let store = b.build().map_err(|e| LakeError::Store {
         location: root.to_string(),
-        message: e.to_string(),
+        source: Box::new(e),
     })?;
     // Delta needs a log store for the scheme; the default one commits with
     // put-if-absent on the store given to it.
@@ -527,7 +672,10 @@ pub fn to_url(location: &str, dir: bool) -> Result<Url, LakeError> {
         message,
     };
     if location.contains("://") {
-        let mut url = Url::parse(location).map_err(|e| bad(e.to_string()))?;
+        let mut url = Url::parse(location).map_err(|e| LakeError::Store {
+            location: location.to_string(),
+            source: Box::new(e),
+        })?;
         if dir && !url.path().ends_with('/') {
             url.set_path(&format!("{}/", url.path()));
         }
@@ -551,8 +699,8 @@ pub fn to_url(location: &str, dir: bool) -> Result<Url, LakeError> {
 
 fn join(root: &Url, child: &str) -> Result<Url, LakeError> {
     root.join(&format!("{child}/"))
-        .map_err(|e| LakeError::Location {
+        .map_err(|e| LakeError::Store {
             location: format!("{root}{child}"),
-            message: e.to_string(),
+            source: Box::new(e),
         })
 }

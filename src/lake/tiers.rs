@@ -23,19 +23,19 @@ use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
+use datafusion::arrow::array::AsArray;
+use datafusion::prelude::Expr;
 use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
 use serde::Serialize;
 
 use super::catalog::{self, Watermarks};
 use super::{Lake, LakeError, Tier};
+use crate::progress::Task;
 use crate::schema::{Catalog, TableDef};
 
-fn werr(table: &str, e: impl std::fmt::Display) -> LakeError {
-    LakeError::Write {
-        table: table.to_string(),
-        message: e.to_string(),
-    }
+fn werr(table: &str, e: impl super::OnTable) -> LakeError {
+    e.on_table(table)
 }
 
 /// `YYYY-MM` of a month index (`year * 12 + month - 1`).
@@ -55,14 +55,14 @@ fn month_index(d: NaiveDate) -> i64 {
 /// a partition `moves_in_after_months` old or older leaves the tier above.
 pub fn targets(lake: &Lake, table: &str, as_of: NaiveDate) -> (Watermarks, String) {
     let now = month_index(as_of);
-    let t = &lake.config.tiers;
+    let t = &lake.settings().tiers;
     let years = lake
-        .config
+        .settings()
         .retention
         .tables
         .get(table)
         .copied()
-        .unwrap_or(lake.config.retention.years);
+        .unwrap_or(lake.settings().retention.years);
     let w = Watermarks {
         warm_before: Some(month(now - i64::from(t.warm.moves_in_after_months) + 1)),
         cold_before: Some(month(now - i64::from(t.cold.moves_in_after_months) + 1)),
@@ -71,24 +71,9 @@ pub fn targets(lake: &Lake, table: &str, as_of: NaiveDate) -> (Watermarks, Strin
     (w, month(now - i64::from(years) * 12 + 1))
 }
 
-/// A SQL predicate for partitions in `[lo, hi)` (`None`: unbounded).
-pub fn range_sql(column: &str, lo: Option<&str>, hi: Option<&str>) -> String {
-    let c = format!("\"{}\"", column.replace('"', "\"\""));
-    let q = |v: &str| format!("'{}'", v.replace('\'', "''"));
-    match (lo, hi) {
-        (None, None) => "TRUE".into(),
-        (Some(l), None) => format!("{c} >= {}", q(l)),
-        (None, Some(h)) => format!("{c} < {}", q(h)),
-        (Some(l), Some(h)) => format!("{c} >= {} AND {c} < {}", q(l), q(h)),
-    }
-}
-
-/// `[lo, hi)` of the partition column as conjuncts (none for an open end).
-pub fn range_exprs(
-    column: &str,
-    lo: Option<&str>,
-    hi: Option<&str>,
-) -> Vec<datafusion::prelude::Expr> {
+/// `[lo, hi)` of the partition column as conjuncts (none for an open end):
+/// the one way every reader and writer bounds a tier's range.
+pub fn range_exprs(column: &str, lo: Option<&str>, hi: Option<&str>) -> Vec<Expr> {
     use datafusion::prelude::{ident, lit};
     let mut out = Vec::new();
     if let Some(lo) = lo {
@@ -98,6 +83,12 @@ pub fn range_exprs(
         out.push(ident(column).lt(lit(hi)));
     }
     out
+}
+
+/// `[lo, hi)` of the partition column as one predicate (`true` when open).
+pub fn range_expr(column: &str, lo: Option<&str>, hi: Option<&str>) -> Expr {
+    datafusion::logical_expr::utils::conjunction(range_exprs(column, lo, hi))
+        .unwrap_or(datafusion::prelude::lit(true))
 }
 
 fn in_range(p: &str, lo: Option<&str>, hi: Option<&str>) -> bool {
@@ -393,8 +384,21 @@ pub struct Applied {
     pub seconds: f64,
 }
 
-/// Progress of `apply`: a message per step.
-pub type Progress<'a> = &'a (dyn Fn(&str) + Sync);
+/// The steps `apply` reports for these plans.
+pub fn steps(plans: &[TablePlan]) -> u64 {
+    plans
+        .iter()
+        .map(|p| (p.moves.len() * 2 + p.leftovers.len() + 2) as u64)
+        .sum::<u64>()
+        .max(1)
+}
+
+/// One step of `apply` done: the task advances and says what is next.
+fn step(task: &dyn Task, message: &str) {
+    task.inc(1);
+    task.set_message(message);
+    tracing::info!("{message}");
+}
 
 /// Carry out plans made by [`plan`]: every table in turn. `held_records`:
 /// the `(source_system, source_id)` of customers under hold.
@@ -403,7 +407,7 @@ pub async fn apply(
     catalog: &Catalog,
     plans: &[TablePlan],
     held_records: &[(String, String)],
-    progress: Progress<'_>,
+    progress: &dyn Task,
 ) -> Result<Applied, LakeError> {
     let started = std::time::Instant::now();
     let holds = catalog::holds(lake).await?.value.holds;
@@ -436,18 +440,21 @@ async fn apply_table(
     plan: &TablePlan,
     (holds, held_records): (&[catalog::Hold], &[(String, String)]),
     lease: &super::lease::Lease,
-    progress: Progress<'_>,
+    progress: &dyn Task,
     out: &mut Applied,
 ) -> Result<(), LakeError> {
     let name = &def.name;
     let column = &plan.column;
     // Copies an interrupted run left outside their tier's range.
     for m in &plan.leftovers {
-        progress(&format!(
-            "{name}: removing {} leftover rows from {}",
-            m.extent.rows,
-            m.from.name()
-        ));
+        step(
+            progress,
+            &format!(
+                "{name}: removing {} leftover rows from {}",
+                m.extent.rows,
+                m.from.name()
+            ),
+        );
         lease.check()?;
         delete_range(lake, def, column, m, None).await?;
         out.leftovers_removed += 1;
@@ -457,13 +464,16 @@ async fn apply_table(
     let mut purged = Vec::new();
     for m in plan.moves.iter().filter(|m| m.to.is_none()) {
         let spare = held_predicate(def, column, holds, held_records);
-        progress(&format!(
-            "{name}: purging partitions before {} from {}",
-            m.hi.as_deref().unwrap_or("end"),
-            m.from.name()
-        ));
+        step(
+            progress,
+            &format!(
+                "{name}: purging partitions before {} from {}",
+                m.hi.as_deref().unwrap_or("end"),
+                m.from.name()
+            ),
+        );
         lease.check()?;
-        out.rows_purged += delete_range(lake, def, column, m, spare.as_deref()).await?;
+        out.rows_purged += delete_range(lake, def, column, m, spare.as_ref()).await?;
         if m.extent.files > 0 {
             purged.push(m.from);
         }
@@ -474,14 +484,17 @@ async fn apply_table(
         if m.extent.files == 0 {
             continue;
         }
-        progress(&format!(
-            "{name}: copying {} rows {}..{} {} → {}",
-            m.extent.rows,
-            m.lo.as_deref().unwrap_or("start"),
-            m.hi.as_deref().unwrap_or("end"),
-            m.from.name(),
-            to.name()
-        ));
+        step(
+            progress,
+            &format!(
+                "{name}: copying {} rows {}..{} {} → {}",
+                m.extent.rows,
+                m.lo.as_deref().unwrap_or("start"),
+                m.hi.as_deref().unwrap_or("end"),
+                m.from.name(),
+                to.name()
+            ),
+        );
         lease.check()?;
         let written = copy_range(
             lake,
@@ -502,7 +515,7 @@ async fn apply_table(
     if plan.target.warm_before != plan.current.warm_before
         || plan.target.cold_before != plan.current.cold_before
     {
-        progress(&format!("{name}: advancing the watermarks"));
+        step(progress, &format!("{name}: advancing the watermarks"));
         let mut w = plan.target.clone();
         w.at = catalog::now();
         lease.check()?;
@@ -513,10 +526,10 @@ async fn apply_table(
         if m.extent.files == 0 {
             continue;
         }
-        progress(&format!(
-            "{name}: removing the moved rows from {}",
-            m.from.name()
-        ));
+        step(
+            progress,
+            &format!("{name}: removing the moved rows from {}", m.from.name()),
+        );
         lease.check()?;
         delete_range(lake, def, column, m, None).await?;
     }
@@ -530,7 +543,7 @@ async fn apply_table(
         let grace = if purged.contains(&tier) {
             0
         } else {
-            lake.config.retention.vacuum_grace_minutes
+            lake.settings().retention.vacuum_grace_minutes
         };
         let (t, vacuumed) = vacuum(name, t, grace).await?;
         out.files_vacuumed += vacuumed;
@@ -555,8 +568,8 @@ fn held_predicate(
     column: &str,
     holds: &[catalog::Hold],
     held_records: &[(String, String)],
-) -> Option<String> {
-    let q = |v: &str| format!("'{}'", v.replace('\'', "''"));
+) -> Option<Expr> {
+    use datafusion::prelude::{coalesce, ident, lit};
     let mut parts = Vec::new();
     for h in holds {
         if h.table.as_deref().is_some_and(|t| t != def.name) || h.customer.is_some() {
@@ -569,7 +582,7 @@ fn held_predicate(
                 .map(|d| month(month_index(d) + 1))
                 .unwrap_or_else(|_| format!("{t}\u{ffff}"))
         });
-        parts.push(format!("({})", range_sql(column, lo, hi.as_deref())));
+        parts.push(range_expr(column, lo, hi.as_deref()));
     }
     if !held_records.is_empty()
         && def.field("source_system").is_some()
@@ -579,14 +592,70 @@ fn held_predicate(
         // partition-only delete path mis-evaluates `coalesce` over
         // partition columns.)
         for (system, id) in held_records {
-            parts.push(format!(
-                "coalesce(\"source_system\" = {} AND \"source_customer_id\" = {}, false)",
-                q(system),
-                q(id)
-            ));
+            let same = ident("source_system")
+                .eq(lit(system.as_str()))
+                .and(ident("source_customer_id").eq(lit(id.as_str())));
+            parts.push(coalesce(vec![same, lit(false)]));
         }
     }
-    (!parts.is_empty()).then(|| parts.join(" OR "))
+    datafusion::logical_expr::utils::disjunction(parts)
+}
+
+/// The source records of the customers under hold, from `customer_xref`.
+pub async fn held_records(
+    lake: &Lake,
+    catalog: &Catalog,
+    holds: &[catalog::Hold],
+) -> Result<Vec<(String, String)>, LakeError> {
+    use datafusion::prelude::{ident, lit};
+    let ids: Vec<Expr> = holds
+        .iter()
+        .filter_map(|h| h.customer.as_deref())
+        .map(lit)
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let def = catalog
+        .table("customer_xref")
+        .map_err(|e| LakeError::Invalid(e.to_string()))?;
+    let Some(xref) = lake.open(def).await? else {
+        return Err(LakeError::Invalid(
+            "customers are under hold but customer_xref does not exist: run `custlake resolve` first"
+                .into(),
+        ));
+    };
+    let name = &def.name;
+    let ctx = crate::lake::session::write_context();
+    xref.update_datafusion_session(&ctx.state())
+        .map_err(|e| werr(name, e))?;
+    let provider = xref.table_provider().await.map_err(|e| werr(name, e))?;
+    let batches = ctx
+        .read_table(provider)
+        .and_then(|df| {
+            df.filter(ident("customer_id").in_list(ids, false))?
+                .select_columns(&["source_system", "source_id"])
+        })
+        .map_err(|e| werr(name, e))?
+        .collect()
+        .await
+        .map_err(|e| werr(name, e))?;
+    let mut out = Vec::new();
+    for b in batches {
+        let text = |i: usize| {
+            datafusion::arrow::compute::cast(
+                b.column(i),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .map_err(|e| werr(name, datafusion::error::DataFusionError::from(e)))
+        };
+        let (s, i) = (text(0)?, text(1)?);
+        let (s, i) = (s.as_string::<i32>(), i.as_string::<i32>());
+        for r in 0..b.num_rows() {
+            out.push((s.value(r).to_string(), i.value(r).to_string()));
+        }
+    }
+    Ok(out)
 }
 
 /// Copy `[lo, hi)` of a tier into another, replacing that range there, with
@@ -605,28 +674,26 @@ async fn copy_range(
         return Ok(0);
     };
     let dest = lake.open_or_create_in(def, to).await?;
-    let ctx = crate::query::write_context();
+    let ctx = crate::lake::session::write_context();
     source
         .update_datafusion_session(&ctx.state())
         .map_err(|e| werr(name, e))?;
     let provider = source.table_provider().await.map_err(|e| werr(name, e))?;
     ctx.register_table("__move_source", provider)
         .map_err(|e| werr(name, e))?;
-    let columns: Vec<String> = def
+    let columns: Vec<Expr> = def
         .fields
         .iter()
-        .map(|f| format!("\"{}\"", f.name.replace('"', "\"\"")))
+        .map(|f| datafusion::prelude::ident(&f.name))
         .collect();
-    let predicate = range_sql(column, lo, hi);
+    let predicate = range_expr(column, lo, hi);
     let df = ctx
-        .sql(&format!(
-            "SELECT {} FROM __move_source WHERE {predicate}",
-            columns.join(", ")
-        ))
+        .table("__move_source")
         .await
+        .and_then(|df| df.filter(predicate.clone())?.select(columns))
         .map_err(|e| werr(name, e))?;
     let before = dest_bytes(&dest);
-    let size = to.config(&lake.config).target_file_mb.max(1) * 1024 * 1024;
+    let size = to.settings(&lake.settings().tiers).target_file_mb.max(1) * 1024 * 1024;
     let table = dest
         .write(Vec::new())
         .with_input_plan(df.logical_plan().clone())
@@ -654,7 +721,7 @@ async fn delete_range(
     def: &TableDef,
     column: &str,
     m: &Move,
-    spare: Option<&str>,
+    spare: Option<&Expr>,
 ) -> Result<u64, LakeError> {
     let (tier, lo, hi) = (m.from, m.lo.as_deref(), m.hi.as_deref());
     let Some(table) = lake.open_in(def, tier).await? else {
@@ -663,18 +730,11 @@ async fn delete_range(
     if extent(Some(&table), column, lo, hi).files == 0 {
         return Ok(0);
     }
-    let mut predicate = range_sql(column, lo, hi);
+    let mut predicate = range_expr(column, lo, hi);
     if let Some(s) = spare {
-        predicate = format!("({predicate}) AND NOT ({s})");
+        predicate = predicate.and(datafusion::prelude::not(s.clone()));
     }
-    super::write::delete_rows(
-        lake,
-        def,
-        tier,
-        table,
-        super::write::Predicate::Sql(predicate),
-    )
-    .await
+    super::write::delete_rows(lake, def, tier, table, predicate).await
 }
 
 /// Remove files a commit removed longer ago than `grace_minutes`.

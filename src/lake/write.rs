@@ -25,11 +25,8 @@ pub struct UpsertOutcome {
     pub merged: bool,
 }
 
-fn df_err(table: &str, e: impl std::fmt::Display) -> LakeError {
-    LakeError::Write {
-        table: table.to_string(),
-        message: e.to_string(),
-    }
+fn df_err(table: &str, e: impl super::OnTable) -> LakeError {
+    e.on_table(table)
 }
 
 fn quote(ident: &str) -> String {
@@ -98,7 +95,7 @@ pub async fn upsert_leased(
         };
         let part = source
             .clone()
-            .filter(in_range(&column, lo, hi))
+            .filter(super::tiers::range_expr(&column, lo, hi))
             .map_err(|e| df_err(&def.name, e))?;
         let rows = part
             .clone()
@@ -118,12 +115,6 @@ pub async fn upsert_leased(
         version: 0,
         merged: false,
     }))
-}
-
-/// `column` within `[lo, hi)`.
-fn in_range(column: &str, lo: Option<&str>, hi: Option<&str>) -> datafusion::prelude::Expr {
-    datafusion::logical_expr::utils::conjunction(super::tiers::range_exprs(column, lo, hi))
-        .unwrap_or(lit(true))
 }
 
 /// `a OR b OR ...` as a balanced tree (a long chain would be as deep as
@@ -204,7 +195,7 @@ async fn remove_old_versions(
         }
         // The load's keys that now live in another tier.
         let elsewhere = match w.range(tier) {
-            Some((lo, hi)) => datafusion::prelude::not(in_range(column, lo, hi)),
+            Some((lo, hi)) => datafusion::prelude::not(super::tiers::range_expr(column, lo, hi)),
             None => lit(true),
         };
         let keys: Vec<datafusion::prelude::Expr> =
@@ -260,15 +251,9 @@ async fn remove_old_versions(
                     .collect(),
             )
         };
-        removed += delete_rows(lake, def, tier, table, Predicate::Expr(predicate)).await?;
+        removed += delete_rows(lake, def, tier, table, predicate).await?;
     }
     Ok(removed)
-}
-
-/// A delete's predicate: SQL text or an expression.
-pub(super) enum Predicate {
-    Sql(String),
-    Expr(datafusion::prelude::Expr),
 }
 
 /// Delete the rows `predicate` matches from a tier's table, in one commit.
@@ -278,15 +263,12 @@ pub(super) async fn delete_rows(
     def: &TableDef,
     tier: Tier,
     table: DeltaTable,
-    predicate: Predicate,
+    predicate: datafusion::prelude::Expr,
 ) -> Result<u64, LakeError> {
-    let ctx = crate::query::write_context();
-    let delete = table.delete();
-    let delete = match predicate {
-        Predicate::Sql(p) => delete.with_predicate(p),
-        Predicate::Expr(p) => delete.with_predicate(p),
-    };
-    let (_, metrics) = delete
+    let ctx = crate::lake::session::write_context();
+    let (_, metrics) = table
+        .delete()
+        .with_predicate(predicate)
         .with_session_state(Arc::new(ctx.state()))
         .with_writer_properties(lake.writer_properties_in(def, tier))
         .await
@@ -408,7 +390,8 @@ async fn merge(
             Some(p) => p.and(eq),
         });
     }
-    let predicate = predicate.ok_or_else(|| df_err(name, "table has no key"))?;
+    let predicate =
+        predicate.ok_or_else(|| LakeError::Invalid(format!("table {name} declares no key")))?;
     let fields: Vec<String> = def.fields.iter().map(|f| f.name.clone()).collect();
     let update_fields = fields.clone();
     let (table, _metrics) = table

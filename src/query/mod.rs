@@ -9,148 +9,92 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
-
-use datafusion::execution::SessionStateBuilder;
-use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::error::DataFusionError;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::Statement;
-use deltalake::delta_datafusion::planner::DeltaPlanner;
 
 use crate::config::Config;
-use crate::lake::{Lake, LakeError};
+use crate::error::{Classify, ErrorKind};
+use crate::lake::{AsOf, Lake, LakeError, Layout};
 use crate::schema::{Catalog, TableDef};
-use deltalake::DeltaTable;
 
 pub use udf::register_udfs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
+    /// The text is not SQL.
     #[error("SQL: {0}")]
-    Sql(String),
+    Syntax(#[source] Box<DataFusionError>),
+    #[error("expected exactly one statement, got {0}")]
+    Statements(usize),
     #[error(
         "only read-only statements are allowed (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE); got {0}"
     )]
     NotReadOnly(String),
+    /// Opening or reading the lake's tables.
     #[error(transparent)]
-    Lake(Box<LakeError>),
-    #[error("{0}")]
-    Execution(Box<datafusion::error::DataFusionError>),
+    Lake(#[from] LakeError),
+    /// Planning or running the statement.
+    #[error(transparent)]
+    DataFusion(Box<DataFusionError>),
 }
 
-impl From<LakeError> for QueryError {
-    fn from(e: LakeError) -> Self {
-        Self::Lake(Box::new(e))
+impl From<DataFusionError> for QueryError {
+    fn from(e: DataFusionError) -> Self {
+        Self::DataFusion(Box::new(e))
     }
 }
 
-impl From<datafusion::error::DataFusionError> for QueryError {
-    fn from(e: datafusion::error::DataFusionError) -> Self {
-        Self::Execution(Box::new(e))
+impl Classify for QueryError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Syntax(_) | Self::Statements(_) => ErrorKind::InvalidSql,
+            Self::NotReadOnly(_) => ErrorKind::NotReadOnly,
+            Self::Lake(e) => e.kind(),
+            Self::DataFusion(e) => crate::error::datafusion_kind(e),
+        }
     }
 }
 
-fn session_config(target_partitions: usize) -> SessionConfig {
-    let mut sc = SessionConfig::new()
-        .with_information_schema(true)
-        // As deltalake's own sessions: hash-join IN-list pushdown can panic on
-        // dictionary-encoded join keys on this DataFusion line.
-        .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_size", 0)
-        .set_usize(
-            "datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
-            0,
-        );
-    if target_partitions > 0 {
-        sc = sc.with_target_partitions(target_partitions);
-    }
-    sc
-}
-
-/// A context with Delta's query planner (needed for Delta writes and merges).
-fn delta_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
-    let state = SessionStateBuilder::new()
-        .with_default_features()
-        .with_config(config)
-        .with_runtime_env(runtime)
-        .with_query_planner(DeltaPlanner::new())
-        .build();
-    let ctx = SessionContext::new_with_state(state);
-    register_udfs(&ctx);
-    ctx
-}
-
-/// The runtime queries share: memory bounded by the configured pool
-/// (operators spill to disk beyond it) and the cache of Parquet footers.
-pub fn runtime(config: &Config) -> Result<Arc<RuntimeEnv>, QueryError> {
-    Ok(RuntimeEnvBuilder::new()
-        .with_memory_pool(Arc::new(FairSpillPool::new(
-            (config.query.memory_limit_mb as usize).saturating_mul(1024 * 1024),
-        )))
-        .build_arc()?)
-}
-
-/// A context for queries over the lake, on a runtime of its own.
+/// A context for queries over the lake, on a runtime of its own, with
+/// the SQL functions registered.
 pub fn context(config: &Config) -> Result<SessionContext, QueryError> {
     Ok(context_on(config, runtime(config)?))
+}
+
+/// The runtime queries share (see [`crate::lake::session::runtime`]).
+pub fn runtime(config: &Config) -> Result<Arc<RuntimeEnv>, QueryError> {
+    Ok(crate::lake::session::runtime(config.query.memory_limit_mb)?)
 }
 
 /// A context for one query on a shared runtime (the server's: one memory
 /// pool for every running query, Parquet footers read once).
 pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
-    delta_context(session_config(config.query.target_partitions), runtime)
+    let ctx = crate::lake::session::delta_context(
+        crate::lake::session::session_config(config.query.target_partitions),
+        runtime,
+    );
+    register_udfs(&ctx);
+    ctx
 }
 
-/// The context writers use (staging reads, appends, merges).
-pub fn write_context() -> SessionContext {
-    delta_context(session_config(0), Arc::new(RuntimeEnv::default()))
-}
-
-/// Register every table that exists in the lake under its name. Returns the
-/// names registered.
+/// Register every table that exists in the lake under its name, as it
+/// is now or (`as_of`) as it was then (Delta time travel; tiered tables
+/// also take their watermarks as of that time; tables that did not exist
+/// then are left out). Returns the names registered.
 pub async fn register_lake(
     ctx: &SessionContext,
     lake: &Lake,
     catalog: &Catalog,
-) -> Result<Vec<String>, QueryError> {
-    register_lake_cached(ctx, lake, catalog, &TableCache::default()).await
-}
-
-/// Register every table as it was at a version or time (Delta time
-/// travel; tiered tables also take their watermarks as of that time).
-/// Tables that did not exist then are left out.
-pub async fn register_lake_as_of(
-    ctx: &SessionContext,
-    lake: &Lake,
-    catalog: &Catalog,
-    as_of: &crate::lake::AsOf,
+    as_of: Option<&AsOf>,
 ) -> Result<Vec<String>, QueryError> {
     let mut names = Vec::new();
     for def in &catalog.tables {
-        let registered = if has_moved(lake, def, as_of.time()).await? {
-            match tiered_table(lake, def, Some(as_of)).await? {
-                Some(t) => {
-                    ctx.register_table(def.name.as_str(), Arc::new(t))?;
-                    true
-                }
-                None => false,
-            }
-        } else if let Some(t) = lake
-            .open_at(def, crate::lake::Tier::Hot, Some(as_of))
-            .await?
-        {
-            t.update_datafusion_session(&ctx.state())
-                .map_err(|e| QueryError::Sql(e.to_string()))?;
-            let provider = t
-                .table_provider()
-                .await
-                .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?;
-            ctx.register_table(def.name.as_str(), provider)?;
-            true
-        } else {
-            false
-        };
-        if registered {
+        let layout = lake.layout(def, as_of).await?;
+        if let Some(provider) = provider(lake, def, &layout).await? {
+            register_table(ctx, def, &layout, provider)?;
             names.push(def.name.clone());
         }
     }
@@ -158,45 +102,7 @@ pub async fn register_lake_as_of(
     Ok(names)
 }
 
-/// Whether a tiered table's rows have started to move (as of `at`): until
-/// then its hot part is the whole table, registered as a plain Delta table.
-async fn has_moved(
-    lake: &Lake,
-    def: &TableDef,
-    at: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<bool, QueryError> {
-    Ok(def.tiered
-        && def.partition.is_some()
-        && !crate::lake::catalog::watermarks(lake, &def.name, at)
-            .await?
-            .value
-            .all_hot())
-}
-
-/// The provider of a tiered table whose rows have started to move.
-async fn tiered_table(
-    lake: &Lake,
-    def: &TableDef,
-    as_of: Option<&crate::lake::AsOf>,
-) -> Result<Option<tiered::TieredTable>, QueryError> {
-    // Every load creates the hot part first; without it there is nothing.
-    let Some(hot) = lake.open_at(def, crate::lake::Tier::Hot, as_of).await? else {
-        return Ok(None);
-    };
-    let schema = hot
-        .table_provider()
-        .await
-        .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?
-        .schema();
-    Ok(tiered::TieredTable::new(
-        lake.clone(),
-        def.clone(),
-        schema,
-        as_of.cloned(),
-    ))
-}
-
-/// [`register_lake`] through a [`TableCache`].
+/// [`register_lake`] of the current tables through a [`TableCache`].
 pub async fn register_lake_cached(
     ctx: &SessionContext,
     lake: &Lake,
@@ -213,91 +119,84 @@ pub async fn register_lake_cached(
     Ok(names)
 }
 
-/// Delta tables and their providers kept between queries, for a long-lived
+/// The provider of a table's layout (`None`: the table is missing).
+async fn provider(
+    lake: &Lake,
+    def: &TableDef,
+    layout: &Layout,
+) -> Result<Option<Arc<dyn TableProvider>>, QueryError> {
+    let on = |e: DataFusionError| LakeError::query(&def.name, e);
+    Ok(match layout {
+        Layout::Missing => None,
+        Layout::Single(table) => Some(table.table_provider().await.map_err(on)?),
+        Layout::Tiered { hot, as_of } => {
+            let schema = hot.table_provider().await.map_err(on)?.schema();
+            tiered::TieredTable::new(lake.clone(), def.clone(), schema, as_of.clone())
+                .map(|t| Arc::new(t) as Arc<dyn TableProvider>)
+        }
+    })
+}
+
+/// The one way a table enters a context: its provider under its name,
+/// and its store known to the context's runtime.
+fn register_table(
+    ctx: &SessionContext,
+    def: &TableDef,
+    layout: &Layout,
+    provider: Arc<dyn TableProvider>,
+) -> Result<(), QueryError> {
+    if let Layout::Single(table) = layout {
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| LakeError::Delta {
+                table: def.name.clone(),
+                source: Box::new(e),
+            })?;
+    }
+    ctx.register_table(def.name.as_str(), provider)?;
+    Ok(())
+}
+
+/// Tables and their providers kept between queries, for a long-lived
 /// process (the server). A query then checks each table's log for a newer
 /// commit instead of replaying the whole log, and reuses the provider while
 /// the version is unchanged; a newer commit is applied incrementally, so new
 /// data is visible to the next query.
 #[derive(Default)]
 pub struct TableCache {
-    tables: tokio::sync::Mutex<HashMap<String, CachedTable>>,
-    tiered: tokio::sync::Mutex<HashMap<String, Arc<tiered::TieredTable>>>,
-}
-
-struct CachedTable {
-    table: DeltaTable,
-    provider: Arc<dyn TableProvider>,
-}
-
-impl CachedTable {
-    async fn new(table: DeltaTable, name: &str) -> Result<Self, QueryError> {
-        let provider = table
-            .table_provider()
-            .await
-            .map_err(|e| QueryError::Sql(format!("table {name}: {e}")))?;
-        Ok(Self { table, provider })
-    }
+    tables: tokio::sync::Mutex<HashMap<String, (Layout, Option<Arc<dyn TableProvider>>)>>,
 }
 
 impl TableCache {
-    /// Register the current version of a table in `ctx`; `false` if the
-    /// table does not exist.
+    /// Register a table's current version in `ctx`; `false` if the table
+    /// does not exist.
     async fn register(
         &self,
         ctx: &SessionContext,
         lake: &Lake,
         def: &TableDef,
     ) -> Result<bool, QueryError> {
-        if has_moved(lake, def, None).await? {
-            let mut tiered = self.tiered.lock().await;
-            if let Some(t) = tiered.get(&def.name) {
-                ctx.register_table(def.name.as_str(), t.clone())?;
-                return Ok(true);
-            }
-            let Some(t) = tiered_table(lake, def, None).await? else {
-                return Ok(false);
-            };
-            let t = Arc::new(t);
-            tiered.insert(def.name.clone(), t.clone());
-            ctx.register_table(def.name.as_str(), t)?;
-            return Ok(true);
-        }
-        // Untiered, or tiered with every row still hot: one Delta table.
         let mut tables = self.tables.lock().await;
-        if let Some(cached) = tables.get_mut(&def.name) {
-            let loaded = cached.table.version();
-            match cached.table.get_latest_version().await {
-                Ok(latest) if Some(latest) == loaded => {}
-                Ok(latest) if loaded.is_some_and(|v| latest > v) => {
-                    let mut table = cached.table.clone();
-                    table
-                        .update_incremental(None)
-                        .await
-                        .map_err(|e| QueryError::Sql(format!("table {}: {e}", def.name)))?;
-                    *cached = CachedTable::new(table, &def.name).await?;
+        let (layout, provider) = match tables.get_mut(&def.name) {
+            Some(entry) => {
+                if lake.refresh(def, &mut entry.0).await? {
+                    entry.1 = provider(lake, def, &entry.0).await?;
                 }
-                // Gone, or replaced by an older log: open it afresh.
-                _ => {
-                    tables.remove(&def.name);
-                }
+                entry
             }
-        }
-        if !tables.contains_key(&def.name) {
-            let Some(table) = lake.open(def).await? else {
-                return Ok(false);
-            };
-            let cached = CachedTable::new(table, &def.name).await?;
-            tables.insert(def.name.clone(), cached);
-        }
-        let Some(cached) = tables.get(&def.name) else {
-            return Ok(false);
+            None => {
+                let layout = lake.layout(def, None).await?;
+                let p = provider(lake, def, &layout).await?;
+                tables.entry(def.name.clone()).or_insert((layout, p))
+            }
         };
-        cached
-            .table
-            .update_datafusion_session(&ctx.state())
-            .map_err(|e| QueryError::Sql(e.to_string()))?;
-        ctx.register_table(def.name.as_str(), cached.provider.clone())?;
-        Ok(true)
+        match provider {
+            Some(p) => {
+                register_table(ctx, def, layout, p.clone())?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 }
 
@@ -338,12 +237,10 @@ async fn register_golden_views(ctx: &SessionContext, names: &[String]) -> Result
 /// recognised; an `EXPLAIN` is checked for what it explains, since
 /// `EXPLAIN ANALYZE` runs it.
 pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
-    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Sql(e.to_string()))?;
+    let statements =
+        DFParser::parse_sql(sql).map_err(|e| QueryError::Syntax(Box::new(e.into())))?;
     if statements.len() != 1 {
-        return Err(QueryError::Sql(format!(
-            "expected exactly one statement, got {}",
-            statements.len()
-        )));
+        return Err(QueryError::Statements(statements.len()));
     }
     read_only(&statements[0])
 }

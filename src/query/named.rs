@@ -91,6 +91,12 @@ pub struct ParamError {
     pub message: String,
 }
 
+impl crate::error::Classify for ParamError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::InvalidParameter
+    }
+}
+
 impl NamedQuery {
     /// Parse one file.
     pub fn parse(file: &str, text: &str) -> Result<Self, String> {
@@ -219,7 +225,7 @@ fn convert(p: &Param, v: &serde_json::Value) -> Result<ScalarValue, ParamError> 
             } else {
                 chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| bad())?
             };
-            ScalarValue::Date32(Some(crate::ingest::transform::days(d)))
+            ScalarValue::Date32(Some(crate::domain::days_since_epoch(d)))
         }
     })
 }

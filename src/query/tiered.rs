@@ -22,6 +22,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
 
+use crate::error::{ErrorKind, Kinded};
 use crate::lake::catalog::{self, Watermarks};
 use crate::lake::{AsOf, Lake, Tier};
 use crate::schema::TableDef;
@@ -54,8 +55,47 @@ impl std::fmt::Debug for TieredTable {
     }
 }
 
-fn ext(e: impl std::fmt::Display) -> DataFusionError {
-    DataFusionError::External(e.to_string().into())
+/// An error on the way through DataFusion, keeping what it is (so that a
+/// storage failure is not taken for the user's SQL).
+fn ext(e: impl Into<Carried>) -> DataFusionError {
+    match e.into() {
+        Carried::Lake(e) => Kinded::datafusion(e),
+        Carried::Delta(e) => DataFusionError::External(Box::new(e)),
+        Carried::DataFusion(e) => e,
+        Carried::Fault(kind, message) => {
+            DataFusionError::External(Box::new(Kinded::new(kind, message)))
+        }
+    }
+}
+
+enum Carried {
+    Lake(crate::lake::LakeError),
+    Delta(deltalake::DeltaTableError),
+    DataFusion(DataFusionError),
+    Fault(ErrorKind, String),
+}
+
+impl From<crate::lake::LakeError> for Carried {
+    fn from(e: crate::lake::LakeError) -> Self {
+        Self::Lake(e)
+    }
+}
+
+impl From<DataFusionError> for Carried {
+    fn from(e: DataFusionError) -> Self {
+        Self::DataFusion(e)
+    }
+}
+
+impl From<deltalake::DeltaTableError> for Carried {
+    fn from(e: deltalake::DeltaTableError) -> Self {
+        Self::Delta(e)
+    }
+}
+
+/// The tiers disagree with each other: the lake is damaged.
+fn damaged(message: String) -> Carried {
+    Carried::Fault(ErrorKind::StorageDamaged, message)
 }
 
 impl TieredTable {
@@ -339,15 +379,15 @@ impl TableProvider for TieredTable {
                     provider.supports_filters_pushdown(&filters.iter().collect::<Vec<_>>())?;
                 for (f, p) in filters.iter().zip(pushdown) {
                     if self.exact(f) && p != TableProviderFilterPushDown::Exact {
-                        return Err(ext(format!(
+                        return Err(ext(damaged(format!(
                             "{}: the {} tier cannot apply {f} exactly",
                             self.def.name,
                             tier.name()
-                        )));
+                        ))));
                     }
                 }
                 if provider.schema().fields() != self.schema.fields() {
-                    return Err(ext(format!(
+                    return Err(ext(damaged(format!(
                         "{} in the {} tier has columns {:?}, the hot tier {:?}",
                         self.def.name,
                         tier.name(),
@@ -362,7 +402,7 @@ impl TableProvider for TieredTable {
                             .iter()
                             .map(|f| (f.name(), f.data_type()))
                             .collect::<Vec<_>>()
-                    )));
+                    ))));
                 }
                 let (lo, hi) = w.range(tier).unwrap_or((None, None));
                 let mut fs = filters.to_vec();
@@ -385,9 +425,12 @@ impl TableProvider for TieredTable {
                 _ => UnionExec::try_new(plans),
             };
         }
-        Err(ext(format!(
-            "{}: the tier watermarks kept moving while the query was planned; try again",
-            self.def.name
+        Err(ext(Carried::Fault(
+            ErrorKind::Conflict,
+            format!(
+                "{}: the tier watermarks kept moving while the query was planned; try again",
+                self.def.name
+            ),
         )))
     }
 }

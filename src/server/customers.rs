@@ -6,29 +6,20 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::error::{ApiError, codes};
+use super::error::ApiError;
 use super::{SharedState, json_response};
-use crate::identity::{IdentityError, Rules, Steward};
+use crate::error::ErrorKind;
+use crate::identity::{IdentityError, Steward};
 
 /// The principal every request runs under until access control lands.
 pub(crate) const DEV_PRINCIPAL: &str = "dev";
 
 fn identity_error(e: IdentityError) -> ApiError {
-    match e {
-        IdentityError::NotFound(m) => ApiError::not_found(m),
-        IdentityError::Invalid(m) | IdentityError::Rules(m) => {
-            ApiError::bad_request(codes::BAD_PARAMETER, "Decision refused", m)
-        }
-        IdentityError::NothingToResolve => ApiError::bad_request(
-            codes::BAD_PARAMETER,
-            "Decision refused",
-            IdentityError::NothingToResolve.to_string(),
-        ),
-        other => ApiError::internal("identity resolution", other),
-    }
+    ApiError::from_error("identity resolution", &e)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(
@@ -37,17 +28,14 @@ fn parse<T: serde::de::DeserializeOwned>(
     shape: &str,
 ) -> Result<T, ApiError> {
     let body = super::query::body_bytes(state, body)?;
-    serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            codes::MALFORMED_BODY,
-            "Malformed request body",
-            format!("expected {shape}: {e}"),
-        )
-    })
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorKind::MalformedBody, format!("expected {shape}: {e}")))
 }
 
 pub(crate) async fn lineage(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
-    match crate::identity::explain::lineage(&state.lake, &state.catalog, &id).await {
+    match crate::identity::explain::lineage(&state.warehouse.lake, &state.warehouse.catalog, &id)
+        .await
+    {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => identity_error(e).into_response(),
     }
@@ -81,17 +69,10 @@ enum Action {
 }
 
 async fn decide(state: &SharedState, action: Action, reason: &str) -> Response {
-    let rules = match Rules::default_rules() {
-        Ok(r) => r,
-        Err(e) => return ApiError::internal("loading the identity rules", e).into_response(),
-    };
     let _one_at_a_time = state.decisions.lock().await;
     let s = Steward {
-        lake: &state.lake,
-        catalog: &state.catalog,
-        rules: &rules,
+        warehouse: &state.warehouse,
         actor: DEV_PRINCIPAL.to_string(),
-        progress: false,
     };
     let result = match &action {
         Action::Merge(ids) => s.merge(ids, reason).await,
@@ -185,16 +166,21 @@ pub(crate) async fn suspects(
 ) -> Response {
     let status = q.status.unwrap_or_else(|| "open".into());
     if !["open", "confirmed", "rejected"].contains(&status.as_str()) {
-        return ApiError::bad_request(
-            codes::BAD_PARAMETER,
-            "Invalid parameter",
+        return ApiError::new(
+            ErrorKind::InvalidParameter,
             "status must be open, confirmed or rejected",
         )
         .into_response();
     }
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
-    let ctx = crate::query::write_context();
-    let have = match crate::identity::suspects::register(&ctx, &state.lake, &state.catalog).await {
+    let ctx = crate::lake::session::write_context();
+    let have = match crate::identity::suspects::register(
+        &ctx,
+        &state.warehouse.lake,
+        &state.warehouse.catalog,
+    )
+    .await
+    {
         Ok(h) => h,
         Err(e) => return identity_error(e).into_response(),
     };

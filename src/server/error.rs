@@ -1,109 +1,118 @@
 //! One boundary type for clients: every failure becomes an RFC 9457
-//! `application/problem+json` body with a stable numeric `code`. Details
-//! never carry file paths, object-store URLs or internals.
+//! `application/problem+json` body with the stable numeric code of its
+//! [`ErrorKind`]. The one mapping from kinds to HTTP statuses is
+//! [`status_of`]. Details never carry file paths, object-store URLs or
+//! internals: for the lake's and the warehouse's own failures the client
+//! gets the kind's title and the server log gets the whole error.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::error::{Classify, ErrorKind};
+
 /// A client-facing error.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: u32,
-    pub title: &'static str,
+    pub kind: ErrorKind,
     pub detail: String,
-    pub retry_after: Option<u64>,
 }
 
-/// The stable error codes (listed in the README).
-pub mod codes {
-    pub const MALFORMED_BODY: u32 = 1001;
-    pub const BODY_TOO_LARGE: u32 = 1002;
-    pub const UNSUPPORTED_FORMAT: u32 = 1003;
-    pub const SQL_ERROR: u32 = 1101;
-    pub const NOT_READ_ONLY: u32 = 1102;
-    pub const BAD_PARAMETER: u32 = 1104;
-    pub const NOT_FOUND: u32 = 1201;
-    pub const TOO_MANY_QUERIES: u32 = 1301;
-    pub const RESOURCES_EXHAUSTED: u32 = 1302;
-    pub const TIMEOUT: u32 = 1401;
-    pub const LAKE_UNAVAILABLE: u32 = 1402;
-    pub const INTERNAL: u32 = 1501;
+/// The HTTP status of each kind: the one place kinds become statuses.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidParameter
+        | ErrorKind::MalformedBody
+        | ErrorKind::UnsupportedFormat
+        | ErrorKind::InvalidSql
+        | ErrorKind::NotReadOnly => StatusCode::BAD_REQUEST,
+        ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+        ErrorKind::InvalidData => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::ResourcesExhausted | ErrorKind::Busy | ErrorKind::StorageUnavailable => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::StorageDamaged | ErrorKind::Config | ErrorKind::Internal => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    }
 }
 
+/// Seconds a client should wait before trying again, where waiting helps.
+fn retry_after(kind: ErrorKind) -> Option<u64> {
+    match kind {
+        ErrorKind::TooManyRequests | ErrorKind::Conflict => Some(1),
+        ErrorKind::ResourcesExhausted | ErrorKind::Busy | ErrorKind::StorageUnavailable => Some(5),
+        _ => None,
+    }
+}
+
+/// The body: RFC 9457 fields plus the stable code.
 #[derive(Serialize)]
-struct Problem<'a> {
+pub(crate) struct Problem {
+    /// `https://custlake.dev/problems/<code>`.
     #[serde(rename = "type")]
     kind: String,
-    title: &'a str,
+    /// A short, fixed title of the code.
+    title: String,
+    /// The HTTP status.
     status: u16,
+    /// The stable error code (listed in the README).
     code: u32,
-    detail: &'a str,
+    /// What went wrong with this request.
+    detail: String,
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: u32,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    /// An error of `kind` with a detail the client may see.
+    pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
         Self {
-            status,
-            code,
-            title,
+            kind,
             detail: redact(&detail.into()),
-            retry_after: None,
         }
     }
 
-    pub fn bad_request(code: u32, title: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, title, detail)
+    /// Any module's error: its kind decides the status; a request's own
+    /// problem is described to the client, anything else is logged in full
+    /// and described by what was being done.
+    pub fn from_error<E: Classify + std::fmt::Display + ?Sized>(what: &str, e: &E) -> Self {
+        let kind = e.kind();
+        if kind.client_facing() {
+            Self::new(kind, e.to_string())
+        } else {
+            tracing::error!(error = %e, kind = ?kind, "{what}");
+            Self::new(
+                kind,
+                format!(
+                    "{what} failed: {}; the server log has the details",
+                    kind.title().to_lowercase()
+                ),
+            )
+        }
     }
 
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, "Not found", detail)
+        Self::new(ErrorKind::NotFound, detail)
+    }
+
+    pub fn bad_parameter(detail: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidParameter, detail)
     }
 
     pub fn internal(what: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "{what}");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            codes::INTERNAL,
-            "Internal error",
+            ErrorKind::Internal,
             format!("{what} failed; the server log has the details"),
         )
     }
 
-    /// Map a DataFusion error: planning and SQL problems are the caller's
-    /// (400), resource exhaustion is 503, anything else is internal.
-    pub fn from_datafusion(e: &datafusion::error::DataFusionError) -> Self {
-        use datafusion::error::DataFusionError as E;
-        match e.find_root() {
-            E::SQL(..) | E::Plan(..) | E::SchemaError(..) | E::NotImplemented(..) => {
-                Self::bad_request(codes::SQL_ERROR, "Invalid SQL", e.find_root().to_string())
-            }
-            E::ResourcesExhausted(..) => {
-                let mut err = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    codes::RESOURCES_EXHAUSTED,
-                    "Not enough memory for this query now",
-                    "the query needs more memory than is free; retry later or narrow the query",
-                );
-                err.retry_after = Some(5);
-                err
-            }
-            E::Execution(m) if m.contains("Cast error") || m.contains("cast") => {
-                Self::bad_request(codes::SQL_ERROR, "Invalid SQL", m.clone())
-            }
-            E::ArrowError(a, _)
-                if matches!(**a, datafusion::arrow::error::ArrowError::CastError(_)) =>
-            {
-                Self::bad_request(codes::SQL_ERROR, "Invalid SQL", a.to_string())
-            }
-            _ => Self::internal("query execution", e),
-        }
+    pub fn status(&self) -> StatusCode {
+        status_of(self.kind)
     }
 }
 
@@ -124,20 +133,22 @@ fn redact(s: &str) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        metrics::counter!("custlake_errors_total", "code" => self.code.to_string()).increment(1);
+        let code = self.kind.code();
+        let status = self.status();
+        metrics::counter!("custlake_errors_total", "code" => code.to_string()).increment(1);
         let body = Problem {
-            kind: format!("https://custlake.dev/problems/{}", self.code),
-            title: self.title,
-            status: self.status.as_u16(),
-            code: self.code,
-            detail: &self.detail,
+            kind: format!("https://custlake.dev/problems/{code}"),
+            title: self.kind.title().to_string(),
+            status: status.as_u16(),
+            code,
+            detail: self.detail,
         };
-        let mut resp = (self.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+        let mut resp = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let Some(secs) = self.retry_after {
+        if let Some(secs) = retry_after(self.kind) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
@@ -158,5 +169,21 @@ mod tests {
             redact("table 'policy' not found"),
             "table 'policy' not found"
         );
+    }
+
+    #[test]
+    fn storage_kinds_are_server_errors_and_sql_kinds_client_errors() {
+        for k in ErrorKind::ALL {
+            let s = status_of(k);
+            match k {
+                ErrorKind::StorageUnavailable | ErrorKind::StorageDamaged | ErrorKind::Internal => {
+                    assert!(s.is_server_error(), "{k:?}")
+                }
+                ErrorKind::InvalidSql | ErrorKind::NotReadOnly | ErrorKind::InvalidParameter => {
+                    assert_eq!(s, StatusCode::BAD_REQUEST)
+                }
+                _ => {}
+            }
+        }
     }
 }

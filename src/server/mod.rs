@@ -25,12 +25,11 @@ use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::config::Config;
-use crate::lake::Lake;
-use crate::schema::Catalog;
+use crate::error::{Classify, ErrorKind};
+use crate::lake::Warehouse;
 
 pub use encode::{Encoder, Format};
-pub use error::{ApiError, codes};
+pub use error::{ApiError, status_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -40,23 +39,30 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Lake(Box<crate::lake::LakeError>),
-    #[error(transparent)]
-    Schema(Box<crate::schema::SchemaError>),
     #[error("server: {0}")]
     Io(#[from] std::io::Error),
     #[error("named queries: {0}")]
     NamedQueries(String),
-    #[error("query runtime: {0}")]
-    Query(String),
+    #[error(transparent)]
+    Query(#[from] crate::query::QueryError),
 }
 
-/// What every handler shares.
+impl Classify for ServerError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            // The address to listen on is configuration.
+            Self::Bind { .. } => ErrorKind::Config,
+            Self::Io(e) => crate::error::io_kind(e),
+            // The named queries are compiled in: a bad one is a defect.
+            Self::NamedQueries(_) => ErrorKind::Internal,
+            Self::Query(e) => e.kind(),
+        }
+    }
+}
+
+/// What every handler shares: the warehouse and the server's own state.
 pub struct AppState {
-    pub config: Config,
-    pub lake: Lake,
-    pub catalog: Catalog,
+    pub warehouse: Warehouse,
     /// The named queries of `sql/`.
     pub named: Vec<crate::query::named::NamedQuery>,
     /// Caps the queries running at once.
@@ -76,7 +82,7 @@ const REQUEST_ID: &str = "x-request-id";
 
 /// The router with every route and layer; tests call it with `oneshot`.
 pub fn router(state: SharedState) -> Router {
-    let body_limit = state.config.server.body_limit_bytes;
+    let body_limit = state.warehouse.config.server.body_limit_bytes;
     let request_id = axum::http::HeaderName::from_static(REQUEST_ID);
     Router::new()
         .route("/healthz", get(healthz))
@@ -182,18 +188,17 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(axum::extract::State(state): axum::extract::State<SharedState>) -> Response {
-    let def = match state.catalog.table("ingest_batch") {
+    let wh = &state.warehouse;
+    let def = match wh.catalog.table("ingest_batch") {
         Ok(d) => d,
         Err(e) => return ApiError::internal("readiness check", e).into_response(),
     };
-    match state.lake.open(def).await {
+    match wh.lake.open(def).await {
         Ok(_) => json_response(StatusCode::OK, &serde_json::json!({"status": "ready"})),
         Err(e) => {
             tracing::warn!(error = %e, "lake not reachable");
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                codes::LAKE_UNAVAILABLE,
-                "Lake unavailable",
+                ErrorKind::StorageUnavailable,
                 "the lake's storage cannot be reached",
             )
             .into_response()
@@ -218,10 +223,9 @@ pub struct Application {
 }
 
 impl Application {
-    /// Bind to `bind` (`127.0.0.1:0` picks a free port).
-    pub async fn build(config: Config, bind: &str) -> Result<Self, ServerError> {
-        let lake = Lake::new(&config).map_err(|e| ServerError::Lake(Box::new(e)))?;
-        let catalog = Catalog::embedded().map_err(|e| ServerError::Schema(Box::new(e)))?;
+    /// Serve `warehouse` on `bind` (`127.0.0.1:0` picks a free port).
+    pub async fn build(warehouse: Warehouse, bind: &str) -> Result<Self, ServerError> {
+        let config = warehouse.config.clone();
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| ServerError::Bind {
@@ -235,12 +239,9 @@ impl Application {
             named,
             queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries.max(1))),
             decisions: tokio::sync::Mutex::new(()),
-            runtime: crate::query::runtime(&config)
-                .map_err(|e| ServerError::Query(e.to_string()))?,
+            runtime: crate::query::runtime(&config)?,
             tables: crate::query::TableCache::default(),
-            config,
-            lake,
-            catalog,
+            warehouse,
         });
         Ok(Self {
             listener,

@@ -10,9 +10,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::error::{ApiError, codes};
+use super::error::ApiError;
 use super::query::{body_bytes, limits, negotiate, run_sql};
 use super::{SharedState, json_response};
+use crate::error::ErrorKind;
 use crate::query::named::NamedQuery;
 
 pub(crate) async fn list(State(state): State<SharedState>) -> Response {
@@ -56,9 +57,9 @@ async fn run(
     let q = find(&state, name)?;
     let format = negotiate(format, headers)?;
     let (limit, timeout_ms) = limits(&state, limit, timeout_ms)?;
-    let bound = q.bind(&params).map_err(|e| {
-        ApiError::bad_request(codes::BAD_PARAMETER, "Invalid parameter", e.to_string())
-    })?;
+    let bound = q
+        .bind(&params)
+        .map_err(|e| ApiError::new(ErrorKind::InvalidParameter, e.to_string()))?;
     let start = std::time::Instant::now();
     let result = run_sql(&state, format, &q.sql, bound, limit, timeout_ms).await;
     // Time to the first result bytes (the rest streams).
@@ -78,9 +79,8 @@ pub(crate) async fn get(
     let number = |key: &str, v: Option<String>| -> Result<Option<u64>, ApiError> {
         v.map(|v| {
             v.parse::<u64>().map_err(|_| {
-                ApiError::bad_request(
-                    codes::BAD_PARAMETER,
-                    "Invalid parameter",
+                ApiError::new(
+                    ErrorKind::InvalidParameter,
                     format!("{key} must be a whole number, got {v:?}"),
                 )
             })
@@ -143,9 +143,8 @@ pub(crate) async fn post(
             RunRequest::default()
         } else {
             serde_json::from_slice(&body).map_err(|e| {
-                ApiError::bad_request(
-                    codes::MALFORMED_BODY,
-                    "Malformed request body",
+                ApiError::new(
+                    ErrorKind::MalformedBody,
                     format!(
                         "expected {{\"params\": {{...}}, \"limit\": N, \"timeout_ms\": N}}: {e}"
                     ),

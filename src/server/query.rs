@@ -15,7 +15,8 @@ use tokio::time::Instant;
 
 use super::SharedState;
 use super::encode::{Encoder, Format};
-use super::error::{ApiError, codes};
+use super::error::ApiError;
+use crate::error::ErrorKind;
 use crate::query::{QueryError, check_read_only, context_on, register_lake_cached};
 
 #[derive(Debug, Deserialize)]
@@ -38,9 +39,8 @@ pub(crate) struct FormatParam {
 pub(crate) fn negotiate(param: Option<&str>, headers: &HeaderMap) -> Result<Format, ApiError> {
     if let Some(f) = param {
         return Format::parse(f).ok_or_else(|| {
-            ApiError::bad_request(
-                codes::UNSUPPORTED_FORMAT,
-                "Unsupported format",
+            ApiError::new(
+                ErrorKind::UnsupportedFormat,
                 format!("format {f:?} is not one of json, ndjson, csv, arrow, parquet"),
             )
         });
@@ -49,11 +49,7 @@ pub(crate) fn negotiate(param: Option<&str>, headers: &HeaderMap) -> Result<Form
         None => Ok(Format::Json),
         Some(a) if a.trim().is_empty() => Ok(Format::Json),
         Some(a) => Format::from_accept(a).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_ACCEPTABLE,
-                codes::UNSUPPORTED_FORMAT,
-                "Unsupported format",
-                format!(
+            ApiError::new(ErrorKind::NotAcceptable, format!(
                     "Accept {a:?} names no format this server writes: application/json, application/x-ndjson, text/csv, application/vnd.apache.arrow.stream, application/vnd.apache.parquet"
                 ),
             )
@@ -71,9 +67,8 @@ fn scalar(name: &str, v: &serde_json::Value) -> Result<ScalarValue, ApiError> {
             None => ScalarValue::Float64(n.as_f64()),
         },
         _ => {
-            return Err(ApiError::bad_request(
-                codes::BAD_PARAMETER,
-                "Invalid parameter",
+            return Err(ApiError::new(
+                ErrorKind::InvalidParameter,
                 format!("parameter {name:?} must be a string, number, boolean or null"),
             ));
         }
@@ -81,18 +76,11 @@ fn scalar(name: &str, v: &serde_json::Value) -> Result<ScalarValue, ApiError> {
 }
 
 fn query_error(e: QueryError) -> ApiError {
-    match e {
-        QueryError::NotReadOnly(what) => ApiError::bad_request(
-            codes::NOT_READ_ONLY,
-            "Statement not allowed",
-            format!(
-                "only read-only statements are allowed (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE); got {what}"
-            ),
-        ),
-        QueryError::Sql(m) => ApiError::bad_request(codes::SQL_ERROR, "Invalid SQL", m),
-        QueryError::Execution(e) => ApiError::from_datafusion(&e),
-        QueryError::Lake(e) => ApiError::internal("opening the lake", e),
-    }
+    ApiError::from_error("the query", &e)
+}
+
+fn df_error(e: datafusion::error::DataFusionError) -> ApiError {
+    query_error(QueryError::from(e))
 }
 
 pub(crate) async fn run(
@@ -116,10 +104,7 @@ async fn execute(
     let format = negotiate(format, headers)?;
     let body = body_bytes(&state, body)?;
     let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            codes::MALFORMED_BODY,
-            "Malformed request body",
-            format!("expected {{\"sql\": ..., \"params\": {{...}}, \"limit\": N, \"timeout_ms\": N}}: {e}"),
+        ApiError::new(ErrorKind::MalformedBody, format!("expected {{\"sql\": ..., \"params\": {{...}}, \"limit\": N, \"timeout_ms\": N}}: {e}"),
         )
     })?;
     let (limit, timeout_ms) = limits(&state, req.limit, req.timeout_ms)?;
@@ -139,20 +124,14 @@ pub(crate) fn body_bytes(
     body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                codes::BODY_TOO_LARGE,
-                "Request body too large",
+                ErrorKind::BodyTooLarge,
                 format!(
                     "the body may have at most {} bytes",
-                    state.config.server.body_limit_bytes
+                    state.warehouse.config.server.body_limit_bytes
                 ),
             )
         } else {
-            ApiError::bad_request(
-                codes::MALFORMED_BODY,
-                "Malformed request body",
-                r.body_text(),
-            )
+            ApiError::new(ErrorKind::MalformedBody, r.body_text())
         }
     })
 }
@@ -163,20 +142,18 @@ pub(crate) fn limits(
     limit: Option<usize>,
     timeout_ms: Option<u64>,
 ) -> Result<(usize, u64), ApiError> {
-    let cfg = &state.config.server;
+    let cfg = &state.warehouse.config.server;
     let limit = limit.unwrap_or(cfg.default_row_limit);
     if limit > cfg.max_row_limit {
-        return Err(ApiError::bad_request(
-            codes::BAD_PARAMETER,
-            "Invalid parameter",
+        return Err(ApiError::new(
+            ErrorKind::InvalidParameter,
             format!("limit {limit} exceeds the maximum {}", cfg.max_row_limit),
         ));
     }
     let timeout_ms = timeout_ms.unwrap_or(cfg.query_timeout_ms);
     if timeout_ms < cfg.min_query_timeout_ms.max(1) || timeout_ms > cfg.max_query_timeout_ms {
-        return Err(ApiError::bad_request(
-            codes::BAD_PARAMETER,
-            "Invalid parameter",
+        return Err(ApiError::new(
+            ErrorKind::InvalidParameter,
             format!(
                 "timeout_ms must be between {} and {}",
                 cfg.min_query_timeout_ms.max(1),
@@ -196,53 +173,45 @@ pub(crate) async fn run_sql(
     limit: usize,
     timeout_ms: u64,
 ) -> Result<Response, ApiError> {
-    let cfg = &state.config.server;
+    let cfg = &state.warehouse.config.server;
     check_read_only(sql).map_err(query_error)?;
     let permit = state.queries.clone().try_acquire_owned().map_err(|_| {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            codes::TOO_MANY_QUERIES,
-            "Too many queries",
+        ApiError::new(
+            ErrorKind::TooManyRequests,
             format!(
                 "{} queries are running; retry shortly",
                 cfg.max_concurrent_queries
             ),
-        );
-        e.retry_after = Some(1);
-        e
+        )
     })?;
     let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
     let timed_out = || {
         ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            codes::TIMEOUT,
-            "Query timed out",
+            ErrorKind::Timeout,
             format!("the query did not finish within {timeout_ms} ms"),
         )
     };
 
     let start = async {
-        let ctx = context_on(&state.config, state.runtime.clone());
-        register_lake_cached(&ctx, &state.lake, &state.catalog, &state.tables)
-            .await
-            .map_err(query_error)?;
-        let mut df = ctx
-            .sql(sql)
-            .await
-            .map_err(|e| ApiError::from_datafusion(&e))?;
-        let wanted = df
-            .logical_plan()
-            .get_parameter_names()
-            .map_err(|e| ApiError::from_datafusion(&e))?;
+        let ctx = context_on(&state.warehouse.config, state.runtime.clone());
+        register_lake_cached(
+            &ctx,
+            &state.warehouse.lake,
+            &state.warehouse.catalog,
+            &state.tables,
+        )
+        .await
+        .map_err(query_error)?;
+        let mut df = ctx.sql(sql).await.map_err(df_error)?;
+        let wanted = df.logical_plan().get_parameter_names().map_err(df_error)?;
         let mut missing: Vec<&String> = wanted
             .iter()
             .filter(|w| !params.iter().any(|(k, _)| k == w.trim_start_matches('$')))
             .collect();
         missing.sort();
         if let Some(first) = missing.first() {
-            return Err(ApiError::bad_request(
-                codes::BAD_PARAMETER,
-                "Missing parameter",
+            return Err(ApiError::new(
+                ErrorKind::InvalidParameter,
                 format!(
                     "the query uses {first} but \"params\" has no {:?}",
                     first.trim_start_matches('$')
@@ -251,23 +220,14 @@ pub(crate) async fn run_sql(
         }
         if !params.is_empty() {
             df = df.with_param_values(params).map_err(|e| {
-                ApiError::bad_request(
-                    codes::BAD_PARAMETER,
-                    "Invalid parameter",
-                    e.find_root().to_string(),
-                )
+                ApiError::new(ErrorKind::InvalidParameter, e.find_root().to_string())
             })?;
         }
-        let df = df
-            .limit(0, Some(limit))
-            .map_err(|e| ApiError::from_datafusion(&e))?;
-        let mut stream = df
-            .execute_stream()
-            .await
-            .map_err(|e| ApiError::from_datafusion(&e))?;
+        let df = df.limit(0, Some(limit)).map_err(df_error)?;
+        let mut stream = df.execute_stream().await.map_err(df_error)?;
         let first = match stream.next().await {
             Some(Ok(b)) => Some(b),
-            Some(Err(e)) => return Err(ApiError::from_datafusion(&e)),
+            Some(Err(e)) => return Err(df_error(e)),
             None => None,
         };
         Ok::<_, ApiError>((stream, first))

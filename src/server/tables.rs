@@ -10,6 +10,7 @@ use crate::schema::TableDef;
 
 async fn table_facts(state: &SharedState, def: &TableDef) -> Result<serde_json::Value, ApiError> {
     let table = state
+        .warehouse
         .lake
         .open(def)
         .await
@@ -21,7 +22,7 @@ async fn table_facts(state: &SharedState, def: &TableDef) -> Result<serde_json::
                 .snapshot()
                 .map_err(|e| ApiError::internal("reading a table", e))?;
             let files = snapshot.log_data().num_files();
-            let ctx = crate::query::write_context();
+            let ctx = crate::lake::session::write_context();
             let provider = t
                 .table_provider()
                 .await
@@ -63,7 +64,7 @@ async fn table_facts(state: &SharedState, def: &TableDef) -> Result<serde_json::
 
 pub(crate) async fn list(State(state): State<SharedState>) -> Response {
     let mut out = Vec::new();
-    for def in &state.catalog.tables {
+    for def in &state.warehouse.catalog.tables {
         match table_facts(&state, def).await {
             Ok(v) => out.push(v),
             Err(e) => return e.into_response(),
@@ -73,7 +74,7 @@ pub(crate) async fn list(State(state): State<SharedState>) -> Response {
 }
 
 pub(crate) async fn show(State(state): State<SharedState>, Path(name): Path<String>) -> Response {
-    let Ok(def) = state.catalog.table(&name) else {
+    let Ok(def) = state.warehouse.catalog.table(&name) else {
         return ApiError::not_found(format!(
             "no table named {name:?}; GET /v1/tables lists them"
         ))

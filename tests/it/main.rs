@@ -7,6 +7,7 @@ mod config;
 mod generate;
 mod identity;
 mod ingest;
+mod layout;
 mod server;
 mod sql;
 mod tiers;

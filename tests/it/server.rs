@@ -145,7 +145,10 @@ fn server_with(
         .build()
         .unwrap();
     let app = rt
-        .block_on(custlake::server::Application::build(config, "127.0.0.1:0"))
+        .block_on(custlake::server::Application::build(
+            custlake::lake::Warehouse::quiet(config).unwrap(),
+            "127.0.0.1:0",
+        ))
         .unwrap();
     let addr = app.local_addr();
     rt.spawn(app.run_until_stopped());

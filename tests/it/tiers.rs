@@ -257,8 +257,8 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// A query context over every table of the lake.
 async fn lake_context(lake: &Lake) -> datafusion::prelude::SessionContext {
-    let ctx = custlake::query::context(&lake.config).unwrap();
-    custlake::query::register_lake(&ctx, lake, &Catalog::embedded().unwrap())
+    let ctx = custlake::query::context(&custlake::config::Config::embedded()).unwrap();
+    custlake::query::register_lake(&ctx, lake, &Catalog::embedded().unwrap(), None)
         .await
         .unwrap();
     ctx
@@ -275,7 +275,7 @@ impl Reload {
         let ctx = lake_context(lake).await;
         let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
         let rows = batches.iter().map(|b| b.num_rows()).sum();
-        let ctx = custlake::query::write_context();
+        let ctx = custlake::lake::session::write_context();
         ctx.register_batch(
             "input",
             datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap(),
@@ -703,7 +703,7 @@ fn failed_writes(s3: Option<&S3Server>) {
         let (lake, counters) = probed_lake(&d, Some(n));
         let result = rt.block_on(async {
             let plans = tiers::plan(&lake, &catalog, as_of).await?;
-            tiers::apply(&lake, &catalog, &plans, &[], &|_| {}).await
+            tiers::apply(&lake, &catalog, &plans, &[], &custlake::progress::Silent).await
         });
         // Mid-way, and after the rerun, the rows are the same.
         assert_eq!(query(&d, KEYS_ONCE), ["0"], "after failing write {n}");
@@ -775,7 +775,7 @@ fn monthly_moves(
                 let day =
                     chrono::NaiveDate::from_ymd_opt(2023, 7, 1).unwrap() + chrono::Months::new(m);
                 let plans = tiers::plan(&lake, &catalog, day).await.unwrap();
-                tiers::apply(&lake, &catalog, &plans, &[], &|_| {})
+                tiers::apply(&lake, &catalog, &plans, &[], &custlake::progress::Silent)
                     .await
                     .unwrap();
             }

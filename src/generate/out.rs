@@ -6,16 +6,13 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 
 use super::GenerateError;
+use crate::schema::row::{BatchBuilder, Cell};
 
 fn io(path: &Path, e: std::io::Error) -> GenerateError {
     GenerateError::Io(path.to_path_buf(), e)
@@ -146,27 +143,10 @@ impl JsonlOut {
     }
 }
 
-/// A typed value for a Parquet column.
-pub(crate) enum PVal<'a> {
-    Str(Option<&'a str>),
-    Date(Option<i32>),
-    Money(Option<i128>),
-    Ts(Option<i64>),
-}
-
-enum PCol {
-    Str(StringBuilder),
-    Date(Date32Builder),
-    Money(Decimal128Builder),
-    Ts(TimestampMicrosecondBuilder),
-}
-
 pub(crate) struct ParquetOut {
     pub(crate) path: PathBuf,
-    schema: SchemaRef,
-    cols: Vec<PCol>,
+    builder: BatchBuilder,
     w: ArrowWriter<File>,
-    buffered: usize,
     pub(crate) rows: u64,
 }
 
@@ -199,89 +179,42 @@ impl ParquetOut {
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
             .build();
         let w = ArrowWriter::try_new(file, schema.clone(), Some(props))
-            .map_err(|e| GenerateError::Parquet(path.clone(), e.to_string()))?;
-        let mut out = Self {
+            .map_err(|e| GenerateError::Parquet(path.clone(), e))?;
+        Ok(Self {
             path,
-            schema,
-            cols: Vec::new(),
+            builder: BatchBuilder::for_schema(schema),
             w,
-            buffered: 0,
             rows: 0,
-        };
-        out.cols = out.new_cols();
-        Ok(out)
+        })
     }
 
-    fn new_cols(&self) -> Vec<PCol> {
-        self.schema
-            .fields()
-            .iter()
-            .map(|f| match f.data_type() {
-                DataType::Date32 => PCol::Date(Date32Builder::new()),
-                DataType::Decimal128(_, _) => PCol::Money(
-                    Decimal128Builder::new()
-                        .with_precision_and_scale(18, 2)
-                        .unwrap_or_default(),
-                ),
-                DataType::Timestamp(_, _) => PCol::Ts(TimestampMicrosecondBuilder::new()),
-                _ => PCol::Str(StringBuilder::new()),
-            })
-            .collect()
-    }
-
-    pub(crate) fn row(&mut self, values: &[PVal<'_>]) -> Result<(), GenerateError> {
-        for (c, v) in self.cols.iter_mut().zip(values) {
-            match (c, v) {
-                (PCol::Str(b), PVal::Str(s)) => b.append_option(*s),
-                (PCol::Date(b), PVal::Date(d)) => b.append_option(*d),
-                (PCol::Money(b), PVal::Money(m)) => b.append_option(*m),
-                (PCol::Ts(b), PVal::Ts(t)) => b.append_option(*t),
-                _ => {
-                    return Err(GenerateError::Parquet(
-                        self.path.clone(),
-                        "value of the wrong kind".into(),
-                    ));
-                }
-            }
-        }
+    pub(crate) fn row(&mut self, values: &[Cell]) -> Result<(), GenerateError> {
+        self.builder.push(values, None);
         self.rows += 1;
-        self.buffered += 1;
-        if self.buffered >= 65536 {
+        if self.builder.len() >= 65536 {
             self.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), GenerateError> {
-        if self.buffered == 0 {
+        if self.builder.len() == 0 {
             return Ok(());
         }
-        let arrays: Vec<ArrayRef> = self
-            .cols
-            .iter_mut()
-            .map(|c| -> ArrayRef {
-                match c {
-                    PCol::Str(b) => Arc::new(b.finish()),
-                    PCol::Date(b) => Arc::new(b.finish()),
-                    PCol::Money(b) => Arc::new(b.finish()),
-                    PCol::Ts(b) => Arc::new(b.finish()),
-                }
-            })
-            .collect();
-        let batch = RecordBatch::try_new(self.schema.clone(), arrays)
-            .map_err(|e| GenerateError::Parquet(self.path.clone(), e.to_string()))?;
+        let batch = self
+            .builder
+            .finish()
+            .map_err(|e| GenerateError::Arrow(self.path.clone(), e))?;
         self.w
             .write(&batch)
-            .map_err(|e| GenerateError::Parquet(self.path.clone(), e.to_string()))?;
-        self.buffered = 0;
-        Ok(())
+            .map_err(|e| GenerateError::Parquet(self.path.clone(), e))
     }
 
     pub(crate) fn finish(mut self) -> Result<(PathBuf, u64), GenerateError> {
         self.flush()?;
         self.w
             .close()
-            .map_err(|e| GenerateError::Parquet(self.path.clone(), e.to_string()))?;
+            .map_err(|e| GenerateError::Parquet(self.path.clone(), e))?;
         Ok((self.path, self.rows))
     }
 }

@@ -11,8 +11,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
-use super::compare::Method;
-
 /// The rules shipped with custlake for source customers.
 pub const DEFAULT_RULES: &str = include_str!("../../schemas/identity.toml");
 
@@ -22,6 +20,12 @@ pub enum RulesError {
     Parse { file: String, message: String },
     #[error("rules file {file}: {message}")]
     Invalid { file: String, message: String },
+}
+
+impl crate::error::Classify for RulesError {
+    fn kind(&self) -> crate::error::ErrorKind {
+        crate::error::ErrorKind::InvalidData
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,9 +233,55 @@ impl KeyFn {
                 let count = v.chars().count();
                 out.extend(v.chars().skip(count.saturating_sub(n)));
             }
-            Self::Pinyin => super::compare::push_pinyin(v, out),
+            Self::Pinyin => crate::domain::push_pinyin(v, out),
             Self::Year => out.extend(v.chars().take(4)),
         }
+    }
+}
+
+/// A comparison method, named in the rules file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Exact,
+    JaroWinkler,
+    Levenshtein,
+    /// Dates as `YYYY-MM-DD` or `YYYYMMDD`: 1 equal; 0.8 one digit
+    /// different or day and month swapped; 0 otherwise.
+    Date,
+    /// Phone numbers compared on their digits without the +86 prefix:
+    /// 1 equal; 0.8 same last eight digits; 0.6 one digit different.
+    Phone,
+    /// Chinese person names by character, where a homophone (same toneless
+    /// pinyin) counts 0.8 of a match; other scripts by Jaro-Winkler.
+    ChineseName,
+    /// Organisation names by their characters regardless of order
+    /// (Dice coefficient over characters, brackets and spaces ignored),
+    /// so `杭州华信科技有限公司` and `华信科技（杭州）有限公司` agree.
+    OrgName,
+}
+
+impl Method {
+    pub const NAMES: [&'static str; 7] = [
+        "exact",
+        "jaro_winkler",
+        "levenshtein",
+        "date",
+        "phone",
+        "chinese_name",
+        "org_name",
+    ];
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "exact" => Self::Exact,
+            "jaro_winkler" => Self::JaroWinkler,
+            "levenshtein" => Self::Levenshtein,
+            "date" => Self::Date,
+            "phone" => Self::Phone,
+            "chinese_name" => Self::ChineseName,
+            "org_name" => Self::OrgName,
+            _ => return None,
+        })
     }
 }
 
@@ -326,7 +376,7 @@ impl Rules {
             "{:?}|{:?}|{:?}|{:?}|{:?}",
             self.fields, self.normalize, self.profiles, self.survivorship.priority, fields
         );
-        super::engine::fnv(&[text.as_str()])
+        crate::domain::fnv(&[text.as_str()])
     }
 
     pub fn default_rules() -> Result<Self, RulesError> {

@@ -1,0 +1,848 @@
+//! Resolution against the lake: read `source_customer`, the previous links
+//! and the decision ledger; run the engine; write only what changed to
+//! `merge_event`, `customer_xref`, `customer` and `suspect_group`.
+//!
+//! Writes go in that order, each one atomic: the ledger first (a decision is
+//! recorded before it takes effect), then the links (which carry the ids),
+//! then the golden records. A run killed between two writes is completed by
+//! the next run, which recomputes the same result from the same inputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::compute::cast;
+use datafusion::prelude::SessionContext;
+use serde_json::json;
+
+use super::IdentityError;
+use super::engine::{self, Dataset, Decision, Why};
+use super::ids::{self, Known};
+use super::ledger::{
+    Event, append_events, decisions, format_event, load_events, next_event_number,
+};
+use super::load::{
+    Links, Loaded, collect, load_known, load_records, now_micros, opt, register, utf8,
+};
+use crate::lake::{Lake, Warehouse};
+use crate::progress::{Task, Unit};
+use crate::schema::Catalog;
+use crate::schema::row::{BatchBuilder, Cell};
+use crate::schema::rules::Rules;
+
+/// The golden fields taken from source records, in `customer` order.
+pub(crate) const GOLDEN: [&str; 16] = [
+    "customer_type",
+    "name",
+    "gender",
+    "birth_date",
+    "id_type",
+    "id_number",
+    "uscc",
+    "tax_id",
+    "legal_rep",
+    "phone",
+    "email",
+    "address",
+    "industry",
+    "owning_team",
+    "region",
+    "agent_id",
+];
+
+/// What a run did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ResolveReport {
+    /// "full" or "incremental".
+    pub mode: String,
+    /// Why a run that could have been incremental was full.
+    pub full_because: Option<String>,
+    /// Records loaded (new or changed) since the previous run.
+    pub new_or_changed: usize,
+    /// Records this run resolved (all of them in a full run).
+    pub records: usize,
+    pub customers: usize,
+    pub new_customers: usize,
+    pub retired: usize,
+    pub revived: usize,
+    pub changed_links: usize,
+    pub changed_customers: usize,
+    pub suspect_groups: usize,
+    pub candidate_pairs: usize,
+    pub refused_merges: usize,
+    pub oversized_blocks: usize,
+    pub seconds: f64,
+}
+
+/// Who or what started a run.
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    /// A scheduled or command-line run: merges it finds are logged as
+    /// `auto_merge` events. Incremental when the last run's links allow.
+    Auto,
+    /// The same, resolving every record again.
+    Full,
+    /// A steward's decision, already in the ledger.
+    Decision(String),
+}
+
+fn why_rule(rules: &Rules, why: &Why) -> String {
+    match why {
+        Why::Single => "single".into(),
+        Why::Strong { profile, rule } => format!(
+            "{}.{}",
+            rules.profiles[*profile].name, rules.profiles[*profile].strong[*rule].name
+        ),
+        Why::Scored { profile, .. } => format!("{}.score", rules.profiles[*profile].name),
+        Why::Manual { kind, .. } => (*kind).to_string(),
+    }
+}
+
+/// Per-field similarities of a pair as JSON, and the pair's score.
+pub(crate) fn explain_pair(
+    rules: &Rules,
+    data: &Dataset,
+    profile: usize,
+    a: usize,
+    b: usize,
+) -> (f64, String) {
+    let p = &rules.profiles[profile];
+    let (score, sims) = engine::score(p, data, a, b);
+    let mut m = serde_json::Map::new();
+    for (c, s) in p.compare.iter().zip(sims) {
+        m.insert(
+            rules.fields[c.field].clone(),
+            s.map_or(serde_json::Value::Null, |s| {
+                json!((s * 1000.0).round() / 1000.0)
+            }),
+        );
+    }
+    (score, serde_json::Value::Object(m).to_string())
+}
+
+/// Logs the time of each phase of a run (`CUSTLAKE_LOG=custlake=info`).
+struct Lap(Instant);
+
+impl Lap {
+    fn mark(&mut self, phase: &str) {
+        tracing::info!(phase, ms = self.0.elapsed().as_millis() as u64, "resolve");
+        self.0 = Instant::now();
+    }
+}
+
+/// Resolve the source records into golden customers and write what
+/// changed: after the first run only the records ingested since the last
+/// one and those they can affect (unless `trigger` is [`Trigger::Full`]).
+/// Progress goes to the warehouse's reporter, six steps.
+pub async fn resolve(wh: &Warehouse, trigger: Trigger) -> Result<ResolveReport, IdentityError> {
+    let task = wh.progress.task("resolve", Some(6), Unit::Steps);
+    let result = run(wh, trigger, task.as_ref()).await;
+    match &result {
+        Ok(_) => task.finish(),
+        Err(e) => task.fail(&e.to_string()),
+    }
+    result
+}
+
+async fn run(
+    wh: &Warehouse,
+    trigger: Trigger,
+    task: &dyn Task,
+) -> Result<ResolveReport, IdentityError> {
+    let started = Instant::now();
+    let (lake, catalog, rules) = (&wh.lake, wh.catalog.as_ref(), wh.rules.as_ref());
+    let mut lap = Lap(Instant::now());
+    task.set_message("loading source records");
+    let input = Inputs::read(lake, catalog, rules, &trigger).await?;
+    lap.mark("ledger, suspects and scope");
+    let Some(loaded) = input.load_records(rules).await? else {
+        return match &input.scope {
+            // Nothing new: every customer stays as it is.
+            Some(scope) => Ok(ResolveReport {
+                mode: "incremental".into(),
+                customers: scope.customers_outside,
+                suspect_groups: super::suspects::open_groups(&input.suspects),
+                seconds: started.elapsed().as_secs_f64(),
+                ..ResolveReport::default()
+            }),
+            None => Err(IdentityError::NothingToResolve),
+        };
+    };
+    let (known, highest) = input.known_customers(&loaded).await?;
+    lap.mark("records loaded");
+    task.inc(1);
+
+    task.set_message(&format!("matching {} records", loaded.data.len()));
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (loaded, outcome, match_keys) = match_records(rules, &input, loaded, threads).await?;
+    lap.mark("matched");
+    task.inc(1);
+
+    task.set_message("assigning ids");
+    let clusters = Clusters::of(&outcome.cluster);
+    let loaded = Arc::new(loaded);
+    let assignment = assign_ids(&loaded, &clusters, &input.hint_keys, &known, highest);
+    task.inc(1);
+
+    task.set_message("linking records");
+    let now = now_micros();
+    let change = Change {
+        rules,
+        loaded: &loaded,
+        outcome: &outcome,
+        clusters: &clusters,
+        assignment: &assignment,
+        events: &input.events,
+        match_keys: &match_keys,
+        now,
+    };
+    let xref = change.links(catalog, threads).await?;
+    task.inc(1);
+
+    task.set_message("building golden records");
+    let golden = super::survive::golden(
+        rules,
+        catalog,
+        &loaded,
+        &clusters.members,
+        &assignment.ids,
+        &known,
+        now,
+    )?;
+    task.inc(1);
+
+    task.set_message("proposing suspected duplicates");
+    let suspects = change.suspects(&input);
+    lap.mark("links, golden records and suspects computed");
+    task.set_message("writing");
+    let written = change
+        .write(
+            lake,
+            catalog,
+            &trigger,
+            xref,
+            golden,
+            &input.suspects,
+            suspects,
+            &mut lap,
+        )
+        .await?;
+    task.inc(1);
+    let n = loaded.data.len();
+    let new_or_changed = match &input.scope {
+        Some(s) => s.seeds,
+        None => (0..n)
+            .filter(|&i| loaded.old_ingested[i] != loaded.ingested[i])
+            .count(),
+    };
+    Ok(ResolveReport {
+        mode: if input.scope.is_some() {
+            "incremental"
+        } else {
+            "full"
+        }
+        .into(),
+        full_because: input.full_because,
+        new_or_changed,
+        records: n,
+        customers: clusters.members.len() + input.scope.as_ref().map_or(0, |s| s.customers_outside),
+        new_customers: assignment.new,
+        retired: assignment.retired.len(),
+        revived: assignment.revived.len(),
+        changed_links: written.links,
+        changed_customers: written.customers,
+        suspect_groups: written.groups,
+        candidate_pairs: outcome.stats.candidate_pairs,
+        refused_merges: outcome.stats.refused_merges,
+        oversized_blocks: outcome.stats.oversized_blocks,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// What a run starts from: the identity tables registered, the ledger and
+/// its decisions, the suspect groups, and the scope of an incremental run.
+struct Inputs {
+    ctx: SessionContext,
+    have: Vec<String>,
+    events: Vec<Event>,
+    decisions: Vec<Decision>,
+    /// Records of undone merges and the customer each was in before.
+    hint_keys: HashMap<String, String>,
+    suspects: Vec<super::suspects::Member>,
+    scope: Option<super::scope::Scope>,
+    full_because: Option<String>,
+}
+
+impl Inputs {
+    async fn read(
+        lake: &Lake,
+        catalog: &Catalog,
+        rules: &Rules,
+        trigger: &Trigger,
+    ) -> Result<Self, IdentityError> {
+        let ctx = crate::lake::session::write_context();
+        let have = register(
+            &ctx,
+            lake,
+            catalog,
+            &[
+                "source_customer",
+                "customer_xref",
+                "customer",
+                "merge_event",
+                "suspect_group",
+            ],
+        )
+        .await?;
+        let has = |t: &str| have.iter().any(|h| h == t);
+        if !has("source_customer") {
+            return Err(IdentityError::NothingToResolve);
+        }
+        let events = load_events(&ctx, has("merge_event")).await?;
+        let suspects = super::suspects::load(&ctx, has("suspect_group")).await?;
+        let (decisions, hint_keys) = decisions(&events);
+        let (scope, full_because) = if has("customer_xref") && !matches!(trigger, Trigger::Full) {
+            match incremental_scope(&ctx, rules, trigger, &events, &decisions, &suspects).await? {
+                Ok(scope) => (Some(scope), None),
+                Err(why) => (None, Some(why)),
+            }
+        } else {
+            (None, None)
+        };
+        Ok(Self {
+            ctx,
+            have,
+            events,
+            decisions,
+            hint_keys,
+            suspects,
+            scope,
+            full_because,
+        })
+    }
+
+    fn has(&self, table: &str) -> bool {
+        self.have.iter().any(|h| h == table)
+    }
+
+    /// The records to resolve: every one for a full run, the scope's for
+    /// an incremental one (`None`: there are none).
+    async fn load_records(&self, rules: &Rules) -> Result<Option<Loaded>, IdentityError> {
+        let ctx = &self.ctx;
+        match &self.scope {
+            None => {
+                let links = if self.has("customer_xref") {
+                    Links::Join
+                } else {
+                    Links::None
+                };
+                load_records(ctx, rules, links, "").await
+            }
+            Some(scope) if scope.records.is_empty() => Ok(None),
+            Some(scope) => {
+                let (systems, ids): (Vec<&str>, Vec<&str>) = scope
+                    .records
+                    .iter()
+                    .filter_map(|k| k.split_once(':'))
+                    .unzip();
+                let batch = RecordBatch::try_from_iter([
+                    (
+                        "source_system",
+                        Arc::new(StringArray::from(systems)) as datafusion::arrow::array::ArrayRef,
+                    ),
+                    ("source_id", Arc::new(StringArray::from(ids)) as _),
+                ])?;
+                ctx.register_batch("__scope", batch)?;
+                // The scope is the small side: it is built, the records probed.
+                load_records(
+                    ctx,
+                    rules,
+                    Links::Known(&scope.old),
+                    "JOIN __scope k ON s.source_system = k.source_system AND s.source_id = k.source_id",
+                )
+                .await
+            }
+        }
+    }
+
+    /// Customers: all of them for a full run; for an incremental one those
+    /// its records and revival hints name, and the highest id.
+    async fn known_customers(
+        &self,
+        loaded: &Loaded,
+    ) -> Result<(HashMap<String, (Known, Option<String>)>, Option<u64>), IdentityError> {
+        let (ctx, have) = (&self.ctx, self.has("customer"));
+        if self.scope.is_none() {
+            return Ok((load_known(ctx, have, None).await?, None));
+        }
+        let mut ids: Vec<String> = (0..loaded.data.len())
+            .filter_map(|i| opt(&loaded.old_id, i).map(str::to_string))
+            .chain(self.hint_keys.values().cloned())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let known = load_known(ctx, have, Some(ids)).await?;
+        let highest = collect(ctx, "SELECT max(customer_id) AS m FROM customer")
+            .await?
+            .map(|b| utf8(&b, "m"))
+            .transpose()?
+            .and_then(|a| opt(&a, 0).and_then(ids::parse_id));
+        Ok((known, highest))
+    }
+}
+
+/// Run the matching engine on the loaded records (off the async runtime),
+/// and compute each record's match keys.
+async fn match_records(
+    rules: &Rules,
+    input: &Inputs,
+    loaded: Loaded,
+    threads: usize,
+) -> Result<(Loaded, engine::Outcome, Vec<String>), IdentityError> {
+    let oversized = input
+        .scope
+        .as_ref()
+        .map(|s| s.oversized.clone())
+        .unwrap_or_default();
+    let rules = rules.clone();
+    let decisions = input.decisions.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        let out = engine::resolve_part(&rules, &loaded.data, &decisions, threads, &oversized);
+        let keys = super::scope::keys_text(&rules, &loaded.data);
+        (loaded, out, keys)
+    })
+    .await?)
+}
+
+/// The engine's clusters, in order, and each record's cluster.
+struct Clusters {
+    members: Vec<Vec<u32>>,
+    of: Vec<u32>,
+}
+
+impl Clusters {
+    fn of(cluster: &[u32]) -> Self {
+        let mut by_cluster: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (i, &c) in cluster.iter().enumerate() {
+            by_cluster.entry(c).or_default().push(i as u32);
+        }
+        let members: Vec<Vec<u32>> = by_cluster.into_values().collect();
+        let mut of = vec![0u32; cluster.len()];
+        for (c, m) in members.iter().enumerate() {
+            for &r in m {
+                of[r as usize] = c as u32;
+            }
+        }
+        Self { members, of }
+    }
+}
+
+/// Stable ids for the clusters: kept, revived or new (numbered after the
+/// highest id known).
+fn assign_ids(
+    loaded: &Loaded,
+    clusters: &Clusters,
+    hint_keys: &HashMap<String, String>,
+    known: &HashMap<String, (Known, Option<String>)>,
+    highest: Option<u64>,
+) -> ids::Assignment {
+    let n = loaded.data.len();
+    let old: Vec<Option<&str>> = (0..n).map(|i| opt(&loaded.old_id, i)).collect();
+    let index: HashMap<&str, u32> = if hint_keys.is_empty() {
+        HashMap::new()
+    } else {
+        loaded
+            .data
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.as_str(), i as u32))
+            .collect()
+    };
+    let hints: HashMap<u32, String> = hint_keys
+        .iter()
+        .filter_map(|(k, v)| index.get(k.as_str()).map(|i| (*i, v.clone())))
+        .collect();
+    let known_ids: HashMap<String, Known> = known
+        .iter()
+        .map(|(k, (v, _))| (k.clone(), v.clone()))
+        .collect();
+    let mut next = known
+        .keys()
+        .map(String::as_str)
+        .chain(old.iter().flatten().copied())
+        .filter_map(ids::parse_id)
+        .chain(highest)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    ids::assign(&clusters.members, &old, &hints, &known_ids, &mut next)
+}
+
+/// A run's result, before it is written.
+struct Change<'a> {
+    rules: &'a Rules,
+    loaded: &'a Arc<Loaded>,
+    outcome: &'a engine::Outcome,
+    clusters: &'a Clusters,
+    assignment: &'a ids::Assignment,
+    events: &'a [Event],
+    match_keys: &'a [String],
+    now: i64,
+}
+
+/// What the writes changed.
+struct Written {
+    links: usize,
+    customers: usize,
+    groups: usize,
+}
+
+impl Change<'_> {
+    fn id_of(&self, record: usize) -> &str {
+        &self.assignment.ids[self.clusters.of[record] as usize]
+    }
+
+    /// A link's rule and who made it.
+    fn rule_and_actor(&self, record: usize) -> (String, String) {
+        match &self.outcome.link[record].why {
+            Why::Manual { event, kind } => (
+                (*kind).to_string(),
+                self.events
+                    .iter()
+                    .find(|e| &e.event_id == event)
+                    .map_or_else(|| "steward".to_string(), |e| e.actor.clone()),
+            ),
+            w => (why_rule(self.rules, w), "auto".to_string()),
+        }
+    }
+
+    /// The links that changed, with scores and per-field similarities.
+    async fn links(&self, catalog: &Catalog, threads: usize) -> Result<RecordBatch, IdentityError> {
+        let loaded = self.loaded;
+        let n = loaded.data.len();
+        let changed: Vec<usize> = (0..n)
+            .filter(|&i| {
+                let (rule, by) = self.rule_and_actor(i);
+                opt(&loaded.old_id, i) != Some(self.id_of(i))
+                    || opt(&loaded.old_rule, i) != Some(rule.as_str())
+                    || opt(&loaded.old_by, i) != Some(by.as_str())
+                    || loaded.old_ingested[i] != loaded.ingested[i]
+                    || opt(&loaded.old_keys, i) != Some(self.match_keys[i].as_str())
+            })
+            .collect();
+        let explained: Vec<(f64, Option<String>)> = tokio::task::spawn_blocking({
+            let rules = self.rules.clone();
+            let loaded = loaded.clone();
+            let partners: Vec<(Option<u32>, Option<u8>)> = changed
+                .iter()
+                .map(|&i| (self.outcome.link[i].partner, self.outcome.profile[i]))
+                .collect();
+            let changed = changed.clone();
+            move || explain_all(&rules, &loaded.data, &changed, &partners, threads)
+        })
+        .await?;
+        let xref_def = catalog.table("customer_xref")?;
+        let source_id = utf8(&loaded.batch, "source_id")?;
+        let mut b = BatchBuilder::new(xref_def, false);
+        for (&i, (score, detail)) in changed.iter().zip(explained) {
+            let (rule, by) = self.rule_and_actor(i);
+            b.push(
+                &[
+                    Cell::Str(loaded.system.value(i).to_string()),
+                    Cell::Str(source_id.value(i).to_string()),
+                    Cell::Str(self.id_of(i).to_string()),
+                    Cell::Str(rule),
+                    if score.is_nan() {
+                        Cell::Null
+                    } else {
+                        Cell::F64(score)
+                    },
+                    Cell::Ts(self.now),
+                    Cell::Str(by),
+                    detail.map_or(Cell::Null, Cell::Str),
+                    loaded.ingested[i].map_or(Cell::Null, Cell::Ts),
+                    Cell::Str(self.match_keys[i].clone()),
+                ],
+                None,
+            );
+        }
+        Ok(b.finish()?)
+    }
+
+    /// The suspect groups after this run.
+    fn suspects(&self, input: &Inputs) -> Vec<super::suspects::Member> {
+        let mut suspects = super::suspects::groups(
+            self.rules,
+            &self.loaded.data,
+            self.outcome,
+            &self.clusters.of,
+            &self.assignment.ids,
+            &input.suspects,
+            self.now,
+        );
+        if let Some(scope) = &input.scope {
+            // Open groups outside the scope stand as they were (a group is
+            // wholly inside or wholly outside: its members are in the scope
+            // together).
+            suspects.extend(
+                input
+                    .suspects
+                    .iter()
+                    .filter(|m| m.status == "open" && !scope.records.contains(&m.member))
+                    .cloned(),
+            );
+            suspects.sort_by(|a, b| a.group_id.cmp(&b.group_id).then(a.member.cmp(&b.member)));
+        }
+        suspects
+    }
+
+    /// The automatic merges of existing customers, as ledger events.
+    fn auto_merges(&self, trigger: &Trigger) -> Vec<Event> {
+        let mut out = Vec::new();
+        if !matches!(trigger, Trigger::Auto | Trigger::Full) || self.assignment.retired.is_empty() {
+            return out;
+        }
+        let n = self.loaded.data.len();
+        let first = next_event_number(self.events);
+        for (seq, (gone, into)) in (first..).zip(&self.assignment.retired) {
+            let records: Vec<(String, Option<String>)> = (0..n)
+                .filter(|&i| self.id_of(i) == into.as_str())
+                .map(|i| {
+                    (
+                        self.loaded.data.keys[i].clone(),
+                        opt(&self.loaded.old_id, i).map(str::to_string),
+                    )
+                })
+                .collect();
+            out.push(Event {
+                event_id: format_event(seq),
+                event_type: "auto_merge".into(),
+                customer_ids: vec![into.clone(), gone.clone()],
+                surviving_id: Some(into.clone()),
+                records,
+                reason: Some("strong rule linked two existing customers".into()),
+                actor: "auto".into(),
+                at: self.now,
+                undone_by: None,
+            });
+        }
+        out
+    }
+
+    /// Writes, each atomic and in this order: ledger, links, golden
+    /// records (and retirements), suspects.
+    #[allow(clippy::too_many_arguments)]
+    async fn write(
+        &self,
+        lake: &Lake,
+        catalog: &Catalog,
+        trigger: &Trigger,
+        xref: RecordBatch,
+        golden: RecordBatch,
+        suspects_before: &[super::suspects::Member],
+        suspects: Vec<super::suspects::Member>,
+        lap: &mut Lap,
+    ) -> Result<Written, IdentityError> {
+        let ctx = crate::lake::session::write_context();
+        let merges = self.auto_merges(trigger);
+        if !merges.is_empty() {
+            append_events(lake, catalog, &ctx, &merges).await?;
+        }
+        let links = xref.num_rows();
+        if links > 0 {
+            super::upsert_batch(lake, catalog, &ctx, "customer_xref", xref).await?;
+        }
+        lap.mark("links written");
+        let customers = golden.num_rows();
+        if customers > 0 {
+            super::upsert_batch(lake, catalog, &ctx, "customer", golden).await?;
+        }
+        retire(lake, catalog, &self.assignment.retired, self.now).await?;
+        lap.mark("golden records written");
+        let groups = super::suspects::write(lake, catalog, suspects_before, suspects).await?;
+        lap.mark("suspects written");
+        Ok(Written {
+            links,
+            customers,
+            groups,
+        })
+    }
+}
+
+/// The scope of an incremental run, or why the run must be full.
+async fn incremental_scope(
+    ctx: &SessionContext,
+    rules: &Rules,
+    trigger: &Trigger,
+    events: &[Event],
+    decs: &[Decision],
+    suspects: &[super::suspects::Member],
+) -> Result<Result<super::scope::Scope, String>, IdentityError> {
+    let Some((wm, before)) = super::scope::watermark(ctx).await? else {
+        return Ok(Err("the links carry no source versions".into()));
+    };
+    // Filters and join keys filter the scans themselves (late
+    // materialisation): only the rows kept are decoded in full.
+    ctx.sql("SET datafusion.execution.parquet.pushdown_filters = true")
+        .await?;
+    let seeds = load_records(
+        ctx,
+        rules,
+        Links::None,
+        &format!("WHERE s.ingested_at > to_timestamp_micros({wm})"),
+    )
+    .await?;
+    tracing::info!(
+        seeds = seeds.as_ref().map_or(0, |l| l.data.len()),
+        "resolve: new and changed records loaded"
+    );
+    let empty = Dataset::default();
+    let seeds = seeds.as_ref().map_or(&empty, |l| &l.data);
+    // A steward's decision: the records it and the event it undoes name.
+    let mut also: Vec<String> = Vec::new();
+    if let Trigger::Decision(id) = trigger {
+        for e in events {
+            if &e.event_id == id || e.undone_by.as_deref() == Some(id.as_str()) {
+                also.extend(e.records.iter().map(|(r, _)| r.clone()));
+            }
+        }
+    }
+    let mut hyperedges: Vec<Vec<String>> = decs
+        .iter()
+        .map(|d| match d {
+            Decision::Merge { records, .. }
+            | Decision::Split { records, .. }
+            | Decision::Reject { records } => records.clone(),
+        })
+        .collect();
+    let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for m in suspects.iter().filter(|m| m.status == "open") {
+        groups
+            .entry(m.group_id.as_str())
+            .or_default()
+            .push(m.member.clone());
+    }
+    hyperedges.extend(groups.into_values());
+    Ok(
+        match super::scope::plan(ctx, rules, seeds, &also, &hyperedges, before).await? {
+            super::scope::Plan::Full(why) => Err(why),
+            super::scope::Plan::Incremental(s) => Ok(s),
+        },
+    )
+}
+
+/// Scores and per-field similarities of each record with its partner.
+fn explain_all(
+    rules: &Rules,
+    data: &Dataset,
+    rows: &[usize],
+    partners: &[(Option<u32>, Option<u8>)],
+    threads: usize,
+) -> Vec<(f64, Option<String>)> {
+    let one = |(&i, &(partner, profile)): (&usize, &(Option<u32>, Option<u8>))| match (
+        partner, profile,
+    ) {
+        (Some(p), Some(pr)) => {
+            let (sc, d) = explain_pair(rules, data, pr as usize, i, p as usize);
+            (sc, Some(d))
+        }
+        _ => (f64::NAN, None),
+    };
+    if threads <= 1 || rows.len() < 10_000 {
+        return rows.iter().zip(partners).map(one).collect();
+    }
+    let size = rows.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = rows
+            .chunks(size)
+            .zip(partners.chunks(size))
+            .map(|(r, p)| s.spawn(move || r.iter().zip(p).map(one).collect::<Vec<_>>()))
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// Mark retired customers (and those already pointing at them) as merged
+/// into the final survivor.
+pub(crate) async fn retire(
+    lake: &Lake,
+    catalog: &Catalog,
+    retired: &[(String, String)],
+    now: i64,
+) -> Result<(), IdentityError> {
+    if retired.is_empty() {
+        return Ok(());
+    }
+    let into: HashMap<&str, &str> = retired
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let last = |start: &str| -> String {
+        let mut id = start.to_string();
+        for _ in 0..64 {
+            match into.get(id.as_str()) {
+                Some(next) => id = (*next).to_string(),
+                None => break,
+            }
+        }
+        id
+    };
+    let ctx = crate::lake::session::write_context();
+    register(&ctx, lake, catalog, &["customer"]).await?;
+    let gone: Vec<String> = retired.iter().map(|(a, _)| a.clone()).collect();
+    ctx.register_batch("__gone", super::ids_batch(&gone)?)?;
+    let Some(b) = collect(
+        &ctx,
+        "SELECT c.* FROM customer c WHERE c.customer_id IN (SELECT id FROM __gone) \
+         OR c.merged_into IN (SELECT id FROM __gone)",
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let id = utf8(&b, "customer_id")?;
+    let merged = utf8(&b, "merged_into")?;
+    let target: Vec<String> = (0..b.num_rows())
+        .map(|i| {
+            if into.contains_key(id.value(i)) {
+                last(id.value(i))
+            } else {
+                last(merged.value(i))
+            }
+        })
+        .collect();
+    let def = catalog.table("customer")?;
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for f in &def.fields {
+        let c = b
+            .column_by_name(&f.name)
+            .ok_or_else(|| IdentityError::Damaged(format!("customer has no column {}", f.name)))?
+            .clone();
+        columns.push(match f.name.as_str() {
+            "status" => Arc::new(StringArray::from(vec!["retired"; b.num_rows()])),
+            "merged_into" => Arc::new(StringArray::from(target.clone())),
+            "updated_at" => {
+                let a = datafusion::arrow::array::TimestampMicrosecondArray::from(vec![
+                    now;
+                    b.num_rows()
+                ])
+                .with_timezone("UTC");
+                cast(&a, c.data_type())?
+            }
+            _ => c,
+        });
+    }
+    let batch = RecordBatch::try_new(def.arrow_schema(), {
+        let schema = def.arrow_schema();
+        columns
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(c, f)| cast(&c, f.data_type()))
+            .collect::<Result<Vec<_>, _>>()?
+    })?;
+    super::upsert_batch(lake, catalog, &ctx, "customer", batch).await
+}

@@ -1,0 +1,241 @@
+//! A file's commits, each atomic and in this order: the good rows, the
+//! quarantined rows, the `ingest_batch` row that marks the file loaded. A
+//! process killed in between leaves complete commits behind; the next run
+//! of the same file completes the load (every commit is an upsert by key).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use datafusion::datasource::file_format::options::ArrowReadOptions;
+
+use super::staging::{BatchSender, StageJob, Staged, paths};
+use super::{IngestError, Ingestor};
+use crate::lake::{append_stream, failpoint, upsert, upsert_leased};
+use crate::progress::Task;
+use crate::schema::TableDef;
+use crate::schema::row::{BatchBuilder, Cell};
+
+/// One file being loaded.
+pub(super) struct Load<'a> {
+    pub(super) ingestor: &'a Ingestor<'a>,
+    pub(super) system: &'a str,
+    pub(super) entity: &'a str,
+    pub(super) path: &'a Path,
+    pub(super) table: &'a TableDef,
+    pub(super) batch_id: &'a str,
+    pub(super) sha: &'a str,
+    pub(super) bytes: u64,
+    pub(super) started_at: chrono::DateTime<chrono::Utc>,
+    pub(super) task: Arc<dyn Task>,
+}
+
+/// Where the staging threads count what they read, for the progress task.
+#[derive(Default)]
+struct Counters {
+    bytes: Arc<AtomicU64>,
+    rows: Arc<AtomicU64>,
+}
+
+impl Load<'_> {
+    fn metadata(&self) -> Vec<(String, serde_json::Value)> {
+        vec![
+            (
+                "custlake.batch_id".to_string(),
+                serde_json::Value::String(self.batch_id.to_string()),
+            ),
+            (
+                "custlake.file".to_string(),
+                serde_json::Value::String(self.path.display().to_string()),
+            ),
+        ]
+    }
+
+    fn job(&self, staging: &Path, counters: &Counters, stream: Option<BatchSender>) -> StageJob {
+        let wh = self.ingestor.warehouse;
+        StageJob {
+            catalog: wh.catalog.as_ref().clone(),
+            system: self.system.to_string(),
+            entity: self.entity.to_string(),
+            path: self.path.to_path_buf(),
+            batch_id: self.batch_id.to_string(),
+            staging: staging.to_path_buf(),
+            batch_rows: wh.config.ingest.batch_rows,
+            started_at: self.started_at,
+            counter: counters.bytes.clone(),
+            rows: counters.rows.clone(),
+            stream,
+        }
+    }
+
+    /// Stage and commit the whole file.
+    pub(super) async fn run(&self) -> Result<Staged, IngestError> {
+        let staging_root = match self.ingestor.warehouse.config.ingest.staging_dir.trim() {
+            "" => std::env::temp_dir(),
+            d => PathBuf::from(d),
+        };
+        std::fs::create_dir_all(&staging_root).map_err(|e| IngestError::io(&staging_root, e))?;
+        let staging = tempfile::Builder::new()
+            .prefix("custlake-stage-")
+            .tempdir_in(&staging_root)
+            .map_err(|e| IngestError::io(&staging_root, e))?;
+        let counters = Counters::default();
+        let ticker = {
+            let (bytes, rows, task) = (
+                counters.bytes.clone(),
+                counters.rows.clone(),
+                self.task.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    task.set_position(bytes.load(Ordering::Relaxed));
+                    task.set_message(&format!("{} rows", rows.load(Ordering::Relaxed)));
+                }
+            })
+        };
+        let result = self.commit_all(staging.path(), &counters).await;
+        ticker.abort();
+        drop(staging);
+        result
+    }
+
+    async fn commit_all(&self, staging: &Path, counters: &Counters) -> Result<Staged, IngestError> {
+        let (staged, table_version) = self.commit_rows(staging, counters).await?;
+        self.task.set_position(self.bytes);
+        failpoint("ingest.after_data_commit");
+        self.commit_quarantine(&staged).await?;
+        failpoint("ingest.after_quarantine_commit");
+        self.commit_batch(&staged, table_version).await?;
+        Ok(staged)
+    }
+
+    /// Commit 1, the good rows. Into a table with no rows yet they stream
+    /// straight into a Delta append while the file is read; otherwise (or
+    /// when the file repeats a key) they are staged, then upserted.
+    async fn commit_rows(
+        &self,
+        staging: &Path,
+        counters: &Counters,
+    ) -> Result<(Staged, Option<i64>), IngestError> {
+        let (lake, ctx, table) = (
+            &self.ingestor.warehouse.lake,
+            &self.ingestor.ctx,
+            self.table,
+        );
+        let existing = lake.open(table).await?;
+        let table_existed = existing.is_some();
+        let empty_target = existing.as_ref().is_none_or(|t| {
+            t.snapshot()
+                .map(|s| s.log_data().num_files() == 0)
+                .unwrap_or(false)
+        });
+        drop(existing);
+        // Once a tiered table's rows have moved, a load is routed by tier.
+        let empty_target = empty_target && crate::lake::hot_only(lake, table).await?;
+        if empty_target {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let stage = self.job(staging, counters, Some(tx));
+            let staging_task = tokio::task::spawn_blocking(move || stage.run());
+            let write = append_stream(lake, ctx, table, rx, self.metadata());
+            let (written, staged) = tokio::join!(write, staging_task);
+            let staged = staged.map_err(IngestError::from).and_then(|s| s);
+            match (staged, written) {
+                (Ok(staged), Ok(out)) => return Ok((staged, Some(out.version))),
+                (staged, written) => {
+                    if !table_existed {
+                        lake.remove_uncommitted(table).await?;
+                    }
+                    match (staged, written) {
+                        // A key seen twice: start over, staged.
+                        (Err(IngestError::DuplicateKeys), _) => {
+                            counters.bytes.store(0, Ordering::Relaxed);
+                        }
+                        (Err(e), _) => return Err(e),
+                        (Ok(_), Err(e)) => return Err(e.into()),
+                        (Ok(_), Ok(_)) => unreachable!("handled above"),
+                    }
+                }
+            }
+        }
+        let stage = self.job(staging, counters, None);
+        let staged = tokio::task::spawn_blocking(move || stage.run()).await??;
+        self.task
+            .set_message(&format!("{} rows read, committing", staged.rows_read));
+        let mut version = None;
+        if staged.rows_loaded > 0 {
+            let df = ctx
+                .read_arrow(paths(&staged.good_files), ArrowReadOptions::default())
+                .await?;
+            let out =
+                upsert_leased(lake, ctx, table, df, staged.duplicates, self.metadata()).await?;
+            version = Some(out.version);
+        }
+        Ok((staged, version))
+    }
+
+    /// Commit 2, the quarantined rows.
+    async fn commit_quarantine(&self, staged: &Staged) -> Result<(), IngestError> {
+        if staged.rows_quarantined == 0 {
+            return Ok(());
+        }
+        let wh = self.ingestor.warehouse;
+        let qdef = wh.catalog.table("quarantine")?;
+        let df = self
+            .ingestor
+            .ctx
+            .read_arrow(paths(&staged.bad_files), ArrowReadOptions::default())
+            .await?;
+        upsert(
+            &wh.lake,
+            &self.ingestor.ctx,
+            qdef,
+            df,
+            false,
+            self.metadata(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Commit 3, the batch record, which marks the file as loaded.
+    async fn commit_batch(
+        &self,
+        staged: &Staged,
+        table_version: Option<i64>,
+    ) -> Result<(), IngestError> {
+        let wh = self.ingestor.warehouse;
+        let finished_at = chrono::Utc::now();
+        let bdef = wh.catalog.table("ingest_batch")?;
+        let cells = vec![
+            Cell::Str(self.batch_id.to_string()),
+            Cell::Str(self.system.to_string()),
+            Cell::Str(self.entity.to_string()),
+            Cell::Str(self.table.name.clone()),
+            Cell::Str(self.path.display().to_string()),
+            Cell::Str(self.sha.to_string()),
+            Cell::I64(self.bytes as i64),
+            Cell::I64(staged.rows_read as i64),
+            Cell::I64(staged.rows_loaded as i64),
+            Cell::I64(staged.rows_quarantined as i64),
+            Cell::Str("loaded".into()),
+            table_version.map_or(Cell::Null, Cell::I64),
+            Cell::Ts(self.started_at.timestamp_micros()),
+            Cell::Ts(finished_at.timestamp_micros()),
+        ];
+        let mut b = BatchBuilder::new(bdef, false);
+        b.push(&cells, None);
+        let df = self.ingestor.ctx.read_batch(b.finish()?)?;
+        upsert(
+            &wh.lake,
+            &self.ingestor.ctx,
+            bdef,
+            df,
+            false,
+            self.metadata(),
+        )
+        .await?;
+        Ok(())
+    }
+}

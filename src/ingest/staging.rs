@@ -1,0 +1,450 @@
+//! Staging: one thread splits a file into raw records; worker threads
+//! decode, map, normalise and validate them, writing good rows to local
+//! Arrow IPC files (or straight into a Delta append) and bad rows to
+//! quarantine files, with a count of every reason.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::IngestError;
+use super::reader::{self, RowResult};
+use super::transform::{self, Mapper};
+use crate::schema::row::{BatchBuilder, Cell};
+use crate::schema::{Catalog, TableDef};
+
+pub(super) fn paths(files: &[PathBuf]) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| f.to_string_lossy().to_string())
+        .collect()
+}
+
+/// The keys in `seen` are already hashes: pass them through.
+#[derive(Default)]
+struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+pub(super) struct StageJob {
+    pub(super) catalog: Catalog,
+    pub(super) system: String,
+    pub(super) entity: String,
+    pub(super) path: PathBuf,
+    pub(super) batch_id: String,
+    pub(super) staging: PathBuf,
+    pub(super) batch_rows: usize,
+    pub(super) started_at: chrono::DateTime<chrono::Utc>,
+    pub(super) counter: Arc<AtomicU64>,
+    pub(super) rows: Arc<AtomicU64>,
+    pub(super) stream: Option<BatchSender>,
+}
+
+pub(super) struct Staged {
+    pub(super) good_files: Vec<PathBuf>,
+    pub(super) bad_files: Vec<PathBuf>,
+    pub(super) rows_read: u64,
+    pub(super) rows_loaded: u64,
+    pub(super) rows_quarantined: u64,
+    pub(super) duplicates: bool,
+    pub(super) reasons: BTreeMap<String, u64>,
+}
+
+impl Staged {
+    fn add(&mut self, other: Staged) {
+        self.good_files.extend(other.good_files);
+        self.bad_files.extend(other.bad_files);
+        self.rows_read += other.rows_read;
+        self.rows_loaded += other.rows_loaded;
+        self.rows_quarantined += other.rows_quarantined;
+        self.duplicates |= other.duplicates;
+        for (k, v) in other.reasons {
+            *self.reasons.entry(k).or_insert(0) += v;
+        }
+    }
+
+    fn empty() -> Self {
+        Self {
+            good_files: Vec::new(),
+            bad_files: Vec::new(),
+            rows_read: 0,
+            rows_loaded: 0,
+            rows_quarantined: 0,
+            duplicates: false,
+            reasons: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where validated rows go while a file is read: a local Arrow IPC file
+/// (committed by an upsert afterwards), or a channel straight into a Delta
+/// append running alongside.
+enum Sink {
+    File(Box<FileWriter<std::io::BufWriter<File>>>),
+    Channel(BatchSender),
+}
+
+pub(super) type BatchSender = tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>;
+
+struct Stager {
+    builder: BatchBuilder,
+    sink: Sink,
+    batch_rows: usize,
+}
+
+impl Stager {
+    fn new(
+        path: &Path,
+        table: &TableDef,
+        with_line: bool,
+        batch_rows: usize,
+    ) -> Result<Self, IngestError> {
+        let builder = BatchBuilder::new(table, with_line);
+        let file = File::create(path).map_err(|e| IngestError::io(path, e))?;
+        let writer = FileWriter::try_new(
+            std::io::BufWriter::with_capacity(1 << 20, file),
+            &builder.schema(),
+        )?;
+        Ok(Self {
+            builder,
+            sink: Sink::File(Box::new(writer)),
+            batch_rows,
+        })
+    }
+
+    fn channel(table: &TableDef, tx: BatchSender, batch_rows: usize) -> Self {
+        Self {
+            builder: BatchBuilder::new(table, false),
+            sink: Sink::Channel(tx),
+            batch_rows,
+        }
+    }
+
+    /// Does this sink keep each row's line (to order duplicate keys)?
+    fn keeps_lines(&self) -> bool {
+        matches!(self.sink, Sink::File(_))
+    }
+
+    fn push(&mut self, cells: &[Cell], line: Option<i64>) -> Result<(), IngestError> {
+        self.builder.push(cells, line);
+        if self.builder.len() >= self.batch_rows {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), IngestError> {
+        if self.builder.len() > 0 {
+            let batch: RecordBatch = self.builder.finish()?;
+            match &mut self.sink {
+                Sink::File(w) => w.write(&batch)?,
+                Sink::Channel(tx) => tx
+                    .blocking_send(Ok(batch))
+                    .map_err(|_| IngestError::Internal("the table writer stopped"))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), IngestError> {
+        self.flush()?;
+        match &mut self.sink {
+            Sink::File(w) => w.finish().map_err(IngestError::from),
+            Sink::Channel(_) => Ok(()),
+        }
+    }
+}
+
+/// Raw records are handed to the workers in chunks of this many.
+const CHUNK: usize = 1024;
+
+type KeySet = HashSet<u64, std::hash::BuildHasherDefault<KeyHashHasher>>;
+
+impl StageJob {
+    /// Read the whole file. Valid rows go to the stream when one is given
+    /// (which is then ended with an error if anything goes wrong, so the
+    /// writer commits nothing), otherwise to local staging files.
+    pub(super) fn run(mut self) -> Result<Staged, IngestError> {
+        let stream = self.stream.take();
+        let abort = stream.clone();
+        match self.fill(stream) {
+            Ok(staged) => Ok(staged),
+            Err(e) => {
+                if let Some(tx) = abort {
+                    let _ = tx.blocking_send(Err(datafusion::error::DataFusionError::Execution(
+                        e.to_string(),
+                    )));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// One thread splits the file into raw records; the workers decode,
+    /// map, validate and write them.
+    fn fill(&self, stream: Option<BatchSender>) -> Result<Staged, IngestError> {
+        let mapping = self.catalog.entity(&self.system, &self.entity)?.clone();
+        let probe = Mapper::new(
+            &self.catalog,
+            &self.system,
+            &mapping,
+            &self.batch_id,
+            self.started_at,
+        )?;
+        let mandatory = if mapping.format == crate::schema::FileFormat::Jsonl {
+            &probe.key_columns
+        } else {
+            &probe.mandatory
+        };
+        let mut rdr = reader::open(
+            &self.path,
+            &mapping,
+            &probe.needed,
+            mandatory,
+            self.batch_rows,
+            self.counter.clone(),
+        )?;
+        let layout = rdr.layout();
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 8);
+        let seen = std::sync::Mutex::new(KeySet::default());
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<reader::Raw>>(workers * 4);
+        let rx = std::sync::Mutex::new(rx);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let (layout, mapping, rx, seen, stop) = (&layout, &mapping, &rx, &seen, &stop);
+                    let stream = stream.clone();
+                    scope.spawn(move || {
+                        let result = self.work(w, layout, mapping, rx, seen, stream);
+                        if result.is_err() {
+                            stop.store(true, Ordering::Relaxed);
+                        }
+                        result
+                    })
+                })
+                .collect();
+            drop(stream);
+            // Split the file, handing chunks to the workers.
+            let mut read_result = Ok(0u64);
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let mut rows = 0u64;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match rdr.next_raw() {
+                    Ok(Some(raw)) => {
+                        rows += 1;
+                        chunk.push(raw);
+                        if chunk.len() == CHUNK {
+                            self.rows.store(rows, Ordering::Relaxed);
+                            if tx
+                                .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(None) => {
+                        if !chunk.is_empty() {
+                            let _ = tx.send(std::mem::take(&mut chunk));
+                        }
+                        read_result = Ok(rows);
+                        break;
+                    }
+                    Err(e) => {
+                        read_result = Err(e);
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let mut total = Staged::empty();
+            let mut first_error: Option<IngestError> = read_result.err();
+            for h in handles {
+                match h.join() {
+                    Ok(Ok(part)) => total.add(part),
+                    Ok(Err(e)) => {
+                        // A fatal problem in the file outranks the fallout of
+                        // stopping early; keep the first one found.
+                        let replace = match &first_error {
+                            None => true,
+                            Some(IngestError::Unreadable { .. }) => false,
+                            Some(_) => matches!(e, IngestError::Unreadable { .. }),
+                        };
+                        if replace {
+                            first_error = Some(e);
+                        }
+                    }
+                    Err(_) => {
+                        first_error
+                            .get_or_insert(IngestError::Internal("an ingest worker panicked"));
+                    }
+                }
+            }
+            match first_error {
+                Some(e) => Err(e),
+                None => Ok(total),
+            }
+        })
+    }
+
+    /// One worker: decode, map, validate; stage or stream the good rows,
+    /// stage the quarantined ones.
+    fn work(
+        &self,
+        w: usize,
+        layout: &reader::Layout,
+        mapping: &crate::schema::EntityMapping,
+        rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Vec<reader::Raw>>>,
+        seen: &std::sync::Mutex<KeySet>,
+        stream: Option<BatchSender>,
+    ) -> Result<Staged, IngestError> {
+        let mut mapper = Mapper::new(
+            &self.catalog,
+            &self.system,
+            mapping,
+            &self.batch_id,
+            self.started_at,
+        )?;
+        let qdef = self.catalog.table("quarantine")?.clone();
+        let good_file = self.staging.join(format!("rows-{w}.arrow"));
+        let bad_file = self.staging.join(format!("quarantine-{w}.arrow"));
+        let mut good = match stream {
+            Some(tx) => Stager::channel(&mapper.table, tx, self.batch_rows),
+            None => Stager::new(&good_file, &mapper.table, true, self.batch_rows)?,
+        };
+        let mut bad = Stager::new(&bad_file, &qdef, false, self.batch_rows)?;
+        let key_idx: Vec<usize> = mapper
+            .table
+            .key
+            .iter()
+            .filter_map(|k| mapper.table.index_of(k))
+            .collect();
+        let mut values: Vec<Option<String>> = vec![None; mapper.needed.len()];
+        let mut scratch: Vec<String> = Vec::new();
+        let mut hashes: Vec<u64> = Vec::with_capacity(CHUNK);
+        let mut out = Staged::empty();
+        if good.keeps_lines() {
+            out.good_files.push(good_file);
+        }
+        out.bad_files.push(bad_file);
+        let file_name = self.path.display().to_string();
+        let now = self.started_at.timestamp_micros();
+        let month = self
+            .started_at
+            .with_timezone(&crate::domain::beijing())
+            .format("%Y-%m")
+            .to_string();
+        loop {
+            let chunk = match rx.lock() {
+                Ok(rx) => rx.recv(),
+                Err(_) => return Err(IngestError::Internal("ingest work queue poisoned")),
+            };
+            let Ok(chunk) = chunk else { break };
+            hashes.clear();
+            for raw in &chunk {
+                out.rows_read += 1;
+                let issues = match layout.decode(raw, &mut values, &mut scratch)? {
+                    RowResult::Malformed { line, detail } => Some((
+                        line,
+                        vec![transform::Issue {
+                            code: crate::domain::Reason::MalformedRow,
+                            field: String::new(),
+                            value: None,
+                            detail,
+                        }],
+                    )),
+                    RowResult::Row(line) => match mapper.apply(&values) {
+                        Ok(()) => {
+                            let cells = mapper.cells();
+                            // FNV-1a: a collision only makes a file take the (exact)
+                            // staged path for repeated keys.
+                            let mut h = crate::domain::Fnv64::default();
+                            for &i in &key_idx {
+                                cells[i].hash(&mut h);
+                            }
+                            hashes.push(h.finish());
+                            good.push(cells, good.keeps_lines().then_some(line as i64))?;
+                            out.rows_loaded += 1;
+                            None
+                        }
+                        Err(issues) => Some((line, issues)),
+                    },
+                };
+                if let Some((line, issues)) = issues {
+                    let first = &issues[0];
+                    *out.reasons.entry(first.code.to_string()).or_insert(0) += 1;
+                    out.rows_quarantined += 1;
+                    let reasons: Vec<String> = issues
+                        .iter()
+                        .map(|i| format!("{}:{}", i.code, i.field))
+                        .collect();
+                    let cells = vec![
+                        Cell::Str(self.batch_id.clone()),
+                        Cell::I64(line as i64),
+                        Cell::Str(self.system.clone()),
+                        Cell::Str(self.entity.clone()),
+                        Cell::Str(mapping.table.clone()),
+                        Cell::Str(file_name.clone()),
+                        Cell::Str(first.code.to_string()),
+                        if first.field.is_empty() {
+                            Cell::Null
+                        } else {
+                            Cell::Str(first.field.clone())
+                        },
+                        first.value.clone().map_or(Cell::Null, Cell::Str),
+                        Cell::Str(reasons.join("; ")),
+                        Cell::Str(first.detail.clone()),
+                        Cell::Str(layout.raw_json(raw, &scratch)),
+                        Cell::Ts(now),
+                        Cell::Str(month.clone()),
+                    ];
+                    bad.push(&cells, None)?;
+                }
+            }
+            // Keys seen twice (in this file) need the last-line-wins rule.
+            let mut set = seen
+                .lock()
+                .map_err(|_| IngestError::Internal("key set poisoned"))?;
+            for h in &hashes {
+                if !set.insert(*h) {
+                    out.duplicates = true;
+                }
+            }
+            drop(set);
+            if out.duplicates && !good.keeps_lines() {
+                // A streamed append cannot keep only the last of two rows:
+                // the caller starts over with staging.
+                return Err(IngestError::DuplicateKeys);
+            }
+        }
+        good.finish()?;
+        bad.finish()?;
+        Ok(out)
+    }
+}

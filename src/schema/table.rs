@@ -1,0 +1,152 @@
+//! Table declarations: key, partitioning, tiering and fields, and the Arrow
+//! schema they give.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use serde::Deserialize;
+
+use std::collections::BTreeMap;
+
+use super::{FieldDef, FieldType, SchemaError, Validator};
+
+/// A month partition derived from a date or timestamp column, as `YYYY-MM`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionDef {
+    pub column: String,
+    pub from: String,
+    /// `month` (`YYYY-MM`, the default) or `day` (`YYYY-MM-DD`).
+    #[serde(default)]
+    pub granularity: Granularity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    #[default]
+    Month,
+    Day,
+}
+
+impl Granularity {
+    /// The chrono format of a partition value.
+    pub fn format(self) -> &'static str {
+        match self {
+            Self::Month => "%Y-%m",
+            Self::Day => "%Y-%m-%d",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableDef {
+    pub name: String,
+    pub description: String,
+    pub grain: String,
+    pub key: Vec<String>,
+    #[serde(default)]
+    pub partition: Option<PartitionDef>,
+    #[serde(default)]
+    pub tiered: bool,
+    #[serde(rename = "field")]
+    pub fields: Vec<FieldDef>,
+}
+
+impl TableDef {
+    pub fn field(&self, name: &str) -> Option<&FieldDef> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Does nearly every row hold a different value (so that dictionary
+    /// encoding does not pay)?
+    pub fn is_high_cardinality(&self, f: &FieldDef) -> bool {
+        const FREE_TEXT: [&str; 9] = [
+            "source_customer_id",
+            "policy_no",
+            "renewal_of",
+            "bank_account",
+            "summary",
+            "raw",
+            "detail",
+            "value",
+            "reasons",
+        ];
+        f.ty == FieldType::String
+            && (self.key.contains(&f.name)
+                || FREE_TEXT.contains(&f.name.as_str())
+                || matches!(
+                    f.validator,
+                    Validator::ResidentId
+                        | Validator::Uscc
+                        | Validator::Phone
+                        | Validator::Email
+                        | Validator::TaxId
+                        | Validator::PersonName
+                        | Validator::CompanyName
+                        | Validator::CustomerName
+                        | Validator::Address
+                        | Validator::IdNumber
+                ))
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.fields.iter().position(|f| f.name == name)
+    }
+
+    /// The Arrow schema of the stored table. Key columns are non-nullable.
+    pub fn arrow_schema(&self) -> SchemaRef {
+        let fields: Vec<Field> = self
+            .fields
+            .iter()
+            .map(|f| Field::new(&f.name, f.ty.arrow(), !self.key.contains(&f.name)))
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    pub(super) fn check(
+        &self,
+        file: &str,
+        codes: &BTreeMap<String, Vec<String>>,
+    ) -> Result<(), SchemaError> {
+        let invalid = |message: String| SchemaError::Invalid {
+            file: file.to_string(),
+            message,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for f in &self.fields {
+            if !seen.insert(f.name.as_str()) {
+                return Err(invalid(format!("field {:?} is declared twice", f.name)));
+            }
+            if f.validator == Validator::Code {
+                let set = f.codes.as_deref().ok_or_else(|| {
+                    invalid(format!(
+                        "field {:?} has validator code but no codes set",
+                        f.name
+                    ))
+                })?;
+                if !codes.contains_key(set) {
+                    return Err(invalid(format!(
+                        "field {:?}: unknown code set {set:?}",
+                        f.name
+                    )));
+                }
+            }
+        }
+        for k in &self.key {
+            if self.field(k).is_none() {
+                return Err(invalid(format!("key column {k:?} is not a field")));
+            }
+        }
+        if let Some(p) = &self.partition
+            && (self.field(&p.column).is_none() || self.field(&p.from).is_none())
+        {
+            return Err(invalid(format!(
+                "partition column {:?} or its source {:?} is not a field",
+                p.column, p.from
+            )));
+        }
+        Ok(())
+    }
+}

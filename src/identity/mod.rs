@@ -74,6 +74,13 @@ pub enum IdentityError {
     /// A decision or input the rules refuse.
     #[error("{0}")]
     Invalid(String),
+    /// A decision the current state of the customers does not allow
+    /// (already one customer, already undone, already decided).
+    #[error("{0}")]
+    Refused(String),
+    /// The lake is not in a state that allows it yet (nothing resolved).
+    #[error("{0}")]
+    NotReady(String),
 }
 
 impl From<DataFusionError> for IdentityError {
@@ -109,6 +116,7 @@ impl Classify for IdentityError {
             },
             Self::Damaged(_) => ErrorKind::StorageDamaged,
             Self::NotFound(_) => ErrorKind::NotFound,
+            Self::NotReady(_) | Self::Refused(_) => ErrorKind::Conflict,
         }
     }
 }

@@ -54,7 +54,7 @@ impl Steward<'_> {
         )
         .await?;
         if !have.iter().any(|h| h == "customer_xref") {
-            return Err(IdentityError::Invalid(
+            return Err(IdentityError::NotReady(
                 "no customers have been resolved yet: run `custlake resolve` first".into(),
             ));
         }
@@ -83,7 +83,7 @@ impl Steward<'_> {
                 return Ok(id);
             }
         }
-        Err(IdentityError::Invalid(format!(
+        Err(IdentityError::Refused(format!(
             "customer {id}: the chain of merges is too long"
         )))
     }
@@ -182,14 +182,20 @@ impl Steward<'_> {
         reason: &str,
     ) -> Result<DecisionReport, IdentityError> {
         let reason = Self::reason(reason)?;
+        let named: BTreeSet<&String> = customers.iter().collect();
+        if named.len() < 2 || named.len() != customers.len() {
+            return Err(IdentityError::Invalid(
+                "merge needs at least two different customers, each named once".into(),
+            ));
+        }
         let st = self.state().await?;
         let mut ids = BTreeSet::new();
         for c in customers {
             ids.insert(self.current(&st.ctx, c).await?);
         }
         if ids.len() < 2 {
-            return Err(IdentityError::Invalid(
-                "merge needs at least two different customers (these are already one)".into(),
+            return Err(IdentityError::Refused(
+                "these customers are already one (merged earlier)".into(),
             ));
         }
         let ids: Vec<String> = ids.into_iter().collect();
@@ -206,13 +212,18 @@ impl Steward<'_> {
         reason: &str,
     ) -> Result<DecisionReport, IdentityError> {
         let reason = Self::reason(reason)?;
+        if records.iter().collect::<BTreeSet<_>>().len() != records.len() {
+            return Err(IdentityError::Invalid(
+                "name each record to split off once".into(),
+            ));
+        }
         let st = self.state().await?;
         let id = self.current(&st.ctx, customer).await?;
         let have = self.records_of(&st.ctx, std::slice::from_ref(&id)).await?;
         let mut moved = Vec::new();
         for r in records {
             if !have.iter().any(|(h, _)| h == r) {
-                return Err(IdentityError::Invalid(format!(
+                return Err(IdentityError::NotFound(format!(
                     "record {r} is not one of customer {id}'s records (use system:source_id, as `custlake explain` shows)"
                 )));
             }
@@ -224,7 +235,7 @@ impl Steward<'_> {
             ));
         }
         if moved.len() >= have.len() {
-            return Err(IdentityError::Invalid(format!(
+            return Err(IdentityError::Refused(format!(
                 "a split must leave at least one record with customer {id}"
             )));
         }
@@ -243,12 +254,12 @@ impl Steward<'_> {
             .cloned()
             .ok_or_else(|| IdentityError::NotFound(format!("no merge event {event}")))?;
         if let Some(by) = &target.undone_by {
-            return Err(IdentityError::Invalid(format!(
+            return Err(IdentityError::Refused(format!(
                 "event {event} was already undone by {by}"
             )));
         }
         if target.event_type == "undo" {
-            return Err(IdentityError::Invalid(
+            return Err(IdentityError::Refused(
                 "an undo cannot be undone; make the decision again instead".into(),
             ));
         }
@@ -327,7 +338,7 @@ impl Steward<'_> {
             return Err(IdentityError::NotFound(format!("no suspect group {group}")));
         }
         if let Some(m) = members.iter().find(|m| m.status != "open") {
-            return Err(IdentityError::Invalid(format!(
+            return Err(IdentityError::Refused(format!(
                 "suspect group {group} was already {} by {}",
                 m.status,
                 m.decided_by.as_deref().unwrap_or("a steward")

@@ -11,7 +11,8 @@
 //! ```
 //!
 //! Parameter types: `string`, `int`, `float`, `bool`, `date` (`YYYY-MM-DD`;
-//! the default `today` is the current date).
+//! the default `today` is the current date). After the type, `default
+//! VALUE` and, for numbers, `range LO..HI` (both included).
 
 use datafusion::scalar::ScalarValue;
 
@@ -72,6 +73,8 @@ pub struct Param {
     pub ty: ParamType,
     /// The default as written in the header.
     pub default: Option<String>,
+    /// The values a number may take (`range LO..HI`, both included).
+    pub range: Option<(f64, f64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,19 +129,36 @@ impl NamedQuery {
                     };
                     let ty = ParamType::parse(ty)
                         .ok_or_else(|| format!("{file}: parameter {pname}: unknown type {ty:?}"))?;
-                    let default = match words.get(2..) {
-                        Some(["default", rest @ ..]) if !rest.is_empty() => Some(rest.join(" ")),
-                        Some([]) | None => None,
-                        Some(_) => {
-                            return Err(format!(
-                                "{file}: parameter {pname}: expected `default VALUE`"
-                            ));
+                    let (mut default, mut range) = (None, None);
+                    let mut rest = words.get(2..).unwrap_or_default().iter();
+                    while let Some(w) = rest.next() {
+                        match (*w, rest.next()) {
+                            ("default", Some(v)) => default = Some((*v).to_string()),
+                            ("range", Some(r))
+                                if matches!(ty, ParamType::Int | ParamType::Float) =>
+                            {
+                                let bounds = r.split_once("..").and_then(|(lo, hi)| {
+                                    Some((lo.parse::<f64>().ok()?, hi.parse::<f64>().ok()?))
+                                });
+                                range =
+                                    Some(bounds.filter(|(lo, hi)| lo <= hi).ok_or_else(|| {
+                                        format!(
+                                            "{file}: parameter {pname}: expected `range LO..HI`"
+                                        )
+                                    })?);
+                            }
+                            _ => {
+                                return Err(format!(
+                                    "{file}: parameter {pname}: expected `default VALUE` or (for numbers) `range LO..HI`"
+                                ));
+                            }
                         }
-                    };
+                    }
                     params.push(Param {
                         name: pname.to_string(),
                         ty,
                         default,
+                        range,
                     });
                 }
                 _ => {}
@@ -155,22 +175,38 @@ impl NamedQuery {
         // Defaults must be valid values of their type.
         for p in &q.params {
             if let Some(d) = &p.default {
-                convert(p, &serde_json::Value::String(d.clone()))
-                    .map_err(|e| format!("{file}: {e}"))?;
+                convert(p, Input::Text(d)).map_err(|e| format!("{file}: {e}"))?;
             }
         }
         Ok(q)
     }
 
-    /// Every parameter's value: given, or the default; typed.
+    /// Every parameter's value from a JSON object (`POST`): given, with
+    /// the JSON type of its parameter type, or the default.
     pub fn bind(
         &self,
         given: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<Vec<(String, ScalarValue)>, ParamError> {
-        if let Some(unknown) = given
-            .keys()
-            .find(|k| !self.params.iter().any(|p| &p.name == *k))
-        {
+        self.bind_with(given.keys(), |name| given.get(name).map(Input::Json))
+    }
+
+    /// Every parameter's value from text (a query string): given, parsed
+    /// as its type, or the default.
+    pub fn bind_text(
+        &self,
+        given: &std::collections::HashMap<String, String>,
+    ) -> Result<Vec<(String, ScalarValue)>, ParamError> {
+        self.bind_with(given.keys(), |name| {
+            given.get(name).map(|v| Input::Text(v.as_str()))
+        })
+    }
+
+    fn bind_with<'a>(
+        &self,
+        mut names: impl Iterator<Item = &'a String>,
+        given: impl Fn(&str) -> Option<Input<'a>>,
+    ) -> Result<Vec<(String, ScalarValue)>, ParamError> {
+        if let Some(unknown) = names.find(|k| !self.params.iter().any(|p| &p.name == *k)) {
             return Err(ParamError {
                 name: unknown.clone(),
                 message: format!(
@@ -187,9 +223,9 @@ impl NamedQuery {
         self.params
             .iter()
             .map(|p| {
-                let v = match (given.get(&p.name), &p.default) {
-                    (Some(v), _) => v.clone(),
-                    (None, Some(d)) => serde_json::Value::String(d.clone()),
+                let v = match (given(&p.name), &p.default) {
+                    (Some(v), _) => convert(p, v),
+                    (None, Some(d)) => convert(p, Input::Text(d)),
                     (None, None) => {
                         return Err(ParamError {
                             name: p.name.clone(),
@@ -197,27 +233,68 @@ impl NamedQuery {
                         });
                     }
                 };
-                convert(p, &v).map(|s| (p.name.clone(), s))
+                v.map(|s| (p.name.clone(), s))
             })
             .collect()
     }
 }
 
-fn convert(p: &Param, v: &serde_json::Value) -> Result<ScalarValue, ParamError> {
+/// A parameter's value as given: JSON (typed) or text (to parse).
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Json(&'a serde_json::Value),
+    Text(&'a str),
+}
+
+fn convert(p: &Param, v: Input<'_>) -> Result<ScalarValue, ParamError> {
+    let shown = match v {
+        Input::Json(j) => j.to_string(),
+        Input::Text(t) => format!("{t:?}"),
+    };
     let bad = || ParamError {
         name: p.name.clone(),
-        message: format!("{v} is not a valid {}", p.ty.name()),
+        message: format!("{shown} is not a valid {}", p.ty.name()),
     };
-    let text = match v {
-        serde_json::Value::String(s) => s.trim().to_string(),
-        serde_json::Value::Number(n) => n.to_string(),
-        serde_json::Value::Bool(b) => b.to_string(),
+    // JSON must have the parameter type's JSON type: text for strings and
+    // dates, numbers for numbers, booleans for booleans.
+    use serde_json::Value as J;
+    let text = match (v, p.ty) {
+        (Input::Text(t), _) => t.trim().to_string(),
+        (Input::Json(J::String(s)), ParamType::String | ParamType::Date) => s.trim().to_string(),
+        (Input::Json(J::Number(n)), ParamType::Int | ParamType::Float) => n.to_string(),
+        (Input::Json(J::Bool(b)), ParamType::Bool) => b.to_string(),
         _ => return Err(bad()),
+    };
+    let in_range = |v: f64| -> Result<(), ParamError> {
+        match p.range {
+            Some((lo, hi)) if !(lo..=hi).contains(&v) => Err(ParamError {
+                name: p.name.clone(),
+                message: format!("{v} is outside {lo}..{hi}"),
+            }),
+            _ => Ok(()),
+        }
     };
     Ok(match p.ty {
         ParamType::String => ScalarValue::Utf8(Some(text)),
-        ParamType::Int => ScalarValue::Int64(Some(text.parse().map_err(|_| bad())?)),
-        ParamType::Float => ScalarValue::Float64(Some(text.parse().map_err(|_| bad())?)),
+        ParamType::Int => {
+            // JSON Schema's integers include `5.0`.
+            let v: i64 = match text.parse() {
+                Ok(v) => v,
+                Err(_) => text
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
+                    .map(|f| f as i64)
+                    .ok_or_else(bad)?,
+            };
+            in_range(v as f64)?;
+            ScalarValue::Int64(Some(v))
+        }
+        ParamType::Float => {
+            let v: f64 = text.parse().map_err(|_| bad())?;
+            in_range(v)?;
+            ScalarValue::Float64(Some(v))
+        }
         ParamType::Bool => ScalarValue::Boolean(Some(text.parse().map_err(|_| bad())?)),
         ParamType::Date => {
             let d = if text == "today" {

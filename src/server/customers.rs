@@ -2,18 +2,16 @@
 //! decisions (merge, split, undo, confirm, reject). Decisions run one at a
 //! time; each is recorded in the ledger under the request's principal.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
 
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-
+use super::SharedState;
+use super::docs::{DecisionProblems, ReadProblems};
 use super::error::ApiError;
-use super::{SharedState, json_response};
+use super::extract::{Body, Params, PathParams, Shape};
 use crate::error::ErrorKind;
-use crate::identity::{IdentityError, Steward};
+use crate::identity::{DecisionReport, IdentityError, Steward};
 
 /// The principal every request runs under until access control lands.
 pub(crate) const DEV_PRINCIPAL: &str = "dev";
@@ -22,43 +20,105 @@ fn identity_error(e: IdentityError) -> ApiError {
     ApiError::from_error("identity resolution", &e)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
-    state: &SharedState,
-    body: Result<Bytes, BytesRejection>,
-    shape: &str,
-) -> Result<T, ApiError> {
-    let body = super::query::body_bytes(state, body)?;
-    serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(ErrorKind::MalformedBody, format!("expected {shape}: {e}")))
+/// The path of a golden customer.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct CustomerId {
+    /// A golden customer id (`CU` + 10 digits); a retired id is followed
+    /// to its survivor.
+    id: String,
 }
 
-pub(crate) async fn lineage(State(state): State<SharedState>, Path(id): Path<String>) -> Response {
-    match crate::identity::explain::lineage(&state.warehouse.lake, &state.warehouse.catalog, &id)
+/// How a golden customer was built: golden fields and their sources, the
+/// source records with rule, score and per-field similarities, suspect
+/// groups, retired ids and ledger events.
+#[utoipa::path(
+    get,
+    path = "/v1/customers/{id}/lineage",
+    operation_id = "customer_lineage",
+    tag = "customers",
+    params(CustomerId),
+    responses(
+        (status = 200, description = "The customer's lineage", body = Object),
+        ReadProblems
+    )
+)]
+pub(crate) async fn lineage(
+    State(state): State<SharedState>,
+    PathParams(CustomerId { id }): PathParams<CustomerId>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    crate::identity::explain::lineage(&state.warehouse.lake, &state.warehouse.catalog, &id)
         .await
-    {
-        Ok(v) => json_response(StatusCode::OK, &v),
-        Err(e) => identity_error(e).into_response(),
-    }
+        .map(Json)
+        .map_err(identity_error)
 }
 
-#[derive(Deserialize)]
+/// Customers to merge by hand.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MergeRequest {
+pub(crate) struct MergeRequest {
+    /// Two or more golden customer ids; the oldest survives.
+    #[schema(min_items = 2)]
     customers: Vec<String>,
+    /// Why (recorded in the ledger).
+    #[schema(min_length = 1, pattern = r"\S")]
     reason: String,
 }
 
-#[derive(Deserialize)]
+impl Shape for MergeRequest {
+    const SHAPE: &'static str = "{\"customers\": [id, id, ...], \"reason\": ...}";
+}
+
+/// Source records to split off a customer.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SplitRequest {
+pub(crate) struct SplitRequest {
+    /// Records as `system:source_id` (as the lineage shows them).
+    #[schema(min_items = 1)]
     records: Vec<String>,
+    /// Why (recorded in the ledger).
+    #[schema(min_length = 1, pattern = r"\S")]
     reason: String,
 }
 
-#[derive(Deserialize)]
+impl Shape for SplitRequest {
+    const SHAPE: &'static str = "{\"records\": [\"system:source_id\", ...], \"reason\": ...}";
+}
+
+/// A decision's reason.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReasonRequest {
+pub(crate) struct ReasonRequest {
+    /// Why (recorded in the ledger).
+    #[schema(min_length = 1, pattern = r"\S")]
     reason: String,
+}
+
+impl Shape for ReasonRequest {
+    const SHAPE: &'static str = "{\"reason\": ...}";
+}
+
+/// What a decision did: its ledger event and the resolution it ran.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Decision {
+    event_id: String,
+    /// `merge`, `split`, `undo`, `confirm` or `reject`.
+    event_type: String,
+    customer_ids: Vec<String>,
+    /// The resolution the decision ran (records, customers, changes).
+    #[schema(value_type = Object)]
+    resolve: serde_json::Value,
+}
+
+impl From<DecisionReport> for Decision {
+    fn from(r: DecisionReport) -> Self {
+        Self {
+            event_id: r.event_id,
+            event_type: r.event_type,
+            customer_ids: r.customer_ids,
+            resolve: serde_json::to_value(&r.resolve).unwrap_or_default(),
+        }
+    }
 }
 
 enum Action {
@@ -68,7 +128,11 @@ enum Action {
     Group(String, bool),
 }
 
-async fn decide(state: &SharedState, action: Action, reason: &str) -> Response {
+async fn decide(
+    state: &SharedState,
+    action: Action,
+    reason: &str,
+) -> Result<Json<Decision>, ApiError> {
     let _one_at_a_time = state.decisions.lock().await;
     let s = Steward {
         warehouse: &state.warehouse,
@@ -80,145 +144,225 @@ async fn decide(state: &SharedState, action: Action, reason: &str) -> Response {
         Action::Undo(event) => s.undo(event, reason).await,
         Action::Group(group, confirm) => s.decide_group(group, *confirm, reason).await,
     };
-    match result {
-        Ok(r) => json_response(
-            StatusCode::OK,
-            &serde_json::to_value(&r).unwrap_or_default(),
-        ),
-        Err(e) => identity_error(e).into_response(),
-    }
+    result.map(|r| Json(r.into())).map_err(identity_error)
 }
 
+/// Merge customers by hand; the oldest id survives, the others retire
+/// pointing to it.
+#[utoipa::path(
+    post,
+    path = "/v1/customers/merge",
+    operation_id = "merge_customers",
+    tag = "customers",
+    request_body = MergeRequest,
+    responses((status = 200, description = "The merge and its resolution", body = Decision), DecisionProblems)
+)]
 pub(crate) async fn merge(
     State(state): State<SharedState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let req: MergeRequest = match parse(
-        &state,
-        body,
-        "{\"customers\": [id, id, ...], \"reason\": ...}",
-    ) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    Body(req): Body<MergeRequest>,
+) -> Result<Json<Decision>, ApiError> {
     decide(&state, Action::Merge(req.customers), &req.reason).await
 }
 
+/// Move source records off a customer into a new one.
+#[utoipa::path(
+    post,
+    path = "/v1/customers/{id}/split",
+    operation_id = "split_customer",
+    tag = "customers",
+    params(CustomerId),
+    request_body = SplitRequest,
+    responses((status = 200, description = "The split and its resolution", body = Decision), DecisionProblems)
+)]
 pub(crate) async fn split(
     State(state): State<SharedState>,
-    Path(id): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let req: SplitRequest = match parse(
-        &state,
-        body,
-        "{\"records\": [\"system:source_id\", ...], \"reason\": ...}",
-    ) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    PathParams(CustomerId { id }): PathParams<CustomerId>,
+    Body(req): Body<SplitRequest>,
+) -> Result<Json<Decision>, ApiError> {
     decide(&state, Action::Split(id, req.records), &req.reason).await
 }
 
-pub(crate) async fn undo(
-    State(state): State<SharedState>,
-    Path(event): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let req: ReasonRequest = match parse(&state, body, "{\"reason\": ...}") {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    decide(&state, Action::Undo(event), &req.reason).await
+/// The path of a ledger event.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct EventId {
+    /// A ledger event id (`EV` + 10 digits).
+    id: String,
 }
 
+/// Roll back a merge, split, confirm, reject or automatic merge.
+#[utoipa::path(
+    post,
+    path = "/v1/merge-events/{id}/undo",
+    operation_id = "undo_event",
+    tag = "customers",
+    params(EventId),
+    request_body = ReasonRequest,
+    responses((status = 200, description = "The undo and its resolution", body = Decision), DecisionProblems)
+)]
+pub(crate) async fn undo(
+    State(state): State<SharedState>,
+    PathParams(EventId { id }): PathParams<EventId>,
+    Body(req): Body<ReasonRequest>,
+) -> Result<Json<Decision>, ApiError> {
+    decide(&state, Action::Undo(id), &req.reason).await
+}
+
+/// What to do with a suspect group.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum GroupAction {
+    /// Merge the group's customers.
+    Confirm,
+    /// Stop proposing them.
+    Reject,
+}
+
+/// The path of a decision on a suspect group.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct GroupDecision {
+    /// A suspect group id.
+    group: String,
+    #[param(inline)]
+    action: GroupAction,
+}
+
+/// Confirm (merge) or reject a suspected duplicate group.
+#[utoipa::path(
+    post,
+    path = "/v1/suspects/{group}/{action}",
+    operation_id = "decide_suspect_group",
+    tag = "customers",
+    params(GroupDecision),
+    request_body = ReasonRequest,
+    responses((status = 200, description = "The decision and its resolution", body = Decision), DecisionProblems)
+)]
 pub(crate) async fn group_decision(
     State(state): State<SharedState>,
-    Path((group, action)): Path<(String, String)>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let confirm = match action.as_str() {
-        "confirm" => true,
-        "reject" => false,
-        other => {
-            return ApiError::not_found(format!(
-                "no action {other:?} on suspect groups (use confirm or reject)"
-            ))
-            .into_response();
-        }
-    };
-    let req: ReasonRequest = match parse(&state, body, "{\"reason\": ...}") {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
+    PathParams(GroupDecision { group, action }): PathParams<GroupDecision>,
+    Body(req): Body<ReasonRequest>,
+) -> Result<Json<Decision>, ApiError> {
+    let confirm = matches!(action, GroupAction::Confirm);
     decide(&state, Action::Group(group, confirm), &req.reason).await
 }
 
-#[derive(Deserialize)]
-pub(crate) struct SuspectQuery {
-    status: Option<String>,
-    limit: Option<usize>,
+/// The status of suspect groups.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, utoipa::ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum GroupStatus {
+    Open,
+    Confirmed,
+    Rejected,
 }
 
+impl GroupStatus {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Confirmed => "confirmed",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// Which suspect groups to list.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct SuspectQuery {
+    /// `open` (default), `confirmed` or `rejected`.
+    #[param(inline)]
+    status: Option<GroupStatus>,
+    /// Groups to list at most (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// A member of a suspect group.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct SuspectMember {
+    /// The source record, `system:source_id`.
+    member: String,
+    customer_id: Option<String>,
+    score: Option<f64>,
+    /// Per-field similarities with the record it was matched to.
+    #[schema(value_type = Option<Object>)]
+    detail: Option<serde_json::Value>,
+}
+
+/// A suspected duplicate group.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct SuspectGroup {
+    group_id: String,
+    rule: String,
+    score: f64,
+    members: Vec<SuspectMember>,
+}
+
+/// Suspect groups of one status.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Suspects {
+    #[schema(inline)]
+    status: GroupStatus,
+    groups: Vec<SuspectGroup>,
+}
+
+/// Suspected duplicate groups with their members, scores and field
+/// similarities.
+#[utoipa::path(
+    get,
+    path = "/v1/suspects",
+    operation_id = "list_suspects",
+    tag = "customers",
+    params(SuspectQuery),
+    responses((status = 200, description = "The groups", body = Suspects), ReadProblems)
+)]
 pub(crate) async fn suspects(
     State(state): State<SharedState>,
-    Query(q): Query<SuspectQuery>,
-) -> Response {
-    let status = q.status.unwrap_or_else(|| "open".into());
-    if !["open", "confirmed", "rejected"].contains(&status.as_str()) {
-        return ApiError::new(
+    Params(q): Params<SuspectQuery>,
+) -> Result<Json<Suspects>, ApiError> {
+    let status = q.status.unwrap_or(GroupStatus::Open);
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::new(
             ErrorKind::InvalidParameter,
-            "status must be open, confirmed or rejected",
-        )
-        .into_response();
+            "limit must be between 1 and 1000",
+        ));
     }
-    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let limit = limit as usize;
     let ctx = crate::lake::session::write_context();
-    let have = match crate::identity::suspects::register(
-        &ctx,
-        &state.warehouse.lake,
-        &state.warehouse.catalog,
-    )
-    .await
-    {
-        Ok(h) => h,
-        Err(e) => return identity_error(e).into_response(),
-    };
-    let rows = match crate::identity::suspects::load_public(&ctx, have).await {
-        Ok(r) => r,
-        Err(e) => return identity_error(e).into_response(),
-    };
-    let mut groups: Vec<serde_json::Value> = Vec::new();
-    let mut current: Option<(String, Vec<serde_json::Value>, f64, String)> = None;
-    let flush = |c: Option<(String, Vec<serde_json::Value>, f64, String)>,
-                 out: &mut Vec<serde_json::Value>| {
-        if let Some((g, members, score, rule)) = c {
-            out.push(serde_json::json!({"group_id": g, "rule": rule, "score": score, "members": members}));
-        }
-    };
-    for m in rows.into_iter().filter(|m| m.status == status) {
-        if current.as_ref().is_none_or(|c| c.0 != m.group_id) {
+    let have =
+        crate::identity::suspects::register(&ctx, &state.warehouse.lake, &state.warehouse.catalog)
+            .await
+            .map_err(identity_error)?;
+    let rows = crate::identity::suspects::load_public(&ctx, have)
+        .await
+        .map_err(identity_error)?;
+    let mut groups: Vec<SuspectGroup> = Vec::new();
+    for m in rows.into_iter().filter(|m| m.status == status.name()) {
+        if groups.last().is_none_or(|g| g.group_id != m.group_id) {
             if groups.len() >= limit {
-                current = None;
                 break;
             }
-            flush(current.take(), &mut groups);
-            current = Some((m.group_id.clone(), Vec::new(), 0.0, m.rule.clone()));
+            groups.push(SuspectGroup {
+                group_id: m.group_id.clone(),
+                rule: m.rule.clone(),
+                score: 0.0,
+                members: Vec::new(),
+            });
         }
-        if let Some(c) = current.as_mut() {
-            c.2 = c.2.max(m.score.unwrap_or(0.0));
-            c.1.push(serde_json::json!({
-                "member": m.member,
-                "customer_id": m.customer_id,
-                "score": m.score,
-                "detail": m.detail.as_deref().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
-            }));
+        if let Some(g) = groups.last_mut() {
+            g.score = g.score.max(m.score.unwrap_or(0.0));
+            g.members.push(SuspectMember {
+                member: m.member,
+                customer_id: m.customer_id,
+                score: m.score,
+                detail: m
+                    .detail
+                    .as_deref()
+                    .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok()),
+            });
         }
     }
-    flush(current, &mut groups);
-    groups.truncate(limit);
-    json_response(
-        StatusCode::OK,
-        &serde_json::json!({"status": status, "groups": groups}),
-    )
+    Ok(Json(Suspects { status, groups }))
 }

@@ -52,7 +52,7 @@ fn retry_after(kind: ErrorKind) -> Option<u64> {
 }
 
 /// The body: RFC 9457 fields plus the stable code.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Problem {
     /// `https://custlake.dev/problems/<code>`.
     #[serde(rename = "type")]
@@ -60,8 +60,10 @@ pub(crate) struct Problem {
     /// A short, fixed title of the code.
     title: String,
     /// The HTTP status.
+    #[schema(minimum = 400, maximum = 599)]
     status: u16,
     /// The stable error code (listed in the README).
+    #[schema(minimum = 1000, maximum = 9999)]
     code: u32,
     /// What went wrong with this request.
     detail: String,

@@ -5,8 +5,10 @@
 //! is visible to the next query without a restart.
 
 mod customers;
+mod docs;
 mod encode;
 mod error;
+mod extract;
 mod named;
 mod query;
 mod tables;
@@ -16,14 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower_http::compression::CompressionLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{Classify, ErrorKind};
 use crate::lake::Warehouse;
@@ -73,6 +78,8 @@ pub struct AppState {
     pub runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
     /// Delta tables and providers, refreshed when a table gets a new version.
     pub tables: crate::query::TableCache,
+    /// The OpenAPI document, rendered once.
+    pub openapi: String,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -80,29 +87,46 @@ pub type SharedState = Arc<AppState>;
 /// The request id header.
 const REQUEST_ID: &str = "x-request-id";
 
+/// Every documented route, with its OpenAPI description.
+fn api() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
+        .routes(routes!(openapi))
+        .routes(routes!(query::run))
+        .routes(routes!(named::list))
+        .routes(routes!(named::get, named::post))
+        .routes(routes!(tables::list))
+        .routes(routes!(tables::show))
+        .routes(routes!(customers::merge))
+        .routes(routes!(customers::lineage))
+        .routes(routes!(customers::split))
+        .routes(routes!(customers::undo))
+        .routes(routes!(customers::suspects))
+        .routes(routes!(customers::group_decision))
+}
+
+/// The OpenAPI document of every route, with the bounds this server's
+/// configuration puts on limits and timeouts.
+pub fn openapi_document(
+    config: &crate::config::Config,
+    named: &[crate::query::named::NamedQuery],
+) -> serde_json::Value {
+    let mut doc = api().into_openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let mut doc = serde_json::to_value(&doc).unwrap_or_default();
+    docs::named_paths(&mut doc, named);
+    docs::apply_bounds(&mut doc, &config.server);
+    doc
+}
+
 /// The router with every route and layer; tests call it with `oneshot`.
 pub fn router(state: SharedState) -> Router {
     let body_limit = state.warehouse.config.server.body_limit_bytes;
     let request_id = axum::http::HeaderName::from_static(REQUEST_ID);
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/openapi.json", get(openapi))
-        .route("/metrics", get(metrics_text))
-        .route("/v1/query", post(query::run))
-        .route("/v1/queries", get(named::list))
-        .route("/v1/queries/{name}", get(named::get).post(named::post))
-        .route("/v1/tables", get(tables::list))
-        .route("/v1/tables/{name}", get(tables::show))
-        .route("/v1/customers/merge", post(customers::merge))
-        .route("/v1/customers/{id}/lineage", get(customers::lineage))
-        .route("/v1/customers/{id}/split", post(customers::split))
-        .route("/v1/merge-events/{id}/undo", post(customers::undo))
-        .route("/v1/suspects", get(customers::suspects))
-        .route(
-            "/v1/suspects/{group}/{action}",
-            post(customers::group_decision),
-        )
+    let (routes, _) = api().split_for_parts();
+    routes
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn(track))
         .with_state(state)
@@ -155,8 +179,16 @@ async fn track(req: axum::extract::Request, next: axum::middleware::Next) -> Res
     resp
 }
 
-/// Prometheus metrics: requests, latency histograms, rows and bytes
-/// returned, errors by code, time per named query.
+/// Prometheus metrics: `custlake_http_requests_total` and
+/// `custlake_http_request_duration_seconds` by route and status, rows and
+/// bytes returned, errors by code, time per named query.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "service",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
 async fn metrics_text() -> Response {
     let body = prometheus().map(|h| h.render()).unwrap_or_default();
     (
@@ -170,31 +202,64 @@ async fn metrics_text() -> Response {
         .into_response()
 }
 
-/// The OpenAPI description of every route (checked against the live server
-/// by a property-based API tester in CI).
-const OPENAPI: &str = include_str!("openapi.json");
-
-async fn openapi() -> Response {
+/// This document: the OpenAPI 3.1 description of every route, generated
+/// from the handlers and their types.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "service",
+    responses((status = 200, description = "The OpenAPI document", body = Object))
+)]
+async fn openapi(State(state): State<SharedState>) -> Response {
     (
         StatusCode::OK,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        OPENAPI,
+        state.openapi.clone(),
     )
         .into_response()
 }
 
-async fn healthz() -> Response {
-    json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+/// Liveness.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok` or `ready`.
+    status: String,
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<SharedState>) -> Response {
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "service",
+    responses((status = 200, description = "Up", body = Health))
+)]
+async fn healthz() -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The lake's storage can be reached.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "service",
+    responses((status = 200, description = "Ready", body = Health), docs::ReadyProblems)
+)]
+async fn readyz(State(state): State<SharedState>) -> Response {
     let wh = &state.warehouse;
     let def = match wh.catalog.table("ingest_batch") {
         Ok(d) => d,
         Err(e) => return ApiError::internal("readiness check", e).into_response(),
     };
     match wh.lake.open(def).await {
-        Ok(_) => json_response(StatusCode::OK, &serde_json::json!({"status": "ready"})),
+        Ok(_) => axum::Json(Health {
+            status: "ready".into(),
+        })
+        .into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "lake not reachable");
             ApiError::new(
@@ -204,15 +269,6 @@ async fn readyz(axum::extract::State(state): axum::extract::State<SharedState>) 
             .into_response()
         }
     }
-}
-
-pub(crate) fn json_response(status: StatusCode, v: &serde_json::Value) -> Response {
-    (
-        status,
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(v).unwrap_or_default(),
-    )
-        .into_response()
 }
 
 /// The server: bound, ready to run.
@@ -234,6 +290,7 @@ impl Application {
             })?;
         let shutdown_grace = Duration::from_millis(config.server.shutdown_grace_ms);
         let named = crate::query::named::embedded().map_err(ServerError::NamedQueries)?;
+        let openapi = serde_json::to_string(&openapi_document(&config, &named)).unwrap_or_default();
         prometheus();
         let state = Arc::new(AppState {
             named,
@@ -241,6 +298,7 @@ impl Application {
             decisions: tokio::sync::Mutex::new(()),
             runtime: crate::query::runtime(&config)?,
             tables: crate::query::TableCache::default(),
+            openapi,
             warehouse,
         });
         Ok(Self {

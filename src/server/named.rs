@@ -3,38 +3,75 @@
 
 use std::collections::HashMap;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
 
+use super::SharedState;
+use super::docs::{FormatQuery, NamedProblems, ResultFormats};
 use super::error::ApiError;
-use super::query::{body_bytes, limits, negotiate, run_sql};
-use super::{SharedState, json_response};
-use crate::error::ErrorKind;
+use super::extract::{Body, Params, PathParams, Shape};
+use super::query::{limits, negotiate, run_sql};
 use crate::query::named::NamedQuery;
 
-pub(crate) async fn list(State(state): State<SharedState>) -> Response {
-    let queries: Vec<serde_json::Value> = state
+/// A named query's parameter.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct NamedParam {
+    name: String,
+    /// `string`, `int`, `float`, `bool` or `date`.
+    #[serde(rename = "type")]
+    ty: String,
+    /// The default as written in the query's header.
+    default: Option<String>,
+    required: bool,
+}
+
+/// A named query of `sql/`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct NamedQueryInfo {
+    name: String,
+    description: String,
+    /// The roles allowed to run it.
+    roles: Vec<String>,
+    params: Vec<NamedParam>,
+}
+
+/// The named queries.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct NamedQueries {
+    queries: Vec<NamedQueryInfo>,
+}
+
+/// List the named queries with their typed parameters, defaults and roles.
+#[utoipa::path(
+    get,
+    path = "/v1/queries",
+    operation_id = "list_named_queries",
+    tag = "query",
+    responses((status = 200, description = "The named queries", body = NamedQueries))
+)]
+pub(crate) async fn list(State(state): State<SharedState>) -> axum::Json<NamedQueries> {
+    let queries = state
         .named
         .iter()
-        .map(|q| {
-            serde_json::json!({
-                "name": q.name,
-                "description": q.description,
-                "roles": q.roles,
-                "params": q.params.iter().map(|p| serde_json::json!({
-                    "name": p.name,
-                    "type": p.ty.name(),
-                    "default": p.default,
-                    "required": p.default.is_none(),
-                })).collect::<Vec<_>>(),
-            })
+        .map(|q| NamedQueryInfo {
+            name: q.name.clone(),
+            description: q.description.clone(),
+            roles: q.roles.clone(),
+            params: q
+                .params
+                .iter()
+                .map(|p| NamedParam {
+                    name: p.name.clone(),
+                    ty: p.ty.name().to_string(),
+                    default: p.default.clone(),
+                    required: p.default.is_none(),
+                })
+                .collect(),
         })
         .collect();
-    json_response(StatusCode::OK, &serde_json::json!({ "queries": queries }))
+    axum::Json(NamedQueries { queries })
 }
 
 fn find<'a>(state: &'a SharedState, name: &str) -> Result<&'a NamedQuery, ApiError> {
@@ -45,21 +82,30 @@ fn find<'a>(state: &'a SharedState, name: &str) -> Result<&'a NamedQuery, ApiErr
     })
 }
 
+/// A named query's parameters: a body's JSON values, or a query string's
+/// text.
+enum Given {
+    Json(serde_json::Map<String, serde_json::Value>),
+    Text(HashMap<String, String>),
+}
+
 async fn run(
     state: SharedState,
     name: &str,
     format: Option<&str>,
     headers: &HeaderMap,
-    params: serde_json::Map<String, serde_json::Value>,
-    limit: Option<usize>,
+    params: Given,
+    limit: Option<u64>,
     timeout_ms: Option<u64>,
 ) -> Result<Response, ApiError> {
     let q = find(&state, name)?;
     let format = negotiate(format, headers)?;
     let (limit, timeout_ms) = limits(&state, limit, timeout_ms)?;
-    let bound = q
-        .bind(&params)
-        .map_err(|e| ApiError::new(ErrorKind::InvalidParameter, e.to_string()))?;
+    let bound = match &params {
+        Given::Json(p) => q.bind(p),
+        Given::Text(p) => q.bind_text(p),
+    }
+    .map_err(|e| ApiError::from_error("binding the parameters", &e))?;
     let start = std::time::Instant::now();
     let result = run_sql(&state, format, &q.sql, bound, limit, timeout_ms).await;
     // Time to the first result bytes (the rest streams).
@@ -68,103 +114,111 @@ async fn run(
     result
 }
 
-/// `GET /v1/queries/{name}?param=value&format=csv&limit=N&timeout_ms=N`
+/// The path of a named query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct QueryName {
+    /// The query's name (`GET /v1/queries` lists them).
+    name: String,
+}
+
+/// The row limit and timeout of a named query in the query string.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RunLimits {
+    /// Rows to return at most (default `server.default_row_limit`).
+    #[param(minimum = 0)]
+    limit: Option<u64>,
+    /// Milliseconds the query may run (default `server.query_timeout_ms`).
+    timeout_ms: Option<u64>,
+}
+
+/// Run a named query, its parameters in the query string
+/// (`?id=C1&system=core`; `GET /v1/queries` lists each query's parameters
+/// and their types). A missing, unknown or mistyped parameter is a 400
+/// that names it.
+#[utoipa::path(
+    get,
+    path = "/v1/queries/{name}",
+    operation_id = "run_named_query",
+    tag = "query",
+    params(QueryName, FormatQuery, RunLimits),
+    responses(ResultFormats, NamedProblems)
+)]
 pub(crate) async fn get(
     State(state): State<SharedState>,
-    Path(name): Path<String>,
-    Query(mut query): Query<HashMap<String, String>>,
+    PathParams(QueryName { name }): PathParams<QueryName>,
+    Params(lims): Params<RunLimits>,
+    Params(mut query): Params<HashMap<String, String>>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, ApiError> {
     let format = query.remove("format");
-    let number = |key: &str, v: Option<String>| -> Result<Option<u64>, ApiError> {
-        v.map(|v| {
-            v.parse::<u64>().map_err(|_| {
-                ApiError::new(
-                    ErrorKind::InvalidParameter,
-                    format!("{key} must be a whole number, got {v:?}"),
-                )
-            })
-        })
-        .transpose()
-    };
-    let limit = match number("limit", query.remove("limit")) {
-        Ok(v) => v.map(|v| v as usize),
-        Err(e) => return e.into_response(),
-    };
-    let timeout = match number("timeout_ms", query.remove("timeout_ms")) {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let params = query
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::Value::String(v)))
-        .collect();
-    match run(
+    query.remove("limit");
+    query.remove("timeout_ms");
+    let (limit, timeout) = (lims.limit, lims.timeout_ms);
+    run(
         state,
         &name,
         format.as_deref(),
         &headers,
-        params,
+        Given::Text(query),
         limit,
         timeout,
     )
     .await
-    {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// The parameters and limits of a named query run.
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RunRequest {
+pub(crate) struct RunRequest {
+    /// The query's parameters by name (`GET /v1/queries` lists them).
     #[serde(default)]
+    #[schema(schema_with = super::docs::param_values)]
     params: serde_json::Map<String, serde_json::Value>,
-    limit: Option<usize>,
+    /// Rows to return at most (default `server.default_row_limit`).
+    #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "super::docs::whole")]
+    limit: Option<u64>,
+    /// Milliseconds the query may run (default `server.query_timeout_ms`).
+    #[serde(default, deserialize_with = "super::docs::whole")]
     timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct FormatParam {
-    format: Option<String>,
+impl Shape for RunRequest {
+    const SHAPE: &'static str = "{\"params\": {...}, \"limit\": N, \"timeout_ms\": N}";
+
+    fn empty() -> Option<Self> {
+        Some(Self::default())
+    }
 }
 
-/// `POST /v1/queries/{name}` with `{"params": {...}, "limit": N, "timeout_ms": N}`.
+/// Run a named query with `{"params": {...}, "limit": N, "timeout_ms": N}`
+/// (an empty body runs it with its defaults).
+#[utoipa::path(
+    post,
+    path = "/v1/queries/{name}",
+    operation_id = "run_named_query_with_body",
+    tag = "query",
+    params(QueryName, FormatQuery),
+    request_body = RunRequest,
+    responses(ResultFormats, NamedProblems)
+)]
 pub(crate) async fn post(
     State(state): State<SharedState>,
-    Path(name): Path<String>,
-    Query(fmt): Query<FormatParam>,
+    PathParams(QueryName { name }): PathParams<QueryName>,
+    Params(fmt): Params<FormatQuery>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result = async {
-        let body = body_bytes(&state, body)?;
-        let req: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
-            RunRequest::default()
-        } else {
-            serde_json::from_slice(&body).map_err(|e| {
-                ApiError::new(
-                    ErrorKind::MalformedBody,
-                    format!(
-                        "expected {{\"params\": {{...}}, \"limit\": N, \"timeout_ms\": N}}: {e}"
-                    ),
-                )
-            })?
-        };
-        run(
-            state.clone(),
-            &name,
-            fmt.format.as_deref(),
-            &headers,
-            req.params,
-            req.limit,
-            req.timeout_ms,
-        )
-        .await
-    }
-    .await;
-    match result {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
+    Body(req): Body<RunRequest>,
+) -> Result<Response, ApiError> {
+    run(
+        state.clone(),
+        &name,
+        fmt.format.as_deref(),
+        &headers,
+        Given::Json(req.params),
+        req.limit,
+        req.timeout_ms,
+    )
+    .await
 }

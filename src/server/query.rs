@@ -2,8 +2,7 @@
 //! DataFusion, the result streamed in the format asked for.
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datafusion::arrow::record_batch::RecordBatch;
@@ -14,25 +13,41 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::SharedState;
+use super::docs::{FormatQuery, QueryProblems, ResultFormats};
 use super::encode::{Encoder, Format};
 use super::error::ApiError;
+use super::extract::{Body as JsonBody, Params, Shape};
 use crate::error::ErrorKind;
 use crate::query::{QueryError, check_read_only, context_on, register_lake_cached};
 
-#[derive(Debug, Deserialize)]
+/// One read-only statement and how to run it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct QueryRequest {
-    /// One read-only statement; `$name` placeholders take `params`.
+    /// One read-only statement (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE);
+    /// `$name` placeholders take `params`.
+    #[schema(
+        min_length = 1,
+        examples("SELECT product_line, count(*) FROM policy GROUP BY 1")
+    )]
     pub(crate) sql: String,
+    /// Values of the statement's `$name` placeholders, bound by the engine
+    /// (never pasted into the SQL).
     #[serde(default)]
+    #[schema(schema_with = super::docs::param_values)]
     pub(crate) params: serde_json::Map<String, serde_json::Value>,
-    pub(crate) limit: Option<usize>,
+    /// Rows to return at most (default `server.default_row_limit`).
+    #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "super::docs::whole")]
+    pub(crate) limit: Option<u64>,
+    /// Milliseconds the query may run (default `server.query_timeout_ms`).
+    #[serde(default, deserialize_with = "super::docs::whole")]
     pub(crate) timeout_ms: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct FormatParam {
-    format: Option<String>,
+impl Shape for QueryRequest {
+    const SHAPE: &'static str =
+        "{\"sql\": ..., \"params\": {...}, \"limit\": N, \"timeout_ms\": N}";
 }
 
 /// The format a request asks for: `?format=` wins over `Accept`.
@@ -83,30 +98,27 @@ fn df_error(e: datafusion::error::DataFusionError) -> ApiError {
     query_error(QueryError::from(e))
 }
 
+/// Run one read-only SQL statement.
+///
+/// The result streams in the format `?format=` or `Accept` asks for: JSON
+/// (`{"columns": [{name, type}], "rows": [{...}], "row_count": N}`),
+/// NDJSON, CSV, Arrow IPC stream or Parquet.
+#[utoipa::path(
+    post,
+    path = "/v1/query",
+    operation_id = "run_query",
+    tag = "query",
+    params(FormatQuery),
+    request_body = QueryRequest,
+    responses(ResultFormats, QueryProblems)
+)]
 pub(crate) async fn run(
     State(state): State<SharedState>,
-    Query(fmt): Query<FormatParam>,
+    Params(fmt): Params<FormatQuery>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match execute(state, fmt.format.as_deref(), &headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn execute(
-    state: SharedState,
-    format: Option<&str>,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Response, ApiError> {
-    let format = negotiate(format, headers)?;
-    let body = body_bytes(&state, body)?;
-    let req: QueryRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(ErrorKind::MalformedBody, format!("expected {{\"sql\": ..., \"params\": {{...}}, \"limit\": N, \"timeout_ms\": N}}: {e}"),
-        )
-    })?;
+    let format = negotiate(fmt.format.as_deref(), &headers)?;
     let (limit, timeout_ms) = limits(&state, req.limit, req.timeout_ms)?;
     let params = req
         .params
@@ -116,34 +128,16 @@ async fn execute(
     run_sql(&state, format, &req.sql, params, limit, timeout_ms).await
 }
 
-/// The request body, or the problem with it.
-pub(crate) fn body_bytes(
-    state: &SharedState,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Bytes, ApiError> {
-    body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                ErrorKind::BodyTooLarge,
-                format!(
-                    "the body may have at most {} bytes",
-                    state.warehouse.config.server.body_limit_bytes
-                ),
-            )
-        } else {
-            ApiError::new(ErrorKind::MalformedBody, r.body_text())
-        }
-    })
-}
-
 /// The row limit and timeout of a request, defaulted and checked.
 pub(crate) fn limits(
     state: &SharedState,
-    limit: Option<usize>,
+    limit: Option<u64>,
     timeout_ms: Option<u64>,
 ) -> Result<(usize, u64), ApiError> {
     let cfg = &state.warehouse.config.server;
-    let limit = limit.unwrap_or(cfg.default_row_limit);
+    let limit = limit.map_or(cfg.default_row_limit, |l| {
+        usize::try_from(l).unwrap_or(usize::MAX)
+    });
     if limit > cfg.max_row_limit {
         return Err(ApiError::new(
             ErrorKind::InvalidParameter,

@@ -1,38 +1,95 @@
 //! `GET /v1/tables` and `GET /v1/tables/{name}`: what the lake holds.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
 
+use super::SharedState;
+use super::docs::ReadProblems;
 use super::error::ApiError;
-use super::{SharedState, json_response};
+use super::extract::PathParams;
 use crate::schema::TableDef;
 
-async fn table_facts(state: &SharedState, def: &TableDef) -> Result<serde_json::Value, ApiError> {
+/// A table: its declaration and what the lake holds of it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct TableFacts {
+    name: String,
+    description: String,
+    grain: String,
+    key: Vec<String>,
+    partitioned_by: Option<String>,
+    tiered: bool,
+    /// False until something was written to it.
+    exists: bool,
+    /// The Delta version of its hot part.
+    #[schema(minimum = 0)]
+    version: Option<u64>,
+    #[schema(minimum = 0)]
+    rows: u64,
+    #[schema(minimum = 0)]
+    files: u64,
+    /// RFC 3339 time of the last commit.
+    last_change: Option<String>,
+    tiers: Vec<TierRange>,
+    /// The fields (one table only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fields: Option<Vec<FieldFacts>>,
+}
+
+/// A tier and the range it holds.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct TierRange {
+    tier: String,
+    range: String,
+}
+
+/// A field's declaration.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct FieldFacts {
+    name: String,
+    #[serde(rename = "type")]
+    ty: String,
+    /// Sensitivity, `L1` public to `L4` secret.
+    level: String,
+    mask: String,
+    /// Filled by the warehouse.
+    system: bool,
+    description: String,
+}
+
+/// Every table.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Tables {
+    tables: Vec<TableFacts>,
+}
+
+async fn table_facts(state: &SharedState, def: &TableDef) -> Result<TableFacts, ApiError> {
     let table = state
         .warehouse
         .lake
         .open(def)
         .await
-        .map_err(|e| ApiError::internal("opening a table", e))?;
+        .map_err(|e| ApiError::from_error("opening a table", &e))?;
     let (version, rows, files, last_change) = match &table {
-        None => (None, 0i64, 0usize, None),
+        None => (None, 0, 0, None),
         Some(t) => {
-            let snapshot = t
-                .snapshot()
-                .map_err(|e| ApiError::internal("reading a table", e))?;
-            let files = snapshot.log_data().num_files();
-            let ctx = crate::lake::session::write_context();
-            let provider = t
-                .table_provider()
-                .await
-                .map_err(|e| ApiError::internal("reading a table", e))?;
-            let rows = ctx
-                .read_table(provider)
-                .map_err(|e| ApiError::internal("reading a table", e))?
-                .count()
-                .await
-                .map_err(|e| ApiError::internal("counting rows", e))? as i64;
+            let on = |e: deltalake::DeltaTableError| {
+                ApiError::from_error(
+                    "reading a table",
+                    &crate::lake::LakeError::Delta {
+                        table: def.name.clone(),
+                        source: Box::new(e),
+                    },
+                )
+            };
+            let snapshot = t.snapshot().map_err(on)?;
+            let files = snapshot.log_data().num_files() as u64;
+            // Rows from the log's file statistics: no data file is read.
+            let rows = snapshot
+                .log_data()
+                .iter()
+                .map(|f| f.num_records().unwrap_or(0) as u64)
+                .sum();
             let last = {
                 use futures::StreamExt;
                 let mut h = t.history(Some(1));
@@ -43,63 +100,85 @@ async fn table_facts(state: &SharedState, def: &TableDef) -> Result<serde_json::
                     .and_then(chrono::DateTime::from_timestamp_millis)
                     .map(|d| d.to_rfc3339())
             };
-            (t.version(), rows, files, last)
+            (t.version().map(|v| v as u64), rows, files, last)
         }
     };
-    Ok(serde_json::json!({
-        "name": def.name,
-        "description": def.description,
-        "grain": def.grain,
-        "key": def.key,
-        "partitioned_by": def.partition.as_ref().map(|p| &p.column),
-        "tiered": def.tiered,
-        "exists": table.is_some(),
-        "version": version,
-        "rows": rows,
-        "files": files,
-        "last_change": last_change,
-        "tiers": [{"tier": "hot", "range": "all"}],
-    }))
+    Ok(TableFacts {
+        name: def.name.clone(),
+        description: def.description.clone(),
+        grain: def.grain.clone(),
+        key: def.key.clone(),
+        partitioned_by: def.partition.as_ref().map(|p| p.column.clone()),
+        tiered: def.tiered,
+        exists: table.is_some(),
+        version,
+        rows,
+        files,
+        last_change,
+        tiers: vec![TierRange {
+            tier: "hot".into(),
+            range: "all".into(),
+        }],
+        fields: None,
+    })
 }
 
-pub(crate) async fn list(State(state): State<SharedState>) -> Response {
-    let mut out = Vec::new();
+/// Each table's description, key, partitioning, version, rows, files and
+/// last change.
+#[utoipa::path(
+    get,
+    path = "/v1/tables",
+    operation_id = "list_tables",
+    tag = "tables",
+    responses((status = 200, description = "Every table", body = Tables), ReadProblems)
+)]
+pub(crate) async fn list(State(state): State<SharedState>) -> Result<Json<Tables>, ApiError> {
+    let mut tables = Vec::new();
     for def in &state.warehouse.catalog.tables {
-        match table_facts(&state, def).await {
-            Ok(v) => out.push(v),
-            Err(e) => return e.into_response(),
-        }
+        tables.push(table_facts(&state, def).await?);
     }
-    json_response(StatusCode::OK, &serde_json::json!({ "tables": out }))
+    Ok(Json(Tables { tables }))
 }
 
-pub(crate) async fn show(State(state): State<SharedState>, Path(name): Path<String>) -> Response {
-    let Ok(def) = state.warehouse.catalog.table(&name) else {
-        return ApiError::not_found(format!(
+/// The path of a table.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct TableName {
+    /// The table's name (`GET /v1/tables` lists them).
+    name: String,
+}
+
+/// One table, with its fields' types, sensitivity levels and masks.
+#[utoipa::path(
+    get,
+    path = "/v1/tables/{name}",
+    operation_id = "show_table",
+    tag = "tables",
+    params(TableName),
+    responses((status = 200, description = "The table", body = TableFacts), ReadProblems)
+)]
+pub(crate) async fn show(
+    State(state): State<SharedState>,
+    PathParams(TableName { name }): PathParams<TableName>,
+) -> Result<Json<TableFacts>, ApiError> {
+    let def = state.warehouse.catalog.table(&name).map_err(|_| {
+        ApiError::not_found(format!(
             "no table named {name:?}; GET /v1/tables lists them"
         ))
-        .into_response();
-    };
-    let mut facts = match table_facts(&state, def).await {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let fields: Vec<serde_json::Value> = def
-        .fields
-        .iter()
-        .map(|f| {
-            serde_json::json!({
-                "name": f.name,
-                "type": f.ty.to_string(),
-                "level": format!("{:?}", f.level),
-                "mask": f.mask.to_string(),
-                "system": f.system,
-                "description": f.description,
+    })?;
+    let mut facts = table_facts(&state, def).await?;
+    facts.fields = Some(
+        def.fields
+            .iter()
+            .map(|f| FieldFacts {
+                name: f.name.clone(),
+                ty: f.ty.to_string(),
+                level: format!("{:?}", f.level),
+                mask: f.mask.to_string(),
+                system: f.system,
+                description: f.description.clone(),
             })
-        })
-        .collect();
-    if let Some(obj) = facts.as_object_mut() {
-        obj.insert("fields".into(), serde_json::Value::Array(fields));
-    }
-    json_response(StatusCode::OK, &facts)
+            .collect(),
+    );
+    Ok(Json(facts))
 }

@@ -1,0 +1,478 @@
+//! The OpenAPI document's shared parts: the result formats, the problem
+//! responses each family of routes can give, the format parameter, and the
+//! document itself. Every route's own part is generated from its handler
+//! (`#[utoipa::path]`) and its request and response types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::response::{Response, ResponseBuilder};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+use utoipa::{IntoParams, IntoResponses, ToSchema};
+
+use super::error::status_of;
+use crate::error::ErrorKind;
+
+/// A result format's name.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum FormatName {
+    Json,
+    Ndjson,
+    Csv,
+    Arrow,
+    Parquet,
+}
+
+/// `?format=`: the result format (it wins over `Accept`).
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct FormatQuery {
+    /// `json` (default), `ndjson`, `csv`, `arrow` (Arrow IPC stream) or
+    /// `parquet`; without it the `Accept` header decides.
+    #[param(value_type = Option<FormatName>)]
+    pub(crate) format: Option<String>,
+}
+
+/// One column of a JSON result.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ResultColumn {
+    name: String,
+    /// The Arrow type, e.g. `Utf8`, `Int64`, `Decimal128(18, 2)`.
+    #[serde(rename = "type")]
+    ty: String,
+}
+
+/// A result as JSON.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct QueryResult {
+    columns: Vec<ResultColumn>,
+    /// One object per row, by column name.
+    rows: Vec<serde_json::Map<String, serde_json::Value>>,
+    #[schema(minimum = 0)]
+    row_count: u64,
+}
+
+/// The values a statement's parameters may take: text, numbers, booleans
+/// or null.
+pub(crate) fn param_values() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(ObjectBuilder::new().schema_type(
+            SchemaType::from_iter([Type::String, Type::Number, Type::Boolean, Type::Null]),
+        )))
+}
+
+fn text() -> RefOr<Schema> {
+    ObjectBuilder::new().schema_type(Type::String).into()
+}
+
+fn binary() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .content_media_type("application/octet-stream")
+        .into()
+}
+
+/// A 200 with a result in any of the formats.
+pub(crate) struct ResultFormats;
+
+impl IntoResponses for ResultFormats {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let ok = ResponseBuilder::new()
+            .description("The result, streamed in the format asked for")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("QueryResult")))
+                    .build(),
+            )
+            .content(
+                "application/x-ndjson",
+                ContentBuilder::new().schema(Some(text())).build(),
+            )
+            .content(
+                "text/csv",
+                ContentBuilder::new().schema(Some(text())).build(),
+            )
+            .content(
+                "application/vnd.apache.arrow.stream",
+                ContentBuilder::new().schema(Some(binary())).build(),
+            )
+            .content(
+                "application/vnd.apache.parquet",
+                ContentBuilder::new().schema(Some(binary())).build(),
+            )
+            .build();
+        BTreeMap::from([("200".to_string(), ok.into())])
+    }
+}
+
+/// Problem responses for these kinds (statuses shared by several kinds
+/// are described once).
+fn problems(kinds: &[ErrorKind]) -> BTreeMap<String, RefOr<Response>> {
+    let mut by_status: BTreeMap<u16, Vec<ErrorKind>> = BTreeMap::new();
+    for k in kinds {
+        by_status
+            .entry(status_of(*k).as_u16())
+            .or_default()
+            .push(*k);
+    }
+    by_status
+        .into_iter()
+        .map(|(status, kinds)| {
+            let what: Vec<String> = kinds
+                .iter()
+                .map(|k| format!("{} ({})", k.title(), k.code()))
+                .collect();
+            let mut r = ResponseBuilder::new().description(what.join("; ")).content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            );
+            if matches!(status, 429 | 503) {
+                r = r.header(
+                    "Retry-After",
+                    HeaderBuilder::new()
+                        .schema(Some(
+                            ObjectBuilder::new()
+                                .schema_type(Type::Integer)
+                                .minimum(Some(0)),
+                        ))
+                        .description(Some("Seconds to wait before trying again"))
+                        .build(),
+                );
+            }
+            (status.to_string(), r.build().into())
+        })
+        .collect()
+}
+
+macro_rules! problem_set {
+    ($name:ident, $doc:literal, [$($kind:ident),* $(,)?]) => {
+        #[doc = $doc]
+        pub(crate) struct $name;
+
+        impl IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                problems(&[$(ErrorKind::$kind),*])
+            }
+        }
+    };
+}
+
+problem_set!(
+    QueryProblems,
+    "What a query can fail with.",
+    [
+        InvalidParameter,
+        MalformedBody,
+        UnsupportedFormat,
+        InvalidSql,
+        NotReadOnly,
+        NotAcceptable,
+        BodyTooLarge,
+        TooManyRequests,
+        ResourcesExhausted,
+        StorageUnavailable,
+        Timeout,
+    ]
+);
+
+problem_set!(
+    NamedProblems,
+    "What a named query can fail with.",
+    [
+        InvalidParameter,
+        MalformedBody,
+        UnsupportedFormat,
+        InvalidSql,
+        NotFound,
+        NotAcceptable,
+        BodyTooLarge,
+        TooManyRequests,
+        ResourcesExhausted,
+        StorageUnavailable,
+        Timeout,
+    ]
+);
+
+problem_set!(
+    ReadProblems,
+    "What reading the lake can fail with.",
+    [InvalidParameter, NotFound, StorageUnavailable]
+);
+
+problem_set!(
+    DecisionProblems,
+    "What a steward's decision can fail with.",
+    [
+        InvalidParameter,
+        MalformedBody,
+        NotFound,
+        Conflict,
+        BodyTooLarge,
+        StorageUnavailable,
+    ]
+);
+
+problem_set!(
+    ReadyProblems,
+    "The lake cannot be reached.",
+    [StorageUnavailable]
+);
+
+/// The document's frame: title, version, tags, the shared schemas.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "custlake",
+        description = "SQL, named queries, tables and golden customers of an analytical customer warehouse. Every error is application/problem+json with a stable code (see the README).",
+    ),
+    components(schemas(super::error::Problem, QueryResult, ResultColumn, FormatName)),
+    tags(
+        (name = "query", description = "Read-only SQL and named queries"),
+        (name = "tables", description = "What the lake holds"),
+        (name = "customers", description = "Golden customers, suspects and steward decisions"),
+        (name = "service", description = "Health, readiness, metrics and this document"),
+    )
+)]
+pub(crate) struct ApiDoc;
+
+/// Put this server's bounds on every `limit` and `timeout_ms` (query
+/// parameters and body properties): what the server accepts is exactly
+/// what the document allows.
+pub(crate) fn apply_bounds(doc: &mut serde_json::Value, server: &crate::config::ServerConfig) {
+    // What the handlers' types cannot say: a decision names each customer
+    // or record once.
+    for (schema, list) in [("MergeRequest", "customers"), ("SplitRequest", "records")] {
+        if let Some(p) = doc.pointer_mut(&format!("/components/schemas/{schema}/properties/{list}"))
+        {
+            p["uniqueItems"] = serde_json::json!(true);
+        }
+    }
+    let bound = |schema: &mut serde_json::Value, name: &str| {
+        let (min, max) = match name {
+            "limit" => (0, server.max_row_limit as u64),
+            "timeout_ms" => (
+                server.min_query_timeout_ms.max(1),
+                server.max_query_timeout_ms,
+            ),
+            _ => return,
+        };
+        if let Some(o) = schema.as_object_mut() {
+            o.insert("minimum".into(), min.into());
+            o.insert("maximum".into(), max.into());
+            o.remove("format");
+        }
+    };
+    // Parameters and body properties named `limit` or `timeout_ms`,
+    // anywhere below `v`.
+    fn walk(v: &mut serde_json::Value, bound: &dyn Fn(&mut serde_json::Value, &str)) {
+        match v {
+            serde_json::Value::Object(o) => {
+                if let Some(name) = o.get("name").and_then(|n| n.as_str()).map(str::to_string)
+                    && let Some(s) = o.get_mut("schema")
+                {
+                    bound(s, &name);
+                }
+                if let Some(props) = o.get_mut("properties").and_then(|p| p.as_object_mut()) {
+                    for (name, s) in props.iter_mut() {
+                        bound(s, name);
+                    }
+                }
+                for child in o.values_mut() {
+                    walk(child, bound);
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|c| walk(c, bound)),
+            _ => {}
+        }
+    }
+    if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
+        for (_, item) in paths
+            .iter_mut()
+            .filter(|(path, _)| path.starts_with("/v1/quer"))
+        {
+            walk(item, &bound);
+        }
+    }
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(|s| s.as_object_mut())
+    {
+        for (_, s) in schemas
+            .iter_mut()
+            .filter(|(name, _)| matches!(name.as_str(), "QueryRequest" | "RunRequest"))
+        {
+            walk(s, &bound);
+        }
+    }
+}
+
+/// A whole number given as JSON, also as `8237.0`: JSON Schema's
+/// `integer` allows a zero fraction, so the server does too.
+pub(crate) fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        Some(f) if f >= 0.0 && f.fract() == 0.0 && f <= u64::MAX as f64 => Ok(Some(f as u64)),
+        _ => Err(D::Error::custom(format!(
+            "{n} is not a whole number of 0 or more"
+        ))),
+    }
+}
+
+/// The JSON Schema of a named query's parameter.
+fn param_schema(p: &crate::query::named::Param) -> serde_json::Value {
+    use crate::query::named::ParamType;
+    let mut s = match p.ty {
+        ParamType::String => serde_json::json!({"type": "string"}),
+        ParamType::Int => serde_json::json!({"type": "integer"}),
+        ParamType::Float => serde_json::json!({"type": "number"}),
+        ParamType::Bool => serde_json::json!({"type": "boolean"}),
+        ParamType::Date => serde_json::json!({"type": "string", "format": "date"}),
+    };
+    if let Some((lo, hi)) = p.range {
+        s["minimum"] = serde_json::json!(lo);
+        s["maximum"] = serde_json::json!(hi);
+    } else if p.ty == ParamType::Int {
+        // What a 64-bit integer holds, with room for the SQL's arithmetic.
+        s["minimum"] = serde_json::json!(-(1i64 << 52));
+        s["maximum"] = serde_json::json!(1i64 << 52);
+    }
+    if let Some(d) = &p.default {
+        s["description"] = serde_json::json!(format!("default: {d}"));
+    }
+    s
+}
+
+/// One path per named query (`/v1/queries/customer_lookup`, ...), each
+/// with its own parameters, typed: GET takes them in the query string,
+/// POST in the body's `params`. They replace the generic
+/// `/v1/queries/{name}` in the document (the route stays, and answers 404
+/// for a name that is not a named query).
+pub(crate) fn named_paths(doc: &mut serde_json::Value, named: &[crate::query::named::NamedQuery]) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let Some(generic) = paths.remove("/v1/queries/{name}") else {
+        return;
+    };
+    for q in named {
+        let mut item = generic.clone();
+        let roles = if q.roles.is_empty() {
+            String::new()
+        } else {
+            format!(" Roles: {}.", q.roles.join(", "))
+        };
+        if let Some(get) = item.get_mut("get") {
+            get["operationId"] = serde_json::json!(format!("named_{}", q.name));
+            get["summary"] = serde_json::json!(q.description);
+            get["description"] = serde_json::json!(format!(
+                "{} (parameters in the query string).{roles}",
+                q.description
+            ));
+            if let Some(params) = get.get_mut("parameters").and_then(|p| p.as_array_mut()) {
+                params.retain(|p| p["in"] != "path");
+                for p in &q.params {
+                    params.push(serde_json::json!({
+                        "name": p.name,
+                        "in": "query",
+                        "required": p.default.is_none(),
+                        "schema": param_schema(p),
+                    }));
+                }
+            }
+        }
+        if let Some(post) = item.get_mut("post") {
+            post["operationId"] = serde_json::json!(format!("named_{}_with_body", q.name));
+            post["summary"] = serde_json::json!(q.description);
+            post["description"] = serde_json::json!(format!(
+                "{} (parameters in the body).{roles}",
+                q.description
+            ));
+            if let Some(params) = post.get_mut("parameters").and_then(|p| p.as_array_mut()) {
+                params.retain(|p| p["in"] != "path");
+            }
+            let properties: serde_json::Map<String, serde_json::Value> = q
+                .params
+                .iter()
+                .map(|p| (p.name.clone(), param_schema(p)))
+                .collect();
+            let required: Vec<&str> = q
+                .params
+                .iter()
+                .filter(|p| p.default.is_none())
+                .map(|p| p.name.as_str())
+                .collect();
+            let mut body = serde_json::json!({
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "params": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "properties": properties,
+                        "required": required,
+                    },
+                    "limit": {"type": ["integer", "null"]},
+                    "timeout_ms": {"type": ["integer", "null"]},
+                },
+            });
+            if !required.is_empty() {
+                body["required"] = serde_json::json!(["params"]);
+            }
+            post["requestBody"] = serde_json::json!({
+                "required": !required.is_empty(),
+                "content": {"application/json": {"schema": body}},
+            });
+        }
+        paths.insert(format!("/v1/queries/{}", q.name), item);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn limits_and_timeouts_carry_the_configured_bounds_everywhere() {
+        let config = crate::config::Config::embedded();
+        let named = crate::query::named::embedded().unwrap();
+        let doc = super::super::openapi_document(&config, &named);
+        let mut seen = 0;
+        fn visit(v: &serde_json::Value, seen: &mut usize, max: u64) {
+            if let Some(o) = v.as_object() {
+                let limit = o.get("name").and_then(|n| n.as_str()) == Some("limit");
+                if limit {
+                    assert_eq!(o["schema"]["maximum"], max, "{v}");
+                    *seen += 1;
+                }
+                if let Some(p) = o.get("properties").and_then(|p| p.get("limit")) {
+                    assert_eq!(p["maximum"], max, "{v}");
+                    *seen += 1;
+                }
+                o.values().for_each(|c| visit(c, seen, max));
+            }
+            if let Some(a) = v.as_array() {
+                a.iter().for_each(|c| visit(c, seen, max));
+            }
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            if path.starts_with("/v1/quer") {
+                visit(item, &mut seen, config.server.max_row_limit as u64);
+            }
+        }
+        // GET and POST of each named query, and POST /v1/query's schema.
+        assert!(seen >= 2 * named.len(), "{seen}");
+        assert!(doc["paths"].get("/v1/queries/customer_lookup").is_some());
+        assert!(doc["paths"].get("/v1/queries/{name}").is_none());
+    }
+}

@@ -121,7 +121,26 @@ pub fn openapi_document(
     doc
 }
 
-/// The router with every route and layer; tests call it with `oneshot`.
+/// The service over `warehouse`: its state and the router with every
+/// route and layer (tests call it with `oneshot`, no socket needed).
+pub fn app(warehouse: Warehouse) -> Result<Router, ServerError> {
+    let config = warehouse.config.clone();
+    let named = crate::query::named::embedded().map_err(ServerError::NamedQueries)?;
+    let openapi = serde_json::to_string(&openapi_document(&config, &named)).unwrap_or_default();
+    prometheus();
+    let state = Arc::new(AppState {
+        named,
+        queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries.max(1))),
+        decisions: tokio::sync::Mutex::new(()),
+        runtime: crate::query::runtime(&config)?,
+        tables: crate::query::TableCache::default(),
+        openapi,
+        warehouse,
+    });
+    Ok(router(state))
+}
+
+/// The router with every route and layer.
 pub fn router(state: SharedState) -> Router {
     let body_limit = state.warehouse.config.server.body_limit_bytes;
     let request_id = axum::http::HeaderName::from_static(REQUEST_ID);
@@ -281,29 +300,16 @@ pub struct Application {
 impl Application {
     /// Serve `warehouse` on `bind` (`127.0.0.1:0` picks a free port).
     pub async fn build(warehouse: Warehouse, bind: &str) -> Result<Self, ServerError> {
-        let config = warehouse.config.clone();
+        let shutdown_grace = Duration::from_millis(warehouse.config.server.shutdown_grace_ms);
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| ServerError::Bind {
                 addr: bind.to_string(),
                 source,
             })?;
-        let shutdown_grace = Duration::from_millis(config.server.shutdown_grace_ms);
-        let named = crate::query::named::embedded().map_err(ServerError::NamedQueries)?;
-        let openapi = serde_json::to_string(&openapi_document(&config, &named)).unwrap_or_default();
-        prometheus();
-        let state = Arc::new(AppState {
-            named,
-            queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries.max(1))),
-            decisions: tokio::sync::Mutex::new(()),
-            runtime: crate::query::runtime(&config)?,
-            tables: crate::query::TableCache::default(),
-            openapi,
-            warehouse,
-        });
         Ok(Self {
             listener,
-            router: router(state),
+            router: app(warehouse)?,
             shutdown_grace,
         })
     }

@@ -1,0 +1,258 @@
+//! The HTTP service. Most tests call the router directly (`oneshot`, no
+//! socket); those about connections (a client hanging up, SIGTERM) run a
+//! real server on port 0 with a plain HTTP/1.1 client.
+
+mod customers;
+mod errors;
+mod formats;
+mod named;
+mod openapi;
+mod streaming;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+
+use crate::common::{ok, sample};
+
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Reply {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.body.clone()).unwrap()
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(end) = b.windows(2).position(|w| w == b"\r\n") {
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..end]).unwrap().trim(), 16).unwrap();
+        b = &b[end + 2..];
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+    out
+}
+
+pub(crate) fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(raw[..split].to_vec()).unwrap();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_string()))
+        })
+        .collect();
+    let rest = &raw[split + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_vec()
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub(crate) fn query(addr: SocketAddr, format: &str, body: serde_json::Value) -> Reply {
+    request(
+        addr,
+        "POST",
+        &format!("/v1/query?format={format}"),
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+}
+
+/// The first column of every batch, as text.
+pub(crate) fn first_column(
+    batches: impl Iterator<Item = datafusion::arrow::record_batch::RecordBatch>,
+) -> Vec<String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
+    let mut out = Vec::new();
+    for b in batches {
+        let c = cast(b.column(0), &DataType::Utf8).unwrap();
+        let c = c.as_string::<i32>();
+        out.extend((0..c.len()).map(|i| c.value(i).to_string()));
+    }
+    out
+}
+
+/// A lake with a small sample insurer, and a server over it.
+pub(crate) fn server(dir: &Path) -> (tokio::runtime::Runtime, SocketAddr) {
+    server_with(dir, |_| {})
+}
+
+pub(crate) fn server_with(
+    dir: &Path,
+    tune: impl FnOnce(&mut custlake::config::Config),
+) -> (tokio::runtime::Runtime, SocketAddr) {
+    let config = lake_config(dir, tune);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let app = rt
+        .block_on(custlake::server::Application::build(
+            custlake::lake::Warehouse::quiet(config).unwrap(),
+            "127.0.0.1:0",
+        ))
+        .unwrap();
+    let addr = app.local_addr();
+    rt.spawn(app.run_until_stopped());
+    (rt, addr)
+}
+
+pub(crate) fn problem(r: &Reply, status: u16, code: u64) -> serde_json::Value {
+    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let p = r.json();
+    assert_eq!(p["code"], code, "{p}");
+    assert_eq!(p["status"], status);
+    let detail = p["detail"].as_str().unwrap();
+    assert!(
+        !detail.contains("/tmp") && !detail.contains("file://"),
+        "{detail}"
+    );
+    p
+}
+
+/// A lake with a small sample insurer, and the service over it, called
+/// without a socket.
+pub(crate) struct Api {
+    rt: tokio::runtime::Runtime,
+    router: axum::Router,
+}
+
+impl Api {
+    pub(crate) fn new(dir: &Path) -> Self {
+        Self::with(dir, |_| {})
+    }
+
+    pub(crate) fn with(dir: &Path, tune: impl FnOnce(&mut custlake::config::Config)) -> Self {
+        let config = lake_config(dir, tune);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let router = rt
+            .block_on(async {
+                custlake::server::app(custlake::lake::Warehouse::quiet(config).unwrap())
+            })
+            .unwrap();
+        Self { rt, router }
+    }
+
+    pub(crate) fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
+        use tower::ServiceExt;
+        let mut req = axum::http::Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(axum::body::Body::from(body.to_vec())).unwrap();
+        self.rt.block_on(async {
+            let resp = self.router.clone().oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .map(|b| b.to_vec())
+                .unwrap_or_default();
+            Reply {
+                status,
+                headers,
+                body,
+            }
+        })
+    }
+
+    pub(crate) fn query(&self, format: &str, body: serde_json::Value) -> Reply {
+        self.request(
+            "POST",
+            &format!("/v1/query?format={format}"),
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    }
+}
+
+/// The configuration of a lake in `dir` holding a small sample insurer.
+fn lake_config(
+    dir: &Path,
+    tune: impl FnOnce(&mut custlake::config::Config),
+) -> custlake::config::Config {
+    let s = sample(dir, 300, 9);
+    ok(dir, &["ingest", "--from", s.to_str().unwrap()]);
+    let mut config = custlake::config::Config::embedded();
+    config.lake = dir.join("data/lake").to_string_lossy().to_string();
+    config.server.body_limit_bytes = 4096;
+    tune(&mut config);
+    config
+}

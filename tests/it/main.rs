@@ -10,5 +10,6 @@ mod identity;
 mod ingest;
 mod layout;
 mod server;
+mod slt;
 mod sql;
 mod tiers;

@@ -8,8 +8,10 @@ use datafusion::prelude::{SessionContext, col, lit};
 use serde_json::{Value, json};
 
 use super::IdentityError;
+use super::engine::{self, Dataset, Why};
 use crate::lake::Lake;
 use crate::schema::Catalog;
+use crate::schema::rules::Rules;
 
 fn rows(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<String, Value>>, IdentityError> {
     let mut out = Vec::new();
@@ -177,4 +179,71 @@ pub async fn lineage(lake: &Lake, catalog: &Catalog, id: &str) -> Result<Value, 
         "suspect_groups": suspects,
         "events": events,
     }))
+}
+
+pub(crate) fn why_rule(rules: &Rules, why: &Why) -> String {
+    match why {
+        Why::Single => "single".into(),
+        Why::Strong { profile, rule } => format!(
+            "{}.{}",
+            rules.profiles[*profile].name, rules.profiles[*profile].strong[*rule].name
+        ),
+        Why::Scored { profile, .. } => format!("{}.score", rules.profiles[*profile].name),
+        Why::Manual { kind, .. } => (*kind).to_string(),
+    }
+}
+
+/// Per-field similarities of a pair as JSON, and the pair's score.
+pub(crate) fn explain_pair(
+    rules: &Rules,
+    data: &Dataset,
+    profile: usize,
+    a: usize,
+    b: usize,
+) -> (f64, String) {
+    let p = &rules.profiles[profile];
+    let (score, sims) = engine::score(p, data, a, b);
+    let mut m = serde_json::Map::new();
+    for (c, s) in p.compare.iter().zip(sims) {
+        m.insert(
+            rules.fields[c.field].clone(),
+            s.map_or(serde_json::Value::Null, |s| {
+                json!((s * 1000.0).round() / 1000.0)
+            }),
+        );
+    }
+    (score, serde_json::Value::Object(m).to_string())
+}
+
+/// Scores and per-field similarities of each record with its partner.
+pub(crate) fn explain_all(
+    rules: &Rules,
+    data: &Dataset,
+    rows: &[usize],
+    partners: &[(Option<u32>, Option<u8>)],
+    threads: usize,
+) -> Vec<(f64, Option<String>)> {
+    let one = |(&i, &(partner, profile)): (&usize, &(Option<u32>, Option<u8>))| match (
+        partner, profile,
+    ) {
+        (Some(p), Some(pr)) => {
+            let (sc, d) = explain_pair(rules, data, pr as usize, i, p as usize);
+            (sc, Some(d))
+        }
+        _ => (f64::NAN, None),
+    };
+    if threads <= 1 || rows.len() < 10_000 {
+        return rows.iter().zip(partners).map(one).collect();
+    }
+    let size = rows.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = rows
+            .chunks(size)
+            .zip(partners.chunks(size))
+            .map(|(r, p)| s.spawn(move || r.iter().zip(p).map(one).collect::<Vec<_>>()))
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
 }

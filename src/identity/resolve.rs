@@ -11,13 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::prelude::SessionContext;
-use serde_json::json;
 
 use super::IdentityError;
 use super::engine::{self, Dataset, Decision, Why};
+use super::explain::{explain_all, why_rule};
 use super::ids::{self, Known};
 use super::ledger::{
     Event, append_events, decisions, format_event, load_events, next_event_number,
@@ -25,6 +24,7 @@ use super::ledger::{
 use super::load::{
     Links, Loaded, collect, load_known, load_records, now_micros, opt, register, utf8,
 };
+use super::survive::retire;
 use crate::lake::{Lake, Warehouse};
 use crate::progress::{Task, Unit};
 use crate::schema::Catalog;
@@ -85,40 +85,6 @@ pub enum Trigger {
     Full,
     /// A steward's decision, already in the ledger.
     Decision(String),
-}
-
-fn why_rule(rules: &Rules, why: &Why) -> String {
-    match why {
-        Why::Single => "single".into(),
-        Why::Strong { profile, rule } => format!(
-            "{}.{}",
-            rules.profiles[*profile].name, rules.profiles[*profile].strong[*rule].name
-        ),
-        Why::Scored { profile, .. } => format!("{}.score", rules.profiles[*profile].name),
-        Why::Manual { kind, .. } => (*kind).to_string(),
-    }
-}
-
-/// Per-field similarities of a pair as JSON, and the pair's score.
-pub(crate) fn explain_pair(
-    rules: &Rules,
-    data: &Dataset,
-    profile: usize,
-    a: usize,
-    b: usize,
-) -> (f64, String) {
-    let p = &rules.profiles[profile];
-    let (score, sims) = engine::score(p, data, a, b);
-    let mut m = serde_json::Map::new();
-    for (c, s) in p.compare.iter().zip(sims) {
-        m.insert(
-            rules.fields[c.field].clone(),
-            s.map_or(serde_json::Value::Null, |s| {
-                json!((s * 1000.0).round() / 1000.0)
-            }),
-        );
-    }
-    (score, serde_json::Value::Object(m).to_string())
 }
 
 /// Logs the time of each phase of a run (`CUSTLAKE_LOG=custlake=info`).
@@ -731,118 +697,4 @@ async fn incremental_scope(
             super::scope::Plan::Incremental(s) => Ok(s),
         },
     )
-}
-
-/// Scores and per-field similarities of each record with its partner.
-fn explain_all(
-    rules: &Rules,
-    data: &Dataset,
-    rows: &[usize],
-    partners: &[(Option<u32>, Option<u8>)],
-    threads: usize,
-) -> Vec<(f64, Option<String>)> {
-    let one = |(&i, &(partner, profile)): (&usize, &(Option<u32>, Option<u8>))| match (
-        partner, profile,
-    ) {
-        (Some(p), Some(pr)) => {
-            let (sc, d) = explain_pair(rules, data, pr as usize, i, p as usize);
-            (sc, Some(d))
-        }
-        _ => (f64::NAN, None),
-    };
-    if threads <= 1 || rows.len() < 10_000 {
-        return rows.iter().zip(partners).map(one).collect();
-    }
-    let size = rows.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let hs: Vec<_> = rows
-            .chunks(size)
-            .zip(partners.chunks(size))
-            .map(|(r, p)| s.spawn(move || r.iter().zip(p).map(one).collect::<Vec<_>>()))
-            .collect();
-        hs.into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
-}
-
-/// Mark retired customers (and those already pointing at them) as merged
-/// into the final survivor.
-pub(crate) async fn retire(
-    lake: &Lake,
-    catalog: &Catalog,
-    retired: &[(String, String)],
-    now: i64,
-) -> Result<(), IdentityError> {
-    if retired.is_empty() {
-        return Ok(());
-    }
-    let into: HashMap<&str, &str> = retired
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let last = |start: &str| -> String {
-        let mut id = start.to_string();
-        for _ in 0..64 {
-            match into.get(id.as_str()) {
-                Some(next) => id = (*next).to_string(),
-                None => break,
-            }
-        }
-        id
-    };
-    let ctx = crate::lake::session::write_context();
-    register(&ctx, lake, catalog, &["customer"]).await?;
-    let gone: Vec<String> = retired.iter().map(|(a, _)| a.clone()).collect();
-    ctx.register_batch("__gone", super::ids_batch(&gone)?)?;
-    let Some(b) = collect(
-        &ctx,
-        "SELECT c.* FROM customer c WHERE c.customer_id IN (SELECT id FROM __gone) \
-         OR c.merged_into IN (SELECT id FROM __gone)",
-    )
-    .await?
-    else {
-        return Ok(());
-    };
-    let id = utf8(&b, "customer_id")?;
-    let merged = utf8(&b, "merged_into")?;
-    let target: Vec<String> = (0..b.num_rows())
-        .map(|i| {
-            if into.contains_key(id.value(i)) {
-                last(id.value(i))
-            } else {
-                last(merged.value(i))
-            }
-        })
-        .collect();
-    let def = catalog.table("customer")?;
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for f in &def.fields {
-        let c = b
-            .column_by_name(&f.name)
-            .ok_or_else(|| IdentityError::Damaged(format!("customer has no column {}", f.name)))?
-            .clone();
-        columns.push(match f.name.as_str() {
-            "status" => Arc::new(StringArray::from(vec!["retired"; b.num_rows()])),
-            "merged_into" => Arc::new(StringArray::from(target.clone())),
-            "updated_at" => {
-                let a = datafusion::arrow::array::TimestampMicrosecondArray::from(vec![
-                    now;
-                    b.num_rows()
-                ])
-                .with_timezone("UTC");
-                cast(&a, c.data_type())?
-            }
-            _ => c,
-        });
-    }
-    let batch = RecordBatch::try_new(def.arrow_schema(), {
-        let schema = def.arrow_schema();
-        columns
-            .into_iter()
-            .zip(schema.fields())
-            .map(|(c, f)| cast(&c, f.data_type()))
-            .collect::<Result<Vec<_>, _>>()?
-    })?;
-    super::upsert_batch(lake, catalog, &ctx, "customer", batch).await
 }

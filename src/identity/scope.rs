@@ -367,29 +367,7 @@ pub(crate) async fn plan(
     };
     let n = index.len();
     tracing::info!(keys = index.keys.len(), "resolve: match keys parsed");
-
-    // Find the rows of the seeds, of the decision's records and of every
-    // hyperedge member, in one pass.
-    let mut wanted: HashMap<u64, Vec<&str>> = HashMap::new();
-    for k in seeds
-        .keys
-        .iter()
-        .chain(also)
-        .chain(hyperedges.iter().flatten())
-    {
-        wanted.entry(key_hash_of(k)).or_default().push(k.as_str());
-    }
-    let mut row_of: HashMap<&str, usize> = HashMap::new();
-    for r in 0..n {
-        let (s, i) = (index.system.value(r), index.id.value(r));
-        if let Some(ks) = wanted.get(&key_hash(s, i)) {
-            for k in ks {
-                if k.split_once(':') == Some((s, i)) {
-                    row_of.insert(k, r);
-                }
-            }
-        }
-    }
+    let row_of = locate(&index, seeds, also, hyperedges);
     let mut seed_row = vec![false; n];
     let mut seeds_linked = 0;
     for r in seeds.keys.iter().filter_map(|k| row_of.get(k.as_str())) {
@@ -404,143 +382,232 @@ pub(crate) async fn plan(
             n - seeds_linked
         )));
     }
-
-    // The seeds' current keys, and how many seeds hold each.
-    let mut seed_counts: HashMap<u64, usize> = HashMap::new();
-    let mut frontier: Vec<u64> = Vec::new();
-    let mut k = Vec::new();
-    for i in 0..seeds.len() {
-        engine::match_keys(rules, seeds, i, &mut k);
-        for &key in &k {
-            *seed_counts.entry(key).or_default() += 1;
-            frontier.push(key);
-        }
-    }
-    let edges: Vec<Vec<usize>> = hyperedges
-        .iter()
-        .map(|e| {
-            e.iter()
-                .filter_map(|k| row_of.get(k.as_str()).copied())
-                .collect()
-        })
-        .collect();
-    let mut edges_of: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (e, rows) in edges.iter().enumerate() {
-        for &r in rows {
-            edges_of.entry(r).or_default().push(e);
-        }
-    }
-
-    let mut in_scope = vec![false; n];
-    let mut pending: Vec<usize> = Vec::new();
+    let mut closure = Closure::new(&index, rules, seeds, &seed_row, &row_of, hyperedges);
     for key in seeds.keys.iter().chain(also) {
-        if let Some(&r) = row_of.get(key.as_str())
-            && !in_scope[r]
-        {
-            in_scope[r] = true;
-            pending.push(r);
+        if let Some(&r) = row_of.get(key.as_str()) {
+            closure.include(r);
         }
     }
-    let by_key = Postings::build(n, 22, |r| index.keys(r));
-    let by_customer = Postings::build(n, 21, |r| std::slice::from_ref(&index.customer[r]));
-    tracing::info!("resolve: postings built");
-    let (mut seen_keys, mut seen_custs, mut seen_edges) =
-        (HashSet::new(), HashSet::new(), HashSet::new());
-    frontier.retain(|k| seen_keys.insert(*k));
-    let mut custs: Vec<u64> = Vec::new();
-    let mut oversized = HashSet::new();
-    let mut hits: Vec<usize> = Vec::new();
-    loop {
-        while let Some(r) = pending.pop() {
+    closure.run(&slots);
+    tracing::info!(keys = closure.seen_keys.len(), "resolve: closure found");
+    Ok(Plan::Incremental(closure.scope(seeds)))
+}
+
+/// The rows of the seeds, of the decision's records and of every
+/// hyperedge member, found in one pass.
+fn locate<'k>(
+    index: &Index,
+    seeds: &'k Dataset,
+    also: &'k [String],
+    hyperedges: &'k [Vec<String>],
+) -> HashMap<&'k str, usize> {
+    let mut wanted: HashMap<u64, Vec<&str>> = HashMap::new();
+    for k in seeds
+        .keys
+        .iter()
+        .chain(also)
+        .chain(hyperedges.iter().flatten())
+    {
+        wanted.entry(key_hash_of(k)).or_default().push(k.as_str());
+    }
+    let mut row_of: HashMap<&str, usize> = HashMap::new();
+    for r in 0..index.len() {
+        let (s, i) = (index.system.value(r), index.id.value(r));
+        if let Some(ks) = wanted.get(&key_hash(s, i)) {
+            for k in ks {
+                if k.split_once(':') == Some((s, i)) {
+                    row_of.insert(k, r);
+                }
+            }
+        }
+    }
+    row_of
+}
+
+/// The closure of an incremental run: every record that shares a key (in
+/// a block within its limit) or a customer or a hyperedge with the seeds,
+/// transitively.
+struct Closure<'a> {
+    index: &'a Index,
+    seed_row: &'a [bool],
+    /// How many seeds hold each key (by their new keys).
+    seed_counts: HashMap<u64, usize>,
+    /// Hyperedges (decisions, open suspect groups) as rows, and each row's.
+    edges: Vec<Vec<usize>>,
+    edges_of: HashMap<usize, Vec<usize>>,
+    in_scope: Vec<bool>,
+    pending: Vec<usize>,
+    frontier: Vec<u64>,
+    custs: Vec<u64>,
+    seen_keys: HashSet<u64>,
+    seen_custs: HashSet<u64>,
+    seen_edges: HashSet<usize>,
+    oversized: HashSet<u64>,
+}
+
+impl<'a> Closure<'a> {
+    fn new(
+        index: &'a Index,
+        rules: &Rules,
+        seeds: &Dataset,
+        seed_row: &'a [bool],
+        row_of: &HashMap<&str, usize>,
+        hyperedges: &[Vec<String>],
+    ) -> Self {
+        // The seeds' current keys, and how many seeds hold each.
+        let mut seed_counts: HashMap<u64, usize> = HashMap::new();
+        let mut frontier: Vec<u64> = Vec::new();
+        let mut k = Vec::new();
+        for i in 0..seeds.len() {
+            engine::match_keys(rules, seeds, i, &mut k);
+            for &key in &k {
+                *seed_counts.entry(key).or_default() += 1;
+                frontier.push(key);
+            }
+        }
+        let edges: Vec<Vec<usize>> = hyperedges
+            .iter()
+            .map(|e| {
+                e.iter()
+                    .filter_map(|k| row_of.get(k.as_str()).copied())
+                    .collect()
+            })
+            .collect();
+        let mut edges_of: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (e, rows) in edges.iter().enumerate() {
+            for &r in rows {
+                edges_of.entry(r).or_default().push(e);
+            }
+        }
+        let mut seen_keys = HashSet::new();
+        frontier.retain(|k| seen_keys.insert(*k));
+        Self {
+            index,
+            seed_row,
+            seed_counts,
+            edges,
+            edges_of,
+            in_scope: vec![false; index.len()],
+            pending: Vec::new(),
+            frontier,
+            custs: Vec::new(),
+            seen_keys,
+            seen_custs: HashSet::new(),
+            seen_edges: HashSet::new(),
+            oversized: HashSet::new(),
+        }
+    }
+
+    fn include(&mut self, r: usize) {
+        if !self.in_scope[r] {
+            self.in_scope[r] = true;
+            self.pending.push(r);
+        }
+    }
+
+    /// Expand until nothing new is reached.
+    fn run(&mut self, slots: &[Slot]) {
+        let n = self.index.len();
+        let index = self.index;
+        let by_key = Postings::build(n, 22, |r| index.keys(r));
+        let by_customer = Postings::build(n, 21, |r| std::slice::from_ref(&index.customer[r]));
+        tracing::info!("resolve: postings built");
+        let mut hits: Vec<usize> = Vec::new();
+        loop {
+            self.expand_pending();
+            if self.frontier.is_empty() && self.custs.is_empty() {
+                break;
+            }
+            for c in std::mem::take(&mut self.custs) {
+                for &r in by_customer.candidates(c) {
+                    if index.customer[r as usize] == c {
+                        self.include(r as usize);
+                    }
+                }
+            }
+            for key in std::mem::take(&mut self.frontier) {
+                // Every record holding the key, seeds by their new keys and
+                // the rest by their stored ones; a block over its limit ties
+                // nothing together.
+                let mut count = self.seed_counts.get(&key).copied().unwrap_or(0);
+                hits.clear();
+                for &r in by_key.candidates(key) {
+                    let r = r as usize;
+                    if self.seed_row[r] {
+                        continue;
+                    }
+                    let held = index.keys(r).iter().filter(|k| **k == key).count();
+                    if held > 0 {
+                        count += held;
+                        hits.push(r);
+                    }
+                }
+                if let Some(Slot::Block { max }) = slots.get(engine::slot_of(key))
+                    && count > *max
+                {
+                    self.oversized.insert(key);
+                    continue;
+                }
+                for &r in &hits {
+                    self.include(r);
+                }
+            }
+        }
+    }
+
+    /// The keys, customer and hyperedges of every row reached but not yet
+    /// expanded.
+    fn expand_pending(&mut self) {
+        let index = self.index;
+        while let Some(r) = self.pending.pop() {
             // A seed's stored keys are its old ones: they are expanded too,
             // since the blocks it leaves change as well.
             for &key in index.keys(r) {
-                if seen_keys.insert(key) {
-                    frontier.push(key);
+                if self.seen_keys.insert(key) {
+                    self.frontier.push(key);
                 }
             }
             let c = index.customer[r];
-            if c != 0 && seen_custs.insert(c) {
-                custs.push(c);
+            if c != 0 && self.seen_custs.insert(c) {
+                self.custs.push(c);
             }
-            for &e in edges_of.get(&r).map(Vec::as_slice).unwrap_or_default() {
-                if seen_edges.insert(e) {
-                    for &m in &edges[e] {
-                        if !in_scope[m] {
-                            in_scope[m] = true;
-                            pending.push(m);
-                        }
+            let edges = self.edges_of.get(&r).cloned().unwrap_or_default();
+            for e in edges {
+                if self.seen_edges.insert(e) {
+                    for m in self.edges[e].clone() {
+                        self.include(m);
                     }
                 }
             }
         }
-        if frontier.is_empty() && custs.is_empty() {
-            break;
-        }
-        for c in custs.drain(..) {
-            for &r in by_customer.candidates(c) {
-                let r = r as usize;
-                if index.customer[r] == c && !in_scope[r] {
-                    in_scope[r] = true;
-                    pending.push(r);
-                }
-            }
-        }
-        for key in frontier.drain(..) {
-            // Every record holding the key, seeds by their new keys and
-            // the rest by their stored ones; a block over its limit ties
-            // nothing together.
-            let mut count = seed_counts.get(&key).copied().unwrap_or(0);
-            hits.clear();
-            for &r in by_key.candidates(key) {
-                let r = r as usize;
-                if seed_row[r] {
-                    continue;
-                }
-                let held = index.keys(r).iter().filter(|k| **k == key).count();
-                if held > 0 {
-                    count += held;
-                    hits.push(r);
-                }
-            }
-            if let Some(Slot::Block { max }) = slots.get(engine::slot_of(key))
-                && count > *max
-            {
-                oversized.insert(key);
-                continue;
-            }
-            for &r in &hits {
-                if !in_scope[r] {
-                    in_scope[r] = true;
-                    pending.push(r);
-                }
-            }
-        }
     }
 
-    tracing::info!(keys = seen_keys.len(), "resolve: closure found");
-    let mut records: HashSet<String> = seeds.keys.iter().cloned().collect();
-    let mut old = HashMap::new();
-    let mut outside: Vec<u64> = Vec::with_capacity(n);
-    for (r, inside) in in_scope.iter().enumerate() {
-        if *inside {
-            let key = index.key(r);
-            old.insert(key.clone(), index.link(r));
-            records.insert(key);
-        } else {
-            outside.push(index.customer[r]);
+    /// The scope: the seeds and every row reached, with their old links,
+    /// and how many customers lie wholly outside.
+    fn scope(self, seeds: &Dataset) -> Scope {
+        let index = self.index;
+        let mut records: HashSet<String> = seeds.keys.iter().cloned().collect();
+        let mut old = HashMap::new();
+        let mut outside: Vec<u64> = Vec::with_capacity(index.len());
+        for (r, inside) in self.in_scope.iter().enumerate() {
+            if *inside {
+                let key = index.key(r);
+                old.insert(key.clone(), index.link(r));
+                records.insert(key);
+            } else {
+                outside.push(index.customer[r]);
+            }
+        }
+        outside.sort_unstable();
+        outside.dedup();
+        Scope {
+            records,
+            oversized: self.oversized,
+            seeds: seeds.len(),
+            customers_outside: outside.len(),
+            old,
         }
     }
-    outside.sort_unstable();
-    outside.dedup();
-    let outside = outside.len();
-    Ok(Plan::Incremental(Scope {
-        records,
-        oversized,
-        seeds: seeds.len(),
-        customers_outside: outside,
-        old,
-    }))
 }
 
 /// The last run's watermark: the newest source version it linked, and how

@@ -3,16 +3,18 @@
 //! record), remembering which record supplied it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use serde_json::json;
 
 use super::IdentityError;
 use super::ids::Known;
-use super::load::Loaded;
+use super::load::{Loaded, collect, register, utf8};
 use super::resolve::GOLDEN;
+use crate::lake::Lake;
 use crate::schema::Catalog;
 use crate::schema::row::{BatchBuilder, Cell};
 use crate::schema::rules::Rules;
@@ -143,4 +145,85 @@ pub(crate) fn golden(
         builder.push(&row, None);
     }
     builder.finish().map_err(IdentityError::from)
+}
+
+/// Mark retired customers (and those already pointing at them) as merged
+/// into the final survivor.
+pub(crate) async fn retire(
+    lake: &Lake,
+    catalog: &Catalog,
+    retired: &[(String, String)],
+    now: i64,
+) -> Result<(), IdentityError> {
+    if retired.is_empty() {
+        return Ok(());
+    }
+    let into: HashMap<&str, &str> = retired
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let last = |start: &str| -> String {
+        let mut id = start.to_string();
+        for _ in 0..64 {
+            match into.get(id.as_str()) {
+                Some(next) => id = (*next).to_string(),
+                None => break,
+            }
+        }
+        id
+    };
+    let ctx = crate::lake::session::write_context();
+    register(&ctx, lake, catalog, &["customer"]).await?;
+    let gone: Vec<String> = retired.iter().map(|(a, _)| a.clone()).collect();
+    ctx.register_batch("__gone", super::ids_batch(&gone)?)?;
+    let Some(b) = collect(
+        &ctx,
+        "SELECT c.* FROM customer c WHERE c.customer_id IN (SELECT id FROM __gone) \
+         OR c.merged_into IN (SELECT id FROM __gone)",
+    )
+    .await?
+    else {
+        return Ok(());
+    };
+    let id = utf8(&b, "customer_id")?;
+    let merged = utf8(&b, "merged_into")?;
+    let target: Vec<String> = (0..b.num_rows())
+        .map(|i| {
+            if into.contains_key(id.value(i)) {
+                last(id.value(i))
+            } else {
+                last(merged.value(i))
+            }
+        })
+        .collect();
+    let def = catalog.table("customer")?;
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for f in &def.fields {
+        let c = b
+            .column_by_name(&f.name)
+            .ok_or_else(|| IdentityError::Damaged(format!("customer has no column {}", f.name)))?
+            .clone();
+        columns.push(match f.name.as_str() {
+            "status" => Arc::new(StringArray::from(vec!["retired"; b.num_rows()])),
+            "merged_into" => Arc::new(StringArray::from(target.clone())),
+            "updated_at" => {
+                let a = datafusion::arrow::array::TimestampMicrosecondArray::from(vec![
+                    now;
+                    b.num_rows()
+                ])
+                .with_timezone("UTC");
+                cast(&a, c.data_type())?
+            }
+            _ => c,
+        });
+    }
+    let batch = RecordBatch::try_new(def.arrow_schema(), {
+        let schema = def.arrow_schema();
+        columns
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(c, f)| cast(&c, f.data_type()))
+            .collect::<Result<Vec<_>, _>>()?
+    })?;
+    super::upsert_batch(lake, catalog, &ctx, "customer", batch).await
 }

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 
 use super::IdentityError;
 use super::engine::{Dataset, Outcome};
+use super::explain::explain_pair;
 use super::load::{collect, micros, utf8};
-use super::resolve::explain_pair;
 use crate::lake::Lake;
 use crate::schema::Catalog;
 use crate::schema::row::{BatchBuilder, Cell};

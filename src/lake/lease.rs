@@ -465,8 +465,19 @@ mod turns {
                 b.release(&lake).await;
             })
         };
-        // Let b claim its turn, then give the lease up and ask at once again.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Once b has claimed its turn (its claim is in the lease record),
+        // give the lease up and ask at once again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let record = catalog::read::<LeaseRecord>(&lake, &kind("policy"), None)
+                .await
+                .unwrap();
+            if !record.value.waiter.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "b never claimed its turn");
+            tokio::task::yield_now().await;
+        }
         assert!(
             order.lock().unwrap().is_empty(),
             "b ran while a held the lease"

@@ -400,159 +400,21 @@ impl Rules {
             file: file.to_string(),
             message,
         };
-        let mut fields: Vec<String> = Vec::new();
-        let mut normalize = Vec::new();
+        let mut fields = Fields::default();
         for f in &raw.field {
-            if fields.contains(&f.name) {
-                return Err(invalid(format!("field {} is declared twice", f.name)));
-            }
-            let mut ns = Vec::new();
-            for n in &f.normalize {
-                ns.push(Normalize::parse(n).ok_or_else(|| {
-                    invalid(format!(
-                        "field {}: unknown normaliser {n:?} (use trim, lower, upper, digits, fold or strip_punct)",
-                        f.name
-                    ))
-                })?);
-            }
-            fields.push(f.name.clone());
-            normalize.push(ns);
+            fields.declare(f).map_err(invalid)?;
         }
-        // Fields used but not declared are taken as they are.
-        let mut index = |name: &str, fields: &mut Vec<String>| -> usize {
-            if let Some(i) = fields.iter().position(|f| f == name) {
-                i
-            } else {
-                fields.push(name.to_string());
-                normalize.push(Vec::new());
-                fields.len() - 1
-            }
-        };
         if raw.profile.is_empty() {
             return Err(invalid("at least one [[profile]] is required".into()));
         }
         let mut profiles = Vec::new();
         for p in &raw.profile {
-            let ctx = |m: String| invalid(format!("profile {}: {m}", p.name));
-            let when = p
-                .when
-                .as_ref()
-                .map(|w| (index(&w.field, &mut fields), w.values.clone()));
-            let mut valid_by_name = HashMap::new();
-            for (f, v) in &p.valid {
-                let v = Validity::parse(v).ok_or_else(|| {
-                    ctx(format!(
-                        "valid.{f}: unknown check {v:?} (use resident_id, uscc or any)"
-                    ))
-                })?;
-                valid_by_name.insert(index(f, &mut fields), v);
-            }
-            let distinct = p.distinct.iter().map(|f| index(f, &mut fields)).collect();
-            let mut strong = Vec::new();
-            for s in &p.strong {
-                if s.exact.is_empty() {
-                    return Err(ctx(format!("strong rule {}: `exact` is empty", s.name)));
-                }
-                strong.push(StrongRule {
-                    name: s.name.clone(),
-                    fields: s.exact.iter().map(|f| index(f, &mut fields)).collect(),
-                });
-            }
-            let mut blocks = Vec::new();
-            for b in &p.block {
-                if b.keys.is_empty() {
-                    return Err(ctx("a block has no keys".into()));
-                }
-                let mut keys = Vec::new();
-                for k in &b.keys {
-                    let (f, func) = k.split_once(':').unwrap_or((k.as_str(), ""));
-                    let func = KeyFn::parse(func).ok_or_else(|| {
-                        ctx(format!(
-                            "block key {k:?}: unknown function (use prefixN, suffixN, pinyin or year)"
-                        ))
-                    })?;
-                    keys.push((index(f, &mut fields), func));
-                }
-                blocks.push(BlockRule {
-                    name: b.name.clone().unwrap_or_else(|| b.keys.join("+")),
-                    keys,
-                });
-            }
-            let mut compare = Vec::new();
-            for c in &p.compare {
-                let method = Method::parse(&c.method).ok_or_else(|| {
-                    ctx(format!(
-                        "compare {}: unknown method {:?} (use {})",
-                        c.field,
-                        c.method,
-                        Method::NAMES.join(", ")
-                    ))
-                })?;
-                if c.levels.windows(2).any(|w| w[0].0 < w[1].0) {
-                    return Err(ctx(format!(
-                        "compare {}: levels must be ordered from the highest similarity down",
-                        c.field
-                    )));
-                }
-                if c.levels.iter().any(|(s, _)| !(0.0..=1.0).contains(s)) {
-                    return Err(ctx(format!(
-                        "compare {}: a level's similarity must be between 0 and 1",
-                        c.field
-                    )));
-                }
-                let or_with = c.or_with.as_ref().map(|f| index(f, &mut fields));
-                compare.push(Comparison {
-                    field: index(&c.field, &mut fields),
-                    or_with,
-                    method,
-                    levels: c.levels.clone(),
-                    otherwise: c.otherwise,
-                    missing: c.missing,
-                });
-            }
-            if strong.is_empty() && p.merge_at.is_none() && compare.is_empty() {
-                return Err(ctx(
-                    "no strong rule, no comparison: nothing could ever match".into(),
-                ));
-            }
-            if !compare.is_empty() && blocks.is_empty() {
-                return Err(ctx(
-                    "comparisons need at least one [[profile.block]] to find candidate pairs"
-                        .into(),
-                ));
-            }
-            if let Some(m) = p.merge_at
-                && m < p.review_at
-            {
-                return Err(ctx(format!(
-                    "merge_at ({m}) must not be below review_at ({})",
-                    p.review_at
-                )));
-            }
-            profiles.push(Profile {
-                name: p.name.clone(),
-                when,
-                valid: Vec::new(),
-                distinct,
-                strong,
-                blocks,
-                compare,
-                review_at: p.review_at,
-                merge_at: p.merge_at,
-                max_block: p.max_block.max(2),
-            });
-            // Validity per field index, filled once all fields are known.
-            let last = profiles.len() - 1;
-            profiles[last].valid = valid_by_name.into_iter().fold(Vec::new(), |mut v, (i, c)| {
-                if v.len() <= i {
-                    v.resize(i + 1, Validity::Any);
-                }
-                v[i] = c;
-                v
-            });
+            profiles.push(
+                profile(p, &mut fields).map_err(|m| invalid(format!("profile {}: {m}", p.name)))?,
+            );
         }
         for p in &mut profiles {
-            p.valid.resize(fields.len(), Validity::Any);
+            p.valid.resize(fields.names.len(), Validity::Any);
         }
         let survivorship = raw
             .survivorship
@@ -562,8 +424,8 @@ impl Rules {
             })
             .unwrap_or_default();
         Ok(Rules {
-            fields,
-            normalize,
+            fields: fields.names,
+            normalize: fields.normalize,
             profiles,
             survivorship,
         })
@@ -572,6 +434,165 @@ impl Rules {
     pub fn field_index(&self, name: &str) -> Option<usize> {
         self.fields.iter().position(|f| f == name)
     }
+}
+
+/// The fields the rules use, in order, with their normalisers.
+#[derive(Default)]
+struct Fields {
+    names: Vec<String>,
+    normalize: Vec<Vec<Normalize>>,
+}
+
+impl Fields {
+    /// A `[[field]]` declaration.
+    fn declare(&mut self, f: &RawField) -> Result<(), String> {
+        if self.names.contains(&f.name) {
+            return Err(format!("field {} is declared twice", f.name));
+        }
+        let mut ns = Vec::new();
+        for n in &f.normalize {
+            ns.push(Normalize::parse(n).ok_or_else(|| {
+                format!(
+                    "field {}: unknown normaliser {n:?} (use trim, lower, upper, digits, fold or strip_punct)",
+                    f.name
+                )
+            })?);
+        }
+        self.names.push(f.name.clone());
+        self.normalize.push(ns);
+        Ok(())
+    }
+
+    /// A field's index; fields used but not declared are taken as they are.
+    fn index(&mut self, name: &str) -> usize {
+        if let Some(i) = self.names.iter().position(|f| f == name) {
+            i
+        } else {
+            self.names.push(name.to_string());
+            self.normalize.push(Vec::new());
+            self.names.len() - 1
+        }
+    }
+}
+
+/// One `[[profile]]`, checked.
+fn profile(p: &RawProfile, fields: &mut Fields) -> Result<Profile, String> {
+    let when = p
+        .when
+        .as_ref()
+        .map(|w| (fields.index(&w.field), w.values.clone()));
+    let mut valid: Vec<Validity> = Vec::new();
+    for (f, v) in &p.valid {
+        let v = Validity::parse(v).ok_or_else(|| {
+            format!("valid.{f}: unknown check {v:?} (use resident_id, uscc or any)")
+        })?;
+        let i = fields.index(f);
+        if valid.len() <= i {
+            valid.resize(i + 1, Validity::Any);
+        }
+        valid[i] = v;
+    }
+    let distinct = p.distinct.iter().map(|f| fields.index(f)).collect();
+    let mut strong = Vec::new();
+    for s in &p.strong {
+        if s.exact.is_empty() {
+            return Err(format!("strong rule {}: `exact` is empty", s.name));
+        }
+        strong.push(StrongRule {
+            name: s.name.clone(),
+            fields: s.exact.iter().map(|f| fields.index(f)).collect(),
+        });
+    }
+    let blocks = p
+        .block
+        .iter()
+        .map(|b| block(b, fields))
+        .collect::<Result<Vec<_>, _>>()?;
+    let compare = p
+        .compare
+        .iter()
+        .map(|c| comparison(c, fields))
+        .collect::<Result<Vec<_>, _>>()?;
+    if strong.is_empty() && p.merge_at.is_none() && compare.is_empty() {
+        return Err("no strong rule, no comparison: nothing could ever match".into());
+    }
+    if !compare.is_empty() && blocks.is_empty() {
+        return Err(
+            "comparisons need at least one [[profile.block]] to find candidate pairs".into(),
+        );
+    }
+    if let Some(m) = p.merge_at
+        && m < p.review_at
+    {
+        return Err(format!(
+            "merge_at ({m}) must not be below review_at ({})",
+            p.review_at
+        ));
+    }
+    Ok(Profile {
+        name: p.name.clone(),
+        when,
+        valid,
+        distinct,
+        strong,
+        blocks,
+        compare,
+        review_at: p.review_at,
+        merge_at: p.merge_at,
+        max_block: p.max_block.max(2),
+    })
+}
+
+/// One `[[profile.block]]`.
+fn block(b: &RawBlock, fields: &mut Fields) -> Result<BlockRule, String> {
+    if b.keys.is_empty() {
+        return Err("a block has no keys".into());
+    }
+    let mut keys = Vec::new();
+    for k in &b.keys {
+        let (f, func) = k.split_once(':').unwrap_or((k.as_str(), ""));
+        let func = KeyFn::parse(func).ok_or_else(|| {
+            format!("block key {k:?}: unknown function (use prefixN, suffixN, pinyin or year)")
+        })?;
+        keys.push((fields.index(f), func));
+    }
+    Ok(BlockRule {
+        name: b.name.clone().unwrap_or_else(|| b.keys.join("+")),
+        keys,
+    })
+}
+
+/// One `[[profile.compare]]`.
+fn comparison(c: &RawCompare, fields: &mut Fields) -> Result<Comparison, String> {
+    let method = Method::parse(&c.method).ok_or_else(|| {
+        format!(
+            "compare {}: unknown method {:?} (use {})",
+            c.field,
+            c.method,
+            Method::NAMES.join(", ")
+        )
+    })?;
+    if c.levels.windows(2).any(|w| w[0].0 < w[1].0) {
+        return Err(format!(
+            "compare {}: levels must be ordered from the highest similarity down",
+            c.field
+        ));
+    }
+    if c.levels.iter().any(|(s, _)| !(0.0..=1.0).contains(s)) {
+        return Err(format!(
+            "compare {}: a level's similarity must be between 0 and 1",
+            c.field
+        ));
+    }
+    let or_with = c.or_with.as_ref().map(|f| fields.index(f));
+    Ok(Comparison {
+        field: fields.index(&c.field),
+        or_with,
+        method,
+        levels: c.levels.clone(),
+        otherwise: c.otherwise,
+        missing: c.missing,
+    })
 }
 
 #[cfg(test)]

@@ -424,18 +424,24 @@ fn every_source_format_loads_and_a_killed_load_completes_on_rerun() {
     assert_eq!(counts(c), want);
     assert_keys_unique(c);
 
-    // A load killed at an arbitrary moment.
-    let killed = tempfile::tempdir().unwrap();
-    let k = killed.path();
-    let mut child = Command::new(bin())
-        .current_dir(k)
-        .args(["ingest", "--quiet", "--from", s.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let _ = child.kill();
-    let _ = child.wait();
-    ok(k, &["ingest", "--from", s.to_str().unwrap()]);
-    assert_eq!(counts(k), want);
-    assert_keys_unique(k);
+    // Loads stopped at other points: between a file's quarantine commit
+    // and its batch record, and at the data commit of the fifth file (a
+    // run that had already loaded four).
+    for point in [
+        "ingest.after_quarantine_commit",
+        "ingest.after_data_commit@5",
+    ] {
+        let killed = tempfile::tempdir().unwrap();
+        let k = killed.path();
+        let status = Command::new(bin())
+            .current_dir(k)
+            .args(["ingest", "--quiet", "--from", s.to_str().unwrap()])
+            .env("CUSTLAKE_FAILPOINT", point)
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{point}");
+        ok(k, &["ingest", "--from", s.to_str().unwrap()]);
+        assert_eq!(counts(k), want, "{point}");
+        assert_keys_unique(k);
+    }
 }

@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod config;
+mod demo;
 mod generate;
 mod identity;
 mod ingest;

@@ -18,13 +18,36 @@ use futures::stream::BoxStream;
 
 use crate::common::{ok, query, sample};
 
-/// Counts requests, and fails the `fail_at`-th write (1-based) if set.
+/// Counts requests, records the kind of each write, and fails the
+/// `fail_at`-th write (1-based) if set.
 #[derive(Debug)]
 struct Probe {
     inner: Arc<dyn ObjectStore>,
     reads: Arc<AtomicUsize>,
     writes: Arc<AtomicUsize>,
+    kinds: Arc<std::sync::Mutex<Vec<&'static str>>>,
     fail_at: Option<usize>,
+}
+
+/// What a write is, from its path: a Delta commit, a checkpoint, a data
+/// file, a catalog record (watermarks, leases, holds), or something else.
+fn write_kind(path: &ObjectPath) -> &'static str {
+    let p = path.as_ref();
+    if p.contains("checkpoint") {
+        "checkpoint"
+    } else if p.contains("_delta_log/") {
+        "commit"
+    } else if p.ends_with(".parquet") {
+        "data"
+    } else if p.contains("_catalog/tiers") {
+        "watermarks"
+    } else if p.contains("_catalog/locks") {
+        "lease"
+    } else if p.contains("_catalog/") {
+        "catalog"
+    } else {
+        "other"
+    }
 }
 
 impl fmt::Display for Probe {
@@ -34,8 +57,9 @@ impl fmt::Display for Probe {
 }
 
 impl Probe {
-    fn write(&self) -> OsResult<()> {
+    fn write(&self, path: &ObjectPath) -> OsResult<()> {
         let n = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        self.kinds.lock().unwrap().push(write_kind(path));
         if self.fail_at == Some(n) {
             return Err(datafusion::object_store::Error::Generic {
                 store: "probe",
@@ -52,7 +76,7 @@ impl Probe {
 #[async_trait]
 impl ObjectStore for Probe {
     async fn put_opts(&self, l: &ObjectPath, p: PutPayload, o: PutOptions) -> OsResult<PutResult> {
-        self.write()?;
+        self.write(l)?;
         self.inner.put_opts(l, p, o).await
     }
     async fn put_multipart_opts(
@@ -60,7 +84,7 @@ impl ObjectStore for Probe {
         l: &ObjectPath,
         o: PutMultipartOptions,
     ) -> OsResult<Box<dyn MultipartUpload>> {
-        self.write()?;
+        self.write(l)?;
         self.inner.put_multipart_opts(l, o).await
     }
     async fn get_opts(&self, l: &ObjectPath, o: GetOptions) -> OsResult<GetResult> {
@@ -73,9 +97,11 @@ impl ObjectStore for Probe {
     ) -> BoxStream<'static, OsResult<ObjectPath>> {
         use futures::StreamExt;
         let writes = self.writes.clone();
+        let kinds = self.kinds.clone();
         let fail_at = self.fail_at;
         let checked = locations.map(move |l| {
             let n = writes.fetch_add(1, Ordering::SeqCst) + 1;
+            kinds.lock().unwrap().push("delete");
             if fail_at == Some(n) {
                 return Err(datafusion::object_store::Error::Generic {
                     store: "probe",
@@ -95,7 +121,7 @@ impl ObjectStore for Probe {
         self.inner.list_with_delimiter(prefix).await
     }
     async fn copy_opts(&self, from: &ObjectPath, to: &ObjectPath, o: CopyOptions) -> OsResult<()> {
-        self.write()?;
+        self.write(to)?;
         self.inner.copy_opts(from, to, o).await
     }
     async fn rename_opts(
@@ -104,7 +130,7 @@ impl ObjectStore for Probe {
         to: &ObjectPath,
         o: RenameOptions,
     ) -> OsResult<()> {
-        self.write()?;
+        self.write(to)?;
         self.inner.rename_opts(from, to, o).await
     }
 }
@@ -222,7 +248,7 @@ fn config_of(dir: &Path) -> custlake::config::Config {
 
 struct Counters {
     reads: [Arc<AtomicUsize>; 3],
-    writes: Arc<AtomicUsize>,
+    kinds: Arc<std::sync::Mutex<Vec<&'static str>>>,
 }
 
 /// The lake under `dir`, every tier behind a probe; writes are counted
@@ -231,20 +257,22 @@ fn probed_lake(dir: &Path, fail_at: Option<usize>) -> (Lake, Counters) {
     let config = config_of(dir);
     let mut lake = Lake::new(&config).unwrap();
     let writes = Arc::new(AtomicUsize::new(0));
+    let kinds = Arc::new(std::sync::Mutex::new(Vec::new()));
     let reads: [Arc<AtomicUsize>; 3] = Default::default();
     for tier in Tier::ALL {
         let r = reads[tier as usize].clone();
-        let w = writes.clone();
+        let (w, k) = (writes.clone(), kinds.clone());
         lake.wrap_store(tier, move |inner| {
             Arc::new(Probe {
                 inner,
                 reads: r,
                 writes: w,
+                kinds: k,
                 fail_at,
             })
         });
     }
-    (lake, Counters { reads, writes })
+    (lake, Counters { reads, kinds })
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -684,6 +712,29 @@ fn remove_run(rt: &tokio::runtime::Runtime, d: &Path, s3: Option<&S3Server>) {
     let _ = std::fs::remove_dir_all(d);
 }
 
+/// The writes to fail, by number: on disk every one in turn; on the S3
+/// server (where each rerun's checks are slow) the first write of every
+/// kind, the last one, and a few in between, so that every kind of write
+/// still fails once.
+fn writes_to_fail(kinds: &[&'static str], every: bool) -> Vec<usize> {
+    let total = kinds.len();
+    if every {
+        return (1..=total).collect();
+    }
+    let mut picked = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, k) in kinds.iter().enumerate() {
+        if seen.insert(*k) {
+            picked.insert(i + 1);
+        }
+    }
+    picked.insert(total);
+    for i in 1..=3 {
+        picked.insert((total * i / 4).max(1));
+    }
+    picked.into_iter().collect()
+}
+
 fn failed_writes(s3: Option<&S3Server>) {
     let t = tempfile::tempdir().unwrap();
     let template = t.path().join("template");
@@ -692,19 +743,41 @@ fn failed_writes(s3: Option<&S3Server>) {
     let rt = rt();
     let catalog = Catalog::embedded().unwrap();
     let as_of = chrono::NaiveDate::from_ymd_opt(2026, 6, 30).unwrap();
-    let mut n = 1;
-    loop {
+    // A month later, one month moves hot → warm and one warm → cold:
+    // every step of a move, with few enough writes to fail each in turn.
+    let setup = |n: usize| {
         let d = t.path().join(format!("run{n}"));
         copy_dir(&template, &d);
         write_config(&d, s3, &prefix_of(&d));
-        // A month later, one month moves hot → warm and one warm → cold:
-        // every step of a move, with few enough writes to fail each in turn.
         ok(&d, &["tier", "apply", "--as-of", "2026-05-15"]);
-        let (lake, counters) = probed_lake(&d, Some(n));
-        let result = rt.block_on(async {
-            let plans = tiers::plan(&lake, &catalog, as_of).await?;
-            tiers::apply(&lake, &catalog, &plans, &[], &custlake::progress::Silent).await
-        });
+        d
+    };
+    let apply = |lake: &Lake| {
+        rt.block_on(async {
+            let plans = tiers::plan(lake, &catalog, as_of).await?;
+            tiers::apply(lake, &catalog, &plans, &[], &custlake::progress::Silent).await
+        })
+    };
+    // The move once without failures: which writes it makes.
+    let d = setup(0);
+    let (lake, counters) = probed_lake(&d, None);
+    apply(&lake).unwrap();
+    let kinds = counters.kinds.lock().unwrap().clone();
+    assert!(kinds.len() >= 6, "the move made {} writes", kinds.len());
+    remove_run(&rt, &d, s3);
+    let failing = writes_to_fail(&kinds, s3.is_none());
+    eprintln!(
+        "a move of two months makes {} writes ({:?}); failing {} of them in turn",
+        kinds.len(),
+        kinds.iter().collect::<std::collections::BTreeSet<_>>(),
+        failing.len()
+    );
+    for n in failing {
+        let d = setup(n);
+        let (lake, _) = probed_lake(&d, Some(n));
+        // The move stops at the failed write (or, if that write was the
+        // best-effort pruning of old lease records, finishes without it).
+        let _ = apply(&lake);
         // Mid-way, and after the rerun, the rows are the same.
         assert_eq!(query(&d, KEYS_ONCE), ["0"], "after failing write {n}");
         same_rows(
@@ -712,18 +785,8 @@ fn failed_writes(s3: Option<&S3Server>) {
             &before,
             &format!("after failing write {n}"),
         );
-        let writes = counters.writes.load(Ordering::SeqCst);
-        if result.is_ok() && writes < n {
-            assert!(writes >= 6, "the move made {writes} writes");
-            eprintln!("a move of two months makes {writes} writes; each failed in turn");
-            remove_run(&rt, &d, s3);
-            break;
-        }
-        // (A move that succeeded although its n-th write failed lost only
-        // a best-effort write: the pruning of old lease records.)
         rerun_and_check(&d, &before, &format!("failing write {n}"));
         remove_run(&rt, &d, s3);
-        n += 1;
     }
 }
 
@@ -732,26 +795,38 @@ fn kills(s3: Option<&S3Server>) {
     let template = t.path().join("template");
     policy_lake(&template, s3);
     let before = query(&template, ALL_POLICIES);
-    for (i, ms) in [20u64, 60, 120, 200, 350].into_iter().enumerate() {
+    // Stopped after each kind of write: a purge, the first and second
+    // range copies, the watermarks, a delete, a vacuum.
+    for (i, point) in [
+        "tier.after_purge",
+        "tier.after_copy",
+        "tier.after_copy@2",
+        "tier.after_watermarks",
+        "tier.after_delete",
+        "tier.after_vacuum",
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let d = t.path().join(format!("kill{i}"));
         copy_dir(&template, &d);
         write_config(&d, s3, &prefix_of(&d));
-        let mut child = std::process::Command::new(crate::common::bin())
+        let status = std::process::Command::new(crate::common::bin())
             .current_dir(&d)
             .args(["--quiet", "tier", "apply", "--as-of", "2026-06-30"])
+            .env("CUSTLAKE_FAILPOINT", point)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
-            .spawn()
+            .status()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(ms));
-        let _ = child.kill();
-        let _ = child.wait();
+        // Every point but the purge is on this move's path.
+        assert!(point == "tier.after_purge" || !status.success(), "{point}");
         same_rows(
             &query(&d, ALL_POLICIES),
             &before,
-            &format!("killed after {ms} ms"),
+            &format!("stopped at {point}"),
         );
-        rerun_and_check(&d, &before, &format!("a kill at {ms} ms"));
+        rerun_and_check(&d, &before, &format!("a stop at {point}"));
     }
 }
 

@@ -133,11 +133,7 @@ pub(crate) fn first_column(
     out
 }
 
-/// A lake with a small sample insurer, and a server over it.
-pub(crate) fn server(dir: &Path) -> (tokio::runtime::Runtime, SocketAddr) {
-    server_with(dir, |_| {})
-}
-
+/// A lake with a small sample insurer, and a server over it on a socket.
 pub(crate) fn server_with(
     dir: &Path,
     tune: impl FnOnce(&mut custlake::config::Config),

@@ -17,7 +17,7 @@ use custlake::domain::{
     Address, CompanyName, Email, PersonName, Phone, ResidentId, TaxId, Uscc, parse_date,
     resident_id_check_char, uscc_check_char,
 };
-use custlake::identity::compare::Method;
+use custlake::schema::rules::Method;
 use custlake::server::{Encoder, Format};
 use datafusion::arrow::array::{ArrayRef, Date32Array, Decimal128Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};

@@ -40,6 +40,10 @@ pub enum ErrorKind {
     NotFound,
     /// Somebody else changed the same thing first; run again.
     Conflict,
+    /// The current state does not allow it (customers already merged, an
+    /// event already undone, nothing resolved yet); trying again will not
+    /// help until the state changes.
+    Refused,
     /// Too many requests or queries at once.
     TooManyRequests,
     /// Not enough memory for the work now.
@@ -61,7 +65,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in code order (the README's table).
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 19] = [
         Self::MalformedBody,
         Self::BodyTooLarge,
         Self::UnsupportedFormat,
@@ -72,6 +76,7 @@ impl ErrorKind {
         Self::InvalidData,
         Self::NotFound,
         Self::Conflict,
+        Self::Refused,
         Self::TooManyRequests,
         Self::ResourcesExhausted,
         Self::Busy,
@@ -94,6 +99,7 @@ impl ErrorKind {
             Self::InvalidData => 1105,
             Self::NotFound => 1201,
             Self::Conflict => 1202,
+            Self::Refused => 1203,
             Self::TooManyRequests => 1301,
             Self::ResourcesExhausted => 1302,
             Self::Busy => 1303,
@@ -117,6 +123,7 @@ impl ErrorKind {
             Self::InvalidData => "Input data not readable",
             Self::NotFound => "Not found",
             Self::Conflict => "Changed by somebody else",
+            Self::Refused => "Not allowed in the current state",
             Self::TooManyRequests => "Too many queries",
             Self::ResourcesExhausted => "Not enough memory for this query now",
             Self::Busy => "Table in use",
@@ -210,10 +217,11 @@ pub fn classify(e: &(dyn StdError + 'static)) -> ErrorKind {
     if let Some(a) = e.downcast_ref::<ArrowError>() {
         return arrow_kind(a);
     }
-    if e.downcast_ref::<datafusion::parquet::errors::ParquetError>()
-        .is_some()
-    {
-        return ErrorKind::StorageDamaged;
+    if let Some(p) = e.downcast_ref::<datafusion::parquet::errors::ParquetError>() {
+        return parquet_kind(p);
+    }
+    if let Some(k) = e.downcast_ref::<delta_kernel::Error>() {
+        return kernel_kind(k);
     }
     if let Some(io) = e.downcast_ref::<std::io::Error>() {
         return io_kind(io);
@@ -229,15 +237,19 @@ pub fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
         E::SQL(..) | E::Plan(..) | E::SchemaError(..) | E::NotImplemented(..) => {
             ErrorKind::InvalidSql
         }
-        // `SET` of an unknown or mistyped option.
-        E::Configuration(..) => ErrorKind::InvalidSql,
+        // Users cannot `SET`: this is the configuration's.
+        E::Configuration(..) => ErrorKind::Config,
         E::ResourcesExhausted(..) => ErrorKind::ResourcesExhausted,
         E::ObjectStore(o) => object_store_kind(o),
         E::IoError(io) => io_kind(io),
-        E::ParquetError(..) => ErrorKind::StorageDamaged,
+        E::ParquetError(p) => parquet_kind(p),
         E::ArrowError(a, _) => arrow_kind(a),
-        // Casts and conversions of values the statement asked for.
-        E::Execution(m) if m.to_ascii_lowercase().contains("cast") => ErrorKind::InvalidSql,
+        // A file whose columns do not match the table: the lake's.
+        E::Execution(m) if m.contains("physical data type") => ErrorKind::StorageDamaged,
+        // Casts of values the statement asked for (`CAST('x' AS INT)`).
+        E::Execution(m) if m.contains("Cast error") || m.contains("Cannot cast") => {
+            ErrorKind::InvalidSql
+        }
         E::External(inner) => classify(inner.as_ref()),
         E::Context(_, inner) | E::Diagnostic(_, inner) => datafusion_kind(inner),
         E::Shared(inner) => datafusion_kind(inner),
@@ -253,9 +265,7 @@ pub fn arrow_kind(e: &ArrowError) -> ErrorKind {
         ArrowError::CastError(_)
         | ArrowError::DivideByZero
         | ArrowError::ArithmeticOverflow(_)
-        | ArrowError::InvalidArgumentError(_)
-        | ArrowError::ParseError(_)
-        | ArrowError::ComputeError(_) => ErrorKind::InvalidSql,
+        | ArrowError::ParseError(_) => ErrorKind::InvalidSql,
         ArrowError::IoError(_, io) => io_kind(io),
         ArrowError::ExternalError(inner) => classify(inner.as_ref()),
         ArrowError::MemoryError(_) => ErrorKind::ResourcesExhausted,
@@ -275,18 +285,61 @@ pub fn delta_kind(e: &DeltaTableError) -> ErrorKind {
         | D::MetadataError(..)
         | D::NoSchema
         | D::SchemaMismatch { .. } => ErrorKind::StorageDamaged,
-        D::Arrow { source } => arrow_kind(source),
-        D::InvalidVersion(_) | D::NotATable(_) | D::NotInitialized => ErrorKind::NotFound,
-        D::VersionAlreadyExists(_) | D::VersionMismatch(..) | D::Transaction { .. } => {
-            ErrorKind::Conflict
+        // Delta's own Arrow work (a write, a merge): never the statement's.
+        D::Arrow { source } => match arrow_kind(source) {
+            ErrorKind::InvalidSql => ErrorKind::Internal,
+            k => k,
+        },
+        // A version asked for that the log does not have.
+        D::InvalidVersion(_) => ErrorKind::NotFound,
+        // A table directory whose log holds no commit.
+        D::NotATable(_) | D::NotInitialized => ErrorKind::StorageDamaged,
+        D::VersionAlreadyExists(_) | D::VersionMismatch(..) => ErrorKind::Conflict,
+        D::Transaction { source } => {
+            use deltalake::kernel::transaction::TransactionError as T;
+            match source {
+                T::CommitConflict(_) | T::MaxCommitAttempts(_) | T::VersionAlreadyExists(_) => {
+                    ErrorKind::Conflict
+                }
+                T::ObjectStore { source } => object_store_kind(source),
+                _ => ErrorKind::Internal,
+            }
         }
         D::InvalidTableLocation(_) => ErrorKind::Config,
         D::GenericError { source } => classify(source.as_ref()),
-        D::KernelError(k) => match k.source() {
-            Some(s) => classify(s),
-            None => ErrorKind::StorageDamaged,
+        D::KernelError(k) => kernel_kind(k),
+        D::Kernel { source } => match source {
+            deltalake::kernel::Error::ObjectStore(o) => object_store_kind(o),
+            deltalake::kernel::Error::Parquet(p) => parquet_kind(p),
+            _ => ErrorKind::StorageDamaged,
         },
         _ => ErrorKind::Internal,
+    }
+}
+
+/// Delta kernel's errors: storage by what it is, the rest the log's.
+pub fn kernel_kind(e: &delta_kernel::Error) -> ErrorKind {
+    use delta_kernel::Error as K;
+    match e {
+        K::Backtraced { source, .. } => kernel_kind(source),
+        K::ObjectStore(o) => object_store_kind(o),
+        K::IOError(io) => io_kind(io),
+        K::Reqwest(_) => ErrorKind::StorageUnavailable,
+        K::Parquet(p) => parquet_kind(p),
+        _ => ErrorKind::StorageDamaged,
+    }
+}
+
+/// Parquet's errors: a file that does not decode is damage; a read that
+/// failed in the store is the store's.
+pub fn parquet_kind(e: &datafusion::parquet::errors::ParquetError) -> ErrorKind {
+    use datafusion::parquet::errors::ParquetError as P;
+    match e {
+        P::External(inner) => match classify(inner.as_ref()) {
+            ErrorKind::Internal => ErrorKind::StorageDamaged,
+            k => k,
+        },
+        _ => ErrorKind::StorageDamaged,
     }
 }
 
@@ -297,6 +350,8 @@ pub fn object_store_kind(e: &object_store::Error) -> ErrorKind {
     match e {
         O::NotFound { .. } => ErrorKind::StorageDamaged,
         O::AlreadyExists { .. } | O::Precondition { .. } => ErrorKind::Conflict,
+        // Wrong or missing credentials do not heal by waiting.
+        O::PermissionDenied { .. } | O::Unauthenticated { .. } => ErrorKind::Config,
         O::InvalidPath { .. }
         | O::NotSupported { .. }
         | O::NotImplemented { .. }
@@ -305,14 +360,16 @@ pub fn object_store_kind(e: &object_store::Error) -> ErrorKind {
     }
 }
 
-/// I/O errors, as a storage problem unless they say otherwise.
+/// I/O errors of the lake's storage (local tier roots, the files the
+/// engine reads): a file the log names that is gone or does not decode is
+/// damage, anything else unavailability.
 pub fn io_kind(e: &std::io::Error) -> ErrorKind {
     use std::io::ErrorKind as K;
     match e.kind() {
-        K::NotFound => ErrorKind::NotFound,
+        K::NotFound | K::InvalidData | K::UnexpectedEof => ErrorKind::StorageDamaged,
         K::TimedOut => ErrorKind::Timeout,
         K::OutOfMemory => ErrorKind::ResourcesExhausted,
-        K::InvalidData | K::UnexpectedEof => ErrorKind::InvalidData,
+        K::PermissionDenied => ErrorKind::Config,
         _ => match e.get_ref() {
             Some(inner) => match classify(inner) {
                 ErrorKind::Internal => ErrorKind::StorageUnavailable,
@@ -320,6 +377,21 @@ pub fn io_kind(e: &std::io::Error) -> ErrorKind {
             },
             None => ErrorKind::StorageUnavailable,
         },
+    }
+}
+
+/// I/O errors of a file the user named (a source extract, an output, a
+/// rules file): missing is not found; unreadable or forbidden is the
+/// input's; anything else (a full disk) unavailability.
+pub fn file_io_kind(e: &std::io::Error) -> ErrorKind {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => ErrorKind::NotFound,
+        K::InvalidData | K::UnexpectedEof => ErrorKind::InvalidData,
+        K::PermissionDenied | K::IsADirectory | K::NotADirectory | K::AlreadyExists => {
+            ErrorKind::InvalidParameter
+        }
+        _ => ErrorKind::StorageUnavailable,
     }
 }
 

@@ -103,14 +103,14 @@ pub(super) async fn run(wh: &Warehouse, args: &IngestArgs) -> Result<(), CliErro
             }
         }
     }
-    match failed.len() {
-        0 => Ok(()),
-        // One file: its own error (and its exit code).
-        1 if total == 1 => Err(failed.remove(0).into()),
-        n => Err(CliError::IngestFailed {
-            failed: n,
+    // Each failure was printed as it happened; the exit code is the kind
+    // of the first.
+    match failed.first() {
+        None => Ok(()),
+        Some(first) => Err(CliError::IngestFailed {
+            failed: failed.len(),
             total,
-            kind: failed[0].kind(),
+            kind: first.kind(),
         }),
     }
 }

@@ -104,9 +104,9 @@ impl Classify for CliError {
             Self::Server(e) => e.kind(),
             Self::IngestFailed { kind, .. } => *kind,
             Self::Usage(_) => ErrorKind::InvalidParameter,
-            // A closed pipe or a full disk on the output: the output's
-            // problem, not the warehouse's.
-            Self::Output { .. } => ErrorKind::StorageUnavailable,
+            // The output named (or standard output): its own problem, not
+            // the lake's.
+            Self::Output { source, .. } => crate::error::file_io_kind(source),
             Self::Arrow(_) | Self::Parquet(_) | Self::Json(_) => ErrorKind::Internal,
             Self::Interrupted { source, .. } => source.kind(),
         }
@@ -114,7 +114,8 @@ impl Classify for CliError {
 }
 
 /// The exit code of a failure of `kind` (the README lists them): 2 the
-/// command line or a parameter, 65 the input (SQL, a file), 66 something
+/// command line or a parameter, 65 the input (SQL, a file) or a decision
+/// the data does not allow, 66 something
 /// named does not exist, 69 the lake's storage is unavailable, 70 an
 /// internal error, 74 the lake's data is damaged, 75 a temporary
 /// condition (try again), 78 the configuration.
@@ -125,7 +126,10 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
         | ErrorKind::BodyTooLarge
         | ErrorKind::UnsupportedFormat
         | ErrorKind::NotAcceptable => 2,
-        ErrorKind::InvalidSql | ErrorKind::NotReadOnly | ErrorKind::InvalidData => 65,
+        ErrorKind::InvalidSql
+        | ErrorKind::NotReadOnly
+        | ErrorKind::InvalidData
+        | ErrorKind::Refused => 65,
         ErrorKind::NotFound => 66,
         ErrorKind::StorageUnavailable => 69,
         ErrorKind::Internal => 70,

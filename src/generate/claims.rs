@@ -73,7 +73,7 @@ impl Claims {
             ..
         } = *b;
         let party = format!("P{:09}", 500_000_000 + n);
-        let v = view(&c, rng, "claims", bad_rate);
+        let v = view(c, rng, "claims", bad_rate);
         let ind = c.kind == Kind::Individual;
         let ptype = match (c.kind, v.bad) {
             (_, Corruption::UnknownCode) => "X",
@@ -82,7 +82,7 @@ impl Claims {
             (Kind::Government, _) => "G",
         };
         let dob = fmt_date(v.birth, "%Y-%m-%d", v.bad);
-        let addr = address_text(&c, 1);
+        let addr = address_text(c, 1);
         let created = c.registered.format("%Y-%m-%d").to_string();
         let modified = random_time(rng, claims[0].2)
             .format("%Y-%m-%dT%H:%M:%S")
@@ -185,7 +185,7 @@ impl Claims {
             w.claims.row(&[
                 ("claimNo", Some(&claim_no)),
                 ("policyNo", Some(&p.no)),
-                ("partyId", Some(&party)),
+                ("partyId", Some(party)),
                 ("lossDate", Some(&loss_s)),
                 ("reportDate", Some(&report_s)),
                 ("state", Some(state)),

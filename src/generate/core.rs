@@ -99,7 +99,7 @@ impl Core {
             let copies = if chance(rng, 0.03) { 2 } else { 1 };
             for copy in 0..copies {
                 let id = format!("C{}", (1 + copy) * 1_000_000_000 + n);
-                let v = view(&c, rng, "core", bad_rate);
+                let v = view(c, rng, "core", bad_rate);
                 let ctype = match (c.kind, v.bad) {
                     (_, Corruption::UnknownCode) => "7",
                     (Kind::Individual, _) => "1",
@@ -125,7 +125,7 @@ impl Core {
                     if ind { "" } else { c.legal_rep.as_str() },
                     v.phone.as_str(),
                     v.email.as_deref().unwrap_or(""),
-                    &address_text(&c, 0),
+                    &address_text(c, 0),
                     c.industry,
                     CHANNELS[policies[0].channel].1,
                     c.team,

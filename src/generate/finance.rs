@@ -81,7 +81,7 @@ impl Finance {
         // Finance: every policy holder pays.
         if !policies.is_empty() {
             let payer = format!("F{:010}", n);
-            let v = view(&c, rng, "finance", bad_rate);
+            let v = view(c, rng, "finance", bad_rate);
             let ind = c.kind == Kind::Individual;
             let ptype = match (c.kind, v.bad) {
                 (_, Corruption::UnknownCode) => "OTHER",
@@ -94,7 +94,7 @@ impl Finance {
                 Corruption::ImpossibleDate => Some(days_since_epoch(as_of + Duration::days(400))),
                 _ => v.birth.map(days_since_epoch),
             };
-            let addr = address_text(&c, 3);
+            let addr = address_text(c, 3);
             let region_code = (c.place.region + 1).to_string();
             let changed_day = as_of - Duration::days(rng.random_range(0..2000));
             let changed = random_time(rng, changed_day);

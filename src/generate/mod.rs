@@ -46,10 +46,7 @@ impl crate::error::Classify for GenerateError {
     fn kind(&self) -> crate::error::ErrorKind {
         use crate::error::ErrorKind;
         match self {
-            Self::Io(_, e) => match crate::error::io_kind(e) {
-                ErrorKind::NotFound => ErrorKind::NotFound,
-                _ => ErrorKind::StorageUnavailable,
-            },
+            Self::Io(_, e) => crate::error::file_io_kind(e),
             Self::Csv(..) | Self::Parquet(..) | Self::Arrow(..) => ErrorKind::StorageUnavailable,
             Self::Invalid(_) => ErrorKind::InvalidParameter,
         }

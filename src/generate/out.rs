@@ -198,7 +198,7 @@ impl ParquetOut {
     }
 
     fn flush(&mut self) -> Result<(), GenerateError> {
-        if self.builder.len() == 0 {
+        if self.builder.is_empty() {
             return Ok(());
         }
         let batch = self

@@ -120,7 +120,7 @@ impl Telesales {
             ..
         } = *b;
         let lead = format!("L{n:08}");
-        let v = view(&c, rng, "telesales", bad_rate);
+        let v = view(c, rng, "telesales", bad_rate);
         let ind = c.kind == Kind::Individual;
         let kind = match (c.kind, v.bad) {
             (_, Corruption::UnknownCode) => "VIP",
@@ -150,7 +150,7 @@ impl Telesales {
             if ind { "" } else { c.legal_rep.as_str() },
             v.phone.as_str(),
             v.email.as_deref().unwrap_or(""),
-            &address_text(&c, 2),
+            &address_text(c, 2),
             c.industry,
             *pick(rng, &["TEL", "WEB", "REF"]),
             "电销中心",

@@ -30,7 +30,7 @@ pub use steward::{DecisionReport, Steward};
 /// The golden fields survivorship fills, in `customer` order.
 pub const GOLDEN_FIELDS: [&str; 16] = resolve::GOLDEN;
 
-use crate::error::{Classify, ErrorKind, classify};
+use crate::error::{Classify, ErrorKind};
 use crate::lake::{Lake, LakeError};
 use crate::schema::Catalog;
 
@@ -98,7 +98,8 @@ impl From<deltalake::DeltaTableError> for IdentityError {
 impl Classify for IdentityError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::NothingToResolve | Self::Invalid(_) => ErrorKind::InvalidParameter,
+            Self::Invalid(_) => ErrorKind::InvalidParameter,
+            Self::NothingToResolve | Self::NotReady(_) | Self::Refused(_) => ErrorKind::Refused,
             Self::Rules(e) => e.kind(),
             Self::RulesMismatch(_) => ErrorKind::InvalidData,
             Self::Lake(e) => e.kind(),
@@ -108,15 +109,17 @@ impl Classify for IdentityError {
                 ErrorKind::InvalidSql => ErrorKind::Internal,
                 k => k,
             },
-            Self::Delta(e) => crate::error::delta_kind(e),
-            Self::Arrow(_) | Self::Json(_) | Self::Task(_) => ErrorKind::Internal,
-            Self::File { source, .. } => match classify(source.as_ref()) {
-                ErrorKind::Internal => ErrorKind::InvalidData,
+            Self::Delta(e) => match crate::error::delta_kind(e) {
+                ErrorKind::InvalidSql => ErrorKind::Internal,
                 k => k,
+            },
+            Self::Arrow(_) | Self::Json(_) | Self::Task(_) => ErrorKind::Internal,
+            Self::File { source, .. } => match source.downcast_ref::<std::io::Error>() {
+                Some(io) => crate::error::file_io_kind(io),
+                None => ErrorKind::InvalidData,
             },
             Self::Damaged(_) => ErrorKind::StorageDamaged,
             Self::NotFound(_) => ErrorKind::NotFound,
-            Self::NotReady(_) | Self::Refused(_) => ErrorKind::Conflict,
         }
     }
 }

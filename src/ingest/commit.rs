@@ -75,11 +75,15 @@ impl Load<'_> {
             "" => std::env::temp_dir(),
             d => PathBuf::from(d),
         };
-        std::fs::create_dir_all(&staging_root).map_err(|e| IngestError::io(&staging_root, e))?;
+        let staging_err = |source| IngestError::Staging {
+            dir: Box::new(staging_root.clone()),
+            source,
+        };
+        std::fs::create_dir_all(&staging_root).map_err(staging_err)?;
         let staging = tempfile::Builder::new()
             .prefix("custlake-stage-")
             .tempdir_in(&staging_root)
-            .map_err(|e| IngestError::io(&staging_root, e))?;
+            .map_err(staging_err)?;
         let counters = Counters::default();
         let ticker = {
             let (bytes, rows, task) = (
@@ -95,14 +99,23 @@ impl Load<'_> {
                 }
             })
         };
-        let result = self.commit_all(staging.path(), &counters).await;
+        // The ticker shows the reading; it stops when the rows are in.
+        let rows = self.commit_rows(staging.path(), &counters).await;
         ticker.abort();
+        let result = match rows {
+            Ok((staged, version)) => self.commit_rest(staged, version).await,
+            Err(e) => Err(e),
+        };
         drop(staging);
         result
     }
 
-    async fn commit_all(&self, staging: &Path, counters: &Counters) -> Result<Staged, IngestError> {
-        let (staged, table_version) = self.commit_rows(staging, counters).await?;
+    /// After the rows: the quarantine, then the batch record.
+    async fn commit_rest(
+        &self,
+        staged: Staged,
+        table_version: Option<i64>,
+    ) -> Result<Staged, IngestError> {
         self.task.set_position(self.bytes);
         failpoint("ingest.after_data_commit");
         self.commit_quarantine(&staged).await?;

@@ -46,6 +46,13 @@ pub enum IngestError {
         #[source]
         source: std::io::Error,
     },
+    /// The local staging directory (`ingest.staging_dir`).
+    #[error("staging in {}: {source}", dir.display())]
+    Staging {
+        dir: Box<PathBuf>,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Schema(Box<SchemaError>),
     #[error(transparent)]
@@ -98,17 +105,22 @@ impl Classify for IngestError {
         match self {
             Self::Unreadable { .. } => ErrorKind::InvalidData,
             // The file given: missing is not found; unreadable is the input.
-            Self::Io { source, .. } => match crate::error::io_kind(source) {
+            Self::Io { source, .. } => match crate::error::file_io_kind(source) {
                 ErrorKind::StorageUnavailable => ErrorKind::InvalidData,
                 k => k,
             },
+            // Local staging (a directory that cannot be made, a full disk).
+            Self::Staging { source, .. } => crate::error::file_io_kind(source),
             Self::Schema(e) => e.kind(),
             Self::Lake(e) => e.kind(),
             Self::DataFusion(e) => match crate::error::datafusion_kind(e) {
                 ErrorKind::InvalidSql => ErrorKind::Internal,
                 k => k,
             },
-            Self::Delta(e) => crate::error::delta_kind(e),
+            Self::Delta(e) => match crate::error::delta_kind(e) {
+                ErrorKind::InvalidSql => ErrorKind::Internal,
+                k => k,
+            },
             Self::Arrow(_) | Self::Task(_) | Self::Internal(_) | Self::DuplicateKeys => {
                 ErrorKind::Internal
             }
@@ -253,6 +265,7 @@ impl<'a> Ingestor<'a> {
         path: &Path,
     ) -> Result<FileReport, IngestError> {
         let started = Instant::now();
+        let started_at = chrono::Utc::now();
         let table_def = self
             .catalog()
             .table(&self.catalog().entity(system, entity)?.table)?
@@ -299,7 +312,7 @@ impl<'a> Ingestor<'a> {
             batch_id: &batch_id,
             sha: &sha,
             bytes,
-            started_at: chrono::Utc::now(),
+            started_at,
             task: task.clone(),
         };
         match load.run().await {

@@ -154,7 +154,7 @@ impl Stager {
     }
 
     fn flush(&mut self) -> Result<(), IngestError> {
-        if self.builder.len() > 0 {
+        if !self.builder.is_empty() {
             let batch: RecordBatch = self.builder.finish()?;
             match &mut self.sink {
                 Sink::File(w) => w.write(&batch)?,

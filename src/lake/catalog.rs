@@ -245,7 +245,7 @@ pub async fn set_watermarks(
     if let (Some(c), Some(wb)) = (&w.cold_before, &w.warm_before)
         && c > wb
     {
-        return Err(LakeError::Invalid(format!(
+        return Err(LakeError::Fault(format!(
             "{table}: cold_before {c} is after warm_before {wb}"
         )));
     }

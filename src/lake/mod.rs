@@ -89,6 +89,9 @@ pub enum LakeError {
     Invalid(String),
     #[error("{0}")]
     NotFound(String),
+    /// A broken invariant of the lake's own code.
+    #[error("{0}")]
+    Fault(String),
 }
 
 impl Classify for LakeError {
@@ -99,7 +102,10 @@ impl Classify for LakeError {
                 ErrorKind::Internal => ErrorKind::Config,
                 k => k,
             },
-            Self::Delta { source, .. } => crate::error::delta_kind(source),
+            Self::Delta { source, .. } => match crate::error::delta_kind(source) {
+                ErrorKind::InvalidSql => ErrorKind::Internal,
+                k => k,
+            },
             // The lake's own statements: a planning error is a fault here,
             // not the user's SQL.
             Self::Query { source, .. } => match crate::error::datafusion_kind(source) {
@@ -116,6 +122,7 @@ impl Classify for LakeError {
             Self::Busy(_) => ErrorKind::Busy,
             Self::Invalid(_) => ErrorKind::InvalidParameter,
             Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Fault(_) => ErrorKind::Internal,
         }
     }
 }

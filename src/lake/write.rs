@@ -391,7 +391,7 @@ async fn merge(
         });
     }
     let predicate =
-        predicate.ok_or_else(|| LakeError::Invalid(format!("table {name} declares no key")))?;
+        predicate.ok_or_else(|| LakeError::Fault(format!("table {name} declares no key")))?;
     let fields: Vec<String> = def.fields.iter().map(|f| f.name.clone()).collect();
     let update_fields = fields.clone();
     let (table, _metrics) = table

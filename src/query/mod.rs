@@ -157,6 +157,9 @@ fn register_table(
     Ok(())
 }
 
+/// A table's layout and, once built, its provider.
+type Cached = (Layout, Option<Arc<dyn TableProvider>>);
+
 /// Tables and their providers kept between queries, for a long-lived
 /// process (the server). A query then checks each table's log for a newer
 /// commit instead of replaying the whole log, and reuses the provider while
@@ -164,7 +167,7 @@ fn register_table(
 /// data is visible to the next query.
 #[derive(Default)]
 pub struct TableCache {
-    tables: tokio::sync::Mutex<HashMap<String, (Layout, Option<Arc<dyn TableProvider>>)>>,
+    tables: tokio::sync::Mutex<HashMap<String, Cached>>,
 }
 
 impl TableCache {
@@ -179,10 +182,22 @@ impl TableCache {
         let mut tables = self.tables.lock().await;
         let (layout, provider) = match tables.get_mut(&def.name) {
             Some(entry) => {
-                if lake.refresh(def, &mut entry.0).await? {
-                    entry.1 = provider(lake, def, &entry.0).await?;
+                let refreshed = async {
+                    if lake.refresh(def, &mut entry.0).await? {
+                        entry.1 = provider(lake, def, &entry.0).await?;
+                    }
+                    Ok::<_, QueryError>(())
                 }
-                entry
+                .await;
+                if let Err(e) = refreshed {
+                    // Half refreshed is not kept: the next query reads afresh.
+                    tables.remove(&def.name);
+                    return Err(e);
+                }
+                match tables.get_mut(&def.name) {
+                    Some(entry) => entry,
+                    None => return Ok(false),
+                }
             }
             None => {
                 let layout = lake.layout(def, None).await?;
@@ -237,8 +252,7 @@ async fn register_golden_views(ctx: &SessionContext, names: &[String]) -> Result
 /// recognised; an `EXPLAIN` is checked for what it explains, since
 /// `EXPLAIN ANALYZE` runs it.
 pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
-    let statements =
-        DFParser::parse_sql(sql).map_err(|e| QueryError::Syntax(Box::new(e.into())))?;
+    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Syntax(Box::new(e)))?;
     if statements.len() != 1 {
         return Err(QueryError::Statements(statements.len()));
     }

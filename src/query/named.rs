@@ -130,10 +130,17 @@ impl NamedQuery {
                     let ty = ParamType::parse(ty)
                         .ok_or_else(|| format!("{file}: parameter {pname}: unknown type {ty:?}"))?;
                     let (mut default, mut range) = (None, None);
-                    let mut rest = words.get(2..).unwrap_or_default().iter();
+                    let mut rest = words.get(2..).unwrap_or_default().iter().peekable();
                     while let Some(w) = rest.next() {
                         match (*w, rest.next()) {
-                            ("default", Some(v)) => default = Some((*v).to_string()),
+                            // A default runs to `range` or the end of the line.
+                            ("default", Some(v)) => {
+                                let mut d = vec![*v];
+                                while let Some(more) = rest.next_if(|w| **w != "range") {
+                                    d.push(more);
+                                }
+                                default = Some(d.join(" "));
+                            }
                             ("range", Some(r))
                                 if matches!(ty, ParamType::Int | ParamType::Float) =>
                             {
@@ -203,10 +210,14 @@ impl NamedQuery {
 
     fn bind_with<'a>(
         &self,
-        mut names: impl Iterator<Item = &'a String>,
+        names: impl Iterator<Item = &'a String>,
         given: impl Fn(&str) -> Option<Input<'a>>,
     ) -> Result<Vec<(String, ScalarValue)>, ParamError> {
-        if let Some(unknown) = names.find(|k| !self.params.iter().any(|p| &p.name == *k)) {
+        // The first unknown name in order, whatever order they came in.
+        let unknown = names
+            .filter(|k| !self.params.iter().any(|p| &p.name == *k))
+            .min();
+        if let Some(unknown) = unknown {
             return Err(ParamError {
                 name: unknown.clone(),
                 message: format!(
@@ -255,15 +266,15 @@ fn convert(p: &Param, v: Input<'_>) -> Result<ScalarValue, ParamError> {
         name: p.name.clone(),
         message: format!("{shown} is not a valid {}", p.ty.name()),
     };
-    // JSON must have the parameter type's JSON type: text for strings and
-    // dates, numbers for numbers, booleans for booleans.
+    // A JSON value is taken as its text (`"30"` and `30` alike); null,
+    // arrays and objects are no parameter's.
     use serde_json::Value as J;
-    let text = match (v, p.ty) {
-        (Input::Text(t), _) => t.trim().to_string(),
-        (Input::Json(J::String(s)), ParamType::String | ParamType::Date) => s.trim().to_string(),
-        (Input::Json(J::Number(n)), ParamType::Int | ParamType::Float) => n.to_string(),
-        (Input::Json(J::Bool(b)), ParamType::Bool) => b.to_string(),
-        _ => return Err(bad()),
+    let text = match v {
+        Input::Text(t) => t.trim().to_string(),
+        Input::Json(J::String(s)) => s.trim().to_string(),
+        Input::Json(J::Number(n)) => n.to_string(),
+        Input::Json(J::Bool(b)) => b.to_string(),
+        Input::Json(_) => return Err(bad()),
     };
     let in_range = |v: f64| -> Result<(), ParamError> {
         match p.range {

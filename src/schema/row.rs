@@ -132,6 +132,10 @@ impl BatchBuilder {
         self.rows
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
     /// Append one row; `line` fills `_line` when present.
     pub fn push(&mut self, cells: &[Cell], line: Option<i64>) {
         let line_cell = line.map(Cell::I64);

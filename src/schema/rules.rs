@@ -16,6 +16,12 @@ pub const DEFAULT_RULES: &str = include_str!("../../schemas/identity.toml");
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
+    #[error("rules file {file}: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("rules file {file}: {message}")]
     Parse { file: String, message: String },
     #[error("rules file {file}: {message}")]
@@ -24,7 +30,10 @@ pub enum RulesError {
 
 impl crate::error::Classify for RulesError {
     fn kind(&self) -> crate::error::ErrorKind {
-        crate::error::ErrorKind::InvalidData
+        match self {
+            Self::Read { source, .. } => crate::error::file_io_kind(source),
+            Self::Parse { .. } | Self::Invalid { .. } => crate::error::ErrorKind::InvalidData,
+        }
     }
 }
 
@@ -384,9 +393,9 @@ impl Rules {
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Self, RulesError> {
-        let text = std::fs::read_to_string(path).map_err(|e| RulesError::Parse {
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
             file: path.display().to_string(),
-            message: e.to_string(),
+            source,
         })?;
         Self::parse(&text, &path.display().to_string())
     }

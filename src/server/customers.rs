@@ -10,7 +10,6 @@ use super::SharedState;
 use super::docs::{DecisionProblems, ReadProblems};
 use super::error::ApiError;
 use super::extract::{Body, Params, PathParams, Shape};
-use crate::error::ErrorKind;
 use crate::identity::{DecisionReport, IdentityError, Steward};
 
 /// The principal every request runs under until access control lands.
@@ -273,8 +272,7 @@ pub(crate) struct SuspectQuery {
     /// `open` (default), `confirmed` or `rejected`.
     #[param(inline)]
     status: Option<GroupStatus>,
-    /// Groups to list at most (default 50).
-    #[param(minimum = 1, maximum = 1000)]
+    /// Groups to list at most (default 50; clamped to 1..1000).
     limit: Option<u32>,
 }
 
@@ -322,14 +320,7 @@ pub(crate) async fn suspects(
     Params(q): Params<SuspectQuery>,
 ) -> Result<Json<Suspects>, ApiError> {
     let status = q.status.unwrap_or(GroupStatus::Open);
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorKind::InvalidParameter,
-            "limit must be between 1 and 1000",
-        ));
-    }
-    let limit = limit as usize;
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000) as usize;
     let ctx = crate::lake::session::write_context();
     let have =
         crate::identity::suspects::register(&ctx, &state.warehouse.lake, &state.warehouse.catalog)

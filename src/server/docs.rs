@@ -334,21 +334,34 @@ pub(crate) fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64
 /// The JSON Schema of a named query's parameter.
 fn param_schema(p: &crate::query::named::Param) -> serde_json::Value {
     use crate::query::named::ParamType;
-    let mut s = match p.ty {
-        ParamType::String => serde_json::json!({"type": "string"}),
-        ParamType::Int => serde_json::json!({"type": "integer"}),
-        ParamType::Float => serde_json::json!({"type": "number"}),
-        ParamType::Bool => serde_json::json!({"type": "boolean"}),
-        ParamType::Date => serde_json::json!({"type": "string", "format": "date"}),
+    // A value may also come as its text (`"30"` for 30), as a query
+    // string gives it.
+    let mut s = match (p.ty, p.range) {
+        (ParamType::String, _) => serde_json::json!({"type": ["string", "number", "boolean"]}),
+        (ParamType::Int, Some((lo, hi))) => {
+            serde_json::json!({"type": "integer", "minimum": lo, "maximum": hi})
+        }
+        (ParamType::Int, None) => serde_json::json!({"anyOf": [
+            // What a 64-bit integer holds, with room for the SQL's arithmetic.
+            {"type": "integer", "minimum": -(1i64 << 52), "maximum": 1i64 << 52},
+            {"type": "string", "pattern": "^-?[0-9]{1,15}$"},
+        ]}),
+        (ParamType::Float, Some((lo, hi))) => {
+            serde_json::json!({"type": "number", "minimum": lo, "maximum": hi})
+        }
+        (ParamType::Float, None) => serde_json::json!({"anyOf": [
+            {"type": "number"},
+            {"type": "string", "pattern": "^-?[0-9]{1,15}(\\.[0-9]{1,15})?$"},
+        ]}),
+        (ParamType::Bool, _) => serde_json::json!({"anyOf": [
+            {"type": "boolean"},
+            {"type": "string", "enum": ["true", "false"]},
+        ]}),
+        (ParamType::Date, _) => serde_json::json!({"anyOf": [
+            {"type": "string", "format": "date"},
+            {"type": "string", "const": "today"},
+        ]}),
     };
-    if let Some((lo, hi)) = p.range {
-        s["minimum"] = serde_json::json!(lo);
-        s["maximum"] = serde_json::json!(hi);
-    } else if p.ty == ParamType::Int {
-        // What a 64-bit integer holds, with room for the SQL's arithmetic.
-        s["minimum"] = serde_json::json!(-(1i64 << 52));
-        s["maximum"] = serde_json::json!(1i64 << 52);
-    }
     if let Some(d) = &p.default {
         s["description"] = serde_json::json!(format!("default: {d}"));
     }

@@ -30,7 +30,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
         ErrorKind::InvalidData => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Conflict | ErrorKind::Refused => StatusCode::CONFLICT,
         ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::ResourcesExhausted | ErrorKind::Busy | ErrorKind::StorageUnavailable => {
             StatusCode::SERVICE_UNAVAILABLE
@@ -83,6 +83,14 @@ impl ApiError {
     /// and described by what was being done.
     pub fn from_error<E: Classify + std::fmt::Display + ?Sized>(what: &str, e: &E) -> Self {
         let kind = e.kind();
+        if kind == ErrorKind::ResourcesExhausted {
+            // The engine's own words name operators and byte counts.
+            tracing::warn!(error = %e, "{what}");
+            return Self::new(
+                kind,
+                "the query needs more memory than is free; retry later or narrow the query",
+            );
+        }
         if kind.client_facing() {
             Self::new(kind, e.to_string())
         } else {

@@ -33,10 +33,11 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // A path that does not name a resource of this route: not found.
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| Self(p.0))
-            .map_err(|r| ApiError::new(ErrorKind::InvalidParameter, r.body_text()))
+            .map_err(|r| ApiError::new(ErrorKind::NotFound, r.body_text()))
     }
 }
 

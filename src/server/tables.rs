@@ -83,13 +83,31 @@ async fn table_facts(state: &SharedState, def: &TableDef) -> Result<TableFacts, 
                 )
             };
             let snapshot = t.snapshot().map_err(on)?;
-            let files = snapshot.log_data().num_files() as u64;
-            // Rows from the log's file statistics: no data file is read.
-            let rows = snapshot
-                .log_data()
-                .iter()
-                .map(|f| f.num_records().unwrap_or(0) as u64)
-                .sum();
+            let log = snapshot.snapshot().try_log_data().map_err(on)?;
+            let files = log.num_files() as u64;
+            // Rows from the log's file statistics, where every file has
+            // them (custlake's writers always write them); otherwise
+            // counted.
+            let counts: Option<u64> = log.iter().map(|f| f.num_records().map(|n| n as u64)).sum();
+            let rows = match counts {
+                Some(n) => n,
+                None => {
+                    let df_err = |e| {
+                        ApiError::from_error(
+                            "counting rows",
+                            &crate::lake::LakeError::query(&def.name, e),
+                        )
+                    };
+                    let ctx = crate::lake::session::write_context();
+                    t.update_datafusion_session(&ctx.state()).map_err(on)?;
+                    let provider = t.table_provider().await.map_err(df_err)?;
+                    ctx.read_table(provider)
+                        .map_err(df_err)?
+                        .count()
+                        .await
+                        .map_err(df_err)? as u64
+                }
+            };
             let last = {
                 use futures::StreamExt;
                 let mut h = t.history(Some(1));
@@ -100,7 +118,7 @@ async fn table_facts(state: &SharedState, def: &TableDef) -> Result<TableFacts, 
                     .and_then(chrono::DateTime::from_timestamp_millis)
                     .map(|d| d.to_rfc3339())
             };
-            (t.version().map(|v| v as u64), rows, files, last)
+            (t.version(), rows, files, last)
         }
     };
     Ok(TableFacts {

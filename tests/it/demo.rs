@@ -130,6 +130,22 @@ fn every_line_the_demo_and_the_readme_print_runs_as_printed() {
         .filter(|l| l.starts_with("curl "))
         .collect();
     assert!(curls.len() >= 5, "{printed}");
+    // The lines are printed once the server listens; it answers once it
+    // serves (on a loaded machine, a moment later).
+    let health = words(curls[0]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !Command::new("curl")
+        .arg("--fail")
+        .args(&health[1..])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     for c in &curls {
         let mut args = words(c);
         args.remove(0);
@@ -140,8 +156,10 @@ fn every_line_the_demo_and_the_readme_print_runs_as_printed() {
             .expect("curl runs");
         assert!(
             out.status.success(),
-            "`{c}` failed: {}",
-            String::from_utf8_lossy(&out.stdout)
+            "`{c}` failed ({}): {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
     let _ = child.kill();

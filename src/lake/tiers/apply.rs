@@ -65,7 +65,7 @@ pub async fn apply(
             .tables
             .iter()
             .find(|d| d.name == p.table)
-            .ok_or_else(|| LakeError::Invalid(format!("no table {}", p.table)))?;
+            .ok_or_else(|| LakeError::Fault(format!("no table {}", p.table)))?;
         // Under the table's lease, so that no load writes while it moves;
         // planned again under it, as a load may have changed the table
         // since the plan was shown.
@@ -338,7 +338,7 @@ pub async fn held_records(
     }
     let def = catalog
         .table("customer_xref")
-        .map_err(|e| LakeError::Invalid(e.to_string()))?;
+        .map_err(|e| LakeError::Fault(e.to_string()))?;
     let Some(xref) = lake.open(def).await? else {
         return Err(LakeError::Invalid(
             "customers are under hold but customer_xref does not exist: run `custlake resolve` first"

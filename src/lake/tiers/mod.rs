@@ -207,7 +207,7 @@ pub async fn plan_table(
         .partition
         .as_ref()
         .map(|p| p.column.clone())
-        .ok_or_else(|| LakeError::Invalid(format!("{} is not partitioned", def.name)))?;
+        .ok_or_else(|| LakeError::Fault(format!("{} is not partitioned", def.name)))?;
     let current = catalog::watermarks(lake, &def.name, None).await?;
     let (goal, purge_before) = targets(lake, &def.name, as_of);
     let old = current.value.clone();

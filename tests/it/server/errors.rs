@@ -85,7 +85,7 @@ fn every_rejection_is_problem_json() {
             1104,
         ),
         ("GET", "/v1/suspects?limit=many", b"", 400, 1104),
-        ("GET", "/v1/suspects?limit=0", b"", 400, 1104),
+        ("GET", "/v1/suspects?limit=-1", b"", 400, 1104),
         (
             "POST",
             "/v1/suspects/G1/approve",

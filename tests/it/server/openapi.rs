@@ -67,7 +67,7 @@ fn the_document_describes_every_route_and_named_query() {
         .unwrap()
         .clone();
     assert_eq!(days["schema"]["type"], "integer");
-    assert_eq!(days["schema"]["maximum"], 3660.0);
+    assert_eq!(days["schema"]["maximum"], 36600.0);
     // The problem body is one schema with the stable code.
     assert!(doc["components"]["schemas"]["Problem"]["properties"]["code"].is_object());
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 
 use super::IdentityError;
@@ -24,6 +25,10 @@ fn missing(name: &str) -> IdentityError {
     IdentityError::Damaged(format!("column {name} is missing"))
 }
 
+fn mistyped(name: &str, e: datafusion::arrow::error::ArrowError) -> IdentityError {
+    IdentityError::Damaged(format!("column {name} has an unexpected type: {e}"))
+}
+
 /// Register the identity tables that exist; true when `name` exists.
 pub(crate) async fn register(
     ctx: &SessionContext,
@@ -37,7 +42,8 @@ pub(crate) async fn register(
         if let Some(table) = lake.open(def).await? {
             table.update_datafusion_session(&ctx.state())?;
             let provider = table.table_provider().await?;
-            ctx.register_table(*name, provider)?;
+            ctx.register_table(*name, provider)
+                .map_err(|e| DataFusionError::Context(format!("table {name}"), Box::new(e)))?;
             found.push(name.to_string());
         }
     }
@@ -59,14 +65,15 @@ pub(crate) async fn collect(
 
 pub(crate) fn utf8(batch: &RecordBatch, name: &str) -> Result<StringArray, IdentityError> {
     let col = batch.column_by_name(name).ok_or_else(|| missing(name))?;
-    let c = cast(col, &DataType::Utf8)?;
+    let c = cast(col, &DataType::Utf8).map_err(|e| mistyped(name, e))?;
     Ok(c.as_string::<i32>().clone())
 }
 
 pub(crate) fn micros(batch: &RecordBatch, name: &str) -> Result<Vec<Option<i64>>, IdentityError> {
     let col = batch.column_by_name(name).ok_or_else(|| missing(name))?;
-    let c = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
-    let c = cast(&c, &DataType::Int64)?;
+    let c = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))
+        .and_then(|c| cast(&c, &DataType::Int64))
+        .map_err(|e| mistyped(name, e))?;
     let a = c.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
     Ok((0..a.len())
         .map(|i| a.is_valid(i).then(|| a.value(i)))

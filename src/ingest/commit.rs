@@ -180,7 +180,8 @@ impl Load<'_> {
         if staged.rows_loaded > 0 {
             let df = ctx
                 .read_arrow(paths(&staged.good_files), ArrowReadOptions::default())
-                .await?;
+                .await
+                .map_err(|e| e.context("reading the staged rows"))?;
             let out =
                 upsert_leased(lake, ctx, table, df, staged.duplicates, self.metadata()).await?;
             version = Some(out.version);
@@ -199,7 +200,8 @@ impl Load<'_> {
             .ingestor
             .ctx
             .read_arrow(paths(&staged.bad_files), ArrowReadOptions::default())
-            .await?;
+            .await
+            .map_err(|e| e.context("reading the staged quarantined rows"))?;
         upsert(
             &wh.lake,
             &self.ingestor.ctx,

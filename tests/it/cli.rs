@@ -75,3 +75,45 @@ fn each_kind_of_failure_has_its_exit_code() {
     let (got, stderr) = exit(d, &["sql", "SELECT consent_id, purpose FROM consent"]);
     assert_eq!(got, 74, "{stderr}");
 }
+
+/// The README's error table is the code's: every kind has its row with its
+/// code, HTTP status and exit code, and the table names no other code.
+#[test]
+fn the_readme_error_table_is_the_code() {
+    use custlake::error::ErrorKind;
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    // | code | kind | HTTP | exit | meaning |
+    let rows: Vec<Vec<String>> = readme
+        .lines()
+        .filter(|l| l.starts_with("| 1"))
+        .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+        .filter(|c: &Vec<String>| c.len() > 5 && c[1].parse::<u32>().is_ok())
+        .collect();
+    assert!(!rows.is_empty(), "the README has an error table");
+    for kind in ErrorKind::ALL {
+        let code = kind.code().to_string();
+        let row = rows
+            .iter()
+            .find(|r| r[1] == code)
+            .unwrap_or_else(|| panic!("no README row for {kind:?} ({code})"));
+        let status = custlake::server::status_of(kind).as_u16().to_string();
+        assert!(
+            row[3].split('/').any(|s| s.trim() == status),
+            "{kind:?}: README says HTTP {}, the server answers {status}",
+            row[3]
+        );
+        assert_eq!(
+            row[4],
+            custlake::cli::exit_code(kind).to_string(),
+            "{kind:?}: README exit code"
+        );
+    }
+    for r in &rows {
+        assert!(
+            ErrorKind::ALL.iter().any(|k| k.code().to_string() == r[1]),
+            "the README lists code {} that no kind has",
+            r[1]
+        );
+    }
+}

@@ -190,18 +190,66 @@ fn s3_server(test: &str) -> Option<S3Server> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let server = S3Server {
+    let mut server = S3Server {
         child,
         port,
         _root: root,
     };
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            server.port = relay(port);
             return Some(server);
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     panic!("the S3 server did not start on port {port}");
+}
+
+/// A relay on loopback in front of the S3 server, acknowledging every
+/// segment at once; returns its port. The test server writes a response's
+/// head and body in two writes without `TCP_NODELAY`, so each response
+/// waited out the receiver's delayed acknowledgement (40 ms) and a tier
+/// move's few hundred requests took tens of seconds. Real S3 endpoints do
+/// not wait like that; the relay takes the wait out of the tests without
+/// changing a byte of what custlake sends or receives.
+fn relay(server: u16) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", server)) else {
+                continue;
+            };
+            let (Ok(c2), Ok(u2)) = (client.try_clone(), upstream.try_clone()) else {
+                continue;
+            };
+            pipe(client, upstream);
+            pipe(u2, c2);
+        }
+    });
+    port
+}
+
+/// Copy `from` to `to` until either side closes, acknowledging each read.
+fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let _ = to.set_nodelay(true);
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let _ = socket2::SockRef::from(&from).set_tcp_quickack(true);
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    });
 }
 
 /// Write `dir/custlake.toml`: 30 years of retention, and with a server,

@@ -90,8 +90,8 @@ fn every_rejection_is_problem_json() {
             "POST",
             "/v1/suspects/G1/approve",
             br#"{"reason": "x"}"#,
-            400,
-            1104,
+            404,
+            1201,
         ),
         ("POST", "/v1/query", b"[]", 400, 1001),
         (

@@ -313,6 +313,43 @@ impl StageJob {
         })
     }
 
+    /// The quarantine record of a row that failed, with every issue found
+    /// and the row as read.
+    fn quarantined(
+        &self,
+        stamp: &Stamp,
+        table: &str,
+        line: u64,
+        issues: &[transform::Issue],
+        raw: String,
+    ) -> Vec<Cell> {
+        let first = &issues[0];
+        let reasons: Vec<String> = issues
+            .iter()
+            .map(|i| format!("{}:{}", i.code, i.field))
+            .collect();
+        vec![
+            Cell::Str(self.batch_id.clone()),
+            Cell::I64(line as i64),
+            Cell::Str(self.system.clone()),
+            Cell::Str(self.entity.clone()),
+            Cell::Str(table.to_string()),
+            Cell::Str(stamp.file.clone()),
+            Cell::Str(first.code.to_string()),
+            if first.field.is_empty() {
+                Cell::Null
+            } else {
+                Cell::Str(first.field.clone())
+            },
+            first.value.clone().map_or(Cell::Null, Cell::Str),
+            Cell::Str(reasons.join("; ")),
+            Cell::Str(first.detail.clone()),
+            Cell::Str(raw),
+            Cell::Ts(stamp.now),
+            Cell::Str(stamp.month.clone()),
+        ]
+    }
+
     /// One worker: decode, map, validate; stage or stream the good rows,
     /// stage the quarantined ones.
     fn work(
@@ -353,13 +390,15 @@ impl StageJob {
             out.good_files.push(good_file);
         }
         out.bad_files.push(bad_file);
-        let file_name = self.path.display().to_string();
-        let now = self.started_at.timestamp_micros();
-        let month = self
-            .started_at
-            .with_timezone(&crate::domain::beijing())
-            .format("%Y-%m")
-            .to_string();
+        let stamp = Stamp {
+            file: self.path.display().to_string(),
+            now: self.started_at.timestamp_micros(),
+            month: self
+                .started_at
+                .with_timezone(&crate::domain::beijing())
+                .format("%Y-%m")
+                .to_string(),
+        };
         loop {
             let chunk = match rx.lock() {
                 Ok(rx) => rx.recv(),
@@ -397,33 +436,10 @@ impl StageJob {
                     },
                 };
                 if let Some((line, issues)) = issues {
-                    let first = &issues[0];
-                    *out.reasons.entry(first.code.to_string()).or_insert(0) += 1;
+                    *out.reasons.entry(issues[0].code.to_string()).or_insert(0) += 1;
                     out.rows_quarantined += 1;
-                    let reasons: Vec<String> = issues
-                        .iter()
-                        .map(|i| format!("{}:{}", i.code, i.field))
-                        .collect();
-                    let cells = vec![
-                        Cell::Str(self.batch_id.clone()),
-                        Cell::I64(line as i64),
-                        Cell::Str(self.system.clone()),
-                        Cell::Str(self.entity.clone()),
-                        Cell::Str(mapping.table.clone()),
-                        Cell::Str(file_name.clone()),
-                        Cell::Str(first.code.to_string()),
-                        if first.field.is_empty() {
-                            Cell::Null
-                        } else {
-                            Cell::Str(first.field.clone())
-                        },
-                        first.value.clone().map_or(Cell::Null, Cell::Str),
-                        Cell::Str(reasons.join("; ")),
-                        Cell::Str(first.detail.clone()),
-                        Cell::Str(layout.raw_json(raw, &scratch)),
-                        Cell::Ts(now),
-                        Cell::Str(month.clone()),
-                    ];
+                    let json = layout.raw_json(raw, &scratch);
+                    let cells = self.quarantined(&stamp, &mapping.table, line, &issues, json);
                     bad.push(&cells, None)?;
                 }
             }
@@ -447,4 +463,12 @@ impl StageJob {
         bad.finish()?;
         Ok(out)
     }
+}
+
+/// What every quarantine record of one file carries: the file, when it was
+/// read, and the month it is filed under.
+struct Stamp {
+    file: String,
+    now: i64,
+    month: String,
 }

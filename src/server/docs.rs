@@ -242,10 +242,35 @@ problem_set!(
 )]
 pub(crate) struct ApiDoc;
 
+/// utoipa writes an unsigned integer as `format: int32` (or `int64`) with
+/// `minimum: 0`, which tells a client the signed type's maximum; the server
+/// reads such a value as unsigned and takes up to twice as much. Say the
+/// unsigned range instead.
+fn unsigned_ranges(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            let unsigned = o.get("minimum").and_then(|m| m.as_u64()) == Some(0);
+            let max = match o.get("format").and_then(|f| f.as_str()) {
+                Some("int32") if unsigned => Some(serde_json::json!(u32::MAX)),
+                Some("int64") if unsigned => Some(serde_json::json!(u64::MAX)),
+                _ => None,
+            };
+            if let Some(max) = max {
+                o.remove("format");
+                o.entry("maximum").or_insert(max);
+            }
+            o.values_mut().for_each(unsigned_ranges);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(unsigned_ranges),
+        _ => {}
+    }
+}
+
 /// Put this server's bounds on every `limit` and `timeout_ms` (query
 /// parameters and body properties): what the server accepts is exactly
 /// what the document allows.
 pub(crate) fn apply_bounds(doc: &mut serde_json::Value, server: &crate::config::ServerConfig) {
+    unsigned_ranges(doc);
     // What the handlers' types cannot say: a decision names each customer
     // or record once.
     for (schema, list) in [("MergeRequest", "customers"), ("SplitRequest", "records")] {

@@ -133,17 +133,22 @@ pub(crate) fn first_column(
     out
 }
 
+/// The runtime a test's server or router runs on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A lake with a small sample insurer, and a server over it on a socket.
 pub(crate) fn server_with(
     dir: &Path,
     tune: impl FnOnce(&mut custlake::config::Config),
 ) -> (tokio::runtime::Runtime, SocketAddr) {
     let config = lake_config(dir, tune);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let app = rt
         .block_on(custlake::server::Application::build(
             custlake::lake::Warehouse::quiet(config).unwrap(),
@@ -183,11 +188,7 @@ impl Api {
 
     pub(crate) fn with(dir: &Path, tune: impl FnOnce(&mut custlake::config::Config)) -> Self {
         let config = lake_config(dir, tune);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         let router = rt
             .block_on(async {
                 custlake::server::app(custlake::lake::Warehouse::quiet(config).unwrap())

@@ -272,7 +272,7 @@ fn encoders(c: &mut Criterion) {
                 let mut enc =
                     Encoder::new(format, batch.schema()).unwrap_or_else(|e| panic!("encoder: {e}"));
                 let mut bytes = enc.batch(batch).map_or(0, |v| v.len());
-                bytes += enc.finish().map_or(0, |v| v.len());
+                bytes += enc.finish(false).map_or(0, |v| v.len());
                 bytes
             })
         });

@@ -33,6 +33,9 @@ pub enum ErrorKind {
     InvalidSql,
     /// A statement that is not read-only.
     NotReadOnly,
+    /// A statement over the size or nesting limits, or a function asked
+    /// for a result larger than a value may be (`repeat('x', 2147483647)`).
+    TooComplex,
     /// Input data that cannot be read as a whole (a source file in the
     /// wrong encoding or format, a rules file that does not parse).
     InvalidData,
@@ -65,13 +68,14 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in code order (the README's table).
-    pub const ALL: [ErrorKind; 19] = [
+    pub const ALL: [ErrorKind; 20] = [
         Self::MalformedBody,
         Self::BodyTooLarge,
         Self::UnsupportedFormat,
         Self::NotAcceptable,
         Self::InvalidSql,
         Self::NotReadOnly,
+        Self::TooComplex,
         Self::InvalidParameter,
         Self::InvalidData,
         Self::NotFound,
@@ -95,6 +99,7 @@ impl ErrorKind {
             Self::UnsupportedFormat | Self::NotAcceptable => 1003,
             Self::InvalidSql => 1101,
             Self::NotReadOnly => 1102,
+            Self::TooComplex => 1103,
             Self::InvalidParameter => 1104,
             Self::InvalidData => 1105,
             Self::NotFound => 1201,
@@ -119,6 +124,7 @@ impl ErrorKind {
             Self::UnsupportedFormat | Self::NotAcceptable => "Unsupported format",
             Self::InvalidSql => "Invalid SQL",
             Self::NotReadOnly => "Statement not allowed",
+            Self::TooComplex => "Statement too large or complex",
             Self::InvalidParameter => "Invalid parameter",
             Self::InvalidData => "Input data not readable",
             Self::NotFound => "Not found",
@@ -178,6 +184,12 @@ impl Kinded {
             kind,
             source: source.into(),
         }
+    }
+
+    /// A message of `kind` as a DataFusion error (a failure raised inside
+    /// DataFusion, e.g. by a function, that must keep its kind).
+    pub fn datafusion_of(kind: ErrorKind, message: impl Into<String>) -> DataFusionError {
+        DataFusionError::External(Box::new(Self::new(kind, message.into())))
     }
 
     /// `e` as a DataFusion error that keeps its kind.

@@ -12,3 +12,20 @@ pub mod progress;
 pub mod query;
 pub mod schema;
 pub mod server;
+
+/// Stack of every runtime thread. Planning and executing a query recurse
+/// once per level of its expression trees; statements are checked against
+/// `query.max_expression_depth` first, and this leaves a wide margin above
+/// what that depth needs (address space is reserved; only what is touched
+/// is used).
+pub const THREAD_STACK: usize = 16 << 20;
+
+/// The async runtime the binary runs on (tests build the same).
+pub fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all().thread_stack_size(THREAD_STACK);
+    if let Some(n) = worker_threads {
+        b.worker_threads(n);
+    }
+    b.build()
+}

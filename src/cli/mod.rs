@@ -128,6 +128,7 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
         | ErrorKind::NotAcceptable => 2,
         ErrorKind::InvalidSql
         | ErrorKind::NotReadOnly
+        | ErrorKind::TooComplex
         | ErrorKind::InvalidData
         | ErrorKind::Refused => 65,
         ErrorKind::NotFound => 66,

@@ -12,7 +12,7 @@ use futures::StreamExt;
 
 use super::CliError;
 use crate::lake::Warehouse;
-use crate::query::{check_read_only, context, register_lake};
+use crate::query::{check_read_only, context, plan_read_only, register_lake};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -69,7 +69,7 @@ impl SqlArgs {
 }
 
 pub(super) async fn run(wh: &Warehouse, args: &SqlArgs) -> Result<(), CliError> {
-    check_read_only(&args.sql)?;
+    check_read_only(&args.sql, &wh.config.query)?;
     if matches!(args.format, Format::Parquet) && args.output.is_none() {
         return Err(CliError::Usage(
             "--format parquet needs --output FILE".into(),
@@ -85,7 +85,7 @@ pub(super) async fn run(wh: &Warehouse, args: &SqlArgs) -> Result<(), CliError> 
     if args.runs > 1 || args.timing {
         return run_timed(&ctx, args).await;
     }
-    let df = ctx.sql(&args.sql).await?;
+    let df = plan_read_only(&ctx, &args.sql).await?;
     let schema = df.schema().inner().clone();
     let stream = df.execute_stream().await?;
     write(args, schema, stream).await
@@ -97,7 +97,7 @@ async fn run_timed(ctx: &SessionContext, args: &SqlArgs) -> Result<(), CliError>
     let mut last = None;
     for run in 1..=args.runs {
         let started = Instant::now();
-        let df = ctx.sql(&args.sql).await?;
+        let df = plan_read_only(ctx, &args.sql).await?;
         let schema = df.schema().inner().clone();
         let batches = df.collect().await?;
         let ms = started.elapsed().as_secs_f64() * 1e3;

@@ -97,6 +97,22 @@ pub struct S3 {
 pub struct IngestConfig {
     pub batch_rows: usize,
     pub staging_dir: String,
+    /// The largest record (a CSV record, a JSON line) read whole, in KiB;
+    /// a longer one is quarantined and reading resumes at the next line.
+    #[serde(default = "default_max_record_kb")]
+    pub max_record_kb: usize,
+    /// The largest field of a record, in KiB; a record with a longer one is
+    /// quarantined.
+    #[serde(default = "default_max_field_kb")]
+    pub max_field_kb: usize,
+}
+
+fn default_max_record_kb() -> usize {
+    1024
+}
+
+fn default_max_field_kb() -> usize {
+    256
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +120,30 @@ pub struct IngestConfig {
 pub struct QueryConfig {
     pub target_partitions: usize,
     pub memory_limit_mb: u64,
+    /// The longest statement accepted, in bytes.
+    #[serde(default = "default_statement_bytes")]
+    pub max_statement_bytes: usize,
+    /// The deepest nesting of expressions and set operations accepted
+    /// (`1+1+…+1` with N terms is N deep).
+    #[serde(default = "default_expression_depth")]
+    pub max_expression_depth: usize,
+    /// The largest result a size-making function (`repeat`, `lpad`,
+    /// `range`, `array_repeat`, …) may build in one call, and (times four)
+    /// in all its calls on constants while a statement is planned.
+    #[serde(default = "default_value_mb")]
+    pub max_value_mb: u64,
+}
+
+fn default_statement_bytes() -> usize {
+    262_144
+}
+
+fn default_expression_depth() -> usize {
+    256
+}
+
+fn default_value_mb() -> u64 {
+    64
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,6 +158,21 @@ pub struct ServerConfig {
     pub max_concurrent_queries: usize,
     pub body_limit_bytes: usize,
     pub shutdown_grace_ms: u64,
+    /// A request's head must arrive within this; an idle connection is
+    /// closed after it.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout_ms: u64,
+    /// Connections open at once; more are answered 429 and closed.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_read_timeout() -> u64 {
+    10_000
+}
+
+fn default_max_connections() -> usize {
+    256
 }
 
 /// A value that never prints: `Debug` and `custlake config print` show

@@ -45,10 +45,12 @@ pub enum Reason {
     InvalidBool,
     InvalidDateRange,
     MalformedRow,
+    BadEncoding,
+    InvalidKey,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 18] = [
         Self::MissingRequired,
         Self::UnmappedCode,
         Self::InvalidResidentId,
@@ -65,6 +67,8 @@ impl Reason {
         Self::InvalidBool,
         Self::InvalidDateRange,
         Self::MalformedRow,
+        Self::BadEncoding,
+        Self::InvalidKey,
     ];
 
     /// The code as stored.
@@ -86,6 +90,8 @@ impl Reason {
             Self::InvalidBool => "INVALID_BOOL",
             Self::InvalidDateRange => "INVALID_DATE_RANGE",
             Self::MalformedRow => "MALFORMED_ROW",
+            Self::BadEncoding => "BAD_ENCODING",
+            Self::InvalidKey => "INVALID_KEY",
         }
     }
 }

@@ -124,6 +124,23 @@ impl Classify for IdentityError {
     }
 }
 
+/// The lease every writer of the identity tables holds, from reading the
+/// state it decides on to its last write: `resolve` and each steward
+/// decision, in any process. They take turns, so ids allocated as the
+/// highest so far plus one (`CU…` customers, `EV…` events) never collide,
+/// and a whole-table rewrite (the suspect groups) never erases another
+/// writer's rows.
+pub(crate) const LEASE: &str = "identity";
+
+/// Run `f` holding the identity lease.
+pub(crate) async fn leased<T>(
+    lake: &Lake,
+    purpose: &str,
+    f: impl AsyncFnOnce() -> Result<T, IdentityError>,
+) -> Result<T, IdentityError> {
+    crate::lake::lease::with_lease(lake, LEASE, purpose, async |_| f().await).await
+}
+
 pub(crate) async fn upsert_batch(
     lake: &Lake,
     catalog: &Catalog,

@@ -101,7 +101,19 @@ impl Lap {
 /// changed: after the first run only the records ingested since the last
 /// one and those they can affect (unless `trigger` is [`Trigger::Full`]).
 /// Progress goes to the warehouse's reporter, six steps.
+/// Holds the identity lease (see [`super::leased`]) throughout.
 pub async fn resolve(wh: &Warehouse, trigger: Trigger) -> Result<ResolveReport, IdentityError> {
+    super::leased(&wh.lake, "resolve", async || {
+        resolve_held(wh, trigger).await
+    })
+    .await
+}
+
+/// [`resolve`] by a caller that holds the identity lease.
+pub(crate) async fn resolve_held(
+    wh: &Warehouse,
+    trigger: Trigger,
+) -> Result<ResolveReport, IdentityError> {
     let task = wh.progress.task("resolve", Some(6), Unit::Steps);
     let result = run(wh, trigger, task.as_ref()).await;
     match &result {

@@ -1,6 +1,8 @@
 //! A data steward's decisions: merge, split, undo, confirm or reject a
 //! suspect group. Each is written to the ledger first, with actor, reason
-//! and time, then resolved from the records it names.
+//! and time, then resolved from the records it names. Each holds the
+//! identity lease (see [`super::leased`]) from reading the state to the
+//! last write.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +11,7 @@ use datafusion::prelude::{SessionContext, col, lit};
 
 use super::ledger::{Event, format_event, next_event_number, write_events};
 use super::load::{now_micros, utf8};
-use super::resolve::{ResolveReport, Trigger, resolve};
+use super::resolve::{ResolveReport, Trigger, resolve_held};
 use super::{IdentityError, overwrite_batch, suspects};
 use crate::lake::{Lake, Warehouse};
 use crate::schema::Catalog;
@@ -146,7 +148,8 @@ impl Steward<'_> {
         if let Some((g, status)) = group {
             self.set_group_status(g, status, Some(&self.actor)).await?;
         }
-        let report = resolve(self.warehouse, Trigger::Decision(event.event_id.clone())).await?;
+        let report =
+            resolve_held(self.warehouse, Trigger::Decision(event.event_id.clone())).await?;
         Ok(DecisionReport {
             event_id: event.event_id,
             event_type: event.event_type,
@@ -181,6 +184,51 @@ impl Steward<'_> {
         customers: &[String],
         reason: &str,
     ) -> Result<DecisionReport, IdentityError> {
+        super::leased(self.lake(), "merge", async || {
+            self.merge_held(customers, reason).await
+        })
+        .await
+    }
+
+    /// Move records out of a customer into a new one.
+    pub async fn split(
+        &self,
+        customer: &str,
+        records: &[String],
+        reason: &str,
+    ) -> Result<DecisionReport, IdentityError> {
+        super::leased(self.lake(), "split", async || {
+            self.split_held(customer, records, reason).await
+        })
+        .await
+    }
+
+    /// Roll back a decision (or an automatic merge).
+    pub async fn undo(&self, event: &str, reason: &str) -> Result<DecisionReport, IdentityError> {
+        super::leased(self.lake(), "undo", async || {
+            self.undo_held(event, reason).await
+        })
+        .await
+    }
+
+    /// Confirm (merge) or reject a suspected duplicate group.
+    pub async fn decide_group(
+        &self,
+        group: &str,
+        confirm: bool,
+        reason: &str,
+    ) -> Result<DecisionReport, IdentityError> {
+        super::leased(self.lake(), "suspect group decision", async || {
+            self.decide_group_held(group, confirm, reason).await
+        })
+        .await
+    }
+
+    async fn merge_held(
+        &self,
+        customers: &[String],
+        reason: &str,
+    ) -> Result<DecisionReport, IdentityError> {
         let reason = Self::reason(reason)?;
         let named: BTreeSet<&String> = customers.iter().collect();
         if named.len() < 2 || named.len() != customers.len() {
@@ -204,8 +252,7 @@ impl Steward<'_> {
         self.record(&st, e, None, None).await
     }
 
-    /// Move records out of a customer into a new one.
-    pub async fn split(
+    async fn split_held(
         &self,
         customer: &str,
         records: &[String],
@@ -243,8 +290,7 @@ impl Steward<'_> {
         self.record(&st, e, None, None).await
     }
 
-    /// Roll back a decision (or an automatic merge).
-    pub async fn undo(&self, event: &str, reason: &str) -> Result<DecisionReport, IdentityError> {
+    async fn undo_held(&self, event: &str, reason: &str) -> Result<DecisionReport, IdentityError> {
         let reason = Self::reason(reason)?;
         let st = self.state().await?;
         let target = st
@@ -320,8 +366,7 @@ impl Steward<'_> {
         Ok(members)
     }
 
-    /// Confirm (merge) or reject a suspected duplicate group.
-    pub async fn decide_group(
+    async fn decide_group_held(
         &self,
         group: &str,
         confirm: bool,

@@ -66,6 +66,10 @@ impl Load<'_> {
             counter: counters.bytes.clone(),
             rows: counters.rows.clone(),
             stream,
+            caps: super::reader::Caps {
+                record_bytes: wh.config.ingest.max_record_kb.saturating_mul(1024),
+                field_bytes: wh.config.ingest.max_field_kb.saturating_mul(1024),
+            },
         }
     }
 

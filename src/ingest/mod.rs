@@ -12,6 +12,7 @@
 
 mod commit;
 mod reader;
+mod split;
 mod staging;
 pub(crate) mod transform;
 
@@ -232,9 +233,12 @@ impl<'a> Ingestor<'a> {
         Ok(files)
     }
 
-    /// Ingest one file of `system`'s `entity`. Into a tiered table under
-    /// the table's lease, so that no tier move runs while rows are routed
-    /// and written.
+    /// Ingest one file of `system`'s `entity`, holding the target table's
+    /// lease: loads into one table take turns, across processes, so the
+    /// "already loaded?" check, the "do these keys exist?" check and the
+    /// commit that follows them see no other load in between (two loads of
+    /// the same file at once would otherwise both append), and no tier
+    /// move runs while rows are routed and written.
     pub async fn ingest_file(
         &self,
         system: &str,
@@ -243,17 +247,11 @@ impl<'a> Ingestor<'a> {
     ) -> Result<FileReport, IngestError> {
         let mapping = self.catalog().entity(system, entity)?;
         let table_def = self.catalog().table(&mapping.table)?;
-        if table_def.tiered && table_def.partition.is_some() {
-            let purpose = format!("ingest {}", path.display());
-            return crate::lake::lease::with_lease(
-                self.lake(),
-                &table_def.name,
-                &purpose,
-                async |_| self.ingest_file_leased(system, entity, path).await,
-            )
-            .await;
-        }
-        self.ingest_file_leased(system, entity, path).await
+        let purpose = format!("ingest {}", path.display());
+        crate::lake::lease::with_lease(self.lake(), &table_def.name, &purpose, async |_| {
+            self.ingest_file_leased(system, entity, path).await
+        })
+        .await
     }
 
     /// Read, stage and commit one file: the good rows, then the

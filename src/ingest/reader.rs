@@ -6,11 +6,15 @@
 //! rejected row, the whole raw row as JSON. Splitting is cheap and serial;
 //! decoding and validation run in parallel.
 //!
-//! Whole-file problems (wrong encoding, missing columns, truncation, not the
-//! declared format) are fatal and name the file, line and column.
+//! Whole-file problems (a header in the wrong encoding, missing columns,
+//! not the declared format) are fatal and name the file, line and column.
+//! A bad record is quarantined and the rest loads: bytes that are not the
+//! declared encoding (`BAD_ENCODING`), a record or field over the size caps
+//! or a last line cut short (`MALFORMED_ROW`). Records are split with
+//! bounded memory (see [`super::split`]).
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,16 +26,39 @@ use datafusion::parquet::arrow::arrow_reader::{
     ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
 
+use crate::domain::Reason;
 use crate::schema::{EntityMapping, FileFormat, TextEncoding};
 
 use super::IngestError;
+use super::split::{Piece, Splitter};
+
+/// How much of a rejected record's bytes is kept in the quarantine.
+const RAW_PREFIX: usize = 4096;
+
+/// The size caps of records and fields.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caps {
+    pub(crate) record_bytes: usize,
+    pub(crate) field_bytes: usize,
+}
+
+/// A printable prefix of raw bytes.
+fn prefix(bytes: &[u8]) -> String {
+    let cut = &bytes[..bytes.len().min(RAW_PREFIX)];
+    String::from_utf8_lossy(cut).into_owned()
+}
 
 /// What a raw record decoded to.
 pub(crate) enum RowResult {
     /// The needed values were filled in.
     Row(u64),
-    /// The row could not be split into fields; quarantined as a whole.
-    Malformed { line: u64, detail: String },
+    /// The row could not be split into fields or decoded; quarantined as a
+    /// whole.
+    Malformed {
+        line: u64,
+        reason: Reason,
+        detail: String,
+    },
 }
 
 /// One record as the reader split it off the file.
@@ -52,6 +79,26 @@ pub(crate) enum Raw {
         columns: Arc<Vec<StringArray>>,
         row: usize,
     },
+    /// A record the reader itself set aside (over the size caps, not the
+    /// declared encoding), with a printable prefix of its bytes.
+    Rejected {
+        line: u64,
+        reason: Reason,
+        detail: String,
+        raw: String,
+    },
+}
+
+impl Raw {
+    /// Roughly the bytes it holds (to bound what is buffered).
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            Self::Csv { record, .. } => record.as_slice().len() + 8 * record.len(),
+            Self::Json { text, .. } => text.len(),
+            Self::Parquet { .. } => 64,
+            Self::Rejected { raw, detail, .. } => raw.len() + detail.len(),
+        }
+    }
 }
 
 pub(crate) trait SourceReader: Send {
@@ -86,9 +133,10 @@ impl Layout {
             Raw::Csv { line, record, last } => {
                 let line = *line;
                 scratch.resize_with(record.len(), String::new);
+                let mut bad = None;
                 for (i, f) in record.iter().enumerate() {
                     let name = self.header.get(i).map_or("?", String::as_str);
-                    decode_into(
+                    if let Err(e) = decode_into(
                         &self.path,
                         self.encoding,
                         f,
@@ -96,28 +144,38 @@ impl Layout {
                         i + 1,
                         name,
                         &mut scratch[i],
-                    )?;
-                }
-                if record.len() != self.header.len() {
-                    if *last {
-                        return Err(fatal(
-                            &self.path,
-                            Some(line),
-                            None,
-                            format!(
-                                "the file is truncated: the last line has {} of {} fields and no line end",
-                                record.len(),
-                                self.header.len()
-                            ),
-                        ));
+                    ) {
+                        // Kept as read (undecodable bytes replaced) for
+                        // the quarantine.
+                        scratch[i] = lossy(self.encoding, f);
+                        bad.get_or_insert(e);
                     }
+                }
+                if let Some(e) = bad {
                     return Ok(RowResult::Malformed {
                         line,
-                        detail: format!(
+                        reason: Reason::BadEncoding,
+                        detail: e.to_string(),
+                    });
+                }
+                if record.len() != self.header.len() {
+                    let detail = if *last {
+                        format!(
+                            "the last line is cut short: {} of {} fields and no line end",
+                            record.len(),
+                            self.header.len()
+                        )
+                    } else {
+                        format!(
                             "{} fields where the header has {}",
                             record.len(),
                             self.header.len()
-                        ),
+                        )
+                    };
+                    return Ok(RowResult::Malformed {
+                        line,
+                        reason: Reason::MalformedRow,
+                        detail,
                     });
                 }
                 for (slot, idx) in out.iter_mut().zip(&self.index) {
@@ -135,18 +193,18 @@ impl Layout {
                 ) {
                     Ok(o) => o,
                     Err(e) if *last => {
-                        return Err(fatal(
-                            &self.path,
-                            Some(line),
-                            Some(e.column().to_string()),
-                            format!(
-                                "the file is truncated: the last line is not a complete JSON object ({e})"
+                        return Ok(RowResult::Malformed {
+                            line,
+                            reason: Reason::MalformedRow,
+                            detail: format!(
+                                "the last line is cut short: not a complete JSON object and no line end ({e})"
                             ),
-                        ));
+                        });
                     }
                     Err(e) => {
                         return Ok(RowResult::Malformed {
                             line,
+                            reason: Reason::MalformedRow,
                             detail: format!("not a JSON object: {e}"),
                         });
                     }
@@ -173,6 +231,16 @@ impl Layout {
                 }
                 Ok(RowResult::Row(*line))
             }
+            Raw::Rejected {
+                line,
+                reason,
+                detail,
+                ..
+            } => Ok(RowResult::Malformed {
+                line: *line,
+                reason: *reason,
+                detail: detail.clone(),
+            }),
         }
     }
 
@@ -192,6 +260,7 @@ impl Layout {
                 serde_json::Value::Object(m).to_string()
             }
             Raw::Json { text, .. } => text.clone(),
+            Raw::Rejected { raw, .. } => serde_json::json!({ "_raw": raw }).to_string(),
             Raw::Parquet { columns, row, .. } => {
                 let mut m = serde_json::Map::new();
                 for (name, c) in self.header.iter().zip(columns.iter()) {
@@ -208,66 +277,27 @@ impl Layout {
     }
 }
 
-/// Counts bytes as they are read, for the progress bar.
-pub(crate) struct Counting<R> {
-    inner: R,
-    pub(crate) count: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
 pub(crate) fn open(
     path: &Path,
     mapping: &EntityMapping,
     needed: &[String],
     mandatory: &[String],
     batch_rows: usize,
+    caps: Caps,
     counter: Arc<AtomicU64>,
 ) -> Result<Box<dyn SourceReader>, IngestError> {
     let file = File::open(path).map_err(|e| IngestError::io(path, e))?;
-    let ends_with_newline = ends_with_newline(path)?;
     Ok(match mapping.format {
         FileFormat::Csv => Box::new(CsvSource::new(
-            path,
-            file,
-            mapping,
-            needed,
-            mandatory,
-            ends_with_newline,
-            counter,
+            path, file, mapping, needed, mandatory, caps, counter,
         )?),
         FileFormat::Jsonl => Box::new(JsonlSource::new(
-            path,
-            file,
-            needed,
-            mandatory,
-            ends_with_newline,
-            counter,
+            path, file, needed, mandatory, caps, counter,
         )),
         FileFormat::Parquet => Box::new(ParquetSource::new(
             path, file, needed, mandatory, batch_rows, counter,
         )?),
     })
-}
-
-fn ends_with_newline(path: &Path) -> Result<bool, IngestError> {
-    use std::io::{Seek, SeekFrom};
-    let mut f = File::open(path).map_err(|e| IngestError::io(path, e))?;
-    let len = f.metadata().map_err(|e| IngestError::io(path, e))?.len();
-    if len == 0 {
-        return Ok(true);
-    }
-    f.seek(SeekFrom::End(-1))
-        .map_err(|e| IngestError::io(path, e))?;
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).map_err(|e| IngestError::io(path, e))?;
-    Ok(b[0] == b'\n')
 }
 
 fn fatal(
@@ -372,6 +402,17 @@ fn decode_into(
     }
 }
 
+/// `bytes` decoded with undecodable bytes replaced (for the quarantine).
+fn lossy(encoding: TextEncoding, bytes: &[u8]) -> String {
+    match encoding {
+        TextEncoding::Utf8 => String::from_utf8_lossy(bytes).into_owned(),
+        TextEncoding::Gbk => encoding_rs::GBK
+            .decode_without_bom_handling(bytes)
+            .0
+            .into_owned(),
+    }
+}
+
 /// Put `v` in `slot`, reusing the slot's allocation.
 fn set_slot(slot: &mut Option<String>, v: &str) {
     match slot {
@@ -386,10 +427,15 @@ fn set_slot(slot: &mut Option<String>, v: &str) {
 // ---------------------------------------------------------------- CSV
 
 struct CsvSource {
-    rdr: csv::Reader<Counting<BufReader<File>>>,
+    split: Splitter<BufReader<File>>,
+    /// Splits one record's bytes into fields.
+    fields: csv_core::Reader,
+    field_buf: Vec<u8>,
+    ends_buf: Vec<usize>,
     layout: Arc<Layout>,
-    ends_with_newline: bool,
-    file_len: u64,
+    caps: Caps,
+    counter: Arc<AtomicU64>,
+    counted: u64,
 }
 
 impl CsvSource {
@@ -399,30 +445,56 @@ impl CsvSource {
         mapping: &EntityMapping,
         needed: &[String],
         mandatory: &[String],
-        ends_with_newline: bool,
+        caps: Caps,
         counter: Arc<AtomicU64>,
     ) -> Result<Self, IngestError> {
-        let file_len = file.metadata().map_err(|e| IngestError::io(path, e))?.len();
-        let reader = Counting {
-            inner: BufReader::with_capacity(1 << 20, file),
-            count: counter,
+        let delimiter = u8::try_from(mapping.delimiter).unwrap_or(b',');
+        let mut src = Self {
+            split: Splitter::csv(
+                BufReader::with_capacity(1 << 20, file),
+                delimiter,
+                caps.record_bytes,
+            ),
+            fields: csv_core::ReaderBuilder::new()
+                .delimiter(delimiter)
+                .terminator(csv_core::Terminator::Any(b'\n'))
+                .build(),
+            field_buf: Vec::new(),
+            ends_buf: Vec::new(),
+            layout: Arc::new(Layout {
+                path: path.to_path_buf(),
+                encoding: mapping.encoding,
+                header: Vec::new(),
+                index: Vec::new(),
+                needed: needed.to_vec(),
+            }),
+            caps,
+            counter,
+            counted: 0,
         };
-        let mut rdr = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(u8::try_from(mapping.delimiter).unwrap_or(b','))
-            .from_reader(reader);
+        let read_err = |e: std::io::Error| IngestError::io(path, e);
         let mut record = csv::ByteRecord::new();
-        let got = rdr
-            .read_byte_record(&mut record)
-            .map_err(|e| fatal(path, Some(1), None, format!("cannot read the header: {e}")))?;
-        if !got {
-            return Err(fatal(
-                path,
-                Some(1),
-                None,
-                "the file is empty (no header line)",
-            ));
+        match src.split.next().map_err(read_err)? {
+            None => {
+                return Err(fatal(
+                    path,
+                    Some(1),
+                    None,
+                    "the file is empty (no header line)",
+                ));
+            }
+            Some(Piece::Oversized { .. }) => {
+                return Err(fatal(
+                    path,
+                    Some(1),
+                    None,
+                    format!(
+                        "the header line is longer than {} KiB (ingest.max_record_kb); is this a CSV file?",
+                        caps.record_bytes >> 10
+                    ),
+                ));
+            }
+            Some(Piece::Record { .. }) => src.parse(&mut record),
         }
         let mut header = Vec::with_capacity(record.len());
         for (i, f) in record.iter().enumerate() {
@@ -442,42 +514,139 @@ impl CsvSource {
             .iter()
             .map(|n| header.iter().position(|h| h == n))
             .collect();
-        Ok(Self {
-            rdr,
-            layout: Arc::new(Layout {
-                path: path.to_path_buf(),
-                encoding: mapping.encoding,
-                header,
-                index,
-                needed: needed.to_vec(),
-            }),
-            ends_with_newline,
-            file_len,
-        })
+        src.layout = Arc::new(Layout {
+            path: path.to_path_buf(),
+            encoding: mapping.encoding,
+            header,
+            index,
+            needed: needed.to_vec(),
+        });
+        Ok(src)
+    }
+
+    /// The fields of the record the splitter holds.
+    fn parse(&mut self, record: &mut csv::ByteRecord) {
+        split_fields(
+            &mut self.fields,
+            self.split.record(),
+            record,
+            &mut self.field_buf,
+            &mut self.ends_buf,
+        );
+    }
+}
+
+/// Split one record's bytes into `record`'s fields.
+fn split_fields(
+    core: &mut csv_core::Reader,
+    input: &[u8],
+    record: &mut csv::ByteRecord,
+    out: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+) {
+    use csv_core::ReadRecordResult as R;
+    core.reset();
+    record.clear();
+    // Fields are never longer than the record.
+    if out.len() < input.len() + 1 {
+        out.resize(input.len() + 1, 0);
+    }
+    if ends.len() < 32 {
+        ends.resize(32, 0);
+    }
+    let (mut inp, mut n_out, mut n_ends) = (input, 0, 0);
+    let mut fed_end = false;
+    loop {
+        let (res, used, wrote, ended) =
+            core.read_record(inp, &mut out[n_out..], &mut ends[n_ends..]);
+        inp = &inp[used..];
+        n_out += wrote;
+        n_ends += ended;
+        match res {
+            R::InputEmpty if !fed_end => {
+                // The record's bytes are all in: say so, to end it.
+                fed_end = inp.is_empty();
+            }
+            R::InputEmpty => break,
+            R::OutputFull => {
+                let len = out.len() * 2;
+                out.resize(len, 0);
+            }
+            R::OutputEndsFull => {
+                let len = ends.len() * 2;
+                ends.resize(len, 0);
+            }
+            R::Record | R::End => break,
+        }
+    }
+    let mut start = 0;
+    for &end in &ends[..n_ends] {
+        record.push_field(&out[start..end]);
+        start = end;
     }
 }
 
 impl SourceReader for CsvSource {
     fn next_raw(&mut self) -> Result<Option<Raw>, IngestError> {
         loop {
-            let mut record = csv::ByteRecord::new();
-            let got = self.rdr.read_byte_record(&mut record).map_err(|e| {
-                let line = e.position().map(|p| p.line());
-                fatal(
-                    &self.layout.path,
+            let piece = self
+                .split
+                .next()
+                .map_err(|e| IngestError::io(&self.layout.path, e))?;
+            let consumed = self.split.consumed;
+            self.counter
+                .fetch_add(consumed - self.counted, Ordering::Relaxed);
+            self.counted = consumed;
+            let (line, last) = match piece {
+                None => return Ok(None),
+                Some(Piece::Oversized {
                     line,
-                    None,
-                    format!("cannot parse CSV: {e}"),
-                )
-            })?;
-            if !got {
-                return Ok(None);
-            }
-            if record.len() == 1 && record[0].is_empty() {
+                    bytes,
+                    open_quote,
+                }) => {
+                    let detail = if open_quote {
+                        format!(
+                            "a quote opened on this line is not closed within {} KiB (ingest.max_record_kb): the line is set aside and reading resumes at the next one",
+                            self.caps.record_bytes >> 10
+                        )
+                    } else {
+                        format!(
+                            "the line is {bytes} bytes, over {} KiB (ingest.max_record_kb)",
+                            self.caps.record_bytes >> 10
+                        )
+                    };
+                    return Ok(Some(Raw::Rejected {
+                        line,
+                        reason: Reason::MalformedRow,
+                        detail,
+                        raw: prefix(self.split.record()),
+                    }));
+                }
+                Some(Piece::Record { line, last }) => (line, last),
+            };
+            if self.split.record().is_empty() {
                 continue; // blank line
             }
-            let line = record.position().map_or(0, |p| p.line());
-            let last = !self.ends_with_newline && self.rdr.position().byte() >= self.file_len;
+            let mut record = csv::ByteRecord::new();
+            self.parse(&mut record);
+            if let Some((i, f)) = record
+                .iter()
+                .enumerate()
+                .find(|(_, f)| f.len() > self.caps.field_bytes)
+            {
+                let name = self.layout.header.get(i).map_or("?", String::as_str);
+                return Ok(Some(Raw::Rejected {
+                    line,
+                    reason: Reason::MalformedRow,
+                    detail: format!(
+                        "field {} ({name}) is {} bytes, over {} KiB (ingest.max_field_kb)",
+                        i + 1,
+                        f.len(),
+                        self.caps.field_bytes >> 10
+                    ),
+                    raw: prefix(self.split.record()),
+                }));
+            }
             return Ok(Some(Raw::Csv { line, record, last }));
         }
     }
@@ -490,13 +659,13 @@ impl SourceReader for CsvSource {
 // ---------------------------------------------------------------- JSON Lines
 
 struct JsonlSource {
-    rdr: Counting<BufReader<File>>,
+    split: Splitter<BufReader<File>>,
     layout: Arc<Layout>,
-    line_buf: Vec<u8>,
-    line: u64,
     mandatory: Vec<String>,
-    ends_with_newline: bool,
     seen_first: bool,
+    caps: Caps,
+    counter: Arc<AtomicU64>,
+    counted: u64,
 }
 
 impl JsonlSource {
@@ -505,14 +674,11 @@ impl JsonlSource {
         file: File,
         needed: &[String],
         mandatory: &[String],
-        ends_with_newline: bool,
+        caps: Caps,
         counter: Arc<AtomicU64>,
     ) -> Self {
         Self {
-            rdr: Counting {
-                inner: BufReader::with_capacity(1 << 20, file),
-                count: counter,
-            },
+            split: Splitter::lines(BufReader::with_capacity(1 << 20, file), caps.record_bytes),
             layout: Arc::new(Layout {
                 path: path.to_path_buf(),
                 encoding: TextEncoding::Utf8,
@@ -520,17 +686,17 @@ impl JsonlSource {
                 index: Vec::new(),
                 needed: needed.to_vec(),
             }),
-            line_buf: Vec::with_capacity(4096),
-            line: 0,
             mandatory: mandatory.to_vec(),
-            ends_with_newline,
             seen_first: false,
+            caps,
+            counter,
+            counted: 0,
         }
     }
 
     /// The first record decides whether this is JSON Lines of the right
     /// entity at all.
-    fn check_first(&self, text: &str, last: bool) -> Result<(), IngestError> {
+    fn check_first(&self, line: u64, text: &str, last: bool) -> Result<(), IngestError> {
         let path = &self.layout.path;
         let obj: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(text).map_err(|e| {
@@ -541,7 +707,7 @@ impl JsonlSource {
                 };
                 fatal(
                     path,
-                    Some(self.line),
+                    Some(line),
                     Some(e.column().to_string()),
                     format!("{what} ({e})"),
                 )
@@ -555,7 +721,7 @@ impl JsonlSource {
                 ..
             } => IngestError::Unreadable {
                 file,
-                line: Some(self.line),
+                line: Some(line),
                 column,
                 message,
             },
@@ -567,40 +733,75 @@ impl JsonlSource {
 impl SourceReader for JsonlSource {
     fn next_raw(&mut self) -> Result<Option<Raw>, IngestError> {
         loop {
-            self.line_buf.clear();
-            let n = self
-                .rdr
-                .inner
-                .read_until(b'\n', &mut self.line_buf)
+            let piece = self
+                .split
+                .next()
                 .map_err(|e| IngestError::io(&self.layout.path, e))?;
-            self.rdr.count.fetch_add(n as u64, Ordering::Relaxed);
-            if n == 0 {
-                return Ok(None);
-            }
-            self.line += 1;
-            let last = !self.line_buf.ends_with(b"\n") && !self.ends_with_newline;
-            let text = std::str::from_utf8(&self.line_buf).map_err(|e| {
-                let col = String::from_utf8_lossy(&self.line_buf[..e.valid_up_to()])
-                    .chars()
-                    .count()
-                    + 1;
-                fatal(
-                    &self.layout.path,
-                    Some(self.line),
-                    Some(col.to_string()),
-                    "invalid UTF-8 (JSON Lines must be UTF-8)",
-                )
-            })?;
-            let text = text.trim();
+            let consumed = self.split.consumed;
+            self.counter
+                .fetch_add(consumed - self.counted, Ordering::Relaxed);
+            self.counted = consumed;
+            let (line, last) = match piece {
+                None => return Ok(None),
+                Some(Piece::Oversized { line, bytes, .. }) => {
+                    if !self.seen_first {
+                        return Err(fatal(
+                            &self.layout.path,
+                            Some(line),
+                            None,
+                            format!(
+                                "not JSON Lines: the first line is longer than {} KiB (ingest.max_record_kb)",
+                                self.caps.record_bytes >> 10
+                            ),
+                        ));
+                    }
+                    return Ok(Some(Raw::Rejected {
+                        line,
+                        reason: Reason::MalformedRow,
+                        detail: format!(
+                            "the line is {bytes} bytes, over {} KiB (ingest.max_record_kb)",
+                            self.caps.record_bytes >> 10
+                        ),
+                        raw: prefix(self.split.record()),
+                    }));
+                }
+                Some(Piece::Record { line, last }) => (line, last),
+            };
+            let bytes = self.split.record();
+            let text = match std::str::from_utf8(bytes) {
+                Ok(t) => t.trim(),
+                Err(e) => {
+                    let col = String::from_utf8_lossy(&bytes[..e.valid_up_to()])
+                        .chars()
+                        .count()
+                        + 1;
+                    if !self.seen_first {
+                        return Err(fatal(
+                            &self.layout.path,
+                            Some(line),
+                            Some(col.to_string()),
+                            "invalid UTF-8 (JSON Lines must be UTF-8)",
+                        ));
+                    }
+                    return Ok(Some(Raw::Rejected {
+                        line,
+                        reason: Reason::BadEncoding,
+                        detail: format!(
+                            "invalid UTF-8 at character {col} (JSON Lines must be UTF-8)"
+                        ),
+                        raw: prefix(bytes),
+                    }));
+                }
+            };
             if text.is_empty() {
                 continue;
             }
             if !self.seen_first {
-                self.check_first(text, last)?;
+                self.check_first(line, text, last)?;
                 self.seen_first = true;
             }
             return Ok(Some(Raw::Json {
-                line: self.line,
+                line,
                 text: text.to_string(),
                 last,
             }));

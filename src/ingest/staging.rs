@@ -16,6 +16,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::IngestError;
 use super::reader::{self, RowResult};
 use super::transform::{self, Mapper};
+use crate::domain::Reason;
 use crate::schema::row::{BatchBuilder, Cell};
 use crate::schema::{Catalog, TableDef};
 
@@ -58,6 +59,7 @@ pub(super) struct StageJob {
     pub(super) counter: Arc<AtomicU64>,
     pub(super) rows: Arc<AtomicU64>,
     pub(super) stream: Option<BatchSender>,
+    pub(super) caps: reader::Caps,
 }
 
 pub(super) struct Staged {
@@ -68,6 +70,8 @@ pub(super) struct Staged {
     pub(super) rows_quarantined: u64,
     pub(super) duplicates: bool,
     pub(super) reasons: BTreeMap<String, u64>,
+    /// The first row (by line) that was not the declared encoding.
+    first_bad_encoding: Option<(u64, String)>,
 }
 
 impl Staged {
@@ -81,6 +85,28 @@ impl Staged {
         for (k, v) in other.reasons {
             *self.reasons.entry(k).or_insert(0) += v;
         }
+        if let Some(b) = other.first_bad_encoding
+            && self.first_bad_encoding.as_ref().is_none_or(|a| b.0 < a.0)
+        {
+            self.first_bad_encoding = Some(b);
+        }
+    }
+
+    /// A file none of whose rows decodes is in another encoding than its
+    /// mapping declares: refused as a whole, not quarantined row by row.
+    fn check_encoding(self, path: &Path, encoding: &str) -> Result<Self, IngestError> {
+        let bad = self.reasons.get(Reason::BadEncoding.as_str()).copied();
+        match (&self.first_bad_encoding, bad) {
+            (Some((line, detail)), Some(n)) if n == self.rows_read && self.rows_loaded == 0 => {
+                Err(IngestError::Unreadable {
+                    file: Box::new(path.to_path_buf()),
+                    line: Some(*line),
+                    column: None,
+                    message: format!("no row is valid {encoding}: {detail}").into_boxed_str(),
+                })
+            }
+            _ => Ok(self),
+        }
     }
 
     fn empty() -> Self {
@@ -91,6 +117,7 @@ impl Staged {
             rows_loaded: 0,
             rows_quarantined: 0,
             duplicates: false,
+            first_bad_encoding: None,
             reasons: BTreeMap::new(),
         }
     }
@@ -110,7 +137,13 @@ struct Stager {
     builder: BatchBuilder,
     sink: Sink,
     batch_rows: usize,
+    /// Text bytes in the batch being built: a batch is flushed before its
+    /// text could pass Arrow's 32-bit offsets (2 GiB in one column).
+    text_bytes: usize,
 }
+
+/// Text bytes a batch may hold before it is flushed, whatever its rows.
+const BATCH_TEXT_BYTES: usize = 256 << 20;
 
 impl Stager {
     fn new(
@@ -129,6 +162,7 @@ impl Stager {
             builder,
             sink: Sink::File(Box::new(writer)),
             batch_rows,
+            text_bytes: 0,
         })
     }
 
@@ -137,6 +171,7 @@ impl Stager {
             builder: BatchBuilder::new(table, false),
             sink: Sink::Channel(tx),
             batch_rows,
+            text_bytes: 0,
         }
     }
 
@@ -147,13 +182,21 @@ impl Stager {
 
     fn push(&mut self, cells: &[Cell], line: Option<i64>) -> Result<(), IngestError> {
         self.builder.push(cells, line);
-        if self.builder.len() >= self.batch_rows {
+        self.text_bytes += cells
+            .iter()
+            .map(|c| match c {
+                Cell::Str(s) => s.len(),
+                _ => 0,
+            })
+            .sum::<usize>();
+        if self.builder.len() >= self.batch_rows || self.text_bytes >= BATCH_TEXT_BYTES {
             self.flush()?;
         }
         Ok(())
     }
 
     fn flush(&mut self) -> Result<(), IngestError> {
+        self.text_bytes = 0;
         if !self.builder.is_empty() {
             let batch: RecordBatch = self.builder.finish()?;
             match &mut self.sink {
@@ -175,8 +218,11 @@ impl Stager {
     }
 }
 
-/// Raw records are handed to the workers in chunks of this many.
+/// Raw records are handed to the workers in chunks of this many, or of
+/// this many bytes if less (what waits in the queue is bounded by bytes,
+/// whatever the records' size).
 const CHUNK: usize = 1024;
+const CHUNK_BYTES: usize = 4 << 20;
 
 type KeySet = HashSet<u64, std::hash::BuildHasherDefault<KeyHashHasher>>;
 
@@ -222,6 +268,7 @@ impl StageJob {
             &probe.needed,
             mandatory,
             self.batch_rows,
+            self.caps,
             self.counter.clone(),
         )?;
         let layout = rdr.layout();
@@ -250,6 +297,7 @@ impl StageJob {
             // Split the file, handing chunks to the workers.
             let mut read_result = Ok(0u64);
             let mut chunk = Vec::with_capacity(CHUNK);
+            let mut chunk_bytes = 0usize;
             let mut rows = 0u64;
             loop {
                 if stop.load(Ordering::Relaxed) {
@@ -258,8 +306,10 @@ impl StageJob {
                 match rdr.next_raw() {
                     Ok(Some(raw)) => {
                         rows += 1;
+                        chunk_bytes += raw.size();
                         chunk.push(raw);
-                        if chunk.len() == CHUNK {
+                        if chunk.len() == CHUNK || chunk_bytes >= CHUNK_BYTES {
+                            chunk_bytes = 0;
                             self.rows.store(rows, Ordering::Relaxed);
                             if tx
                                 .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
@@ -308,7 +358,13 @@ impl StageJob {
             }
             match first_error {
                 Some(e) => Err(e),
-                None => Ok(total),
+                None => total.check_encoding(
+                    &self.path,
+                    match mapping.encoding {
+                        crate::schema::TextEncoding::Utf8 => "UTF-8",
+                        crate::schema::TextEncoding::Gbk => "GBK",
+                    },
+                ),
             }
         })
     }
@@ -409,15 +465,26 @@ impl StageJob {
             for raw in &chunk {
                 out.rows_read += 1;
                 let issues = match layout.decode(raw, &mut values, &mut scratch)? {
-                    RowResult::Malformed { line, detail } => Some((
+                    RowResult::Malformed {
                         line,
-                        vec![transform::Issue {
-                            code: crate::domain::Reason::MalformedRow,
-                            field: String::new(),
-                            value: None,
-                            detail,
-                        }],
-                    )),
+                        reason,
+                        detail,
+                    } => {
+                        if reason == Reason::BadEncoding
+                            && out.first_bad_encoding.as_ref().is_none_or(|b| line < b.0)
+                        {
+                            out.first_bad_encoding = Some((line, detail.clone()));
+                        }
+                        Some((
+                            line,
+                            vec![transform::Issue {
+                                code: reason,
+                                field: String::new(),
+                                value: None,
+                                detail,
+                            }],
+                        ))
+                    }
                     RowResult::Row(line) => match mapper.apply(&values) {
                         Ok(()) => {
                             let cells = mapper.cells();

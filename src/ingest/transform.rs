@@ -148,6 +148,20 @@ impl Mapper {
             let cell = match &self.plans[i].source {
                 Origin::Column(c) => match values[*c].as_deref() {
                     None => Cell::Null,
+                    // A key with NUL, line breaks or other control
+                    // characters would be a distinct key that prints like
+                    // another.
+                    Some(raw) if self.plans[i].is_key && raw.chars().any(char::is_control) => {
+                        issues.push(Issue {
+                            code: Reason::InvalidKey,
+                            field: self.plans[i].def.name.clone(),
+                            value: Some(raw.escape_debug().to_string()),
+                            detail:
+                                "a key must not hold control characters (NUL, tab, line breaks)"
+                                    .into(),
+                        });
+                        Cell::Null
+                    }
                     Some(raw) => match self.convert(i, raw) {
                         Ok(cell) => cell,
                         Err(e) => {

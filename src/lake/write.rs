@@ -37,10 +37,14 @@ fn quote(ident: &str) -> String {
 /// that orders duplicates: the highest line of a key wins) into `def`'s table.
 /// `dedup` says whether `source` may hold a key more than once.
 ///
-/// A tiered table's rows go to the tier that owns their partition under
-/// the current watermarks: one upsert per tier that receives rows (each
-/// atomic; re-running the load is idempotent, as every upsert is), under
-/// the table's lease (see [`super::lease`]), so no move runs meanwhile.
+/// Writers of a table take turns: the upsert holds the table's lease (see
+/// [`super::lease`]), so its "do these keys exist?" check and its commit
+/// see no other writer in between (two appends never conflict in Delta, so
+/// without it two loads of the same keys would both append), and no tier
+/// move runs meanwhile. A tiered table's rows go to the tier that owns
+/// their partition under the current watermarks: one upsert per tier that
+/// receives rows (each atomic; re-running the load is idempotent, as every
+/// upsert is).
 pub async fn upsert(
     lake: &Lake,
     ctx: &SessionContext,
@@ -49,17 +53,13 @@ pub async fn upsert(
     dedup: bool,
     metadata: Vec<(String, serde_json::Value)>,
 ) -> Result<UpsertOutcome, LakeError> {
-    if def.tiered && def.partition.is_some() {
-        return super::lease::with_lease(lake, &def.name, "load", async move |_| {
-            upsert_leased(lake, ctx, def, source, dedup, metadata).await
-        })
-        .await;
-    }
-    upsert_leased(lake, ctx, def, source, dedup, metadata).await
+    super::lease::with_lease(lake, &def.name, "load", async move |_| {
+        upsert_leased(lake, ctx, def, source, dedup, metadata).await
+    })
+    .await
 }
 
-/// [`upsert`] by a caller that holds the table's lease (or whose table is
-/// not tiered).
+/// [`upsert`] by a caller that holds the table's lease.
 pub async fn upsert_leased(
     lake: &Lake,
     ctx: &SessionContext,

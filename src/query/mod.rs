@@ -1,6 +1,8 @@
 //! The query layer: a DataFusion `SessionContext` with every lake table
 //! registered, the domain validators as SQL functions, and a read-only guard.
 
+mod bounded;
+mod guard;
 pub mod named;
 pub mod tiered;
 mod udf;
@@ -12,14 +14,13 @@ use datafusion::catalog::TableProvider;
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::Statement;
 
 use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
 use crate::lake::{AsOf, Lake, LakeError, Layout};
 use crate::schema::{Catalog, TableDef};
 
+pub use guard::{check_read_only, plan_read_only, read_only_options};
 pub use udf::register_udfs;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,12 @@ pub enum QueryError {
         "only read-only statements are allowed (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE); got {0}"
     )]
     NotReadOnly(String),
+    /// Over the size or depth limits.
+    #[error("{0}")]
+    TooComplex(String),
+    /// The query layer's own fault.
+    #[error("{0}")]
+    Internal(String),
     /// Opening or reading the lake's tables.
     #[error(transparent)]
     Lake(#[from] LakeError),
@@ -52,6 +59,8 @@ impl Classify for QueryError {
         match self {
             Self::Syntax(_) | Self::Statements(_) => ErrorKind::InvalidSql,
             Self::NotReadOnly(_) => ErrorKind::NotReadOnly,
+            Self::TooComplex(_) => ErrorKind::TooComplex,
+            Self::Internal(_) => ErrorKind::Internal,
             Self::Lake(e) => e.kind(),
             Self::DataFusion(e) => crate::error::datafusion_kind(e),
         }
@@ -77,6 +86,7 @@ pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
         runtime,
     );
     register_udfs(&ctx);
+    bounded::register_bounded(&ctx, config.query.max_value_mb);
     ctx
 }
 
@@ -245,71 +255,4 @@ async fn register_golden_views(ctx: &SessionContext, names: &[String]) -> Result
         ctx.register_table(view, df.into_view())?;
     }
     Ok(())
-}
-
-/// Refuse anything but a single read-only statement. DataFusion's own
-/// parser is used, so its extensions (`CREATE EXTERNAL TABLE`, `COPY`) are
-/// recognised; an `EXPLAIN` is checked for what it explains, since
-/// `EXPLAIN ANALYZE` runs it.
-pub fn check_read_only(sql: &str) -> Result<(), QueryError> {
-    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Syntax(Box::new(e)))?;
-    if statements.len() != 1 {
-        return Err(QueryError::Statements(statements.len()));
-    }
-    read_only(&statements[0])
-}
-
-fn refuse(text: String) -> QueryError {
-    let word = text
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ");
-    QueryError::NotReadOnly(word)
-}
-
-fn read_only(statement: &DFStatement) -> Result<(), QueryError> {
-    match statement {
-        DFStatement::Explain(e) => read_only(&e.statement),
-        DFStatement::Statement(s) => match s.as_ref() {
-            Statement::Query(_)
-            | Statement::ShowTables { .. }
-            | Statement::ShowColumns { .. }
-            | Statement::ShowVariable { .. }
-            | Statement::ExplainTable { .. } => Ok(()),
-            Statement::Explain { statement, .. } => {
-                read_only(&DFStatement::Statement(statement.clone()))
-            }
-            other => Err(refuse(other.to_string())),
-        },
-        other => Err(refuse(other.to_string())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_reads_pass_the_guard() {
-        for ok in [
-            "SELECT 1",
-            "WITH a AS (SELECT 1) SELECT * FROM a",
-            "EXPLAIN SELECT 1",
-            "SHOW TABLES",
-        ] {
-            check_read_only(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
-        }
-        for bad in [
-            "DROP TABLE policy",
-            "INSERT INTO policy VALUES (1)",
-            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
-            "COPY policy TO '/tmp/x.csv'",
-            "SELECT 1; DROP TABLE policy",
-            "EXPLAIN ANALYZE INSERT INTO policy SELECT * FROM policy",
-            "CREATE TABLE t AS SELECT 1",
-        ] {
-            assert!(check_read_only(bad).is_err(), "{bad}");
-        }
-    }
 }

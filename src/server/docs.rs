@@ -53,6 +53,8 @@ pub(crate) struct QueryResult {
     rows: Vec<serde_json::Map<String, serde_json::Value>>,
     #[schema(minimum = 0)]
     row_count: u64,
+    /// True when more rows exist than the row limit let through.
+    truncated: bool,
 }
 
 /// The values a statement's parameters may take: text, numbers, booleans
@@ -82,7 +84,28 @@ pub(crate) struct ResultFormats;
 impl IntoResponses for ResultFormats {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         let ok = ResponseBuilder::new()
-            .description("The result, streamed in the format asked for")
+            .description(
+                "The result, streamed in the format asked for. `Custlake-Row-Limit` gives the \
+                 row limit applied; `Custlake-Truncated` is `true` when the result was cut at \
+                 it and `false` when it is whole (absent only for results still streaming past \
+                 the first 4 MiB when the headers were sent: JSON's `truncated` tells). A \
+                 result that stops early (timeout, error) ends with an aborted transfer, never \
+                 as a complete reply.",
+            )
+            .header(
+                "Custlake-Row-Limit",
+                utoipa::openapi::HeaderBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+                    .description(Some("The row limit the result was cut at"))
+                    .build(),
+            )
+            .header(
+                "Custlake-Truncated",
+                utoipa::openapi::HeaderBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::Boolean)))
+                    .description(Some("Whether the result was cut at the row limit"))
+                    .build(),
+            )
             .content(
                 "application/json",
                 ContentBuilder::new()

@@ -109,8 +109,10 @@ impl Encoder {
         self.0.batch(batch)
     }
 
-    pub fn finish(self) -> Result<Vec<u8>, String> {
-        self.0.finish()
+    /// The closing bytes; `truncated` says the result was cut at the
+    /// row limit (JSON writes it out, next to `row_count`).
+    pub fn finish(self, truncated: bool) -> Result<Vec<u8>, String> {
+        self.0.finish(truncated)
     }
 }
 
@@ -264,7 +266,7 @@ impl Encoding {
     }
 
     /// The closing bytes.
-    fn finish(self) -> EncodeResult {
+    fn finish(self, truncated: bool) -> EncodeResult {
         match self {
             Self::Json {
                 schema,
@@ -273,7 +275,9 @@ impl Encoding {
             } => {
                 let mut started = started;
                 let mut out = Self::json_start(&schema, &mut started);
-                out.extend(format!("],\"row_count\":{rows}}}").into_bytes());
+                out.extend(
+                    format!("],\"row_count\":{rows},\"truncated\":{truncated}}}").into_bytes(),
+                );
                 Ok(out)
             }
             Self::Ndjson => Ok(Vec::new()),

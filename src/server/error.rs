@@ -25,7 +25,8 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         | ErrorKind::MalformedBody
         | ErrorKind::UnsupportedFormat
         | ErrorKind::InvalidSql
-        | ErrorKind::NotReadOnly => StatusCode::BAD_REQUEST,
+        | ErrorKind::NotReadOnly
+        | ErrorKind::TooComplex => StatusCode::BAD_REQUEST,
         ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorKind::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
         ErrorKind::InvalidData => StatusCode::UNPROCESSABLE_ENTITY,

@@ -9,6 +9,7 @@ mod docs;
 mod encode;
 mod error;
 mod extract;
+mod listen;
 mod named;
 mod query;
 mod tables;
@@ -187,11 +188,21 @@ async fn track(req: axum::extract::Request, next: axum::middleware::Next) -> Res
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or("unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().to_string();
+    // A fixed set of labels: a made-up method must not add series.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "PATCH" => "PATCH",
+        _ => "other",
+    };
     let start = std::time::Instant::now();
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    metrics::counter!("custlake_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("custlake_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("custlake_http_request_duration_seconds", "method" => method, "route" => route)
         .record(start.elapsed().as_secs_f64());
@@ -294,13 +305,18 @@ async fn readyz(State(state): State<SharedState>) -> Response {
 pub struct Application {
     listener: TcpListener,
     router: Router,
-    shutdown_grace: Duration,
+    limits: listen::Limits,
 }
 
 impl Application {
     /// Serve `warehouse` on `bind` (`127.0.0.1:0` picks a free port).
     pub async fn build(warehouse: Warehouse, bind: &str) -> Result<Self, ServerError> {
-        let shutdown_grace = Duration::from_millis(warehouse.config.server.shutdown_grace_ms);
+        let cfg = &warehouse.config.server;
+        let limits = listen::Limits {
+            header_read_timeout: Duration::from_millis(cfg.header_read_timeout_ms.max(1)),
+            max_connections: cfg.max_connections,
+            grace: Duration::from_millis(cfg.shutdown_grace_ms),
+        };
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| ServerError::Bind {
@@ -310,7 +326,7 @@ impl Application {
         Ok(Self {
             listener,
             router: app(warehouse)?,
-            shutdown_grace,
+            limits,
         })
     }
 
@@ -323,28 +339,13 @@ impl Application {
     /// Serve until Ctrl-C or SIGTERM; running queries get the grace period
     /// to finish, then the server stops (and with it their streams).
     pub async fn run_until_stopped(self) -> Result<(), ServerError> {
-        let grace = self.shutdown_grace;
-        let (tx, mut rx) = tokio::sync::watch::channel(false);
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
             shutdown_signal().await;
             let _ = tx.send(true);
         });
-        let serve = tokio::spawn(async move { serve.await });
-        tokio::pin!(serve);
-        tokio::select! {
-            r = &mut serve => return r.map_err(|e| ServerError::Io(std::io::Error::other(e)))?.map_err(ServerError::Io),
-            _ = rx.changed() => {}
-        }
-        match tokio::time::timeout(grace, &mut serve).await {
-            Ok(r) => r
-                .map_err(|e| ServerError::Io(std::io::Error::other(e)))?
-                .map_err(ServerError::Io),
-            Err(_) => {
-                tracing::warn!("shutdown grace period over: cancelling running queries");
-                serve.abort();
-                Ok(())
-            }
-        }
+        listen::serve(self.listener, self.router, self.limits, rx).await;
+        Ok(())
     }
 }
 

@@ -5,7 +5,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
@@ -18,7 +17,7 @@ use super::encode::{Encoder, Format};
 use super::error::ApiError;
 use super::extract::{Body as JsonBody, Params, Shape};
 use crate::error::ErrorKind;
-use crate::query::{QueryError, check_read_only, context_on, register_lake_cached};
+use crate::query::{QueryError, check_read_only, context_on, plan_read_only, register_lake_cached};
 
 /// One read-only statement and how to run it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -168,7 +167,7 @@ pub(crate) async fn run_sql(
     timeout_ms: u64,
 ) -> Result<Response, ApiError> {
     let cfg = &state.warehouse.config.server;
-    check_read_only(sql).map_err(query_error)?;
+    check_read_only(sql, &state.warehouse.config.query).map_err(query_error)?;
     let permit = state.queries.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             ErrorKind::TooManyRequests,
@@ -196,7 +195,7 @@ pub(crate) async fn run_sql(
         )
         .await
         .map_err(query_error)?;
-        let mut df = ctx.sql(sql).await.map_err(df_error)?;
+        let mut df = plan_read_only(&ctx, sql).await.map_err(query_error)?;
         let wanted = df.logical_plan().get_parameter_names().map_err(df_error)?;
         let mut missing: Vec<&String> = wanted
             .iter()
@@ -217,27 +216,48 @@ pub(crate) async fn run_sql(
                 ApiError::new(ErrorKind::InvalidParameter, e.find_root().to_string())
             })?;
         }
-        let df = df.limit(0, Some(limit)).map_err(df_error)?;
-        let mut stream = df.execute_stream().await.map_err(df_error)?;
-        let first = match stream.next().await {
-            Some(Ok(b)) => Some(b),
-            Some(Err(e)) => return Err(df_error(e)),
-            None => None,
-        };
-        Ok::<_, ApiError>((stream, first))
+        // One row past the limit, to tell a cut result from a whole one.
+        let df = df
+            .limit(0, Some(limit.saturating_add(1)))
+            .map_err(df_error)?;
+        let stream = df.execute_stream().await.map_err(df_error)?;
+        Ok::<_, ApiError>(stream)
     };
-    let (stream, first) = tokio::time::timeout_at(deadline, start)
+    let stream = tokio::time::timeout_at(deadline, start)
         .await
         .map_err(|_| timed_out())??;
     let encoder = Encoder::new(format, stream.schema())
         .map_err(|e| ApiError::internal("starting the encoder", e))?;
-    let body = Body::from_stream(body_stream(stream, first, encoder, deadline, permit));
+    let mut producer = Producer {
+        stream,
+        encoder,
+        limit,
+        rows: 0,
+        bytes: 0,
+        truncated: false,
+        ready: Vec::new(),
+    };
+    // Read ahead before answering, so that the status reflects an error
+    // and the headers say whether the result was cut, for every result
+    // that fits in the read-ahead.
+    let known = tokio::time::timeout_at(deadline, producer.read_ahead(READ_AHEAD_BYTES))
+        .await
+        .map_err(|_| timed_out())??;
+    let truncated = known.then_some(producer.truncated);
+    let body = Body::from_stream(producer.spawn(deadline, permit, timeout_ms));
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
+    h.insert(ROW_LIMIT, HeaderValue::from(limit as u64));
+    if let Some(t) = truncated {
+        h.insert(
+            TRUNCATED,
+            HeaderValue::from_static(if t { "true" } else { "false" }),
+        );
+    }
     if matches!(format, Format::Csv | Format::Parquet | Format::Arrow)
         && let Ok(v) = HeaderValue::from_str(&format!(
             "attachment; filename=\"result.{}\"",
@@ -249,81 +269,163 @@ pub(crate) async fn run_sql(
     Ok(resp)
 }
 
-struct BodyState {
-    rows: u64,
-    bytes: u64,
-    stream: SendableRecordBatchStream,
-    first: Option<RecordBatch>,
-    encoder: Option<Encoder>,
-    deadline: Instant,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+/// The row limit the result was cut at, on every result.
+const ROW_LIMIT: &str = "custlake-row-limit";
+/// `true` when the result was cut at the row limit (more rows exist),
+/// `false` when it is whole; absent when the result was still streaming
+/// past the read-ahead as the headers went out (then JSON's `truncated`,
+/// or a row count equal to the limit, tells).
+const TRUNCATED: &str = "custlake-truncated";
+/// Encoded bytes read ahead before the headers go out.
+const READ_AHEAD_BYTES: usize = 4 << 20;
+
+/// What the body's channel carries: encoded bytes, then `End` once the
+/// result is whole. A channel that closes without `End` is a result cut
+/// short (a timeout, an error), which the body turns into an aborted
+/// transfer, so that no client takes it for a complete reply.
+enum Piece {
+    Bytes(Bytes),
+    End,
 }
 
-/// Encode batches as they arrive. Dropping the body (a client that hangs
-/// up) drops the DataFusion stream, which cancels the query.
-fn body_stream(
+/// Runs one result to its end: reads batches, cuts them at the limit,
+/// encodes them.
+struct Producer {
     stream: SendableRecordBatchStream,
-    first: Option<RecordBatch>,
     encoder: Encoder,
-    deadline: Instant,
-    permit: tokio::sync::OwnedSemaphorePermit,
-) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    let state = BodyState {
-        rows: 0,
-        bytes: 0,
-        stream,
-        first,
-        encoder: Some(encoder),
-        deadline,
-        _permit: permit,
-    };
-    futures::stream::unfold(state, |mut st| async move {
+    limit: usize,
+    rows: usize,
+    bytes: u64,
+    truncated: bool,
+    /// Encoded bytes not yet sent.
+    ready: Vec<Bytes>,
+}
+
+impl Producer {
+    /// The next encoded bytes (`None` at the end of the result).
+    async fn next(&mut self) -> Result<Option<Bytes>, ApiError> {
         loop {
-            let enc = st.encoder.as_mut()?;
-            let batch = match st.first.take() {
-                Some(b) => Some(b),
-                None => match tokio::time::timeout_at(st.deadline, st.stream.next()).await {
-                    Err(_) => {
-                        st.encoder = None;
-                        return Some((Err(std::io::Error::other("query timed out")), st));
-                    }
-                    Ok(Some(Err(e))) => {
-                        tracing::error!(error = %e, "query failed while streaming");
-                        st.encoder = None;
-                        return Some((Err(std::io::Error::other("query failed")), st));
-                    }
-                    Ok(Some(Ok(b))) => Some(b),
-                    Ok(None) => None,
-                },
-            };
-            match batch {
-                Some(b) => match enc.batch(&b) {
-                    Ok(bytes) if bytes.is_empty() => {
-                        st.rows += b.num_rows() as u64;
-                        continue;
-                    }
-                    Ok(bytes) => {
-                        st.rows += b.num_rows() as u64;
-                        st.bytes += bytes.len() as u64;
-                        return Some((Ok(Bytes::from(bytes)), st));
-                    }
-                    Err(e) => {
-                        st.encoder = None;
-                        return Some((Err(std::io::Error::other(e)), st));
-                    }
-                },
-                None => {
-                    let enc = st.encoder.take()?;
-                    let tail = enc.finish().map(Bytes::from).map_err(std::io::Error::other);
-                    let tail_len = tail.as_ref().map_or(0, |t| t.len() as u64);
-                    metrics::counter!("custlake_query_rows_returned_total").increment(st.rows);
-                    metrics::counter!("custlake_query_bytes_returned_total")
-                        .increment(st.bytes + tail_len);
-                    return Some((tail, st));
+            if self.rows >= self.limit && !self.truncated {
+                // At the limit: one more row means the result is cut.
+                match self.stream.next().await {
+                    Some(Ok(b)) if b.num_rows() == 0 => continue,
+                    Some(Ok(_)) => self.truncated = true,
+                    Some(Err(e)) => return Err(df_error(e)),
+                    None => {}
                 }
+                return Ok(None);
+            }
+            if self.truncated {
+                return Ok(None);
+            }
+            let batch = match self.stream.next().await {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => return Err(df_error(e)),
+                None => return Ok(None),
+            };
+            let room = self.limit - self.rows;
+            let batch = if batch.num_rows() > room {
+                self.truncated = true;
+                batch.slice(0, room)
+            } else {
+                batch
+            };
+            self.rows += batch.num_rows();
+            let bytes = self
+                .encoder
+                .batch(&batch)
+                .map_err(|e| ApiError::internal("encoding the result", e))?;
+            if !bytes.is_empty() {
+                self.bytes += bytes.len() as u64;
+                return Ok(Some(Bytes::from(bytes)));
             }
         }
-    })
-    // Fused: the body may be polled again after it ended.
-    .fuse()
+    }
+
+    /// Encode up to `budget` bytes ahead; `true` if the result ended
+    /// within them.
+    async fn read_ahead(&mut self, budget: usize) -> Result<bool, ApiError> {
+        let mut held = 0;
+        while held < budget {
+            match self.next().await? {
+                Some(b) => {
+                    held += b.len();
+                    self.ready.push(b);
+                }
+                None => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Run the rest of the result on a task of its own, which holds the
+    /// query slot and stops at the deadline whether or not the client
+    /// reads: a client that stops reading cannot keep the slot, and the
+    /// plan is dropped (cancelled) with the task.
+    fn spawn(
+        mut self,
+        deadline: Instant,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        timeout_ms: u64,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + use<> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(2);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let run = async {
+                for b in std::mem::take(&mut self.ready) {
+                    if tx.send(Piece::Bytes(b)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                while let Some(b) = self.next().await? {
+                    if tx.send(Piece::Bytes(b)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                let tail = self
+                    .encoder
+                    .finish(self.truncated)
+                    .map_err(|e| ApiError::internal("encoding the result", e))?;
+                self.bytes += tail.len() as u64;
+                if !tail.is_empty() {
+                    let _ = tx.send(Piece::Bytes(Bytes::from(tail))).await;
+                }
+                metrics::counter!("custlake_query_rows_returned_total").increment(self.rows as u64);
+                metrics::counter!("custlake_query_bytes_returned_total").increment(self.bytes);
+                if self.truncated {
+                    metrics::counter!("custlake_query_truncated_total").increment(1);
+                }
+                let _ = tx.send(Piece::End).await;
+                Ok::<_, ApiError>(())
+            };
+            match tokio::time::timeout_at(deadline, run).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e.detail, code = e.kind.code(), "query failed while streaming");
+                }
+                Err(_) => {
+                    metrics::counter!("custlake_query_timeouts_total").increment(1);
+                    tracing::warn!(
+                        timeout_ms,
+                        "query timed out while streaming; reply cut short"
+                    );
+                }
+            }
+        });
+        futures::stream::unfold((rx, false), |(mut rx, ended)| async move {
+            if ended {
+                return None;
+            }
+            match rx.recv().await {
+                Some(Piece::Bytes(b)) => Some((Ok(b), (rx, false))),
+                Some(Piece::End) => None,
+                None => Some((
+                    Err(std::io::Error::other(
+                        "the query stopped before its result was complete",
+                    )),
+                    (rx, true),
+                )),
+            }
+        })
+    }
 }

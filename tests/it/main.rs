@@ -5,6 +5,7 @@
 mod cli;
 mod common;
 mod config;
+mod corpus;
 mod demo;
 mod generate;
 mod identity;
@@ -14,3 +15,4 @@ mod server;
 mod slt;
 mod sql;
 mod tiers;
+mod writers;

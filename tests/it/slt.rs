@@ -172,9 +172,12 @@ impl sqllogictest::AsyncDB for Engine {
         let df = match sql.trim().strip_prefix("NAMED ") {
             Some(rest) => self.named(rest).await?,
             None => {
-                custlake::query::check_read_only(sql)
+                let limits = custlake::config::Config::embedded().query;
+                custlake::query::check_read_only(sql, &limits)
                     .map_err(|e| DataFusionError::Plan(e.to_string()))?;
-                self.ctx.sql(sql).await?
+                custlake::query::plan_read_only(&self.ctx, sql)
+                    .await
+                    .map_err(|e| DataFusionError::Plan(e.to_string()))?
             }
         };
         let types: Vec<Col> = df

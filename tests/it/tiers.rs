@@ -621,6 +621,18 @@ fn moves_by_age(s3: Option<&S3Server>) {
     assert!(err.contains("--as-of"), "{err}");
 }
 
+/// A day on which all of `month` (YYYY-MM) is `years` old: the first of
+/// the month after it, `years` later (a month is purged only then).
+fn all_past(month: &str, years: i32) -> String {
+    let (year, m): (i32, u32) = (month[..4].parse().unwrap(), month[5..7].parse().unwrap());
+    let (y, m) = if m == 12 {
+        (year + years + 1, 1)
+    } else {
+        (year + years, m + 1)
+    };
+    format!("{y:04}-{m:02}-01")
+}
+
 fn holds(s3: Option<&S3Server>) {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
@@ -637,9 +649,9 @@ fn holds(s3: Option<&S3Server>) {
         "SELECT min(effective_month) FROM policy WHERE effective_month > '{oldest}'"
     ))[0]
         .clone();
-    // Ten years after the second-oldest month, both oldest months are due.
-    let year: i32 = held[..4].parse().unwrap();
-    let as_of = format!("{}-{}-28", year + 10, &held[5..7]);
+    // Once all of the second-oldest month is ten years old, both oldest
+    // months are due.
+    let as_of = all_past(&held, 10);
     let err = crate::common::fails(d, &["hold", "add", "--from", "2020-13", "--reason", "x"]);
     assert!(err.contains("YYYY-MM"), "{err}");
     ok(
@@ -963,8 +975,7 @@ fn a_customer_under_hold_keeps_rows_past_retention() {
             "litigation",
         ],
     );
-    let year: i32 = oldest[..4].parse().unwrap();
-    let as_of = format!("{}-{}-15", year + 10, &oldest[5..7]);
+    let as_of = all_past(&oldest, 10);
     let applied: serde_json::Value =
         serde_json::from_str(&ok(d, &["tier", "apply", "--as-of", &as_of, "--json"])).unwrap();
     assert!(applied["rows_purged"].as_u64().unwrap() > 0, "{applied}");

@@ -19,7 +19,7 @@
 //! Purging deletes the rows of partitions past retention (except held
 //! ones), and vacuums files removed longer ago than the grace period.
 
-use chrono::{Datelike, NaiveDate};
+use chrono::{Datelike, Months, NaiveDate};
 use datafusion::prelude::Expr;
 use deltalake::DeltaTable;
 use serde::Serialize;
@@ -50,7 +50,8 @@ fn month_index(d: NaiveDate) -> i64 {
 }
 
 /// The watermarks and purge boundary the configuration gives on `as_of`:
-/// a partition `moves_in_after_months` old or older leaves the tier above.
+/// a partition `moves_in_after_months` old or older leaves the tier above;
+/// partitions before the boundary are purged (see [`purge_before`]).
 pub fn targets(lake: &Lake, table: &str, as_of: NaiveDate) -> (Watermarks, String) {
     let now = month_index(as_of);
     let t = &lake.settings().tiers;
@@ -66,7 +67,23 @@ pub fn targets(lake: &Lake, table: &str, as_of: NaiveDate) -> (Watermarks, Strin
         cold_before: Some(month(now - i64::from(t.cold.moves_in_after_months) + 1)),
         at: String::new(),
     };
-    (w, month(now - i64::from(years) * 12 + 1))
+    (w, purge_before(as_of, years))
+}
+
+/// The first month kept on `as_of` under `years` of retention: a month is
+/// purged only when all of it is past retention, i.e. its last day was at
+/// least `years` ago. (On 2026-11-01 with 10 years, November 2016 still
+/// holds rows from 2 to 30 November 2016, under 10 years old: it is kept
+/// until 2026-11-30.)
+pub fn purge_before(as_of: NaiveDate, years: u32) -> String {
+    // Rows dated on or before `cutoff` have been kept `years` years.
+    let cutoff = as_of
+        .checked_sub_months(Months::new(years.saturating_mul(12)))
+        .unwrap_or(NaiveDate::MIN);
+    let month_ends = cutoff
+        .succ_opt()
+        .is_none_or(|next| next.month() != cutoff.month());
+    month(month_index(cutoff) + i64::from(month_ends))
 }
 
 /// `[lo, hi)` of the partition column as conjuncts (none for an open end):
@@ -366,4 +383,30 @@ pub async fn status(lake: &Lake, catalog: &Catalog) -> Result<Vec<Status>, LakeE
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn a_month_is_purged_only_once_all_of_it_is_past_retention() {
+        // The case: on 2026-11-01, November 2016 is kept.
+        assert_eq!(purge_before(day("2026-11-01"), 10), "2016-11");
+        assert_eq!(purge_before(day("2026-11-29"), 10), "2016-11");
+        // On 2026-11-30 the last of November 2016 is ten years old.
+        assert_eq!(purge_before(day("2026-11-30"), 10), "2016-12");
+        assert_eq!(purge_before(day("2026-12-01"), 10), "2016-12");
+        // Short months and leap years.
+        assert_eq!(purge_before(day("2026-02-27"), 10), "2016-02");
+        assert_eq!(purge_before(day("2026-02-28"), 10), "2016-02");
+        assert_eq!(purge_before(day("2026-03-01"), 10), "2016-03");
+        assert_eq!(purge_before(day("2024-02-29"), 1), "2023-03");
+        assert_eq!(purge_before(day("2024-02-28"), 1), "2023-03");
+        assert_eq!(purge_before(day("2024-02-27"), 1), "2023-02");
+    }
 }

@@ -5,6 +5,7 @@
 mod customers;
 mod errors;
 mod formats;
+mod hostile;
 mod named;
 mod openapi;
 mod streaming;
@@ -135,11 +136,7 @@ pub(crate) fn first_column(
 
 /// The runtime a test's server or router runs on.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    custlake::runtime(Some(2)).unwrap()
 }
 
 /// A lake with a small sample insurer, and a server over it on a socket.

@@ -1,0 +1,309 @@
+//! What a user's statement must pass before it is planned: one statement,
+//! no larger than `query.max_statement_bytes`, nested no deeper than
+//! `query.max_expression_depth`, read-only by its text and then by its
+//! logical plan.
+//!
+//! Depth matters because DataFusion and sqlparser walk, clone, hash and
+//! drop expression trees by recursion, one stack frame per level: a
+//! `1+1+…+1` of 300,000 terms (600 KB) overflows a worker's stack and
+//! aborts the process (upstream: apache/datafusion#22936). The parser
+//! itself builds such chains in a loop, so its recursion limit does not
+//! stop them. The statement is therefore parsed, measured and dropped on a
+//! thread of its own with a large stack, and only a statement within the
+//! limits goes on to be planned where queries run.
+
+use std::ops::ControlFlow;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{DataFrame, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Statement, Visit, Visitor};
+
+use super::QueryError;
+use crate::config::QueryConfig;
+
+/// The stack of the thread that parses and measures a statement: enough to
+/// drop the deepest tree a statement of the largest accepted size can
+/// build (reserved address space; only what is touched is committed).
+const PARSE_STACK: usize = 256 << 20;
+
+/// Refuse anything but a single read-only statement within the size and
+/// depth limits. DataFusion's own parser is used, so its extensions
+/// (`CREATE EXTERNAL TABLE`, `COPY`) are recognised; an `EXPLAIN` is checked
+/// for what it explains, since `EXPLAIN ANALYZE` runs it.
+pub fn check_read_only(sql: &str, limits: &QueryConfig) -> Result<(), QueryError> {
+    if sql.len() > limits.max_statement_bytes {
+        return Err(QueryError::TooComplex(format!(
+            "the statement is {} bytes; at most {} are accepted (query.max_statement_bytes)",
+            sql.len(),
+            limits.max_statement_bytes
+        )));
+    }
+    let max_depth = limits.max_expression_depth;
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("custlake-parse".into())
+            .stack_size(PARSE_STACK)
+            .spawn_scoped(scope, || check_parsed(sql, max_depth))
+            .map_err(|e| QueryError::Internal(format!("starting the parser thread: {e}")))?
+            .join()
+            .map_err(|_| QueryError::Internal("the parser thread panicked".into()))?
+    })
+}
+
+/// Parse, measure and check `sql`; the parsed tree is dropped here too.
+fn check_parsed(sql: &str, max_depth: usize) -> Result<(), QueryError> {
+    let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Syntax(Box::new(e)))?;
+    if statements.len() != 1 {
+        return Err(QueryError::Statements(statements.len()));
+    }
+    let depth = depth(&statements[0], max_depth);
+    if depth > max_depth {
+        return Err(QueryError::TooComplex(format!(
+            "the statement nests expressions or set operations more than {max_depth} deep \
+             (query.max_expression_depth); write long chains as IN lists or join a table"
+        )));
+    }
+    read_only(&statements[0])
+}
+
+/// How deep `statement` nests, counted up to just past `limit`.
+fn depth(statement: &DFStatement, limit: usize) -> usize {
+    match statement {
+        DFStatement::Explain(e) => depth(&e.statement, limit),
+        DFStatement::Statement(s) => {
+            let mut d = Depth {
+                now: 0,
+                deepest: 0,
+                limit,
+            };
+            let _ = s.visit(&mut d);
+            d.deepest
+        }
+        _ => 0,
+    }
+}
+
+/// Counts nesting while sqlparser's visitor walks a statement; it stops
+/// descending once past the limit.
+struct Depth {
+    now: usize,
+    deepest: usize,
+    limit: usize,
+}
+
+impl Depth {
+    fn enter(&mut self, by: usize) -> ControlFlow<()> {
+        self.now += by;
+        self.deepest = self.deepest.max(self.now);
+        if self.now > self.limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
+}
+
+impl Visitor for Depth {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        // Set operations (`SELECT 1 UNION SELECT 2 UNION …`) chain inside
+        // one query without a visit of their own.
+        let sets = set_depth(&query.body, self.limit.saturating_add(1));
+        self.deepest = self.deepest.max(self.now + sets);
+        if self.now + sets > self.limit {
+            return ControlFlow::Break(());
+        }
+        self.enter(1)
+    }
+
+    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+        self.now -= 1;
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        self.enter(1)
+    }
+
+    fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
+        self.now -= 1;
+        ControlFlow::Continue(())
+    }
+}
+
+/// The depth of a chain of set operations, counted up to `cap`.
+fn set_depth(body: &SetExpr, cap: usize) -> usize {
+    if cap == 0 {
+        return 0;
+    }
+    match body {
+        SetExpr::SetOperation { left, right, .. } => {
+            1 + set_depth(left, cap - 1).max(set_depth(right, cap - 1))
+        }
+        _ => 0,
+    }
+}
+
+fn refuse(text: String) -> QueryError {
+    let word = text
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    QueryError::NotReadOnly(word)
+}
+
+fn read_only(statement: &DFStatement) -> Result<(), QueryError> {
+    match statement {
+        DFStatement::Explain(e) => read_only(&e.statement),
+        DFStatement::Statement(s) => match s.as_ref() {
+            // `SELECT … INTO t` is a query by its syntax but creates a table.
+            Statement::Query(q) if selects_into(&q.body) => {
+                Err(QueryError::NotReadOnly("SELECT … INTO".into()))
+            }
+            Statement::Query(_)
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ShowVariable { .. }
+            | Statement::ExplainTable { .. } => Ok(()),
+            Statement::Explain { statement, .. } => {
+                read_only(&DFStatement::Statement(statement.clone()))
+            }
+            other => Err(refuse(other.to_string())),
+        },
+        other => Err(refuse(other.to_string())),
+    }
+}
+
+fn selects_into(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(s) => s.into.is_some(),
+        SetExpr::SetOperation { left, right, .. } => selects_into(left) || selects_into(right),
+        SetExpr::Query(q) => selects_into(&q.body),
+        _ => false,
+    }
+}
+
+/// What a read-only plan may not contain, whatever the text looked like:
+/// DDL, DML, `COPY`, and statements (`SET`, `PREPARE`, transactions).
+pub fn read_only_options() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// Plan a statement that [`check_read_only`] passed, refusing any plan
+/// that writes or changes the session (checked on the logical plan, not
+/// only the text).
+pub async fn plan_read_only(ctx: &SessionContext, sql: &str) -> Result<DataFrame, QueryError> {
+    let plan = ctx.state().create_logical_plan(sql).await?;
+    if let Some(what) = writes(&plan) {
+        return Err(QueryError::NotReadOnly(what));
+    }
+    read_only_options().verify_plan(&plan)?;
+    Ok(ctx.execute_logical_plan(plan).await?)
+}
+
+/// The first node of `plan` that is not a pure read, by name.
+fn writes(plan: &LogicalPlan) -> Option<String> {
+    let mut found = None;
+    let _ = plan.apply(|node| {
+        let what = match node {
+            LogicalPlan::Ddl(d) => Some(d.name().to_string()),
+            LogicalPlan::Dml(d) => Some(format!("{} INTO", d.op)),
+            LogicalPlan::Copy(_) => Some("COPY".to_string()),
+            LogicalPlan::Statement(s) => Some(s.name().to_string()),
+            _ => None,
+        };
+        Ok(match what {
+            Some(w) => {
+                found = Some(w);
+                TreeNodeRecursion::Stop
+            }
+            None => TreeNodeRecursion::Continue,
+        })
+    });
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> QueryConfig {
+        crate::config::Config::embedded().query
+    }
+
+    #[test]
+    fn only_reads_pass_the_guard() {
+        for ok in [
+            "SELECT 1",
+            "WITH a AS (SELECT 1) SELECT * FROM a",
+            "EXPLAIN SELECT 1",
+            "SHOW TABLES",
+        ] {
+            check_read_only(ok, &limits()).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        for bad in [
+            "DROP TABLE policy",
+            "INSERT INTO policy VALUES (1)",
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+            "COPY policy TO '/tmp/x.csv'",
+            "SELECT 1; DROP TABLE policy",
+            "EXPLAIN ANALYZE INSERT INTO policy SELECT * FROM policy",
+            "CREATE TABLE t AS SELECT 1",
+            "SELECT * INTO t FROM generate_series(1,10)",
+            "SELECT 1 UNION SELECT 2 INTO t",
+        ] {
+            assert!(check_read_only(bad, &limits()).is_err(), "{bad}");
+        }
+    }
+
+    fn chain(op: &str, n: usize) -> String {
+        let mut s = String::from("SELECT 1");
+        for _ in 1..n {
+            s.push_str(op);
+            s.push('1');
+        }
+        s
+    }
+
+    #[test]
+    fn size_and_depth_are_capped_before_planning() {
+        let l = limits();
+        // Within the limit: fine; a deep chain of the largest accepted size
+        // is refused, not a crash.
+        check_read_only(&chain("+", 200), &l).unwrap();
+        let deep = chain("+", 100_000);
+        assert!(deep.len() < l.max_statement_bytes);
+        let e = check_read_only(&deep, &l).unwrap_err();
+        assert!(matches!(e, QueryError::TooComplex(_)), "{e}");
+        let ors = format!(
+            "SELECT * FROM t WHERE {}",
+            vec!["a = 1"; 2_000].join(" OR ")
+        );
+        assert!(matches!(
+            check_read_only(&ors, &l),
+            Err(QueryError::TooComplex(_))
+        ));
+        let unions = vec!["SELECT 1"; 2_000].join(" UNION ALL ");
+        assert!(matches!(
+            check_read_only(&unions, &l),
+            Err(QueryError::TooComplex(_))
+        ));
+        let huge = chain("+", 400_000);
+        let e = check_read_only(&huge, &l).unwrap_err();
+        assert!(e.to_string().contains("max_statement_bytes"), "{e}");
+        // An IN list is flat: long ones pass.
+        let list = format!(
+            "SELECT * FROM t WHERE a IN ({})",
+            vec!["1"; 20_000].join(",")
+        );
+        check_read_only(&list, &l).unwrap();
+    }
+}

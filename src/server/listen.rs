@@ -1,0 +1,123 @@
+//! Accepting connections: HTTP/1.1 with a deadline for each request's
+//! head and a cap on open connections, so that clients that send slowly
+//! (slowloris) or open many sockets cannot starve the others.
+//!
+//! axum's own `serve` sets neither, so connections are served here with
+//! hyper directly; the router is the same.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tower::ServiceExt;
+
+/// How connections are served.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// A request's head (request line and headers) must arrive within
+    /// this, and an idle keep-alive connection is closed after it.
+    pub(super) header_read_timeout: Duration,
+    /// Connections open at once; one more is answered 429 and closed.
+    pub(super) max_connections: usize,
+    /// On shutdown, how long open requests may finish.
+    pub(super) grace: Duration,
+}
+
+/// What a connection over the cap gets before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 166\r\n\r\n{\"type\":\"https://custlake.dev/problems/1301\",\"title\":\"Too many queries\",\"status\":429,\"code\":1301,\"detail\":\"too many open connections; retry shortly\",\"retryable\":true}";
+
+/// Serve `router` on `listener` until `stop` turns true; then stop
+/// accepting, let open requests finish within the grace period, and close
+/// what is left.
+pub(super) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let (mut stream, _) = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            metrics::counter!("custlake_http_connections_refused_total").increment(1);
+            connections.spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = stream.write_all(BUSY).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .map_request(|req: axum::http::Request<Incoming>| req.map(axum::body::Body::new)),
+        );
+        let mut stop = stop.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .keep_alive(true);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(limits.grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown grace period over: cancelling running queries");
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_busy_reply_states_its_length() {
+        let text = std::str::from_utf8(super::BUSY).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains(&format!("content-length: {}", body.len())));
+        let p: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(p["code"], 1301);
+    }
+}

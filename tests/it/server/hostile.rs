@@ -1,0 +1,263 @@
+//! Requests meant to crash or starve the server: deep and huge
+//! statements, writes in disguise, functions that build gigabytes, clients
+//! that stop reading or send slowly, too many connections. Each gets a
+//! clear answer and the server serves the next request.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::{Api, problem, query, request, server_with};
+
+fn chain(op: &str, n: usize) -> String {
+    let mut s = String::with_capacity(n * (op.len() + 1) + 8);
+    s.push_str("SELECT 1");
+    for _ in 1..n {
+        s.push_str(op);
+        s.push('1');
+    }
+    s
+}
+
+fn alive(addr: SocketAddr) {
+    let r = query(addr, "json", serde_json::json!({"sql": "SELECT 1 AS one"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+#[test]
+fn deep_and_huge_statements_get_400_and_the_server_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server_with(dir.path(), |c| c.server.body_limit_bytes = 2 << 20);
+    // 300,000 terms, 600 KB: over the statement size.
+    let huge = query(
+        addr,
+        "json",
+        serde_json::json!({"sql": chain("+", 300_000)}),
+    );
+    let p = problem(&huge, 400, 1103);
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_statement_bytes")
+    );
+    alive(addr);
+    // 100,000 terms in 200 KB: within the size, far over the depth.
+    let deep = query(
+        addr,
+        "json",
+        serde_json::json!({"sql": chain("+", 100_000)}),
+    );
+    let p = problem(&deep, 400, 1103);
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_expression_depth")
+    );
+    let ors = format!(
+        "SELECT count(*) FROM policy WHERE {}",
+        vec!["premium = 1"; 20_000].join(" OR ")
+    );
+    problem(
+        &query(addr, "json", serde_json::json!({"sql": ors})),
+        400,
+        1103,
+    );
+    let unions = vec!["SELECT 1"; 10_000].join(" UNION ALL ");
+    problem(
+        &query(addr, "json", serde_json::json!({"sql": unions})),
+        400,
+        1103,
+    );
+    alive(addr);
+    // Within the limits, a long chain still runs.
+    let ok = query(addr, "json", serde_json::json!({"sql": chain("+", 200)}));
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json()["rows"][0].as_object().unwrap().len(), 1);
+}
+
+#[test]
+fn writes_in_disguise_are_refused_by_text_and_by_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::new(dir.path());
+    for sql in [
+        "SELECT * INTO t FROM generate_series(1,10)",
+        "SELECT policy_no INTO copy_of_policy FROM policy",
+        "SET datafusion.execution.batch_size = 1",
+        "PREPARE p AS SELECT 1",
+    ] {
+        let r = api.query("json", serde_json::json!({"sql": sql}));
+        problem(&r, 400, 1102);
+    }
+    // The table was not created.
+    let r = api.query("json", serde_json::json!({"sql": "SELECT * FROM t"}));
+    problem(&r, 400, 1101);
+}
+
+#[test]
+fn functions_that_build_gigabytes_are_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::new(dir.path());
+    for sql in [
+        "SELECT cardinality(range(0,2000000000))",
+        "SELECT array_repeat(0,2147483647)",
+        "SELECT repeat('x',2147483647)",
+        "SELECT lpad(policy_no, 2147483647) FROM policy",
+        "SELECT length(repeat(policy_no, 100000000)) FROM policy",
+    ] {
+        let started = Instant::now();
+        let r = api.query("json", serde_json::json!({"sql": sql, "timeout_ms": 5000}));
+        let p = problem(&r, 400, 1103);
+        assert!(
+            p["detail"].as_str().unwrap().contains("max_value_mb"),
+            "{p}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5), "{sql}");
+    }
+    let r = api.query(
+        "json",
+        serde_json::json!({"sql": "SELECT repeat('ab', 3) AS r, cardinality(range(0, 1000)) AS n"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["rows"][0]["r"], "ababab");
+}
+
+/// Send a query and never read the reply.
+fn stalled(addr: SocketAddr, sql: &str, timeout_ms: u64) -> TcpStream {
+    let body =
+        serde_json::json!({"sql": sql, "limit": 100_000_000, "timeout_ms": timeout_ms}).to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/query?format=csv HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
+}
+
+#[test]
+fn a_client_that_stops_reading_loses_its_slot_at_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server_with(dir.path(), |c| c.server.max_concurrent_queries = 2);
+    let sql = "SELECT value, value * 2 AS twice FROM generate_series(1, 1000000000)";
+    let held: Vec<TcpStream> = (0..4).map(|_| stalled(addr, sql, 2000)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // Both slots are taken meanwhile.
+    problem(
+        &query(addr, "json", serde_json::json!({"sql": "SELECT 1"})),
+        429,
+        1301,
+    );
+    // Past the timeout the slots are free, though the clients still hold
+    // their connections and have read nothing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = query(addr, "json", serde_json::json!({"sql": "SELECT 1"}));
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stalled queries kept their slots: {}",
+            r.status
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(held);
+}
+
+#[test]
+fn a_result_cut_at_the_limit_says_so_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::new(dir.path());
+    let cut = serde_json::json!({"sql": "SELECT policy_no FROM policy ORDER BY 1", "limit": 3});
+    let r = api.query("json", cut.clone());
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("custlake-truncated"), Some("true"));
+    assert_eq!(r.header("custlake-row-limit"), Some("3"));
+    let j = r.json();
+    assert_eq!(j["row_count"], 3);
+    assert_eq!(j["truncated"], true);
+    for format in ["csv", "ndjson", "arrow", "parquet"] {
+        let r = api.query(format, cut.clone());
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("custlake-truncated"), Some("true"), "{format}");
+    }
+    let csv = api.query("csv", cut);
+    assert_eq!(csv.text().lines().count(), 4, "{}", csv.text());
+    // Exactly as many rows as the limit: whole, not cut.
+    let whole = api.query(
+        "json",
+        serde_json::json!({"sql": "SELECT * FROM (VALUES (1), (2), (3)) t(v)", "limit": 3}),
+    );
+    assert_eq!(whole.header("custlake-truncated"), Some("false"));
+    assert_eq!(whole.json()["truncated"], false);
+    assert_eq!(whole.json()["row_count"], 3);
+}
+
+#[test]
+fn a_result_that_times_out_midway_is_not_a_complete_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server_with(dir.path(), |_| {});
+    let mut s = stalled(
+        addr,
+        "SELECT value FROM generate_series(1, 1000000000)",
+        1500,
+    );
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(200)]).to_string();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(raw.len() > 4 << 20, "streamed past the read-ahead");
+    // Chunked transfer without its last (empty) chunk: cut short.
+    assert!(
+        !raw.ends_with(b"\r\n0\r\n\r\n"),
+        "the reply looked complete"
+    );
+    alive(addr);
+}
+
+#[test]
+fn metrics_keep_a_fixed_set_of_method_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = Api::new(dir.path());
+    for m in ["FOOBAR", "XMETHOD1", "XMETHOD2"] {
+        let r = api.request(m, "/v1/tables", &[], b"");
+        assert!(r.status >= 400);
+    }
+    let metrics = api.request("GET", "/metrics", &[], b"").text();
+    assert!(!metrics.contains("FOOBAR") && !metrics.contains("XMETHOD"));
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+}
+
+#[test]
+fn slow_headers_and_surplus_connections_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server_with(dir.path(), |c| {
+        c.server.header_read_timeout_ms = 500;
+        c.server.max_connections = 2;
+    });
+    // A head that never completes: the server closes the connection.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = slow.read_to_end(&mut buf);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(slow);
+    // Two idle connections fill the cap; a third is answered 429 at once.
+    let a = TcpStream::connect(addr).unwrap();
+    let b = TcpStream::connect(addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let r = request(addr, "GET", "/healthz", &[], b"");
+    problem(&r, 429, 1301);
+    drop((a, b));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(request(addr, "GET", "/healthz", &[], b"").status, 200);
+}

@@ -35,6 +35,9 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub query: QueryConfig,
     pub server: ServerConfig,
+    /// Where the settings came from, in the order applied (not a setting).
+    #[serde(skip)]
+    pub sources: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -209,7 +212,8 @@ impl Config {
     /// `./custlake.toml` is used when present.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
         let mut fig = Figment::from(Toml::string(DEFAULT_TOML));
-        match file {
+        let mut sources = vec!["the embedded defaults".to_string()];
+        let file = match file {
             Some(path) => {
                 if !path.exists() {
                     return Err(ConfigError::File {
@@ -217,29 +221,42 @@ impl Config {
                         message: "does not exist".into(),
                     });
                 }
-                fig = fig.merge(Toml::file_exact(path));
+                Some(path.to_path_buf())
             }
-            None => {
-                if Path::new("custlake.toml").exists() {
-                    fig = fig.merge(Toml::file_exact("custlake.toml"));
-                }
-            }
+            None => Some(PathBuf::from("custlake.toml")).filter(|p| p.exists()),
+        };
+        if let Some(path) = &file {
+            check_owner_only_writes(path)?;
+            fig = fig.merge(Toml::file_exact(path));
+            let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+            tracing::info!(file = %shown.display(), "configuration file loaded");
+            sources.push(shown.display().to_string());
+        }
+        let env: Vec<String> = std::env::vars()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("CUSTLAKE__"))
+            .collect();
+        if !env.is_empty() {
+            sources.push(format!("environment: {}", env.join(", ")));
         }
         fig = fig
             .merge(Env::prefixed("CUSTLAKE__").split("__").lowercase(true))
             .merge(Serialized::defaults(overrides));
-        let config: Config = fig
+        let mut config: Config = fig
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.sources = sources;
         config.check()?;
         Ok(config)
     }
 
     /// The defaults alone (tests and examples).
     pub fn embedded() -> Self {
-        Figment::from(Toml::string(DEFAULT_TOML))
+        let mut c: Self = Figment::from(Toml::string(DEFAULT_TOML))
             .extract()
-            .unwrap_or_else(|e| panic!("the embedded default.toml is invalid: {e}"))
+            .unwrap_or_else(|e| panic!("the embedded default.toml is invalid: {e}"));
+        c.sources = vec!["the embedded defaults".into()];
+        c
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -267,12 +284,48 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML with secrets hidden.
+    /// The effective configuration as TOML with secrets hidden, after a
+    /// comment naming where it came from.
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.s3.secret_access_key = Secret(self.s3.secret_access_key.redacted().to_string());
-        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+        let mut out = String::new();
+        for s in &self.sources {
+            out.push_str(&format!("# loaded from {s}\n"));
+        }
+        out.push_str(
+            &toml::to_string_pretty(&shown)
+                .unwrap_or_else(|e| format!("# cannot print config: {e}\n")),
+        );
+        out
     }
+}
+
+/// A configuration file anyone can write could redirect the lake or hand
+/// over its credentials: refused (one its group can write is warned of).
+fn check_owner_only_writes(path: &Path) -> Result<(), ConfigError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let mode = meta.permissions().mode();
+        if mode & 0o002 != 0 {
+            return Err(ConfigError::File {
+                path: path.to_path_buf(),
+                message: format!(
+                    "is writable by everyone (mode {:o}); make it writable by its owner only (chmod go-w)",
+                    mode & 0o777
+                ),
+            });
+        }
+        if mode & 0o020 != 0 {
+            tracing::warn!(file = %path.display(), mode = format!("{:o}", mode & 0o777), "the configuration file is writable by its group");
+        }
+    }
+    Ok(())
 }
 
 /// Parquet compression from its config spelling.

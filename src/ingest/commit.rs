@@ -75,17 +75,17 @@ impl Load<'_> {
 
     /// Stage and commit the whole file.
     pub(super) async fn run(&self) -> Result<Staged, IngestError> {
-        let staging_root = match self.ingestor.warehouse.config.ingest.staging_dir.trim() {
-            "" => std::env::temp_dir(),
-            d => PathBuf::from(d),
-        };
+        let config = &self.ingestor.warehouse.config;
+        let staging_root = staging_root(&config.lake, &config.ingest.staging_dir);
         let staging_err = |source| IngestError::Staging {
             dir: Box::new(staging_root.clone()),
             source,
         };
-        std::fs::create_dir_all(&staging_root).map_err(staging_err)?;
+        prepare_staging(&staging_root).map_err(staging_err)?;
+        // Owner-only (0700), named by this process, removed when done; one
+        // left by a process that died is removed by the next load.
         let staging = tempfile::Builder::new()
-            .prefix("custlake-stage-")
+            .prefix(&format!("{STAGE_PREFIX}{}-", std::process::id()))
             .tempdir_in(&staging_root)
             .map_err(staging_err)?;
         let counters = Counters::default();
@@ -256,5 +256,93 @@ impl Load<'_> {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// Staging directories start with this, then the process id.
+const STAGE_PREFIX: &str = "custlake-stage-";
+
+/// Where files are staged: `ingest.staging_dir`, else `<lake>/_staging`
+/// for a lake on local disk (the personal data it holds stays where the
+/// lake's does), else `custlake-staging` in the system temp dir.
+pub(crate) fn staging_root(lake: &str, configured: &str) -> PathBuf {
+    match configured.trim() {
+        "" => match crate::lake::to_url(lake, true) {
+            Ok(url) if url.scheme() == "file" => url
+                .to_file_path()
+                .map(|p| p.join("_staging"))
+                .unwrap_or_else(|_| std::env::temp_dir().join("custlake-staging")),
+            _ => std::env::temp_dir().join("custlake-staging"),
+        },
+        d => PathBuf::from(d),
+    }
+}
+
+/// Create the staging root owner-only and remove what loads that died
+/// left there (a directory named by a process that no longer runs).
+fn prepare_staging(root: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(root)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
+    }
+    for entry in std::fs::read_dir(root)?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix(STAGE_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id()
+            || std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || !std::path::Path::new("/proc/self").exists();
+        if !alive {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(dir = %entry.path().display(), "removed a staging directory a stopped load left")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "could not remove a stale staging directory")
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_is_under_a_local_lake_owner_only_and_stale_stages_go() {
+        let t = tempfile::tempdir().unwrap();
+        let lake = t.path().join("lake");
+        let root = staging_root(lake.to_str().unwrap(), "");
+        assert_eq!(root, lake.join("_staging"));
+        assert_eq!(
+            staging_root("s3://bucket/lake", ""),
+            std::env::temp_dir().join("custlake-staging")
+        );
+        assert_eq!(
+            staging_root("s3://b/l", "/var/stage"),
+            PathBuf::from("/var/stage")
+        );
+        std::fs::create_dir_all(root.join("custlake-stage-4000000000-abc")).unwrap();
+        let mine = root.join(format!("custlake-stage-{}-x", std::process::id()));
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::create_dir_all(root.join("unrelated")).unwrap();
+        prepare_staging(&root).unwrap();
+        assert!(!root.join("custlake-stage-4000000000-abc").exists());
+        assert!(mine.exists() && root.join("unrelated").exists());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&root).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
     }
 }

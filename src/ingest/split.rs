@@ -317,4 +317,65 @@ mod tests {
         assert_eq!(got[1].1.len(), 100);
         assert_eq!(got[2], ("3".to_string(), "b".to_string()));
     }
+
+    use proptest::prelude::*;
+
+    /// Lines of `input` (a last line without a line end counts).
+    fn lines_in(input: &[u8]) -> u64 {
+        let n = input.iter().filter(|b| **b == b'\n').count() as u64;
+        n + u64::from(!input.is_empty() && input.last() != Some(&b'\n'))
+    }
+
+    /// Every line of the input lies in exactly one piece, in order.
+    fn accounts_for_every_line(input: &[u8], cap: usize, csv: bool) {
+        let r = std::io::BufReader::with_capacity(5, input);
+        let mut s = if csv {
+            Splitter::csv(r, b',', cap)
+        } else {
+            Splitter::lines(r, cap)
+        };
+        let mut next_line = 1;
+        while let Some(p) = s.next().unwrap() {
+            let (line, spanned) = match p {
+                Piece::Record { line, .. } => (
+                    line,
+                    1 + s.record().iter().filter(|b| **b == b'\n').count() as u64,
+                ),
+                Piece::Oversized { line, .. } => (line, 1),
+            };
+            assert!(s.record().len() <= cap, "a piece over the cap");
+            assert_eq!(line, next_line, "a line skipped or read twice");
+            next_line = line + spanned;
+        }
+        assert_eq!(next_line - 1, lines_in(input), "lines not accounted for");
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_split_with_every_line_accounted(
+            bytes in proptest::collection::vec(any::<u8>(), 0..3000),
+            cap in 8usize..300,
+            csv in any::<bool>(),
+        ) {
+            accounts_for_every_line(&bytes, cap, csv);
+        }
+
+        #[test]
+        fn mutated_csv_splits_with_every_line_accounted(
+            edits in proptest::collection::vec((0usize..2000, prop_oneof![
+                Just(b'"'), Just(b'\n'), Just(b','), Just(b'\r'), Just(0u8), any::<u8>()
+            ]), 0..12),
+            cap in 16usize..400,
+        ) {
+            let mut input: Vec<u8> = b"id,name,addr\n".to_vec();
+            for i in 0..60 {
+                input.extend(format!("{i},\"n{i}\",\"a, {i}\"\"x\"\"\"\n").as_bytes());
+            }
+            for (at, b) in edits {
+                let at = at % (input.len() + 1);
+                input.insert(at, b);
+            }
+            accounts_for_every_line(&input, cap, true);
+        }
+    }
 }

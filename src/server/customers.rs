@@ -52,12 +52,27 @@ pub(crate) async fn lineage(
         .map_err(identity_error)
 }
 
+/// Customers one merge may name: a decision looks up each, under the
+/// identity lease that every other writer waits for.
+const MAX_MERGE: usize = 100;
+/// Records one split may move.
+const MAX_SPLIT: usize = 1000;
+
+fn at_most(what: &str, n: usize, max: usize) -> Result<(), ApiError> {
+    if n > max {
+        return Err(ApiError::bad_parameter(format!(
+            "\"{what}\" names {n}; at most {max} are allowed in one decision"
+        )));
+    }
+    Ok(())
+}
+
 /// Customers to merge by hand.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MergeRequest {
-    /// Two or more golden customer ids; the oldest survives.
-    #[schema(min_items = 2)]
+    /// Two or more golden customer ids (at most 100); the oldest survives.
+    #[schema(min_items = 2, max_items = 100)]
     customers: Vec<String>,
     /// Why (recorded in the ledger).
     #[schema(min_length = 1, pattern = r"\S")]
@@ -72,8 +87,9 @@ impl Shape for MergeRequest {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SplitRequest {
-    /// Records as `system:source_id` (as the lineage shows them).
-    #[schema(min_items = 1)]
+    /// Records as `system:source_id` (as the lineage shows them; at most
+    /// 1,000).
+    #[schema(min_items = 1, max_items = 1000)]
     records: Vec<String>,
     /// Why (recorded in the ledger).
     #[schema(min_length = 1, pattern = r"\S")]
@@ -160,6 +176,7 @@ pub(crate) async fn merge(
     State(state): State<SharedState>,
     Body(req): Body<MergeRequest>,
 ) -> Result<Json<Decision>, ApiError> {
+    at_most("customers", req.customers.len(), MAX_MERGE)?;
     decide(&state, Action::Merge(req.customers), &req.reason).await
 }
 
@@ -178,6 +195,7 @@ pub(crate) async fn split(
     PathParams(CustomerId { id }): PathParams<CustomerId>,
     Body(req): Body<SplitRequest>,
 ) -> Result<Json<Decision>, ApiError> {
+    at_most("records", req.records.len(), MAX_SPLIT)?;
     decide(&state, Action::Split(id, req.records), &req.reason).await
 }
 

@@ -127,19 +127,75 @@ impl ApiError {
     }
 }
 
-/// Replace anything that looks like a path or a URL.
+/// Replace anything that looks like a path or a URL (absolute or relative,
+/// also after `=` or inside quotes), and the values a failed cast quotes
+/// (they may be a customer's data).
 fn redact(s: &str) -> String {
-    s.split(' ')
-        .map(|w| {
-            let t = w.trim_matches(|c: char| matches!(c, '\'' | '"' | '(' | ')' | ',' | ':'));
-            if t.contains("://") || (t.starts_with('/') && t.len() > 1 && t[1..].contains('/')) {
-                w.replace(t, "<redacted>")
-            } else {
-                w.to_string()
+    let s = mask_cast_values(s);
+    let mut out = String::with_capacity(s.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if looks_like_path(token) {
+            out.push_str("<redacted>");
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for c in s.chars() {
+        if c.is_whitespace() || matches!(c, '=' | '\'' | '"' | '(' | ')' | ',' | '[' | ']' | '`') {
+            flush(&mut token, &mut out);
+            out.push(c);
+        } else {
+            token.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
+/// A URL, an absolute path, or a relative path of two or more parts or with
+/// a file extension (`data/lake/hot`, `hot/policy/part-0.parquet`).
+fn looks_like_path(t: &str) -> bool {
+    let t = t.trim_end_matches(['.', ':', ';']);
+    if t.contains("://") {
+        return true;
+    }
+    if !t.contains('/') || t.len() < 3 {
+        return false;
+    }
+    let parts: Vec<&str> = t.split('/').filter(|p| !p.is_empty()).collect();
+    let has_ext = parts
+        .last()
+        .and_then(|p| p.rsplit_once('.'))
+        .is_some_and(|(a, b)| {
+            !a.is_empty()
+                && (1..=8).contains(&b.len())
+                && b.chars().all(|c| c.is_ascii_alphanumeric())
+        });
+    t.starts_with('/') || t.starts_with("./") || t.starts_with("../") || parts.len() >= 3 || has_ext
+}
+
+/// `Cannot cast string '张三' to …`: the quoted value is a datum.
+fn mask_cast_values(s: &str) -> String {
+    let lower = s.to_lowercase();
+    if !lower.contains("cast") {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut inside = false;
+    for c in s.chars() {
+        if c == '\'' {
+            if inside {
+                out.push_str("<value>");
             }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+            inside = !inside;
+            out.push(c);
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl IntoResponse for ApiError {
@@ -180,6 +236,28 @@ mod tests {
             redact("table 'policy' not found"),
             "table 'policy' not found"
         );
+        // Relative paths, paths after `=`, inside quotes.
+        for leaky in [
+            "Generic error: data/lake/hot/policy/_delta_log is damaged",
+            "reading hot/policy/part-00001.parquet failed",
+            "location=lake/hot/customer: no such table",
+            "path 'relative/part-0.parquet' (os error 2)",
+            "table at ./lake/x",
+        ] {
+            let r = redact(leaky);
+            assert!(
+                !r.contains("lake/") && !r.contains(".parquet") && !r.contains("relative/"),
+                "{leaky} -> {r}"
+            );
+        }
+        // A cast's quoted value is data; the rest stays.
+        let r = redact("Cast error: Cannot cast string '张三' to value of Int32 type");
+        assert_eq!(
+            r,
+            "Cast error: Cannot cast string '<value>' to value of Int32 type"
+        );
+        // Division and dates are not paths.
+        assert_eq!(redact("a / b by 2"), "a / b by 2");
     }
 
     #[test]

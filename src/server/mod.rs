@@ -149,6 +149,10 @@ pub fn router(state: SharedState) -> Router {
     routes
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn(track))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            bounded_reads,
+        ))
         .with_state(state)
         // axum's own limit, so that an oversized body reaches the handler as
         // a rejection and is answered with problem+json.
@@ -180,6 +184,29 @@ fn prometheus() -> Option<&'static metrics_exporter_prometheus::PrometheusHandle
                 .ok()
         })
         .as_ref()
+}
+
+/// Reads (`GET`) answer within the longest query timeout or get 504: a
+/// lineage or suspect list over a huge ledger cannot hold a connection and
+/// its work forever. (`POST /v1/query` has its own deadline; a decision is
+/// not cut midway: it holds the identity lease to its end.)
+async fn bounded_reads(
+    State(state): State<SharedState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() != axum::http::Method::GET {
+        return next.run(req).await;
+    }
+    let limit = Duration::from_millis(state.warehouse.config.server.max_query_timeout_ms.max(1));
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            ErrorKind::Timeout,
+            format!("the request did not finish within {} ms", limit.as_millis()),
+        )
+        .into_response(),
+    }
 }
 
 /// Count every request and time it, by route and status.

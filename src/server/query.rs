@@ -185,64 +185,42 @@ pub(crate) async fn run_sql(
         )
     };
 
-    let start = async {
-        let ctx = context_on(&state.warehouse.config, state.runtime.clone());
-        register_lake_cached(
-            &ctx,
-            &state.warehouse.lake,
-            &state.warehouse.catalog,
-            &state.tables,
-        )
-        .await
-        .map_err(query_error)?;
-        let mut df = plan_read_only(&ctx, sql).await.map_err(query_error)?;
-        let wanted = df.logical_plan().get_parameter_names().map_err(df_error)?;
-        let mut missing: Vec<&String> = wanted
-            .iter()
-            .filter(|w| !params.iter().any(|(k, _)| k == w.trim_start_matches('$')))
-            .collect();
-        missing.sort();
-        if let Some(first) = missing.first() {
-            return Err(ApiError::new(
-                ErrorKind::InvalidParameter,
-                format!(
-                    "the query uses {first} but \"params\" has no {:?}",
-                    first.trim_start_matches('$')
-                ),
-            ));
+    // A table's files can vanish under a query planned just before a newer
+    // commit removed them (a purge past retention deletes at once): the
+    // query then fails as "damaged" before its first bytes. It is run once
+    // more on the tables as they are now; real damage fails again.
+    let mut attempt = 0;
+    let (producer, known) = loop {
+        attempt += 1;
+        let run = async {
+            let stream = start(state, sql, &params, limit).await?;
+            let encoder = Encoder::new(format, stream.schema())
+                .map_err(|e| ApiError::internal("starting the encoder", e))?;
+            let mut producer = Producer {
+                stream,
+                encoder,
+                limit,
+                rows: 0,
+                bytes: 0,
+                truncated: false,
+                ready: Vec::new(),
+            };
+            // Read ahead before answering, so that the status reflects an
+            // error and the headers say whether the result was cut, for
+            // every result that fits in the read-ahead.
+            let known = producer.read_ahead(READ_AHEAD_BYTES).await?;
+            Ok::<_, ApiError>((producer, known))
+        };
+        match tokio::time::timeout_at(deadline, run).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Ok(done)) => break done,
+            Ok(Err(e)) if e.kind == ErrorKind::StorageDamaged && attempt == 1 => {
+                tracing::warn!(detail = %e.detail, "a file went missing under a query; running it again on the current tables");
+                metrics::counter!("custlake_query_retries_total").increment(1);
+            }
+            Ok(Err(e)) => return Err(e),
         }
-        if !params.is_empty() {
-            df = df.with_param_values(params).map_err(|e| {
-                ApiError::new(ErrorKind::InvalidParameter, e.find_root().to_string())
-            })?;
-        }
-        // One row past the limit, to tell a cut result from a whole one.
-        let df = df
-            .limit(0, Some(limit.saturating_add(1)))
-            .map_err(df_error)?;
-        let stream = df.execute_stream().await.map_err(df_error)?;
-        Ok::<_, ApiError>(stream)
     };
-    let stream = tokio::time::timeout_at(deadline, start)
-        .await
-        .map_err(|_| timed_out())??;
-    let encoder = Encoder::new(format, stream.schema())
-        .map_err(|e| ApiError::internal("starting the encoder", e))?;
-    let mut producer = Producer {
-        stream,
-        encoder,
-        limit,
-        rows: 0,
-        bytes: 0,
-        truncated: false,
-        ready: Vec::new(),
-    };
-    // Read ahead before answering, so that the status reflects an error
-    // and the headers say whether the result was cut, for every result
-    // that fits in the read-ahead.
-    let known = tokio::time::timeout_at(deadline, producer.read_ahead(READ_AHEAD_BYTES))
-        .await
-        .map_err(|_| timed_out())??;
     let truncated = known.then_some(producer.truncated);
     let body = Body::from_stream(producer.spawn(deadline, permit, timeout_ms));
     let mut resp = (StatusCode::OK, body).into_response();
@@ -267,6 +245,50 @@ pub(crate) async fn run_sql(
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(resp)
+}
+
+/// Plan `sql` on the lake as it is now, bind `params`, start it.
+async fn start(
+    state: &SharedState,
+    sql: &str,
+    params: &[(String, ScalarValue)],
+    limit: usize,
+) -> Result<SendableRecordBatchStream, ApiError> {
+    let ctx = context_on(&state.warehouse.config, state.runtime.clone());
+    register_lake_cached(
+        &ctx,
+        &state.warehouse.lake,
+        &state.warehouse.catalog,
+        &state.tables,
+    )
+    .await
+    .map_err(query_error)?;
+    let mut df = plan_read_only(&ctx, sql).await.map_err(query_error)?;
+    let wanted = df.logical_plan().get_parameter_names().map_err(df_error)?;
+    let mut missing: Vec<&String> = wanted
+        .iter()
+        .filter(|w| !params.iter().any(|(k, _)| k == w.trim_start_matches('$')))
+        .collect();
+    missing.sort();
+    if let Some(first) = missing.first() {
+        return Err(ApiError::new(
+            ErrorKind::InvalidParameter,
+            format!(
+                "the query uses {first} but \"params\" has no {:?}",
+                first.trim_start_matches('$')
+            ),
+        ));
+    }
+    if !params.is_empty() {
+        df = df
+            .with_param_values(params.to_vec())
+            .map_err(|e| ApiError::new(ErrorKind::InvalidParameter, e.find_root().to_string()))?;
+    }
+    // One row past the limit, to tell a cut result from a whole one.
+    let df = df
+        .limit(0, Some(limit.saturating_add(1)))
+        .map_err(df_error)?;
+    df.execute_stream().await.map_err(df_error)
 }
 
 /// The row limit the result was cut at, on every result.

@@ -12,6 +12,12 @@ fn config_print_shows_the_layers_and_hides_secrets() {
     .unwrap();
     let out = ok(dir.path(), &["config", "print"]);
     assert!(out.contains("zstd(9)"), "file layer: {out}");
+    // It says which file it read.
+    let file = std::fs::canonicalize(dir.path().join("custlake.toml")).unwrap();
+    assert!(
+        out.contains(&format!("# loaded from {}", file.display())),
+        "{out}"
+    );
     assert!(!out.contains("hunter2"), "secret printed: {out}");
     assert!(out.contains("***"));
 
@@ -25,6 +31,10 @@ fn config_print_shows_the_layers_and_hides_secrets() {
         .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("zstd(4)"), "{text}");
+    assert!(
+        text.contains("# loaded from environment: ") && text.contains("CUSTLAKE__LAKE"),
+        "{text}"
+    );
     assert!(text.contains("lake = \"/tmp/flag-lake\""), "{text}");
 }
 
@@ -45,4 +55,20 @@ fn a_bad_config_is_a_clear_error() {
     .unwrap();
     let err = crate::common::fails(dir.path(), &["config", "print"]);
     assert!(err.contains("tiers.warm.compression"), "{err}");
+}
+
+#[test]
+fn a_config_file_anyone_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("custlake.toml");
+    std::fs::write(&file, "lake = \"/tmp/elsewhere\"\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let err = crate::common::fails(dir.path(), &["config", "print"]);
+    assert!(
+        err.contains("custlake.toml") && err.contains("writable by everyone"),
+        "{err}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(ok(dir.path(), &["config", "print"]).contains("/tmp/elsewhere"));
 }

@@ -386,7 +386,7 @@ fn a_last_line_cut_short_is_quarantined_and_the_rest_loads() {
     assert_eq!(
         query(
             d,
-            "SELECT line, reason FROM quarantine WHERE source_system = 'claims'"
+            "SELECT line, reason FROM quarantine WHERE source_system = 'claims' AND reason = 'MALFORMED_ROW'"
         ),
         ["2,MALFORMED_ROW"]
     );

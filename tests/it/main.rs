@@ -13,6 +13,7 @@ mod ingest;
 mod layout;
 mod server;
 mod slt;
+mod soak;
 mod sql;
 mod tiers;
 mod writers;

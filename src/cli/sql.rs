@@ -53,6 +53,10 @@ pub struct SqlArgs {
     /// long as the removed files are kept (retention.vacuum_grace_minutes).
     #[arg(long, value_name = "VERSION|TIMESTAMP")]
     pub as_of: Option<crate::lake::AsOf>,
+    /// Return at most N rows; when the result has more, a notice on
+    /// standard error says it was cut.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 impl SqlArgs {
@@ -64,6 +68,7 @@ impl SqlArgs {
             runs: 1,
             timing: false,
             as_of: None,
+            limit: None,
         }
     }
 }
@@ -87,8 +92,50 @@ pub(super) async fn run(wh: &Warehouse, args: &SqlArgs) -> Result<(), CliError> 
     }
     let df = plan_read_only(&ctx, &args.sql).await?;
     let schema = df.schema().inner().clone();
-    let stream = df.execute_stream().await?;
-    write(args, schema, stream).await
+    let Some(limit) = args.limit else {
+        let stream = df.execute_stream().await?;
+        return write(args, schema, stream).await;
+    };
+    // One row past the limit tells a cut result from a whole one.
+    let stream = df
+        .limit(0, Some(limit.saturating_add(1)))?
+        .execute_stream()
+        .await?;
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stream = at_most(stream, limit, cut.clone());
+    write(args, schema, stream).await?;
+    if cut.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("note: the result was cut at {limit} rows (--limit); more rows exist");
+    }
+    Ok(())
+}
+
+/// `stream` cut at `limit` rows; `cut` is set when rows were left out.
+fn at_most(
+    stream: SendableRecordBatchStream,
+    limit: usize,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> SendableRecordBatchStream {
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+    let schema = stream.schema();
+    let mut left = limit;
+    let cut_stream = stream.filter_map(move |b| {
+        let out = match b {
+            Ok(b) if b.num_rows() > left => {
+                cut.store(true, std::sync::atomic::Ordering::Relaxed);
+                let kept = b.slice(0, left);
+                left = 0;
+                (kept.num_rows() > 0).then_some(Ok(kept))
+            }
+            Ok(b) => {
+                left -= b.num_rows();
+                Some(Ok(b))
+            }
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(out)
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, cut_stream))
 }
 
 /// Run the statement `--runs` times, each collected in memory and timed,

@@ -152,6 +152,8 @@ impl Load<'_> {
         // Once a tiered table's rows have moved, a load is routed by tier.
         let empty_target = empty_target && crate::lake::hot_only(lake, table).await?;
         if empty_target {
+            // A second early, for stores that keep whole seconds.
+            let write_started = chrono::Utc::now() - chrono::Duration::seconds(1);
             let (tx, rx) = tokio::sync::mpsc::channel(4);
             let stage = self.job(staging, counters, Some(tx));
             let staging_task = tokio::task::spawn_blocking(move || stage.run());
@@ -161,7 +163,11 @@ impl Load<'_> {
             match (staged, written) {
                 (Ok(staged), Ok(out)) => return Ok((staged, Some(out.version))),
                 (staged, written) => {
-                    if !table_existed {
+                    if table_existed {
+                        // The aborted append may have written files into
+                        // the table's directory: no commit names them.
+                        lake.remove_unreferenced(table, write_started).await?;
+                    } else {
                         lake.remove_uncommitted(table).await?;
                     }
                     match (staged, written) {

@@ -493,6 +493,48 @@ impl Lake {
         Ok(())
     }
 
+    /// Remove the data files of a write that was aborted after the table
+    /// existed: files under the table that its log does not name and that
+    /// were written since `since`. Only for a caller holding the table's
+    /// lease (no other writer can have files in flight there).
+    pub async fn remove_unreferenced(
+        &self,
+        def: &TableDef,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, LakeError> {
+        use datafusion::object_store::ObjectStoreExt;
+        use futures::TryStreamExt;
+        let Some(table) = self.open(def).await? else {
+            return self.remove_uncommitted(def).await.map(|()| 0);
+        };
+        let named: std::collections::HashSet<String> = table
+            .snapshot()
+            .map_err(|source| delta_err(&def.name, source))?
+            .log_data()
+            .iter()
+            .map(|f| f.path().to_string())
+            .collect();
+        let store = table.object_store();
+        let files: Vec<deltalake::ObjectMeta> = store
+            .list(None)
+            .try_collect()
+            .await
+            .map_err(|e| delta_err(&def.name, e.into()))?;
+        let mut removed = 0;
+        for f in files {
+            let path = f.location.as_ref();
+            if path.starts_with("_delta_log") || f.last_modified < since || named.contains(path) {
+                continue;
+            }
+            store
+                .delete(&f.location)
+                .await
+                .map_err(|e| delta_err(&def.name, e.into()))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// Parquet writer settings for a table's files in the hot tier.
     pub fn writer_properties(&self, def: &TableDef) -> WriterProperties {
         self.writer_properties_in(def, Tier::Hot)

@@ -484,3 +484,66 @@ fn every_source_format_loads_and_a_killed_load_completes_on_rerun() {
         assert_keys_unique(k);
     }
 }
+
+#[test]
+fn an_aborted_write_into_an_existing_table_leaves_no_files_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = sample(d, 30, 4);
+    ok(
+        d,
+        &[
+            "ingest",
+            "--source",
+            "telesales",
+            "--entity",
+            "customer",
+            s.join("telesales/leads.csv").to_str().unwrap(),
+        ],
+    );
+    let table = d.join("data/lake/hot/source_customer");
+    let data_files = || -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![table.clone()];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    if !p.ends_with("_delta_log") {
+                        stack.push(p);
+                    }
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let committed = data_files();
+    // What an aborted write leaves: a file no commit names, written now;
+    // and one written long ago (a file a commit removed, kept for time
+    // travel, looks the same to a listing).
+    let stray = table.join("part-00000-aborted.parquet");
+    std::fs::write(&stray, b"PAR1 partial").unwrap();
+    let old = table.join("part-00000-old.parquet");
+    std::fs::write(&old, b"PAR1 old").unwrap();
+    let f = std::fs::File::options().write(true).open(&old).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    let mut config = custlake::config::Config::embedded();
+    config.lake = d.join("data/lake").to_string_lossy().to_string();
+    let wh = custlake::lake::Warehouse::quiet(config).unwrap();
+    let def = wh.catalog.table("source_customer").unwrap().clone();
+    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let removed = custlake::runtime(Some(1))
+        .unwrap()
+        .block_on(wh.lake.remove_unreferenced(&def, since))
+        .unwrap();
+    assert_eq!(removed, 1);
+    assert!(!stray.exists() && old.exists());
+    let mut left = data_files();
+    left.retain(|p| p != &old);
+    assert_eq!(left, committed, "a committed file was removed");
+}

@@ -99,3 +99,23 @@ fn schema_prints_tables_and_fields() {
     let err = fails(dir.path(), &["schema", "nope"]);
     assert!(err.contains("no table named"), "{err}");
 }
+
+#[test]
+fn a_limited_result_says_when_it_was_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sql = "SELECT * FROM (VALUES (1), (2), (3), (4)) t(v) ORDER BY v";
+    let out = run_in(d, &["sql", "--format", "csv", "--limit", "3", sql]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v\n1\n2\n3\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cut at 3 rows"));
+    let out = run_in(d, &["sql", "--format", "csv", "--limit", "4", sql]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v\n1\n2\n3\n4\n");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("cut at"));
+    // The same guards as the server.
+    let deep = format!("SELECT 1{}", "+1".repeat(5000));
+    let err = fails(d, &["sql", &deep]);
+    assert!(err.contains("max_expression_depth"), "{err}");
+    let err = fails(d, &["sql", "SELECT repeat('x', 2147483647)"]);
+    assert!(err.contains("max_value_mb"), "{err}");
+}

@@ -1,0 +1,168 @@
+//! JSON Lines: one object per line, lines split with bounded memory.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::super::IngestError;
+use super::super::split::{Piece, Splitter};
+use super::{Caps, Layout, Raw, SourceReader, fatal, missing_columns, prefix};
+use crate::domain::Reason;
+use crate::schema::TextEncoding;
+
+pub(super) struct JsonlSource {
+    split: Splitter<BufReader<File>>,
+    layout: Arc<Layout>,
+    mandatory: Vec<String>,
+    seen_first: bool,
+    caps: Caps,
+    counter: Arc<AtomicU64>,
+    counted: u64,
+}
+
+impl JsonlSource {
+    pub(super) fn new(
+        path: &Path,
+        file: File,
+        needed: &[String],
+        mandatory: &[String],
+        caps: Caps,
+        counter: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            split: Splitter::lines(BufReader::with_capacity(1 << 20, file), caps.record_bytes),
+            layout: Arc::new(Layout {
+                path: path.to_path_buf(),
+                encoding: TextEncoding::Utf8,
+                header: Vec::new(),
+                index: Vec::new(),
+                needed: needed.to_vec(),
+            }),
+            mandatory: mandatory.to_vec(),
+            seen_first: false,
+            caps,
+            counter,
+            counted: 0,
+        }
+    }
+
+    /// The first record decides whether this is JSON Lines of the right
+    /// entity at all.
+    fn check_first(&self, line: u64, text: &str, last: bool) -> Result<(), IngestError> {
+        let path = &self.layout.path;
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(text).map_err(|e| {
+                let what = if last {
+                    "the file is truncated: the last line is not a complete JSON object"
+                } else {
+                    "not JSON Lines: the first record is not a JSON object"
+                };
+                fatal(
+                    path,
+                    Some(line),
+                    Some(e.column().to_string()),
+                    format!("{what} ({e})"),
+                )
+            })?;
+        let keys: Vec<String> = obj.keys().cloned().collect();
+        missing_columns(path, &keys, &self.mandatory).map_err(|e| match e {
+            IngestError::Unreadable {
+                file,
+                column,
+                message,
+                ..
+            } => IngestError::Unreadable {
+                file,
+                line: Some(line),
+                column,
+                message,
+            },
+            other => other,
+        })
+    }
+}
+
+impl SourceReader for JsonlSource {
+    fn next_raw(&mut self) -> Result<Option<Raw>, IngestError> {
+        loop {
+            let piece = self
+                .split
+                .next()
+                .map_err(|e| IngestError::io(&self.layout.path, e))?;
+            let consumed = self.split.consumed;
+            self.counter
+                .fetch_add(consumed - self.counted, Ordering::Relaxed);
+            self.counted = consumed;
+            let (line, last) = match piece {
+                None => return Ok(None),
+                Some(Piece::Oversized { line, bytes, .. }) => {
+                    if !self.seen_first {
+                        return Err(fatal(
+                            &self.layout.path,
+                            Some(line),
+                            None,
+                            format!(
+                                "not JSON Lines: the first line is longer than {} KiB (ingest.max_record_kb)",
+                                self.caps.record_bytes >> 10
+                            ),
+                        ));
+                    }
+                    return Ok(Some(Raw::Rejected {
+                        line,
+                        reason: Reason::MalformedRow,
+                        detail: format!(
+                            "the line is {bytes} bytes, over {} KiB (ingest.max_record_kb)",
+                            self.caps.record_bytes >> 10
+                        ),
+                        raw: prefix(self.split.record()),
+                    }));
+                }
+                Some(Piece::Record { line, last }) => (line, last),
+            };
+            let bytes = self.split.record();
+            let text = match std::str::from_utf8(bytes) {
+                Ok(t) => t.trim(),
+                Err(e) => {
+                    let col = String::from_utf8_lossy(&bytes[..e.valid_up_to()])
+                        .chars()
+                        .count()
+                        + 1;
+                    if !self.seen_first {
+                        return Err(fatal(
+                            &self.layout.path,
+                            Some(line),
+                            Some(col.to_string()),
+                            "invalid UTF-8 (JSON Lines must be UTF-8)",
+                        ));
+                    }
+                    return Ok(Some(Raw::Rejected {
+                        line,
+                        reason: Reason::BadEncoding,
+                        detail: format!(
+                            "invalid UTF-8 at character {col} (JSON Lines must be UTF-8)"
+                        ),
+                        raw: prefix(bytes),
+                    }));
+                }
+            };
+            if text.is_empty() {
+                continue;
+            }
+            if !self.seen_first {
+                self.check_first(line, text, last)?;
+                self.seen_first = true;
+            }
+            return Ok(Some(Raw::Json {
+                line,
+                text: text.to_string(),
+                last,
+            }));
+        }
+    }
+
+    fn layout(&self) -> Arc<Layout> {
+        self.layout.clone()
+    }
+}

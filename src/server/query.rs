@@ -449,5 +449,52 @@ impl Producer {
                 )),
             }
         })
+        // Fused: the body may be polled again after it ended.
+        .fuse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::record_batch::RecordBatch;
+    use datafusion::physical_plan::memory::MemoryStream;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_finished_body_may_be_polled_again_and_frees_its_slot() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
+        )
+        .unwrap();
+        let stream = MemoryStream::try_new(vec![batch], schema.clone(), None).unwrap();
+        let producer = Producer {
+            stream: Box::pin(stream),
+            encoder: Encoder::new(Format::Json, schema).unwrap(),
+            limit: 2,
+            rows: 0,
+            bytes: 0,
+            truncated: false,
+            ready: Vec::new(),
+        };
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let permit = slots.clone().try_acquire_owned().unwrap();
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        let mut body = Box::pin(producer.spawn(deadline, permit, 10_000));
+        let mut text = Vec::new();
+        while let Some(part) = body.next().await {
+            text.extend_from_slice(&part.unwrap());
+        }
+        // Polled after its end (compression layers do): still the end.
+        assert!(body.next().await.is_none());
+        let json: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(json["row_count"], 2);
+        assert_eq!(json["truncated"], true);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(slots.available_permits(), 1);
     }
 }

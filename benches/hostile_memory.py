@@ -84,13 +84,21 @@ def client(i):
         n += 1
 def sampler():
     while time.time() < stop + 8:
-        try: peak.update(status_mem())
+        try:
+            m = status_mem()
+            peak["VmHWM"] = max(peak.get("VmHWM", 0), m.get("VmHWM", 0))
         except Exception: break
         time.sleep(0.1)
 threads = [threading.Thread(target=client, args=(i,)) for i in range(8)] + [threading.Thread(target=sampler)]
 for t in threads: t.start()
 for t in threads: t.join()
 alive = post("SELECT 1")
+if srv.poll() is not None:
+    tail = srv.stderr.read().decode(errors="replace").strip().splitlines()[-3:]
+    print(json.dumps({"server_exited": srv.returncode, "last_words": tail,
+                      "peak_rss_mb_before_exit": peak.get("VmHWM"),
+                      "answers": {str(k): v for k, v in answers.items()}}, indent=1))
+    sys.exit(1)
 end = status_mem()
 srv.terminate(); srv.wait(timeout=30)
 print(json.dumps({"clients": 8, "seconds": a.seconds, "memory_limit_mb": a.memory_limit_mb,

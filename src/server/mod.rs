@@ -81,6 +81,8 @@ pub struct AppState {
     pub tables: crate::query::TableCache,
     /// The OpenAPI document, rendered once.
     pub openapi: String,
+    /// `GET /v1/tables` facts, kept while a table's version is unchanged.
+    pub(crate) facts: tables::FactsCache,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -136,6 +138,7 @@ pub fn app(warehouse: Warehouse) -> Result<Router, ServerError> {
         runtime: crate::query::runtime(&config)?,
         tables: crate::query::TableCache::default(),
         openapi,
+        facts: tables::FactsCache::default(),
         warehouse,
     });
     Ok(router(state))

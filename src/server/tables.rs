@@ -8,10 +8,14 @@ use super::SharedState;
 use super::docs::ReadProblems;
 use super::error::ApiError;
 use super::extract::PathParams;
+use std::collections::HashMap;
+
+use deltalake::DeltaTable;
+
 use crate::schema::TableDef;
 
 /// A table: its declaration and what the lake holds of it.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct TableFacts {
     name: String,
     description: String,
@@ -37,14 +41,14 @@ pub(crate) struct TableFacts {
 }
 
 /// A tier and the range it holds.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct TierRange {
     tier: String,
     range: String,
 }
 
 /// A field's declaration.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct FieldFacts {
     name: String,
     #[serde(rename = "type")]
@@ -63,14 +67,53 @@ pub(crate) struct Tables {
     tables: Vec<TableFacts>,
 }
 
+/// Each table's facts with the Delta table they were read from: a call
+/// applies the table's newer commits (if any) and reuses the facts while
+/// the version is unchanged, instead of opening every table on every call.
+#[derive(Default)]
+pub(crate) struct FactsCache(tokio::sync::Mutex<HashMap<String, (DeltaTable, TableFacts)>>);
+
 async fn table_facts(state: &SharedState, def: &TableDef) -> Result<TableFacts, ApiError> {
+    let on = |e: deltalake::DeltaTableError| {
+        ApiError::from_error(
+            "reading a table",
+            &crate::lake::LakeError::Delta {
+                table: def.name.clone(),
+                source: Box::new(e),
+            },
+        )
+    };
+    let mut cache = state.facts.0.lock().await;
+    if let Some((table, facts)) = cache.get_mut(&def.name) {
+        let before = table.version();
+        let updated = table.update_incremental(None).await;
+        if let Err(e) = updated {
+            cache.remove(&def.name);
+            return Err(on(e));
+        }
+        if table.version() == before {
+            return Ok(facts.clone());
+        }
+        let fresh = read_facts(def, Some(&*table)).await?;
+        *facts = fresh.clone();
+        return Ok(fresh);
+    }
     let table = state
         .warehouse
         .lake
         .open(def)
         .await
         .map_err(|e| ApiError::from_error("opening a table", &e))?;
-    let (version, rows, files, last_change) = match &table {
+    let facts = read_facts(def, table.as_ref()).await?;
+    if let Some(t) = table {
+        cache.insert(def.name.clone(), (t, facts.clone()));
+    }
+    Ok(facts)
+}
+
+/// A table's facts from its Delta state (`None`: not created yet).
+async fn read_facts(def: &TableDef, table: Option<&DeltaTable>) -> Result<TableFacts, ApiError> {
+    let (version, rows, files, last_change) = match table {
         None => (None, 0, 0, None),
         Some(t) => {
             let on = |e: deltalake::DeltaTableError| {

@@ -52,9 +52,18 @@ fn parse_json_fields(row: &mut serde_json::Map<String, Value>, fields: &[&str]) 
 
 /// Everything known about how customer `id` (active or retired) came to be.
 pub async fn lineage(lake: &Lake, catalog: &Catalog, id: &str) -> Result<Value, IdentityError> {
-    let ctx = crate::lake::session::write_context();
+    lineage_in(&crate::lake::session::write_context(), lake, catalog, id).await
+}
+
+/// [`lineage`], read in `ctx` (the server's: on its shared memory pool).
+pub async fn lineage_in(
+    ctx: &SessionContext,
+    lake: &Lake,
+    catalog: &Catalog,
+    id: &str,
+) -> Result<Value, IdentityError> {
     let have = super::load::register(
-        &ctx,
+        ctx,
         lake,
         catalog,
         &["customer", "customer_xref", "suspect_group", "merge_event"],
@@ -144,31 +153,7 @@ pub async fn lineage(lake: &Lake, catalog: &Catalog, id: &str) -> Result<Value, 
             .filter_map(|v| v.as_str().map(str::to_string)),
     );
     involved.extend(path.iter().cloned());
-    let mut events = Vec::new();
-    if ctx.table_exist("merge_event")? {
-        let all = select(&ctx, "merge_event", lit(true)).await?;
-        for mut e in all {
-            let ids = e
-                .get("customer_ids")
-                .and_then(Value::as_str)
-                .unwrap_or("[]")
-                .to_string();
-            let surviving = e.get("surviving_id").and_then(Value::as_str).unwrap_or("");
-            if involved
-                .iter()
-                .any(|i| ids.contains(&format!("\"{i}\"")) || surviving == i)
-            {
-                parse_json_fields(&mut e, &["customer_ids", "records"]);
-                events.push(Value::Object(e));
-            }
-        }
-    }
-    events.sort_by_key(|e| {
-        e.get("event_id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    });
+    let events = events_of(&ctx, &involved).await?;
     Ok(json!({
         "requested_id": id,
         "customer_id": current,
@@ -179,6 +164,48 @@ pub async fn lineage(lake: &Lake, catalog: &Catalog, id: &str) -> Result<Value, 
         "suspect_groups": suspects,
         "events": events,
     }))
+}
+
+/// The ledger events that name any of `involved`, in order. The filter
+/// runs in the scan (a `LIKE` on the id list), so only matching events are
+/// read into memory, not the whole ledger.
+async fn events_of(ctx: &SessionContext, involved: &[String]) -> Result<Vec<Value>, IdentityError> {
+    if !ctx.table_exist("merge_event")? || involved.is_empty() {
+        return Ok(Vec::new());
+    }
+    let named = involved
+        .iter()
+        .map(|i| {
+            col("customer_ids")
+                .like(lit(format!("%\"{i}\"%")))
+                .or(col("surviving_id").eq(lit(i.clone())))
+        })
+        .reduce(|a, b| a.or(b))
+        .unwrap_or(lit(false));
+    let mut events = Vec::new();
+    for mut e in select(ctx, "merge_event", named).await? {
+        let ids = e
+            .get("customer_ids")
+            .and_then(Value::as_str)
+            .unwrap_or("[]")
+            .to_string();
+        let surviving = e.get("surviving_id").and_then(Value::as_str).unwrap_or("");
+        // Exactly: an id inside the JSON list, or the survivor.
+        if involved
+            .iter()
+            .any(|i| ids.contains(&format!("\"{i}\"")) || surviving == i)
+        {
+            parse_json_fields(&mut e, &["customer_ids", "records"]);
+            events.push(Value::Object(e));
+        }
+    }
+    events.sort_by_key(|e| {
+        e.get("event_id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    });
+    Ok(events)
 }
 
 pub(crate) fn why_rule(rules: &Rules, why: &Why) -> String {

@@ -250,3 +250,26 @@ pub async fn register(
 pub async fn load_public(ctx: &SessionContext, have: bool) -> Result<Vec<Member>, IdentityError> {
     load(ctx, have).await
 }
+
+/// The member rows of the first `limit` groups (by id) with `status`: the
+/// groups are chosen in the scan, so a long list is never read whole.
+pub async fn load_groups(
+    ctx: &SessionContext,
+    have: bool,
+    status: &str,
+    limit: usize,
+) -> Result<Vec<Member>, IdentityError> {
+    if !have {
+        return Ok(Vec::new());
+    }
+    let status = status.replace('\'', "''");
+    let sql = format!(
+        "SELECT * FROM suspect_group WHERE status = '{status}' AND group_id IN \
+         (SELECT DISTINCT group_id FROM suspect_group WHERE status = '{status}' \
+          ORDER BY group_id LIMIT {limit}) ORDER BY group_id, member"
+    );
+    let Some(b) = collect(ctx, &sql).await? else {
+        return Ok(Vec::new());
+    };
+    from_batch(&b)
+}

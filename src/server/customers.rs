@@ -46,7 +46,9 @@ pub(crate) async fn lineage(
     State(state): State<SharedState>,
     PathParams(CustomerId { id }): PathParams<CustomerId>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    crate::identity::explain::lineage(&state.warehouse.lake, &state.warehouse.catalog, &id)
+    // On the shared runtime: its memory pool bounds this read too.
+    let ctx = crate::query::context_on(&state.warehouse.config, state.runtime.clone());
+    crate::identity::explain::lineage_in(&ctx, &state.warehouse.lake, &state.warehouse.catalog, &id)
         .await
         .map(Json)
         .map_err(identity_error)
@@ -339,20 +341,18 @@ pub(crate) async fn suspects(
 ) -> Result<Json<Suspects>, ApiError> {
     let status = q.status.unwrap_or(GroupStatus::Open);
     let limit = q.limit.unwrap_or(50).clamp(1, 1000) as usize;
-    let ctx = crate::lake::session::write_context();
+    // On the shared runtime: its memory pool bounds this read too.
+    let ctx = crate::query::context_on(&state.warehouse.config, state.runtime.clone());
     let have =
         crate::identity::suspects::register(&ctx, &state.warehouse.lake, &state.warehouse.catalog)
             .await
             .map_err(identity_error)?;
-    let rows = crate::identity::suspects::load_public(&ctx, have)
+    let rows = crate::identity::suspects::load_groups(&ctx, have, status.name(), limit)
         .await
         .map_err(identity_error)?;
     let mut groups: Vec<SuspectGroup> = Vec::new();
-    for m in rows.into_iter().filter(|m| m.status == status.name()) {
+    for m in rows {
         if groups.last().is_none_or(|g| g.group_id != m.group_id) {
-            if groups.len() >= limit {
-                break;
-            }
             groups.push(SuspectGroup {
                 group_id: m.group_id.clone(),
                 rule: m.rule.clone(),

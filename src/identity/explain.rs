@@ -77,12 +77,7 @@ pub async fn lineage_in(
     let mut path = vec![id.to_string()];
     let mut current = id.to_string();
     let golden = loop {
-        let found = select(
-            &ctx,
-            "customer",
-            col("customer_id").eq(lit(current.clone())),
-        )
-        .await?;
+        let found = select(ctx, "customer", col("customer_id").eq(lit(current.clone()))).await?;
         let Some(row) = found.into_iter().next() else {
             return Err(IdentityError::NotFound(format!("no customer {current}")));
         };
@@ -99,7 +94,7 @@ pub async fn lineage_in(
     let mut golden = golden;
     parse_json_fields(&mut golden, &["survivorship"]);
     let mut records = select(
-        &ctx,
+        ctx,
         "customer_xref",
         col("customer_id").eq(lit(current.clone())),
     )
@@ -114,18 +109,13 @@ pub async fn lineage_in(
             r.get("source_id").and_then(Value::as_str).unwrap_or("")
         )
     });
-    let retired = select(
-        &ctx,
-        "customer",
-        col("merged_into").eq(lit(current.clone())),
-    )
-    .await?;
+    let retired = select(ctx, "customer", col("merged_into").eq(lit(current.clone()))).await?;
     let retired: Vec<Value> = retired
         .iter()
         .filter_map(|r| r.get("customer_id").cloned())
         .collect();
     let mut suspects = select(
-        &ctx,
+        ctx,
         "suspect_group",
         col("customer_id").eq(lit(current.clone())),
     )
@@ -141,7 +131,7 @@ pub async fn lineage_in(
         .collect();
     if !groups.is_empty() {
         let list = groups.iter().map(|g| lit(g.clone())).collect();
-        suspects = select(&ctx, "suspect_group", col("group_id").in_list(list, false)).await?;
+        suspects = select(ctx, "suspect_group", col("group_id").in_list(list, false)).await?;
     }
     for r in &mut suspects {
         parse_json_fields(r, &["detail"]);
@@ -153,7 +143,7 @@ pub async fn lineage_in(
             .filter_map(|v| v.as_str().map(str::to_string)),
     );
     involved.extend(path.iter().cloned());
-    let events = events_of(&ctx, &involved).await?;
+    let events = events_of(ctx, &involved).await?;
     Ok(json!({
         "requested_id": id,
         "customer_id": current,

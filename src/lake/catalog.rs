@@ -78,18 +78,27 @@ pub async fn read<T: DeserializeOwned + Default + Stamped>(
     at: Option<DateTime<Utc>>,
 ) -> Result<Versioned<T>, LakeError> {
     let (store, dir) = dir(lake, kind);
-    for (version, path) in versions(store.as_ref(), &dir).await? {
-        let bytes = store
-            .get(&path)
-            .await
-            .map_err(store_err(&path))?
-            .bytes()
-            .await
-            .map_err(store_err(&path))?;
-        let value: T = serde_json::from_slice(&bytes).map_err(record_err(&path))?;
-        if at.is_none_or(|t| value.at() <= t) {
-            return Ok(Versioned { version, value });
+    // A record listed may be pruned before it is read (a lease released
+    // meanwhile writes a newer one and removes the old): list again.
+    'listing: for attempt in 0..5 {
+        for (version, path) in versions(store.as_ref(), &dir).await? {
+            let got = match store.get(&path).await {
+                Ok(g) => g.bytes().await,
+                Err(e) => Err(e),
+            };
+            let bytes = match got {
+                Ok(b) => b,
+                Err(datafusion::object_store::Error::NotFound { .. }) if attempt < 4 => {
+                    continue 'listing;
+                }
+                Err(e) => return Err(store_err(&path)(e)),
+            };
+            let value: T = serde_json::from_slice(&bytes).map_err(record_err(&path))?;
+            if at.is_none_or(|t| value.at() <= t) {
+                return Ok(Versioned { version, value });
+            }
         }
+        break;
     }
     Ok(Versioned {
         version: 0,

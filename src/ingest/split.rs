@@ -9,6 +9,8 @@
 //! way. JSON Lines use the same line reader, without quotes.
 
 use std::io::BufRead;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The quoting state of the CSV record being read (as the `csv` crate
 /// parses: a quote opens a quoted field only at the start of a field; a
@@ -50,8 +52,9 @@ pub(crate) struct Splitter<R> {
     record: Vec<u8>,
     /// The line the next record starts on.
     line: u64,
-    /// Bytes taken from `inner`.
+    /// Bytes taken from `inner`, also added to `counter` (a progress bar's).
     pub(crate) consumed: u64,
+    counter: Option<Arc<AtomicU64>>,
 }
 
 impl<R: BufRead> Splitter<R> {
@@ -75,7 +78,14 @@ impl<R: BufRead> Splitter<R> {
             record: Vec::new(),
             line: 1,
             consumed: 0,
+            counter: None,
         }
+    }
+
+    /// Add the bytes read to `counter` as well.
+    pub(crate) fn counting(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.counter = Some(counter);
+        self
     }
 
     /// The bytes of the record [`Splitter::next`] returned last.
@@ -98,6 +108,9 @@ impl<R: BufRead> Splitter<R> {
         } else {
             self.inner.consume(n);
             self.consumed += n as u64;
+            if let Some(c) = &self.counter {
+                c.fetch_add(n as u64, Ordering::Relaxed);
+            }
         }
     }
 

@@ -466,18 +466,12 @@ impl Lake {
     /// provided the table was never created (no `_delta_log`): uncommitted
     /// data files are invisible to readers, but nothing should remain.
     pub async fn remove_uncommitted(&self, def: &TableDef) -> Result<(), LakeError> {
-        use datafusion::object_store::ObjectStoreExt;
-        use futures::TryStreamExt;
         let table = self
             .builder(&def.name, Tier::Hot)?
             .build()
             .map_err(|source| delta_err(&def.name, source))?;
         let store = table.object_store();
-        let files: Vec<deltalake::ObjectMeta> = store
-            .list(None)
-            .try_collect()
-            .await
-            .map_err(|e| delta_err(&def.name, e.into()))?;
+        let files = list_all(store.as_ref(), &def.name).await?;
         if files
             .iter()
             .any(|f| f.location.as_ref().starts_with("_delta_log"))
@@ -485,10 +479,7 @@ impl Lake {
             return Ok(());
         }
         for f in files {
-            store
-                .delete(&f.location)
-                .await
-                .map_err(|e| delta_err(&def.name, e.into()))?;
+            delete(store.as_ref(), &def.name, &f.location).await?;
         }
         Ok(())
     }
@@ -502,8 +493,6 @@ impl Lake {
         def: &TableDef,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<usize, LakeError> {
-        use datafusion::object_store::ObjectStoreExt;
-        use futures::TryStreamExt;
         let Some(table) = self.open(def).await? else {
             return self.remove_uncommitted(def).await.map(|()| 0);
         };
@@ -515,21 +504,14 @@ impl Lake {
             .map(|f| f.path().to_string())
             .collect();
         let store = table.object_store();
-        let files: Vec<deltalake::ObjectMeta> = store
-            .list(None)
-            .try_collect()
-            .await
-            .map_err(|e| delta_err(&def.name, e.into()))?;
+        let files = list_all(store.as_ref(), &def.name).await?;
         let mut removed = 0;
         for f in files {
             let path = f.location.as_ref();
             if path.starts_with("_delta_log") || f.last_modified < since || named.contains(path) {
                 continue;
             }
-            store
-                .delete(&f.location)
-                .await
-                .map_err(|e| delta_err(&def.name, e.into()))?;
+            delete(store.as_ref(), &def.name, &f.location).await?;
             removed += 1;
         }
         Ok(removed)
@@ -715,6 +697,32 @@ fn delta_err(table: &str, source: DeltaTableError) -> LakeError {
 }
 
 /// A path or URL as a directory URL (local paths are made absolute).
+/// Every object under a table's store.
+async fn list_all(
+    store: &dyn ObjectStore,
+    table: &str,
+) -> Result<Vec<deltalake::ObjectMeta>, LakeError> {
+    use futures::TryStreamExt;
+    store
+        .list(None)
+        .try_collect()
+        .await
+        .map_err(|e| delta_err(table, e.into()))
+}
+
+/// Delete one object of a table's store.
+async fn delete(
+    store: &dyn ObjectStore,
+    table: &str,
+    location: &datafusion::object_store::path::Path,
+) -> Result<(), LakeError> {
+    use datafusion::object_store::ObjectStoreExt;
+    store
+        .delete(location)
+        .await
+        .map_err(|e| delta_err(table, e.into()))
+}
+
 pub fn to_url(location: &str, dir: bool) -> Result<Url, LakeError> {
     let bad = |message: String| LakeError::Location {
         location: location.to_string(),

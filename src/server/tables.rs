@@ -67,6 +67,17 @@ pub(crate) struct Tables {
     tables: Vec<TableFacts>,
 }
 
+/// A Delta error reading `def`'s table, for the client.
+fn delta_error(def: &TableDef, e: deltalake::DeltaTableError) -> ApiError {
+    ApiError::from_error(
+        "reading a table",
+        &crate::lake::LakeError::Delta {
+            table: def.name.clone(),
+            source: Box::new(e),
+        },
+    )
+}
+
 /// Each table's facts with the Delta table they were read from: a call
 /// applies the table's newer commits (if any) and reuses the facts while
 /// the version is unchanged, instead of opening every table on every call.
@@ -74,15 +85,7 @@ pub(crate) struct Tables {
 pub(crate) struct FactsCache(tokio::sync::Mutex<HashMap<String, (DeltaTable, TableFacts)>>);
 
 async fn table_facts(state: &SharedState, def: &TableDef) -> Result<TableFacts, ApiError> {
-    let on = |e: deltalake::DeltaTableError| {
-        ApiError::from_error(
-            "reading a table",
-            &crate::lake::LakeError::Delta {
-                table: def.name.clone(),
-                source: Box::new(e),
-            },
-        )
-    };
+    let on = |e| delta_error(def, e);
     let mut cache = state.facts.0.lock().await;
     if let Some((table, facts)) = cache.get_mut(&def.name) {
         let before = table.version();
@@ -116,15 +119,7 @@ async fn read_facts(def: &TableDef, table: Option<&DeltaTable>) -> Result<TableF
     let (version, rows, files, last_change) = match table {
         None => (None, 0, 0, None),
         Some(t) => {
-            let on = |e: deltalake::DeltaTableError| {
-                ApiError::from_error(
-                    "reading a table",
-                    &crate::lake::LakeError::Delta {
-                        table: def.name.clone(),
-                        source: Box::new(e),
-                    },
-                )
-            };
+            let on = |e| delta_error(def, e);
             let snapshot = t.snapshot().map_err(on)?;
             let log = snapshot.snapshot().try_log_data().map_err(on)?;
             let files = log.num_files() as u64;

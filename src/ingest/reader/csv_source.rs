@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use super::super::IngestError;
 use super::super::split::{Piece, Splitter};
@@ -20,8 +20,6 @@ pub(super) struct CsvSource {
     ends_buf: Vec<usize>,
     layout: Arc<Layout>,
     caps: Caps,
-    counter: Arc<AtomicU64>,
-    counted: u64,
 }
 
 impl CsvSource {
@@ -40,7 +38,8 @@ impl CsvSource {
                 BufReader::with_capacity(1 << 20, file),
                 delimiter,
                 caps.record_bytes,
-            ),
+            )
+            .counting(counter),
             fields: csv_core::ReaderBuilder::new()
                 .delimiter(delimiter)
                 .terminator(csv_core::Terminator::Any(b'\n'))
@@ -55,8 +54,6 @@ impl CsvSource {
                 needed: needed.to_vec(),
             }),
             caps,
-            counter,
-            counted: 0,
         };
         let read_err = |e: std::io::Error| IngestError::io(path, e);
         let mut record = csv::ByteRecord::new();
@@ -179,10 +176,6 @@ impl SourceReader for CsvSource {
                 .split
                 .next()
                 .map_err(|e| IngestError::io(&self.layout.path, e))?;
-            let consumed = self.split.consumed;
-            self.counter
-                .fetch_add(consumed - self.counted, Ordering::Relaxed);
-            self.counted = consumed;
             let (line, last) = match piece {
                 None => return Ok(None),
                 Some(Piece::Oversized {

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use super::super::IngestError;
 use super::super::split::{Piece, Splitter};
@@ -18,8 +18,6 @@ pub(super) struct JsonlSource {
     mandatory: Vec<String>,
     seen_first: bool,
     caps: Caps,
-    counter: Arc<AtomicU64>,
-    counted: u64,
 }
 
 impl JsonlSource {
@@ -32,7 +30,8 @@ impl JsonlSource {
         counter: Arc<AtomicU64>,
     ) -> Self {
         Self {
-            split: Splitter::lines(BufReader::with_capacity(1 << 20, file), caps.record_bytes),
+            split: Splitter::lines(BufReader::with_capacity(1 << 20, file), caps.record_bytes)
+                .counting(counter),
             layout: Arc::new(Layout {
                 path: path.to_path_buf(),
                 encoding: TextEncoding::Utf8,
@@ -43,8 +42,6 @@ impl JsonlSource {
             mandatory: mandatory.to_vec(),
             seen_first: false,
             caps,
-            counter,
-            counted: 0,
         }
     }
 
@@ -91,10 +88,6 @@ impl SourceReader for JsonlSource {
                 .split
                 .next()
                 .map_err(|e| IngestError::io(&self.layout.path, e))?;
-            let consumed = self.split.consumed;
-            self.counter
-                .fetch_add(consumed - self.counted, Ordering::Relaxed);
-            self.counted = consumed;
             let (line, last) = match piece {
                 None => return Ok(None),
                 Some(Piece::Oversized { line, bytes, .. }) => {

@@ -82,8 +82,14 @@ impl ApiError {
     /// Any module's error: its kind decides the status; a request's own
     /// problem is described to the client, anything else is logged in full
     /// and described by what was being done.
-    pub fn from_error<E: Classify + std::fmt::Display + ?Sized>(what: &str, e: &E) -> Self {
+    pub fn from_error<E: Classify + std::error::Error + ?Sized>(what: &str, e: &E) -> Self {
         let kind = e.kind();
+        if kind.client_facing() && from_delta(e) {
+            // Delta Lake's own words name its internals (transactions,
+            // protocol, log versions): the client gets what it means.
+            tracing::info!(error = %e, "{what}");
+            return Self::new(kind, delta_detail(kind, what));
+        }
         if kind == ErrorKind::ResourcesExhausted {
             // The engine's own words name operators and byte counts.
             tracing::warn!(error = %e, "{what}");
@@ -124,6 +130,32 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         status_of(self.kind)
+    }
+}
+
+/// Whether Delta Lake raised `e` (anywhere in its chain of sources).
+fn from_delta<E: std::error::Error + ?Sized>(e: &E) -> bool {
+    let mut next = e.source();
+    while let Some(s) = next {
+        if s.downcast_ref::<deltalake::DeltaTableError>().is_some()
+            || s.downcast_ref::<Box<deltalake::DeltaTableError>>()
+                .is_some()
+        {
+            return true;
+        }
+        next = s.source();
+    }
+    false
+}
+
+/// What a Delta Lake failure of `kind` means to a client.
+fn delta_detail(kind: ErrorKind, what: &str) -> String {
+    match kind {
+        ErrorKind::Conflict => format!(
+            "{what}: another writer changed the same table at the same time; look again, or run it again"
+        ),
+        ErrorKind::NotFound => format!("{what}: the table has no such version"),
+        k => format!("{what} failed: {}", k.title().to_lowercase()),
     }
 }
 
@@ -258,6 +290,18 @@ mod tests {
         );
         // Division and dates are not paths.
         assert_eq!(redact("a / b by 2"), "a / b by 2");
+    }
+
+    #[test]
+    fn delta_lake_internals_are_not_shown() {
+        let e = crate::lake::LakeError::Delta {
+            table: "merge_event".into(),
+            source: Box::new(deltalake::DeltaTableError::VersionAlreadyExists(7)),
+        };
+        let a = ApiError::from_error("the merge", &e);
+        assert_eq!(a.kind, ErrorKind::Conflict);
+        assert!(a.detail.contains("another writer"), "{}", a.detail);
+        assert!(!a.detail.contains('7') && !a.detail.to_lowercase().contains("delta"));
     }
 
     #[test]

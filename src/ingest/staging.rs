@@ -140,6 +140,8 @@ struct Stager {
     /// Text bytes in the batch being built: a batch is flushed before its
     /// text could pass Arrow's 32-bit offsets (2 GiB in one column).
     text_bytes: usize,
+    /// Text bytes that close a batch ([`BATCH_TEXT_BYTES`]).
+    max_text: usize,
 }
 
 /// Text bytes a batch may hold before it is flushed, whatever its rows.
@@ -163,6 +165,7 @@ impl Stager {
             sink: Sink::File(Box::new(writer)),
             batch_rows,
             text_bytes: 0,
+            max_text: BATCH_TEXT_BYTES,
         })
     }
 
@@ -172,6 +175,7 @@ impl Stager {
             sink: Sink::Channel(tx),
             batch_rows,
             text_bytes: 0,
+            max_text: BATCH_TEXT_BYTES,
         }
     }
 
@@ -189,7 +193,7 @@ impl Stager {
                 _ => 0,
             })
             .sum::<usize>();
-        if self.builder.len() >= self.batch_rows || self.text_bytes >= BATCH_TEXT_BYTES {
+        if self.builder.len() >= self.batch_rows || self.text_bytes >= self.max_text {
             self.flush()?;
         }
         Ok(())
@@ -538,4 +542,58 @@ struct Stamp {
     file: String,
     now: i64,
     month: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A quarantine row whose raw text is `raw`.
+    fn rejected(line: i64, raw: String) -> Vec<Cell> {
+        let s = |v: &str| Cell::Str(v.to_string());
+        vec![
+            s("b1"),
+            Cell::I64(line),
+            s("telesales"),
+            s("customer"),
+            s("source_customer"),
+            s("leads.csv"),
+            s("MALFORMED_ROW"),
+            Cell::Null,
+            Cell::Null,
+            s("MALFORMED_ROW:"),
+            s("test"),
+            Cell::Str(raw),
+            Cell::Ts(0),
+            s("2026-12"),
+        ]
+    }
+
+    #[test]
+    fn batches_close_by_text_bytes_before_a_column_outgrows_its_offsets() {
+        let catalog = Catalog::embedded().unwrap();
+        let def = catalog.table("quarantine").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.arrow");
+        let mut stager = Stager::new(&path, def, false, 65_536).unwrap();
+        // Scaled down: a 1 MiB limit stands for 256 MiB, as 40 KB rows
+        // would pass 2 GiB within one 65,536-row batch.
+        stager.max_text = 1 << 20;
+        for line in 0..100 {
+            stager
+                .push(&rejected(line, "x".repeat(40_000)), None)
+                .unwrap();
+        }
+        stager.finish().unwrap();
+        let reader =
+            datafusion::arrow::ipc::reader::FileReader::try_new(File::open(&path).unwrap(), None)
+                .unwrap();
+        let sizes: Vec<usize> = reader.map(|b| b.unwrap().num_rows()).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 100);
+        // 40 KB rows, 1 MiB a batch: 27 rows fill one (26 stay under).
+        assert!(
+            sizes.len() >= 4 && sizes.iter().all(|n| *n <= 27),
+            "{sizes:?}"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 
 use super::super::IngestError;
 use super::super::split::{Piece, Splitter};
-use super::{Caps, Layout, Raw, SourceReader, decode, fatal, missing_columns, prefix};
+use super::{Caps, Layout, Raw, SourceReader, decode, fatal, missing_columns, oversized, prefix};
 use crate::domain::Reason;
 use crate::schema::EntityMapping;
 
@@ -183,23 +183,8 @@ impl SourceReader for CsvSource {
                     bytes,
                     open_quote,
                 }) => {
-                    let detail = if open_quote {
-                        format!(
-                            "a quote opened on this line is not closed within {} KiB (ingest.max_record_kb): the line is set aside and reading resumes at the next one",
-                            self.caps.record_bytes >> 10
-                        )
-                    } else {
-                        format!(
-                            "the line is {bytes} bytes, over {} KiB (ingest.max_record_kb)",
-                            self.caps.record_bytes >> 10
-                        )
-                    };
-                    return Ok(Some(Raw::Rejected {
-                        line,
-                        reason: Reason::MalformedRow,
-                        detail,
-                        raw: prefix(self.split.record()),
-                    }));
+                    let raw = self.split.record();
+                    return Ok(Some(oversized(line, bytes, open_quote, self.caps, raw)));
                 }
                 Some(Piece::Record { line, last }) => (line, last),
             };

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicU64;
 
 use super::super::IngestError;
 use super::super::split::{Piece, Splitter};
-use super::{Caps, Layout, Raw, SourceReader, fatal, missing_columns, prefix};
+use super::{Caps, Layout, Raw, SourceReader, fatal, missing_columns, oversized, prefix};
 use crate::domain::Reason;
 use crate::schema::TextEncoding;
 
@@ -102,15 +102,8 @@ impl SourceReader for JsonlSource {
                             ),
                         ));
                     }
-                    return Ok(Some(Raw::Rejected {
-                        line,
-                        reason: Reason::MalformedRow,
-                        detail: format!(
-                            "the line is {bytes} bytes, over {} KiB (ingest.max_record_kb)",
-                            self.caps.record_bytes >> 10
-                        ),
-                        raw: prefix(self.split.record()),
-                    }));
+                    let raw = self.split.record();
+                    return Ok(Some(oversized(line, bytes, false, self.caps, raw)));
                 }
                 Some(Piece::Record { line, last }) => (line, last),
             };

@@ -43,6 +43,25 @@ pub(crate) struct Caps {
     pub(crate) field_bytes: usize,
 }
 
+/// The record for a piece the splitter cut at the record cap: its first
+/// line (a prefix of it) set aside as malformed.
+fn oversized(piece_line: u64, bytes: u64, open_quote: bool, caps: Caps, raw: &[u8]) -> Raw {
+    let cap = caps.record_bytes >> 10;
+    let detail = if open_quote {
+        format!(
+            "a quote opened on this line is not closed within {cap} KiB (ingest.max_record_kb): the line is set aside and reading resumes at the next one"
+        )
+    } else {
+        format!("the line is {bytes} bytes, over {cap} KiB (ingest.max_record_kb)")
+    };
+    Raw::Rejected {
+        line: piece_line,
+        reason: Reason::MalformedRow,
+        detail,
+        raw: prefix(raw),
+    }
+}
+
 /// A printable prefix of raw bytes.
 fn prefix(bytes: &[u8]) -> String {
     let cut = &bytes[..bytes.len().min(RAW_PREFIX)];

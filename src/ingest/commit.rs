@@ -77,15 +77,16 @@ impl Load<'_> {
     pub(super) async fn run(&self) -> Result<Staged, IngestError> {
         let config = &self.ingestor.warehouse.config;
         let staging_root = staging_root(&config.lake, &config.ingest.staging_dir);
+        let own_root = config.ingest.staging_dir.trim().is_empty();
         let staging_err = |source| IngestError::Staging {
             dir: Box::new(staging_root.clone()),
             source,
         };
-        prepare_staging(&staging_root).map_err(staging_err)?;
+        prepare_staging(&staging_root, own_root).map_err(staging_err)?;
         // Owner-only (0700), named by this process, removed when done; one
         // left by a process that died is removed by the next load.
         let staging = tempfile::Builder::new()
-            .prefix(&format!("{STAGE_PREFIX}{}-", std::process::id()))
+            .prefix(&format!("{STAGE_PREFIX}{}@{}-", std::process::id(), host()))
             .tempdir_in(&staging_root)
             .map_err(staging_err)?;
         let counters = Counters::default();
@@ -284,27 +285,46 @@ pub(crate) fn staging_root(lake: &str, configured: &str) -> PathBuf {
     }
 }
 
-/// Create the staging root owner-only and remove what loads that died
-/// left there (a directory named by a process that no longer runs).
-fn prepare_staging(root: &std::path::Path) -> std::io::Result<()> {
+/// This machine's name (staging directories are named by host and
+/// process, so that loads on other hosts sharing the lake are left alone).
+fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+        .replace(['/', '@'], "_")
+}
+
+/// Create the staging root, owner-only when it is custlake's own (a
+/// configured directory keeps its mode: each load's directory is 0700
+/// anyway), and remove what loads that died on this host left there.
+fn prepare_staging(root: &std::path::Path, own: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(root)?;
     #[cfg(unix)]
-    {
+    if own {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
     }
+    let here = host();
     for entry in std::fs::read_dir(root)?.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name
+        // custlake-stage-<pid>@<host>-<random>
+        let Some((pid, rest)) = name
             .strip_prefix(STAGE_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
+            .and_then(|rest| rest.split_once('@'))
         else {
             continue;
         };
-        let alive = pid == std::process::id()
-            || std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || !std::path::Path::new("/proc/self").exists();
+        let (Ok(pid), Some((their_host, _))) = (pid.parse::<u32>(), rest.rsplit_once('-')) else {
+            continue;
+        };
+        if their_host != here || !std::path::Path::new("/proc/self").exists() {
+            continue;
+        }
+        let alive =
+            pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists();
         if !alive {
             match std::fs::remove_dir_all(entry.path()) {
                 Ok(()) => {
@@ -337,13 +357,29 @@ mod tests {
             staging_root("s3://b/l", "/var/stage"),
             PathBuf::from("/var/stage")
         );
-        std::fs::create_dir_all(root.join("custlake-stage-4000000000-abc")).unwrap();
-        let mine = root.join(format!("custlake-stage-{}-x", std::process::id()));
+        let here = host();
+        let dead = root.join(format!("custlake-stage-4000000000@{here}-abc"));
+        std::fs::create_dir_all(&dead).unwrap();
+        let mine = root.join(format!("custlake-stage-{}@{here}-x", std::process::id()));
         std::fs::create_dir_all(&mine).unwrap();
+        // Another host's load sharing the lake: not ours to judge.
+        let elsewhere = root.join("custlake-stage-4000000000@other-host-abc");
+        std::fs::create_dir_all(&elsewhere).unwrap();
         std::fs::create_dir_all(root.join("unrelated")).unwrap();
-        prepare_staging(&root).unwrap();
-        assert!(!root.join("custlake-stage-4000000000-abc").exists());
-        assert!(mine.exists() && root.join("unrelated").exists());
+        prepare_staging(&root, true).unwrap();
+        assert!(!dead.exists());
+        assert!(mine.exists() && elsewhere.exists() && root.join("unrelated").exists());
+        // A configured directory keeps its mode.
+        let shared = t.path().join("shared");
+        std::fs::create_dir_all(&shared).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+            prepare_staging(&shared, false).unwrap();
+            let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o755);
+        }
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

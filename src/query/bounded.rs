@@ -56,8 +56,11 @@ enum Growth {
     /// `regexp_replace(text, pattern, replacement [, flags])`: at most one
     /// replacement per position.
     RegexpReplace,
-    /// `concat`, `concat_ws`: the sum of the arguments.
+    /// `concat`: the sum of the arguments.
     Concat,
+    /// `concat_ws(separator, ...)`: the arguments, and a separator between
+    /// each two.
+    ConcatWs,
     /// `array_to_string(list, delimiter [, null])`: a delimiter per element.
     ArrayToString,
 }
@@ -77,7 +80,7 @@ fn wrapped() -> Vec<(Arc<ScalarUDF>, Growth)> {
         (string::replace(), Growth::Replace),
         (regex::regexp_replace(), Growth::RegexpReplace),
         (string::concat(), Growth::Concat),
-        (string::concat_ws(), Growth::Concat),
+        (string::concat_ws(), Growth::ConcatWs),
         (nested_string::array_to_string_udf(), Growth::ArrayToString),
     ]
 }
@@ -227,15 +230,30 @@ fn as_int_source(a: &ArrayRef) -> Result<ArrayRef> {
 fn scalar_int(s: &ScalarValue) -> Result<Option<i64>> {
     const DAY: i64 = 86_400_000_000_000;
     Ok(match s {
+        // A step whose parts have different signs can go back and forth
+        // (-1 month +31 days): it has no measure, and is refused.
+        ScalarValue::IntervalMonthDayNano(Some(v))
+            if mixed(&[i64::from(v.months), i64::from(v.days), v.nanoseconds]) =>
+        {
+            None
+        }
+        ScalarValue::IntervalDayTime(Some(v))
+            if mixed(&[i64::from(v.days), i64::from(v.milliseconds)]) =>
+        {
+            None
+        }
         ScalarValue::IntervalMonthDayNano(v) => v.map(|v| {
-            (v.months as i64 * 28 * DAY)
-                .saturating_add(v.days as i64 * DAY)
+            i64::from(v.months)
+                .saturating_mul(28 * DAY)
+                .saturating_add(i64::from(v.days).saturating_mul(DAY))
                 .saturating_add(v.nanoseconds)
         }),
-        ScalarValue::IntervalDayTime(v) => {
-            v.map(|v| (v.days as i64 * DAY).saturating_add(v.milliseconds as i64 * 1_000_000))
-        }
-        ScalarValue::IntervalYearMonth(v) => v.map(|m| m as i64 * 28 * DAY),
+        ScalarValue::IntervalDayTime(v) => v.map(|v| {
+            i64::from(v.days)
+                .saturating_mul(DAY)
+                .saturating_add(i64::from(v.milliseconds).saturating_mul(1_000_000))
+        }),
+        ScalarValue::IntervalYearMonth(v) => v.map(|m| i64::from(m).saturating_mul(28 * DAY)),
         s if s.is_null() => None,
         s => {
             let a = s.to_array()?;
@@ -245,6 +263,19 @@ fn scalar_int(s: &ScalarValue) -> Result<Option<i64>> {
             }
         }
     })
+}
+
+/// Whether an argument is null in row `i`.
+fn is_null_at(arg: &ColumnarValue, i: usize) -> bool {
+    match arg {
+        ColumnarValue::Scalar(s) => s.is_null(),
+        ColumnarValue::Array(a) => i >= a.len() || a.is_null(i),
+    }
+}
+
+/// Whether some parts are positive and others negative.
+fn mixed(parts: &[i64]) -> bool {
+    parts.iter().any(|p| *p > 0) && parts.iter().any(|p| *p < 0)
 }
 
 /// Byte lengths of a text argument, row by row.
@@ -279,29 +310,56 @@ fn value_bytes(arg: &ColumnarValue, rows: usize) -> u64 {
     .max(8)
 }
 
-/// Elements of each row of a list argument.
+/// Leaf values of a list row (a nested list counts every value inside).
+fn leaves(a: &ArrayRef) -> i64 {
+    match a.data_type() {
+        DataType::List(_) => {
+            let l = a.as_list::<i32>();
+            (0..l.len()).map(|i| leaves(&l.value(i))).sum()
+        }
+        DataType::LargeList(_) => {
+            let l = a.as_list::<i64>();
+            (0..l.len()).map(|i| leaves(&l.value(i))).sum()
+        }
+        DataType::FixedSizeList(..) => {
+            let l = a.as_fixed_size_list();
+            (0..l.len()).map(|i| leaves(&l.value(i))).sum()
+        }
+        _ => a.len() as i64,
+    }
+}
+
+/// Leaf values of each row of a list argument (1 for a value that is not
+/// a list).
 fn elements(arg: &ColumnarValue) -> Result<Ints> {
     let a = match arg {
         ColumnarValue::Scalar(s) => s.to_array()?,
         ColumnarValue::Array(a) => a.clone(),
     };
-    let counts: Vec<Option<i64>> = match a.data_type() {
-        DataType::List(_) => {
-            let l = a.as_list::<i32>();
-            (0..l.len())
-                .map(|i| Some(l.value_length(i) as i64))
-                .collect()
-        }
-        DataType::LargeList(_) => {
-            let l = a.as_list::<i64>();
-            (0..l.len()).map(|i| Some(l.value_length(i))).collect()
-        }
-        DataType::FixedSizeList(_, n) => vec![Some(*n as i64); a.len()],
-        _ => vec![Some(1); a.len()],
-    };
+    let counts: Vec<Option<i64>> = (0..a.len()).map(|i| Some(leaves(&a.slice(i, 1)))).collect();
     Ok(match arg {
         ColumnarValue::Scalar(_) => Ints::One(counts.first().copied().flatten()),
         ColumnarValue::Array(_) => Ints::Many(Int64Array::from(counts)),
+    })
+}
+
+/// Bytes of each row of an argument: text by its length, a list by its
+/// leaf values (8 bytes each), anything else 8.
+fn row_bytes(arg: &ColumnarValue) -> Result<Ints> {
+    Ok(match arg {
+        ColumnarValue::Scalar(s) => Ints::One(Some(s.size().max(8) as i64)),
+        ColumnarValue::Array(a) => match a.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => lengths(arg)?,
+            DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(..) => {
+                match elements(arg)? {
+                    Ints::Many(n) => {
+                        Ints::Many(n.iter().map(|v| v.map(|v| v.saturating_mul(8))).collect())
+                    }
+                    one => one,
+                }
+            }
+            _ => Ints::One(Some(8)),
+        },
     })
 }
 
@@ -320,15 +378,15 @@ fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> Result<u64> 
                 return Ok(0);
             };
             let n = Ints::of(n)?;
-            let each = match growth {
-                Growth::Repeat => lengths(first)?,
-                // Up to four bytes a character.
-                Growth::Pad => Ints::One(Some(4)),
-                _ => Ints::One(Some(value_bytes(first, rows) as i64)),
-            };
             let each = match (growth, arg(args, 2)) {
-                (Growth::Resize, Some(v)) => Ints::One(Some(value_bytes(v, rows) as i64)),
-                _ => each,
+                (Growth::Repeat, _) => lengths(first)?,
+                // Up to four bytes a character.
+                (Growth::Pad, _) => Ints::One(Some(4)),
+                // n elements of the fill value, or of 8 bytes.
+                (Growth::Resize, Some(fill)) => row_bytes(fill)?,
+                (Growth::Resize, None) => Ints::One(Some(8)),
+                // n copies of each row's value.
+                _ => row_bytes(first)?,
             };
             for i in 0..rows {
                 add(pos(each.at(i)).saturating_mul(pos(n.at(i))));
@@ -343,11 +401,20 @@ fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> Result<u64> 
                     [start, stop, step, ..] => (start.at(i), stop.at(i), step.at(i)),
                     [] => (None, None, None),
                 };
+                // A bound that is there but cannot be measured (a date
+                // past 2262 in nanoseconds): no estimate, refused.
+                let given = |k: usize| args.get(k).is_some_and(|a| !is_null_at(a, i));
                 let (Some(start), Some(stop), Some(step)) = (start, stop, step) else {
+                    if (0..args.len()).all(given) {
+                        return Ok(u64::MAX);
+                    }
                     continue;
                 };
+                if step == 0 {
+                    continue; // DataFusion refuses a zero step itself
+                }
                 let span = (stop as i128 - start as i128).unsigned_abs();
-                let step = (step as i128).unsigned_abs().max(1);
+                let step = (step as i128).unsigned_abs();
                 let count = u64::try_from(span / step + 1).unwrap_or(u64::MAX);
                 add(count.saturating_mul(8));
             }
@@ -369,6 +436,22 @@ fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> Result<u64> 
         }
         Growth::Concat => {
             for a in args {
+                let l = lengths(a)?;
+                for i in 0..rows {
+                    add(pos(l.at(i)));
+                }
+            }
+        }
+        Growth::ConcatWs => {
+            let Some((sep, rest)) = args.split_first() else {
+                return Ok(0);
+            };
+            let sep = lengths(sep)?;
+            let joins = rest.len().saturating_sub(1) as u64;
+            for i in 0..rows {
+                add(pos(sep.at(i)).saturating_mul(joins));
+            }
+            for a in rest {
                 let l = lengths(a)?;
                 for i in 0..rows {
                     add(pos(l.at(i)));
@@ -449,7 +532,7 @@ impl ScalarUDFImpl for Bounded {
             // `concat` joins literal arguments while simplifying, which
             // would build the value without the check: it is built by
             // `invoke_with_args` instead.
-            Growth::Concat => Ok(ExprSimplifyResult::Original(args)),
+            Growth::Concat | Growth::ConcatWs => Ok(ExprSimplifyResult::Original(args)),
             _ => self.imp().simplify(args, info),
         }
     }
@@ -551,6 +634,14 @@ mod tests {
             "SELECT length(replace(repeat('x', 100000), '', repeat('y', 100)))",
             "SELECT cardinality(range(TIMESTAMP '1970-01-01', TIMESTAMP '2100-01-01', INTERVAL '1 second'))",
             "SELECT length(array_to_string(range(0, 100000), repeat('-', 100)))",
+            // Separators count (three of 500 KB).
+            "SELECT length(concat_ws(repeat('x', 500000), 'a', 'a', 'a', 'a'))",
+            // A step that goes back and forth has no bound; a bound past
+            // what nanoseconds hold cannot be measured.
+            "SELECT cardinality(generate_series(DATE '2023-03-31', DATE '2023-03-31', INTERVAL '-1 month 31 days'))",
+            "SELECT cardinality(range(DATE '1970-01-01', DATE '9999-12-31', INTERVAL '1 day'))",
+            // Nested lists: a delimiter before every leaf value.
+            "SELECT length(array_to_string(array_repeat(range(0, 1000), 10), repeat('-', 200)))",
             // Each call fits; together the constants do not.
             "SELECT length(concat(repeat('x', 900000), repeat('x', 900000), repeat('x', 900000), repeat('x', 900000), repeat('x', 900000)))",
         ] {

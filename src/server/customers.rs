@@ -150,17 +150,26 @@ async fn decide(
     action: Action,
     reason: &str,
 ) -> Result<Json<Decision>, ApiError> {
-    let _one_at_a_time = state.decisions.lock().await;
-    let s = Steward {
-        warehouse: &state.warehouse,
-        actor: DEV_PRINCIPAL.to_string(),
-    };
-    let result = match &action {
-        Action::Merge(ids) => s.merge(ids, reason).await,
-        Action::Split(id, records) => s.split(id, records, reason).await,
-        Action::Undo(event) => s.undo(event, reason).await,
-        Action::Group(group, confirm) => s.decide_group(group, *confirm, reason).await,
-    };
+    // A decision runs to its end on a task of its own: a client that hangs
+    // up, or a request dropped at shutdown, must not leave a ledger event
+    // without its resolution.
+    let (state, reason) = (state.clone(), reason.to_string());
+    let task = tokio::spawn(async move {
+        let _one_at_a_time = state.decisions.lock().await;
+        let s = Steward {
+            warehouse: &state.warehouse,
+            actor: DEV_PRINCIPAL.to_string(),
+        };
+        match &action {
+            Action::Merge(ids) => s.merge(ids, &reason).await,
+            Action::Split(id, records) => s.split(id, records, &reason).await,
+            Action::Undo(event) => s.undo(event, &reason).await,
+            Action::Group(group, confirm) => s.decide_group(group, *confirm, &reason).await,
+        }
+    });
+    let result = task
+        .await
+        .map_err(|e| ApiError::internal("a steward decision", e))?;
     result.map(|r| Json(r.into())).map_err(identity_error)
 }
 

@@ -167,7 +167,7 @@ pub(crate) async fn run_sql(
     timeout_ms: u64,
 ) -> Result<Response, ApiError> {
     let cfg = &state.warehouse.config.server;
-    check_read_only(sql, &state.warehouse.config.query).map_err(query_error)?;
+    // The slot first: parsing a large statement is work too.
     let permit = state.queries.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
             ErrorKind::TooManyRequests,
@@ -177,6 +177,12 @@ pub(crate) async fn run_sql(
             ),
         )
     })?;
+    // Off the async workers: a 256 KiB statement takes milliseconds.
+    let (text, limits) = (sql.to_string(), state.warehouse.config.query.clone());
+    tokio::task::spawn_blocking(move || check_read_only(&text, &limits))
+        .await
+        .map_err(|e| ApiError::internal("checking the statement", e))?
+        .map_err(query_error)?;
     let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
     let timed_out = || {
         ApiError::new(

@@ -99,7 +99,8 @@ impl ApiError {
             );
         }
         if kind.client_facing() {
-            Self::new(kind, e.to_string())
+            // DataFusion prefixes what a function raised with its own words.
+            Self::new(kind, e.to_string().replace("External error: ", ""))
         } else {
             tracing::error!(error = %e, kind = ?kind, "{what}");
             Self::new(

@@ -88,7 +88,7 @@ pub(super) async fn run(wh: &Warehouse, args: &SqlArgs) -> Result<(), CliError> 
         eprintln!("{}", serde_json::json!({ "open_ms": ms }));
     }
     if args.runs > 1 || args.timing {
-        return run_timed(&ctx, args).await;
+        return run_timed(&ctx, &wh.config, args).await;
     }
     let df = plan_read_only(&ctx, &args.sql).await?;
     let schema = df.schema().inner().clone();
@@ -140,9 +140,14 @@ fn at_most(
 
 /// Run the statement `--runs` times, each collected in memory and timed,
 /// then write the last result.
-async fn run_timed(ctx: &SessionContext, args: &SqlArgs) -> Result<(), CliError> {
+async fn run_timed(
+    ctx: &SessionContext,
+    config: &crate::config::Config,
+    args: &SqlArgs,
+) -> Result<(), CliError> {
     let mut last = None;
     for run in 1..=args.runs {
+        crate::query::fresh_budget(ctx, config);
         let started = Instant::now();
         let df = plan_read_only(ctx, &args.sql).await?;
         let schema = df.schema().inner().clone();

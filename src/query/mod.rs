@@ -90,6 +90,13 @@ pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
     ctx
 }
 
+/// Give `ctx` a fresh planning budget for the size-making functions (a
+/// context that plans several statements in turn, as `custlake sql --runs`
+/// does, starts each one with the whole budget).
+pub fn fresh_budget(ctx: &SessionContext, config: &Config) {
+    bounded::register_bounded(ctx, config.query.max_value_mb);
+}
+
 /// Register every table that exists in the lake under its name, as it
 /// is now or (`as_of`) as it was then (Delta time travel; tiered tables
 /// also take their watermarks as of that time; tables that did not exist

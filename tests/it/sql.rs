@@ -118,4 +118,11 @@ fn a_limited_result_says_when_it_was_cut() {
     assert!(err.contains("max_expression_depth"), "{err}");
     let err = fails(d, &["sql", "SELECT repeat('x', 2147483647)"]);
     assert!(err.contains("max_value_mb"), "{err}");
+    // Each of several runs gets the whole planning budget: a run folds
+    // two 20 MB repeats and their 40 MB concat (planning may evaluate them
+    // more than once), under the 256 MiB a statement may; three runs on one
+    // budget would not be.
+    let big = "SELECT length(concat(repeat('x', 20000000), repeat('y', 20000000))) AS n";
+    let out = ok(d, &["sql", "--format", "csv", "--runs", "3", big]);
+    assert_eq!(out, "n\n40000000\n");
 }

@@ -259,23 +259,24 @@ fn a_first_load_with_a_repeated_key_keeps_the_last_row() {
     );
 }
 
+/// `custlake ingest --source S --entity E FILE`.
+fn ingest_args<'a>(source: &'a str, entity: &'a str, file: &'a Path) -> [&'a str; 6] {
+    [
+        "ingest",
+        "--source",
+        source,
+        "--entity",
+        entity,
+        file.to_str().unwrap(),
+    ]
+}
+
 #[test]
 fn unreadable_files_fail_with_file_line_and_column_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ingest = |source: &str, entity: &str, file: &Path| {
-        fails(
-            d,
-            &[
-                "ingest",
-                "--source",
-                source,
-                "--entity",
-                entity,
-                file.to_str().unwrap(),
-            ],
-        )
-    };
+    let ingest =
+        |source: &str, entity: &str, file: &Path| fails(d, &ingest_args(source, entity, file));
 
     // GBK bytes in a file declared UTF-8.
     let leads = d.join("leads.csv");
@@ -347,19 +348,8 @@ fn unreadable_files_fail_with_file_line_and_column_and_write_nothing() {
 fn a_last_line_cut_short_is_quarantined_and_the_rest_loads() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ingest = |source: &str, entity: &str, file: &Path| {
-        ok(
-            d,
-            &[
-                "ingest",
-                "--source",
-                source,
-                "--entity",
-                entity,
-                file.to_str().unwrap(),
-            ],
-        )
-    };
+    let ingest =
+        |source: &str, entity: &str, file: &Path| ok(d, &ingest_args(source, entity, file));
     // Truncated in the middle of the last line.
     let good = core_file(d, "good.csv", &[person("C1"), person("C2")]);
     let mut b = std::fs::read(&good).unwrap();

@@ -8,7 +8,9 @@ use std::sync::atomic::AtomicU64;
 
 use super::super::IngestError;
 use super::super::split::{Piece, Splitter};
-use super::{Caps, Layout, Raw, SourceReader, fatal, missing_columns, oversized, prefix};
+use super::{
+    Caps, Layout, Raw, SourceReader, fatal, missing_columns, next_piece, oversized, prefix,
+};
 use crate::domain::Reason;
 use crate::schema::TextEncoding;
 
@@ -84,11 +86,7 @@ impl JsonlSource {
 impl SourceReader for JsonlSource {
     fn next_raw(&mut self) -> Result<Option<Raw>, IngestError> {
         loop {
-            let piece = self
-                .split
-                .next()
-                .map_err(|e| IngestError::io(&self.layout.path, e))?;
-            let (line, last) = match piece {
+            let (line, last) = match next_piece(&mut self.split, &self.layout.path)? {
                 None => return Ok(None),
                 Some(Piece::Oversized { line, bytes, .. }) => {
                     if !self.seen_first {

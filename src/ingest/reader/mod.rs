@@ -24,6 +24,7 @@ use crate::domain::Reason;
 use crate::schema::{EntityMapping, FileFormat, TextEncoding};
 
 use super::IngestError;
+use super::split::{Piece, Splitter};
 
 mod csv_source;
 mod jsonl_source;
@@ -41,6 +42,14 @@ const RAW_PREFIX: usize = 4096;
 pub(crate) struct Caps {
     pub(crate) record_bytes: usize,
     pub(crate) field_bytes: usize,
+}
+
+/// The splitter's next piece, a read error naming the file.
+fn next_piece(
+    split: &mut Splitter<std::io::BufReader<std::fs::File>>,
+    path: &Path,
+) -> Result<Option<Piece>, IngestError> {
+    split.next().map_err(|e| IngestError::io(path, e))
 }
 
 /// The record for a piece the splitter cut at the record cap: its first

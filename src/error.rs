@@ -60,6 +60,10 @@ pub enum ErrorKind {
     /// The lake's data is missing or damaged (a file its log names is gone,
     /// a file does not decode).
     StorageDamaged,
+    /// No credential, or one that is malformed, unknown, expired or revoked.
+    Unauthenticated,
+    /// A valid credential whose role may not do this.
+    Forbidden,
     /// The configuration is invalid.
     Config,
     /// A fault of the warehouse itself.
@@ -68,7 +72,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in code order (the README's table).
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 22] = [
         Self::MalformedBody,
         Self::BodyTooLarge,
         Self::UnsupportedFormat,
@@ -89,6 +93,8 @@ impl ErrorKind {
         Self::StorageDamaged,
         Self::Internal,
         Self::Config,
+        Self::Unauthenticated,
+        Self::Forbidden,
     ];
 
     /// The stable numeric code.
@@ -113,6 +119,8 @@ impl ErrorKind {
             Self::StorageDamaged => 1403,
             Self::Internal => 1501,
             Self::Config => 1502,
+            Self::Unauthenticated => 1601,
+            Self::Forbidden => 1602,
         }
     }
 
@@ -137,6 +145,8 @@ impl ErrorKind {
             Self::StorageUnavailable => "Lake unavailable",
             Self::StorageDamaged => "Lake data missing or damaged",
             Self::Config => "Configuration error",
+            Self::Unauthenticated => "Authentication required",
+            Self::Forbidden => "Not permitted",
             Self::Internal => "Internal error",
         }
     }

@@ -11,6 +11,7 @@ pub mod lake;
 pub mod progress;
 pub mod query;
 pub mod schema;
+pub mod security;
 pub mod server;
 
 /// Stack of every runtime thread. Planning and executing a query recurse

@@ -249,7 +249,8 @@ pub(super) async fn suspects(wh: &Warehouse, cmd: &SuspectsCommand) -> Result<()
                  WHERE status = '{status}' ORDER BY group_id LIMIT {limit}) ORDER BY group_id, member"
             );
             let args = super::sql::SqlArgs::table(sql);
-            super::sql::run(wh, &args).await
+            let security = crate::security::Security::open(&wh.config, &wh.lake).await?;
+            super::sql::run(wh, &security, &args).await
         }
         SuspectsCommand::Confirm {
             group,

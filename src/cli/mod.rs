@@ -1,5 +1,6 @@
 //! The command line: one file per command.
 
+mod audit;
 mod config;
 mod demo;
 mod generate;
@@ -10,6 +11,7 @@ mod schema;
 mod serve;
 mod sql;
 mod tier;
+mod token;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -44,6 +46,11 @@ pub enum CliError {
     Generate(#[from] crate::generate::GenerateError),
     #[error(transparent)]
     Server(#[from] crate::server::ServerError),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
+    /// `audit verify` found a broken link.
+    #[error("{0}")]
+    AuditBroken(String),
     /// Several files of one ingest failed (each was reported as it failed).
     #[error("{failed} of {total} file(s) could not be ingested; nothing was written for them")]
     IngestFailed {
@@ -102,6 +109,8 @@ impl Classify for CliError {
             Self::Identity(e) => e.kind(),
             Self::Generate(e) => e.kind(),
             Self::Server(e) => e.kind(),
+            Self::Security(e) => e.kind(),
+            Self::AuditBroken(_) => ErrorKind::StorageDamaged,
             Self::IngestFailed { kind, .. } => *kind,
             Self::Usage(_) => ErrorKind::InvalidParameter,
             // The output named (or standard output): its own problem, not
@@ -113,12 +122,81 @@ impl Classify for CliError {
     }
 }
 
+/// One audit record for a command run on the lake, whatever its outcome;
+/// the journal is moved into `audit_log` once it has grown (a server does
+/// it every few seconds; `custlake audit flush` at once).
+async fn audit_command(
+    wh: &Warehouse,
+    security: &crate::security::Security,
+    command: &Command,
+    result: &Result<(), CliError>,
+    started: std::time::Instant,
+) -> Result<(), CliError> {
+    let principal = match command {
+        Command::Sql(args) => sql::principal_of(wh, security, args)
+            .await
+            .unwrap_or_else(|_| crate::security::Principal {
+                user: "anonymous".into(),
+                ..crate::security::Principal::local()
+            }),
+        _ => crate::security::Principal::local(),
+    };
+    let outcome = match result {
+        Ok(()) => "ok",
+        Err(e) if matches!(e.kind(), ErrorKind::Unauthenticated | ErrorKind::Forbidden) => "denied",
+        Err(_) => "error",
+    };
+    let mut record = crate::security::audit::AuditRecord::new(&principal, command.name(), outcome);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // A token on the command line is a secret: it is not recorded.
+    let mut shown = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if skip {
+            shown.push("***".to_string());
+            skip = false;
+        } else if a == "--token" {
+            skip = true;
+            shown.push(a);
+        } else if a.starts_with("--token=") {
+            shown.push("--token=***".into());
+        } else {
+            shown.push(a);
+        }
+    }
+    record.object = Some(shown.join(" "));
+    if let Command::Sql(args) = command {
+        record.detail = Some(args.sql.clone());
+        record.format = Some(format!("{:?}", args.format).to_lowercase());
+    }
+    record.status = Some(i64::from(match result {
+        Ok(()) => 0,
+        Err(e) => exit_code(e.kind()),
+    }));
+    record.code = result.as_ref().err().map(|e| i64::from(e.kind().code()));
+    record.duration_ms = Some(started.elapsed().as_millis() as i64);
+    security.audit(record).await?;
+    if let Some(j) = &security.journal {
+        let big =
+            std::fs::metadata(j.dir().dir.join("current.ndjson")).map_or(0, |m| m.len()) > 1 << 20;
+        if big || !j.dir().sealed()?.is_empty() {
+            if let Err(e) =
+                crate::security::audit_table::flush(&wh.lake, &wh.catalog, j.dir()).await
+            {
+                tracing::warn!(error = %e, "audit records not moved into audit_log yet");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The exit code of a failure of `kind` (the README lists them): 2 the
 /// command line or a parameter, 65 the input (SQL, a file) or a decision
 /// the data does not allow, 66 something
 /// named does not exist, 69 the lake's storage is unavailable, 70 an
 /// internal error, 74 the lake's data is damaged, 75 a temporary
-/// condition (try again), 78 the configuration.
+/// condition (try again), 77 a credential refused or an action not
+/// permitted, 78 the configuration.
 pub fn exit_code(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::InvalidParameter
@@ -140,6 +218,7 @@ pub fn exit_code(kind: ErrorKind) -> u8 {
         | ErrorKind::ResourcesExhausted
         | ErrorKind::Busy
         | ErrorKind::Timeout => 75,
+        ErrorKind::Unauthenticated | ErrorKind::Forbidden => 77,
         ErrorKind::Config => 78,
     }
 }
@@ -209,6 +288,39 @@ pub enum Command {
     /// Legal holds: data under a hold is never purged.
     #[command(subcommand)]
     Hold(tier::HoldCommand),
+    /// Bearer tokens: create, list, revoke.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
+    /// The audit trail: verify its hash chain, move the journal into audit_log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+}
+
+impl Command {
+    /// The command's name in the audit trail.
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Demo(_) => "demo",
+            Self::Init => "init",
+            Self::Generate(_) => "generate",
+            Self::Ingest(_) => "ingest",
+            Self::Resolve(_) => "resolve",
+            Self::Explain(_) => "explain",
+            Self::Merge(_) => "merge",
+            Self::Split(_) => "split",
+            Self::Undo(_) => "undo",
+            Self::Suspects(_) => "suspects",
+            Self::Dedupe(_) => "dedupe",
+            Self::Sql(_) => "sql",
+            Self::Serve(_) => "serve",
+            Self::Schema(_) => "schema",
+            Self::Config(_) => "config",
+            Self::Tier(_) => "tier",
+            Self::Hold(_) => "hold",
+            Self::Token(_) => "token",
+            Self::Audit(_) => "audit",
+        }
+    }
 }
 
 impl Cli {
@@ -240,7 +352,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Config(c) => config::run(&cli.load_config()?, c),
         command => {
             let wh = cli.warehouse()?;
-            match command {
+            let security = crate::security::Security::open(&wh.config, &wh.lake).await?;
+            let started = std::time::Instant::now();
+            let result = match command {
                 Command::Demo(args) => demo::run(&wh, args).await,
                 Command::Init => demo::init(&wh).await,
                 Command::Ingest(args) => ingest::run(&wh, args).await,
@@ -250,15 +364,19 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Split(args) => identity::split(&wh, args).await,
                 Command::Undo(args) => identity::undo(&wh, args).await,
                 Command::Suspects(c) => identity::suspects(&wh, c).await,
-                Command::Sql(args) => sql::run(&wh, args).await,
+                Command::Sql(args) => sql::run(&wh, &security, args).await,
                 Command::Serve(args) => serve::run(&wh, args).await,
                 Command::Tier(c) => tier::run(&wh, c).await,
                 Command::Hold(c) => tier::hold(&wh, c).await,
+                Command::Token(c) => token::run(&wh, &security, c).await,
+                Command::Audit(c) => audit::run(&wh, &security, c).await,
                 Command::Generate(_)
                 | Command::Dedupe(_)
                 | Command::Schema(_)
                 | Command::Config(_) => Ok(()),
-            }
+            };
+            audit_command(&wh, &security, command, &result, started).await?;
+            result
         }
     }
 }

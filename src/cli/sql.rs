@@ -12,7 +12,8 @@ use futures::StreamExt;
 
 use super::CliError;
 use crate::lake::Warehouse;
-use crate::query::{check_read_only, context, plan_read_only, register_lake};
+use crate::query::{Tables, check_read_only, plan_read_only, secured};
+use crate::security::{Principal, Security};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
@@ -57,6 +58,17 @@ pub struct SqlArgs {
     /// standard error says it was cut.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// Run as the principal of this token (or JWT): only what its role
+    /// may read, masked and filtered as over HTTP. Without it the command
+    /// runs as the lake's local operator (role admin), and says so in the
+    /// audit trail.
+    #[arg(
+        long,
+        env = "CUSTLAKE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 }
 
 impl SqlArgs {
@@ -69,11 +81,44 @@ impl SqlArgs {
             timing: false,
             as_of: None,
             limit: None,
+            token: None,
         }
     }
 }
 
-pub(super) async fn run(wh: &Warehouse, args: &SqlArgs) -> Result<(), CliError> {
+/// Who runs the statement: the token's principal, or the local operator.
+pub(super) async fn principal_of(
+    wh: &Warehouse,
+    security: &Security,
+    args: &SqlArgs,
+) -> Result<Principal, CliError> {
+    match &args.token {
+        Some(t) => Ok(security.authenticate(&wh.lake, t).await?),
+        None => Ok(Principal::local()),
+    }
+}
+
+pub(super) async fn run(
+    wh: &Warehouse,
+    security: &Security,
+    args: &SqlArgs,
+) -> Result<(), CliError> {
+    let principal = principal_of(wh, security, args).await?;
+    let role = security.role(&principal)?;
+    if !role.free_sql {
+        return Err(crate::security::SecurityError::Forbidden(format!(
+            "role {} may not send its own SQL; it runs the named queries and lists granted to it",
+            role.name
+        ))
+        .into());
+    }
+    if args.limit.is_some_and(|l| l > role.max_rows) {
+        return Err(crate::security::SecurityError::Forbidden(format!(
+            "role {} may not ask for more than {} rows at once",
+            role.name, role.max_rows
+        ))
+        .into());
+    }
     check_read_only(&args.sql, &wh.config.query)?;
     if matches!(args.format, Format::Parquet) && args.output.is_none() {
         return Err(CliError::Usage(
@@ -81,8 +126,24 @@ pub(super) async fn run(wh: &Warehouse, args: &SqlArgs) -> Result<(), CliError> 
         ));
     }
     let opened = Instant::now();
-    let ctx = context(&wh.config)?;
-    register_lake(&ctx, &wh.lake, &wh.catalog, args.as_of.as_ref()).await?;
+    let runtime = crate::query::runtime(&wh.config)?;
+    let ctx = secured(
+        &wh.config,
+        runtime,
+        &wh.lake,
+        &wh.catalog,
+        Tables::AsOf(args.as_of.as_ref()),
+        security,
+        &principal,
+    )
+    .await?
+    .ctx;
+    // A token's principal always runs under its role's row cap.
+    let limit = match args.limit {
+        Some(l) => Some(l),
+        None if principal.via == "local" => None,
+        None => Some(role.max_rows),
+    };
     if args.timing {
         let ms = opened.elapsed().as_secs_f64() * 1e3;
         eprintln!("{}", serde_json::json!({ "open_ms": ms }));
@@ -92,7 +153,7 @@ pub(super) async fn run(wh: &Warehouse, args: &SqlArgs) -> Result<(), CliError> 
     }
     let df = plan_read_only(&ctx, &args.sql).await?;
     let schema = df.schema().inner().clone();
-    let Some(limit) = args.limit else {
+    let Some(limit) = limit else {
         let stream = df.execute_stream().await?;
         return write(args, schema, stream).await;
     };

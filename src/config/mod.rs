@@ -8,6 +8,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod security;
+
+pub use security::{Access, AuditConfig, JwtClaims, JwtConfig, RoleConfig, SecurityConfig};
+
 pub(crate) const DEFAULT_TOML: &str = include_str!("default.toml");
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,9 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub query: QueryConfig,
     pub server: ServerConfig,
+    pub security: SecurityConfig,
+    /// Roles by name (shipped defaults in default.toml).
+    pub roles: std::collections::BTreeMap<String, RoleConfig>,
     /// Where the settings came from, in the order applied (not a setting).
     #[serde(skip)]
     pub sources: Vec<String>,
@@ -168,6 +175,29 @@ pub struct ServerConfig {
     /// Connections open at once; more are answered 429 and closed.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// HTTPS for the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain and private key; both empty: plain HTTP.
+    pub cert_file: String,
+    pub key_file: String,
+    /// `1.3` (default) or `1.2`; nothing older is ever offered.
+    pub min_version: String,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: String::new(),
+            key_file: String::new(),
+            min_version: "1.3".into(),
+        }
+    }
 }
 
 fn default_header_read_timeout() -> u64 {
@@ -276,6 +306,27 @@ impl Config {
                 "tiers.warm.moves_in_after_months must be less than tiers.cold.moves_in_after_months".into(),
             ));
         }
+        for (name, role) in &self.roles {
+            if let Some(parent) = &role.inherits
+                && !self.roles.contains_key(parent)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "roles.{name}.inherits names {parent:?}, which is not a role"
+                )));
+            }
+        }
+        let tls = &self.server.tls;
+        if tls.cert_file.is_empty() != tls.key_file.is_empty() {
+            return Err(ConfigError::Invalid(
+                "server.tls needs both cert_file and key_file (or neither)".into(),
+            ));
+        }
+        if !matches!(tls.min_version.as_str(), "1.2" | "1.3") {
+            return Err(ConfigError::Invalid(format!(
+                "server.tls.min_version {:?}: use 1.3 or 1.2",
+                tls.min_version
+            )));
+        }
         if self.ingest.batch_rows == 0 {
             return Err(ConfigError::Invalid(
                 "ingest.batch_rows must be positive".into(),
@@ -289,6 +340,8 @@ impl Config {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.s3.secret_access_key = Secret(self.s3.secret_access_key.redacted().to_string());
+        shown.security.mask_salt = Secret(self.security.mask_salt.redacted().to_string());
+        shown.security.jwt.secret = Secret(self.security.jwt.secret.redacted().to_string());
         let mut out = String::new();
         for s in &self.sources {
             out.push_str(&format!("# loaded from {s}\n"));

@@ -74,6 +74,16 @@ pub async fn lineage_in(
             "no customers have been resolved yet: run `custlake resolve` first".into(),
         ));
     }
+    lineage_of(ctx, id).await
+}
+
+/// [`lineage_in`] over the tables `ctx` already holds (a principal's
+/// secured views: what the principal may not see is masked, filtered out
+/// or left out, and a customer it may not see is not found).
+pub async fn lineage_of(ctx: &SessionContext, id: &str) -> Result<Value, IdentityError> {
+    if !ctx.table_exist("customer")? {
+        return Err(IdentityError::NotFound(format!("no customer {id}")));
+    }
     let mut path = vec![id.to_string()];
     let mut current = id.to_string();
     let golden = loop {

@@ -107,7 +107,7 @@ pub async fn read<T: DeserializeOwned + Default + Stamped>(
 }
 
 /// The newest version of a kind (0: none), from a listing alone.
-async fn latest_version(lake: &Lake, kind: &str) -> Result<u64, LakeError> {
+pub async fn latest_version(lake: &Lake, kind: &str) -> Result<u64, LakeError> {
     let (store, dir) = dir(lake, kind);
     Ok(versions(store.as_ref(), &dir)
         .await?

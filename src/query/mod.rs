@@ -4,6 +4,7 @@
 mod bounded;
 mod guard;
 pub mod named;
+mod secured;
 pub mod tiered;
 mod udf;
 
@@ -21,6 +22,7 @@ use crate::lake::{AsOf, Lake, LakeError, Layout};
 use crate::schema::{Catalog, TableDef};
 
 pub use guard::{check_read_only, plan_read_only, read_only_options};
+pub use secured::{Secured, Tables, secured};
 pub use udf::register_udfs;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +39,9 @@ pub enum QueryError {
     /// Over the size or depth limits.
     #[error("{0}")]
     TooComplex(String),
+    /// Who may read what.
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
     /// The query layer's own fault.
     #[error("{0}")]
     Internal(String),
@@ -61,10 +66,25 @@ impl Classify for QueryError {
             Self::NotReadOnly(_) => ErrorKind::NotReadOnly,
             Self::TooComplex(_) => ErrorKind::TooComplex,
             Self::Internal(_) => ErrorKind::Internal,
+            Self::Security(e) => e.kind(),
             Self::Lake(e) => e.kind(),
             Self::DataFusion(e) => crate::error::datafusion_kind(e),
         }
     }
+}
+
+/// The lake tables a plan reads (its scans, views inlined), sorted.
+pub fn tables_read(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::LogicalPlan;
+    let mut out = std::collections::BTreeSet::new();
+    let _ = plan.apply_with_subqueries(|p| {
+        if let LogicalPlan::TableScan(scan) = p {
+            out.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out.into_iter().collect()
 }
 
 /// A context for queries over the lake, on a runtime of its own, with
@@ -107,6 +127,18 @@ pub async fn register_lake(
     catalog: &Catalog,
     as_of: Option<&AsOf>,
 ) -> Result<Vec<String>, QueryError> {
+    let names = register_tables(ctx, lake, catalog, as_of).await?;
+    register_golden_views(ctx, &names).await?;
+    Ok(names)
+}
+
+/// The lake's tables alone (no golden views), as [`register_lake`].
+pub(crate) async fn register_tables(
+    ctx: &SessionContext,
+    lake: &Lake,
+    catalog: &Catalog,
+    as_of: Option<&AsOf>,
+) -> Result<Vec<String>, QueryError> {
     let mut names = Vec::new();
     for def in &catalog.tables {
         let layout = lake.layout(def, as_of).await?;
@@ -115,7 +147,6 @@ pub async fn register_lake(
             names.push(def.name.clone());
         }
     }
-    register_golden_views(ctx, &names).await?;
     Ok(names)
 }
 
@@ -190,7 +221,7 @@ pub struct TableCache {
 impl TableCache {
     /// Register a table's current version in `ctx`; `false` if the table
     /// does not exist.
-    async fn register(
+    pub(crate) async fn register(
         &self,
         ctx: &SessionContext,
         lake: &Lake,
@@ -246,11 +277,23 @@ pub const GOLDEN_VIEWS: [(&str, &str); 5] = [
 /// its source customer, so merges and splits show in every fact without
 /// rewriting it.
 async fn register_golden_views(ctx: &SessionContext, names: &[String]) -> Result<(), QueryError> {
+    register_golden_views_where(ctx, names, |_| true).await?;
+    Ok(())
+}
+
+/// The golden views `wanted` names, over the tables `names` holds;
+/// returns the views registered.
+pub(crate) async fn register_golden_views_where(
+    ctx: &SessionContext,
+    names: &[String],
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, QueryError> {
+    let mut out = Vec::new();
     if !names.iter().any(|n| n == "customer_xref") {
-        return Ok(());
+        return Ok(out);
     }
     for (view, fact) in GOLDEN_VIEWS {
-        if !names.iter().any(|n| n == fact) {
+        if !names.iter().any(|n| n == fact) || !wanted(view) {
             continue;
         }
         let df = ctx
@@ -260,6 +303,7 @@ async fn register_golden_views(ctx: &SessionContext, names: &[String]) -> Result
             ))
             .await?;
         ctx.register_table(view, df.into_view())?;
+        out.push(view.to_string());
     }
-    Ok(())
+    Ok(out)
 }

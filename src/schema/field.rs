@@ -152,6 +152,8 @@ pub enum Mask {
     Redact,
     Hash,
     YearOnly,
+    /// Shown as null.
+    Null,
 }
 
 impl<'de> Deserialize<'de> for Mask {
@@ -169,13 +171,14 @@ impl Mask {
             "redact" => Self::Redact,
             "hash" => Self::Hash,
             "year_only" => Self::YearOnly,
+            "null" => Self::Null,
             _ => {
                 let inner = s
                     .strip_prefix("keep(")
                     .and_then(|r| r.strip_suffix(')'))
                     .ok_or_else(|| {
                         format!(
-                            "unknown mask {s:?}: use none, keep(H,T), redact, hash or year_only"
+                            "unknown mask {s:?}: use none, keep(H,T), redact, hash, year_only or null"
                         )
                     })?;
                 let (h, t) = inner
@@ -203,6 +206,7 @@ impl fmt::Display for Mask {
             Self::Redact => f.write_str("redact"),
             Self::Hash => f.write_str("hash"),
             Self::YearOnly => f.write_str("year_only"),
+            Self::Null => f.write_str("null"),
         }
     }
 }

@@ -7,13 +7,11 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::SharedState;
+use super::auth::Caller;
 use super::docs::{DecisionProblems, ReadProblems};
 use super::error::ApiError;
 use super::extract::{Body, Params, PathParams, Shape};
 use crate::identity::{DecisionReport, IdentityError, Steward};
-
-/// The principal every request runs under until access control lands.
-pub(crate) const DEV_PRINCIPAL: &str = "dev";
 
 fn identity_error(e: IdentityError) -> ApiError {
     ApiError::from_error("identity resolution", &e)
@@ -44,14 +42,73 @@ pub(crate) struct CustomerId {
 )]
 pub(crate) async fn lineage(
     State(state): State<SharedState>,
+    caller: Caller,
     PathParams(CustomerId { id }): PathParams<CustomerId>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    // On the shared runtime: its memory pool bounds this read too.
-    let ctx = crate::query::context_on(&state.warehouse.config, state.runtime.clone());
-    crate::identity::explain::lineage_in(&ctx, &state.warehouse.lake, &state.warehouse.catalog, &id)
+    caller.note.set(|n| {
+        n.action = Some("lineage".into());
+        n.object = Some(id.clone());
+    });
+    // The caller's secured views, on the shared runtime: a customer it may
+    // not see is not found, fields it may not see are masked or left out.
+    let ctx = super::query::session(&state, &caller).await?;
+    crate::identity::explain::lineage_of(&ctx, &id)
         .await
         .map(Json)
         .map_err(identity_error)
+}
+
+/// 404 unless every one of `ids` is a row of `table` the caller may see
+/// (a steward decides on the customers of their own teams only; a
+/// customer out of sight is "not found", so its existence is not told).
+async fn visible(
+    state: &SharedState,
+    caller: &Caller,
+    table: &str,
+    column: &str,
+    ids: &[String],
+) -> Result<(), ApiError> {
+    use datafusion::prelude::{col, lit};
+    let ctx = super::query::session(state, caller).await?;
+    let unseen =
+        || ApiError::not_found(format!("no {table} row with {column} {:?}", ids.join(", ")));
+    if !ctx.table_exist(table).unwrap_or(false) {
+        return Err(unseen());
+    }
+    let list = ids.iter().map(|i| lit(i.clone())).collect();
+    let df = ctx
+        .table(table)
+        .await
+        .and_then(|t| t.filter(col(column).in_list(list, false)))
+        .and_then(|t| t.select(vec![col(column)]))
+        .map_err(|e| ApiError::from_error("checking access", &crate::query::QueryError::from(e)))?;
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| ApiError::from_error("checking access", &crate::query::QueryError::from(e)))?;
+    let seen: std::collections::BTreeSet<String> = batches
+        .iter()
+        .flat_map(|b| {
+            let c = datafusion::arrow::compute::cast(
+                b.column(0),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .ok();
+            c.map(|c| {
+                let a = datafusion::arrow::array::AsArray::as_string::<i32>(&c).clone();
+                (0..datafusion::arrow::array::Array::len(&a))
+                    .map(|i| a.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+        })
+        .collect();
+    match ids.iter().find(|i| !seen.contains(*i)) {
+        Some(missing) => Err(ApiError::not_found(format!(
+            "no {table} row with {column} {missing:?}"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Customers one merge may name: a decision looks up each, under the
@@ -147,9 +204,57 @@ enum Action {
 
 async fn decide(
     state: &SharedState,
+    caller: &Caller,
     action: Action,
     reason: &str,
 ) -> Result<Json<Decision>, ApiError> {
+    let (name, object) = match &action {
+        Action::Merge(ids) => ("merge", ids.join(",")),
+        Action::Split(id, _) => ("split", id.clone()),
+        Action::Undo(event) => ("undo", event.clone()),
+        Action::Group(group, true) => ("confirm", group.clone()),
+        Action::Group(group, false) => ("reject", group.clone()),
+    };
+    caller.note.set(|n| {
+        n.action = Some(name.into());
+        n.object = Some(object);
+        n.params = Some(serde_json::json!({ "reason": reason }).to_string());
+    });
+    caller.must(state, "steward")?;
+    match &action {
+        Action::Merge(ids) => visible(state, caller, "customer", "customer_id", ids).await?,
+        Action::Split(id, _) => {
+            visible(
+                state,
+                caller,
+                "customer",
+                "customer_id",
+                std::slice::from_ref(id),
+            )
+            .await?
+        }
+        Action::Undo(event) => {
+            visible(
+                state,
+                caller,
+                "merge_event",
+                "event_id",
+                std::slice::from_ref(event),
+            )
+            .await?
+        }
+        Action::Group(group, _) => {
+            visible(
+                state,
+                caller,
+                "suspect_group",
+                "group_id",
+                std::slice::from_ref(group),
+            )
+            .await?
+        }
+    }
+    let actor = caller.principal.user.clone();
     // A decision runs to its end on a task of its own: a client that hangs
     // up, or a request dropped at shutdown, must not leave a ledger event
     // without its resolution.
@@ -158,7 +263,7 @@ async fn decide(
         let _one_at_a_time = state.decisions.lock().await;
         let s = Steward {
             warehouse: &state.warehouse,
-            actor: DEV_PRINCIPAL.to_string(),
+            actor,
         };
         match &action {
             Action::Merge(ids) => s.merge(ids, &reason).await,
@@ -185,10 +290,11 @@ async fn decide(
 )]
 pub(crate) async fn merge(
     State(state): State<SharedState>,
+    caller: Caller,
     Body(req): Body<MergeRequest>,
 ) -> Result<Json<Decision>, ApiError> {
     at_most("customers", req.customers.len(), MAX_MERGE)?;
-    decide(&state, Action::Merge(req.customers), &req.reason).await
+    decide(&state, &caller, Action::Merge(req.customers), &req.reason).await
 }
 
 /// Move source records off a customer into a new one.
@@ -203,11 +309,12 @@ pub(crate) async fn merge(
 )]
 pub(crate) async fn split(
     State(state): State<SharedState>,
+    caller: Caller,
     PathParams(CustomerId { id }): PathParams<CustomerId>,
     Body(req): Body<SplitRequest>,
 ) -> Result<Json<Decision>, ApiError> {
     at_most("records", req.records.len(), MAX_SPLIT)?;
-    decide(&state, Action::Split(id, req.records), &req.reason).await
+    decide(&state, &caller, Action::Split(id, req.records), &req.reason).await
 }
 
 /// The path of a ledger event.
@@ -230,10 +337,11 @@ pub(crate) struct EventId {
 )]
 pub(crate) async fn undo(
     State(state): State<SharedState>,
+    caller: Caller,
     PathParams(EventId { id }): PathParams<EventId>,
     Body(req): Body<ReasonRequest>,
 ) -> Result<Json<Decision>, ApiError> {
-    decide(&state, Action::Undo(id), &req.reason).await
+    decide(&state, &caller, Action::Undo(id), &req.reason).await
 }
 
 /// What to do with a suspect group.
@@ -268,11 +376,12 @@ pub(crate) struct GroupDecision {
 )]
 pub(crate) async fn group_decision(
     State(state): State<SharedState>,
+    caller: Caller,
     PathParams(GroupDecision { group, action }): PathParams<GroupDecision>,
     Body(req): Body<ReasonRequest>,
 ) -> Result<Json<Decision>, ApiError> {
     let confirm = matches!(action, GroupAction::Confirm);
-    decide(&state, Action::Group(group, confirm), &req.reason).await
+    decide(&state, &caller, Action::Group(group, confirm), &req.reason).await
 }
 
 /// The status of suspect groups.
@@ -346,16 +455,18 @@ pub(crate) struct Suspects {
 )]
 pub(crate) async fn suspects(
     State(state): State<SharedState>,
+    caller: Caller,
     Params(q): Params<SuspectQuery>,
 ) -> Result<Json<Suspects>, ApiError> {
     let status = q.status.unwrap_or(GroupStatus::Open);
     let limit = q.limit.unwrap_or(50).clamp(1, 1000) as usize;
-    // On the shared runtime: its memory pool bounds this read too.
-    let ctx = crate::query::context_on(&state.warehouse.config, state.runtime.clone());
-    let have =
-        crate::identity::suspects::register(&ctx, &state.warehouse.lake, &state.warehouse.catalog)
-            .await
-            .map_err(identity_error)?;
+    caller.note.set(|n| {
+        n.action = Some("suspects".into());
+        n.params = Some(serde_json::json!({"status": status.name(), "limit": limit}).to_string());
+    });
+    // The caller's secured views: only the groups of customers it may see.
+    let ctx = super::query::session(&state, &caller).await?;
+    let have = ctx.table_exist("suspect_group").unwrap_or(false);
     let rows = crate::identity::suspects::load_groups(&ctx, have, status.name(), limit)
         .await
         .map_err(identity_error)?;

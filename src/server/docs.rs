@@ -537,3 +537,71 @@ mod tests {
         assert!(doc["paths"].get("/v1/queries/{name}").is_none());
     }
 }
+
+/// Bearer authentication: declared once, required everywhere but the
+/// health routes, and the 401/403/429 every guarded route can answer.
+pub(crate) fn apply_security(doc: &mut serde_json::Value) {
+    let problem = |status: u16, what: &str| {
+        let mut r = serde_json::json!({
+            "description": what,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+        });
+        if status == 401 {
+            r["headers"] = serde_json::json!({"WWW-Authenticate": {
+                "description": "Bearer realm=\"custlake\"",
+                "schema": {"type": "string"}
+            }});
+        }
+        if status == 429 {
+            r["headers"] = serde_json::json!({"Retry-After": {
+                "description": "Seconds to wait before trying again",
+                "schema": {"type": "integer", "minimum": 0}
+            }});
+        }
+        r
+    };
+    doc["components"]["securitySchemes"] = serde_json::json!({
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A custlake token (`custlake token create`) or a JWT signed with the configured key"
+        }
+    });
+    doc["security"] = serde_json::json!([{"bearer": []}]);
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let open = matches!(path.as_str(), "/healthz" | "/readyz");
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for (_, op) in ops.iter_mut() {
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
+            if open {
+                op.insert("security".into(), serde_json::json!([]));
+                continue;
+            }
+            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else {
+                continue;
+            };
+            for (status, what) in [
+                (
+                    401u16,
+                    "Authentication required (1601): no credential, or one malformed, unknown, expired or revoked",
+                ),
+                (403, "Not permitted (1602): the role may not do this"),
+                (
+                    429,
+                    "Too many requests (1301): over the role's request rate, or too many queries at once",
+                ),
+            ] {
+                responses
+                    .entry(status.to_string())
+                    .or_insert_with(|| problem(status, what));
+            }
+        }
+    }
+}

@@ -55,6 +55,17 @@ impl Format {
         }
     }
 
+    /// The format's name (as `?format=` and role configs spell it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::Ndjson => "ndjson",
+            Self::Csv => "csv",
+            Self::Arrow => "arrow",
+            Self::Parquet => "parquet",
+        }
+    }
+
     pub fn extension(self) -> &'static str {
         match self {
             Self::Json => "json",

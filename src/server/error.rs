@@ -37,6 +37,8 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
             StatusCode::SERVICE_UNAVAILABLE
         }
         ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
         ErrorKind::StorageDamaged | ErrorKind::Config | ErrorKind::Internal => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -252,6 +254,8 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // For the audit trail: the code of the failure.
+        resp.extensions_mut().insert(self.kind);
         resp
     }
 }

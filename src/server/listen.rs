@@ -30,6 +30,10 @@ pub(super) struct Limits {
     pub(super) grace: Duration,
 }
 
+/// The client's address, for the audit trail.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
+
 /// What a connection over the cap gets before it is closed.
 const BUSY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 166\r\n\r\n{\"type\":\"https://custlake.dev/problems/1301\",\"title\":\"Too many queries\",\"status\":429,\"code\":1301,\"detail\":\"too many open connections; retry shortly\",\"retryable\":true}";
 
@@ -40,13 +44,14 @@ pub(super) async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
-        let (mut stream, _) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -70,30 +75,31 @@ pub(super) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(
-            router
-                .clone()
-                .map_request(|req: axum::http::Request<Incoming>| req.map(axum::body::Body::new)),
-        );
-        let mut stop = stop.clone();
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |req: axum::http::Request<Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(Peer(peer));
+                req
+            },
+        ));
+        let stop = stop.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let _permit = permit;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .keep_alive(true);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
+            match tls {
+                None => serve_connection(stream, service, limits, stop).await,
+                Some(acceptor) => {
+                    // The handshake is part of the head: it gets the same deadline.
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => serve_connection(tls, service, limits, stop).await,
+                        Ok(Err(e)) => {
+                            metrics::counter!("custlake_tls_handshakes_failed_total").increment(1);
+                            tracing::debug!(error = %e, "TLS handshake refused");
+                        }
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
-                }
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
                 }
             }
         });
@@ -108,6 +114,81 @@ pub(super) async fn serve(
         connections.abort_all();
         while connections.join_next().await.is_some() {}
     }
+}
+
+/// Serve one connection (plain or TLS) until it ends or the server stops.
+async fn serve_connection<S, Svc>(
+    io: S,
+    service: Svc,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<
+            axum::http::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// A TLS acceptor from PEM files: TLS 1.3 only, or 1.2 and 1.3 when
+/// `min_version` is `1.2`; nothing older is ever offered.
+pub(super) fn tls_acceptor(
+    cfg: &crate::config::TlsConfig,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    if cfg.cert_file.is_empty() {
+        return Ok(None);
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert_file)
+        .map_err(|e| format!("server.tls.cert_file {}: {e}", cfg.cert_file))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("server.tls.cert_file {}: {e}", cfg.cert_file))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "server.tls.cert_file {}: no certificate in it",
+            cfg.cert_file
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
+        .map_err(|e| format!("server.tls.key_file {}: {e}", cfg.key_file))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let versions: &[&'static rustls::SupportedProtocolVersion] = if cfg.min_version == "1.2" {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS13]
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("server.tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("server.tls: the key does not fit the certificate: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
 #[cfg(test)]

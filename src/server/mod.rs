@@ -4,6 +4,7 @@
 //! tables as they are at that moment, so new data (an ingest, a tier move)
 //! is visible to the next query without a restart.
 
+mod auth;
 mod customers;
 mod docs;
 mod encode;
@@ -51,6 +52,10 @@ pub enum ServerError {
     NamedQueries(String),
     #[error(transparent)]
     Query(#[from] crate::query::QueryError),
+    #[error(transparent)]
+    Security(#[from] crate::security::SecurityError),
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl Classify for ServerError {
@@ -62,6 +67,8 @@ impl Classify for ServerError {
             // The named queries are compiled in: a bad one is a defect.
             Self::NamedQueries(_) => ErrorKind::Internal,
             Self::Query(e) => e.kind(),
+            Self::Security(e) => e.kind(),
+            Self::Tls(_) => ErrorKind::Config,
         }
     }
 }
@@ -83,6 +90,12 @@ pub struct AppState {
     pub openapi: String,
     /// `GET /v1/tables` facts, kept while a table's version is unchanged.
     pub(crate) facts: tables::FactsCache,
+    /// Credentials, roles, masks and the audit journal.
+    pub security: crate::security::Security,
+    /// A request rate per principal.
+    pub(crate) limiters: auth::Limiters,
+    /// The OpenAPI document as each role sees it.
+    pub(crate) openapi_by_role: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -121,17 +134,28 @@ pub fn openapi_document(
     let mut doc = serde_json::to_value(&doc).unwrap_or_default();
     docs::named_paths(&mut doc, named);
     docs::apply_bounds(&mut doc, &config.server);
+    docs::apply_security(&mut doc);
     doc
 }
 
 /// The service over `warehouse`: its state and the router with every
 /// route and layer (tests call it with `oneshot`, no socket needed).
-pub fn app(warehouse: Warehouse) -> Result<Router, ServerError> {
+pub async fn app(warehouse: Warehouse) -> Result<Router, ServerError> {
+    Ok(router(state(warehouse).await?))
+}
+
+/// The server's shared state.
+pub async fn state(warehouse: Warehouse) -> Result<SharedState, ServerError> {
     let config = warehouse.config.clone();
     let named = crate::query::named::embedded().map_err(ServerError::NamedQueries)?;
     let openapi = serde_json::to_string(&openapi_document(&config, &named)).unwrap_or_default();
     prometheus();
+    let security = crate::security::Security::open(&config, &warehouse.lake).await?;
+    let limiters = auth::Limiters::new(&security.policy);
     let state = Arc::new(AppState {
+        security,
+        limiters,
+        openapi_by_role: Default::default(),
         named,
         queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries.max(1))),
         decisions: tokio::sync::Mutex::new(()),
@@ -141,7 +165,7 @@ pub fn app(warehouse: Warehouse) -> Result<Router, ServerError> {
         facts: tables::FactsCache::default(),
         warehouse,
     });
-    Ok(router(state))
+    Ok(state)
 }
 
 /// The router with every route and layer.
@@ -151,12 +175,14 @@ pub fn router(state: SharedState) -> Router {
     let (routes, _) = api().split_for_parts();
     routes
         .fallback(not_found)
-        .route_layer(axum::middleware::from_fn(track))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             bounded_reads,
         ))
-        .with_state(state)
+        .route_layer(axum::middleware::from_fn(track))
+        .with_state(state.clone())
+        // Before routing, so that no path escapes it (an unknown one too).
+        .layer(axum::middleware::from_fn_with_state(state, auth::guard))
         // axum's own limit, so that an oversized body reaches the handler as
         // a rejection and is answered with problem+json.
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
@@ -249,7 +275,10 @@ async fn track(req: axum::extract::Request, next: axum::middleware::Next) -> Res
     tag = "service",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
 )]
-async fn metrics_text() -> Response {
+async fn metrics_text(State(state): State<SharedState>, caller: auth::Caller) -> Response {
+    if let Err(e) = caller.must(&state, "metrics") {
+        return e.into_response();
+    }
     let body = prometheus().map(|h| h.render()).unwrap_or_default();
     (
         StatusCode::OK,
@@ -271,11 +300,35 @@ async fn metrics_text() -> Response {
     tag = "service",
     responses((status = 200, description = "The OpenAPI document", body = Object))
 )]
-async fn openapi(State(state): State<SharedState>) -> Response {
+async fn openapi(State(state): State<SharedState>, caller: auth::Caller) -> Response {
+    let role = caller.principal.role.clone();
+    let cached = state
+        .openapi_by_role
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&role).cloned());
+    let doc = match cached {
+        Some(d) => d,
+        None => {
+            // The named queries this role may run, no others.
+            let named: Vec<_> = state
+                .named
+                .iter()
+                .filter(|q| named::may_run(&state, &caller, q))
+                .cloned()
+                .collect();
+            let d = serde_json::to_string(&openapi_document(&state.warehouse.config, &named))
+                .unwrap_or_default();
+            if let Ok(mut m) = state.openapi_by_role.lock() {
+                m.insert(role, d.clone());
+            }
+            d
+        }
+    };
     (
         StatusCode::OK,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        state.openapi.clone(),
+        doc,
     )
         .into_response()
 }
@@ -336,6 +389,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     limits: listen::Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    state: SharedState,
 }
 
 impl Application {
@@ -347,17 +402,26 @@ impl Application {
             max_connections: cfg.max_connections,
             grace: Duration::from_millis(cfg.shutdown_grace_ms),
         };
+        let tls = listen::tls_acceptor(&cfg.tls).map_err(ServerError::Tls)?;
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| ServerError::Bind {
                 addr: bind.to_string(),
                 source,
             })?;
+        let state = state(warehouse).await?;
         Ok(Self {
             listener,
-            router: app(warehouse)?,
+            router: router(state.clone()),
             limits,
+            tls,
+            state,
         })
+    }
+
+    /// Whether connections are served over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -374,8 +438,35 @@ impl Application {
             shutdown_signal().await;
             let _ = tx.send(true);
         });
-        listen::serve(self.listener, self.router, self.limits, rx).await;
+        // Move audit records from the journal into `audit_log` now (what a
+        // crash left) and then every few seconds.
+        let flusher = tokio::spawn(audit_flusher(self.state.clone()));
+        listen::serve(self.listener, self.router, self.limits, self.tls, rx).await;
+        flusher.abort();
+        flush_audit(&self.state).await;
         Ok(())
+    }
+}
+
+async fn audit_flusher(state: SharedState) {
+    let every = Duration::from_secs(state.warehouse.config.security.audit.flush_seconds.max(1));
+    loop {
+        flush_audit(&state).await;
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Move the journal's records into `audit_log` (a failure is logged and
+/// tried again later: the records stay in the journal meanwhile).
+async fn flush_audit(state: &SharedState) {
+    let Some(journal) = &state.security.journal else {
+        return;
+    };
+    let wh = &state.warehouse;
+    match crate::security::audit_table::flush(&wh.lake, &wh.catalog, journal.dir()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(records = n, "audit records moved into audit_log"),
+        Err(e) => tracing::warn!(error = %e, "audit records not moved yet"),
     }
 }
 

@@ -9,6 +9,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 
 use super::SharedState;
+use super::auth::{Caller, forbidden};
 use super::docs::{FormatQuery, NamedProblems, ResultFormats};
 use super::error::ApiError;
 use super::extract::{Body, Params, PathParams, Shape};
@@ -51,10 +52,14 @@ pub(crate) struct NamedQueries {
     tag = "query",
     responses((status = 200, description = "The named queries", body = NamedQueries))
 )]
-pub(crate) async fn list(State(state): State<SharedState>) -> axum::Json<NamedQueries> {
+pub(crate) async fn list(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> axum::Json<NamedQueries> {
     let queries = state
         .named
         .iter()
+        .filter(|q| may_run(&state, &caller, q))
         .map(|q| NamedQueryInfo {
             name: q.name.clone(),
             description: q.description.clone(),
@@ -74,6 +79,15 @@ pub(crate) async fn list(State(state): State<SharedState>) -> axum::Json<NamedQu
     axum::Json(NamedQueries { queries })
 }
 
+/// A named query runs for a role its header names (admin runs every one)
+/// that its config grants it.
+pub(crate) fn may_run(state: &SharedState, caller: &Caller, q: &NamedQuery) -> bool {
+    let Ok(role) = state.security.role(&caller.principal) else {
+        return false;
+    };
+    (role.name == "admin" || q.roles.iter().any(|r| r == &role.name)) && role.may_run(&q.name)
+}
+
 fn find<'a>(state: &'a SharedState, name: &str) -> Result<&'a NamedQuery, ApiError> {
     state.named.iter().find(|q| q.name == name).ok_or_else(|| {
         ApiError::not_found(format!(
@@ -89,8 +103,10 @@ enum Given {
     Text(HashMap<String, String>),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     state: SharedState,
+    caller: Caller,
     name: &str,
     format: Option<&str>,
     headers: &HeaderMap,
@@ -98,16 +114,31 @@ async fn run(
     limit: Option<u64>,
     timeout_ms: Option<u64>,
 ) -> Result<Response, ApiError> {
+    caller.note.set(|n| {
+        n.action = Some("named_query".into());
+        n.object = Some(name.to_string());
+        n.params = Some(match &params {
+            Given::Json(p) => serde_json::Value::Object(p.clone()).to_string(),
+            Given::Text(p) => serde_json::json!(p).to_string(),
+        });
+    });
     let q = find(&state, name)?;
+    if !may_run(&state, &caller, q) {
+        return Err(forbidden(
+            &caller.principal,
+            &format!("run the named query {name:?}"),
+        ));
+    }
     let format = negotiate(format, headers)?;
-    let (limit, timeout_ms) = limits(&state, limit, timeout_ms)?;
+    let (limit, timeout_ms) = limits(&state, &caller, limit, timeout_ms)?;
     let bound = match &params {
         Given::Json(p) => q.bind(p),
         Given::Text(p) => q.bind_text(p),
     }
     .map_err(|e| ApiError::from_error("binding the parameters", &e))?;
     let start = std::time::Instant::now();
-    let result = run_sql(&state, format, &q.sql, bound, limit, timeout_ms).await;
+    caller.note.set(|n| n.sql = Some(q.sql.clone()));
+    let result = run_sql(&state, &caller, format, &q.sql, bound, limit, timeout_ms).await;
     // Time to the first result bytes (the rest streams).
     metrics::histogram!("custlake_named_query_seconds", "query" => q.name.clone())
         .record(start.elapsed().as_secs_f64());
@@ -147,6 +178,7 @@ pub(crate) struct RunLimits {
 )]
 pub(crate) async fn get(
     State(state): State<SharedState>,
+    caller: Caller,
     PathParams(QueryName { name }): PathParams<QueryName>,
     Params(lims): Params<RunLimits>,
     Params(mut query): Params<HashMap<String, String>>,
@@ -158,6 +190,7 @@ pub(crate) async fn get(
     let (limit, timeout) = (lims.limit, lims.timeout_ms);
     run(
         state,
+        caller,
         &name,
         format.as_deref(),
         &headers,
@@ -206,6 +239,7 @@ impl Shape for RunRequest {
 )]
 pub(crate) async fn post(
     State(state): State<SharedState>,
+    caller: Caller,
     PathParams(QueryName { name }): PathParams<QueryName>,
     Params(fmt): Params<FormatQuery>,
     headers: HeaderMap,
@@ -213,6 +247,7 @@ pub(crate) async fn post(
 ) -> Result<Response, ApiError> {
     run(
         state.clone(),
+        caller,
         &name,
         fmt.format.as_deref(),
         &headers,

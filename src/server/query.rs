@@ -12,12 +12,13 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::SharedState;
+use super::auth::{AuditNote, Caller, forbidden};
 use super::docs::{FormatQuery, QueryProblems, ResultFormats};
 use super::encode::{Encoder, Format};
 use super::error::ApiError;
 use super::extract::{Body as JsonBody, Params, Shape};
 use crate::error::ErrorKind;
-use crate::query::{QueryError, check_read_only, context_on, plan_read_only, register_lake_cached};
+use crate::query::{QueryError, Tables, check_read_only, plan_read_only, secured};
 
 /// One read-only statement and how to run it.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -113,34 +114,55 @@ fn df_error(e: datafusion::error::DataFusionError) -> ApiError {
 )]
 pub(crate) async fn run(
     State(state): State<SharedState>,
+    caller: Caller,
     Params(fmt): Params<FormatQuery>,
     headers: HeaderMap,
     JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Response, ApiError> {
+    caller.note.set(|n| {
+        n.action = Some("query".into());
+        n.sql = Some(req.sql.clone());
+        n.params = (!req.params.is_empty())
+            .then(|| serde_json::Value::Object(req.params.clone()).to_string());
+    });
+    if !caller.role(&state)?.free_sql {
+        return Err(forbidden(
+            &caller.principal,
+            "send its own SQL; use the named queries and lists granted to it",
+        ));
+    }
     let format = negotiate(fmt.format.as_deref(), &headers)?;
-    let (limit, timeout_ms) = limits(&state, req.limit, req.timeout_ms)?;
+    let (limit, timeout_ms) = limits(&state, &caller, req.limit, req.timeout_ms)?;
     let params = req
         .params
         .iter()
         .map(|(k, v)| scalar(k, v).map(|s| (k.clone(), s)))
         .collect::<Result<Vec<_>, _>>()?;
-    run_sql(&state, format, &req.sql, params, limit, timeout_ms).await
+    run_sql(&state, &caller, format, &req.sql, params, limit, timeout_ms).await
 }
 
 /// The row limit and timeout of a request, defaulted and checked.
 pub(crate) fn limits(
     state: &SharedState,
+    caller: &Caller,
     limit: Option<u64>,
     timeout_ms: Option<u64>,
 ) -> Result<(usize, u64), ApiError> {
     let cfg = &state.warehouse.config.server;
-    let limit = limit.map_or(cfg.default_row_limit, |l| {
+    let role = caller.role(state)?;
+    let limit = limit.map_or(cfg.default_row_limit.min(role.max_rows), |l| {
         usize::try_from(l).unwrap_or(usize::MAX)
     });
     if limit > cfg.max_row_limit {
         return Err(ApiError::new(
             ErrorKind::InvalidParameter,
             format!("limit {limit} exceeds the maximum {}", cfg.max_row_limit),
+        ));
+    }
+    if limit > role.max_rows {
+        return Err(forbidden(
+            &caller.principal,
+            &format!("ask for more than {} rows at once", role.max_rows),
         ));
     }
     let timeout_ms = timeout_ms.unwrap_or(cfg.query_timeout_ms);
@@ -160,6 +182,7 @@ pub(crate) fn limits(
 /// Run one read-only statement with bound parameters and stream the result.
 pub(crate) async fn run_sql(
     state: &SharedState,
+    caller: &Caller,
     format: Format,
     sql: &str,
     params: Vec<(String, ScalarValue)>,
@@ -167,6 +190,16 @@ pub(crate) async fn run_sql(
     timeout_ms: u64,
 ) -> Result<Response, ApiError> {
     let cfg = &state.warehouse.config.server;
+    if !caller.role(state)?.allows_format(format.name()) {
+        return Err(forbidden(
+            &caller.principal,
+            &format!("export results as {}", format.name()),
+        ));
+    }
+    caller.note.set(|n| {
+        n.format = Some(format.name().to_string());
+        n.streaming = true;
+    });
     // The slot first: parsing a large statement is work too.
     let permit = state.queries.clone().try_acquire_owned().map_err(|_| {
         ApiError::new(
@@ -199,7 +232,7 @@ pub(crate) async fn run_sql(
     let (producer, known) = loop {
         attempt += 1;
         let run = async {
-            let stream = start(state, sql, &params, limit).await?;
+            let stream = start(state, caller, sql, &params, limit).await?;
             let encoder = Encoder::new(format, stream.schema())
                 .map_err(|e| ApiError::internal("starting the encoder", e))?;
             let mut producer = Producer {
@@ -210,6 +243,7 @@ pub(crate) async fn run_sql(
                 bytes: 0,
                 truncated: false,
                 ready: Vec::new(),
+                note: Some(caller.note.clone()),
             };
             // Read ahead before answering, so that the status reflects an
             // error and the headers say whether the result was cut, for
@@ -256,20 +290,17 @@ pub(crate) async fn run_sql(
 /// Plan `sql` on the lake as it is now, bind `params`, start it.
 async fn start(
     state: &SharedState,
+    caller: &Caller,
     sql: &str,
     params: &[(String, ScalarValue)],
     limit: usize,
 ) -> Result<SendableRecordBatchStream, ApiError> {
-    let ctx = context_on(&state.warehouse.config, state.runtime.clone());
-    register_lake_cached(
-        &ctx,
-        &state.warehouse.lake,
-        &state.warehouse.catalog,
-        &state.tables,
-    )
-    .await
-    .map_err(query_error)?;
+    let ctx = session(state, caller).await?;
     let mut df = plan_read_only(&ctx, sql).await.map_err(query_error)?;
+    let touched = crate::query::tables_read(df.logical_plan());
+    caller
+        .note
+        .set(|n| n.tables = (!touched.is_empty()).then(|| touched.join(",")));
     let wanted = df.logical_plan().get_parameter_names().map_err(df_error)?;
     let mut missing: Vec<&String> = wanted
         .iter()
@@ -295,6 +326,26 @@ async fn start(
         .limit(0, Some(limit.saturating_add(1)))
         .map_err(df_error)?;
     df.execute_stream().await.map_err(df_error)
+}
+
+/// The caller's session: only the secured views its role may read.
+pub(crate) async fn session(
+    state: &SharedState,
+    caller: &Caller,
+) -> Result<datafusion::prelude::SessionContext, ApiError> {
+    let wh = &state.warehouse;
+    secured(
+        &wh.config,
+        state.runtime.clone(),
+        &wh.lake,
+        &wh.catalog,
+        Tables::Cached(&state.tables),
+        &state.security,
+        &caller.principal,
+    )
+    .await
+    .map(|s| s.ctx)
+    .map_err(query_error)
 }
 
 /// The row limit the result was cut at, on every result.
@@ -327,6 +378,8 @@ struct Producer {
     truncated: bool,
     /// Encoded bytes not yet sent.
     ready: Vec<Bytes>,
+    /// The request's audit note: rows returned so far.
+    note: Option<AuditNote>,
 }
 
 impl Producer {
@@ -359,6 +412,10 @@ impl Producer {
                 batch
             };
             self.rows += batch.num_rows();
+            if let Some(n) = &self.note {
+                let rows = self.rows as i64;
+                n.set(|n| n.rows = Some(rows));
+            }
             let bytes = self
                 .encoder
                 .batch(&batch)

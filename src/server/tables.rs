@@ -5,6 +5,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::SharedState;
+use super::auth::Caller;
 use super::docs::ReadProblems;
 use super::error::ApiError;
 use super::extract::PathParams;
@@ -59,6 +60,9 @@ pub(crate) struct FieldFacts {
     /// Filled by the warehouse.
     system: bool,
     description: String,
+    /// What the caller's role sees of it: `clear` or `masked` (fields it
+    /// may not see are not listed).
+    access: String,
 }
 
 /// Every table.
@@ -188,9 +192,16 @@ async fn read_facts(def: &TableDef, table: Option<&DeltaTable>) -> Result<TableF
     tag = "tables",
     responses((status = 200, description = "Every table", body = Tables), ReadProblems)
 )]
-pub(crate) async fn list(State(state): State<SharedState>) -> Result<Json<Tables>, ApiError> {
+pub(crate) async fn list(
+    State(state): State<SharedState>,
+    caller: Caller,
+) -> Result<Json<Tables>, ApiError> {
+    let role = caller.role(&state)?;
     let mut tables = Vec::new();
     for def in &state.warehouse.catalog.tables {
+        if !role.reads(&def.name) {
+            continue;
+        }
         tables.push(table_facts(&state, def).await?);
     }
     Ok(Json(Tables { tables }))
@@ -215,18 +226,31 @@ pub(crate) struct TableName {
 )]
 pub(crate) async fn show(
     State(state): State<SharedState>,
+    caller: Caller,
     PathParams(TableName { name }): PathParams<TableName>,
 ) -> Result<Json<TableFacts>, ApiError> {
-    let def = state.warehouse.catalog.table(&name).map_err(|_| {
-        ApiError::not_found(format!(
-            "no table named {name:?}; GET /v1/tables lists them"
-        ))
-    })?;
+    let role = caller.role(&state)?;
+    let def = state
+        .warehouse
+        .catalog
+        .table(&name)
+        .ok()
+        .filter(|d| role.reads(&d.name))
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no table named {name:?}; GET /v1/tables lists them"
+            ))
+        })?;
     let mut facts = table_facts(&state, def).await?;
     facts.fields = Some(
         def.fields
             .iter()
-            .map(|f| FieldFacts {
+            .filter_map(|f| {
+                let access = role.access(&def.name, &f.name, f.level);
+                (access != crate::config::Access::Absent).then_some((f, access))
+            })
+            .map(|(f, access)| FieldFacts {
+                access: format!("{access:?}").to_lowercase(),
                 name: f.name.clone(),
                 ty: f.ty.to_string(),
                 level: format!("{:?}", f.level),

@@ -1,0 +1,88 @@
+//! The one place a principal's session is built, for every path (HTTP,
+//! the CLI, lineage, suspects, named queries): the lake's tables go into
+//! a private context, and the principal's context receives only the
+//! secured views of them (see [`crate::security::secure`]) and the golden
+//! views built on those.
+
+use std::sync::Arc;
+
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionContext;
+
+use crate::config::Config;
+use crate::lake::{AsOf, Lake};
+use crate::schema::Catalog;
+use crate::security::{Principal, Security};
+
+use super::{QueryError, TableCache, context_on};
+
+/// Where the lake's tables come from.
+#[derive(Clone, Copy)]
+pub enum Tables<'a> {
+    /// As they are now, through a server's cache.
+    Cached(&'a TableCache),
+    /// As they are now (`None`) or were then.
+    AsOf(Option<&'a AsOf>),
+}
+
+/// A principal's context and the names of the tables and views in it.
+pub struct Secured {
+    pub ctx: SessionContext,
+    pub names: Vec<String>,
+}
+
+/// Build the session of `principal`.
+#[allow(clippy::too_many_arguments)]
+pub async fn secured(
+    config: &Config,
+    runtime: Arc<RuntimeEnv>,
+    lake: &Lake,
+    catalog: &Catalog,
+    tables: Tables<'_>,
+    security: &Security,
+    principal: &Principal,
+) -> Result<Secured, QueryError> {
+    let role = security.role(principal)?;
+    let base = context_on(config, runtime.clone());
+    let raw = match tables {
+        Tables::Cached(cache) => {
+            let mut names = Vec::new();
+            for def in &catalog.tables {
+                if role.reads(&def.name) && cache.register(&base, lake, def).await? {
+                    names.push(def.name.clone());
+                }
+            }
+            // Row filters may consult the customer tables the role does
+            // not read itself (they stay in the private context).
+            for extra in ["customer", "customer_xref"] {
+                if !names.iter().any(|n| n == extra) {
+                    cache
+                        .register(
+                            &base,
+                            lake,
+                            catalog
+                                .table(extra)
+                                .map_err(|e| QueryError::Internal(e.to_string()))?,
+                        )
+                        .await?;
+                }
+            }
+            names
+        }
+        Tables::AsOf(as_of) => super::register_tables(&base, lake, catalog, as_of).await?,
+    };
+    let user = context_on(config, runtime);
+    let mut names = crate::security::secure(
+        &base,
+        &user,
+        catalog,
+        &raw,
+        principal,
+        role,
+        &security.masks,
+    )
+    .await?;
+    let golden = super::register_golden_views_where(&user, &names, |v| role.reads(v)).await?;
+    names.extend(golden);
+    Ok(Secured { ctx: user, names })
+}

@@ -1,0 +1,92 @@
+//! Who is asking: a user, their role and the attributes row filters use.
+
+use serde::{Deserialize, Serialize};
+
+/// The authenticated caller of a request or command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    pub user: String,
+    pub role: String,
+    #[serde(default)]
+    pub teams: Vec<String>,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// How the caller proved it: `token:<id>`, `jwt`, or `local` for a
+    /// command run by the lake's operator without a token.
+    pub via: String,
+}
+
+impl Principal {
+    /// The operator at the lake's own machine: a command run without
+    /// `--token` reads the lake's files directly and is audited as such.
+    pub fn local() -> Self {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "operator".into());
+        Self {
+            user: format!("local:{user}"),
+            role: "admin".into(),
+            teams: Vec::new(),
+            regions: Vec::new(),
+            agent_id: None,
+            via: "local".into(),
+        }
+    }
+}
+
+/// A SQL literal for a value (quotes doubled), or `NULL`.
+pub(crate) fn literal(v: Option<&str>) -> String {
+    match v {
+        Some(v) => format!("'{}'", v.replace('\'', "''")),
+        None => "NULL".into(),
+    }
+}
+
+/// A comma-separated list of SQL literals; `NULL` when empty, so that
+/// `x IN ({teams})` holds for no row.
+pub(crate) fn literal_list(vs: &[String]) -> String {
+    if vs.is_empty() {
+        return "NULL".into();
+    }
+    vs.iter()
+        .map(|v| literal(Some(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Principal {
+    /// `template` with `{user}`, `{agent_id}`, `{teams}` and `{regions}`
+    /// replaced by this principal's attributes as SQL literals.
+    pub fn render(&self, template: &str) -> String {
+        template
+            .replace("{user}", &literal(Some(&self.user)))
+            .replace("{agent_id}", &literal(self.agent_id.as_deref()))
+            .replace("{teams}", &literal_list(&self.teams))
+            .replace("{regions}", &literal_list(&self.regions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_render_as_quoted_literals() {
+        let p = Principal {
+            user: "o'brien".into(),
+            role: "steward".into(),
+            teams: vec!["north".into(), "x'); DROP".into()],
+            regions: vec![],
+            agent_id: None,
+            via: "jwt".into(),
+        };
+        assert_eq!(
+            p.render(
+                "t.owning_team IN ({teams}) AND a = {agent_id} AND u = {user} AND r IN ({regions})"
+            ),
+            "t.owning_team IN ('north', 'x''); DROP') AND a = NULL AND u = 'o''brien' AND r IN (NULL)"
+        );
+    }
+}

@@ -74,10 +74,119 @@ pub(super) async fn run(wh: &Warehouse, args: &DemoArgs) -> Result<(), CliError>
         r.records, r.customers, r.seconds, r.new_customers, r.suspect_groups
     );
     summary(wh).await?;
+    demo_tokens(wh).await?;
     if args.no_serve {
         return Ok(());
     }
     super::serve::run(wh, &super::serve::ServeArgs { bind: None }).await
+}
+
+/// The most common non-null value of a customer column (who the demo's
+/// telesales agent and steward are).
+async fn most_common(wh: &Warehouse, column: &str) -> Result<Option<String>, CliError> {
+    let ctx = context(&wh.config)?;
+    register_lake(&ctx, &wh.lake, &wh.catalog, None).await?;
+    let batches = ctx
+        .sql(&format!(
+            "SELECT {column} FROM customer WHERE {column} IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+        ))
+        .await?
+        .collect()
+        .await?;
+    Ok(batches.first().filter(|b| b.num_rows() > 0).and_then(|b| {
+        let c = datafusion::arrow::compute::cast(
+            b.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .ok()?;
+        let a = datafusion::arrow::array::AsArray::as_string::<i32>(&c).clone();
+        Some(a.value(0).to_string())
+    }))
+}
+
+/// One token per shipped role (the previous demo tokens revoked), printed
+/// with requests that show how differently each role sees the lake, and
+/// kept in `demo-tokens.env` (owner-only) for another terminal.
+async fn demo_tokens(wh: &Warehouse) -> Result<(), CliError> {
+    use crate::security::tokens::{self, NewToken};
+    let agent = most_common(wh, "agent_id").await?;
+    let team = most_common(wh, "owning_team").await?;
+    let roles = [
+        "admin",
+        "analyst",
+        "telesales",
+        "steward",
+        "auditor",
+        "monitor",
+    ];
+    let mut lines = Vec::new();
+    for role in roles {
+        let user = format!("demo-{role}");
+        tokens::revoke(&wh.lake, None, Some(&user))
+            .await
+            .map_err(CliError::Security)?;
+        let new = NewToken {
+            user,
+            role: role.into(),
+            teams: if role == "steward" {
+                team.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
+            regions: Vec::new(),
+            agent_id: if role == "telesales" {
+                agent.clone()
+            } else {
+                None
+            },
+            expires_in: chrono::Duration::days(30),
+            grant: None,
+            created_by: crate::security::Principal::local().user,
+        };
+        let (_, token) = tokens::create(&wh.lake, &new)
+            .await
+            .map_err(CliError::Security)?;
+        lines.push(format!("export {}_TOKEN={token}", role.to_uppercase()));
+    }
+    let env = lines.join("\n") + "\n";
+    let path = std::path::Path::new("demo-tokens.env");
+    write_owner_only(path, &env).map_err(|source| CliError::Output {
+        path: Some(path.to_path_buf()),
+        source,
+    })?;
+    let addr = &wh.config.server.bind;
+    println!(
+        "\nTokens, one per role (also in {}; `source` it in another terminal):",
+        path.display()
+    );
+    for l in &lines {
+        println!("  {l}");
+    }
+    println!(
+        "\nThe same query as analyst (masked) and as admin (in clear):\n  \
+         curl -s -X POST http://{addr}/v1/query -H \"authorization: Bearer $ANALYST_TOKEN\" -H 'content-type: application/json' -d '{{\"sql\": \"SELECT customer_id, name, phone, id_number FROM customer ORDER BY 1 LIMIT 3\"}}'\n  \
+         curl -s -X POST http://{addr}/v1/query -H \"authorization: Bearer $ADMIN_TOKEN\" -H 'content-type: application/json' -d '{{\"sql\": \"SELECT customer_id, name, phone, id_number FROM customer ORDER BY 1 LIMIT 3\"}}'\n\
+         A telesales agent ({}) counts only their own customers; an analyst counts all:\n  \
+         curl -s http://{addr}/v1/queries/customer_count -H \"authorization: Bearer $TELESALES_TOKEN\"\n  \
+         curl -s http://{addr}/v1/queries/customer_count -H \"authorization: Bearer $ANALYST_TOKEN\"\n\
+         Only the auditor reads the audit trail (every request above is in it):\n  \
+         curl -s 'http://{addr}/v1/queries/audit_volume' -H \"authorization: Bearer $AUDITOR_TOKEN\"",
+        agent.as_deref().unwrap_or("no agent")
+    );
+    Ok(())
+}
+
+fn write_owner_only(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    let mut f = o.open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 async fn summary(wh: &Warehouse) -> Result<(), CliError> {

@@ -12,9 +12,12 @@ pub struct ServeArgs {
 }
 
 /// Example requests that work against a running server.
-pub(super) fn curl_examples(addr: &str) -> String {
+/// Example requests that work against a running server, with a token in
+/// `$CUSTLAKE_TOKEN` (`custlake token create --user you --role admin`).
+pub(super) fn curl_examples(scheme: &str, addr: &str) -> String {
+    let auth = "-H \"authorization: Bearer $CUSTLAKE_TOKEN\"";
     format!(
-        "  curl -s http://{addr}/healthz\n  curl -s http://{addr}/v1/tables\n  curl -s -X POST http://{addr}/v1/query -H 'content-type: application/json' \\\n       -d '{{\"sql\": \"SELECT product_line, count(*) AS policies FROM policy GROUP BY 1 ORDER BY 2 DESC\"}}'\n  curl -s -X POST 'http://{addr}/v1/query?format=csv' -H 'content-type: application/json' \\\n       -d '{{\"sql\": \"SELECT * FROM policy WHERE status = $status\", \"params\": {{\"status\": \"active\"}}, \"limit\": 5}}'\n  curl -s http://{addr}/v1/customers/CU0000000001/lineage\n  curl -s 'http://{addr}/v1/suspects?limit=3'\n"
+        "  curl -s {scheme}://{addr}/healthz\n  curl -s {scheme}://{addr}/v1/tables {auth}\n  curl -s -X POST {scheme}://{addr}/v1/query {auth} -H 'content-type: application/json' \\\n       -d '{{\"sql\": \"SELECT product_line, count(*) AS policies FROM policy GROUP BY 1 ORDER BY 2 DESC\"}}'\n  curl -s -X POST '{scheme}://{addr}/v1/query?format=csv' {auth} -H 'content-type: application/json' \\\n       -d '{{\"sql\": \"SELECT * FROM policy WHERE status = $status\", \"params\": {{\"status\": \"active\"}}, \"limit\": 5}}'\n  curl -s {scheme}://{addr}/v1/customers/CU0000000001/lineage {auth}\n  curl -s '{scheme}://{addr}/v1/suspects?limit=3' {auth}\n"
     )
 }
 
@@ -29,9 +32,10 @@ pub(super) async fn run(wh: &Warehouse, args: &ServeArgs) -> Result<(), CliError
     wh.lake = wh.lake.with_progress(wh.progress.clone());
     let app = Application::build(wh, &bind).await?;
     let addr = app.local_addr().to_string();
+    let scheme = if app.is_tls() { "https" } else { "http" };
     eprintln!(
-        "custlake is serving on http://{addr} (Ctrl-C to stop). Try:\n{}",
-        curl_examples(&addr)
+        "custlake is serving on {scheme}://{addr} (Ctrl-C to stop). Every route but /healthz and /readyz needs a token:\n  export CUSTLAKE_TOKEN=$(custlake token create --user $USER --role admin | tail -1)\nThen try:\n{}",
+        curl_examples(scheme, &addr)
     );
     app.run_until_stopped().await?;
     Ok(())

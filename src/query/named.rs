@@ -33,6 +33,26 @@ const FILES: &[(&str, &str)] = &[
         "quarantine_summary.sql",
         include_str!("../../sql/quarantine_summary.sql"),
     ),
+    (
+        "customer_count.sql",
+        include_str!("../../sql/customer_count.sql"),
+    ),
+    (
+        "audit_exports.sql",
+        include_str!("../../sql/audit_exports.sql"),
+    ),
+    (
+        "audit_denials.sql",
+        include_str!("../../sql/audit_denials.sql"),
+    ),
+    (
+        "audit_off_hours.sql",
+        include_str!("../../sql/audit_off_hours.sql"),
+    ),
+    (
+        "audit_volume.sql",
+        include_str!("../../sql/audit_volume.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -385,6 +385,19 @@ pub fn verify(table: Vec<AuditRecord>, journal: Vec<AuditRecord>) -> Verified {
             *broken = Some(b);
         }
     };
+    // The journal is written in order: a record after a later one was moved.
+    for w in journal.windows(2) {
+        if w[1].seq <= w[0].seq {
+            note(
+                Broken {
+                    seq: w[1].seq,
+                    event_id: w[1].event_id.clone(),
+                    why: format!("the journal holds it after record {} (reordered)", w[0].seq),
+                },
+                &mut broken,
+            );
+        }
+    }
     for r in table.into_iter().chain(journal) {
         match by_seq.get(&r.seq) {
             Some(seen) if seen != &r => note(

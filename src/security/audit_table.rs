@@ -69,8 +69,12 @@ pub async fn flush(
     let mut moved = 0;
     for path in dir.sealed()? {
         moved += move_file(lake, def, &path).await?;
-        std::fs::remove_file(&path)
-            .map_err(|e| SecurityError::Audit(format!("{}: {e}", path.display())))?;
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            // Another process moved the same file meanwhile (harmless).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SecurityError::Audit(format!("{}: {e}", path.display()))),
+        }
     }
     Ok(moved)
 }

@@ -222,7 +222,15 @@ async fn decide(
     });
     caller.must(state, "steward")?;
     match &action {
-        Action::Merge(ids) => visible(state, caller, "customer", "customer_id", ids).await?,
+        Action::Merge(ids) => {
+            // Fewer than two distinct customers is refused by the merge
+            // itself, with its own words.
+            let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
+            if distinct.len() >= 2 {
+                let distinct: Vec<String> = distinct.into_iter().cloned().collect();
+                visible(state, caller, "customer", "customer_id", &distinct).await?
+            }
+        }
         Action::Split(id, _) => {
             visible(
                 state,

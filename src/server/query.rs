@@ -543,6 +543,7 @@ mod tests {
             bytes: 0,
             truncated: false,
             ready: Vec::new(),
+            note: None,
         };
         let slots = Arc::new(tokio::sync::Semaphore::new(1));
         let permit = slots.clone().try_acquire_owned().unwrap();

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{bin, run_in};
+use crate::common::{bin, ok, run_in};
 
 /// Split a shell line into words: spaces separate, '...' and "..." quote.
 fn words(line: &str) -> Vec<String> {
@@ -157,8 +157,17 @@ fn every_line_the_demo_and_the_readme_print_runs_as_printed() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // The token the server's message says to create, as a shell expands it.
+    let token = ok(
+        d,
+        &["token", "create", "--user", "readme", "--role", "admin"],
+    );
+    let token = token.lines().last().unwrap().trim().to_string();
     for c in &curls {
-        let mut args = words(c);
+        let mut args: Vec<String> = words(c)
+            .into_iter()
+            .map(|w| w.replace("$CUSTLAKE_TOKEN", &token))
+            .collect();
         args.remove(0);
         let out = Command::new("curl")
             .arg("--fail-with-body")

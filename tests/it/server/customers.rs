@@ -61,7 +61,7 @@ fn customer_lineage_suspects_and_decisions_over_http() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["actor"] == "dev")
+            .any(|e| e["actor"] == "test-admin")
     );
     let bad = serde_json::json!({"customers": ["CU0000000001"], "reason": "x"});
     problem(

@@ -130,7 +130,8 @@ fn stalled(addr: SocketAddr, sql: &str, timeout_ms: u64) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "POST /v1/query?format=csv HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        "POST /v1/query?format=csv HTTP/1.1\r\nhost: x\r\n{}content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        super::auth_line(addr),
         body.len()
     )
     .unwrap();

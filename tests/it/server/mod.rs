@@ -2,12 +2,14 @@
 //! socket); those about connections (a client hanging up, SIGTERM) run a
 //! real server on port 0 with a plain HTTP/1.1 client.
 
+mod audit;
 mod customers;
 mod errors;
 mod formats;
 mod hostile;
 mod named;
 mod openapi;
+mod security;
 mod streaming;
 
 use std::io::{Read, Write};
@@ -55,6 +57,34 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The admin token of each test server, by address.
+static TOKENS: std::sync::Mutex<Vec<(SocketAddr, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The admin token of the server at `addr`.
+pub(crate) fn token_of(addr: SocketAddr) -> String {
+    TOKENS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default()
+}
+
+/// The header line that authenticates a raw request to `addr` as admin.
+pub(crate) fn auth_line(addr: SocketAddr) -> String {
+    format!("authorization: Bearer {}\r\n", token_of(addr))
+}
+
+/// A token for `role` in the lake at `dir` (`extra`: more `token create` flags).
+pub(crate) fn token(dir: &Path, user: &str, role: &str, extra: &[&str]) -> String {
+    let mut args = vec!["token", "create", "--user", user, "--role", role];
+    args.extend_from_slice(extra);
+    ok(dir, &args).lines().last().unwrap().trim().to_string()
+}
+
+/// Send a request; it goes as admin unless `headers` names an
+/// `authorization` of its own (an empty one: none at all).
 pub(crate) fn request(
     addr: SocketAddr,
     method: &str,
@@ -67,8 +97,16 @@ pub(crate) fn request(
         "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
     );
+    if !headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        req.push_str(&auth_line(addr));
+    }
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        if !v.is_empty() {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
     }
     req.push_str("\r\n");
     s.write_all(req.as_bytes()).unwrap();
@@ -145,6 +183,7 @@ pub(crate) fn server_with(
     tune: impl FnOnce(&mut custlake::config::Config),
 ) -> (tokio::runtime::Runtime, SocketAddr) {
     let config = lake_config(dir, tune);
+    let admin = token(dir, "test-admin", "admin", &[]);
     let rt = runtime();
     let app = rt
         .block_on(custlake::server::Application::build(
@@ -153,6 +192,7 @@ pub(crate) fn server_with(
         ))
         .unwrap();
     let addr = app.local_addr();
+    TOKENS.lock().unwrap().push((addr, admin));
     rt.spawn(app.run_until_stopped());
     (rt, addr)
 }
@@ -176,6 +216,9 @@ pub(crate) fn problem(r: &Reply, status: u16, code: u64) -> serde_json::Value {
 pub(crate) struct Api {
     rt: tokio::runtime::Runtime,
     router: axum::Router,
+    /// The admin token every request carries unless it names its own
+    /// `authorization`.
+    pub(crate) admin: String,
 }
 
 impl Api {
@@ -185,13 +228,14 @@ impl Api {
 
     pub(crate) fn with(dir: &Path, tune: impl FnOnce(&mut custlake::config::Config)) -> Self {
         let config = lake_config(dir, tune);
+        let admin = token(dir, "test-admin", "admin", &[]);
         let rt = runtime();
         let router = rt
             .block_on(async {
-                custlake::server::app(custlake::lake::Warehouse::quiet(config).unwrap())
+                custlake::server::app(custlake::lake::Warehouse::quiet(config).unwrap()).await
             })
             .unwrap();
-        Self { rt, router }
+        Self { rt, router, admin }
     }
 
     pub(crate) fn request(
@@ -203,8 +247,16 @@ impl Api {
     ) -> Reply {
         use tower::ServiceExt;
         let mut req = axum::http::Request::builder().method(method).uri(path);
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            req = req.header("authorization", format!("Bearer {}", self.admin));
+        }
         for (k, v) in headers {
-            req = req.header(*k, *v);
+            if !v.is_empty() {
+                req = req.header(*k, *v);
+            }
         }
         let req = req.body(axum::body::Body::from(body.to_vec())).unwrap();
         self.rt.block_on(async {
@@ -247,6 +299,11 @@ fn lake_config(
     let mut config = custlake::config::Config::embedded();
     config.lake = dir.join("data/lake").to_string_lossy().to_string();
     config.server.body_limit_bytes = 4096;
+    // Tests send bursts of requests as admin: no rate limit in the way.
+    if let Some(admin) = config.roles.get_mut("admin") {
+        admin.rate_per_second = Some(1_000_000);
+        admin.burst = Some(1_000_000);
+    }
     tune(&mut config);
     config
 }

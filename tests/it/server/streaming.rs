@@ -21,7 +21,8 @@ fn a_client_that_hangs_up_cancels_its_query() {
     let mut s = TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "POST /v1/query?format=csv HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{big}",
+        "POST /v1/query?format=csv HTTP/1.1\r\nhost: x\r\n{}content-type: application/json\r\ncontent-length: {}\r\n\r\n{big}",
+        super::auth_line(addr),
         big.len()
     )
     .unwrap();

@@ -279,6 +279,10 @@ class Server:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{port}"
+        # An admin token (every route but the health checks needs one).
+        made = subprocess.run([binary, "--quiet", "--lake", lake, "token", "create", "--user", "bench",
+                               "--role", "admin"], env=env, check=True, capture_output=True)
+        self.auth = {"Authorization": "Bearer " + made.stdout.decode().strip().splitlines()[-1]}
         self.proc = subprocess.Popen([binary, "--quiet", "--lake", lake, "serve", "--bind", f"127.0.0.1:{port}"],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for _ in range(300):
@@ -292,8 +296,8 @@ class Server:
     def fetch(self, path, body=None):
         """(milliseconds, reply bytes) of one request, timed at the client."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data,
-                                     headers={"Content-Type": "application/json"} if data else {})
+        headers = dict(self.auth, **({"Content-Type": "application/json"} if data else {}))
+        req = urllib.request.Request(self.base + path, data=data, headers=headers)
         t = time.perf_counter()
         with urllib.request.urlopen(req, timeout=600) as r:
             reply = r.read()

@@ -26,7 +26,9 @@ print(f"loading a sample of {a.customers} customers ...", file=sys.stderr)
 run("generate", "--customers", str(a.customers), "--seed", "1", "--as-of", "2026-06-30", "--out", "sample")
 run("ingest", "--from", "sample")
 run("resolve")
-env = dict(os.environ, CUSTLAKE__QUERY__MEMORY_LIMIT_MB=str(a.memory_limit_mb))
+token = run("token", "create", "--user", "bench", "--role", "admin").stdout.decode().strip().splitlines()[-1]
+env = dict(os.environ, CUSTLAKE__QUERY__MEMORY_LIMIT_MB=str(a.memory_limit_mb),
+           CUSTLAKE__ROLES__ADMIN__RATE_PER_SECOND="1000000", CUSTLAKE__ROLES__ADMIN__BURST="1000000")
 srv = subprocess.Popen([bin_, "serve", "--bind", f"127.0.0.1:{a.port}"], cwd=work, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 base = f"http://127.0.0.1:{a.port}"
@@ -46,7 +48,7 @@ def status_mem():
 
 def post(sql, **extra):
     body = json.dumps({"sql": sql, **extra}).encode()
-    req = urllib.request.Request(base + "/v1/query?format=json", body, {"content-type": "application/json"})
+    req = urllib.request.Request(base + "/v1/query?format=json", body, {"content-type": "application/json", "authorization": "Bearer " + token})
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
             r.read(); return r.status

@@ -14,6 +14,9 @@ port=18555
 work="$(mktemp -d)"
 trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
+token="$("$bin" --quiet --lake "$lake" token create --user bench --role admin | tail -1)"
+export CUSTLAKE_BENCH_TOKEN="$token"
+CUSTLAKE__ROLES__ADMIN__RATE_PER_SECOND=1000000 CUSTLAKE__ROLES__ADMIN__BURST=1000000 \
 CUSTLAKE__SERVER__MAX_CONCURRENT_QUERIES=128 CUSTLAKE__SERVER__MAX_ROW_LIMIT=100000000 \
   "$bin" serve --lake "$lake" --bind "127.0.0.1:$port" > "$work/server.log" 2>&1 &
 pid=$!
@@ -25,7 +28,8 @@ done
 cat > "$work/lookup.lua" <<'LUA'
 math.randomseed(42)
 request = function()
-  return wrk.format("GET", "/v1/queries/customer_lookup?id=C" .. (1000000000 + math.random(0, 999999)))
+  return wrk.format("GET", "/v1/queries/customer_lookup?id=C" .. (1000000000 + math.random(0, 999999)),
+    { ["Authorization"] = "Bearer " .. os.getenv("CUSTLAKE_BENCH_TOKEN") })
 end
 LUA
 
@@ -45,14 +49,15 @@ echo
 echo "10-million-row CSV export:"
 start=$(date +%s.%N)
 python3 - "$port" <<'PY'
-import json, sys, urllib.request
+import json, os, sys, urllib.request
 port = sys.argv[1]
 body = json.dumps({
     "sql": "SELECT p.* FROM payment p CROSS JOIN (VALUES (1), (2)) AS t(x)",
     "limit": 10000000, "timeout_ms": 600000,
 }).encode()
 req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/query?format=csv", data=body,
-                             headers={"content-type": "application/json"})
+                             headers={"content-type": "application/json",
+                                      "authorization": "Bearer " + os.environ["CUSTLAKE_BENCH_TOKEN"]})
 rows = size = 0
 with urllib.request.urlopen(req) as r:
     while True:

@@ -72,17 +72,19 @@ pub async fn secured(
         Tables::AsOf(as_of) => super::register_tables(&base, lake, catalog, as_of).await?,
     };
     let user = context_on(config, runtime);
-    let mut names = crate::security::secure(
-        &base,
-        &user,
+    let schema = crate::security::SecuredSchema::new(
+        base,
         catalog,
         &raw,
+        &super::GOLDEN_VIEWS,
         principal,
         role,
-        &security.masks,
-    )
-    .await?;
-    let golden = super::register_golden_views_where(&user, &names, |v| role.reads(v)).await?;
-    names.extend(golden);
+        security.masks(lake).await?,
+    );
+    let names = datafusion::catalog::SchemaProvider::table_names(&schema);
+    let default = user
+        .catalog("datafusion")
+        .ok_or_else(|| QueryError::Internal("the session has no default catalog".into()))?;
+    default.register_schema("public", std::sync::Arc::new(schema))?;
     Ok(Secured { ctx: user, names })
 }

@@ -23,7 +23,7 @@ use crate::lake::{Lake, LakeError};
 pub use mask::Masks;
 pub use policy::{Policy, Role};
 pub use principal::Principal;
-pub use views::{ColumnAccess, columns, secure};
+pub use views::{ColumnAccess, SecuredSchema, columns};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
@@ -124,7 +124,10 @@ pub fn journal_dir(config: &Config) -> PathBuf {
 /// Everything a process needs to authenticate, authorise and audit.
 pub struct Security {
     pub policy: Policy,
-    pub masks: Masks,
+    /// The mask functions, made when a session first needs them (the
+    /// salt may have to be read, or made, in the lake's catalog).
+    masks: tokio::sync::OnceCell<Masks>,
+    mask_salt: Vec<u8>,
     jwt: Option<jwt::JwtKey>,
     jwt_config: crate::config::JwtConfig,
     pub tokens: tokens::TokenCache,
@@ -142,12 +145,8 @@ impl std::fmt::Debug for Security {
 }
 
 impl Security {
-    pub async fn open(config: &Config, lake: &Lake) -> Result<Self, SecurityError> {
+    pub async fn open(config: &Config, _lake: &Lake) -> Result<Self, SecurityError> {
         let policy = Policy::from_config(config)?;
-        let salt = match config.security.mask_salt.expose() {
-            "" => lake_salt(lake).await?,
-            s => s.as_bytes().to_vec(),
-        };
         let journal = if config.security.audit.enabled {
             Some(audit::Journal::open(audit::JournalDir::new(journal_dir(
                 config,
@@ -157,7 +156,8 @@ impl Security {
         };
         Ok(Self {
             policy,
-            masks: Masks::new(&salt),
+            masks: tokio::sync::OnceCell::new(),
+            mask_salt: config.security.mask_salt.expose().as_bytes().to_vec(),
             jwt: jwt::key(&config.security.jwt)?,
             jwt_config: config.security.jwt.clone(),
             tokens: tokens::TokenCache::default(),
@@ -200,6 +200,21 @@ impl Security {
             ))
         })?;
         Ok(principal)
+    }
+
+    /// The mask functions of `lake` (its salt: `security.mask_salt`, else
+    /// the lake's own, made on first use).
+    pub async fn masks(&self, lake: &Lake) -> Result<&Masks, SecurityError> {
+        self.masks
+            .get_or_try_init(|| async {
+                let salt = if self.mask_salt.is_empty() {
+                    lake_salt(lake).await?
+                } else {
+                    self.mask_salt.clone()
+                };
+                Ok::<_, SecurityError>(Masks::new(&salt))
+            })
+            .await
     }
 
     pub fn role(&self, principal: &Principal) -> Result<&Role, SecurityError> {

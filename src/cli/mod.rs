@@ -179,12 +179,11 @@ async fn audit_command(
     if let Some(j) = &security.journal {
         let big =
             std::fs::metadata(j.dir().dir.join("current.ndjson")).map_or(0, |m| m.len()) > 1 << 20;
-        if big || !j.dir().sealed()?.is_empty() {
-            if let Err(e) =
+        if (big || !j.dir().sealed()?.is_empty())
+            && let Err(e) =
                 crate::security::audit_table::flush(&wh.lake, &wh.catalog, j.dir()).await
-            {
-                tracing::warn!(error = %e, "audit records not moved into audit_log yet");
-            }
+        {
+            tracing::warn!(error = %e, "audit records not moved into audit_log yet");
         }
     }
     Ok(())

@@ -14,7 +14,7 @@ use super::{Principal, SecurityError};
 
 /// A configured verifier.
 pub enum JwtKey {
-    Hs256(aws_lc_rs::hmac::Key),
+    Hs256(Box<aws_lc_rs::hmac::Key>),
     Rs256(Vec<u8>),
 }
 
@@ -48,10 +48,10 @@ pub fn key(config: &JwtConfig) -> Result<Option<JwtKey>, SecurityError> {
                     "security.jwt: an HS256 secret needs at least 32 bytes".into(),
                 ));
             }
-            Ok(Some(JwtKey::Hs256(aws_lc_rs::hmac::Key::new(
+            Ok(Some(JwtKey::Hs256(Box::new(aws_lc_rs::hmac::Key::new(
                 aws_lc_rs::hmac::HMAC_SHA256,
                 &secret,
-            ))))
+            )))))
         }
         "RS256" => {
             let pem = file()?;

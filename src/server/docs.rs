@@ -501,43 +501,6 @@ pub(crate) fn named_paths(doc: &mut serde_json::Value, named: &[crate::query::na
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn limits_and_timeouts_carry_the_configured_bounds_everywhere() {
-        let config = crate::config::Config::embedded();
-        let named = crate::query::named::embedded().unwrap();
-        let doc = super::super::openapi_document(&config, &named);
-        let mut seen = 0;
-        fn visit(v: &serde_json::Value, seen: &mut usize, max: u64) {
-            if let Some(o) = v.as_object() {
-                let limit = o.get("name").and_then(|n| n.as_str()) == Some("limit");
-                if limit {
-                    assert_eq!(o["schema"]["maximum"], max, "{v}");
-                    *seen += 1;
-                }
-                if let Some(p) = o.get("properties").and_then(|p| p.get("limit")) {
-                    assert_eq!(p["maximum"], max, "{v}");
-                    *seen += 1;
-                }
-                o.values().for_each(|c| visit(c, seen, max));
-            }
-            if let Some(a) = v.as_array() {
-                a.iter().for_each(|c| visit(c, seen, max));
-            }
-        }
-        for (path, item) in doc["paths"].as_object().unwrap() {
-            if path.starts_with("/v1/quer") {
-                visit(item, &mut seen, config.server.max_row_limit as u64);
-            }
-        }
-        // GET and POST of each named query, and POST /v1/query's schema.
-        assert!(seen >= 2 * named.len(), "{seen}");
-        assert!(doc["paths"].get("/v1/queries/customer_lookup").is_some());
-        assert!(doc["paths"].get("/v1/queries/{name}").is_none());
-    }
-}
-
 /// Bearer authentication: declared once, required everywhere but the
 /// health routes, and the 401/403/429 every guarded route can answer.
 pub(crate) fn apply_security(doc: &mut serde_json::Value) {
@@ -603,5 +566,42 @@ pub(crate) fn apply_security(doc: &mut serde_json::Value) {
                     .or_insert_with(|| problem(status, what));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn limits_and_timeouts_carry_the_configured_bounds_everywhere() {
+        let config = crate::config::Config::embedded();
+        let named = crate::query::named::embedded().unwrap();
+        let doc = super::super::openapi_document(&config, &named);
+        let mut seen = 0;
+        fn visit(v: &serde_json::Value, seen: &mut usize, max: u64) {
+            if let Some(o) = v.as_object() {
+                let limit = o.get("name").and_then(|n| n.as_str()) == Some("limit");
+                if limit {
+                    assert_eq!(o["schema"]["maximum"], max, "{v}");
+                    *seen += 1;
+                }
+                if let Some(p) = o.get("properties").and_then(|p| p.get("limit")) {
+                    assert_eq!(p["maximum"], max, "{v}");
+                    *seen += 1;
+                }
+                o.values().for_each(|c| visit(c, seen, max));
+            }
+            if let Some(a) = v.as_array() {
+                a.iter().for_each(|c| visit(c, seen, max));
+            }
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            if path.starts_with("/v1/quer") {
+                visit(item, &mut seen, config.server.max_row_limit as u64);
+            }
+        }
+        // GET and POST of each named query, and POST /v1/query's schema.
+        assert!(seen >= 2 * named.len(), "{seen}");
+        assert!(doc["paths"].get("/v1/queries/customer_lookup").is_some());
+        assert!(doc["paths"].get("/v1/queries/{name}").is_none());
     }
 }

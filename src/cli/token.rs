@@ -65,6 +65,11 @@ pub struct RevokeArgs {
 }
 
 fn check_role(security: &Security, role: &str) -> Result<(), CliError> {
+    if role == crate::security::LOCAL_ROLE {
+        return Err(CliError::Usage(format!(
+            "the role {role:?} is the local command line's own; a token cannot carry it"
+        )));
+    }
     security.policy.role(role).map(|_| ()).map_err(|_| {
         CliError::Usage(format!(
             "no role {role:?} is configured; roles: {}",

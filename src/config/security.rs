@@ -145,7 +145,8 @@ pub struct RoleConfig {
     /// Whether the role may send its own SQL (`POST /v1/query`, `custlake sql`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub free_sql: Option<bool>,
-    /// Named queries the role may run (`*`: every one its tables allow).
+    /// Named queries the role may run (`*`: every one, `prefix*`, a name;
+    /// `!pattern` takes some away again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub named_queries: Option<Vec<String>>,
     /// What else: `steward` (merge, split, undo, suspects), `tokens`,

@@ -22,7 +22,7 @@ use crate::lake::{Lake, LakeError};
 
 pub use mask::Masks;
 pub use policy::{Policy, Role};
-pub use principal::Principal;
+pub use principal::{LOCAL_ROLE, Principal};
 pub use views::{ColumnAccess, SecuredSchema, columns};
 
 #[derive(Debug, thiserror::Error)]
@@ -192,7 +192,13 @@ impl Security {
                 tokens::Rejected::Malformed.reason().into(),
             ));
         };
-        // A credential naming a role nobody configured is no credential.
+        // A credential naming a role nobody configured, or the local
+        // operator's, is no credential.
+        if principal.role == LOCAL_ROLE {
+            return Err(SecurityError::Unauthenticated(format!(
+                "the role {LOCAL_ROLE:?} is the local command line's own; no credential carries it"
+            )));
+        }
         self.policy.role(&principal.role).map_err(|_| {
             SecurityError::Unauthenticated(format!(
                 "the credential's role {:?} is not configured",

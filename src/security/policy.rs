@@ -65,8 +65,18 @@ impl Role {
             .map(String::as_str)
     }
 
+    /// Patterns grant named queries; `!pattern` takes them away again.
     pub fn may_run(&self, named_query: &str) -> bool {
-        self.named_queries.iter().any(|p| matches(p, named_query))
+        let denied = self
+            .named_queries
+            .iter()
+            .filter_map(|p| p.strip_prefix('!'))
+            .any(|p| matches(p, named_query));
+        !denied
+            && self
+                .named_queries
+                .iter()
+                .any(|p| !p.starts_with('!') && matches(p, named_query))
     }
 
     pub fn may(&self, action: &str) -> bool {
@@ -211,6 +221,10 @@ mod tests {
         assert!(!tele.free_sql);
         assert!(tele.row_filter("policy").unwrap().contains("{agent_id}"));
         assert!(!tele.reads("quarantine"));
+        assert!(!p.role("admin").unwrap().reads("audit_log"));
+        assert!(!p.role("admin").unwrap().may_run("audit_volume"));
+        assert!(p.role("admin").unwrap().may_run("customer_lookup"));
+        assert!(p.role("operator").unwrap().reads("audit_log"));
         let auditor = p.role("auditor").unwrap();
         assert!(auditor.reads("audit_log") && !auditor.reads("customer"));
         assert!(p.role("root").is_err());

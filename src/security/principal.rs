@@ -2,6 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The role of the lake's local operator (commands run without a token);
+/// no credential may carry it.
+pub const LOCAL_ROLE: &str = "operator";
+
 /// The authenticated caller of a request or command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
@@ -27,7 +31,7 @@ impl Principal {
             .unwrap_or_else(|_| "operator".into());
         Self {
             user: format!("local:{user}"),
-            role: "admin".into(),
+            role: LOCAL_ROLE.into(),
             teams: Vec::new(),
             regions: Vec::new(),
             agent_id: None,

@@ -214,7 +214,12 @@ fn looks_like_path(t: &str) -> bool {
 /// `Cannot cast string '张三' to …`: the quoted value is a datum.
 fn mask_cast_values(s: &str) -> String {
     let lower = s.to_lowercase();
-    if !lower.contains("cast") {
+    // Casts, parses and conversions quote the value they met, which may
+    // belong to a row or a column the caller may not see.
+    if !["cast", "pars", "convert"]
+        .iter()
+        .any(|w| lower.contains(w))
+    {
         return s.to_string();
     }
     let mut out = String::with_capacity(s.len());

@@ -85,7 +85,9 @@ pub(crate) fn may_run(state: &SharedState, caller: &Caller, q: &NamedQuery) -> b
     let Ok(role) = state.security.role(&caller.principal) else {
         return false;
     };
-    (role.name == "admin" || q.roles.iter().any(|r| r == &role.name)) && role.may_run(&q.name)
+    (matches!(role.name.as_str(), "admin" | crate::security::LOCAL_ROLE)
+        || q.roles.iter().any(|r| r == &role.name))
+        && role.may_run(&q.name)
 }
 
 fn find<'a>(state: &'a SharedState, name: &str) -> Result<&'a NamedQuery, ApiError> {

@@ -257,6 +257,9 @@ const MATRIX: &[(&str, Req, Expect)] = &[
     ),
     // The role's row cap.
     ("analyst", Sql("LIMIT:100000000"), Refused(403)),
+    // Separation of duties: an admin does not read the audit trail.
+    ("admin", Sql("SELECT * FROM audit_log"), Refused(400)),
+    ("admin", Named("audit_volume", ""), Refused(403)),
 ];
 
 /// Rows of a JSON result.
@@ -387,7 +390,9 @@ fn lake(dir: &Path) -> Lake {
         ("{TEAM}", team.clone()),
         ("{SOURCE}", source),
     ];
+    secrets.insert("admin", Vec::new());
     let mut tokens = HashMap::new();
+    tokens.insert("admin", api.admin.clone());
     tokens.insert("analyst", token(dir, "ann", "analyst", &[]));
     tokens.insert(
         "telesales",
@@ -820,4 +825,94 @@ fn the_cli_runs_sql_as_a_tokens_principal_also_in_the_past() {
     assert!(err.contains("may not send its own SQL"), "{err}");
     let err = fails(d, &["sql", "--token", "cl_bad_bad", "SELECT 1"]);
     assert!(err.contains("not known"), "{err}");
+}
+
+/// An RS256 JWT signed by openssl with an identity provider's private key,
+/// checked against its public key file.
+#[test]
+fn an_rs256_jwt_verifies_with_the_providers_public_key() {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "idp.key",
+        ],
+        vec!["pkey", "-in", "idp.key", "-pubout", "-out", "idp.pub"],
+    ] {
+        let o = Command::new("openssl")
+            .current_dir(d)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let public = d.join("idp.pub").to_string_lossy().to_string();
+    let api = Api::with(d, |c| {
+        c.security.jwt.algorithm = "RS256".into();
+        c.security.jwt.key_file = public.clone();
+    });
+    let sign = |alg: &str, claims: serde_json::Value| {
+        let h = URL_SAFE_NO_PAD.encode(format!("{{\"alg\":\"{alg}\",\"typ\":\"JWT\"}}"));
+        let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signed = format!("{h}.{p}");
+        std::fs::write(d.join("signed"), &signed).unwrap();
+        let o = Command::new("openssl")
+            .current_dir(d)
+            .args(["dgst", "-sha256", "-sign", "idp.key", "signed"])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(o.stdout))
+    };
+    let exp = chrono::Utc::now().timestamp() + 600;
+    let good = sign(
+        "RS256",
+        serde_json::json!({"sub": "li", "role": "analyst", "exp": exp}),
+    );
+    let h = format!("Bearer {good}");
+    assert_eq!(
+        api.request("GET", "/v1/tables", &[("authorization", h.as_str())], b"")
+            .status,
+        200
+    );
+    // The header may not choose another algorithm (HS256 keyed with the
+    // public key is the classic confusion).
+    let pem = std::fs::read(d.join("idp.pub")).unwrap();
+    let confused = custlake::security::jwt::sign_hs256(
+        &pem,
+        &serde_json::json!({"sub": "li", "role": "admin", "exp": exp}),
+    );
+    problem(
+        &api.request(
+            "GET",
+            "/v1/tables",
+            &[("authorization", &format!("Bearer {confused}"))],
+            b"",
+        ),
+        401,
+        1601,
+    );
+    // A tampered payload breaks the signature.
+    let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+    parts[1] = URL_SAFE_NO_PAD
+        .encode(serde_json::json!({"sub": "li", "role": "admin", "exp": exp}).to_string());
+    problem(
+        &api.request(
+            "GET",
+            "/v1/tables",
+            &[("authorization", &format!("Bearer {}", parts.join(".")))],
+            b"",
+        ),
+        401,
+        1601,
+    );
 }

@@ -361,6 +361,21 @@ pub fn parquet_kind(e: &datafusion::parquet::errors::ParquetError) -> ErrorKind 
             ErrorKind::Internal => ErrorKind::StorageDamaged,
             k => k,
         },
+        // A statement's predicate evaluated while the file is read (a
+        // filter pushed into the scan): the statement's values, not the file.
+        P::ArrowError(m)
+            if [
+                "Divide by zero",
+                "Cast error",
+                "Overflow",
+                "Parser error",
+                "Compute error",
+            ]
+            .iter()
+            .any(|w| m.contains(w)) =>
+        {
+            ErrorKind::InvalidSql
+        }
         _ => ErrorKind::StorageDamaged,
     }
 }

@@ -49,7 +49,8 @@ pub(super) async fn run(
                 Vec::new()
             };
             let pending = journal.dir().pending().map_err(CliError::Security)?;
-            let v = audit::verify(table, pending);
+            let written = journal.dir().sealed_seq().map_err(CliError::Security)?;
+            let v = audit::verify(table, pending, written);
             match &v.broken {
                 None => {
                     println!(

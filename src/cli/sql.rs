@@ -149,7 +149,7 @@ pub(super) async fn run(
         eprintln!("{}", serde_json::json!({ "open_ms": ms }));
     }
     if args.runs > 1 || args.timing {
-        return run_timed(&ctx, &wh.config, args).await;
+        return run_timed(&ctx, &wh.config, args, limit).await;
     }
     let df = plan_read_only(&ctx, &args.sql).await?;
     let schema = df.schema().inner().clone();
@@ -205,12 +205,16 @@ async fn run_timed(
     ctx: &SessionContext,
     config: &crate::config::Config,
     args: &SqlArgs,
+    limit: Option<usize>,
 ) -> Result<(), CliError> {
     let mut last = None;
     for run in 1..=args.runs {
         crate::query::fresh_budget(ctx, config);
         let started = Instant::now();
-        let df = plan_read_only(ctx, &args.sql).await?;
+        let mut df = plan_read_only(ctx, &args.sql).await?;
+        if let Some(l) = limit {
+            df = df.limit(0, Some(l))?;
+        }
         let schema = df.schema().inner().clone();
         let batches = df.collect().await?;
         let ms = started.elapsed().as_secs_f64() * 1e3;

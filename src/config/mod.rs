@@ -142,6 +142,15 @@ pub struct QueryConfig {
     /// in all its calls on constants while a statement is planned.
     #[serde(default = "default_value_mb")]
     pub max_value_mb: u64,
+    /// The most relations (tables, views, subqueries, VALUES lists, table
+    /// functions) one statement may read: planning time grows fast with
+    /// the joins, and planning cannot be cut by the query's timeout.
+    #[serde(default = "default_relations")]
+    pub max_relations: usize,
+}
+
+fn default_relations() -> usize {
+    64
 }
 
 fn default_statement_bytes() -> usize {

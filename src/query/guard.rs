@@ -19,7 +19,9 @@ use datafusion::execution::context::SQLOptions;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Expr, Query, SetExpr, Statement, Visit, Visitor};
+use datafusion::sql::sqlparser::ast::{
+    Expr, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+};
 
 use super::QueryError;
 use crate::config::QueryConfig;
@@ -42,11 +44,12 @@ pub fn check_read_only(sql: &str, limits: &QueryConfig) -> Result<(), QueryError
         )));
     }
     let max_depth = limits.max_expression_depth;
+    let max_relations = limits.max_relations;
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("custlake-parse".into())
             .stack_size(PARSE_STACK)
-            .spawn_scoped(scope, || check_parsed(sql, max_depth))
+            .spawn_scoped(scope, || check_parsed(sql, max_depth, max_relations))
             .map_err(|e| QueryError::Internal(format!("starting the parser thread: {e}")))?
             .join()
             .map_err(|_| QueryError::Internal("the parser thread panicked".into()))?
@@ -54,12 +57,20 @@ pub fn check_read_only(sql: &str, limits: &QueryConfig) -> Result<(), QueryError
 }
 
 /// Parse, measure and check `sql`; the parsed tree is dropped here too.
-fn check_parsed(sql: &str, max_depth: usize) -> Result<(), QueryError> {
+fn check_parsed(sql: &str, max_depth: usize, max_relations: usize) -> Result<(), QueryError> {
     let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Syntax(Box::new(e)))?;
     if statements.len() != 1 {
         return Err(QueryError::Statements(statements.len()));
     }
-    let depth = depth(&statements[0], max_depth);
+    let (depth, relations) = depth(&statements[0], max_depth);
+    if relations > max_relations {
+        // Planning time grows fast with the relations joined (and planning
+        // cannot be interrupted by the query's timeout).
+        return Err(QueryError::TooComplex(format!(
+            "the statement reads {relations} tables, subqueries or VALUES lists; at most \
+             {max_relations} are accepted (query.max_relations)"
+        )));
+    }
     if depth > max_depth {
         return Err(QueryError::TooComplex(format!(
             "the statement nests expressions or set operations more than {max_depth} deep \
@@ -69,8 +80,9 @@ fn check_parsed(sql: &str, max_depth: usize) -> Result<(), QueryError> {
     read_only(&statements[0])
 }
 
-/// How deep `statement` nests, counted up to just past `limit`.
-fn depth(statement: &DFStatement, limit: usize) -> usize {
+/// How deep `statement` nests, counted up to just past `limit`, and how
+/// many relations (tables, subqueries, VALUES, table functions) it reads.
+fn depth(statement: &DFStatement, limit: usize) -> (usize, usize) {
     match statement {
         DFStatement::Explain(e) => depth(&e.statement, limit),
         DFStatement::Statement(s) => {
@@ -78,11 +90,12 @@ fn depth(statement: &DFStatement, limit: usize) -> usize {
                 now: 0,
                 deepest: 0,
                 limit,
+                relations: 0,
             };
             let _ = s.visit(&mut d);
-            d.deepest
+            (d.deepest, d.relations)
         }
-        _ => 0,
+        _ => (0, 0),
     }
 }
 
@@ -92,6 +105,7 @@ struct Depth {
     now: usize,
     deepest: usize,
     limit: usize,
+    relations: usize,
 }
 
 impl Depth {
@@ -127,6 +141,11 @@ impl Visitor for Depth {
 
     fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
         self.enter(1)
+    }
+
+    fn pre_visit_table_factor(&mut self, _: &TableFactor) -> ControlFlow<()> {
+        self.relations += 1;
+        ControlFlow::Continue(())
     }
 
     fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<()> {
@@ -237,6 +256,18 @@ mod tests {
 
     fn limits() -> QueryConfig {
         crate::config::Config::embedded().query
+    }
+
+    #[test]
+    fn too_many_relations_are_refused_before_planning() {
+        let join = |n: usize| {
+            let from: Vec<String> = (0..n).map(|i| format!("(VALUES (1)) a{i}")).collect();
+            format!("SELECT count(*) FROM {}", from.join(", "))
+        };
+        check_read_only(&join(64), &limits()).unwrap();
+        let e = check_read_only(&join(65), &limits()).unwrap_err();
+        assert!(matches!(e, QueryError::TooComplex(_)), "{e}");
+        assert!(e.to_string().contains("max_relations"), "{e}");
     }
 
     #[test]

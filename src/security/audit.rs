@@ -185,6 +185,12 @@ impl JournalDir {
         Ok(out)
     }
 
+    /// The position of the last record when the journal was last sealed
+    /// (0: never sealed).
+    pub fn sealed_seq(&self) -> Result<u64, SecurityError> {
+        Ok(self.sealed_head()?.seq)
+    }
+
     /// The head kept in `head.json` when the journal was last sealed.
     fn sealed_head(&self) -> Result<Head, SecurityError> {
         match std::fs::read(self.head_file()) {
@@ -375,9 +381,11 @@ pub struct Verified {
 }
 
 /// Check the chain of `table` (the records already moved into
-/// `audit_log`) followed by `journal` (those not yet moved). A record in
-/// both must be the same record.
-pub fn verify(table: Vec<AuditRecord>, journal: Vec<AuditRecord>) -> Verified {
+/// `audit_log`) followed by `journal` (those not yet moved), up to
+/// `written` (the head the journal kept when it was last sealed: records
+/// up to it were written, so a chain ending earlier lost its end). A
+/// record in both must be the same record.
+pub fn verify(table: Vec<AuditRecord>, journal: Vec<AuditRecord>, written: u64) -> Verified {
     let mut by_seq: std::collections::BTreeMap<u64, AuditRecord> = Default::default();
     let mut broken: Option<Broken> = None;
     let note = |b: Broken, broken: &mut Option<Broken>| {
@@ -467,6 +475,16 @@ pub fn verify(table: Vec<AuditRecord>, journal: Vec<AuditRecord>) -> Verified {
             Some(_) => {}
         }
         prev = Some(r);
+    }
+    if broken.is_none() && last_seq < written {
+        broken = Some(Broken {
+            seq: last_seq + 1,
+            event_id: String::new(),
+            why: format!(
+                "records {} to {written} were written but are gone (removed from the end)",
+                last_seq + 1
+            ),
+        });
     }
     Verified {
         records,
@@ -586,15 +604,15 @@ mod tests {
             all.iter().map(|r| r.seq).collect::<Vec<_>>(),
             vec![1, 2, 3, 4, 5]
         );
-        assert_eq!(verify(vec![], all.clone()).broken, None);
+        assert_eq!(verify(vec![], all.clone(), 0).broken, None);
 
         let mut edited = all.clone();
         edited[2].detail = Some("SELECT 1".into());
-        assert_eq!(verify(vec![], edited).broken.unwrap().seq, 3);
+        assert_eq!(verify(vec![], edited, 0).broken.unwrap().seq, 3);
 
         let mut removed = all.clone();
         removed.remove(1);
-        let b = verify(vec![], removed).broken.unwrap();
+        let b = verify(vec![], removed, 0).broken.unwrap();
         assert_eq!(b.seq, 3);
         assert!(b.why.contains("missing"), "{}", b.why);
 
@@ -603,12 +621,15 @@ mod tests {
         let (a, b) = (reordered[1].clone(), reordered[2].clone());
         reordered[1] = AuditRecord { seq: 2, ..b };
         reordered[2] = AuditRecord { seq: 3, ..a };
-        assert_eq!(verify(vec![], reordered).broken.unwrap().seq, 2);
+        assert_eq!(verify(vec![], reordered, 0).broken.unwrap().seq, 2);
 
         // A record in the table differing from the journal's.
         let mut table = all[..2].to_vec();
         table[1].principal = "mallory".into();
-        assert_eq!(verify(table, all.clone()).broken.unwrap().seq, 2);
+        assert_eq!(verify(table, all.clone(), 0).broken.unwrap().seq, 2);
+        // The last records cut off, below the head a seal kept.
+        let cut = verify(vec![], all[..3].to_vec(), 5).broken.unwrap();
+        assert_eq!(cut.seq, 4);
     }
 
     #[test]

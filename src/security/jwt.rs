@@ -173,8 +173,15 @@ pub fn verify(
         ));
     }
     if !config.audience.is_empty() {
-        let aud = strings(claims.get("aud"));
-        if !aud.iter().any(|a| a == &config.audience) {
+        // A string is one audience, an array several (never split text).
+        let named = match claims.get("aud") {
+            Some(serde_json::Value::String(a)) => a == &config.audience,
+            Some(serde_json::Value::Array(all)) => all
+                .iter()
+                .any(|a| a.as_str() == Some(config.audience.as_str())),
+            _ => false,
+        };
+        if !named {
             return Err(JwtRejected::Claims("aud does not name this service".into()));
         }
     }

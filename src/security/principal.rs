@@ -63,12 +63,36 @@ pub(crate) fn literal_list(vs: &[String]) -> String {
 impl Principal {
     /// `template` with `{user}`, `{agent_id}`, `{teams}` and `{regions}`
     /// replaced by this principal's attributes as SQL literals.
+    ///
+    /// One pass over the template: a value put in is never read again as
+    /// template, so an attribute holding `{teams}` stays text.
     pub fn render(&self, template: &str) -> String {
-        template
-            .replace("{user}", &literal(Some(&self.user)))
-            .replace("{agent_id}", &literal(self.agent_id.as_deref()))
-            .replace("{teams}", &literal_list(&self.teams))
-            .replace("{regions}", &literal_list(&self.regions))
+        let mut out = String::with_capacity(template.len() + 32);
+        let mut rest = template;
+        while let Some(at) = rest.find('{') {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at..];
+            let value = [
+                ("{user}", literal(Some(&self.user))),
+                ("{agent_id}", literal(self.agent_id.as_deref())),
+                ("{teams}", literal_list(&self.teams)),
+                ("{regions}", literal_list(&self.regions)),
+            ]
+            .into_iter()
+            .find(|(k, _)| tail.starts_with(k));
+            match value {
+                Some((k, v)) => {
+                    out.push_str(&v);
+                    rest = &tail[k.len()..];
+                }
+                None => {
+                    out.push('{');
+                    rest = &tail[1..];
+                }
+            }
+        }
+        out.push_str(rest);
+        out
     }
 }
 
@@ -91,6 +115,16 @@ mod tests {
                 "t.owning_team IN ({teams}) AND a = {agent_id} AND u = {user} AND r IN ({regions})"
             ),
             "t.owning_team IN ('north', 'x''); DROP') AND a = NULL AND u = 'o''brien' AND r IN (NULL)"
+        );
+        // An attribute that looks like a placeholder stays a literal.
+        let sneaky = Principal {
+            agent_id: Some("x{teams}y".into()),
+            teams: vec![" OR 1=1 OR t.agent_id = ".into()],
+            ..p
+        };
+        assert_eq!(
+            sneaky.render("t.agent_id = {agent_id}"),
+            "t.agent_id = 'x{teams}y'"
         );
     }
 }

@@ -7,10 +7,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
-use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
 use datafusion::common::Column;
+use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::prelude::{Expr, SessionContext, col};
 
 use crate::config::Access;
@@ -87,7 +91,122 @@ async fn view(
             e.alias(c.name.as_str())
         })
         .collect();
-    Ok(Some(df.select(exprs)?.into_view()))
+    let view = df.select(exprs)?;
+    if filter.is_none() {
+        // No rows to hide: a plain view, so the statement's predicates are
+        // pushed into the scan (they see only masked values).
+        return Ok(Some(view.into_view()));
+    }
+    Ok(Some(Arc::new(Fenced::new(view.into_unoptimized_plan()))))
+}
+
+/// A view with a row filter, as a table the optimiser cannot see into:
+/// the statement's own predicates stay above it, so they only ever run on
+/// rows the filter let through. (Inlined, a predicate would be pushed below
+/// the filter, into the raw scan or under a semi-join, and an error it
+/// raises on a hidden row — `1/0` when a hidden customer's id matches —
+/// would tell that the row exists.)
+#[derive(Debug)]
+pub(super) struct Fenced {
+    plan: LogicalPlan,
+    schema: SchemaRef,
+}
+
+impl Fenced {
+    fn new(plan: LogicalPlan) -> Self {
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        Self { plan, schema }
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for Fenced {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let plan = match projection {
+            Some(p) => {
+                let cols: Vec<Expr> = p
+                    .iter()
+                    .map(|i| col(Column::from_name(self.schema.field(*i).name())))
+                    .collect();
+                LogicalPlanBuilder::from(self.plan.clone())
+                    .project(cols)?
+                    .build()?
+            }
+            None => self.plan.clone(),
+        };
+        // Planned and optimised as a whole here; the outer plan's
+        // optimiser sees a leaf (re-optimising an optimised join would trip
+        // over its dynamic filters, and must not move predicates in).
+        let inner = state.create_physical_plan(&plan).await?;
+        Ok(Arc::new(FencedExec { inner }))
+    }
+}
+
+/// The physical side of [`Fenced`]: its plan, as a leaf.
+#[derive(Debug)]
+struct FencedExec {
+    inner: Arc<dyn ExecutionPlan>,
+}
+
+impl DisplayAs for FencedExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecuredViewExec")
+    }
+}
+
+impl ExecutionPlan for FencedExec {
+    fn name(&self) -> &str {
+        "SecuredViewExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.inner.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+        ) -> datafusion::error::Result<
+            datafusion::common::tree_node::TreeNodeRecursion,
+        >,
+    ) -> datafusion::error::Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        // A leaf to the outer plan: none of its expressions are offered.
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        self.inner.execute(partition, context)
+    }
 }
 
 /// The principal's schema: the secured view of each table its role reads
@@ -167,15 +286,31 @@ impl SecuredSchema {
         ) else {
             return Ok(None);
         };
-        let scratch = SessionContext::new_with_state(self.base.state());
-        scratch.register_table("secured_fact", f)?;
-        scratch.register_table("secured_xref", x)?;
-        let df = scratch
-            .sql(
-                "SELECT x.customer_id, f.* FROM secured_fact f LEFT JOIN secured_xref x \
-                 ON x.source_system = f.source_system AND x.source_id = f.source_customer_id",
-            )
-            .await?;
+        // Joined with the DataFrame API over the two providers: nothing is
+        // registered anywhere, so golden views never collide.
+        let x = self.base.read_table(x)?.select(vec![
+            col("customer_id").alias("__customer_id"),
+            col("source_system").alias("__x_system"),
+            col("source_id").alias("__x_id"),
+        ])?;
+        let f = self.base.read_table(f)?;
+        let fact_cols: Vec<Expr> = f
+            .schema()
+            .fields()
+            .iter()
+            .map(|c| col(Column::from_name(c.name())))
+            .collect();
+        let mut out = vec![col("__customer_id").alias("customer_id")];
+        out.extend(fact_cols);
+        let df = f
+            .join(
+                x,
+                datafusion::common::JoinType::Left,
+                &["source_system", "source_customer_id"],
+                &["__x_system", "__x_id"],
+                None,
+            )?
+            .select(out)?;
         Ok(Some(df.into_view()))
     }
 

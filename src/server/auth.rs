@@ -30,9 +30,16 @@ use crate::security::{Policy, Principal};
 type Limiter =
     RateLimiter<String, governor::state::keyed::DefaultKeyedStateStore<String>, DefaultClock>;
 
-/// A token bucket per principal, with its role's rate and burst.
+/// A token bucket per principal, with its role's rate and burst, and one
+/// per client address for requests without a usable credential (each of
+/// which is refused and recorded).
 pub(crate) struct Limiters {
     by_role: HashMap<String, Limiter>,
+    anonymous: RateLimiter<
+        std::net::IpAddr,
+        governor::state::keyed::DefaultKeyedStateStore<std::net::IpAddr>,
+        DefaultClock,
+    >,
     clock: DefaultClock,
 }
 
@@ -48,10 +55,30 @@ impl Limiters {
                 by_role.insert(name.to_string(), RateLimiter::keyed(quota));
             }
         }
+        let anonymous = RateLimiter::keyed(
+            Quota::per_second(NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN))
+                .allow_burst(NonZeroU32::new(40).unwrap_or(NonZeroU32::MIN)),
+        );
         Self {
             by_role,
+            anonymous,
             clock: DefaultClock::default(),
         }
+    }
+
+    /// `Err(seconds to wait)` when a client address sends too many
+    /// requests without a usable credential.
+    fn check_anonymous(&self, peer: Option<std::net::IpAddr>) -> Result<(), u64> {
+        let Some(ip) = peer else {
+            return Ok(());
+        };
+        self.anonymous.check_key(&ip).map_err(|not_until| {
+            not_until
+                .wait_time_from(self.clock.now())
+                .as_secs_f64()
+                .ceil()
+                .max(1.0) as u64
+        })
     }
 
     /// `Err(seconds to wait)` when the principal is over its rate.
@@ -135,15 +162,28 @@ fn outcome_of(status: u16) -> &'static str {
     }
 }
 
-/// Authenticate, rate-limit and audit one request.
+/// Authenticate, rate-limit and audit one request, on a task of its own:
+/// a client that hangs up drops only the wait for it, so neither a change
+/// it asked for (a merge) nor the request's record is left undone.
 pub(crate) async fn guard(
     State(state): State<SharedState>,
-    mut req: axum::extract::Request,
+    req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     if open_route(req.uri().path()) {
         return next.run(req).await;
     }
+    match tokio::spawn(guarded(state, req, next)).await {
+        Ok(resp) => resp,
+        Err(e) => ApiError::internal("answering the request", e).into_response(),
+    }
+}
+
+async fn guarded(
+    state: SharedState,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
     let start = Instant::now();
     let security = &state.security;
     let route = req
@@ -163,10 +203,9 @@ pub(crate) async fn guard(
             .map(str::to_string),
         ..AuditRecord::default()
     };
-    record.event_id = record
-        .request_id
-        .clone()
-        .unwrap_or_else(|| AuditRecord::new(&Principal::local(), "", "").event_id);
+    // The event id is the server's own: a client's x-request-id is kept
+    // apart (`request_id`) and can never name, or overwrite, a record.
+    record.event_id = AuditRecord::new(&Principal::local(), "", "").event_id;
     let principal = match bearer(&req) {
         None => Err("a credential is required: send Authorization: Bearer <token>".to_string()),
         Some(Err(())) => Err("the Authorization header is not a bearer credential".to_string()),
@@ -185,6 +224,21 @@ pub(crate) async fn guard(
         Ok(p) => p,
         Err(detail) => {
             record.principal = "anonymous".into();
+            let peer = req.extensions().get::<Peer>().map(|p| p.0.ip());
+            if let Err(wait) = state.limiters.check_anonymous(peer) {
+                // Refused without a record: a flood of bad credentials
+                // must not become a flood of fsyncs. The limiter's own
+                // counter tells that it happened.
+                metrics::counter!("custlake_unauthenticated_throttled_total").increment(1);
+                let mut resp = ApiError::new(
+                    ErrorKind::TooManyRequests,
+                    format!("too many requests without a valid credential; retry in {wait} s"),
+                )
+                .into_response();
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+                return resp;
+            }
             let resp = unauthenticated(&detail);
             return finish(&state, record, Note::default(), resp, start).await;
         }
@@ -208,25 +262,27 @@ pub(crate) async fn guard(
     let note = AuditNote::default();
     req.extensions_mut().insert(principal);
     req.extensions_mut().insert(note.clone());
-    let resp = next.run(req).await;
-    let n = note.get();
-    if n.streaming && resp.status().is_success() {
-        record.outcome = "started".into();
-        fill(&mut record, &n, &resp, start);
-        if let Err(e) = security.audit(record.clone()).await {
-            return audit_failed(e);
+    {
+        let resp = next.run(req).await;
+        let n = note.get();
+        if n.streaming && resp.status().is_success() {
+            record.outcome = "started".into();
+            fill(&mut record, &n, &resp, start);
+            if let Err(e) = state.security.audit(record.clone()).await {
+                return audit_failed(e);
+            }
+            let (parts, body) = resp.into_parts();
+            let body = axum::body::Body::new(Closing {
+                inner: body,
+                bytes: 0,
+                ended: false,
+                closing: None,
+                state: Some((state.clone(), record, note, start)),
+            });
+            return Response::from_parts(parts, body);
         }
-        let (parts, body) = resp.into_parts();
-        let body = axum::body::Body::new(Closing {
-            inner: body,
-            bytes: 0,
-            ended: false,
-            closing: None,
-            state: Some((state.clone(), record, note, start)),
-        });
-        return Response::from_parts(parts, body);
+        finish(&state, record, n, resp, start).await
     }
-    finish(&state, record, n, resp, start).await
 }
 
 fn fill(record: &mut AuditRecord, n: &Note, resp: &Response, start: Instant) {

@@ -58,6 +58,54 @@ pub(crate) async fn lineage(
         .map_err(identity_error)
 }
 
+/// Members of a suspect group, as a principal sees them.
+async fn members(
+    state: &SharedState,
+    principal: &crate::security::Principal,
+    group: &str,
+) -> Result<usize, ApiError> {
+    use datafusion::prelude::{col, lit};
+    let wh = &state.warehouse;
+    let ctx = crate::query::secured(
+        &wh.config,
+        state.runtime.clone(),
+        &wh.lake,
+        &wh.catalog,
+        crate::query::Tables::Cached(&state.tables),
+        &state.security,
+        principal,
+    )
+    .await
+    .map_err(|e| ApiError::from_error("checking access", &e))?
+    .ctx;
+    if !ctx.table_exist("suspect_group").unwrap_or(false) {
+        return Ok(0);
+    }
+    let n = ctx
+        .table("suspect_group")
+        .await
+        .and_then(|t| t.filter(col("group_id").eq(lit(group.to_string()))))
+        .map_err(|e| ApiError::from_error("checking access", &crate::query::QueryError::from(e)))?
+        .count()
+        .await
+        .map_err(|e| ApiError::from_error("checking access", &crate::query::QueryError::from(e)))?;
+    Ok(n)
+}
+
+/// A group is decided whole: 403 unless the caller sees every member (a
+/// steward may not merge another team's customer through a mixed group).
+async fn whole_group(state: &SharedState, caller: &Caller, group: &str) -> Result<(), ApiError> {
+    let seen = members(state, &caller.principal, group).await?;
+    let all = members(state, &crate::security::Principal::local(), group).await?;
+    if seen < all {
+        return Err(super::auth::forbidden(
+            &caller.principal,
+            "decide on a group with members outside its rows",
+        ));
+    }
+    Ok(())
+}
+
 /// 404 unless every one of `ids` is a row of `table` the caller may see
 /// (a steward decides on the customers of their own teams only; a
 /// customer out of sight is "not found", so its existence is not told).
@@ -259,7 +307,8 @@ async fn decide(
                 "group_id",
                 std::slice::from_ref(group),
             )
-            .await?
+            .await?;
+            whole_group(state, caller, group).await?
         }
     }
     let actor = caller.principal.user.clone();

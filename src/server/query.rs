@@ -321,10 +321,19 @@ async fn start(
             .with_param_values(params.to_vec())
             .map_err(|e| ApiError::new(ErrorKind::InvalidParameter, e.find_root().to_string()))?;
     }
-    // One row past the limit, to tell a cut result from a whole one.
-    let df = df
-        .limit(0, Some(limit.saturating_add(1)))
-        .map_err(df_error)?;
+    // One row past the limit, to tell a cut result from a whole one (an
+    // EXPLAIN must stay the plan's root, and its few rows need no limit).
+    let explain = matches!(
+        df.logical_plan(),
+        datafusion::logical_expr::LogicalPlan::Explain(_)
+            | datafusion::logical_expr::LogicalPlan::Analyze(_)
+    );
+    let df = if explain {
+        df
+    } else {
+        df.limit(0, Some(limit.saturating_add(1)))
+            .map_err(df_error)?
+    };
     df.execute_stream().await.map_err(df_error)
 }
 

@@ -86,6 +86,30 @@ fn every_request_leaves_one_record_and_the_chain_verifies() {
     );
     send("GET", "/no/such/route", &[], b"");
     send("GET", "/openapi.json", &[("authorization", &analyst)], b"");
+    // Two requests naming the same x-request-id are two records: the
+    // client's id never names (or overwrites) a record.
+    for _ in 0..2 {
+        request(
+            addr,
+            "GET",
+            "/v1/tables",
+            &[("x-request-id", "same-id")],
+            b"",
+        );
+    }
+    // A merge whose client hangs up at once is still done and recorded.
+    let merge = br#"{"customers":["CU0000000002","CU0000000003"],"reason":"hang-up test"}"#;
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /v1/customers/merge HTTP/1.1\r\nhost: x\r\n{}x-request-id: hung-up\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        auth_line(addr),
+        merge.len()
+    )
+    .unwrap();
+    s.write_all(merge).unwrap();
+    drop(s);
+    std::thread::sleep(std::time::Duration::from_secs(3));
     let statuses: Vec<u16> = sent.iter().map(|s| s.1).collect();
     assert_eq!(
         statuses,
@@ -132,6 +156,17 @@ fn every_request_leaves_one_record_and_the_chain_verifies() {
         all.iter().find(|r| r["request_id"] == "req-3").unwrap()["principal"],
         "anonymous"
     );
+    assert_eq!(
+        all.iter().filter(|r| r["request_id"] == "same-id").count(),
+        2
+    );
+    let hung: Vec<_> = all
+        .iter()
+        .filter(|r| r["request_id"] == "hung-up")
+        .collect();
+    assert_eq!(hung.len(), 1, "{hung:?}");
+    assert_eq!(hung[0]["action"], "merge");
+    assert_eq!(hung[0]["outcome"], "ok", "{hung:?}");
     // The commands are in it too, and the whole chain holds.
     assert!(all.iter().any(|r| r["action"] == "resolve"));
     let out = ok(d, &["audit", "verify"]);

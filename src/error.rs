@@ -291,6 +291,16 @@ pub fn arrow_kind(e: &ArrowError) -> ErrorKind {
         ArrowError::IoError(_, io) => io_kind(io),
         ArrowError::ExternalError(inner) => classify(inner.as_ref()),
         ArrowError::MemoryError(_) => ErrorKind::ResourcesExhausted,
+        // A statement's predicate that failed on a value while the scan
+        // evaluated it (pushed into the Parquet reader): the statement's.
+        ArrowError::ComputeError(m)
+            if m.contains("evaluating filter predicate")
+                && ["DivideByZero", "Cast", "Overflow", "Parse"]
+                    .iter()
+                    .any(|w| m.contains(w)) =>
+        {
+            ErrorKind::InvalidSql
+        }
         _ => ErrorKind::Internal,
     }
 }

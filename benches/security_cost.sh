@@ -4,7 +4,10 @@
 # customers (`SELECT * FROM customer`, wall time at the client), each as
 # `admin` (no masks, no row filters) and as `analyst` (L3/L4 masked), with
 # the audit trail on and off. Prints each figure and the ratios
-# analyst/admin and audit on/off (target: each at most 1.10).
+# analyst/admin and audit on/off (target: each at most 1.10). The four
+# configurations run in ROUNDS rounds (default 3), interleaved, and each
+# figure is the median of its rounds (one run of a saturated 2-core machine
+# swings by 15 %).
 #
 #   benches/security_cost.sh LAKE_DIR [BIN]
 #
@@ -15,6 +18,7 @@ lake="${1:?usage: benches/security_cost.sh LAKE_DIR [BIN]}"
 bin="${2:-target/release/custlake}"
 port=18556
 seconds="${SECONDS_PER_RUN:-15}"
+rounds="${ROUNDS:-3}"
 work="$(mktemp -d)"
 trap 'kill "${pid:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
 
@@ -54,6 +58,11 @@ PY
 }
 
 declare -A rps p99 csv
+ms() { # wrk latency (e.g. 3.21ms, 812.00us, 1.02s) in ms
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
+}
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+for round in $(seq 1 "$rounds"); do
 for audit in on off; do
   enabled=$([ "$audit" = on ] && echo true || echo false)
   CUSTLAKE__SECURITY__AUDIT__ENABLED=$enabled \
@@ -73,34 +82,36 @@ for audit in on off; do
     out=$(BENCH_TOKEN="${token[$role]}" wrk -t2 -c8 -d"${seconds}s" --latency -s "$work/lookup.lua" "http://127.0.0.1:$port")
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
     [ -n "$non2xx" ] && { echo "$role/audit $audit: $non2xx non-2xx answers"; echo "$out"; exit 1; }
-    rps[$role-$audit]=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-    p99[$role-$audit]=$(echo "$out" | awk '$1=="99%" {print $2}')
+    r=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p=$(ms "$(echo "$out" | awk '$1=="99%" {print $2}')")
     read -r secs rows bytes < <(export_csv "${token[$role]}")
     [ "$rows" = 1000000 ] || { echo "the export returned $rows rows"; exit 1; }
-    csv[$role-$audit]=$secs
-    echo "audit $audit, $role: lookup ${rps[$role-$audit]} req/s, p99 ${p99[$role-$audit]}; CSV export of $rows rows ($bytes bytes) in ${secs} s" >&2
+    rps[$role-$audit]+="$r "; p99[$role-$audit]+="$p "; csv[$role-$audit]+="$secs "
+    echo "round $round, audit $audit, $role: lookup $r req/s, p99 $p ms; CSV export of $rows rows ($bytes bytes) in $secs s" >&2
   done
   kill "$pid"; wait "$pid" 2>/dev/null || true
 done
+done
+for k in "${!rps[@]}"; do
+  rps[$k]=$(echo "${rps[$k]}" | median); p99[$k]=$(echo "${p99[$k]}" | median); csv[$k]=$(echo "${csv[$k]}" | median)
+done
 
-ms() { # wrk latency (e.g. 3.21ms, 812.00us, 1.02s) in ms
-  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
-}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
 
+echo "Medians of $rounds rounds:"
 echo "| audit | role | lookup req/s | lookup p99 ms | 1M-row CSV export s |"
 echo "|---|---|---:|---:|---:|"
 for audit in on off; do
   for role in admin analyst; do
-    echo "| $audit | $role | ${rps[$role-$audit]} | $(ms "${p99[$role-$audit]}") | ${csv[$role-$audit]} |"
+    echo "| $audit | $role | ${rps[$role-$audit]} | ${p99[$role-$audit]} | ${csv[$role-$audit]} |"
   done
 done
 echo
 echo "| ratio | req/s (lower is worse: admin/analyst) | p99 | CSV export |"
 echo "|---|---:|---:|---:|"
 for audit in on off; do
-  echo "| analyst / admin, audit $audit | $(ratio "${rps[admin-$audit]}" "${rps[analyst-$audit]}") | $(ratio "$(ms "${p99[analyst-$audit]}")" "$(ms "${p99[admin-$audit]}")") | $(ratio "${csv[analyst-$audit]}" "${csv[admin-$audit]}") |"
+  echo "| analyst / admin, audit $audit | $(ratio "${rps[admin-$audit]}" "${rps[analyst-$audit]}") | $(ratio "${p99[analyst-$audit]}" "${p99[admin-$audit]}") | $(ratio "${csv[analyst-$audit]}" "${csv[admin-$audit]}") |"
 done
 for role in admin analyst; do
-  echo "| audit on / off, $role | $(ratio "${rps[$role-off]}" "${rps[$role-on]}") | $(ratio "$(ms "${p99[$role-on]}")" "$(ms "${p99[$role-off]}")") | $(ratio "${csv[$role-on]}" "${csv[$role-off]}") |"
+  echo "| audit on / off, $role | $(ratio "${rps[$role-off]}" "${rps[$role-on]}") | $(ratio "${p99[$role-on]}" "${p99[$role-off]}") | $(ratio "${csv[$role-on]}" "${csv[$role-off]}") |"
 done

@@ -48,6 +48,15 @@ pub struct ExplainArgs {
     /// Print the full lineage as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Explain as this token's (or JWT's) principal: through its secured
+    /// views, masked and filtered (a customer out of its sight is not found).
+    #[arg(
+        long,
+        env = "CUSTLAKE_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -272,7 +281,25 @@ pub(super) async fn suspects(wh: &Warehouse, cmd: &SuspectsCommand) -> Result<()
 }
 
 pub(super) async fn explain(wh: &Warehouse, args: &ExplainArgs) -> Result<(), CliError> {
-    let v = identity::explain::lineage(&wh.lake, &wh.catalog, &args.customer).await?;
+    let v = match &args.token {
+        None => identity::explain::lineage(&wh.lake, &wh.catalog, &args.customer).await?,
+        Some(t) => {
+            let security = crate::security::Security::open(&wh.config, &wh.lake).await?;
+            let principal = security.authenticate(&wh.lake, t).await?;
+            let ctx = crate::query::secured(
+                &wh.config,
+                crate::query::runtime(&wh.config)?,
+                &wh.lake,
+                &wh.catalog,
+                crate::query::Tables::AsOf(None),
+                &security,
+                &principal,
+            )
+            .await?
+            .ctx;
+            identity::explain::lineage_of(&ctx, &args.customer).await?
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());

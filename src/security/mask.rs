@@ -34,6 +34,14 @@ fn literal_usize(v: &ColumnarValue) -> Result<usize> {
     }
 }
 
+/// `out` in the shape of the input `like`: a scalar for a scalar.
+fn shaped(like: &ColumnarValue, out: ArrayRef) -> Result<ColumnarValue> {
+    Ok(match like {
+        ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?),
+        ColumnarValue::Array(_) => ColumnarValue::Array(out),
+    })
+}
+
 /// Keep `head` and `tail` characters, star the rest (all of it when too
 /// short), without an allocation per value.
 fn keep_into(out: &mut String, s: &str, head: usize, tail: usize) {
@@ -81,13 +89,7 @@ fn keep_udf() -> ScalarUDF {
                     None => b.append_null(),
                 }
             }
-            let out: ArrayRef = Arc::new(b.finish());
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(out),
-            })
+            shaped(&args[0], Arc::new(b.finish()))
         }),
     )
 }
@@ -118,13 +120,7 @@ fn year_udf() -> ScalarUDF {
                     })
                 })
                 .collect();
-            let out: ArrayRef = Arc::new(out);
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(out),
-            })
+            shaped(&args[0], Arc::new(out))
         }),
     )
 }
@@ -141,13 +137,7 @@ fn redact_udf() -> ScalarUDF {
             let out: StringArray = (0..arr.len())
                 .map(|i| (!arr.is_null(i)).then_some("***"))
                 .collect();
-            let out: ArrayRef = Arc::new(out);
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(out),
-            })
+            shaped(&args[0], Arc::new(out))
         }),
     )
 }
@@ -174,13 +164,7 @@ fn hash_udf(salt: Arc<Vec<u8>>) -> ScalarUDF {
                     })
                 })
                 .collect();
-            let out: ArrayRef = Arc::new(out);
-            Ok(match &args[0] {
-                ColumnarValue::Scalar(_) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-                }
-                ColumnarValue::Array(_) => ColumnarValue::Array(out),
-            })
+            shaped(&args[0], Arc::new(out))
         }),
     )
 }

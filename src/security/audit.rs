@@ -84,7 +84,8 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-fn fresh_id() -> String {
+/// A new event id (128 random bits, hex).
+pub fn fresh_id() -> String {
     let mut b = [0u8; 16];
     if getrandom_02::getrandom(&mut b).is_err() {
         // Unique enough without randomness: time and process.

@@ -190,8 +190,10 @@ async fn guarded(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+    // The event id is the server's own: a client's x-request-id is kept
+    // apart (`request_id`) and can never name, or overwrite, a record.
     let mut record = AuditRecord {
-        event_id: String::new(),
+        event_id: crate::security::audit::fresh_id(),
         at: crate::security::audit::now(),
         action: format!("{} {route}", req.method()),
         object: Some(route.clone()),
@@ -203,9 +205,6 @@ async fn guarded(
             .map(str::to_string),
         ..AuditRecord::default()
     };
-    // The event id is the server's own: a client's x-request-id is kept
-    // apart (`request_id`) and can never name, or overwrite, a record.
-    record.event_id = AuditRecord::new(&Principal::local(), "", "").event_id;
     let principal = match bearer(&req) {
         None => Err("a credential is required: send Authorization: Bearer <token>".to_string()),
         Some(Err(())) => Err("the Authorization header is not a bearer credential".to_string()),

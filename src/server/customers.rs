@@ -65,19 +65,7 @@ async fn members(
     group: &str,
 ) -> Result<usize, ApiError> {
     use datafusion::prelude::{col, lit};
-    let wh = &state.warehouse;
-    let ctx = crate::query::secured(
-        &wh.config,
-        state.runtime.clone(),
-        &wh.lake,
-        &wh.catalog,
-        crate::query::Tables::Cached(&state.tables),
-        &state.security,
-        principal,
-    )
-    .await
-    .map_err(|e| ApiError::from_error("checking access", &e))?
-    .ctx;
+    let ctx = super::query::session_of(state, principal).await?;
     if !ctx.table_exist("suspect_group").unwrap_or(false) {
         return Ok(0);
     }

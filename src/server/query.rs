@@ -342,6 +342,15 @@ pub(crate) async fn session(
     state: &SharedState,
     caller: &Caller,
 ) -> Result<datafusion::prelude::SessionContext, ApiError> {
+    session_of(state, &caller.principal).await
+}
+
+/// The session of any principal (the server's own checks use the local
+/// operator's).
+pub(crate) async fn session_of(
+    state: &SharedState,
+    principal: &crate::security::Principal,
+) -> Result<datafusion::prelude::SessionContext, ApiError> {
     let wh = &state.warehouse;
     secured(
         &wh.config,
@@ -350,7 +359,7 @@ pub(crate) async fn session(
         &wh.catalog,
         Tables::Cached(&state.tables),
         &state.security,
-        &caller.principal,
+        principal,
     )
     .await
     .map(|s| s.ctx)

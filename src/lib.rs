@@ -1,5 +1,6 @@
 //! custlake: an analytical customer warehouse for insurers.
 
+pub mod analytics;
 pub mod cli;
 pub mod config;
 pub mod domain;

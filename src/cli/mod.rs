@@ -1,5 +1,6 @@
 //! The command line: one file per command.
 
+mod analytics;
 mod audit;
 mod config;
 mod demo;
@@ -48,6 +49,8 @@ pub enum CliError {
     Server(#[from] crate::server::ServerError),
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    #[error(transparent)]
+    Analytics(crate::analytics::AnalyticsError),
     /// `audit verify` found a broken link.
     #[error("{0}")]
     AuditBroken(String),
@@ -110,6 +113,7 @@ impl Classify for CliError {
             Self::Generate(e) => e.kind(),
             Self::Server(e) => e.kind(),
             Self::Security(e) => e.kind(),
+            Self::Analytics(e) => e.kind(),
             Self::AuditBroken(_) => ErrorKind::StorageDamaged,
             Self::IngestFailed { kind, .. } => *kind,
             Self::Usage(_) => ErrorKind::InvalidParameter,
@@ -134,6 +138,13 @@ async fn audit_command(
 ) -> Result<(), CliError> {
     let principal = match command {
         Command::Sql(args) => sql::principal_of(wh, security, args)
+            .await
+            .unwrap_or_else(|_| crate::security::Principal {
+                user: "anonymous".into(),
+                ..crate::security::Principal::local()
+            }),
+        Command::List(c) if c.token().is_some() => security
+            .authenticate(&wh.lake, c.token().unwrap_or_default())
             .await
             .unwrap_or_else(|_| crate::security::Principal {
                 user: "anonymous".into(),
@@ -293,6 +304,16 @@ pub enum Command {
     /// The audit trail: verify its hash chain, move the journal into audit_log.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Score every golden customer as of a date: lifecycle stage, value
+    /// score and tier, churn risk, segment (writes customer_score).
+    Score(analytics::ScoreArgs),
+    /// Renewal, cross-sell and churn lists: produce one (stored as a run),
+    /// show a stored run, verify it against the lake as it was.
+    #[command(subcommand)]
+    List(analytics::ListCommand),
+    /// Steward decisions on a customer: terminate, reactivate.
+    #[command(subcommand)]
+    Customer(analytics::CustomerCommand),
 }
 
 impl Command {
@@ -318,6 +339,9 @@ impl Command {
             Self::Hold(_) => "hold",
             Self::Token(_) => "token",
             Self::Audit(_) => "audit",
+            Self::Score(_) => "score",
+            Self::List(_) => "list",
+            Self::Customer(_) => "customer",
         }
     }
 }
@@ -369,6 +393,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Hold(c) => tier::hold(&wh, c).await,
                 Command::Token(c) => token::run(&wh, &security, c).await,
                 Command::Audit(c) => audit::run(&wh, &security, c).await,
+                Command::Score(args) => analytics::score(&wh, args).await,
+                Command::List(c) => analytics::list(&wh, &security, c).await,
+                Command::Customer(c) => analytics::customer(&wh, c).await,
                 Command::Generate(_)
                 | Command::Dedupe(_)
                 | Command::Schema(_)

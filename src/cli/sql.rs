@@ -235,7 +235,7 @@ async fn run_timed(
 }
 
 /// Write a result stream in the chosen format.
-async fn write(
+pub(super) async fn write(
     args: &SqlArgs,
     schema: SchemaRef,
     mut stream: SendableRecordBatchStream,

@@ -40,6 +40,7 @@ pub struct Config {
     pub query: QueryConfig,
     pub server: ServerConfig,
     pub security: SecurityConfig,
+    pub analytics: AnalyticsConfig,
     /// Roles by name (shipped defaults in default.toml).
     pub roles: std::collections::BTreeMap<String, RoleConfig>,
     /// Where the settings came from, in the order applied (not a setting).
@@ -123,6 +124,30 @@ fn default_max_record_kb() -> usize {
 
 fn default_max_field_kb() -> usize {
     256
+}
+
+/// The business rules' numbers: scoring weights and caps (bound as
+/// parameters of `sql/analytics/score.sql`), the cross-sell pairs and the
+/// churn threshold of the lists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// Parameters of `sql/analytics/*.sql` by name (numbers).
+    pub params: std::collections::BTreeMap<String, f64>,
+    /// Cross-sell: customers holding `has` and not `lacks` are offered `lacks`.
+    pub cross_sell: Vec<CrossSell>,
+    /// The churn list takes tier A and B customers who are silent or whose
+    /// churn risk is at least this.
+    pub churn_threshold: f64,
+    /// The longest renewal window a list may ask for, in days.
+    pub max_within_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrossSell {
+    pub has: String,
+    pub lacks: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -73,6 +73,9 @@ pub(super) const CHANNELS: [(&str, &str); 6] = [
     ("bancassurance", "银保"),
 ];
 
+/// Agent ids run from A00001 to one below this.
+pub(super) const AGENTS: i32 = 3000;
+
 pub(super) fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> &'a T {
     &items[rng.random_range(0..items.len())]
 }
@@ -237,7 +240,7 @@ pub(super) fn make_customer(n: u64, rng: &mut ChaCha8Rng, as_of: NaiveDate) -> C
         street,
         industry,
         team: TEAMS[rng.random_range(0..TEAMS.len())],
-        agent: format!("A{:05}", rng.random_range(1..3000)),
+        agent: format!("A{:05}", rng.random_range(1..AGENTS)),
         registered,
     }
 }

@@ -146,6 +146,10 @@ pub fn generate(
     let mut files = w.core.finish()?;
     files.extend(w.claims.finish()?);
     files.extend(w.telesales.finish()?);
+    files.push(telesales::Telesales::agents(
+        &opts.out.join("telesales"),
+        opts.seed,
+    )?);
     files.extend(w.finance.finish()?);
     files.push(w.truth.finish()?);
     Ok(GenerateSummary {

@@ -1,4 +1,4 @@
-//! Telesales: UTF-8 CSV, slash dates and Chinese gender words. Leads and a share of policy holders, their calls and consents.
+//! Telesales: UTF-8 CSV, slash dates and Chinese gender words. Leads and a share of policy holders, their calls and consents, and the agents who call them.
 
 use chrono::{Datelike, Duration};
 use rand::Rng;
@@ -73,6 +73,45 @@ impl Telesales {
                 ],
             )?,
         })
+    }
+
+    /// The telesales agents (`agents.csv`): every agent id customers carry
+    /// (A00001 to A02999), each with a team, a list capacity of 20 to 200
+    /// customers, and one in twenty not taking calls.
+    pub(super) fn agents(
+        dir: &std::path::Path,
+        seed: u64,
+    ) -> Result<(std::path::PathBuf, u64), GenerateError> {
+        use rand::SeedableRng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xA6E7_5A1E_5000_0001);
+        let mut out = CsvOut::create(
+            dir.join("agents.csv"),
+            false,
+            &[
+                "agent_code",
+                "agent_name",
+                "team",
+                "capacity",
+                "on_duty",
+                "modified",
+            ],
+        )?;
+        for a in 1..AGENTS {
+            let male = chance(&mut rng, 0.5);
+            let (name, _) = person_name(&mut rng, male);
+            let team = *pick(&mut rng, TEAMS);
+            let capacity = rng.random_range(20..=200u32).to_string();
+            let on_duty = if chance(&mut rng, 0.95) { "Y" } else { "N" };
+            out.row([
+                format!("A{a:05}").as_str(),
+                &name,
+                team,
+                &capacity,
+                on_duty,
+                "2026/01/05 09:00:00",
+            ])?;
+        }
+        out.finish()
     }
 
     pub(super) fn finish(self) -> Result<Vec<(std::path::PathBuf, u64)>, GenerateError> {

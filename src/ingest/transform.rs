@@ -279,9 +279,18 @@ impl Mapper {
                 }
                 Cell::Money(cents)
             }
-            FieldType::Int64 => Cell::I64(text.parse().map_err(|_| {
-                DomainError::new(Reason::InvalidNumber, format!("{text:?} is not an integer"))
-            })?),
+            FieldType::Int64 => {
+                let n: i64 = text.parse().map_err(|_| {
+                    DomainError::new(Reason::InvalidNumber, format!("{text:?} is not an integer"))
+                })?;
+                if p.def.validator == Validator::NonNegative && n < 0 {
+                    return Err(DomainError::new(
+                        Reason::InvalidNumber,
+                        format!("{text} is negative"),
+                    ));
+                }
+                Cell::I64(n)
+            }
             FieldType::Float64 => Cell::F64(text.parse().map_err(|_| {
                 DomainError::new(Reason::InvalidNumber, format!("{text:?} is not a number"))
             })?),

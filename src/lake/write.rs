@@ -556,3 +556,53 @@ pub async fn hot_only(lake: &Lake, def: &TableDef) -> Result<bool, LakeError> {
         .value
         .all_hot())
 }
+
+/// Replace every row whose `column` equals `value` with `source` (rows
+/// that all hold that value), in one commit: a rerun of the same day
+/// replaces that day and leaves the others. `partition` is the month
+/// partition the rows belong to; for a tiered table the rows go to the tier
+/// that owns it. Holds the table's lease.
+pub async fn replace_where(
+    lake: &Lake,
+    ctx: &SessionContext,
+    def: &TableDef,
+    source: DataFrame,
+    column: &str,
+    value: datafusion::common::ScalarValue,
+    partition: &str,
+    metadata: Vec<(String, serde_json::Value)>,
+) -> Result<UpsertOutcome, LakeError> {
+    let name = &def.name;
+    super::lease::with_lease(lake, name, "replace", async move |_| {
+        let tier = if def.tiered && def.partition.is_some() {
+            super::catalog::watermarks(lake, name, None)
+                .await?
+                .value
+                .owner(partition)
+        } else {
+            Tier::Hot
+        };
+        let table = lake.open_or_create_in(def, tier).await?;
+        let mut predicate = col(column).eq(lit(value));
+        if let Some(p) = &def.partition {
+            predicate = col(p.column.as_str()).eq(lit(partition)).and(predicate);
+        }
+        let mut write = table
+            .write(Vec::new())
+            .with_input_plan(source.logical_plan().clone())
+            .with_save_mode(SaveMode::Overwrite)
+            .with_replace_where(predicate)
+            .with_session_state(Arc::new(ctx.state()))
+            .with_writer_properties(lake.writer_properties_in(def, tier))
+            .with_commit_properties(CommitProperties::default().with_metadata(metadata));
+        if let Some(p) = &def.partition {
+            write = write.with_partition_columns([p.column.clone()]);
+        }
+        let table = write.await.map_err(|e| df_err(name, e))?;
+        Ok(UpsertOutcome {
+            version: table.version().map_or(0, |v| v as i64),
+            merged: true,
+        })
+    })
+    .await
+}

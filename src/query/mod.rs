@@ -141,6 +141,11 @@ pub(crate) async fn register_tables(
 ) -> Result<Vec<String>, QueryError> {
     let mut names = Vec::new();
     for def in &catalog.tables {
+        if let Some(built) = built_table(def)? {
+            ctx.register_table(def.name.as_str(), built)?;
+            names.push(def.name.clone());
+            continue;
+        }
         let layout = lake.layout(def, as_of).await?;
         if let Some(provider) = provider(lake, def, &layout).await? {
             register_table(ctx, def, &layout, provider)?;
@@ -165,6 +170,40 @@ pub async fn register_lake_cached(
     }
     register_golden_views(ctx, &names).await?;
     Ok(names)
+}
+
+/// The provider of a table built from the declarations rather than
+/// stored (`code_list`: the standard codes and their labels).
+fn built_table(def: &TableDef) -> Result<Option<Arc<dyn TableProvider>>, QueryError> {
+    use datafusion::arrow::array::{RecordBatch, StringArray};
+    static CODES: std::sync::OnceLock<Result<RecordBatch, String>> = std::sync::OnceLock::new();
+    if !crate::schema::BUILT_TABLES.contains(&def.name.as_str()) {
+        return Ok(None);
+    }
+    let batch = CODES
+        .get_or_init(|| {
+            let catalog = Catalog::embedded().map_err(|e| e.to_string())?;
+            let mut cols: [Vec<String>; 4] = Default::default();
+            for (set, codes) in &catalog.codes {
+                for code in codes {
+                    let (zh, en) = catalog.labels[set][code].clone();
+                    for (c, v) in cols.iter_mut().zip([set.clone(), code.clone(), zh, en]) {
+                        c.push(v);
+                    }
+                }
+            }
+            RecordBatch::try_new(
+                def.arrow_schema(),
+                cols.into_iter()
+                    .map(|c| Arc::new(StringArray::from(c)) as _)
+                    .collect(),
+            )
+            .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(QueryError::Internal)?;
+    let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]])?;
+    Ok(Some(Arc::new(table)))
 }
 
 /// The provider of a table's layout (`None`: the table is missing).
@@ -227,6 +266,10 @@ impl TableCache {
         lake: &Lake,
         def: &TableDef,
     ) -> Result<bool, QueryError> {
+        if let Some(built) = built_table(def)? {
+            ctx.register_table(def.name.as_str(), built)?;
+            return Ok(true);
+        }
         let mut tables = self.tables.lock().await;
         let (layout, provider) = match tables.get_mut(&def.name) {
             Some(entry) => {

@@ -100,9 +100,27 @@ const TABLE_FILES: &[(&str, &str)] = &[
         "audit_log.toml",
         include_str!("../../schemas/audit_log.toml"),
     ),
+    ("agent.toml", include_str!("../../schemas/agent.toml")),
+    (
+        "lifecycle_event.toml",
+        include_str!("../../schemas/lifecycle_event.toml"),
+    ),
+    ("list_run.toml", include_str!("../../schemas/list_run.toml")),
+    (
+        "list_line.toml",
+        include_str!("../../schemas/list_line.toml"),
+    ),
+    (
+        "code_list.toml",
+        include_str!("../../schemas/code_list.toml"),
+    ),
 ];
 
+/// Tables built from the declarations when a session starts, never stored.
+pub const BUILT_TABLES: [&str; 1] = ["code_list"];
+
 const CODES_FILE: &str = include_str!("../../schemas/codes.toml");
+const LABELS_FILE: &str = include_str!("../../schemas/code_labels.toml");
 
 const SOURCE_FILES: &[(&str, &str)] = &[
     ("core.toml", include_str!("../../schemas/sources/core.toml")),
@@ -125,6 +143,8 @@ const SOURCE_FILES: &[(&str, &str)] = &[
 pub struct Catalog {
     pub tables: Vec<TableDef>,
     pub codes: BTreeMap<String, Vec<String>>,
+    /// Each code's labels, Chinese then English (`code_labels.toml`).
+    pub labels: BTreeMap<String, BTreeMap<String, (String, String)>>,
     pub sources: Vec<SourceSystem>,
 }
 
@@ -136,6 +156,21 @@ impl Catalog {
                 file: "codes.toml".into(),
                 source,
             })?;
+        let labels: BTreeMap<String, BTreeMap<String, (String, String)>> =
+            toml::from_str(LABELS_FILE).map_err(|source| SchemaError::Parse {
+                file: "code_labels.toml".into(),
+                source,
+            })?;
+        for (set, codes) in &codes {
+            for code in codes {
+                if !labels.get(set).is_some_and(|l| l.contains_key(code)) {
+                    return Err(SchemaError::Invalid {
+                        file: "code_labels.toml".into(),
+                        message: format!("code {set}.{code} has no label"),
+                    });
+                }
+            }
+        }
         let mut tables = Vec::new();
         for (file, text) in TABLE_FILES {
             let t: TableDef = toml::from_str(text).map_err(|source| SchemaError::Parse {
@@ -156,6 +191,7 @@ impl Catalog {
         let catalog = Self {
             tables,
             codes,
+            labels,
             sources,
         };
         for s in &catalog.sources {

@@ -1,0 +1,40 @@
+-- name: reachable
+-- description: The golden customers telesales may call on a date D: current consent to telesales calls, not terminated, not a minor
+-- param: as_of date default today
+-- roles: analyst
+--
+-- Consent: over all of the customer's source records, the latest consent
+-- record with purpose telesales_call recorded on or before the end of D
+-- (UTC) is a grant. A withdrawal takes effect the same day and wins a tie
+-- with a grant recorded at the same instant.
+-- Not terminated or historical: no steward termination in effect on D.
+-- Not a minor: an individual born D - 18 years or later is left out (no
+-- birth date: the age is unknown and the customer stays).
+WITH consent_now AS (
+  SELECT customer_id, action FROM (
+    SELECT x.customer_id, c.action,
+           row_number() OVER (
+             PARTITION BY x.customer_id
+             ORDER BY c.recorded_at DESC,
+                      CASE WHEN c.action = 'withdraw' THEN 0 ELSE 1 END,
+                      c.consent_id DESC) AS rn
+    FROM consent c
+    JOIN customer_xref x ON x.source_system = c.source_system AND x.source_id = c.source_customer_id
+    WHERE c.purpose = 'telesales_call' AND CAST(c.recorded_at AS DATE) <= $as_of
+  ) WHERE rn = 1
+),
+decision AS (
+  SELECT customer_id, action FROM (
+    SELECT customer_id, action,
+           row_number() OVER (PARTITION BY customer_id ORDER BY effective_date DESC, at DESC, event_id DESC) AS rn
+    FROM lifecycle_event WHERE effective_date <= $as_of
+  ) WHERE rn = 1
+)
+SELECT c.customer_id
+FROM customer c
+JOIN consent_now k ON k.customer_id = c.customer_id AND k.action = 'grant'
+LEFT JOIN decision d ON d.customer_id = c.customer_id
+WHERE c.status = 'active'
+  AND (d.action IS NULL OR d.action <> 'terminate')
+  AND NOT (c.customer_type = 'individual' AND c.birth_date IS NOT NULL
+           AND c.birth_date + INTERVAL '18 years' > $as_of)

@@ -1,0 +1,265 @@
+-- name: score
+-- description: Lifecycle stage, value score and tier, churn risk, segment and product lines of every golden customer as of a date D. `custlake score` writes it to customer_score; the weights and caps are [analytics] in the config.
+-- param: as_of date default today
+-- param: grace_days int range 0..366
+-- param: premium_cap float range 1..1000000000
+-- param: tenure_cap_years float range 0.1..100
+-- param: lines_cap float range 1..20
+-- param: w_premium float range 0..1000
+-- param: w_tenure float range 0..1000
+-- param: w_lines float range 0..1000
+-- param: w_regularity float range 0..1000
+-- param: w_loss float range 0..1000
+-- param: r_recency float range 0..1000
+-- param: r_lapsed float range 0..1000
+-- param: r_complaints float range 0..1000
+-- param: r_decline float range 0..1000
+-- param: r_rejected float range 0..1000
+-- param: r_expiring float range 0..1000
+-- roles: analyst
+--
+-- Every source record of a customer counts for its golden customer
+-- (customer_xref maps a retired id's records to its survivor). Only facts
+-- dated on or before D count. "(D - N months, D]" starts on the same day N
+-- months earlier, clamped to the month's end.
+--
+-- Lifecycle, the first rule that holds:
+--   historical  the steward's termination in effect is more than 24 months before D
+--   terminated  a steward's termination is in effect on D (lifecycle_event)
+--   potential   no policy with effective_date <= D
+--   churned     no activity of any kind (contract, premium, service, any
+--               interaction) in (D - 24 months, D]
+--   silent      no contract, premium payment or service (inquiry,
+--               complaint, visit) in (D - 12 months, D]
+--   active      otherwise
+-- stage_since is the first day of the current stage: the termination day;
+-- for historical the first day more than 24 months after it; for silent and
+-- churned the first day the 12- or 24-month window no longer holds the last
+-- activity; for active the first contract or the first key activity after
+-- the last silent spell; for potential the earliest registration. After a
+-- reactivation no stage starts before it.
+--
+-- Value score 0-100 = 100 x weighted mean of five components in [0, 1]:
+--   premium     ln(1 + premium paid in (D - 36 months, D]) / ln(1 + premium_cap), at most 1
+--   tenure      days since the first policy's start / (365.25 x tenure_cap_years), at most 1
+--   lines       product lines of the policies in force on D / lines_cap, at most 1
+--   regularity  policies started in (D - 36 months, D] whose first premium was
+--               paid by start + grace_days, over those policies (0 when none)
+--   loss        1 - claims paid / premium paid, both over 36 months, floored
+--               at 0 (0 without premium)
+-- Tier A >= 80, B >= 60, C >= 40, else D.
+--
+-- Churn risk 0-100 = 100 x weighted mean of six signals in [0, 1]:
+--   recency     days since the last activity of any kind / 730, at most 1 (1 with none)
+--   lapsed      policies cancelled or lapsed in (D - 12 months, D] / 2, at most 1
+--   complaints  complaints in (D - 12 months, D] / 3, at most 1
+--   decline     1 - premium of the last 12 months / premium of the 12 before, floored at 0
+--   rejected    claims reported in (D - 12 months, D] and rejected / 2, at most 1
+--   expiring    1 when a policy in force expires in [D, D + 60 days] and no policy renews it
+--
+-- A policy is in force on D when it started on or before D, expires on or
+-- after D, is not pending and was not cancelled on or before D.
+WITH
+pol AS (
+  SELECT x.customer_id, p.policy_no, p.product_line, p.effective_date, p.expiry_date,
+         p.cancelled_date,
+         p.status <> 'pending' AND p.expiry_date >= $as_of
+           AND (p.cancelled_date IS NULL OR p.cancelled_date > $as_of) AS in_force
+  FROM policy p
+  JOIN customer_xref x ON x.source_system = p.source_system AND x.source_id = p.source_customer_id
+  WHERE p.effective_date <= $as_of
+),
+pay AS (
+  SELECT x.customer_id, y.policy_no, CAST(y.amount AS DOUBLE) AS amount, y.paid_date
+  FROM payment y
+  JOIN customer_xref x ON x.source_system = y.source_system AND x.source_id = y.source_customer_id
+  WHERE y.payment_type = 'premium' AND y.paid_date <= $as_of
+),
+act AS (
+  SELECT x.customer_id, CAST(i.event_at AS DATE) AS day, i.event_type
+  FROM interaction i
+  JOIN customer_xref x ON x.source_system = i.source_system AND x.source_id = i.source_customer_id
+  WHERE CAST(i.event_at AS DATE) <= $as_of
+),
+clm AS (
+  SELECT x.customer_id, c.status, CAST(coalesce(c.paid_amount, 0) AS DOUBLE) AS paid, c.report_date
+  FROM claim c
+  JOIN customer_xref x ON x.source_system = c.source_system AND x.source_id = c.source_customer_id
+  WHERE c.report_date <= $as_of
+),
+events AS (
+  SELECT customer_id, effective_date AS day, true AS is_key FROM pol
+  UNION ALL SELECT customer_id, paid_date, true FROM pay
+  UNION ALL SELECT customer_id, day, event_type IN ('inquiry', 'complaint', 'visit') FROM act
+),
+key_gaps AS (
+  SELECT customer_id, day, lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS prev
+  FROM events WHERE is_key
+),
+key_summary AS (
+  SELECT customer_id, max(day) AS last_key,
+         max(CASE WHEN prev IS NULL OR prev <= day - INTERVAL '1 day' - INTERVAL '12 months'
+                  THEN day END) AS run_start
+  FROM key_gaps GROUP BY customer_id
+),
+any_summary AS (
+  SELECT customer_id, max(day) AS last_any FROM events GROUP BY customer_id
+),
+renewed AS (
+  SELECT DISTINCT renewal_of AS policy_no FROM policy WHERE renewal_of IS NOT NULL
+),
+first_paid AS (
+  SELECT policy_no, min(paid_date) AS first_paid FROM pay GROUP BY policy_no
+),
+pol_summary AS (
+  SELECT p.customer_id,
+         min(p.effective_date) AS first_contract,
+         count(*) FILTER (WHERE p.in_force) AS active_policies,
+         count(DISTINCT p.product_line) FILTER (WHERE p.in_force) AS lines,
+         array_to_string(array_sort(array_distinct(
+           array_agg(p.product_line) FILTER (WHERE p.in_force))), ',') AS product_lines,
+         count(*) FILTER (WHERE p.effective_date > $as_of - INTERVAL '36 months') AS due,
+         count(*) FILTER (WHERE p.effective_date > $as_of - INTERVAL '36 months'
+           AND f.first_paid - p.effective_date <= $grace_days) AS on_time,
+         count(*) FILTER (WHERE p.cancelled_date > $as_of - INTERVAL '12 months'
+           AND p.cancelled_date <= $as_of) AS lapsed_1y,
+         max(CASE WHEN p.in_force AND p.expiry_date <= $as_of + INTERVAL '60 days'
+                   AND rn.policy_no IS NULL
+                  THEN 1 ELSE 0 END) AS expiring
+  FROM pol p
+  LEFT JOIN first_paid f ON f.policy_no = p.policy_no
+  LEFT JOIN renewed rn ON rn.policy_no = p.policy_no
+  GROUP BY p.customer_id
+),
+pay_summary AS (
+  SELECT customer_id,
+         sum(amount) FILTER (WHERE paid_date > $as_of - INTERVAL '36 months') AS premium_3y,
+         sum(amount) FILTER (WHERE paid_date > $as_of - INTERVAL '12 months') AS premium_1y,
+         sum(amount) FILTER (WHERE paid_date > $as_of - INTERVAL '24 months'
+                               AND paid_date <= $as_of - INTERVAL '12 months') AS premium_prev_1y
+  FROM pay GROUP BY customer_id
+),
+act_summary AS (
+  SELECT customer_id, count(*) AS complaints_1y
+  FROM act WHERE event_type = 'complaint' AND day > $as_of - INTERVAL '12 months'
+  GROUP BY customer_id
+),
+clm_summary AS (
+  SELECT customer_id,
+         sum(paid) FILTER (WHERE report_date > $as_of - INTERVAL '36 months') AS claims_3y,
+         count(*) FILTER (WHERE status = 'rejected'
+                            AND report_date > $as_of - INTERVAL '12 months') AS rejected_1y
+  FROM clm GROUP BY customer_id
+),
+decision AS (
+  SELECT customer_id, action, effective_date FROM (
+    SELECT customer_id, action, effective_date,
+           row_number() OVER (PARTITION BY customer_id ORDER BY effective_date DESC, at DESC, event_id DESC) AS rn
+    FROM lifecycle_event WHERE effective_date <= $as_of
+  ) WHERE rn = 1
+),
+registered AS (
+  SELECT x.customer_id, min(s.registered_at) AS registered
+  FROM source_customer s
+  JOIN customer_xref x ON x.source_system = s.source_system AND x.source_id = s.source_id
+  WHERE s.registered_at <= $as_of
+  GROUP BY x.customer_id
+),
+base AS (
+  SELECT c.customer_id, c.customer_type,
+         d.action, d.effective_date AS decided,
+         CASE WHEN d.action = 'reactivate' THEN d.effective_date END AS reactivated,
+         ps.first_contract, coalesce(ps.active_policies, 0) AS active_policies,
+         coalesce(ps.lines, 0) AS lines, ps.product_lines,
+         coalesce(ps.due, 0) AS due, coalesce(ps.on_time, 0) AS on_time,
+         coalesce(ps.lapsed_1y, 0) AS lapsed_1y, coalesce(ps.expiring, 0) AS expiring,
+         ks.last_key, ks.run_start, a.last_any,
+         coalesce(y.premium_3y, 0) AS premium_3y, coalesce(y.premium_1y, 0) AS premium_1y,
+         coalesce(y.premium_prev_1y, 0) AS premium_prev_1y,
+         coalesce(t.complaints_1y, 0) AS complaints_1y,
+         coalesce(k.claims_3y, 0) AS claims_3y, coalesce(k.rejected_1y, 0) AS rejected_1y,
+         r.registered
+  FROM customer c
+  LEFT JOIN decision d ON d.customer_id = c.customer_id
+  LEFT JOIN pol_summary ps ON ps.customer_id = c.customer_id
+  LEFT JOIN key_summary ks ON ks.customer_id = c.customer_id
+  LEFT JOIN any_summary a ON a.customer_id = c.customer_id
+  LEFT JOIN pay_summary y ON y.customer_id = c.customer_id
+  LEFT JOIN act_summary t ON t.customer_id = c.customer_id
+  LEFT JOIN clm_summary k ON k.customer_id = c.customer_id
+  LEFT JOIN registered r ON r.customer_id = c.customer_id
+  WHERE c.status = 'active'
+),
+staged AS (
+  SELECT *,
+    CASE
+      WHEN action = 'terminate' AND decided < $as_of - INTERVAL '24 months' THEN 'historical'
+      WHEN action = 'terminate' THEN 'terminated'
+      WHEN first_contract IS NULL THEN 'potential'
+      WHEN last_any IS NULL OR last_any <= $as_of - INTERVAL '24 months' THEN 'churned'
+      WHEN last_key IS NULL OR last_key <= $as_of - INTERVAL '12 months' THEN 'silent'
+      ELSE 'active'
+    END AS lifecycle_stage,
+    -- The first day D' with D' - 24 months >= last_any (one day later when
+    -- adding the months was clamped to a month's end), likewise for 12.
+    CASE WHEN last_any + INTERVAL '24 months' - INTERVAL '24 months' < last_any
+         THEN last_any + INTERVAL '24 months' + INTERVAL '1 day'
+         ELSE last_any + INTERVAL '24 months' END AS churned_from,
+    CASE WHEN last_key + INTERVAL '12 months' - INTERVAL '12 months' < last_key
+         THEN last_key + INTERVAL '12 months' + INTERVAL '1 day'
+         ELSE last_key + INTERVAL '12 months' END AS silent_from,
+    CASE WHEN decided + INTERVAL '1 day' + INTERVAL '24 months' - INTERVAL '24 months'
+              < decided + INTERVAL '1 day'
+         THEN decided + INTERVAL '1 day' + INTERVAL '24 months' + INTERVAL '1 day'
+         ELSE decided + INTERVAL '1 day' + INTERVAL '24 months' END AS historical_from,
+    least(1.0, ln(1.0 + premium_3y) / ln(1.0 + $premium_cap)) AS v_premium,
+    CASE WHEN first_contract IS NULL THEN 0.0
+         ELSE least(1.0, ($as_of - first_contract) / (365.25 * $tenure_cap_years)) END AS v_tenure,
+    least(1.0, lines / $lines_cap) AS v_lines,
+    CASE WHEN due = 0 THEN 0.0 ELSE CAST(on_time AS DOUBLE) / due END AS v_regularity,
+    CASE WHEN premium_3y > 0 THEN greatest(0.0, 1.0 - claims_3y / premium_3y) ELSE 0.0 END AS v_loss,
+    CASE WHEN last_any IS NULL THEN 1.0 ELSE least(1.0, ($as_of - last_any) / 730.0) END AS c_recency,
+    least(1.0, lapsed_1y / 2.0) AS c_lapsed,
+    least(1.0, complaints_1y / 3.0) AS c_complaints,
+    CASE WHEN premium_prev_1y > 0 THEN greatest(0.0, 1.0 - premium_1y / premium_prev_1y)
+         ELSE 0.0 END AS c_decline,
+    least(1.0, rejected_1y / 2.0) AS c_rejected,
+    CAST(expiring AS DOUBLE) AS c_expiring
+  FROM base
+),
+scored AS (
+  SELECT *,
+    round(100.0 * ($w_premium * v_premium + $w_tenure * v_tenure + $w_lines * v_lines
+                   + $w_regularity * v_regularity + $w_loss * v_loss)
+          / ($w_premium + $w_tenure + $w_lines + $w_regularity + $w_loss), 2) AS value_score,
+    round(100.0 * ($r_recency * c_recency + $r_lapsed * c_lapsed + $r_complaints * c_complaints
+                   + $r_decline * c_decline + $r_rejected * c_rejected + $r_expiring * c_expiring)
+          / ($r_recency + $r_lapsed + $r_complaints + $r_decline + $r_rejected + $r_expiring), 2)
+      AS churn_risk
+  FROM staged
+)
+SELECT customer_id,
+       $as_of AS as_of,
+       customer_type,
+       lifecycle_stage,
+       CASE lifecycle_stage
+         WHEN 'historical' THEN historical_from
+         WHEN 'terminated' THEN decided
+         WHEN 'potential' THEN greatest(registered, reactivated)
+         WHEN 'churned' THEN greatest(churned_from, reactivated)
+         WHEN 'silent' THEN greatest(silent_from, reactivated)
+         ELSE greatest(first_contract, run_start, reactivated)
+       END AS stage_since,
+       value_score,
+       CASE WHEN value_score >= 80 THEN 'A' WHEN value_score >= 60 THEN 'B'
+            WHEN value_score >= 40 THEN 'C' ELSE 'D' END AS value_tier,
+       churn_risk,
+       customer_type || '/' ||
+         CASE WHEN value_score >= 80 THEN 'A' WHEN value_score >= 60 THEN 'B'
+              WHEN value_score >= 40 THEN 'C' ELSE 'D' END
+         || '/' || lifecycle_stage AS segment,
+       coalesce(product_lines, '') AS product_lines,
+       CAST(premium_3y AS DECIMAL(18, 2)) AS premium_3y,
+       active_policies
+FROM scored
+ORDER BY customer_id

@@ -1,0 +1,562 @@
+//! The renewal, cross-sell and churn lists: candidates by the rules of
+//! `sql/analytics/` (`renewals.sql`, `cross_sell.sql`, `churn.sql`, all
+//! over `reachable.sql`), put in priority order and assigned to agents by
+//! `assign.sql`, then stored as a run (`list_run`) with its lines
+//! (`list_line`), so the same run reads back the same lines later and can
+//! be recomputed from the table versions it read ([`verify`]).
+//!
+//! A list is computed over the whole lake (assignment needs every line of
+//! a team); who sees which lines, and which fields in clear, is the
+//! principal's secured view of `list_line` ([`LINES_SQL`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Date32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{Date32Type, TimestampMicrosecondType};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+
+use super::{AnalyticsError, bind, context, parse_date, rule};
+use crate::config::Config;
+use crate::lake::{AsOf, Lake, Tier};
+use crate::schema::Catalog;
+
+/// The columns of a list line as a principal reads them, in order.
+pub const LINE_COLUMNS: &str = "line, customer_id, name, phone, policies, earliest_expiry, \
+     total_premium, value_score, value_tier, churn_risk, lifecycle_stage, detail, team, region, agent_id";
+
+/// A run's lines as the principal may see them (`$1`: the run id).
+pub const LINES_SQL: &str = "SELECT line, customer_id, name, phone, policies, earliest_expiry, \
+     total_premium, value_score, value_tier, churn_risk, lifecycle_stage, detail, team, region, agent_id \
+     FROM list_line WHERE run_id = $1 ORDER BY line";
+
+/// The tables a list reads (their versions are kept with the run).
+const READS: [&str; 9] = [
+    "customer",
+    "customer_xref",
+    "policy",
+    "consent",
+    "lifecycle_event",
+    "customer_score",
+    "agent",
+    "source_customer",
+    "code_list",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListKind {
+    Renewals,
+    CrossSell,
+    Churn,
+}
+
+impl ListKind {
+    pub const ALL: [ListKind; 3] = [Self::Renewals, Self::CrossSell, Self::Churn];
+
+    /// The name in paths and `list_run.kind`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Renewals => "renewals",
+            Self::CrossSell => "cross-sell",
+            Self::Churn => "churn",
+        }
+    }
+
+    fn rule(self) -> &'static str {
+        match self {
+            Self::Renewals => "renewals",
+            Self::CrossSell => "cross_sell",
+            Self::Churn => "churn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, AnalyticsError> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                AnalyticsError::Invalid(format!(
+                    "no list {s:?}: the lists are renewals, cross-sell and churn"
+                ))
+            })
+    }
+}
+
+/// What a list is asked for (each option as given; `None`: the default).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {
+    /// The list's date D (YYYY-MM-DD; default today).
+    pub as_of: Option<String>,
+    /// Renewals only: policies expiring in [D, D + within_days] (default 30).
+    pub within_days: Option<u32>,
+    /// Only this product line (renewals: the expiring policies' line;
+    /// cross-sell: the line offered; churn: customers holding it).
+    pub product_line: Option<String>,
+    /// Only customers of this owning team.
+    pub team: Option<String>,
+    /// Only customers of this region.
+    pub region: Option<String>,
+}
+
+/// A stored list run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ListRun {
+    pub run_id: String,
+    pub kind: ListKind,
+    /// The parameters as applied (JSON object of text values).
+    pub parameters: serde_json::Value,
+    pub as_of: chrono::NaiveDate,
+    pub scores_as_of: Option<chrono::NaiveDate>,
+    pub versions: serde_json::Value,
+    pub principal: String,
+    pub role: String,
+    pub row_count: i64,
+    pub assigned: i64,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Check a request against the rules and give the rule's parameters as
+/// text, with D.
+pub fn parameters(
+    config: &Config,
+    catalog: &Catalog,
+    kind: ListKind,
+    req: &ListRequest,
+) -> Result<(chrono::NaiveDate, BTreeMap<String, String>), AnalyticsError> {
+    let as_of = parse_date("as_of", req.as_of.as_deref().unwrap_or("today"))?;
+    let mut p = BTreeMap::new();
+    p.insert("as_of".to_string(), as_of.to_string());
+    match (kind, req.within_days) {
+        (ListKind::Renewals, days) => {
+            let days = days.unwrap_or(30);
+            let max = config.analytics.max_within_days;
+            if days > max {
+                return Err(AnalyticsError::Invalid(format!(
+                    "within_days {days}: at most {max} (analytics.max_within_days)"
+                )));
+            }
+            p.insert("within_days".into(), days.to_string());
+        }
+        (_, Some(_)) => {
+            return Err(AnalyticsError::Invalid(format!(
+                "within_days: only the renewal list takes it, not {}",
+                kind.name()
+            )));
+        }
+        (_, None) => {}
+    }
+    for (name, value, codes) in [
+        ("product_line", &req.product_line, Some("product_line")),
+        ("region", &req.region, Some("region")),
+        ("team", &req.team, None),
+    ] {
+        let v = match value.as_deref().map(str::trim) {
+            None | Some("") | Some("*") => "*".to_string(),
+            Some(v) => v.to_string(),
+        };
+        if v.chars().count() > 100 {
+            return Err(AnalyticsError::Invalid(format!(
+                "{name}: at most 100 characters"
+            )));
+        }
+        if let Some(set) = codes
+            && v != "*"
+            && !catalog.codes[set].contains(&v)
+        {
+            return Err(AnalyticsError::Invalid(format!(
+                "{name} {v:?}: not a standard code (one of {})",
+                catalog.codes[set].join(", ")
+            )));
+        }
+        p.insert(name.to_string(), v);
+    }
+    for pair in &config.analytics.cross_sell {
+        for line in [&pair.has, &pair.lacks] {
+            if !catalog.codes["product_line"].contains(line) {
+                return Err(AnalyticsError::Invalid(format!(
+                    "analytics.cross_sell: {line:?} is not a product line"
+                )));
+            }
+        }
+    }
+    Ok((as_of, p))
+}
+
+/// The latest score run on or before `as_of`.
+pub async fn scores_date(
+    ctx: &SessionContext,
+    as_of: chrono::NaiveDate,
+) -> Result<Option<chrono::NaiveDate>, AnalyticsError> {
+    let b = ctx
+        .sql("SELECT max(as_of) FROM customer_score WHERE as_of <= $1")
+        .await?
+        .with_param_values(vec![ScalarValue::Date32(Some(
+            crate::domain::days_since_epoch(as_of),
+        ))])?
+        .collect()
+        .await?;
+    Ok(b.iter()
+        .find(|b| b.num_rows() > 0)
+        .map(|b| b.column(0).as_primitive::<Date32Type>().clone())
+        .filter(|c| c.is_valid(0))
+        .and_then(|c| crate::domain::date_from_days(c.value(0))))
+}
+
+/// A list's lines in priority order, with their agents, computed in `ctx`
+/// (the lake's tables, as [`context`] gives them).
+pub async fn lines(
+    config: &Config,
+    ctx: &SessionContext,
+    kind: ListKind,
+    params: &BTreeMap<String, String>,
+    scores_as_of: Option<chrono::NaiveDate>,
+) -> Result<Vec<RecordBatch>, AnalyticsError> {
+    let given: HashMap<String, String> = params.clone().into_iter().collect();
+    let days = scores_as_of.map(crate::domain::days_since_epoch);
+    let scores = ctx
+        .sql("SELECT * FROM customer_score WHERE as_of = $1")
+        .await?
+        .with_param_values(vec![ScalarValue::Date32(days)])?;
+    ctx.register_table("scores", scores.into_view())?;
+    let pairs = RecordBatch::try_from_iter([
+        (
+            "has",
+            Arc::new(StringArray::from_iter_values(
+                config.analytics.cross_sell.iter().map(|p| p.has.as_str()),
+            )) as ArrayRef,
+        ),
+        (
+            "lacks",
+            Arc::new(StringArray::from_iter_values(
+                config.analytics.cross_sell.iter().map(|p| p.lacks.as_str()),
+            )) as ArrayRef,
+        ),
+    ])?;
+    ctx.register_batch("cross_sell_pairs", pairs)?;
+    for (view, name) in [("reachable", "reachable"), ("candidates", kind.rule())] {
+        let q = rule(name)?;
+        let mine: HashMap<String, String> = given
+            .iter()
+            .filter(|(k, _)| q.params.iter().any(|p| &p.name == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let bound = bind(config, &q, &mine)?;
+        let df = ctx.sql(&q.sql).await?.with_param_values(bound)?;
+        ctx.register_table(view, df.into_view())?;
+    }
+    let assign = rule("assign")?;
+    Ok(ctx.sql(&assign.sql).await?.collect().await?)
+}
+
+/// Each read table's version per tier (`null`: no such table there).
+async fn versions(lake: &Lake, catalog: &Catalog) -> Result<serde_json::Value, AnalyticsError> {
+    let mut out = serde_json::Map::new();
+    for name in READS {
+        let def = catalog.table(name)?;
+        if crate::schema::BUILT_TABLES.contains(&name) {
+            continue;
+        }
+        let tiers: &[Tier] = if def.tiered { &Tier::ALL } else { &[Tier::Hot] };
+        let mut v = serde_json::Map::new();
+        for &tier in tiers {
+            let version = lake.open_in(def, tier).await?.and_then(|t| t.version());
+            v.insert(tier.name().to_string(), serde_json::json!(version));
+        }
+        out.insert(name.to_string(), serde_json::Value::Object(v));
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+/// Who asked for a list.
+pub struct Requester<'a> {
+    pub principal: &'a str,
+    pub role: &'a str,
+}
+
+/// Compute a list now and store it as a run with its lines.
+pub async fn produce(
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+    kind: ListKind,
+    req: &ListRequest,
+    who: Requester<'_>,
+) -> Result<ListRun, AnalyticsError> {
+    let (as_of, params) = parameters(config, catalog, kind, req)?;
+    let created_at = chrono::Utc::now();
+    let versions = versions(lake, catalog).await?;
+    let ctx = context(config, lake, catalog, None).await?;
+    let scores_as_of = scores_date(&ctx, as_of).await?;
+    if scores_as_of.is_none() {
+        return Err(AnalyticsError::Refused(format!(
+            "no customer scores on or before {as_of}: run `custlake score --as-of {as_of}` first \
+             (lists rank customers by their value score and churn risk)"
+        )));
+    }
+    let batches = lines(config, &ctx, kind, &params, scores_as_of).await?;
+    let run_id = format!("LR{}", &crate::security::audit::fresh_id()[..20]);
+    let (mut row_count, mut assigned) = (0i64, 0i64);
+    for b in &batches {
+        row_count += b.num_rows() as i64;
+        if let Some(a) = b.column_by_name("agent_id") {
+            assigned += (a.len() - a.null_count()) as i64;
+        }
+    }
+    let month = created_at.format("%Y-%m").to_string();
+    let created = created_at.timestamp_micros();
+    let write_ctx = crate::lake::session::write_context();
+    if row_count > 0 {
+        let def = catalog.table("list_line")?;
+        let mut out = Vec::new();
+        for b in &batches {
+            out.push(shape(def, b, &run_id, created, &month)?);
+        }
+        let df = write_ctx.read_batches(out)?;
+        crate::lake::upsert(
+            lake,
+            &write_ctx,
+            def,
+            df,
+            false,
+            vec![
+                ("operation".into(), "list".into()),
+                ("run_id".into(), run_id.clone().into()),
+            ],
+        )
+        .await?;
+    }
+    let run = ListRun {
+        run_id: run_id.clone(),
+        kind,
+        parameters: serde_json::json!(params),
+        as_of,
+        scores_as_of,
+        versions,
+        principal: who.principal.to_string(),
+        role: who.role.to_string(),
+        row_count,
+        assigned,
+        created_at,
+    };
+    let def = catalog.table("list_run")?;
+    let batch = run_batch(def, &run, &month)?;
+    crate::lake::upsert(
+        lake,
+        &write_ctx,
+        def,
+        write_ctx.read_batch(batch)?,
+        false,
+        vec![
+            ("operation".into(), "list".into()),
+            ("run_id".into(), run_id.into()),
+        ],
+    )
+    .await?;
+    Ok(run)
+}
+
+/// A batch of computed lines in `list_line`'s columns.
+fn shape(
+    def: &crate::schema::TableDef,
+    b: &RecordBatch,
+    run_id: &str,
+    created: i64,
+    month: &str,
+) -> Result<RecordBatch, AnalyticsError> {
+    let n = b.num_rows();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for f in &def.fields {
+        let col: ArrayRef = match f.name.as_str() {
+            "run_id" => Arc::new(StringArray::from(vec![run_id; n])),
+            "created_at" => {
+                Arc::new(TimestampMicrosecondArray::from(vec![created; n]).with_timezone("UTC"))
+            }
+            "run_month" => Arc::new(StringArray::from(vec![month; n])),
+            name => {
+                let c = b.column_by_name(name).ok_or_else(|| {
+                    AnalyticsError::Rule("assign".into(), format!("gives no column {name}"))
+                })?;
+                cast(c, &f.ty.arrow())?
+            }
+        };
+        cols.push(col);
+    }
+    Ok(RecordBatch::try_new(def.arrow_schema(), cols)?)
+}
+
+fn run_batch(
+    def: &crate::schema::TableDef,
+    run: &ListRun,
+    month: &str,
+) -> Result<RecordBatch, AnalyticsError> {
+    let text = |s: &str| Arc::new(StringArray::from(vec![s.to_string()])) as ArrayRef;
+    let date = |d: Option<chrono::NaiveDate>| {
+        Arc::new(Date32Array::from(vec![
+            d.map(crate::domain::days_since_epoch),
+        ])) as ArrayRef
+    };
+    let mut cols = Vec::new();
+    for f in &def.fields {
+        cols.push(match f.name.as_str() {
+            "run_id" => text(&run.run_id),
+            "kind" => text(run.kind.name()),
+            "parameters" => text(&run.parameters.to_string()),
+            "as_of" => date(Some(run.as_of)),
+            "scores_as_of" => date(run.scores_as_of),
+            "versions" => text(&run.versions.to_string()),
+            "principal" => text(&run.principal),
+            "role" => text(&run.role),
+            "row_count" => Arc::new(Int64Array::from(vec![run.row_count])) as ArrayRef,
+            "assigned" => Arc::new(Int64Array::from(vec![run.assigned])) as ArrayRef,
+            "created_at" => Arc::new(
+                TimestampMicrosecondArray::from(vec![run.created_at.timestamp_micros()])
+                    .with_timezone("UTC"),
+            ) as ArrayRef,
+            "run_month" => text(month),
+            other => {
+                return Err(AnalyticsError::Rule(
+                    "list_run".into(),
+                    format!("unknown column {other}"),
+                ));
+            }
+        });
+    }
+    Ok(RecordBatch::try_new(def.arrow_schema(), cols)?)
+}
+
+/// A stored run by id (`ctx` holds `list_run`).
+pub async fn find(ctx: &SessionContext, run_id: &str) -> Result<ListRun, AnalyticsError> {
+    let b = ctx
+        .sql(
+            "SELECT run_id, kind, parameters, as_of, scores_as_of, versions, principal, role, \
+             row_count, assigned, created_at FROM list_run WHERE run_id = $1",
+        )
+        .await?
+        .with_param_values(vec![ScalarValue::Utf8(Some(run_id.to_string()))])?
+        .collect()
+        .await?;
+    let Some(b) = b.iter().find(|b| b.num_rows() > 0) else {
+        return Err(AnalyticsError::NotFound(format!("no list run {run_id:?}")));
+    };
+    let s = |i: usize| {
+        cast(b.column(i), &datafusion::arrow::datatypes::DataType::Utf8)
+            .ok()
+            .map(|c| c.as_string::<i32>().value(0).to_string())
+            .unwrap_or_default()
+    };
+    let d = |i: usize| {
+        let c = b.column(i).as_primitive::<Date32Type>();
+        c.is_valid(0)
+            .then(|| crate::domain::date_from_days(c.value(0)))
+            .flatten()
+    };
+    let json = |i: usize| serde_json::from_str(&s(i)).unwrap_or(serde_json::Value::Null);
+    let created = b
+        .column(10)
+        .as_primitive::<TimestampMicrosecondType>()
+        .value(0);
+    Ok(ListRun {
+        run_id: s(0),
+        kind: ListKind::parse(&s(1))?,
+        parameters: json(2),
+        as_of: d(3).unwrap_or_default(),
+        scores_as_of: d(4),
+        versions: json(5),
+        principal: s(6),
+        role: s(7),
+        row_count: b
+            .column(8)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0),
+        assigned: b
+            .column(9)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0),
+        created_at: chrono::DateTime::from_timestamp_micros(created).unwrap_or_default(),
+    })
+}
+
+/// What recomputing a run gave.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verified {
+    pub run_id: String,
+    pub lines: usize,
+    /// The lines that differ (at most 20, as `line: stored | recomputed`).
+    pub differences: Vec<String>,
+}
+
+/// Recompute a stored run from the lake as it was when the run was made
+/// (the same parameters, time travel to its creation) and compare line by
+/// line with the stored lines.
+pub async fn verify(
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+    run_id: &str,
+) -> Result<Verified, AnalyticsError> {
+    let now = context(config, lake, catalog, None).await?;
+    let run = find(&now, run_id).await?;
+    let stored = now
+        .sql(LINES_SQL)
+        .await?
+        .with_param_values(vec![ScalarValue::Utf8(Some(run_id.to_string()))])?
+        .collect()
+        .await?;
+    let then = context(config, lake, catalog, Some(&AsOf::Time(run.created_at))).await?;
+    let params: BTreeMap<String, String> = match &run.parameters {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    let again = lines(config, &then, run.kind, &params, run.scores_as_of).await?;
+    let (a, b) = (text_rows(&stored)?, text_rows(&again)?);
+    let mut differences = Vec::new();
+    for i in 0..a.len().max(b.len()) {
+        let (x, y) = (a.get(i), b.get(i));
+        if x != y && differences.len() < 20 {
+            differences.push(format!(
+                "line {}: {} | {}",
+                i + 1,
+                x.map_or("(none)", String::as_str),
+                y.map_or("(none)", String::as_str)
+            ));
+        }
+    }
+    Ok(Verified {
+        run_id: run.run_id,
+        lines: a.len(),
+        differences,
+    })
+}
+
+/// Rows as text (columns joined by `|`), for comparison.
+fn text_rows(batches: &[RecordBatch]) -> Result<Vec<String>, AnalyticsError> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in batches {
+        let fmts = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in 0..b.num_rows() {
+            out.push(
+                fmts.iter()
+                    .map(|f| f.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,174 @@
+//! Customer analytics: lifecycle stages, value and churn scores
+//! ([`score`]), steward terminations ([`lifecycle`]) and the renewal,
+//! cross-sell and churn lists ([`lists`]).
+//!
+//! The rules are SQL in `sql/analytics/` (each file's header says what it
+//! computes and how); the numbers they use are `[analytics]` in the config,
+//! bound as parameters. This module runs them over the lake's tables and
+//! stores what they produce.
+
+pub mod lifecycle;
+pub mod lists;
+pub mod score;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+
+use crate::config::Config;
+use crate::error::{Classify, ErrorKind};
+use crate::lake::{AsOf, Lake, LakeError};
+use crate::query::QueryError;
+use crate::query::named::{NamedQuery, ParamError};
+use crate::schema::{Catalog, SchemaError};
+
+/// The rules, as shipped in `sql/analytics/`.
+const FILES: &[(&str, &str)] = &[
+    ("score.sql", include_str!("../../sql/analytics/score.sql")),
+    (
+        "reachable.sql",
+        include_str!("../../sql/analytics/reachable.sql"),
+    ),
+    (
+        "renewals.sql",
+        include_str!("../../sql/analytics/renewals.sql"),
+    ),
+    (
+        "cross_sell.sql",
+        include_str!("../../sql/analytics/cross_sell.sql"),
+    ),
+    ("churn.sql", include_str!("../../sql/analytics/churn.sql")),
+    ("assign.sql", include_str!("../../sql/analytics/assign.sql")),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyticsError {
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    /// A request the rules refuse (a bad option, a date without scores).
+    #[error("{0}")]
+    Invalid(String),
+    /// The state does not allow it (reactivating a historical customer).
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("analytics rule {0}: {1}")]
+    Rule(String, String),
+}
+
+impl Classify for AnalyticsError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Query(e) => e.kind(),
+            Self::Lake(e) => e.kind(),
+            Self::Schema(e) => e.kind(),
+            Self::Param(e) => e.kind(),
+            Self::Invalid(_) => ErrorKind::InvalidParameter,
+            Self::Refused(_) => ErrorKind::Refused,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Rule(..) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for AnalyticsError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Self::Query(QueryError::from(datafusion::error::DataFusionError::from(
+            e,
+        )))
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for AnalyticsError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Self::Query(QueryError::from(e))
+    }
+}
+
+/// One rule of `sql/analytics/` by its name.
+pub fn rule(name: &str) -> Result<NamedQuery, AnalyticsError> {
+    let (file, text) = FILES
+        .iter()
+        .find(|(f, _)| f.trim_end_matches(".sql") == name)
+        .ok_or_else(|| AnalyticsError::Rule(name.into(), "no such file".into()))?;
+    NamedQuery::parse(file, text).map_err(|e| AnalyticsError::Rule(name.into(), e))
+}
+
+/// Every rule of `sql/analytics/` (for the documentation and the tests).
+pub fn rules() -> Result<Vec<NamedQuery>, AnalyticsError> {
+    FILES
+        .iter()
+        .map(|(f, _)| rule(f.trim_end_matches(".sql")))
+        .collect()
+}
+
+/// A rule's parameters: those `given` (as text), then the config's
+/// `[analytics.params]` and churn threshold, then the header's defaults.
+pub fn bind(
+    config: &Config,
+    q: &NamedQuery,
+    given: &HashMap<String, String>,
+) -> Result<Vec<(String, ScalarValue)>, AnalyticsError> {
+    let mut all = given.clone();
+    let a = &config.analytics;
+    for p in &q.params {
+        if all.contains_key(&p.name) {
+            continue;
+        }
+        let configured = match p.name.as_str() {
+            "churn_threshold" => Some(a.churn_threshold),
+            n => a.params.get(n).copied(),
+        };
+        if let Some(v) = configured {
+            let text = if p.ty == crate::query::named::ParamType::Int {
+                format!("{}", v.round() as i64)
+            } else {
+                format!("{v}")
+            };
+            all.insert(p.name.clone(), text);
+        }
+    }
+    Ok(q.bind_text(&all)?)
+}
+
+/// A context over the lake's tables as they are (`as_of` `None`) or were,
+/// for the rules: every declared table is there, empty when the lake has
+/// none yet (no steward decision, no agent roster).
+pub async fn context(
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+    as_of: Option<&AsOf>,
+) -> Result<SessionContext, AnalyticsError> {
+    let ctx = crate::query::context(config)?;
+    let names = crate::query::register_tables(&ctx, lake, catalog, as_of).await?;
+    for def in &catalog.tables {
+        if names.contains(&def.name) {
+            continue;
+        }
+        let empty = datafusion::datasource::MemTable::try_new(def.arrow_schema(), vec![vec![]])?;
+        ctx.register_table(def.name.as_str(), Arc::new(empty))?;
+    }
+    Ok(ctx)
+}
+
+/// Parse a `YYYY-MM-DD` date option (`today` is today, UTC).
+pub fn parse_date(what: &str, text: &str) -> Result<chrono::NaiveDate, AnalyticsError> {
+    if text == "today" {
+        return Ok(chrono::Utc::now().date_naive());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        AnalyticsError::Invalid(format!(
+            "{what} {text:?}: expected a date as YYYY-MM-DD (or today)"
+        ))
+    })
+}

@@ -31,10 +31,10 @@ use crate::schema::Catalog;
 pub const LINE_COLUMNS: &str = "line, customer_id, name, phone, policies, earliest_expiry, \
      total_premium, value_score, value_tier, churn_risk, lifecycle_stage, detail, team, region, agent_id";
 
-/// A run's lines as the principal may see them (`$1`: the run id).
+/// A run's lines as the principal may see them (`$run_id`).
 pub const LINES_SQL: &str = "SELECT line, customer_id, name, phone, policies, earliest_expiry, \
      total_premium, value_score, value_tier, churn_risk, lifecycle_stage, detail, team, region, agent_id \
-     FROM list_line WHERE run_id = $1 ORDER BY line";
+     FROM list_line WHERE run_id = $run_id ORDER BY line";
 
 /// The tables a list reads (their versions are kept with the run).
 const READS: [&str; 9] = [
@@ -507,7 +507,7 @@ pub async fn verify(
     let stored = now
         .sql(LINES_SQL)
         .await?
-        .with_param_values(vec![ScalarValue::Utf8(Some(run_id.to_string()))])?
+        .with_param_values(vec![("run_id", ScalarValue::Utf8(Some(run_id.to_string())))])?
         .collect()
         .await?;
     let then = context(config, lake, catalog, Some(&AsOf::Time(run.created_at))).await?;

@@ -224,7 +224,7 @@ pub(super) async fn list(
     let df = ctx
         .sql(lists::LINES_SQL)
         .await?
-        .with_param_values(vec![ScalarValue::Utf8(Some(run_id.clone()))])?;
+        .with_param_values(vec![("run_id", ScalarValue::Utf8(Some(run_id.clone())))])?;
     let df = if who.via == "local" {
         df
     } else {

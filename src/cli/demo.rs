@@ -73,8 +73,39 @@ pub(super) async fn run(wh: &Warehouse, args: &DemoArgs) -> Result<(), CliError>
         "Resolved {} source customer records into {} golden customers in {:.1}s ({} new, {} open suspected-duplicate groups for review)",
         r.records, r.customers, r.seconds, r.new_customers, r.suspect_groups
     );
+    let today = chrono::Utc::now().date_naive();
+    let scored =
+        crate::analytics::score::run(&wh.config, &wh.lake, &wh.catalog, today, wh.progress.as_ref())
+            .await?;
+    eprintln!(
+        "Scored {} customers as of {}: {}",
+        scored.customers,
+        today,
+        scored
+            .stages
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let run = crate::analytics::lists::produce(
+        &wh.config,
+        &wh.lake,
+        &wh.catalog,
+        crate::analytics::lists::ListKind::Renewals,
+        &crate::analytics::lists::ListRequest::default(),
+        crate::analytics::lists::Requester {
+            principal: &crate::security::Principal::local().user,
+            role: crate::security::LOCAL_ROLE,
+        },
+    )
+    .await?;
+    eprintln!(
+        "Renewal list for the next 30 days: run {}, {} customers, {} assigned to agents",
+        run.run_id, run.row_count, run.assigned
+    );
     summary(wh).await?;
-    demo_tokens(wh).await?;
+    demo_tokens(wh, &run.run_id).await?;
     if args.no_serve {
         return Ok(());
     }
@@ -84,11 +115,30 @@ pub(super) async fn run(wh: &Warehouse, args: &DemoArgs) -> Result<(), CliError>
 /// The most common non-null value of a customer column (who the demo's
 /// telesales agent and steward are).
 async fn most_common(wh: &Warehouse, column: &str) -> Result<Option<String>, CliError> {
+    most_common_in(wh, "customer", column, "").await
+}
+
+/// [`most_common`] in any table, of the rows of one list run when `run_id`
+/// is not empty.
+async fn most_common_in(
+    wh: &Warehouse,
+    table: &str,
+    column: &str,
+    run_id: &str,
+) -> Result<Option<String>, CliError> {
     let ctx = context(&wh.config)?;
     register_lake(&ctx, &wh.lake, &wh.catalog, None).await?;
+    if !ctx.table_exist(table)? {
+        return Ok(None);
+    }
+    let only = if run_id.is_empty() {
+        String::new()
+    } else {
+        format!(" AND run_id = '{}'", run_id.replace('\'', "''"))
+    };
     let batches = ctx
         .sql(&format!(
-            "SELECT {column} FROM customer WHERE {column} IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+            "SELECT {column} FROM {table} WHERE {column} IS NOT NULL{only} GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
         ))
         .await?
         .collect()
@@ -107,9 +157,14 @@ async fn most_common(wh: &Warehouse, column: &str) -> Result<Option<String>, Cli
 /// One token per shipped role (the previous demo tokens revoked), printed
 /// with requests that show how differently each role sees the lake, and
 /// kept in `demo-tokens.env` (owner-only) for another terminal.
-async fn demo_tokens(wh: &Warehouse) -> Result<(), CliError> {
+async fn demo_tokens(wh: &Warehouse, run_id: &str) -> Result<(), CliError> {
     use crate::security::tokens::{self, NewToken};
-    let agent = most_common(wh, "agent_id").await?;
+    // The telesales agent: the one with most lines on the demo's renewal
+    // list, else the one with most customers.
+    let agent = match most_common_in(wh, "list_line", "agent_id", run_id).await? {
+        Some(a) => Some(a),
+        None => most_common(wh, "agent_id").await?,
+    };
     let team = most_common(wh, "owning_team").await?;
     let roles = [
         "admin",
@@ -169,6 +224,12 @@ async fn demo_tokens(wh: &Warehouse) -> Result<(), CliError> {
          A telesales agent ({}) counts only their own customers; an analyst counts all:\n  \
          curl -s http://{addr}/v1/queries/customer_count -H \"authorization: Bearer $TELESALES_TOKEN\"\n  \
          curl -s http://{addr}/v1/queries/customer_count -H \"authorization: Bearer $ANALYST_TOKEN\"\n\
+         The renewal list for the next 30 days: the analyst sees every line (phones masked), the agent only their own (phones in clear);\n  \
+         the run is stored, so GET /v1/lists/{run_id} gives the same lines again:\n  \
+         curl -s 'http://{addr}/v1/lists/renewals?format=csv' -H \"authorization: Bearer $ANALYST_TOKEN\"\n  \
+         curl -s 'http://{addr}/v1/lists/{run_id}?format=csv' -H \"authorization: Bearer $TELESALES_TOKEN\"\n\
+         Customers per segment (type / value tier / lifecycle stage):\n  \
+         curl -s http://{addr}/v1/queries/segment_counts -H \"authorization: Bearer $ANALYST_TOKEN\"\n\
          Only the auditor reads the audit trail (every request above is in it):\n  \
          curl -s 'http://{addr}/v1/queries/audit_volume' -H \"authorization: Bearer $AUDITOR_TOKEN\"",
         agent.as_deref().unwrap_or("no agent")

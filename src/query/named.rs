@@ -53,6 +53,18 @@ const FILES: &[(&str, &str)] = &[
         "audit_volume.sql",
         include_str!("../../sql/audit_volume.sql"),
     ),
+    (
+        "segment_counts.sql",
+        include_str!("../../sql/segment_counts.sql"),
+    ),
+    (
+        "value_distribution.sql",
+        include_str!("../../sql/value_distribution.sql"),
+    ),
+    (
+        "lifecycle_flows.sql",
+        include_str!("../../sql/lifecycle_flows.sql"),
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,7 +362,7 @@ mod tests {
     #[test]
     fn shipped_queries_parse_and_bind() {
         let qs = embedded().unwrap();
-        assert_eq!(qs.len(), 9);
+        assert_eq!(qs.len(), 12);
         let q = qs.iter().find(|q| q.name == "customer_lookup").unwrap();
         assert_eq!(q.params.len(), 2);
         assert!(q.sql.starts_with("SELECT"));

@@ -243,6 +243,22 @@ problem_set!(
 );
 
 problem_set!(
+    ListProblems,
+    "What producing or reading a list can fail with.",
+    [
+        InvalidParameter,
+        UnsupportedFormat,
+        NotFound,
+        NotAcceptable,
+        Refused,
+        TooManyRequests,
+        Busy,
+        StorageUnavailable,
+        Timeout,
+    ]
+);
+
+problem_set!(
     ReadyProblems,
     "The lake cannot be reached.",
     [StorageUnavailable]
@@ -260,6 +276,7 @@ problem_set!(
         (name = "query", description = "Read-only SQL and named queries"),
         (name = "tables", description = "What the lake holds"),
         (name = "customers", description = "Golden customers, suspects and steward decisions"),
+        (name = "lists", description = "Renewal, cross-sell and churn lists: produced, stored as runs, read again"),
         (name = "service", description = "Health, readiness, metrics and this document"),
     )
 )]

@@ -11,6 +11,7 @@ mod encode;
 mod error;
 mod extract;
 mod listen;
+mod lists;
 mod named;
 mod query;
 mod tables;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub queries: Arc<Semaphore>,
     /// Steward decisions run one at a time.
     pub decisions: tokio::sync::Mutex<()>,
+    /// Lists are produced one at a time (each reads the whole lake).
+    pub lists: tokio::sync::Mutex<()>,
     /// One memory pool and Parquet footer cache for every query.
     pub runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
     /// Delta tables and providers, refreshed when a table gets a new version.
@@ -121,6 +124,10 @@ fn api() -> OpenApiRouter<SharedState> {
         .routes(routes!(customers::undo))
         .routes(routes!(customers::suspects))
         .routes(routes!(customers::group_decision))
+        .routes(routes!(lists::renewals))
+        .routes(routes!(lists::cross_sell))
+        .routes(routes!(lists::churn))
+        .routes(routes!(lists::run))
 }
 
 /// The OpenAPI document of every route, with the bounds this server's
@@ -159,6 +166,7 @@ pub async fn state(warehouse: Warehouse) -> Result<SharedState, ServerError> {
         named,
         queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries.max(1))),
         decisions: tokio::sync::Mutex::new(()),
+        lists: tokio::sync::Mutex::new(()),
         runtime: crate::query::runtime(&config)?,
         tables: crate::query::TableCache::default(),
         openapi,

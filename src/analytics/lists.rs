@@ -219,6 +219,20 @@ pub async fn lines(
     params: &BTreeMap<String, String>,
     scores_as_of: Option<chrono::NaiveDate>,
 ) -> Result<Vec<RecordBatch>, AnalyticsError> {
+    Ok(plan(config, ctx, kind, params, scores_as_of)
+        .await?
+        .collect()
+        .await?)
+}
+
+/// The plan of [`lines`] (its schema even when it has no rows).
+pub async fn plan(
+    config: &Config,
+    ctx: &SessionContext,
+    kind: ListKind,
+    params: &BTreeMap<String, String>,
+    scores_as_of: Option<chrono::NaiveDate>,
+) -> Result<datafusion::dataframe::DataFrame, AnalyticsError> {
     let given: HashMap<String, String> = params.clone().into_iter().collect();
     let days = scores_as_of.map(crate::domain::days_since_epoch);
     let scores = ctx
@@ -253,7 +267,7 @@ pub async fn lines(
         ctx.register_table(view, df.into_view())?;
     }
     let assign = rule("assign")?;
-    Ok(ctx.sql(&assign.sql).await?.collect().await?)
+    Ok(ctx.sql(&assign.sql).await?)
 }
 
 /// Each read table's version per tier (`null`: no such table there).
@@ -507,7 +521,10 @@ pub async fn verify(
     let stored = now
         .sql(LINES_SQL)
         .await?
-        .with_param_values(vec![("run_id", ScalarValue::Utf8(Some(run_id.to_string())))])?
+        .with_param_values(vec![(
+            "run_id",
+            ScalarValue::Utf8(Some(run_id.to_string())),
+        )])?
         .collect()
         .await?;
     let then = context(config, lake, catalog, Some(&AsOf::Time(run.created_at))).await?;

@@ -74,9 +74,14 @@ pub(super) async fn run(wh: &Warehouse, args: &DemoArgs) -> Result<(), CliError>
         r.records, r.customers, r.seconds, r.new_customers, r.suspect_groups
     );
     let today = chrono::Utc::now().date_naive();
-    let scored =
-        crate::analytics::score::run(&wh.config, &wh.lake, &wh.catalog, today, wh.progress.as_ref())
-            .await?;
+    let scored = crate::analytics::score::run(
+        &wh.config,
+        &wh.lake,
+        &wh.catalog,
+        today,
+        wh.progress.as_ref(),
+    )
+    .await?;
     eprintln!(
         "Scored {} customers as of {}: {}",
         scored.customers,

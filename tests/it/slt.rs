@@ -139,6 +139,8 @@ fn rows(b: &RecordBatch, out: &mut Vec<Vec<String>>) -> Result<(), DataFusionErr
 /// custlake's query session as a sqllogictest database.
 struct Engine {
     ctx: SessionContext,
+    /// The lake's config (the analytics suite's rules bind its numbers).
+    config: custlake::config::Config,
 }
 
 impl Engine {
@@ -163,14 +165,81 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// `RULE name k=v ...`: a rule of `sql/analytics/`, its numbers bound
+    /// from the config as `custlake score` binds them.
+    async fn rule(&self, rest: &str) -> Result<datafusion::dataframe::DataFrame, DataFusionError> {
+        let plan = |e: custlake::analytics::AnalyticsError| DataFusionError::Plan(e.to_string());
+        let mut words = rest.split_whitespace();
+        let q = custlake::analytics::rule(words.next().unwrap_or_default()).map_err(plan)?;
+        let given = words
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let params = custlake::analytics::bind(&self.config, &q, &given).map_err(plan)?;
+        self.ctx.sql(&q.sql).await?.with_param_values(params)
+    }
+
+    /// `LIST kind k=v ...`: a list's lines with their agents, as
+    /// `custlake list` computes them (ranked by the latest scores on or
+    /// before its date), before they are stored.
+    async fn list(&self, rest: &str) -> Result<sqllogictest::DBOutput<Col>, DataFusionError> {
+        use custlake::analytics::lists;
+        let plan = |e: custlake::analytics::AnalyticsError| DataFusionError::Plan(e.to_string());
+        let mut words = rest.split_whitespace();
+        let kind = lists::ListKind::parse(words.next().unwrap_or_default()).map_err(plan)?;
+        let mut req = lists::ListRequest::default();
+        for (k, v) in words.filter_map(|kv| kv.split_once('=')) {
+            let v = Some(v.to_string());
+            match k {
+                "as_of" => req.as_of = v,
+                "within_days" => req.within_days = v.and_then(|d| d.parse().ok()),
+                "product_line" => req.product_line = v,
+                "team" => req.team = v,
+                "region" => req.region = v,
+                _ => return Err(DataFusionError::Plan(format!("LIST: unknown option {k}"))),
+            }
+        }
+        let catalog = custlake::schema::Catalog::embedded().unwrap();
+        let (as_of, params) =
+            lists::parameters(&self.config, &catalog, kind, &req).map_err(plan)?;
+        let scores = lists::scores_date(&self.ctx, as_of).await.map_err(plan)?;
+        // The list registers its views in a context of its own.
+        let lake = custlake::lake::Lake::new(&self.config).unwrap();
+        let ctx = custlake::analytics::context(&self.config, &lake, &catalog, None)
+            .await
+            .map_err(plan)?;
+        let df = lists::plan(&self.config, &ctx, kind, &params, scores)
+            .await
+            .map_err(plan)?;
+        let types = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| col_type(f.data_type()))
+            .collect();
+        let batches = df.collect().await?;
+        let mut out = Vec::new();
+        for b in &batches {
+            rows(b, &mut out)?;
+        }
+        Ok(sqllogictest::DBOutput::Rows { types, rows: out })
+    }
+}
+
 #[async_trait::async_trait]
 impl sqllogictest::AsyncDB for Engine {
     type Error = DataFusionError;
     type ColumnType = Col;
 
     async fn run(&mut self, sql: &str) -> Result<sqllogictest::DBOutput<Col>, DataFusionError> {
-        let df = match sql.trim().strip_prefix("NAMED ") {
+        let sql = sql.trim();
+        if let Some(rest) = sql.strip_prefix("LIST ") {
+            return self.list(rest).await;
+        }
+        let df = match sql.strip_prefix("NAMED ") {
             Some(rest) => self.named(rest).await?,
+            None if sql.starts_with("RULE ") => self.rule(&sql["RULE ".len()..]).await?,
             None => {
                 let limits = custlake::config::Config::embedded().query;
                 custlake::query::check_read_only(sql, &limits)
@@ -204,10 +273,12 @@ impl sqllogictest::AsyncDB for Engine {
     }
 }
 
-/// The fixture's lake: its extracts ingested (core's in GBK, as the core
-/// system writes them) and resolved.
-fn fixture_lake(dir: &Path) -> custlake::config::Config {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt/fixture");
+/// A fixture's lake: its extracts ingested (core's in GBK, as the core
+/// system writes them; `X.parquet.csv` as the Parquet file `X.parquet`,
+/// every column text) and resolved, then the suite's `setup` commands run
+/// (one `custlake` command line per line).
+fn fixture_lake(dir: &Path, suite: &Path) -> custlake::config::Config {
+    let fixture = suite.join("fixture");
     let input = dir.join("fixture");
     for system in std::fs::read_dir(&fixture).unwrap() {
         let system = system.unwrap().path();
@@ -216,6 +287,14 @@ fn fixture_lake(dir: &Path) -> custlake::config::Config {
         for f in std::fs::read_dir(&system).unwrap() {
             let f = f.unwrap().path();
             let text = std::fs::read_to_string(&f).unwrap();
+            let file_name = f.file_name().unwrap().to_string_lossy().to_string();
+            if let Some(stem) = file_name
+                .strip_suffix(".csv")
+                .filter(|n| n.ends_with(".parquet"))
+            {
+                write_parquet(&text, &input.join(&name).join(stem));
+                continue;
+            }
             let bytes = if name == "core" {
                 gbk(&text)
             } else {
@@ -226,13 +305,50 @@ fn fixture_lake(dir: &Path) -> custlake::config::Config {
     }
     ok(dir, &["ingest", "--from", input.to_str().unwrap()]);
     ok(dir, &["resolve"]);
+    if let Ok(setup) = std::fs::read_to_string(suite.join("setup")) {
+        for line in setup.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let args: Vec<&str> = line.split_whitespace().collect();
+            ok(dir, &args);
+        }
+    }
     let mut config = custlake::config::Config::embedded();
     config.lake = dir.join("data/lake").to_string_lossy().to_string();
     config
 }
 
-fn slt_files() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt");
+/// A CSV text as a Parquet file of text columns.
+fn write_parquet(csv: &str, path: &Path) {
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let schema = std::sync::Arc::new(Schema::new(
+        header
+            .iter()
+            .map(|h| Field::new(*h, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    let cols: Vec<ArrayRef> = (0..header.len())
+        .map(|i| {
+            std::sync::Arc::new(StringArray::from(
+                rows.iter()
+                    .map(|r| r.get(i).filter(|v| !v.is_empty()).copied())
+                    .collect::<Vec<_>>(),
+            )) as ArrayRef
+        })
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), cols).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+fn slt_files(dir: &Path) -> Vec<PathBuf> {
     let only = std::env::var("SLT").ok();
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
@@ -265,28 +381,47 @@ fn validator(
 
 #[test]
 fn sql_cases_as_data() {
+    run_suite("tests/slt", false);
+}
+
+/// The analytics rules (lifecycle, scores, consent, lists, assignment)
+/// over their own hand-made fixture (`tests/slt/analytics/README.md`).
+#[test]
+fn analytics_cases_as_data() {
+    run_suite("tests/slt/analytics", true);
+}
+
+fn run_suite(suite: &str, analytics: bool) {
+    let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join(suite);
     let dir = tempfile::tempdir().unwrap();
-    let config = fixture_lake(dir.path());
-    let files = slt_files();
-    assert!(!files.is_empty(), "no .slt files under tests/slt");
+    let config = fixture_lake(dir.path(), &suite);
+    let files = slt_files(&suite);
+    assert!(!files.is_empty(), "no .slt files under {}", suite.display());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let failures = rt.block_on(async {
-        let ctx = custlake::query::context(&config).unwrap();
         let lake = custlake::lake::Lake::new(&config).unwrap();
         let catalog = custlake::schema::Catalog::embedded().unwrap();
-        custlake::query::register_lake(&ctx, &lake, &catalog, None)
-            .await
-            .unwrap();
+        let ctx = if analytics {
+            custlake::analytics::context(&config, &lake, &catalog, None)
+                .await
+                .unwrap()
+        } else {
+            let ctx = custlake::query::context(&config).unwrap();
+            custlake::query::register_lake(&ctx, &lake, &catalog, None)
+                .await
+                .unwrap();
+            ctx
+        };
         let mut failures = Vec::new();
         for f in &files {
-            let ctx = ctx.clone();
+            let (ctx, config) = (ctx.clone(), config.clone());
             let mut runner = sqllogictest::Runner::new(move || {
-                let ctx = ctx.clone();
-                async move { Ok::<_, DataFusionError>(Engine { ctx }) }
+                let (ctx, config) = (ctx.clone(), config.clone());
+                async move { Ok::<_, DataFusionError>(Engine { ctx, config }) }
             });
             runner.with_column_validator(sqllogictest::strict_column_validator);
             runner.with_normalizer(|s| s.trim_end().to_string());

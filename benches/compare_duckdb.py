@@ -177,6 +177,67 @@ def lookup_by_phone(phone):
             f"WHERE phone = '{phone}' ORDER BY source_system, source_id")
 
 
+# ------------------------------------------------------------------ analytics rules
+
+SQL_DIR = os.path.join(HERE, "..", "sql")
+
+
+def sql_body(rel):
+    """The SQL of a file of sql/ without its header and comment lines."""
+    with open(os.path.join(SQL_DIR, rel), encoding="utf-8") as f:
+        return "\n".join(l for l in f.read().splitlines() if not l.strip().startswith("--")).strip()
+
+
+def bind(sql, params):
+    """Parameters as SQL literals (the longest names first: $r_lapsed before $r)."""
+    for k in sorted(params, key=len, reverse=True):
+        sql = sql.replace("$" + k, params[k])
+    return sql
+
+
+def shipped_analytics():
+    """[analytics] of the shipped config: the rules' numbers and the cross-sell pairs."""
+    import tomllib
+    with open(os.path.join(HERE, "..", "src", "config", "default.toml"), "rb") as f:
+        return tomllib.load(f)["analytics"]
+
+
+def score_sql(as_of):
+    a = shipped_analytics()
+    params = {k: repr(float(v)) for k, v in a["params"].items()}
+    params["grace_days"] = str(int(a["params"]["grace_days"]))
+    params["as_of"] = f"DATE '{as_of}'"
+    return bind(sql_body("analytics/score.sql"), params)
+
+
+def list_sql(kind, as_of):
+    """A list's lines as `custlake list` computes them, as one statement."""
+    a = shipped_analytics()
+    d = f"DATE '{as_of}'"
+    pairs = ", ".join(f"('{p['has']}', '{p['lacks']}')" for p in a["cross_sell"])
+    params = {"as_of": d, "within_days": "30", "product_line": "'*'", "team": "'*'", "region": "'*'",
+              "churn_threshold": repr(float(a["churn_threshold"]))}
+    assign = sql_body("analytics/assign.sql")
+    assert assign.startswith("WITH")
+    return (f"WITH scores AS (SELECT * FROM customer_score WHERE as_of = "
+            f"(SELECT max(as_of) FROM customer_score WHERE as_of <= {d})),\n"
+            f"cross_sell_pairs AS (SELECT * FROM (VALUES {pairs}) t(has, lacks)),\n"
+            f"reachable AS ({bind(sql_body('analytics/reachable.sql'), params)}),\n"
+            f"candidates AS ({bind(sql_body(f'analytics/{kind}.sql'), params)}),\n" + assign[len("WITH"):])
+
+
+# Tables a lake may not hold yet, empty in DuckDB as in custlake.
+DUCK_EMPTY = {
+    "lifecycle_event": "CREATE TABLE lifecycle_event (event_id VARCHAR, customer_id VARCHAR, action VARCHAR, "
+                       "effective_date DATE, reason VARCHAR, actor VARCHAR, at TIMESTAMPTZ)",
+    "agent": "CREATE TABLE agent (agent_id VARCHAR, name VARCHAR, team VARCHAR, capacity BIGINT, active BOOLEAN, "
+             "updated_at TIMESTAMPTZ, batch_id VARCHAR, ingested_at TIMESTAMPTZ)",
+}
+
+SCORE_COLS = ("customer_id, as_of, customer_type, lifecycle_stage, stage_since, value_score, value_tier, "
+              "churn_risk, segment, product_lines, premium_3y, active_policies")
+
+
 # ------------------------------------------------------------------ answers
 
 def canon(v):
@@ -484,6 +545,87 @@ def bench_query(args, name, sql, ordered, lake, work, env, views, server, http=N
     return r
 
 
+def bench_command(args, name, cmd, custlake_answer, duck_sql, lake, work, env, views):
+    """A command that computes and stores (`custlake score`, `custlake list`), timed as a
+    whole process, against DuckDB computing the same rows and writing them to Parquet
+    (`COPY (...) TO`, timed)."""
+    r = Result(name)
+    out = os.path.join(work, "command-result.parquet")
+    dout = os.path.join(work, "duck-command.parquet")
+    for i in range(args.runs):
+        for engine in (["custlake", "duckdb"] if i % 2 == 0 else ["duckdb", "custlake"]):
+            if engine == "custlake":
+                t, rss, _, _ = run_measured([args.bin, "--quiet", "--lake", lake] + cmd(out), env)
+                r.add(i, "custlake", t * 1e3, rss, custlake_answer(out))
+            else:
+                ms, rss = duck({"threads": args.threads, "setup": views, "runs": 1, "statement": True,
+                                "sql": f"COPY ({duck_sql}) TO '{dout}' (FORMAT parquet)"}, work)
+                r.add(i, "duckdb", ms[-1], rss, parquet_answer(dout, False))
+    r.check()
+    return r
+
+
+def analytics_scale(args, lake):
+    """The analytics issue's workloads on a lake already ingested and resolved: `custlake
+    score`, the named analytics queries and the three lists."""
+    as_of = args.as_of
+    env = dict(os.environ, CUSTLAKE__QUERY__TARGET_PARTITIONS=str(args.threads))
+    work = os.path.join(args.work, "analytics")
+    os.makedirs(work, exist_ok=True)
+    tables = ["source_customer", "customer", "customer_xref", "policy", "payment", "interaction", "claim",
+              "consent", "agent", "lifecycle_event"]
+    earlier = (dt.date.fromisoformat(as_of) - dt.timedelta(days=30)).isoformat()
+    # The earlier run the lifecycle flows compare with (not timed).
+    run_measured([args.bin, "--quiet", "--lake", lake, "score", "--as-of", earlier], env)
+
+    def views():
+        v = duck_views(lake, tables + ["customer_score"])
+        have = {x.split()[2] for x in v}
+        return v + [ddl for t, ddl in DUCK_EMPTY.items() if t not in have]
+
+    def score_answer(out):
+        run_measured([args.bin, "--quiet", "--lake", lake, "sql", "--format", "parquet", "--output", out,
+                      f"SELECT {SCORE_COLS} FROM customer_score WHERE as_of = DATE '{as_of}'"], env)
+        return parquet_answer(out, False)
+
+    results = []
+    log("  score")
+    results.append(bench_command(args, "custlake score (all customers)",
+                                 lambda out: ["score", "--as-of", as_of], score_answer,
+                                 score_sql(as_of), lake, work, env, views()))
+    v = views()
+    server = Server(args.bin, lake, env) if not args.no_http else None
+    try:
+        for name, params, http in [
+            ("segment_counts", {"as_of": f"DATE '{as_of}'"}, f"as_of={as_of}"),
+            ("value_distribution", {"as_of": f"DATE '{as_of}'"}, f"as_of={as_of}"),
+            ("lifecycle_flows", {"from": f"DATE '{earlier}'", "to": f"DATE '{as_of}'"}, f"from={earlier}&to={as_of}"),
+        ]:
+            log(f"  {name}")
+            results.append(bench_query(args, name, bind(sql_body(f"{name}.sql"), params), True, lake, work, env,
+                                       v, server, (f"/v1/queries/{name}?format=arrow&{http}",)))
+    finally:
+        if server:
+            server.stop()
+    for kind, rule in [("renewals", "renewals"), ("cross-sell", "cross_sell"), ("churn", "churn")]:
+        log(f"  {kind} list")
+        extra = ["--within-days", "30"] if kind == "renewals" else []
+        results.append(bench_command(
+            args, f"{kind} list (computed, stored, read back)",
+            lambda out, kind=kind, extra=extra: ["list", kind, "--as-of", as_of] + extra
+            + ["--format", "parquet", "--output", out],
+            lambda out: parquet_answer(out, False), list_sql(rule, as_of), lake, work, env, v))
+    return {"customers": count_customers(lake), "results": results, "server_rss": None,
+            "records": source_counts(lake)}
+
+
+def count_customers(lake):
+    con = duckdb.connect()
+    for v in duck_views(lake, ["customer"]):
+        con.execute(v)
+    return con.execute("SELECT count(*) FROM customer WHERE status = 'active'").fetchall()[0][0]
+
+
 def lookup_keys(lake, n):
     con = duckdb.connect()
     for v in duck_views(lake, ["source_customer"]):
@@ -627,13 +769,22 @@ def main():
     ap.add_argument("--heavy-runs", type=int, default=3, help="timed runs per engine for ingest and resolve")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--no-http", action="store_true", help="skip the HTTP runs")
-    ap.add_argument("--output", default=os.path.join(HERE, "RESULTS.md"), help="report file ('' for none)")
+    ap.add_argument("--output", default=None, help="report file ('' for none; default benches/RESULTS.md, "
+                    "or benches/RESULTS-analytics.md with --analytics-lake)")
+    ap.add_argument("--analytics-lake", metavar="LAKE",
+                    help="only the analytics workloads (score, segment counts, value distribution, lifecycle "
+                         "flows, the renewal, cross-sell and churn lists) on this lake, already ingested and resolved")
     args = ap.parse_args()
+    if args.output is None:
+        args.output = os.path.join(HERE, "RESULTS-analytics.md" if args.analytics_lake else "RESULTS.md")
     if not os.path.exists(TIME):
         sys.exit(f"{TIME} is needed to measure peak memory: apt-get install time")
     if not os.path.exists(args.bin):
         sys.exit(f"{args.bin}: no such binary; build it with `cargo build --release`")
-    scales = [one_scale(args, n) for n in args.customers]
+    if args.analytics_lake:
+        scales = [analytics_scale(args, args.analytics_lake)]
+    else:
+        scales = [one_scale(args, n) for n in args.customers]
     ok = report(args, scales)
     sys.exit(0 if ok else 1)
 

@@ -242,14 +242,14 @@ SELECT customer_id,
        $as_of AS as_of,
        customer_type,
        lifecycle_stage,
-       CASE lifecycle_stage
-         WHEN 'historical' THEN historical_from
+       CAST(CASE lifecycle_stage
+         WHEN 'historical' THEN CAST(historical_from AS DATE)
          WHEN 'terminated' THEN decided
          WHEN 'potential' THEN greatest(registered, reactivated)
-         WHEN 'churned' THEN greatest(churned_from, reactivated)
-         WHEN 'silent' THEN greatest(silent_from, reactivated)
+         WHEN 'churned' THEN greatest(CAST(churned_from AS DATE), reactivated)
+         WHEN 'silent' THEN greatest(CAST(silent_from AS DATE), reactivated)
          ELSE greatest(first_contract, run_start, reactivated)
-       END AS stage_since,
+       END AS DATE) AS stage_since,
        value_score,
        CASE WHEN value_score >= 80 THEN 'A' WHEN value_score >= 60 THEN 'B'
             WHEN value_score >= 40 THEN 'C' ELSE 'D' END AS value_tier,

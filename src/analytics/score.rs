@@ -108,9 +108,11 @@ pub async fn run(
             &write_ctx,
             def,
             df,
-            "as_of",
-            ScalarValue::Date32(Some(days)),
-            &as_of.format("%Y-%m").to_string(),
+            crate::lake::Replace {
+                column: "as_of",
+                value: ScalarValue::Date32(Some(days)),
+                partition: &as_of.format("%Y-%m").to_string(),
+            },
             vec![
                 ("operation".into(), "score".into()),
                 ("as_of".into(), as_of.to_string().into()),

@@ -173,6 +173,8 @@ pub(super) async fn list(
             )));
         }
         ListCommand::Show { run_id, out } => {
+            let ctx = crate::analytics::context(&wh.config, &wh.lake, &wh.catalog, None).await?;
+            lists::find(&ctx, run_id).await?;
             if !role.reads("list_line") {
                 return Err(crate::security::SecurityError::Forbidden(format!(
                     "role {} may not read lists",

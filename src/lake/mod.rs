@@ -33,8 +33,8 @@ pub use layout::Layout;
 pub use warehouse::{OpenError, Warehouse};
 
 pub use write::{
-    BatchReceiver, UpsertOutcome, append_stream, hot_only, overwrite, replace_where, upsert,
-    upsert_in, upsert_leased,
+    BatchReceiver, Replace, UpsertOutcome, append_stream, hot_only, overwrite, replace_where,
+    upsert, upsert_in, upsert_leased,
 };
 
 #[derive(Debug, thiserror::Error)]

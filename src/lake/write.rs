@@ -557,6 +557,14 @@ pub async fn hot_only(lake: &Lake, def: &TableDef) -> Result<bool, LakeError> {
         .all_hot())
 }
 
+/// The rows a [`replace_where`] replaces: those whose `column` holds
+/// `value`, all in the month partition `partition`.
+pub struct Replace<'a> {
+    pub column: &'a str,
+    pub value: datafusion::common::ScalarValue,
+    pub partition: &'a str,
+}
+
 /// Replace every row whose `column` equals `value` with `source` (rows
 /// that all hold that value), in one commit: a rerun of the same day
 /// replaces that day and leaves the others. `partition` is the month
@@ -567,11 +575,14 @@ pub async fn replace_where(
     ctx: &SessionContext,
     def: &TableDef,
     source: DataFrame,
-    column: &str,
-    value: datafusion::common::ScalarValue,
-    partition: &str,
+    rows: Replace<'_>,
     metadata: Vec<(String, serde_json::Value)>,
 ) -> Result<UpsertOutcome, LakeError> {
+    let Replace {
+        column,
+        value,
+        partition,
+    } = rows;
     let name = &def.name;
     super::lease::with_lease(lake, name, "replace", async move |_| {
         let tier = if def.tiered && def.partition.is_some() {

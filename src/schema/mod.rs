@@ -321,10 +321,16 @@ mod tests {
             ("consent", vec!["consent_id"]),
             ("ingest_batch", vec!["batch_id"]),
             ("quarantine", vec!["batch_id", "line"]),
+            ("agent", vec!["agent_id"]),
+            ("customer_score", vec!["customer_id", "as_of"]),
+            ("list_run", vec!["run_id"]),
+            ("list_line", vec!["run_id", "line"]),
+            ("lifecycle_event", vec!["event_id"]),
+            ("code_list", vec!["code_set", "code"]),
         ] {
             assert_eq!(c.table(name).unwrap().key, key, "{name}");
         }
-        assert_eq!(c.tables.len(), 16);
+        assert_eq!(c.tables.len(), 21);
         for t in &c.tables {
             assert!(!t.arrow_schema().fields().is_empty());
         }

@@ -350,7 +350,7 @@ fn write_parquet(csv: &str, path: &Path) {
 
 fn slt_files(dir: &Path) -> Vec<PathBuf> {
     let only = std::env::var("SLT").ok();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "slt"))

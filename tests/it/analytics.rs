@@ -1,0 +1,341 @@
+//! Scores, lists and steward terminations through the command line and
+//! the HTTP API, as a user runs them (the rules' boundaries are the SQL
+//! cases of `tests/slt/analytics/`).
+
+use std::path::Path;
+
+use crate::common::{fails, ok, query, run_in, sample};
+use crate::server::{request, server_with, token};
+
+/// `custlake list ...`: stdout (the lines) and the run id from stderr.
+fn list(dir: &Path, args: &[&str]) -> (String, String) {
+    let out = run_in(dir, args);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "custlake {args:?}: {err}");
+    let run = err
+        .split_whitespace()
+        .find(|w| w.starts_with("LR"))
+        .unwrap_or_else(|| panic!("no run id in {err}"))
+        .to_string();
+    (String::from_utf8(out.stdout).unwrap(), run)
+}
+
+#[test]
+fn a_stored_list_reads_back_and_recomputes_the_same_after_new_data() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let s = sample(d, 400, 5);
+    ok(d, &["ingest", "--from", s.to_str().unwrap()]);
+    ok(d, &["resolve"]);
+    let scored = ok(d, &["score", "--as-of", "2026-06-30"]);
+    assert!(scored.contains("scored"), "{scored}");
+    let customers = query(d, "SELECT count(*) FROM customer WHERE status = 'active'");
+    let per_date = "SELECT count(*) FROM customer_score WHERE as_of = DATE '2026-06-30'";
+    assert_eq!(query(d, per_date), customers);
+
+    let args = [
+        "list",
+        "renewals",
+        "--as-of",
+        "2026-06-30",
+        "--within-days",
+        "120",
+        "--format",
+        "csv",
+    ];
+    let (first, run) = list(d, &args);
+    let lines = first.lines().count() - 1;
+    assert!(lines >= 3, "too few lines to prove anything: {first}");
+    // One line per customer, in priority order, numbered from 1.
+    let ids: Vec<&str> = first
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "{first}");
+    assert!(first.lines().nth(1).unwrap().starts_with("1,"));
+
+    // New data lands: more customers and policies, scores of the same date
+    // replaced.
+    let more = d.join("more");
+    ok(
+        d,
+        &[
+            "generate",
+            "--customers",
+            "300",
+            "--seed",
+            "77",
+            "--as-of",
+            "2026-06-30",
+            "--out",
+            more.to_str().unwrap(),
+        ],
+    );
+    // The second extract reuses the first's record ids: its rows update
+    // those records and add more, as a later extract of a source does.
+    ok(d, &["ingest", "--from", more.to_str().unwrap()]);
+    ok(d, &["resolve"]);
+    ok(d, &["score", "--as-of", "2026-06-30"]);
+    let (now, _) = list(d, &args);
+    assert_ne!(now, first, "the new data should change the list");
+
+    // The stored run reads back exactly as produced...
+    let shown = ok(d, &["list", "show", &run, "--format", "csv"]);
+    assert_eq!(shown, first);
+    // ...and recomputed from the lake as it was then, it is the same.
+    let verified = ok(d, &["list", "verify", &run]);
+    assert!(
+        verified.contains(&format!("the same {lines} line(s)")),
+        "{verified}"
+    );
+    // The run is recorded with its parameters and each table's version.
+    let row = query(
+        d,
+        &format!(
+            "SELECT kind, row_count, principal, role, scores_as_of, parameters LIKE '%\"within_days\":\"120\"%', \
+             versions LIKE '%\"policy\":{{\"cold\"%' FROM list_run WHERE run_id = '{run}'"
+        ),
+    );
+    assert_eq!(row.len(), 1);
+    assert!(
+        row[0].starts_with(&format!("renewals,{lines},local:")),
+        "{row:?}"
+    );
+    assert!(
+        row[0].ends_with(",operator,2026-06-30,true,true"),
+        "{row:?}"
+    );
+    assert_eq!(
+        run_in(d, &["list", "show", "LRnope"]).status.code(),
+        Some(66)
+    );
+}
+
+#[test]
+fn a_list_needs_scores_and_valid_options() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let s = sample(d, 200, 3);
+    ok(d, &["ingest", "--from", s.to_str().unwrap()]);
+    ok(d, &["resolve"]);
+    let e = fails(d, &["list", "renewals", "--as-of", "2026-06-30"]);
+    assert!(e.contains("custlake score --as-of 2026-06-30"), "{e}");
+    ok(d, &["score", "--as-of", "2026-06-30"]);
+    let out = run_in(
+        d,
+        &[
+            "list",
+            "renewals",
+            "--as-of",
+            "2026-06-30",
+            "--product-line",
+            "boats",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a standard code"));
+    let out = run_in(d, &["list", "churn", "--as-of", "2026-02-30"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_in(d, &["list", "renewals", "--within-days", "9999"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_in(d, &["score", "--as-of", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+    // Rerunning a date replaces it: still one row per customer.
+    ok(d, &["score", "--as-of", "2026-06-30"]);
+    let dup = query(
+        d,
+        "SELECT count(*) FROM (SELECT customer_id FROM customer_score GROUP BY customer_id, as_of HAVING count(*) > 1)",
+    );
+    assert_eq!(dup, vec!["0"]);
+}
+
+#[test]
+fn terminations_follow_the_rules_and_leave_the_lists() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let s = sample(d, 200, 4);
+    ok(d, &["ingest", "--from", s.to_str().unwrap()]);
+    ok(d, &["resolve"]);
+    let ids = query(
+        d,
+        "SELECT customer_id FROM customer WHERE status = 'active' ORDER BY 1 LIMIT 2",
+    );
+    let (a, b) = (ids[0].as_str(), ids[1].as_str());
+    let t = |args: &[&str]| run_in(d, args).status.code();
+    let terminate = |id: &str, date: &str| {
+        t(&[
+            "customer",
+            "terminate",
+            "--customer",
+            id,
+            "--reason",
+            "asked",
+            "--date",
+            date,
+        ])
+    };
+    let reactivate = |id: &str, date: &str| {
+        t(&[
+            "customer",
+            "reactivate",
+            "--customer",
+            id,
+            "--reason",
+            "back",
+            "--date",
+            date,
+        ])
+    };
+    assert_eq!(terminate(a, "2026-03-01"), Some(0));
+    assert_eq!(terminate(a, "2026-04-01"), Some(65), "already terminated");
+    assert_eq!(
+        reactivate(a, "2026-02-01"),
+        Some(65),
+        "before the termination"
+    );
+    assert_eq!(reactivate(a, "2026-04-01"), Some(0));
+    assert_eq!(reactivate(a, "2026-04-02"), Some(65), "not terminated");
+    // More than 24 months ago: historical, never reactivated.
+    assert_eq!(terminate(b, "2023-01-01"), Some(0));
+    assert_eq!(reactivate(b, "2025-01-02"), Some(65));
+    assert_eq!(terminate("CU9999999999", "2026-03-01"), Some(66));
+    assert_eq!(terminate(a, "2999-01-01"), Some(2), "in the future");
+    assert_eq!(
+        t(&["customer", "terminate", "--customer", a, "--reason", " "]),
+        Some(2)
+    );
+    ok(d, &["score", "--as-of", "2026-06-30"]);
+    let stages = query(
+        d,
+        &format!(
+            "SELECT customer_id, lifecycle_stage, stage_since FROM customer_score \
+             WHERE as_of = DATE '2026-06-30' AND customer_id IN ('{a}', '{b}') ORDER BY 1"
+        ),
+    );
+    assert_eq!(stages[1], format!("{b},historical,2025-01-02"));
+    // Reactivated 2026-04-01: no longer terminated, and no stage starts
+    // before the reactivation.
+    let a_row: Vec<&str> = stages[0].split(',').collect();
+    assert!(
+        a_row[1] != "terminated" && a_row[2] >= "2026-04-01",
+        "{stages:?}"
+    );
+    // The decisions are rows of lifecycle_event with their actor.
+    let events = query(
+        d,
+        "SELECT action, count(*) FROM lifecycle_event GROUP BY 1 ORDER BY 1",
+    );
+    assert_eq!(events, vec!["reactivate,1", "terminate,2"]);
+}
+
+#[test]
+fn lists_over_http_show_each_role_its_lines() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let (_rt, addr) = server_with(d, |_| {});
+    ok(d, &["resolve"]);
+    ok(d, &["score", "--as-of", "2026-06-30"]);
+    let analyst = token(d, "ann", "analyst", &[]);
+    let bearer = |t: &str| format!("Bearer {t}");
+    let get =
+        |path: &str, t: &str| request(addr, "GET", path, &[("authorization", &bearer(t))], b"");
+
+    let r = get(
+        "/v1/lists/renewals?as_of=2026-06-30&within_days=120&format=csv",
+        &analyst,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let run = r.header("x-list-run-id").unwrap().to_string();
+    assert_eq!(
+        r.header("content-location"),
+        Some(format!("/v1/lists/{run}").as_str())
+    );
+    let text = r.text();
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    assert!(rows.len() >= 3, "{text}");
+    // The analyst sees every line, with phones masked.
+    assert!(rows.iter().all(|r| r[3].contains('*')), "{text}");
+    // The same run again: the same lines.
+    let again = get(&format!("/v1/lists/{run}?format=csv"), &analyst);
+    assert_eq!(again.text(), text);
+
+    // A telesales agent reads only their own assignments, phones in clear.
+    let agent = rows
+        .iter()
+        .map(|r| r[14].clone())
+        .find(|a| !a.is_empty())
+        .expect("an assigned line");
+    let mine: Vec<&Vec<String>> = rows.iter().filter(|r| r[14] == agent).collect();
+    let tele = token(d, "tom", "telesales", &["--agent-id", &agent]);
+    let r = get(&format!("/v1/lists/{run}?format=csv"), &tele);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let theirs: Vec<String> = r.text().lines().skip(1).map(str::to_string).collect();
+    assert_eq!(theirs.len(), mine.len(), "{}", r.text());
+    for (t, m) in theirs.iter().zip(&mine) {
+        let t: Vec<&str> = t.split(',').collect();
+        assert_eq!(t[1], m[1]);
+        assert!(!t[3].contains('*'), "{t:?}");
+    }
+    // Their assigned customers are now theirs in every table.
+    let r = request(
+        addr,
+        "GET",
+        "/v1/queries/customer_count?format=csv",
+        &[("authorization", &bearer(&tele))],
+        b"",
+    );
+    let seen: i64 = r
+        .text()
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse::<i64>().unwrap())
+        .sum();
+    assert!(seen >= mine.len() as i64, "{}", r.text());
+
+    // Who may not: a steward (no lists), a monitor; unknown runs; bad options.
+    let steward = token(d, "sue", "steward", &["--team", "个险一部"]);
+    assert_eq!(
+        get("/v1/lists/renewals?as_of=2026-06-30", &steward).status,
+        403
+    );
+    assert_eq!(get(&format!("/v1/lists/{run}"), &steward).status, 403);
+    assert_eq!(get("/v1/lists/LRnope", &analyst).status, 404);
+    assert_eq!(
+        get("/v1/lists/renewals?within_days=-1", &analyst).status,
+        400
+    );
+    assert_eq!(get("/v1/lists/churn?within_days=3", &analyst).status, 400);
+    assert_eq!(
+        get("/v1/lists/cross-sell?region=mars", &analyst).status,
+        400
+    );
+    assert_eq!(
+        get("/v1/lists/renewals?as_of=2026-06-30&nope=1", &analyst).status,
+        400
+    );
+    let r = get("/v1/lists/churn?as_of=2026-06-30&format=csv", &analyst);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = get("/v1/lists/cross-sell?as_of=2026-06-30&format=csv", &analyst);
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Every list read is an audited export naming its run.
+    ok(d, &["audit", "flush"]);
+    let exports = query(
+        d,
+        &format!(
+            "SELECT outcome, count(*) FROM audit_log WHERE action = 'list_export' AND object = '{run}' \
+             GROUP BY 1 ORDER BY 1"
+        ),
+    );
+    // Streamed reads are recorded as they start; the steward's refused
+    // read is recorded too.
+    assert_eq!(exports, vec!["denied,1", "started,3"]);
+}

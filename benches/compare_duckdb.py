@@ -229,7 +229,7 @@ def list_sql(kind, as_of):
 # Tables a lake may not hold yet, empty in DuckDB as in custlake.
 DUCK_EMPTY = {
     "lifecycle_event": "CREATE TABLE lifecycle_event (event_id VARCHAR, customer_id VARCHAR, action VARCHAR, "
-                       "effective_date DATE, reason VARCHAR, actor VARCHAR, at TIMESTAMPTZ)",
+                       "effective_date DATE, reason VARCHAR, actor VARCHAR, decided_at TIMESTAMPTZ)",
     "agent": "CREATE TABLE agent (agent_id VARCHAR, name VARCHAR, team VARCHAR, capacity BIGINT, active BOOLEAN, "
              "updated_at TIMESTAMPTZ, batch_id VARCHAR, ingested_at TIMESTAMPTZ)",
 }

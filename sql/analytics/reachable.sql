@@ -26,7 +26,7 @@ WITH consent_now AS (
 decision AS (
   SELECT customer_id, action FROM (
     SELECT customer_id, action,
-           row_number() OVER (PARTITION BY customer_id ORDER BY effective_date DESC, at DESC, event_id DESC) AS rn
+           row_number() OVER (PARTITION BY customer_id ORDER BY effective_date DESC, decided_at DESC, event_id DESC) AS rn
     FROM lifecycle_event WHERE effective_date <= $as_of
   ) WHERE rn = 1
 )

@@ -63,47 +63,17 @@ WITH
 pol AS (
   SELECT x.customer_id, p.policy_no, p.product_line, p.effective_date, p.expiry_date,
          p.cancelled_date,
-         p.status <> 'pending' AND p.expiry_date >= $as_of
-           AND (p.cancelled_date IS NULL OR p.cancelled_date > $as_of) AS in_force
+         p.status <> 'pending' AND p.expiry_date >= CAST($as_of AS DATE)
+           AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE)) AS in_force
   FROM policy p
   JOIN customer_xref x ON x.source_system = p.source_system AND x.source_id = p.source_customer_id
-  WHERE p.effective_date <= $as_of
+  WHERE p.effective_date <= CAST($as_of AS DATE)
 ),
 pay AS (
   SELECT x.customer_id, y.policy_no, CAST(y.amount AS DOUBLE) AS amount, y.paid_date
   FROM payment y
   JOIN customer_xref x ON x.source_system = y.source_system AND x.source_id = y.source_customer_id
-  WHERE y.payment_type = 'premium' AND y.paid_date <= $as_of
-),
-act AS (
-  SELECT x.customer_id, CAST(i.event_at AS DATE) AS day, i.event_type
-  FROM interaction i
-  JOIN customer_xref x ON x.source_system = i.source_system AND x.source_id = i.source_customer_id
-  WHERE CAST(i.event_at AS DATE) <= $as_of
-),
-clm AS (
-  SELECT x.customer_id, c.status, CAST(coalesce(c.paid_amount, 0) AS DOUBLE) AS paid, c.report_date
-  FROM claim c
-  JOIN customer_xref x ON x.source_system = c.source_system AND x.source_id = c.source_customer_id
-  WHERE c.report_date <= $as_of
-),
-events AS (
-  SELECT customer_id, effective_date AS day, true AS is_key FROM pol
-  UNION ALL SELECT customer_id, paid_date, true FROM pay
-  UNION ALL SELECT customer_id, day, event_type IN ('inquiry', 'complaint', 'visit') FROM act
-),
-key_gaps AS (
-  SELECT customer_id, day, lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS prev
-  FROM events WHERE is_key
-),
-key_summary AS (
-  SELECT customer_id, max(day) AS last_key,
-         max(CASE WHEN prev IS NULL OR prev <= day - INTERVAL '1 day' - INTERVAL '12 months'
-                  THEN day END) AS run_start
-  FROM key_gaps GROUP BY customer_id
-),
-any_summary AS (
-  SELECT customer_id, max(day) AS last_any FROM events GROUP BY customer_id
+  WHERE y.payment_type = 'premium' AND y.paid_date <= CAST($as_of AS DATE)
 ),
 renewed AS (
   SELECT DISTINCT renewal_of AS policy_no FROM policy WHERE renewal_of IS NOT NULL
@@ -111,93 +81,112 @@ renewed AS (
 first_paid AS (
   SELECT policy_no, min(paid_date) AS first_paid FROM pay GROUP BY policy_no
 ),
-pol_summary AS (
-  SELECT p.customer_id,
-         min(p.effective_date) AS first_contract,
-         count(*) FILTER (WHERE p.in_force) AS active_policies,
-         count(DISTINCT p.product_line) FILTER (WHERE p.in_force) AS lines,
-         array_to_string(array_sort(array_distinct(
-           array_agg(p.product_line) FILTER (WHERE p.in_force))), ',') AS product_lines,
-         count(*) FILTER (WHERE p.effective_date > $as_of - INTERVAL '36 months') AS due,
-         count(*) FILTER (WHERE p.effective_date > $as_of - INTERVAL '36 months'
-           AND f.first_paid - p.effective_date <= $grace_days) AS on_time,
-         count(*) FILTER (WHERE p.cancelled_date > $as_of - INTERVAL '12 months'
-           AND p.cancelled_date <= $as_of) AS lapsed_1y,
-         max(CASE WHEN p.in_force AND p.expiry_date <= $as_of + INTERVAL '60 days'
-                   AND rn.policy_no IS NULL
-                  THEN 1 ELSE 0 END) AS expiring
+-- Every fact of a customer on or before D, one stream: contracts (with
+-- what each says about regularity, lapses and expiry), premium payments,
+-- interactions (their type as the kind) and claims (kind claim).
+facts AS (
+  SELECT p.customer_id, 'contract' AS kind, p.effective_date AS day, 0.0 AS amount,
+         p.product_line AS line, p.in_force, true AS is_key,
+         p.effective_date > CAST($as_of AS DATE) - INTERVAL '36 months' AS due,
+         p.effective_date > CAST($as_of AS DATE) - INTERVAL '36 months'
+           AND f.first_paid - p.effective_date <= $grace_days AS on_time,
+         p.cancelled_date > CAST($as_of AS DATE) - INTERVAL '12 months' AND p.cancelled_date <= CAST($as_of AS DATE) AS lapsed,
+         p.in_force AND p.expiry_date <= CAST($as_of AS DATE) + INTERVAL '60 days' AND rn.policy_no IS NULL AS expiring,
+         CAST(NULL AS VARCHAR) AS status
   FROM pol p
   LEFT JOIN first_paid f ON f.policy_no = p.policy_no
   LEFT JOIN renewed rn ON rn.policy_no = p.policy_no
-  GROUP BY p.customer_id
+  UNION ALL
+  SELECT customer_id, 'premium', paid_date, amount, NULL, false, true, false, false, false, false, NULL
+  FROM pay
+  UNION ALL
+  SELECT x.customer_id, i.event_type, CAST(i.event_at AS DATE), 0.0, NULL, false,
+         i.event_type IN ('inquiry', 'complaint', 'visit'), false, false, false, false, NULL
+  FROM interaction i
+  JOIN customer_xref x ON x.source_system = i.source_system AND x.source_id = i.source_customer_id
+  WHERE CAST(i.event_at AS DATE) <= CAST($as_of AS DATE)
+  UNION ALL
+  SELECT x.customer_id, 'claim', c.report_date, CAST(coalesce(c.paid_amount, 0) AS DOUBLE), NULL,
+         false, false, false, false, false, false, c.status
+  FROM claim c
+  JOIN customer_xref x ON x.source_system = c.source_system AND x.source_id = c.source_customer_id
+  WHERE c.report_date <= CAST($as_of AS DATE)
 ),
-pay_summary AS (
+summary AS (
   SELECT customer_id,
-         sum(amount) FILTER (WHERE paid_date > $as_of - INTERVAL '36 months') AS premium_3y,
-         sum(amount) FILTER (WHERE paid_date > $as_of - INTERVAL '12 months') AS premium_1y,
-         sum(amount) FILTER (WHERE paid_date > $as_of - INTERVAL '24 months'
-                               AND paid_date <= $as_of - INTERVAL '12 months') AS premium_prev_1y
-  FROM pay GROUP BY customer_id
+         min(day) FILTER (WHERE kind = 'contract') AS first_contract,
+         max(day) FILTER (WHERE is_key) AS last_key,
+         max(day) FILTER (WHERE kind <> 'claim') AS last_any,
+         count(*) FILTER (WHERE in_force) AS active_policies,
+         array_distinct(array_agg(line) FILTER (WHERE in_force)) AS lines_held,
+         count(*) FILTER (WHERE due) AS due,
+         count(*) FILTER (WHERE on_time) AS on_time,
+         count(*) FILTER (WHERE lapsed) AS lapsed_1y,
+         max(CASE WHEN expiring THEN 1 ELSE 0 END) AS expiring,
+         sum(amount) FILTER (WHERE kind = 'premium' AND day > CAST($as_of AS DATE) - INTERVAL '36 months') AS premium_3y,
+         sum(amount) FILTER (WHERE kind = 'premium' AND day > CAST($as_of AS DATE) - INTERVAL '12 months') AS premium_1y,
+         sum(amount) FILTER (WHERE kind = 'premium' AND day > CAST($as_of AS DATE) - INTERVAL '24 months'
+                               AND day <= CAST($as_of AS DATE) - INTERVAL '12 months') AS premium_prev_1y,
+         count(*) FILTER (WHERE kind = 'complaint' AND day > CAST($as_of AS DATE) - INTERVAL '12 months') AS complaints_1y,
+         sum(amount) FILTER (WHERE kind = 'claim' AND day > CAST($as_of AS DATE) - INTERVAL '36 months') AS claims_3y,
+         count(*) FILTER (WHERE kind = 'claim' AND status = 'rejected'
+                            AND day > CAST($as_of AS DATE) - INTERVAL '12 months') AS rejected_1y
+  FROM facts GROUP BY customer_id
 ),
-act_summary AS (
-  SELECT customer_id, count(*) AS complaints_1y
-  FROM act WHERE event_type = 'complaint' AND day > $as_of - INTERVAL '12 months'
+-- The start of the customer's last unbroken run of key activity: a key
+-- activity after which the customer had been silent the day before.
+key_runs AS (
+  SELECT customer_id,
+         max(CASE WHEN prev IS NULL OR prev <= day - INTERVAL '1 day' - INTERVAL '12 months'
+                  THEN day END) AS run_start
+  FROM (SELECT customer_id, day, lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS prev
+        FROM facts WHERE is_key)
   GROUP BY customer_id
-),
-clm_summary AS (
-  SELECT customer_id,
-         sum(paid) FILTER (WHERE report_date > $as_of - INTERVAL '36 months') AS claims_3y,
-         count(*) FILTER (WHERE status = 'rejected'
-                            AND report_date > $as_of - INTERVAL '12 months') AS rejected_1y
-  FROM clm GROUP BY customer_id
 ),
 decision AS (
   SELECT customer_id, action, effective_date FROM (
     SELECT customer_id, action, effective_date,
-           row_number() OVER (PARTITION BY customer_id ORDER BY effective_date DESC, at DESC, event_id DESC) AS rn
-    FROM lifecycle_event WHERE effective_date <= $as_of
+           row_number() OVER (PARTITION BY customer_id ORDER BY effective_date DESC, decided_at DESC, event_id DESC) AS rn
+    FROM lifecycle_event WHERE effective_date <= CAST($as_of AS DATE)
   ) WHERE rn = 1
 ),
 registered AS (
   SELECT x.customer_id, min(s.registered_at) AS registered
   FROM source_customer s
   JOIN customer_xref x ON x.source_system = s.source_system AND x.source_id = s.source_id
-  WHERE s.registered_at <= $as_of
+  WHERE s.registered_at <= CAST($as_of AS DATE)
   GROUP BY x.customer_id
 ),
 base AS (
   SELECT c.customer_id, c.customer_type,
          d.action, d.effective_date AS decided,
          CASE WHEN d.action = 'reactivate' THEN d.effective_date END AS reactivated,
-         ps.first_contract, coalesce(ps.active_policies, 0) AS active_policies,
-         coalesce(ps.lines, 0) AS lines, ps.product_lines,
-         coalesce(ps.due, 0) AS due, coalesce(ps.on_time, 0) AS on_time,
-         coalesce(ps.lapsed_1y, 0) AS lapsed_1y, coalesce(ps.expiring, 0) AS expiring,
-         ks.last_key, ks.run_start, a.last_any,
-         coalesce(y.premium_3y, 0) AS premium_3y, coalesce(y.premium_1y, 0) AS premium_1y,
-         coalesce(y.premium_prev_1y, 0) AS premium_prev_1y,
-         coalesce(t.complaints_1y, 0) AS complaints_1y,
-         coalesce(k.claims_3y, 0) AS claims_3y, coalesce(k.rejected_1y, 0) AS rejected_1y,
+         m.first_contract, coalesce(m.active_policies, 0) AS active_policies,
+         coalesce(array_length(m.lines_held), 0) AS lines,
+         array_to_string(array_sort(m.lines_held), ',') AS product_lines,
+         coalesce(m.due, 0) AS due, coalesce(m.on_time, 0) AS on_time,
+         coalesce(m.lapsed_1y, 0) AS lapsed_1y, coalesce(m.expiring, 0) AS expiring,
+         m.last_key, k.run_start, m.last_any,
+         coalesce(m.premium_3y, 0) AS premium_3y, coalesce(m.premium_1y, 0) AS premium_1y,
+         coalesce(m.premium_prev_1y, 0) AS premium_prev_1y,
+         coalesce(m.complaints_1y, 0) AS complaints_1y,
+         coalesce(m.claims_3y, 0) AS claims_3y, coalesce(m.rejected_1y, 0) AS rejected_1y,
          r.registered
   FROM customer c
+  LEFT JOIN summary m ON m.customer_id = c.customer_id
+  LEFT JOIN key_runs k ON k.customer_id = c.customer_id
   LEFT JOIN decision d ON d.customer_id = c.customer_id
-  LEFT JOIN pol_summary ps ON ps.customer_id = c.customer_id
-  LEFT JOIN key_summary ks ON ks.customer_id = c.customer_id
-  LEFT JOIN any_summary a ON a.customer_id = c.customer_id
-  LEFT JOIN pay_summary y ON y.customer_id = c.customer_id
-  LEFT JOIN act_summary t ON t.customer_id = c.customer_id
-  LEFT JOIN clm_summary k ON k.customer_id = c.customer_id
   LEFT JOIN registered r ON r.customer_id = c.customer_id
   WHERE c.status = 'active'
 ),
 staged AS (
   SELECT *,
     CASE
-      WHEN action = 'terminate' AND decided < $as_of - INTERVAL '24 months' THEN 'historical'
+      WHEN action = 'terminate' AND decided < CAST($as_of AS DATE) - INTERVAL '24 months' THEN 'historical'
       WHEN action = 'terminate' THEN 'terminated'
       WHEN first_contract IS NULL THEN 'potential'
-      WHEN last_any IS NULL OR last_any <= $as_of - INTERVAL '24 months' THEN 'churned'
-      WHEN last_key IS NULL OR last_key <= $as_of - INTERVAL '12 months' THEN 'silent'
+      WHEN last_any IS NULL OR last_any <= CAST($as_of AS DATE) - INTERVAL '24 months' THEN 'churned'
+      WHEN last_key IS NULL OR last_key <= CAST($as_of AS DATE) - INTERVAL '12 months' THEN 'silent'
       ELSE 'active'
     END AS lifecycle_stage,
     -- The first day D' with D' - 24 months >= last_any (one day later when
@@ -214,11 +203,11 @@ staged AS (
          ELSE decided + INTERVAL '1 day' + INTERVAL '24 months' END AS historical_from,
     least(1.0, ln(1.0 + premium_3y) / ln(1.0 + $premium_cap)) AS v_premium,
     CASE WHEN first_contract IS NULL THEN 0.0
-         ELSE least(1.0, ($as_of - first_contract) / (365.25 * $tenure_cap_years)) END AS v_tenure,
+         ELSE least(1.0, (CAST($as_of AS DATE) - first_contract) / (365.25 * $tenure_cap_years)) END AS v_tenure,
     least(1.0, lines / $lines_cap) AS v_lines,
     CASE WHEN due = 0 THEN 0.0 ELSE CAST(on_time AS DOUBLE) / due END AS v_regularity,
     CASE WHEN premium_3y > 0 THEN greatest(0.0, 1.0 - claims_3y / premium_3y) ELSE 0.0 END AS v_loss,
-    CASE WHEN last_any IS NULL THEN 1.0 ELSE least(1.0, ($as_of - last_any) / 730.0) END AS c_recency,
+    CASE WHEN last_any IS NULL THEN 1.0 ELSE least(1.0, (CAST($as_of AS DATE) - last_any) / 730.0) END AS c_recency,
     least(1.0, lapsed_1y / 2.0) AS c_lapsed,
     least(1.0, complaints_1y / 3.0) AS c_complaints,
     CASE WHEN premium_prev_1y > 0 THEN greatest(0.0, 1.0 - premium_1y / premium_prev_1y)
@@ -239,7 +228,7 @@ scored AS (
   FROM staged
 )
 SELECT customer_id,
-       $as_of AS as_of,
+       CAST($as_of AS DATE) AS as_of,
        customer_type,
        lifecycle_stage,
        CAST(CASE lifecycle_stage

@@ -91,7 +91,7 @@ pub async fn decide(
     let last = ctx
         .sql(
             "SELECT action, effective_date FROM lifecycle_event WHERE customer_id = $1 \
-             ORDER BY effective_date DESC, at DESC, event_id DESC LIMIT 1",
+             ORDER BY effective_date DESC, decided_at DESC, event_id DESC LIMIT 1",
         )
         .await?
         .with_param_values(vec![ScalarValue::Utf8(Some(customer_id.to_string()))])?

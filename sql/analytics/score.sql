@@ -60,20 +60,10 @@
 -- A policy is in force on D when it started on or before D, expires on or
 -- after D, is not pending and was not cancelled on or before D.
 WITH
-pol AS (
-  SELECT x.customer_id, p.policy_no, p.product_line, p.effective_date, p.expiry_date,
-         p.cancelled_date,
-         p.status <> 'pending' AND p.expiry_date >= CAST($as_of AS DATE)
-           AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE)) AS in_force
-  FROM policy p
-  JOIN customer_xref x ON x.source_system = p.source_system AND x.source_id = p.source_customer_id
-  WHERE p.effective_date <= CAST($as_of AS DATE)
-),
 pay AS (
-  SELECT x.customer_id, y.policy_no, CAST(y.amount AS DOUBLE) AS amount, y.paid_date
-  FROM payment y
-  JOIN customer_xref x ON x.source_system = y.source_system AND x.source_id = y.source_customer_id
-  WHERE y.payment_type = 'premium' AND y.paid_date <= CAST($as_of AS DATE)
+  SELECT source_system, source_customer_id, policy_no, CAST(amount AS DOUBLE) AS amount, paid_date
+  FROM payment
+  WHERE payment_type = 'premium' AND paid_date <= CAST($as_of AS DATE)
 ),
 renewed AS (
   SELECT DISTINCT renewal_of AS policy_no FROM policy WHERE renewal_of IS NOT NULL
@@ -81,44 +71,51 @@ renewed AS (
 first_paid AS (
   SELECT policy_no, min(paid_date) AS first_paid FROM pay GROUP BY policy_no
 ),
--- Every fact of a customer on or before D, one stream: contracts (with
--- what each says about regularity, lapses and expiry), premium payments,
--- interactions (their type as the kind) and claims (kind claim).
-facts AS (
-  SELECT p.customer_id, 'contract' AS kind, p.effective_date AS day, 0.0 AS amount,
-         p.product_line AS line, p.in_force, true AS is_key,
+-- Every fact on or before D, one stream keyed by its source record:
+-- contracts (with what each says about regularity, lapses and expiry),
+-- premium payments, interactions (their type as the kind) and claims
+-- (kind claim). It is mapped to golden customers once.
+source_facts AS (
+  SELECT p.source_system, p.source_customer_id, 'contract' AS kind, p.effective_date AS day,
+         0.0 AS amount, p.product_line AS line,
+         p.status <> 'pending' AND p.expiry_date >= CAST($as_of AS DATE)
+           AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE)) AS in_force,
+         true AS is_key,
          p.effective_date > CAST($as_of AS DATE) - INTERVAL '36 months' AS due,
          p.effective_date > CAST($as_of AS DATE) - INTERVAL '36 months'
            AND f.first_paid - p.effective_date <= $grace_days AS on_time,
          p.cancelled_date > CAST($as_of AS DATE) - INTERVAL '12 months' AND p.cancelled_date <= CAST($as_of AS DATE) AS lapsed,
-         p.in_force AND p.expiry_date <= CAST($as_of AS DATE) + INTERVAL '60 days' AND rn.policy_no IS NULL AS expiring,
+         p.status <> 'pending' AND p.expiry_date >= CAST($as_of AS DATE)
+           AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE))
+           AND p.expiry_date <= CAST($as_of AS DATE) + INTERVAL '60 days' AND rn.policy_no IS NULL AS expiring,
          CAST(NULL AS VARCHAR) AS status
-  FROM pol p
+  FROM policy p
   LEFT JOIN first_paid f ON f.policy_no = p.policy_no
   LEFT JOIN renewed rn ON rn.policy_no = p.policy_no
+  WHERE p.effective_date <= CAST($as_of AS DATE)
   UNION ALL
-  SELECT customer_id, 'premium', paid_date, amount, NULL, false, true, false, false, false, false, NULL
+  SELECT source_system, source_customer_id, 'premium', paid_date, amount, NULL, false, true,
+         false, false, false, false, NULL
   FROM pay
   UNION ALL
-  SELECT x.customer_id, i.event_type, CAST(i.event_at AS DATE), 0.0, NULL, false,
-         i.event_type IN ('inquiry', 'complaint', 'visit'), false, false, false, false, NULL
-  FROM interaction i
-  JOIN customer_xref x ON x.source_system = i.source_system AND x.source_id = i.source_customer_id
-  WHERE CAST(i.event_at AS DATE) <= CAST($as_of AS DATE)
+  SELECT source_system, source_customer_id, event_type, CAST(event_at AS DATE), 0.0, NULL, false,
+         event_type IN ('inquiry', 'complaint', 'visit'), false, false, false, false, NULL
+  FROM interaction
+  WHERE CAST(event_at AS DATE) <= CAST($as_of AS DATE)
   UNION ALL
-  SELECT x.customer_id, 'claim', c.report_date, CAST(coalesce(c.paid_amount, 0) AS DOUBLE), NULL,
-         false, false, false, false, false, false, c.status
-  FROM claim c
-  JOIN customer_xref x ON x.source_system = c.source_system AND x.source_id = c.source_customer_id
-  WHERE c.report_date <= CAST($as_of AS DATE)
+  SELECT source_system, source_customer_id, 'claim', report_date,
+         CAST(coalesce(paid_amount, 0) AS DOUBLE), NULL, false, false, false, false, false, false, status
+  FROM claim
+  WHERE report_date <= CAST($as_of AS DATE)
 ),
-summary AS (
-  SELECT customer_id,
+-- What each source record's facts add up to; a golden customer's are the
+-- sums and extremes over its records.
+per_record AS (
+  SELECT source_system, source_customer_id,
          min(day) FILTER (WHERE kind = 'contract') AS first_contract,
          max(day) FILTER (WHERE is_key) AS last_key,
          max(day) FILTER (WHERE kind <> 'claim') AS last_any,
          count(*) FILTER (WHERE in_force) AS active_policies,
-         array_distinct(array_agg(line) FILTER (WHERE in_force)) AS lines_held,
          count(*) FILTER (WHERE due) AS due,
          count(*) FILTER (WHERE on_time) AS on_time,
          count(*) FILTER (WHERE lapsed) AS lapsed_1y,
@@ -131,16 +128,53 @@ summary AS (
          sum(amount) FILTER (WHERE kind = 'claim' AND day > CAST($as_of AS DATE) - INTERVAL '36 months') AS claims_3y,
          count(*) FILTER (WHERE kind = 'claim' AND status = 'rejected'
                             AND day > CAST($as_of AS DATE) - INTERVAL '12 months') AS rejected_1y
-  FROM facts GROUP BY customer_id
+  FROM source_facts GROUP BY source_system, source_customer_id
 ),
--- The start of the customer's last unbroken run of key activity: a key
--- activity after which the customer had been silent the day before.
+summary AS (
+  SELECT x.customer_id,
+         min(r.first_contract) AS first_contract, max(r.last_key) AS last_key,
+         max(r.last_any) AS last_any, sum(r.active_policies) AS active_policies,
+         sum(r.due) AS due, sum(r.on_time) AS on_time, sum(r.lapsed_1y) AS lapsed_1y,
+         max(r.expiring) AS expiring, sum(r.premium_3y) AS premium_3y,
+         sum(r.premium_1y) AS premium_1y, sum(r.premium_prev_1y) AS premium_prev_1y,
+         sum(r.complaints_1y) AS complaints_1y, sum(r.claims_3y) AS claims_3y,
+         sum(r.rejected_1y) AS rejected_1y
+  FROM per_record r
+  JOIN customer_xref x ON x.source_system = r.source_system AND x.source_id = r.source_customer_id
+  GROUP BY x.customer_id
+),
+-- The product lines of the policies in force on D.
+held AS (
+  SELECT x.customer_id, array_agg(DISTINCT p.product_line) AS lines_held
+  FROM policy p
+  JOIN customer_xref x ON x.source_system = p.source_system AND x.source_id = p.source_customer_id
+  WHERE p.effective_date <= CAST($as_of AS DATE) AND p.status <> 'pending'
+    AND p.expiry_date >= CAST($as_of AS DATE)
+    AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE))
+  GROUP BY x.customer_id
+),
+-- The start of the customer's last unbroken run of key activity (contract,
+-- premium or service): a key day after which the customer had been silent
+-- the day before.
+key_days AS (
+  SELECT x.customer_id, k.day
+  FROM (SELECT source_system, source_customer_id, effective_date AS day FROM policy
+        WHERE effective_date <= CAST($as_of AS DATE)
+        UNION ALL
+        SELECT source_system, source_customer_id, paid_date FROM payment
+        WHERE payment_type = 'premium' AND paid_date <= CAST($as_of AS DATE)
+        UNION ALL
+        SELECT source_system, source_customer_id, CAST(event_at AS DATE) FROM interaction
+        WHERE event_type IN ('inquiry', 'complaint', 'visit')
+          AND CAST(event_at AS DATE) <= CAST($as_of AS DATE)) k
+  JOIN customer_xref x ON x.source_system = k.source_system AND x.source_id = k.source_customer_id
+),
 key_runs AS (
   SELECT customer_id,
          max(CASE WHEN prev IS NULL OR prev <= day - INTERVAL '1 day' - INTERVAL '12 months'
                   THEN day END) AS run_start
   FROM (SELECT customer_id, day, lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS prev
-        FROM facts WHERE is_key)
+        FROM key_days)
   GROUP BY customer_id
 ),
 decision AS (
@@ -162,8 +196,8 @@ base AS (
          d.action, d.effective_date AS decided,
          CASE WHEN d.action = 'reactivate' THEN d.effective_date END AS reactivated,
          m.first_contract, coalesce(m.active_policies, 0) AS active_policies,
-         coalesce(array_length(m.lines_held), 0) AS lines,
-         array_to_string(array_sort(m.lines_held), ',') AS product_lines,
+         coalesce(array_length(h.lines_held), 0) AS lines,
+         array_to_string(array_sort(h.lines_held), ',') AS product_lines,
          coalesce(m.due, 0) AS due, coalesce(m.on_time, 0) AS on_time,
          coalesce(m.lapsed_1y, 0) AS lapsed_1y, coalesce(m.expiring, 0) AS expiring,
          m.last_key, k.run_start, m.last_any,
@@ -175,6 +209,7 @@ base AS (
   FROM customer c
   LEFT JOIN summary m ON m.customer_id = c.customer_id
   LEFT JOIN key_runs k ON k.customer_id = c.customer_id
+  LEFT JOIN held h ON h.customer_id = c.customer_id
   LEFT JOIN decision d ON d.customer_id = c.customer_id
   LEFT JOIN registered r ON r.customer_id = c.customer_id
   WHERE c.status = 'active'

@@ -52,6 +52,28 @@ pub fn runtime(
         .build_arc()
 }
 
+/// The session whose settings Delta scans take: strings read as plain
+/// `Utf8`, not views. Rows a hash join takes from its build side as views
+/// point into the build side's whole string buffers, and sorts and
+/// aggregates count those buffers once per batch against the memory pool:
+/// a whole-book job (scores, lists) then ran out of a 4 GB pool while
+/// holding 1.5 GB. Plain strings are copied where taken.
+pub fn scan_session() -> Arc<datafusion::execution::SessionState> {
+    static SESSION: std::sync::OnceLock<Arc<datafusion::execution::SessionState>> =
+        std::sync::OnceLock::new();
+    SESSION
+        .get_or_init(|| {
+            let mut config = session_config(0);
+            config
+                .options_mut()
+                .execution
+                .parquet
+                .schema_force_view_types = false;
+            Arc::new(SessionStateBuilder::new().with_config(config).build())
+        })
+        .clone()
+}
+
 /// The context writers use (staging reads, appends, merges, deletes).
 pub fn write_context() -> SessionContext {
     delta_context(session_config(0), Arc::new(RuntimeEnv::default()))

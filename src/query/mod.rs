@@ -215,9 +215,20 @@ async fn provider(
     let on = |e: DataFusionError| LakeError::query(&def.name, e);
     Ok(match layout {
         Layout::Missing => None,
-        Layout::Single(table) => Some(table.table_provider().await.map_err(on)?),
+        Layout::Single(table) => Some(
+            table
+                .table_provider()
+                .with_session(crate::lake::session::scan_session())
+                .await
+                .map_err(on)?,
+        ),
         Layout::Tiered { hot, as_of } => {
-            let schema = hot.table_provider().await.map_err(on)?.schema();
+            let schema = hot
+                .table_provider()
+                .with_session(crate::lake::session::scan_session())
+                .await
+                .map_err(on)?
+                .schema();
             tiered::TieredTable::new(lake.clone(), def.clone(), schema, as_of.clone())
                 .map(|t| Arc::new(t) as Arc<dyn TableProvider>)
         }

@@ -123,7 +123,12 @@ impl TieredTable {
                 let before = o.table.version();
                 o.table.update_incremental(None).await.map_err(ext)?;
                 if o.table.version() != before {
-                    o.provider = o.table.table_provider().await.map_err(ext)?;
+                    o.provider = o
+                        .table
+                        .table_provider()
+                        .with_session(crate::lake::session::scan_session())
+                        .await
+                        .map_err(ext)?;
                 }
             }
             return Ok(Some((o.table.clone(), o.provider.clone())));
@@ -136,7 +141,11 @@ impl TieredTable {
         else {
             return Ok(None);
         };
-        let provider = table.table_provider().await.map_err(ext)?;
+        let provider = table
+            .table_provider()
+            .with_session(crate::lake::session::scan_session())
+            .await
+            .map_err(ext)?;
         opened.insert(
             tier,
             Opened {

@@ -11,17 +11,17 @@
 -- Not a minor: an individual born D - 18 years or later is left out (no
 -- birth date: the age is unknown and the customer stays).
 WITH consent_now AS (
-  SELECT customer_id, action FROM (
-    SELECT x.customer_id, c.action,
-           row_number() OVER (
-             PARTITION BY x.customer_id
-             ORDER BY c.recorded_at DESC,
-                      CASE WHEN c.action = 'withdraw' THEN 0 ELSE 1 END,
-                      c.consent_id DESC) AS rn
-    FROM consent c
-    JOIN customer_xref x ON x.source_system = c.source_system AND x.source_id = c.source_customer_id
-    WHERE c.purpose = 'telesales_call' AND CAST(c.recorded_at AS DATE) <= $as_of
-  ) WHERE rn = 1
+  -- The latest record is a grant: a grant later than every withdrawal
+  -- (a withdrawal at the same instant wins).
+  SELECT x.customer_id
+  FROM consent c
+  JOIN customer_xref x ON x.source_system = c.source_system AND x.source_id = c.source_customer_id
+  WHERE c.purpose = 'telesales_call' AND CAST(c.recorded_at AS DATE) <= $as_of
+  GROUP BY x.customer_id
+  HAVING max(c.recorded_at) FILTER (WHERE c.action = 'grant') IS NOT NULL
+     AND (max(c.recorded_at) FILTER (WHERE c.action = 'withdraw') IS NULL
+          OR max(c.recorded_at) FILTER (WHERE c.action = 'grant')
+             > max(c.recorded_at) FILTER (WHERE c.action = 'withdraw'))
 ),
 decision AS (
   SELECT customer_id, action FROM (
@@ -32,7 +32,7 @@ decision AS (
 )
 SELECT c.customer_id
 FROM customer c
-JOIN consent_now k ON k.customer_id = c.customer_id AND k.action = 'grant'
+JOIN consent_now k ON k.customer_id = c.customer_id
 LEFT JOIN decision d ON d.customer_id = c.customer_id
 WHERE c.status = 'active'
   AND (d.action IS NULL OR d.action <> 'terminate')

@@ -87,6 +87,18 @@ pub async fn secured(
             base.register_table(extra, Arc::new(empty))?;
         }
     }
+    // A declared table the lake does not hold yet (no scores were ever
+    // computed, no list made) reads as empty, not as "not found": the
+    // named queries over it answer with no rows.
+    let mut raw = raw;
+    for def in &catalog.tables {
+        if role.reads(&def.name) && !raw.contains(&def.name) && !base.table_exist(&def.name)? {
+            let empty =
+                datafusion::datasource::MemTable::try_new(def.arrow_schema(), vec![vec![]])?;
+            base.register_table(def.name.as_str(), Arc::new(empty))?;
+            raw.push(def.name.clone());
+        }
+    }
     let user = context_on(config, runtime);
     let schema = crate::security::SecuredSchema::new(
         base,

@@ -25,24 +25,42 @@ use crate::analytics::lists::{self, ListKind, ListRequest, Requester};
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
     /// The list's date D (YYYY-MM-DD; default today).
+    #[param(value_type = Option<String>, format = Date)]
     as_of: Option<String>,
     /// Renewals only: policies expiring in [D, D + within_days] (default
-    /// 30, at most `analytics.max_within_days`).
-    #[param(minimum = 0)]
+    /// 30, at most `analytics.max_within_days`, 366 as shipped).
+    #[param(minimum = 0, maximum = 366)]
     within_days: Option<u32>,
-    /// Only this product line (a standard code).
+    /// Only this product line (a standard code; `*` or empty: all).
+    #[param(pattern = r"^(\*|motor|property|liability|health|accident|cargo|engineering)?$")]
     product_line: Option<String>,
-    /// Only customers of this owning team.
+    /// Only customers of this owning team (`*` or empty: all).
+    #[param(max_length = 100)]
     team: Option<String>,
-    /// Only customers of this region (a standard code).
+    /// Only customers of this region (a standard code; `*` or empty: all).
+    #[param(pattern = r"^(\*|north|northeast|east|central|south|southwest|northwest)?$")]
     region: Option<String>,
     /// `json` (default), `ndjson`, `csv`, `arrow` or `parquet`; without it
     /// the `Accept` header decides.
+    #[param(value_type = Option<super::docs::FormatName>)]
     format: Option<String>,
     /// Lines to return at most (default `server.default_row_limit`).
     #[param(minimum = 0)]
     limit: Option<u64>,
 }
+
+/// The code sets the list filters document as patterns.
+#[cfg(test)]
+pub(crate) const DOCUMENTED_CODES: [(&str, &str); 2] = [
+    (
+        "product_line",
+        "motor|property|liability|health|accident|cargo|engineering",
+    ),
+    (
+        "region",
+        "north|northeast|east|central|south|southwest|northwest",
+    ),
+];
 
 async fn produce(
     state: SharedState,
@@ -52,7 +70,7 @@ async fn produce(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let req = ListRequest {
-        as_of: q.as_of,
+        as_of: q.as_of.filter(|d| !d.trim().is_empty()),
         within_days: q.within_days,
         product_line: q.product_line,
         team: q.team,
@@ -197,6 +215,7 @@ pub(crate) struct RunId {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RunQuery {
     /// `json` (default), `ndjson`, `csv`, `arrow` or `parquet`.
+    #[param(value_type = Option<super::docs::FormatName>)]
     format: Option<String>,
     /// Lines to return at most (default `server.default_row_limit`).
     #[param(minimum = 0)]
@@ -238,4 +257,20 @@ pub(crate) async fn run(
         .await
         .map_err(|e| ApiError::from_error("reading the list run", &e))?;
     lines(&state, &caller, &run_id, format, limit, timeout_ms).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DOCUMENTED_CODES;
+
+    /// The patterns in the list routes' documentation name exactly the
+    /// standard codes.
+    #[test]
+    fn documented_codes_are_the_standard_codes() {
+        let catalog = crate::schema::Catalog::embedded().unwrap();
+        for (set, documented) in DOCUMENTED_CODES {
+            let codes = catalog.codes.get(set).unwrap();
+            assert_eq!(documented, codes.join("|"), "{set}");
+        }
+    }
 }

@@ -360,7 +360,7 @@ pub(crate) fn apply_bounds(doc: &mut serde_json::Value, server: &crate::config::
     if let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) {
         for (_, item) in paths
             .iter_mut()
-            .filter(|(path, _)| path.starts_with("/v1/quer"))
+            .filter(|(path, _)| path.starts_with("/v1/quer") || path.starts_with("/v1/lists"))
         {
             walk(item, &bound);
         }

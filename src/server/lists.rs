@@ -27,7 +27,33 @@ pub(crate) struct ListQuery {
     /// The list's date D (YYYY-MM-DD; default today).
     #[param(value_type = Option<String>, format = Date)]
     as_of: Option<String>,
-    /// Renewals only: policies expiring in [D, D + within_days] (default
+    /// Only this product line (a standard code; `*` or empty: all).
+    #[param(pattern = r"^(\*|motor|property|liability|health|accident|cargo|engineering)?$")]
+    product_line: Option<String>,
+    /// Only customers of this owning team (`*` or empty: all).
+    #[param(max_length = 100)]
+    team: Option<String>,
+    /// Only customers of this region (a standard code; `*` or empty: all).
+    #[param(pattern = r"^(\*|north|northeast|east|central|south|southwest|northwest)?$")]
+    region: Option<String>,
+    /// `json` (default), `ndjson`, `csv`, `arrow` or `parquet`; without it
+    /// the `Accept` header decides.
+    #[param(value_type = Option<super::docs::FormatName>)]
+    format: Option<String>,
+    /// Lines to return at most (default `server.default_row_limit`).
+    #[param(minimum = 0)]
+    limit: Option<u64>,
+}
+
+/// A list's options in the query string.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RenewalQuery {
+    /// The list's date D (YYYY-MM-DD; default today).
+    #[param(value_type = Option<String>, format = Date)]
+    as_of: Option<String>,
+    /// Policies expiring in [D, D + within_days] (default
     /// 30, at most `analytics.max_within_days`, 366 as shipped).
     #[param(minimum = 0, maximum = 366)]
     within_days: Option<u32>,
@@ -66,12 +92,12 @@ async fn produce(
     state: SharedState,
     caller: Caller,
     kind: ListKind,
-    q: ListQuery,
+    (q, within_days): (ListQuery, Option<u32>),
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let req = ListRequest {
         as_of: q.as_of.filter(|d| !d.trim().is_empty()),
-        within_days: q.within_days,
+        within_days,
         product_line: q.product_line,
         team: q.team,
         region: q.region,
@@ -151,16 +177,33 @@ async fn lines(
     path = "/v1/lists/renewals",
     operation_id = "renewal_list",
     tag = "lists",
-    params(ListQuery),
+    params(RenewalQuery),
     responses(ResultFormats, ListProblems)
 )]
 pub(crate) async fn renewals(
     State(state): State<SharedState>,
     caller: Caller,
-    Params(q): Params<ListQuery>,
+    Params(q): Params<RenewalQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    produce(state, caller, ListKind::Renewals, q, headers).await
+    let RenewalQuery {
+        as_of,
+        within_days,
+        product_line,
+        team,
+        region,
+        format,
+        limit,
+    } = q;
+    let q = ListQuery {
+        as_of,
+        product_line,
+        team,
+        region,
+        format,
+        limit,
+    };
+    produce(state, caller, ListKind::Renewals, (q, within_days), headers).await
 }
 
 /// Cross-sell list: active customers holding a product line of a
@@ -170,7 +213,7 @@ pub(crate) async fn renewals(
     path = "/v1/lists/cross-sell",
     operation_id = "cross_sell_list",
     tag = "lists",
-    params(ListQuery),
+    params(RenewalQuery),
     responses(ResultFormats, ListProblems)
 )]
 pub(crate) async fn cross_sell(
@@ -179,7 +222,7 @@ pub(crate) async fn cross_sell(
     Params(q): Params<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    produce(state, caller, ListKind::CrossSell, q, headers).await
+    produce(state, caller, ListKind::CrossSell, (q, None), headers).await
 }
 
 /// Churn list: value tier A and B customers who are silent or whose churn
@@ -198,7 +241,7 @@ pub(crate) async fn churn(
     Params(q): Params<ListQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    produce(state, caller, ListKind::Churn, q, headers).await
+    produce(state, caller, ListKind::Churn, (q, None), headers).await
 }
 
 /// The path of a stored list run.

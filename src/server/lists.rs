@@ -45,7 +45,7 @@ pub(crate) struct ListQuery {
     limit: Option<u64>,
 }
 
-/// A list's options in the query string.
+/// The renewal list's options in the query string.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -213,7 +213,7 @@ pub(crate) async fn renewals(
     path = "/v1/lists/cross-sell",
     operation_id = "cross_sell_list",
     tag = "lists",
-    params(RenewalQuery),
+    params(ListQuery),
     responses(ResultFormats, ListProblems)
 )]
 pub(crate) async fn cross_sell(

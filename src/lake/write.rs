@@ -499,23 +499,56 @@ pub async fn append_stream(
             .build()
             .map_err(|e| df_err(name, e))?,
     };
-    let mut write = table
+    let write = committed_write(
+        table,
+        ctx,
+        &df,
+        SaveMode::Append,
+        lake.writer_properties(def),
+        metadata,
+    )
+    .with_table_name(name.as_str())
+    .with_description(def.description.as_str());
+    let table = partitioned(write, def).await.map_err(|e| df_err(name, e))?;
+    Ok(outcome(&table, false))
+}
+
+/// A write of `source` into `table` in one commit: the context's session,
+/// the tier's writer properties and the commit's metadata.
+fn committed_write(
+    table: DeltaTable,
+    ctx: &SessionContext,
+    source: &DataFrame,
+    mode: SaveMode,
+    properties: datafusion::parquet::file::properties::WriterProperties,
+    metadata: Vec<(String, serde_json::Value)>,
+) -> deltalake::operations::write::WriteBuilder {
+    table
         .write(Vec::new())
-        .with_input_plan(df.logical_plan().clone())
-        .with_save_mode(SaveMode::Append)
-        .with_table_name(name.as_str())
-        .with_description(def.description.as_str())
+        .with_input_plan(source.logical_plan().clone())
+        .with_save_mode(mode)
         .with_session_state(Arc::new(ctx.state()))
-        .with_writer_properties(lake.writer_properties(def))
-        .with_commit_properties(CommitProperties::default().with_metadata(metadata));
-    if let Some(p) = &def.partition {
-        write = write.with_partition_columns([p.column.clone()]);
+        .with_writer_properties(properties)
+        .with_commit_properties(CommitProperties::default().with_metadata(metadata))
+}
+
+/// The write partitioned as the table declares.
+fn partitioned(
+    write: deltalake::operations::write::WriteBuilder,
+    def: &TableDef,
+) -> deltalake::operations::write::WriteBuilder {
+    match &def.partition {
+        Some(p) => write.with_partition_columns([p.column.clone()]),
+        None => write,
     }
-    let table = write.await.map_err(|e| df_err(name, e))?;
-    Ok(UpsertOutcome {
+}
+
+/// What a committed write made.
+fn outcome(table: &DeltaTable, merged: bool) -> UpsertOutcome {
+    UpsertOutcome {
         version: table.version().map_or(0, |v| v as i64),
-        merged: false,
-    })
+        merged,
+    }
 }
 
 /// Replace a table's whole content with `batch` in one commit (small
@@ -530,19 +563,17 @@ pub async fn overwrite(
     let name = &def.name;
     let table = lake.open_or_create(def).await?;
     let df = ctx.read_batch(batch).map_err(|e| df_err(name, e))?;
-    let table = table
-        .write(Vec::new())
-        .with_input_plan(df.logical_plan().clone())
-        .with_save_mode(SaveMode::Overwrite)
-        .with_session_state(Arc::new(ctx.state()))
-        .with_writer_properties(lake.writer_properties(def))
-        .with_commit_properties(CommitProperties::default().with_metadata(metadata))
-        .await
-        .map_err(|e| df_err(name, e))?;
-    Ok(UpsertOutcome {
-        version: table.version().map_or(0, |v| v as i64),
-        merged: false,
-    })
+    let table = committed_write(
+        table,
+        ctx,
+        &df,
+        SaveMode::Overwrite,
+        lake.writer_properties(def),
+        metadata,
+    )
+    .await
+    .map_err(|e| df_err(name, e))?;
+    Ok(outcome(&table, false))
 }
 
 /// Whether every row of the table belongs in the hot tier (it is not
@@ -598,22 +629,17 @@ pub async fn replace_where(
         if let Some(p) = &def.partition {
             predicate = col(p.column.as_str()).eq(lit(partition)).and(predicate);
         }
-        let mut write = table
-            .write(Vec::new())
-            .with_input_plan(source.logical_plan().clone())
-            .with_save_mode(SaveMode::Overwrite)
-            .with_replace_where(predicate)
-            .with_session_state(Arc::new(ctx.state()))
-            .with_writer_properties(lake.writer_properties_in(def, tier))
-            .with_commit_properties(CommitProperties::default().with_metadata(metadata));
-        if let Some(p) = &def.partition {
-            write = write.with_partition_columns([p.column.clone()]);
-        }
-        let table = write.await.map_err(|e| df_err(name, e))?;
-        Ok(UpsertOutcome {
-            version: table.version().map_or(0, |v| v as i64),
-            merged: true,
-        })
+        let write = committed_write(
+            table,
+            ctx,
+            &source,
+            SaveMode::Overwrite,
+            lake.writer_properties_in(def, tier),
+            metadata,
+        )
+        .with_replace_where(predicate);
+        let table = partitioned(write, def).await.map_err(|e| df_err(name, e))?;
+        Ok(outcome(&table, true))
     })
     .await
 }

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod ingest;
 pub mod lake;
 pub mod progress;
+pub mod quality;
 pub mod query;
 pub mod schema;
 pub mod security;

@@ -40,7 +40,11 @@ pub(super) async fn init(wh: &Warehouse) -> Result<(), CliError> {
     Ok(())
 }
 
-pub(super) async fn run(wh: &Warehouse, args: &DemoArgs) -> Result<(), CliError> {
+pub(super) async fn run(
+    wh: &Warehouse,
+    security: &crate::security::Security,
+    args: &DemoArgs,
+) -> Result<(), CliError> {
     let empty = wh
         .lake
         .open(wh.catalog.table("source_customer")?)
@@ -95,6 +99,27 @@ pub(super) async fn run(wh: &Warehouse, args: &DemoArgs) -> Result<(), CliError>
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    let quality = crate::quality::run_quality(
+        &wh.config,
+        &wh.lake,
+        &wh.catalog,
+        security.masks(&wh.lake).await?,
+        &crate::quality::RunOptions {
+            full: true,
+            as_of: today,
+            seed: None,
+        },
+        wh.progress.as_ref(),
+    )
+    .await?;
+    eprintln!(
+        "Quality run {}: overall score {:.1}, {} failing record fields, {} records below {} (rectification work orders)",
+        quality.run_id,
+        quality.score.unwrap_or(100.0),
+        quality.open,
+        quality.work_orders,
+        wh.config.quality.threshold
     );
     let run = crate::analytics::lists::produce(
         &wh.config,
@@ -238,6 +263,9 @@ async fn demo_tokens(wh: &Warehouse, run_id: &str) -> Result<(), CliError> {
          curl -s 'http://{addr}/v1/lists/{run_id}?format=csv' -H \"authorization: Bearer $TELESALES_TOKEN\"\n\
          Customers per segment (type / value tier / lifecycle stage):\n  \
          curl -s http://{addr}/v1/queries/segment_counts -H \"authorization: Bearer $ANALYST_TOKEN\"\n\
+         Data quality: teams ranked by score (the steward sees their own team's work orders):\n  \
+         curl -s http://{addr}/v1/queries/quality_teams -H \"authorization: Bearer $ANALYST_TOKEN\"\n  \
+         curl -s http://{addr}/v1/queries/quality_work_orders -H \"authorization: Bearer $STEWARD_TOKEN\"\n\
          Only the auditor reads the audit trail (every request above is in it):\n  \
          curl -s 'http://{addr}/v1/queries/audit_volume' -H \"authorization: Bearer $AUDITOR_TOKEN\"",
         agent.as_deref().unwrap_or("no agent")

@@ -8,6 +8,7 @@ mod generate;
 mod identity;
 mod ingest;
 mod progress;
+mod quality;
 mod schema;
 mod serve;
 mod sql;
@@ -51,6 +52,8 @@ pub enum CliError {
     Security(#[from] crate::security::SecurityError),
     #[error(transparent)]
     Analytics(crate::analytics::AnalyticsError),
+    #[error(transparent)]
+    Quality(crate::quality::QualityError),
     /// `audit verify` found a broken link.
     #[error("{0}")]
     AuditBroken(String),
@@ -114,6 +117,7 @@ impl Classify for CliError {
             Self::Server(e) => e.kind(),
             Self::Security(e) => e.kind(),
             Self::Analytics(e) => e.kind(),
+            Self::Quality(e) => e.kind(),
             Self::AuditBroken(_) => ErrorKind::StorageDamaged,
             Self::IngestFailed { kind, .. } => *kind,
             Self::Usage(_) => ErrorKind::InvalidParameter,
@@ -314,6 +318,9 @@ pub enum Command {
     /// Steward decisions on a customer: terminate, reactivate.
     #[command(subcommand)]
     Customer(analytics::CustomerCommand),
+    /// Data quality: run the rules (scores and work orders), list them.
+    #[command(subcommand)]
+    Quality(quality::QualityCommand),
 }
 
 impl Command {
@@ -342,6 +349,7 @@ impl Command {
             Self::Score(_) => "score",
             Self::List(_) => "list",
             Self::Customer(_) => "customer",
+            Self::Quality(_) => "quality",
         }
     }
 }
@@ -378,7 +386,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let security = crate::security::Security::open(&wh.config, &wh.lake).await?;
             let started = std::time::Instant::now();
             let result = match command {
-                Command::Demo(args) => demo::run(&wh, args).await,
+                Command::Demo(args) => demo::run(&wh, &security, args).await,
                 Command::Init => demo::init(&wh).await,
                 Command::Ingest(args) => ingest::run(&wh, args).await,
                 Command::Resolve(args) => identity::resolve(&wh, args).await,
@@ -396,6 +404,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Score(args) => analytics::score(&wh, args).await,
                 Command::List(c) => analytics::list(&wh, &security, c).await,
                 Command::Customer(c) => analytics::customer(&wh, c).await,
+                Command::Quality(c) => quality::run(&wh, &security, c).await,
                 Command::Generate(_)
                 | Command::Dedupe(_)
                 | Command::Schema(_)

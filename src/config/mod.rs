@@ -12,6 +12,16 @@ mod security;
 
 pub use security::{Access, AuditConfig, JwtClaims, JwtConfig, RoleConfig, SecurityConfig};
 
+/// The data-quality dimensions.
+pub const DIMENSIONS: [&str; 6] = [
+    "completeness",
+    "validity",
+    "accuracy",
+    "consistency",
+    "uniqueness",
+    "timeliness",
+];
+
 pub(crate) const DEFAULT_TOML: &str = include_str!("default.toml");
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +51,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub security: SecurityConfig,
     pub analytics: AnalyticsConfig,
+    pub quality: QualityConfig,
     /// Roles by name (shipped defaults in default.toml).
     pub roles: std::collections::BTreeMap<String, RoleConfig>,
     /// Where the settings came from, in the order applied (not a setting).
@@ -141,6 +152,66 @@ pub struct AnalyticsConfig {
     pub churn_threshold: f64,
     /// The longest renewal window a list may ask for, in days.
     pub max_within_days: u32,
+}
+
+/// The data-quality rules' settings: which tables are checked and whose
+/// records they are, the dimensions' weights, the work-order threshold and
+/// how often each sensitivity level is checked on how large a sample.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityConfig {
+    /// A record (or team) scoring below this is a rectification work order
+    /// (a team below it this many runs in a row is escalated).
+    pub threshold: f64,
+    pub escalate_after: u32,
+    /// A record is timely when it landed within this many days of its
+    /// `updated_at` in the source.
+    pub timeliness_days: u32,
+    /// The role whose view of a failing value `quality_issue.value` keeps.
+    pub issue_values_as: String,
+    /// Fields of `source_customer` compared with the golden record.
+    pub consistency_fields: Vec<String>,
+    /// Weight of each dimension in a record's, table's, source's and team's
+    /// overall score.
+    pub weights: std::collections::BTreeMap<String, f64>,
+    /// Per sensitivity level (L1..L4): how often a scheduled run checks its
+    /// fields and what share of records it samples.
+    pub sampling: std::collections::BTreeMap<String, Sampling>,
+    /// The tables checked, each with SQL expressions over its row `t` (and
+    /// `s`, its customer's source record, for tables with
+    /// `source_customer_id`) for the record's source system, owning team
+    /// and entering agent, and an optional condition on the rows checked.
+    pub tables: std::collections::BTreeMap<String, QualityTable>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sampling {
+    /// Share of records checked, 0 < rate <= 1.
+    pub rate: f64,
+    /// day, week, month or quarter: a level is due when no run checked it
+    /// in the current period.
+    pub every: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityTable {
+    #[serde(default = "default_quality_source")]
+    pub source: String,
+    pub team: String,
+    #[serde(default = "default_quality_agent")]
+    pub agent: String,
+    #[serde(default)]
+    pub filter: String,
+}
+
+fn default_quality_source() -> String {
+    "t.source_system".into()
+}
+
+fn default_quality_agent() -> String {
+    "NULL".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -360,6 +431,38 @@ impl Config {
                 "server.tls.min_version {:?}: use 1.3 or 1.2",
                 tls.min_version
             )));
+        }
+        let q = &self.quality;
+        if !(0.0..=100.0).contains(&q.threshold) {
+            return Err(ConfigError::Invalid(
+                "quality.threshold must be between 0 and 100".into(),
+            ));
+        }
+        for (level, s) in &q.sampling {
+            if !matches!(level.as_str(), "L1" | "L2" | "L3" | "L4") {
+                return Err(ConfigError::Invalid(format!(
+                    "quality.sampling.{level}: levels are L1, L2, L3 and L4"
+                )));
+            }
+            if !(s.rate > 0.0 && s.rate <= 1.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "quality.sampling.{level}.rate must be more than 0 and at most 1"
+                )));
+            }
+            if !matches!(s.every.as_str(), "day" | "week" | "month" | "quarter") {
+                return Err(ConfigError::Invalid(format!(
+                    "quality.sampling.{level}.every {:?}: use day, week, month or quarter",
+                    s.every
+                )));
+            }
+        }
+        for (d, w) in &q.weights {
+            if !crate::config::DIMENSIONS.contains(&d.as_str()) || !(*w >= 0.0) {
+                return Err(ConfigError::Invalid(format!(
+                    "quality.weights.{d}: dimensions are {} with weights of 0 or more",
+                    crate::config::DIMENSIONS.join(", ")
+                )));
+            }
         }
         if self.ingest.batch_rows == 0 {
             return Err(ConfigError::Invalid(

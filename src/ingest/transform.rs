@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeZone};
 
 use crate::domain::{
-    Address, CompanyName, DomainError, Email, PersonName, Phone, Reason, ResidentId, TaxId, Uscc,
-    beijing, date_from_days, days_since_epoch, fold_whitespace, parse_date, parse_fixed,
+    DomainError, Reason, beijing, date_from_days, days_since_epoch, fold_whitespace, parse_date, parse_fixed,
 };
 use crate::schema::row::Cell;
 use crate::schema::{Catalog, EntityMapping, FieldDef, FieldType, Normalizer, TableDef, Validator};
@@ -310,43 +309,8 @@ impl Mapper {
 
     fn validate(&self, i: usize, text: String) -> Result<String, DomainError> {
         let p = &self.plans[i];
-        Ok(match p.def.validator {
-            Validator::None | Validator::NonNegative => text,
-            Validator::ResidentId => ResidentId::parse_as_of(&text, self.today)?
-                .as_str()
-                .to_string(),
-            Validator::Uscc => Uscc::parse(&text)?.as_str().to_string(),
-            Validator::Phone => Phone::parse(&text)?.as_str().to_string(),
-            Validator::Email => Email::parse(&text)?.as_str().to_string(),
-            Validator::TaxId => TaxId::parse(&text)?.as_str().to_string(),
-            Validator::PersonName => PersonName::parse(&text)?.as_str().to_string(),
-            Validator::CompanyName => CompanyName::parse(&text)?.as_str().to_string(),
-            Validator::Address => Address::parse(&text)?.as_str().to_string(),
-            Validator::CustomerName => match self.cell_str(self.customer_type_idx) {
-                Some("individual") => PersonName::parse(&text)?.as_str().to_string(),
-                _ => CompanyName::parse(&text)?.as_str().to_string(),
-            },
-            Validator::IdNumber => match self.cell_str(self.id_type_idx) {
-                Some("resident_id") => ResidentId::parse_as_of(&text, self.today)?
-                    .as_str()
-                    .to_string(),
-                Some("uscc") => Uscc::parse(&text)?.as_str().to_string(),
-                _ => {
-                    let t: String = text
-                        .chars()
-                        .filter(|c| !c.is_whitespace())
-                        .collect::<String>()
-                        .to_uppercase();
-                    if !(5..=20).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_alphanumeric())
-                    {
-                        return Err(DomainError::new(
-                            Reason::InvalidIdNumber,
-                            format!("document number {text:?} must be 5–20 letters and digits"),
-                        ));
-                    }
-                    t
-                }
-            },
+        match p.def.validator {
+            Validator::None | Validator::NonNegative => Ok(text),
             Validator::Code => {
                 let allowed = p.allowed.as_deref().unwrap_or_default();
                 if !allowed.contains(&text) {
@@ -359,9 +323,17 @@ impl Mapper {
                         ),
                     ));
                 }
-                text
+                Ok(text)
             }
-        })
+            v => {
+                let context = match v {
+                    Validator::CustomerName => self.cell_str(self.customer_type_idx),
+                    Validator::IdNumber => self.cell_str(self.id_type_idx),
+                    _ => None,
+                };
+                v.canonical(&text, context, self.today)
+            }
+        }
     }
 
     fn cell_str(&self, idx: Option<usize>) -> Option<&str> {

@@ -34,6 +34,14 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../sql/quarantine_summary.sql"),
     ),
     (
+        "quality_teams.sql",
+        include_str!("../../sql/quality_teams.sql"),
+    ),
+    (
+        "quality_work_orders.sql",
+        include_str!("../../sql/quality_work_orders.sql"),
+    ),
+    (
         "customer_count.sql",
         include_str!("../../sql/customer_count.sql"),
     ),

@@ -68,7 +68,7 @@ impl fmt::Display for FieldType {
 }
 
 /// Sensitivity level, L1 public … L4 secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 pub enum Level {
     L1,
     L2,
@@ -137,6 +137,99 @@ pub enum Validator {
     /// One of the standard codes in the field's `codes` set.
     Code,
     NonNegative,
+}
+
+impl Validator {
+    /// The canonical form of `text` under this validator, or why it fails.
+    /// `context` is the row's `customer_type` (for `customer_name`) or
+    /// `id_type` (for `id_number`); `today` bounds birth dates. `Code`
+    /// needs the code set and is checked by its caller; `NonNegative`
+    /// applies to numbers and passes any text.
+    pub fn canonical(
+        self,
+        text: &str,
+        context: Option<&str>,
+        today: chrono::NaiveDate,
+    ) -> Result<String, crate::domain::DomainError> {
+        use crate::domain::{
+            Address, CompanyName, DomainError, Email, PersonName, Phone, Reason, ResidentId, TaxId,
+            Uscc,
+        };
+        Ok(match self {
+            Self::None | Self::NonNegative | Self::Code => text.to_string(),
+            Self::ResidentId => ResidentId::parse_as_of(text, today)?.as_str().to_string(),
+            Self::Uscc => Uscc::parse(text)?.as_str().to_string(),
+            Self::Phone => Phone::parse(text)?.as_str().to_string(),
+            Self::Email => Email::parse(text)?.as_str().to_string(),
+            Self::TaxId => TaxId::parse(text)?.as_str().to_string(),
+            Self::PersonName => PersonName::parse(text)?.as_str().to_string(),
+            Self::CompanyName => CompanyName::parse(text)?.as_str().to_string(),
+            Self::Address => Address::parse(text)?.as_str().to_string(),
+            Self::CustomerName => match context {
+                Some("individual") => PersonName::parse(text)?.as_str().to_string(),
+                _ => CompanyName::parse(text)?.as_str().to_string(),
+            },
+            Self::IdNumber => match context {
+                Some("resident_id") => ResidentId::parse_as_of(text, today)?.as_str().to_string(),
+                Some("uscc") => Uscc::parse(text)?.as_str().to_string(),
+                _ => {
+                    let t: String = text
+                        .chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect::<String>()
+                        .to_uppercase();
+                    if !(5..=20).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_alphanumeric())
+                    {
+                        return Err(DomainError::new(
+                            Reason::InvalidIdNumber,
+                            format!("document number {text:?} must be 5–20 letters and digits"),
+                        ));
+                    }
+                    t
+                }
+            },
+        })
+    }
+
+    /// The validator's name as the schemas spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ResidentId => "resident_id",
+            Self::Uscc => "uscc",
+            Self::Phone => "phone",
+            Self::Email => "email",
+            Self::TaxId => "tax_id",
+            Self::PersonName => "person_name",
+            Self::CompanyName => "company_name",
+            Self::CustomerName => "customer_name",
+            Self::Address => "address",
+            Self::IdNumber => "id_number",
+            Self::Code => "code",
+            Self::NonNegative => "non_negative",
+        }
+    }
+
+    /// The validator of a name (as [`Validator::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Self::None,
+            Self::ResidentId,
+            Self::Uscc,
+            Self::Phone,
+            Self::Email,
+            Self::TaxId,
+            Self::PersonName,
+            Self::CompanyName,
+            Self::CustomerName,
+            Self::Address,
+            Self::IdNumber,
+            Self::Code,
+            Self::NonNegative,
+        ]
+        .into_iter()
+        .find(|v| v.name() == name)
+    }
 }
 
 /// How a field is shown to a role that may not see it in clear.

@@ -194,6 +194,31 @@ impl Masks {
         }
     }
 
+    /// Register the mask functions in `ctx` under their SQL names
+    /// (`masked_keep`, `masked_year`, `masked_redact`, `masked_hash`), for
+    /// SQL written with [`Masks::sql`].
+    pub fn register(&self, ctx: &datafusion::prelude::SessionContext) {
+        for f in [&self.keep, &self.year, &self.redact, &self.hash] {
+            ctx.register_udf(f.as_ref().clone());
+        }
+    }
+
+    /// [`Masks::apply`] as SQL text over the expression `col` (of type
+    /// `ty`), for a context where [`Masks::register`] put the functions.
+    pub fn sql(mask: &Mask, ty: &FieldType, col: &str) -> String {
+        let text = format!("CAST({col} AS VARCHAR)");
+        match mask {
+            Mask::Keep { head, tail } => format!("masked_keep({text}, {head}, {tail})"),
+            Mask::YearOnly if matches!(ty, FieldType::Date) => {
+                format!("CAST(masked_year({col}) AS VARCHAR)")
+            }
+            Mask::YearOnly => format!("masked_keep({text}, 4, 0)"),
+            Mask::Redact => format!("masked_redact({text})"),
+            Mask::Hash => format!("masked_hash({text})"),
+            Mask::None | Mask::Null => "CAST(NULL AS VARCHAR)".into(),
+        }
+    }
+
     /// The masked form of `col` (of type `ty` as stored, `arrow` as read).
     pub fn apply(&self, mask: &Mask, ty: &FieldType, col: Expr, arrow: &DataType) -> Expr {
         let text = |e: Expr| {

@@ -15,6 +15,7 @@ mod layout;
 mod server;
 mod slt;
 mod soak;
+mod quality;
 mod sql;
 mod tiers;
 mod writers;

@@ -1,0 +1,178 @@
+//! `custlake quality run|rules`: the data-quality rules and their runs.
+
+use clap::{Args, Subcommand};
+
+use super::CliError;
+use crate::analytics::parse_date;
+use crate::lake::Warehouse;
+use crate::quality::{QualityError, RunOptions};
+use crate::security::Security;
+
+#[derive(Debug, Subcommand)]
+pub enum QualityCommand {
+    /// Check the data: store scores (quality_metric) and every failing
+    /// record field (quality_issue), closing work orders now passing.
+    Run(RunArgs),
+    /// List the rules: generated from the schemas and from sql/quality/.
+    Rules(RulesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Check every sensitivity level on every record (otherwise: the levels
+    /// due under [quality.sampling], on their sample).
+    #[arg(long)]
+    pub full: bool,
+    /// The date the rules apply as of (YYYY-MM-DD, or today).
+    #[arg(long, default_value = "today", value_name = "DATE")]
+    pub as_of: String,
+    /// Seed of the sample (default: drawn from the run id; stored either way).
+    #[arg(long)]
+    pub seed: Option<i64>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RulesArgs {
+    /// Only this table's rules.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Print each table's query (as a full run would send it).
+    #[arg(long)]
+    pub sql: bool,
+    /// Print the rules as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub(super) async fn run(
+    wh: &Warehouse,
+    security: &Security,
+    c: &QualityCommand,
+) -> Result<(), CliError> {
+    match c {
+        QualityCommand::Run(args) => {
+            let as_of = parse_date("--as-of", &args.as_of)?;
+            let started = std::time::Instant::now();
+            let masks = security.masks(&wh.lake).await?;
+            let s = crate::quality::run_quality(
+                &wh.config,
+                &wh.lake,
+                &wh.catalog,
+                masks,
+                &RunOptions {
+                    full: args.full,
+                    as_of,
+                    seed: args.seed,
+                },
+                wh.progress.as_ref(),
+            )
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&s)?);
+                return Ok(());
+            }
+            if s.levels.is_empty() {
+                println!(
+                    "quality run {}: no level is due as of {} (each was checked this period; --full checks all)",
+                    s.run_id, s.as_of
+                );
+                return Ok(());
+            }
+            let levels: Vec<String> = s
+                .levels
+                .iter()
+                .map(|(l, r)| format!("{l} {:.0}%", r * 100.0))
+                .collect();
+            println!(
+                "quality run {} as of {} in {:.1}s: {} records, levels {} (seed {})",
+                s.run_id,
+                s.as_of,
+                started.elapsed().as_secs_f64(),
+                s.records,
+                levels.join(", "),
+                s.seed
+            );
+            if let Some(score) = s.score {
+                println!("  overall score {score:.1}");
+            }
+            println!(
+                "  {} failing record fields ({} new), {} fixed since the last run; {} records below {} (work orders)",
+                s.open, s.new, s.fixed, s.work_orders, wh.config.quality.threshold
+            );
+            for (team, score) in &s.teams {
+                let flag = if *score < wh.config.quality.threshold {
+                    "  below threshold"
+                } else {
+                    ""
+                };
+                println!("  {team}: {score:.1}{flag}");
+            }
+            Ok(())
+        }
+        QualityCommand::Rules(args) => {
+            let plans = crate::quality::rules::plans(&wh.config, &wh.catalog)?;
+            let plans: Vec<_> = plans
+                .into_iter()
+                .filter(|p| args.table.as_deref().is_none_or(|t| t == p.table))
+                .collect();
+            if let Some(t) = &args.table
+                && plans.is_empty()
+            {
+                return Err(CliError::Usage(format!(
+                    "--table {t:?}: not among quality.tables ({})",
+                    wh.config
+                        .quality
+                        .tables
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            if args.json {
+                let all: Vec<_> = plans
+                    .iter()
+                    .map(|p| serde_json::json!({"table": p.table, "rules": p.checks}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(());
+            }
+            let full = crate::quality::Scope {
+                rates: [
+                    crate::schema::Level::L1,
+                    crate::schema::Level::L2,
+                    crate::schema::Level::L3,
+                    crate::schema::Level::L4,
+                ]
+                .into_iter()
+                .map(|l| (l, 1.0))
+                .collect(),
+                seed: 0,
+            };
+            for p in &plans {
+                println!("{} ({} rules)", p.table, p.checks.len());
+                for c in &p.checks {
+                    println!(
+                        "  {:<13} {:<26} {:<22} {:?}  {}",
+                        c.dimension, c.rule, c.field, c.level, c.description
+                    );
+                }
+                if args.sql
+                    && let Some(q) = p.compile(&full)
+                {
+                    println!("{}\n", q.sql);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+impl From<QualityError> for CliError {
+    fn from(e: QualityError) -> Self {
+        CliError::Quality(e)
+    }
+}

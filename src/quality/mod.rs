@@ -1,0 +1,516 @@
+//! Data quality: rules generated from the schemas and written in SQL
+//! ([`rules`]), evaluated per record ([`run`]) into scores per table,
+//! field, dimension, source system and owning team (`quality_metric`) and
+//! rectification work orders (`quality_issue`), carried from run to run.
+//!
+//! A run checks the sensitivity levels that are due (`[quality.sampling]`:
+//! L4 daily in full, L3 weekly on 20 %, …) on a deterministic sample whose
+//! seed is stored with the run; `--full` checks every level on every
+//! record. A later run closes the work orders whose record now passes.
+
+pub mod rules;
+pub mod run;
+pub mod udf;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{Datelike, NaiveDate};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::prelude::SessionContext;
+
+use crate::config::Config;
+use crate::error::{Classify, ErrorKind};
+use crate::lake::{Lake, LakeError};
+use crate::progress::Progress;
+use crate::query::QueryError;
+use crate::schema::{Catalog, Level, SchemaError, TableDef};
+use crate::security::SecurityError;
+
+pub use rules::{Check, Scope, TablePlan};
+pub use run::{Evaluation, Failure, Metric};
+
+#[derive(Debug, thiserror::Error)]
+pub enum QualityError {
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("quality rule {0}: {1}")]
+    Rule(String, String),
+}
+
+impl Classify for QualityError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Query(e) => e.kind(),
+            Self::Lake(e) => e.kind(),
+            Self::Schema(e) => e.kind(),
+            Self::Security(e) => e.kind(),
+            Self::Invalid(_) => ErrorKind::InvalidParameter,
+            Self::Rule(..) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for QualityError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        Self::Query(QueryError::from(e))
+    }
+}
+
+impl From<datafusion::arrow::error::ArrowError> for QualityError {
+    fn from(e: datafusion::arrow::error::ArrowError) -> Self {
+        Self::from(datafusion::error::DataFusionError::from(e))
+    }
+}
+
+/// What to check.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Every level on every record, whatever is due.
+    pub full: bool,
+    /// The date the rules apply as of (birth dates, ages).
+    pub as_of: NaiveDate,
+    /// The sample's seed (`None`: drawn from the run id).
+    pub seed: Option<i64>,
+}
+
+/// What a run found and stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    pub run_id: String,
+    pub as_of: NaiveDate,
+    pub full: bool,
+    pub seed: i64,
+    /// The levels checked and the share of records sampled.
+    pub levels: BTreeMap<String, f64>,
+    /// Records read (a record of several rules' tables counts per table).
+    pub records: u64,
+    /// The overall score of everything checked.
+    pub score: Option<f64>,
+    /// Overall score per owning team.
+    pub teams: BTreeMap<String, f64>,
+    /// Failing record fields in this run; of them first found now.
+    pub open: u64,
+    pub new: u64,
+    /// Work orders closed: failing before, passing now.
+    pub fixed: u64,
+    /// Records scoring below the threshold (rectification work orders).
+    pub work_orders: u64,
+    pub metrics: u64,
+}
+
+/// The run's scope: levels due (or all, for a full run) and their rates.
+pub async fn scope(
+    config: &Config,
+    ctx: &SessionContext,
+    opts: &RunOptions,
+    seed: i64,
+) -> Result<Scope, QualityError> {
+    let mut rates = BTreeMap::new();
+    let levels = [
+        ("L1", Level::L1),
+        ("L2", Level::L2),
+        ("L3", Level::L3),
+        ("L4", Level::L4),
+    ];
+    if opts.full {
+        for (_, l) in levels {
+            rates.insert(l, 1.0);
+        }
+        return Ok(Scope { rates, seed });
+    }
+    // The as-of dates each level was last checked on.
+    let batches = ctx
+        .sql("SELECT DISTINCT level, as_of FROM quality_metric WHERE rule <> 'overall' AND level IS NOT NULL AND as_of IS NOT NULL")
+        .await?
+        .collect()
+        .await?;
+    let mut checked: HashMap<String, Vec<NaiveDate>> = HashMap::new();
+    for b in &batches {
+        let l = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8)?;
+        let l = l.as_string::<i32>();
+        let d = b.column(1).as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+        for i in 0..b.num_rows() {
+            if l.is_valid(i)
+                && d.is_valid(i)
+                && let Some(day) = crate::domain::date_from_days(d.value(i))
+            {
+                checked
+                    .entry(l.value(i).to_string())
+                    .or_default()
+                    .push(day);
+            }
+        }
+    }
+    for (name, level) in levels {
+        let Some(s) = config.quality.sampling.get(name) else {
+            continue;
+        };
+        let done = checked
+            .get(name)
+            .is_some_and(|ds| ds.iter().any(|d| same_period(&s.every, *d, opts.as_of)));
+        if !done {
+            rates.insert(level, s.rate);
+        }
+    }
+    Ok(Scope { rates, seed })
+}
+
+/// Do two dates fall in the same day, ISO week, month or quarter?
+pub fn same_period(every: &str, a: NaiveDate, b: NaiveDate) -> bool {
+    match every {
+        "day" => a == b,
+        "week" => a.iso_week() == b.iso_week(),
+        "month" => (a.year(), a.month()) == (b.year(), b.month()),
+        "quarter" => (a.year(), a.month0() / 3) == (b.year(), b.month0() / 3),
+        _ => false,
+    }
+}
+
+/// A context with the lake's tables and the rules' functions.
+pub async fn context(
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+    masks: &crate::security::Masks,
+    as_of: NaiveDate,
+) -> Result<SessionContext, QualityError> {
+    let ctx = crate::query::context(config)?;
+    let names = crate::query::register_tables(&ctx, lake, catalog, None).await?;
+    for def in &catalog.tables {
+        if names.contains(&def.name) {
+            continue;
+        }
+        let empty = datafusion::datasource::MemTable::try_new(def.arrow_schema(), vec![vec![]])?;
+        ctx.register_table(def.name.as_str(), Arc::new(empty))?;
+    }
+    run::register_functions(&ctx, masks, as_of);
+    Ok(ctx)
+}
+
+/// A work order still open before this run (the latest row of its record
+/// field and rule among completed runs).
+struct Open {
+    value: Option<String>,
+    dimension: Option<String>,
+    level: Option<String>,
+    source_system: Option<String>,
+    owning_team: Option<String>,
+    agent_id: Option<String>,
+    first_seen_run: String,
+    first_seen_at: i64,
+}
+
+type IssueKey = (String, String, String, String);
+
+async fn open_issues(ctx: &SessionContext) -> Result<HashMap<IssueKey, Open>, QualityError> {
+    let sql = "SELECT table_name, record_key, field, rule, value, dimension, level, source_system, owning_team, agent_id, first_seen_run, CAST(first_seen_at AS BIGINT) AS first_seen_at, status FROM (
+      SELECT *, row_number() OVER (PARTITION BY table_name, record_key, field, rule ORDER BY run_at DESC) AS rn
+      FROM quality_issue WHERE run_id IN (SELECT DISTINCT run_id FROM quality_metric)
+    ) WHERE rn = 1 AND status = 'open'";
+    let mut out = HashMap::new();
+    for b in ctx.sql(sql).await?.collect().await? {
+        let s = |n: &str| -> Result<StringArray, QualityError> {
+            let c = b
+                .column_by_name(n)
+                .ok_or_else(|| QualityError::Rule("quality_issue".into(), format!("no {n}")))?;
+            Ok(datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?
+                .as_string::<i32>()
+                .clone())
+        };
+        let (t, k, f, r) = (s("table_name")?, s("record_key")?, s("field")?, s("rule")?);
+        let (v, d, l, so, te, ag, fr) = (
+            s("value")?,
+            s("dimension")?,
+            s("level")?,
+            s("source_system")?,
+            s("owning_team")?,
+            s("agent_id")?,
+            s("first_seen_run")?,
+        );
+        let fa = b
+            .column_by_name("first_seen_at")
+            .map(|c| c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone());
+        let get = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+        for i in 0..b.num_rows() {
+            out.insert(
+                (
+                    t.value(i).to_string(),
+                    k.value(i).to_string(),
+                    f.value(i).to_string(),
+                    r.value(i).to_string(),
+                ),
+                Open {
+                    value: get(&v, i),
+                    dimension: get(&d, i),
+                    level: get(&l, i),
+                    source_system: get(&so, i),
+                    owning_team: get(&te, i),
+                    agent_id: get(&ag, i),
+                    first_seen_run: get(&fr, i).unwrap_or_default(),
+                    first_seen_at: fa.as_ref().map_or(0, |a| a.value(i)),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+fn parse_level(s: &str) -> Option<Level> {
+    Some(match s {
+        "L1" => Level::L1,
+        "L2" => Level::L2,
+        "L3" => Level::L3,
+        "L4" => Level::L4,
+        _ => return None,
+    })
+}
+
+/// A batch in `def`'s columns from columns by name (missing ones null).
+fn shaped(def: &TableDef, rows: usize, cols: HashMap<&str, ArrayRef>) -> Result<RecordBatch, QualityError> {
+    let schema = def.arrow_schema();
+    let arrays = schema
+        .fields()
+        .iter()
+        .map(|f| match cols.get(f.name().as_str()) {
+            Some(a) => Ok(datafusion::arrow::compute::cast(a, f.data_type())?),
+            None => Ok(datafusion::arrow::array::new_null_array(f.data_type(), rows)),
+        })
+        .collect::<Result<Vec<_>, QualityError>>()?;
+    Ok(RecordBatch::try_new(schema, arrays)?)
+}
+
+fn strings<I: IntoIterator<Item = Option<String>>>(it: I) -> ArrayRef {
+    Arc::new(it.into_iter().collect::<StringArray>())
+}
+
+/// Run the rules in scope and store what they found.
+pub async fn run_quality(
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+    masks: &crate::security::Masks,
+    opts: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<RunSummary, QualityError> {
+    let run_at = chrono::Utc::now();
+    let run_id = format!("QR{}", &crate::security::audit::fresh_id()[..20]);
+    let seed = opts
+        .seed
+        .unwrap_or_else(|| (udf::sample(&run_id, 0) * (1u64 << 53) as f64) as i64);
+    let ctx = context(config, lake, catalog, masks, opts.as_of).await?;
+    let scope = scope(config, &ctx, opts, seed).await?;
+    let plans = rules::plans(config, catalog)?;
+    let eval = run::evaluate(config, &ctx, catalog, &plans, &scope, progress).await?;
+    let before = open_issues(&ctx).await?;
+    let threshold = config.quality.threshold;
+
+    // This run's failures, each keeping the run that first found it.
+    let now_us = run_at.timestamp_micros();
+    let month = run_at.format("%Y-%m").to_string();
+    let mut summary = RunSummary {
+        run_id: run_id.clone(),
+        as_of: opts.as_of,
+        full: opts.full,
+        seed,
+        levels: scope
+            .rates
+            .iter()
+            .map(|(l, r)| (format!("{l:?}"), *r))
+            .collect(),
+        records: eval.records,
+        score: None,
+        teams: BTreeMap::new(),
+        open: 0,
+        new: 0,
+        fixed: 0,
+        work_orders: 0,
+        metrics: eval.metrics.len() as u64,
+    };
+    struct Row {
+        f: Failure,
+        status: &'static str,
+        record_score: Option<f64>,
+        first_run: String,
+        first_at: i64,
+    }
+    let mut rows: Vec<Row> = Vec::with_capacity(eval.failures.len());
+    let mut failing = std::collections::HashSet::new();
+    let mut below = std::collections::HashSet::new();
+    for f in eval.failures {
+        let key = (
+            f.table.clone(),
+            f.record_key.clone(),
+            f.field.clone(),
+            f.rule.clone(),
+        );
+        let (first_run, first_at) = match before.get(&key) {
+            Some(o) => (o.first_seen_run.clone(), o.first_seen_at),
+            None => {
+                summary.new += 1;
+                (run_id.clone(), now_us)
+            }
+        };
+        if f.record_score < threshold {
+            below.insert((f.table.clone(), f.record_key.clone()));
+        }
+        failing.insert(key);
+        rows.push(Row {
+            record_score: Some(f.record_score),
+            f,
+            status: "open",
+            first_run,
+            first_at,
+        });
+    }
+    summary.open = rows.len() as u64;
+    summary.work_orders = below.len() as u64;
+    // Work orders this run looked at again and found passing are fixed.
+    let evaluated: std::collections::HashSet<(&str, &str, &str)> = eval
+        .evaluated
+        .iter()
+        .map(|(t, r, f, _)| (t.as_str(), r.as_str(), f.as_str()))
+        .collect();
+    for (key, o) in &before {
+        let (table, record, field, rule) = key;
+        if failing.contains(key) || !evaluated.contains(&(table.as_str(), rule.as_str(), field.as_str())) {
+            continue;
+        }
+        let level = o.level.as_deref().and_then(parse_level).unwrap_or(Level::L4);
+        if !scope.samples(level, record) {
+            continue;
+        }
+        summary.fixed += 1;
+        rows.push(Row {
+            f: Failure {
+                table: table.clone(),
+                record_key: record.clone(),
+                field: field.clone(),
+                rule: rule.clone(),
+                dimension: o.dimension.clone().unwrap_or_default(),
+                level,
+                value: o.value.clone(),
+                source_system: o.source_system.clone().unwrap_or_default(),
+                owning_team: o.owning_team.clone().unwrap_or_default(),
+                agent_id: o.agent_id.clone(),
+                record_score: 0.0,
+            },
+            status: "fixed",
+            record_score: None,
+            first_run: o.first_seen_run.clone(),
+            first_at: o.first_seen_at,
+        });
+    }
+    for m in &eval.metrics {
+        if m.rule == "overall" && m.table == "*" && m.source_system == "*" {
+            if m.owning_team == "*" {
+                summary.score = Some(m.score);
+            } else {
+                summary.teams.insert(m.owning_team.clone(), m.score);
+            }
+        }
+    }
+
+    let write_ctx = crate::lake::session::write_context();
+    let meta = |what: &str| {
+        vec![
+            ("operation".to_string(), "quality".into()),
+            ("run_id".to_string(), run_id.clone().into()),
+            ("rows".to_string(), what.to_string().into()),
+        ]
+    };
+    // Issues first, metrics last: a run is complete once its metrics are
+    // stored, and a run without them is ignored by the next.
+    if !rows.is_empty() {
+        let def = catalog.table("quality_issue")?;
+        let n = rows.len();
+        let ts = |v: i64| Some(v);
+        let mut cols: HashMap<&str, ArrayRef> = HashMap::new();
+        cols.insert("run_id", strings(rows.iter().map(|_| Some(run_id.clone()))));
+        cols.insert(
+            "run_at",
+            Arc::new(TimestampMicrosecondArray::from(vec![now_us; n]).with_timezone("UTC")),
+        );
+        cols.insert("table_name", strings(rows.iter().map(|r| Some(r.f.table.clone()))));
+        cols.insert("record_key", strings(rows.iter().map(|r| Some(r.f.record_key.clone()))));
+        cols.insert("field", strings(rows.iter().map(|r| Some(r.f.field.clone()))));
+        cols.insert("rule", strings(rows.iter().map(|r| Some(r.f.rule.clone()))));
+        cols.insert("dimension", strings(rows.iter().map(|r| Some(r.f.dimension.clone()))));
+        cols.insert("level", strings(rows.iter().map(|r| Some(format!("{:?}", r.f.level)))));
+        cols.insert("value", strings(rows.iter().map(|r| r.f.value.clone())));
+        cols.insert("source_system", strings(rows.iter().map(|r| Some(r.f.source_system.clone()))));
+        cols.insert("owning_team", strings(rows.iter().map(|r| Some(r.f.owning_team.clone()))));
+        cols.insert("agent_id", strings(rows.iter().map(|r| r.f.agent_id.clone())));
+        cols.insert(
+            "record_score",
+            Arc::new(rows.iter().map(|r| r.record_score).collect::<Float64Array>()),
+        );
+        cols.insert("status", strings(rows.iter().map(|r| Some(r.status.to_string()))));
+        cols.insert("first_seen_run", strings(rows.iter().map(|r| Some(r.first_run.clone()))));
+        cols.insert(
+            "first_seen_at",
+            Arc::new(
+                rows.iter()
+                    .map(|r| ts(r.first_at))
+                    .collect::<TimestampMicrosecondArray>()
+                    .with_timezone("UTC"),
+            ),
+        );
+        cols.insert("run_month", strings(rows.iter().map(|_| Some(month.clone()))));
+        let batch = shaped(def, n, cols)?;
+        crate::lake::upsert(lake, &write_ctx, def, write_ctx.read_batch(batch)?, false, meta("issues"))
+            .await?;
+    }
+    let def = catalog.table("quality_metric")?;
+    let ms = &eval.metrics;
+    let n = ms.len();
+    let mut cols: HashMap<&str, ArrayRef> = HashMap::new();
+    cols.insert("run_id", strings(ms.iter().map(|_| Some(run_id.clone()))));
+    cols.insert(
+        "run_at",
+        Arc::new(TimestampMicrosecondArray::from(vec![now_us; n]).with_timezone("UTC")),
+    );
+    cols.insert(
+        "as_of",
+        Arc::new(Date32Array::from(vec![crate::domain::days_since_epoch(opts.as_of); n])),
+    );
+    cols.insert("table_name", strings(ms.iter().map(|m| Some(m.table.clone()))));
+    cols.insert("field", strings(ms.iter().map(|m| Some(m.field.clone()))));
+    cols.insert("rule", strings(ms.iter().map(|m| Some(m.rule.clone()))));
+    cols.insert("level", strings(ms.iter().map(|m| m.level.map(|l| format!("{l:?}")))));
+    cols.insert("dimension", strings(ms.iter().map(|m| Some(m.dimension.clone()))));
+    cols.insert("source_system", strings(ms.iter().map(|m| Some(m.source_system.clone()))));
+    cols.insert("owning_team", strings(ms.iter().map(|m| Some(m.owning_team.clone()))));
+    cols.insert("checked", Arc::new(ms.iter().map(|m| Some(m.checked)).collect::<Int64Array>()));
+    cols.insert("passed", Arc::new(ms.iter().map(|m| Some(m.passed)).collect::<Int64Array>()));
+    cols.insert("score", Arc::new(ms.iter().map(|m| Some(m.score)).collect::<Float64Array>()));
+    cols.insert(
+        "sample_rate",
+        Arc::new(
+            ms.iter()
+                .map(|m| m.level.and_then(|l| scope.rates.get(&l).copied()))
+                .collect::<Float64Array>(),
+        ),
+    );
+    cols.insert("sample_seed", Arc::new(Int64Array::from(vec![seed; n])));
+    cols.insert("full", Arc::new(BooleanArray::from(vec![opts.full; n])));
+    cols.insert("run_month", strings(ms.iter().map(|_| Some(month.clone()))));
+    if n > 0 {
+        let batch = shaped(def, n, cols)?;
+        crate::lake::upsert(lake, &write_ctx, def, write_ctx.read_batch(batch)?, false, meta("metrics"))
+            .await?;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,582 @@
+//! The quality rules: generated from the schemas (a completeness rule per
+//! required field, a validity rule per validated field, key and customer
+//! uniqueness, consistency of source records with their golden record,
+//! timeliness of landing) and written in SQL (`sql/quality/*.sql`), each
+//! compiled into one check of a table's per-record query.
+//!
+//! A table's checks run as one `SELECT` with a row per record: for each
+//! check a boolean (`NULL` where the check does not apply or the record
+//! is outside the run's sample) and, for a failing record only, the value
+//! as the configured role (a steward) would see it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::config::{Access, Config, QualityTable};
+use crate::schema::{Catalog, FieldDef, FieldType, Level, Required, TableDef, Validator};
+use crate::security::{Masks, Policy, Role};
+
+use super::QualityError;
+
+/// The rules written in SQL, as shipped in `sql/quality/`.
+const FILES: &[(&str, &str)] = &[
+    (
+        "policy_term.sql",
+        include_str!("../../sql/quality/policy_term.sql"),
+    ),
+    (
+        "claim_in_cover.sql",
+        include_str!("../../sql/quality/claim_in_cover.sql"),
+    ),
+    (
+        "claim_reported_after_loss.sql",
+        include_str!("../../sql/quality/claim_reported_after_loss.sql"),
+    ),
+];
+
+/// One check of one table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    /// complete, valid, unique_key, unique_customer, consistent, timely, or
+    /// the name of a rule of `sql/quality/`.
+    pub rule: String,
+    pub dimension: String,
+    pub field: String,
+    pub level: Level,
+    pub description: String,
+    /// SQL: does the check apply to the record?
+    #[serde(skip)]
+    applies: String,
+    /// SQL: does the record pass (`NULL` counts as failing)?
+    #[serde(skip)]
+    passes: String,
+    /// SQL: the failing value as the configured role sees it.
+    #[serde(skip)]
+    value: String,
+    /// SQL: the owning team when the rule names its own.
+    #[serde(skip)]
+    pub(super) team: Option<String>,
+}
+
+/// A table's checks and how its records are keyed and owned.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    pub table: String,
+    pub checks: Vec<Check>,
+    key: String,
+    joins: Vec<String>,
+    source: String,
+    team: String,
+    agent: String,
+    filter: String,
+}
+
+/// Which levels a run checks and on what share of the records.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub rates: BTreeMap<Level, f64>,
+    pub seed: i64,
+}
+
+impl Scope {
+    pub fn includes(&self, level: Level) -> bool {
+        self.rates.contains_key(&level)
+    }
+
+    /// Is the record in the sample of `level`?
+    pub fn samples(&self, level: Level, record_key: &str) -> bool {
+        self.rates
+            .get(&level)
+            .is_some_and(|r| *r >= 1.0 || super::udf::sample(record_key, self.seed) < *r)
+    }
+}
+
+/// The columns of a plan's query, in order: `record_key`, `source_system`,
+/// `owning_team`, `agent_id`, then for check i `c{i}` (boolean), `v{i}`
+/// (text) and, for rules naming their own team, `t{i}`.
+pub struct Compiled {
+    pub sql: String,
+    /// Indexes into [`TablePlan::checks`] of the checks in the query.
+    pub checks: Vec<usize>,
+}
+
+impl TablePlan {
+    /// The record key as text: the table's key fields joined with `|`.
+    pub fn key_sql(&self) -> &str {
+        &self.key
+    }
+
+    /// The query of the checks in `scope`, or `None` when none is.
+    pub fn compile(&self, scope: &Scope) -> Option<Compiled> {
+        let picked: Vec<usize> = (0..self.checks.len())
+            .filter(|i| scope.includes(self.checks[*i].level))
+            .collect();
+        if picked.is_empty() {
+            return None;
+        }
+        let mut sql = format!(
+            "SELECT {key} AS record_key,\n  CAST({source} AS VARCHAR) AS source_system,\n  CAST(coalesce(CAST({team} AS VARCHAR), 'unassigned') AS VARCHAR) AS owning_team,\n  CAST({agent} AS VARCHAR) AS agent_id",
+            key = self.key,
+            source = self.source,
+            team = self.team,
+            agent = self.agent,
+        );
+        for (n, i) in picked.iter().enumerate() {
+            let c = &self.checks[*i];
+            let rate = scope.rates[&c.level];
+            let applies = if rate >= 1.0 {
+                format!("({})", c.applies)
+            } else {
+                format!(
+                    "({}) AND quality_sample({}, {}) < {rate}",
+                    c.applies, self.key, scope.seed
+                )
+            };
+            let _ = write!(
+                sql,
+                ",\n  CASE WHEN {applies} THEN coalesce({passes}, false) END AS c{n},\n  CASE WHEN {applies} AND NOT coalesce({passes}, false) THEN {value} END AS v{n}",
+                passes = c.passes,
+                value = c.value,
+            );
+            if let Some(team) = &c.team {
+                let _ = write!(sql, ",\n  CAST({team} AS VARCHAR) AS t{n}");
+            }
+        }
+        let _ = write!(sql, "\nFROM {} t", self.table);
+        for j in &self.joins {
+            let _ = write!(sql, "\n{j}");
+        }
+        if !self.filter.trim().is_empty() {
+            let _ = write!(sql, "\nWHERE {}", self.filter);
+        }
+        Some(Compiled {
+            sql,
+            checks: picked,
+        })
+    }
+}
+
+/// A rule of `sql/quality/`: its header and its query.
+#[derive(Debug, Clone)]
+pub struct SqlRule {
+    pub file: String,
+    pub name: String,
+    pub dimension: String,
+    pub table: String,
+    pub field: String,
+    pub team: String,
+    pub level: Option<Level>,
+    pub description: String,
+    pub sql: String,
+}
+
+impl SqlRule {
+    /// Parse a rule file: `-- key: value` header lines (name, dimension,
+    /// table, field, team, description, optional level), then the query.
+    pub fn parse(file: &str, text: &str) -> Result<Self, QualityError> {
+        let bad = |m: String| QualityError::Rule(file.to_string(), m);
+        let mut header = BTreeMap::new();
+        let mut body = String::new();
+        let mut in_header = true;
+        for line in text.lines() {
+            if in_header && let Some(rest) = line.trim_start().strip_prefix("--") {
+                if let Some((k, v)) = rest.split_once(':') {
+                    let k = k.trim();
+                    if !k.contains(' ') && !k.is_empty() {
+                        header.insert(k.to_string(), v.trim().to_string());
+                    }
+                }
+                continue;
+            }
+            in_header = false;
+            body.push_str(line);
+            body.push('\n');
+        }
+        let get = |k: &str| {
+            header
+                .get(k)
+                .cloned()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| bad(format!("the header has no {k}")))
+        };
+        let dimension = get("dimension")?;
+        if !crate::config::DIMENSIONS.contains(&dimension.as_str()) {
+            return Err(bad(format!(
+                "dimension {dimension:?}: use one of {}",
+                crate::config::DIMENSIONS.join(", ")
+            )));
+        }
+        let level = match header.get("level") {
+            None => None,
+            Some(l) => Some(parse_level(l).ok_or_else(|| bad(format!("level {l:?}: use L1..L4")))?),
+        };
+        let sql = body.trim().trim_end_matches(';').to_string();
+        if !sql.contains("{team}") {
+            return Err(bad(
+                "the query must select {team} AS owning_team (the header's team expression)".into(),
+            ));
+        }
+        Ok(Self {
+            file: file.to_string(),
+            name: get("name")?,
+            dimension,
+            table: get("table")?,
+            field: get("field")?,
+            team: get("team")?,
+            level,
+            description: header.get("description").cloned().unwrap_or_default(),
+            sql,
+        })
+    }
+}
+
+fn parse_level(s: &str) -> Option<Level> {
+    Some(match s.trim() {
+        "L1" => Level::L1,
+        "L2" => Level::L2,
+        "L3" => Level::L3,
+        "L4" => Level::L4,
+        _ => return None,
+    })
+}
+
+/// The rules of `sql/quality/`.
+pub fn sql_rules() -> Result<Vec<SqlRule>, QualityError> {
+    FILES.iter().map(|(f, t)| SqlRule::parse(f, t)).collect()
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn filled(f: &FieldDef, col: &str) -> String {
+    match f.ty {
+        FieldType::String => format!("({col} IS NOT NULL AND trim({col}) <> '')"),
+        _ => format!("{col} IS NOT NULL"),
+    }
+}
+
+/// Builds the checks of one table.
+struct Builder<'a> {
+    catalog: &'a Catalog,
+    role: &'a Role,
+    def: &'a TableDef,
+}
+
+impl Builder<'_> {
+    /// `col` (a value of `f`) as the role sees it, as text.
+    fn shown(&self, f: &FieldDef, col: &str) -> String {
+        match self.role.access(&self.def.name, &f.name, f.level) {
+            Access::Clear => format!("CAST({col} AS VARCHAR)"),
+            Access::Masked => Masks::sql(&f.mask, &f.ty, col),
+            Access::Absent => "CAST(NULL AS VARCHAR)".into(),
+        }
+    }
+
+    fn completeness(&self, f: &FieldDef) -> Option<Check> {
+        let applies = match &f.required {
+            Required::Always(false) => return None,
+            Required::Always(true) => "true".to_string(),
+            Required::ForTypes(types) => {
+                self.def.field("customer_type")?;
+                let list: Vec<String> = types.iter().map(|t| quote(t)).collect();
+                format!("t.customer_type IN ({})", list.join(", "))
+            }
+        };
+        let col = format!("t.{}", f.name);
+        Some(Check {
+            rule: "complete".into(),
+            dimension: "completeness".into(),
+            field: f.name.clone(),
+            level: f.level,
+            description: format!("{} is filled where required ({})", f.name, {
+                match &f.required {
+                    Required::ForTypes(t) => t.join(", "),
+                    _ => "always".into(),
+                }
+            }),
+            applies,
+            passes: filled(f, &col),
+            value: "CAST(NULL AS VARCHAR)".into(),
+            team: None,
+        })
+    }
+
+    fn validity(&self, f: &FieldDef) -> Option<Check> {
+        let col = format!("t.{}", f.name);
+        let (passes, what) = match f.validator {
+            // Typed fields: a stored value is of its type; what ingest
+            // could not read as one is counted from the quarantine.
+            Validator::None if f.ty != FieldType::String => {
+                ("true".to_string(), format!("a {}", f.ty))
+            }
+            Validator::None => return None,
+            Validator::Code => {
+                let set = f.codes.as_deref()?;
+                let codes = self.catalog.codes.get(set)?;
+                let list: Vec<String> = codes.iter().map(|c| quote(c)).collect();
+                (
+                    format!("{col} IN ({})", list.join(", ")),
+                    format!("a standard {set} code"),
+                )
+            }
+            Validator::NonNegative => (format!("{col} >= 0"), "not negative".into()),
+            v => {
+                let context = match v {
+                    Validator::CustomerName if self.def.field("customer_type").is_some() => {
+                        "t.customer_type"
+                    }
+                    Validator::IdNumber if self.def.field("id_type").is_some() => "t.id_type",
+                    _ => "CAST(NULL AS VARCHAR)",
+                };
+                (
+                    format!(
+                        "quality_valid('{}', CAST({col} AS VARCHAR), {context})",
+                        v.name()
+                    ),
+                    format!("a valid {}", v.name()),
+                )
+            }
+        };
+        Some(Check {
+            rule: "valid".into(),
+            dimension: "validity".into(),
+            field: f.name.clone(),
+            level: f.level,
+            description: format!("a filled {} is {what}", f.name),
+            applies: filled(f, &col),
+            passes,
+            value: self.shown(f, &col),
+            team: None,
+        })
+    }
+}
+
+/// Every table's plan under `config` (its tables, consistency fields and
+/// timeliness) and the rules of `sql/quality/`.
+pub fn plans(config: &Config, catalog: &Catalog) -> Result<Vec<TablePlan>, QualityError> {
+    let q = &config.quality;
+    let policy = Policy::from_config(config)?;
+    let role = policy.role(&q.issue_values_as).map_err(|_| {
+        QualityError::Invalid(format!(
+            "quality.issue_values_as {:?} is not a configured role",
+            q.issue_values_as
+        ))
+    })?;
+    let extra = sql_rules()?;
+    for r in &extra {
+        if !q.tables.contains_key(&r.table) {
+            tracing::warn!(
+                rule = %r.file,
+                table = %r.table,
+                "the rule's table is not among quality.tables; the rule is not run"
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for (name, cfg) in &q.tables {
+        let def = catalog.table(name).map_err(|_| {
+            QualityError::Invalid(format!(
+                "quality.tables.{name}: there is no table {name:?} in the catalog"
+            ))
+        })?;
+        out.push(plan(config, catalog, role, def, cfg, &extra)?);
+    }
+    Ok(out)
+}
+
+fn plan(
+    config: &Config,
+    catalog: &Catalog,
+    role: &Role,
+    def: &TableDef,
+    cfg: &QualityTable,
+    extra: &[SqlRule],
+) -> Result<TablePlan, QualityError> {
+    let q = &config.quality;
+    let b = Builder { catalog, role, def };
+    let name = &def.name;
+    let keys: Vec<String> = def
+        .key
+        .iter()
+        .map(|k| format!("CAST(t.{k} AS VARCHAR)"))
+        .collect();
+    let key = if keys.len() == 1 {
+        keys[0].clone()
+    } else {
+        format!("concat_ws('|', {})", keys.join(", "))
+    };
+    let mut checks = Vec::new();
+    let mut joins = Vec::new();
+    let uses_s = [&cfg.source, &cfg.team, &cfg.agent, &cfg.filter]
+        .iter()
+        .any(|e| e.contains("s."));
+    if uses_s {
+        if def.field("source_customer_id").is_none() {
+            return Err(QualityError::Invalid(format!(
+                "quality.tables.{name}: `s.` (the customer's source record) needs a source_customer_id field"
+            )));
+        }
+        joins.push(
+            "LEFT JOIN source_customer s ON s.source_system = t.source_system AND s.source_id = t.source_customer_id"
+                .to_string(),
+        );
+    }
+    for f in def.fields.iter().filter(|f| !f.system) {
+        checks.extend(b.completeness(f));
+        checks.extend(b.validity(f));
+    }
+    // Keys: no two records share one.
+    let key_level = def
+        .key
+        .iter()
+        .filter_map(|k| def.field(k))
+        .map(|f| f.level)
+        .max()
+        .unwrap_or(Level::L2);
+    let key_shown = if def
+        .key
+        .iter()
+        .filter_map(|k| def.field(k))
+        .all(|f| role.access(name, &f.name, f.level) == Access::Clear)
+    {
+        key.clone()
+    } else {
+        "CAST(NULL AS VARCHAR)".into()
+    };
+    joins.push(format!(
+        "LEFT JOIN (SELECT {key} AS k FROM {name} t GROUP BY 1 HAVING count(*) > 1) qd ON qd.k = {key}"
+    ));
+    checks.push(Check {
+        rule: "unique_key".into(),
+        dimension: "uniqueness".into(),
+        field: def.key.join("+"),
+        level: key_level,
+        description: format!("no other {name} record has the key ({})", def.key.join(", ")),
+        applies: "true".into(),
+        passes: "qd.k IS NULL".into(),
+        value: key_shown,
+        team: None,
+    });
+    // Golden customers: one per real customer.
+    if name == "customer" {
+        joins.push(
+            "LEFT JOIN (SELECT g.customer_id FROM suspect_group g \
+             JOIN (SELECT group_id, min(member) AS first FROM suspect_group WHERE status = 'open' GROUP BY group_id) f ON f.group_id = g.group_id \
+             JOIN suspect_group fm ON fm.group_id = f.group_id AND fm.member = f.first \
+             WHERE g.status = 'open' AND g.customer_id <> fm.customer_id GROUP BY g.customer_id) qu ON qu.customer_id = t.customer_id"
+                .into(),
+        );
+        checks.push(Check {
+            rule: "unique_customer".into(),
+            dimension: "uniqueness".into(),
+            field: "customer_id".into(),
+            level: def.field("customer_id").map_or(Level::L2, |f| f.level),
+            description: "the customer is not a later member of an open suspect group (a likely duplicate of its first member)".into(),
+            applies: "true".into(),
+            passes: "qu.customer_id IS NULL".into(),
+            value: "t.customer_id".into(),
+            team: None,
+        });
+    }
+    // Source records against their golden record.
+    if name == "source_customer" && !q.consistency_fields.is_empty() {
+        let golden = catalog.table("customer")?;
+        joins.push("LEFT JOIN customer_xref qx ON qx.source_system = t.source_system AND qx.source_id = t.source_id".into());
+        joins.push("LEFT JOIN customer qg ON qg.customer_id = qx.customer_id".into());
+        joins.push("LEFT JOIN (SELECT customer_id, count(*) AS n FROM customer_xref GROUP BY customer_id) qm ON qm.customer_id = qx.customer_id".into());
+        for field in &q.consistency_fields {
+            let (Some(f), Some(_)) = (def.field(field), golden.field(field)) else {
+                return Err(QualityError::Invalid(format!(
+                    "quality.consistency_fields: {field:?} is not a field of both source_customer and customer"
+                )));
+            };
+            let norm = |c: &str| format!("lower(trim(CAST({c} AS VARCHAR)))");
+            checks.push(Check {
+                rule: "consistent".into(),
+                dimension: "consistency".into(),
+                field: field.clone(),
+                level: f.level,
+                description: format!(
+                    "for a customer with several source records, {field} agrees with the golden record"
+                ),
+                applies: format!(
+                    "qm.n > 1 AND {} AND {}",
+                    filled(f, &format!("t.{field}")),
+                    filled(f, &format!("qg.{field}"))
+                ),
+                passes: format!("{} = {}", norm(&format!("t.{field}")), norm(&format!("qg.{field}"))),
+                value: b.shown(f, &format!("t.{field}")),
+                team: None,
+            });
+        }
+    }
+    // Landing within T+N days of the change in the source.
+    if let (Some(updated), Some(_)) = (def.field("updated_at"), def.field("ingested_at"))
+        && def.field("source_system").is_some()
+    {
+        let days = q.timeliness_days;
+        joins.push(format!(
+            "LEFT JOIN (SELECT source_system, min(started_at) AS first_loaded FROM ingest_batch WHERE table_name = {} GROUP BY source_system) qb ON qb.source_system = t.source_system",
+            quote(name)
+        ));
+        checks.push(Check {
+            rule: "timely".into(),
+            dimension: "timeliness".into(),
+            field: "updated_at".into(),
+            level: updated.level,
+            description: format!(
+                "a change made in the source since the first load landed within {days} days of updated_at"
+            ),
+            applies: format!(
+                "t.updated_at IS NOT NULL AND t.updated_at >= qb.first_loaded - INTERVAL '{days} days'"
+            ),
+            passes: format!("t.ingested_at <= t.updated_at + INTERVAL '{days} days'"),
+            value: "concat(CAST(t.updated_at AS VARCHAR), ' landed ', CAST(t.ingested_at AS VARCHAR))"
+                .into(),
+            team: None,
+        });
+    }
+    // Rules written in SQL, joined by record key.
+    for (i, r) in extra.iter().filter(|r| r.table == *name).enumerate() {
+        let f = def.field(&r.field).ok_or_else(|| {
+            QualityError::Rule(
+                r.file.clone(),
+                format!("field {:?} is not a field of {name}", r.field),
+            )
+        })?;
+        let alias = format!("qr{i}");
+        let body = r.sql.replace("{team}", &format!("({})", r.team));
+        joins.push(format!(
+            "LEFT JOIN (SELECT record_key, bool_and(passed) AS passed, max(value) AS value, max(owning_team) AS owning_team FROM ({body}) GROUP BY record_key) {alias} ON {alias}.record_key = {key}"
+        ));
+        checks.push(Check {
+            rule: r.name.clone(),
+            dimension: r.dimension.clone(),
+            field: r.field.clone(),
+            level: r.level.unwrap_or(f.level),
+            description: r.description.clone(),
+            applies: format!("{alias}.record_key IS NOT NULL"),
+            passes: format!("{alias}.passed"),
+            // The rule's value is text: masked as text of the field.
+            value: b.shown(
+                &FieldDef {
+                    ty: FieldType::String,
+                    ..f.clone()
+                },
+                &format!("{alias}.value"),
+            ),
+            team: Some(format!("{alias}.owning_team")),
+        });
+    }
+    Ok(TablePlan {
+        table: name.clone(),
+        checks,
+        key,
+        joins,
+        source: cfg.source.clone(),
+        team: cfg.team.clone(),
+        agent: cfg.agent.clone(),
+        filter: cfg.filter.clone(),
+    })
+}

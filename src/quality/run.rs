@@ -1,0 +1,404 @@
+//! A quality run: evaluate the rules in scope, score records, tables,
+//! sources and teams, carry the open work orders forward (closing those
+//! whose record now passes) and store `quality_metric` and
+//! `quality_issue`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, new_null_array,
+};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+
+use super::QualityError;
+use super::rules::{Scope, TablePlan};
+use crate::config::Config;
+use crate::schema::{Catalog, Level};
+
+/// One metric row: a rule's result for a table, field, source and team
+/// (or an overall score, rule `overall`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Metric {
+    pub table: String,
+    pub field: String,
+    pub rule: String,
+    pub dimension: String,
+    pub level: Option<Level>,
+    pub source_system: String,
+    pub owning_team: String,
+    pub checked: i64,
+    pub passed: i64,
+    pub score: f64,
+}
+
+/// One failing record field.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failure {
+    pub table: String,
+    pub record_key: String,
+    pub field: String,
+    pub rule: String,
+    pub dimension: String,
+    pub level: Level,
+    pub value: Option<String>,
+    pub source_system: String,
+    pub owning_team: String,
+    pub agent_id: Option<String>,
+    pub record_score: f64,
+}
+
+/// What the rules found.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    pub metrics: Vec<Metric>,
+    pub failures: Vec<Failure>,
+    /// Rules evaluated, as (table, rule, field, level).
+    pub evaluated: Vec<(String, String, String, Level)>,
+    pub records: u64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    checked: i64,
+    passed: i64,
+}
+
+/// Weighted score of per-dimension tallies (`None` when nothing weighted
+/// was checked).
+fn weighted(weights: &BTreeMap<String, f64>, dims: &BTreeMap<&str, Tally>) -> Option<f64> {
+    let (mut sum, mut total) = (0.0, 0.0);
+    for (d, t) in dims {
+        let w = weights.get(*d).copied().unwrap_or(0.0);
+        if t.checked > 0 && w > 0.0 {
+            sum += w * (t.passed as f64 / t.checked as f64 * 100.0);
+            total += w;
+        }
+    }
+    (total > 0.0).then(|| sum / total)
+}
+
+fn text(b: &RecordBatch, name: &str) -> Result<StringArray, QualityError> {
+    let c = b
+        .column_by_name(name)
+        .cloned()
+        .unwrap_or_else(|| new_null_array(&DataType::Utf8, b.num_rows()));
+    let c = datafusion::arrow::compute::cast(&c, &DataType::Utf8)?;
+    Ok(c.as_string::<i32>().clone())
+}
+
+fn opt(a: &StringArray, i: usize) -> Option<&str> {
+    (!a.is_null(i)).then(|| a.value(i))
+}
+
+/// Evaluate the plans' checks in `scope` over `ctx` (the lake's tables,
+/// the mask and quality functions registered).
+pub async fn evaluate(
+    config: &Config,
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    plans: &[TablePlan],
+    scope: &Scope,
+    progress: &dyn crate::progress::Progress,
+) -> Result<Evaluation, QualityError> {
+    let weights = &config.quality.weights;
+    let mut eval = Evaluation::default();
+    // (table, field, rule, dimension, level, source, team) → tally
+    type MetricKey = (String, String, String, String, Level, String, String);
+    let mut tallies: BTreeMap<MetricKey, Tally> = BTreeMap::new();
+    let task = progress.task(
+        "checking",
+        Some(plans.len() as u64),
+        crate::progress::Unit::Items("tables"),
+    );
+    for plan in plans {
+        let Some(compiled) = plan.compile(scope) else {
+            task.inc(1);
+            continue;
+        };
+        task.set_message(&plan.table);
+        let checks: Vec<_> = compiled.checks.iter().map(|i| &plan.checks[*i]).collect();
+        for c in &checks {
+            eval.evaluated
+                .push((plan.table.clone(), c.rule.clone(), c.field.clone(), c.level));
+        }
+        let df = ctx
+            .sql(&compiled.sql)
+            .await
+            .map_err(|e| QualityError::Rule(plan.table.clone(), format!("{e}")))?;
+        let mut stream = df.execute_stream().await?;
+        let mut row_tallies: Vec<BTreeMap<&str, Tally>> = Vec::new();
+        while let Some(b) = stream.next().await {
+            let b = b?;
+            let keys = text(&b, "record_key")?;
+            let sources = text(&b, "source_system")?;
+            let teams = text(&b, "owning_team")?;
+            let agents = text(&b, "agent_id")?;
+            let mut cs: Vec<BooleanArray> = Vec::with_capacity(checks.len());
+            let mut vs: Vec<StringArray> = Vec::with_capacity(checks.len());
+            let mut ts: Vec<Option<StringArray>> = Vec::with_capacity(checks.len());
+            for (n, c) in checks.iter().enumerate() {
+                let a: ArrayRef = b
+                    .column_by_name(&format!("c{n}"))
+                    .cloned()
+                    .ok_or_else(|| QualityError::Rule(plan.table.clone(), format!("no c{n}")))?;
+                cs.push(a.as_boolean().clone());
+                vs.push(text(&b, &format!("v{n}"))?);
+                ts.push(if c.team.is_some() {
+                    Some(text(&b, &format!("t{n}"))?)
+                } else {
+                    None
+                });
+            }
+            row_tallies.clear();
+            for r in 0..b.num_rows() {
+                eval.records += 1;
+                let source = opt(&sources, r).unwrap_or("unknown");
+                let team = opt(&teams, r).unwrap_or("unassigned");
+                let mut dims: BTreeMap<&str, Tally> = BTreeMap::new();
+                let mut failed = false;
+                for (n, c) in checks.iter().enumerate() {
+                    if cs[n].is_null(r) {
+                        continue;
+                    }
+                    let ok = cs[n].value(r);
+                    let t = dims.entry(c.dimension.as_str()).or_default();
+                    t.checked += 1;
+                    t.passed += i64::from(ok);
+                    failed |= !ok;
+                    let team = ts[n]
+                        .as_ref()
+                        .and_then(|a| opt(a, r))
+                        .unwrap_or(team);
+                    let m = tallies
+                        .entry((
+                            plan.table.clone(),
+                            c.field.clone(),
+                            c.rule.clone(),
+                            c.dimension.clone(),
+                            c.level,
+                            source.to_string(),
+                            team.to_string(),
+                        ))
+                        .or_default();
+                    m.checked += 1;
+                    m.passed += i64::from(ok);
+                }
+                if !failed {
+                    continue;
+                }
+                let record_score = weighted(weights, &dims).unwrap_or(0.0);
+                for (n, c) in checks.iter().enumerate() {
+                    if cs[n].is_null(r) || cs[n].value(r) {
+                        continue;
+                    }
+                    let team = ts[n]
+                        .as_ref()
+                        .and_then(|a| opt(a, r))
+                        .unwrap_or(team);
+                    eval.failures.push(Failure {
+                        table: plan.table.clone(),
+                        record_key: opt(&keys, r).unwrap_or_default().to_string(),
+                        field: c.field.clone(),
+                        rule: c.rule.clone(),
+                        dimension: c.dimension.clone(),
+                        level: c.level,
+                        value: opt(&vs[n], r).map(str::to_string),
+                        source_system: source.to_string(),
+                        owning_team: team.to_string(),
+                        agent_id: opt(&agents, r).map(str::to_string),
+                        record_score,
+                    });
+                }
+            }
+            task.set_message(&format!("{}: {} records", plan.table, eval.records));
+        }
+        quarantined(ctx, catalog, plan, scope, &mut tallies).await?;
+        task.inc(1);
+    }
+    task.finish();
+    for ((table, field, rule, dimension, level, source, team), t) in &tallies {
+        eval.metrics.push(Metric {
+            table: table.clone(),
+            field: field.clone(),
+            rule: rule.clone(),
+            dimension: dimension.clone(),
+            level: Some(*level),
+            source_system: source.clone(),
+            owning_team: team.clone(),
+            checked: t.checked,
+            passed: t.passed,
+            score: if t.checked > 0 {
+                t.passed as f64 / t.checked as f64 * 100.0
+            } else {
+                100.0
+            },
+        });
+    }
+    eval.metrics.extend(overall(weights, &eval.metrics));
+    Ok(eval)
+}
+
+/// Overall scores: per table, source and team; per table; per source; per
+/// team; and for everything: the dimensions' scores (passed / checked of
+/// every rule of the dimension in the group) weighted.
+fn overall(weights: &BTreeMap<String, f64>, metrics: &[Metric]) -> Vec<Metric> {
+    type Group = (String, String, String);
+    let mut groups: BTreeMap<Group, BTreeMap<&str, Tally>> = BTreeMap::new();
+    let all = "*".to_string();
+    for m in metrics {
+        for g in [
+            (m.table.clone(), m.source_system.clone(), m.owning_team.clone()),
+            (m.table.clone(), all.clone(), all.clone()),
+            (all.clone(), m.source_system.clone(), all.clone()),
+            (all.clone(), all.clone(), m.owning_team.clone()),
+            (all.clone(), all.clone(), all.clone()),
+        ] {
+            let t = groups
+                .entry(g)
+                .or_default()
+                .entry(m.dimension.as_str())
+                .or_default();
+            t.checked += m.checked;
+            t.passed += m.passed;
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|((table, source, team), dims)| {
+            let score = weighted(weights, &dims)?;
+            let (checked, passed) = dims
+                .values()
+                .fold((0, 0), |(c, p), t| (c + t.checked, p + t.passed));
+            Some(Metric {
+                table,
+                field: "*".into(),
+                rule: "overall".into(),
+                dimension: "overall".into(),
+                level: None,
+                source_system: source,
+                owning_team: team,
+                checked,
+                passed,
+                score,
+            })
+        })
+        .collect()
+}
+
+/// Rows of `plan`'s table that ingest quarantined count in the metrics of
+/// the fields that failed: a missing required value against completeness,
+/// any other field reason against validity (they are not in the table, so
+/// they are counted here and listed in `quarantine`, not as issues).
+async fn quarantined(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    plan: &TablePlan,
+    scope: &Scope,
+    tallies: &mut BTreeMap<(String, String, String, String, Level, String, String), Tally>,
+) -> Result<(), QualityError> {
+    let by_field: HashMap<(&str, &str), Level> = plan
+        .checks
+        .iter()
+        .filter(|c| (c.rule == "valid" || c.rule == "complete") && scope.includes(c.level))
+        .map(|c| ((c.rule.as_str(), c.field.as_str()), c.level))
+        .collect();
+    if by_field.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT batch_id, line, source_system, entity, reasons, raw FROM quarantine WHERE table_name = '{}'",
+        plan.table.replace('\'', "''")
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    for b in &batches {
+        let (batch, sources, entities, reasons, raws) = (
+            text(b, "batch_id")?,
+            text(b, "source_system")?,
+            text(b, "entity")?,
+            text(b, "reasons")?,
+            text(b, "raw")?,
+        );
+        let lines = datafusion::arrow::compute::cast(
+            b.column_by_name("line").ok_or_else(|| {
+                QualityError::Rule("quarantine".into(), "no line column".into())
+            })?,
+            &DataType::Utf8,
+        )?;
+        let lines = lines.as_string::<i32>();
+        for r in 0..b.num_rows() {
+            let key = format!(
+                "quarantine|{}|{}",
+                opt(&batch, r).unwrap_or_default(),
+                opt(lines, r).unwrap_or_default()
+            );
+            let source = opt(&sources, r).unwrap_or("unknown").to_string();
+            let team = team_of(catalog, &source, opt(&entities, r), opt(&raws, r));
+            let mut seen = HashSet::new();
+            for reason in opt(&reasons, r).unwrap_or_default().split(';') {
+                let Some((code, field)) = reason.trim().split_once(':') else {
+                    continue;
+                };
+                let rule = if code == "MISSING_REQUIRED" {
+                    "complete"
+                } else {
+                    "valid"
+                };
+                let Some(level) = by_field.get(&(rule, field)) else {
+                    continue;
+                };
+                if !scope.samples(*level, &key) || !seen.insert((rule, field.to_string())) {
+                    continue;
+                }
+                let dimension = if rule == "complete" {
+                    "completeness"
+                } else {
+                    "validity"
+                };
+                tallies
+                    .entry((
+                        plan.table.clone(),
+                        field.to_string(),
+                        rule.to_string(),
+                        dimension.to_string(),
+                        *level,
+                        source.clone(),
+                        team.clone(),
+                    ))
+                    .or_default()
+                    .checked += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The owning team of a quarantined row: its source column for
+/// `owning_team` in the raw row, where the mapping has one.
+fn team_of(catalog: &Catalog, source: &str, entity: Option<&str>, raw: Option<&str>) -> String {
+    let column = entity
+        .and_then(|e| catalog.entity(source, e).ok())
+        .and_then(|m| m.columns.get("owning_team").cloned());
+    let value = column.and_then(|c| {
+        let row: serde_json::Value = serde_json::from_str(raw?).ok()?;
+        row.get(&c)?
+            .as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    });
+    value.unwrap_or_else(|| "unassigned".into())
+}
+
+/// A context for the rules: the lake's tables (declared ones the lake has
+/// not made yet are empty), the mask functions and the quality functions
+/// as of `as_of`.
+pub fn register_functions(
+    ctx: &SessionContext,
+    masks: &crate::security::Masks,
+    as_of: chrono::NaiveDate,
+) {
+    masks.register(ctx);
+    super::udf::register(ctx, as_of);
+}

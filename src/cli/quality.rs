@@ -1,5 +1,7 @@
 //! `custlake quality run|rules`: the data-quality rules and their runs.
 
+use std::io::Write;
+
 use clap::{Args, Subcommand};
 
 use super::CliError;
@@ -52,6 +54,9 @@ pub(super) async fn run(
     security: &Security,
     c: &QualityCommand,
 ) -> Result<(), CliError> {
+    // A reader that stops early (`| head`) ends the output with an error,
+    // not a panic.
+    let mut out = std::io::stdout().lock();
     match c {
         QualityCommand::Run(args) => {
             let as_of = parse_date("--as-of", &args.as_of)?;
@@ -71,14 +76,15 @@ pub(super) async fn run(
             )
             .await?;
             if args.json {
-                println!("{}", serde_json::to_string(&s)?);
+                writeln!(out, "{}", serde_json::to_string(&s)?)?;
                 return Ok(());
             }
             if s.levels.is_empty() {
-                println!(
+                writeln!(
+                    out,
                     "quality run {}: no level is due as of {} (each was checked this period; --full checks all)",
                     s.run_id, s.as_of
-                );
+                )?;
                 return Ok(());
             }
             let levels: Vec<String> = s
@@ -86,7 +92,8 @@ pub(super) async fn run(
                 .iter()
                 .map(|(l, r)| format!("{l} {:.0}%", r * 100.0))
                 .collect();
-            println!(
+            writeln!(
+                out,
                 "quality run {} as of {} in {:.1}s: {} records, levels {} (seed {})",
                 s.run_id,
                 s.as_of,
@@ -94,21 +101,22 @@ pub(super) async fn run(
                 s.records,
                 levels.join(", "),
                 s.seed
-            );
+            )?;
             if let Some(score) = s.score {
-                println!("  overall score {score:.1}");
+                writeln!(out, "  overall score {score:.1}")?;
             }
-            println!(
+            writeln!(
+                out,
                 "  {} failing record fields ({} new), {} fixed since the last run; {} records below {} (work orders)",
                 s.open, s.new, s.fixed, s.work_orders, wh.config.quality.threshold
-            );
+            )?;
             for (team, score) in &s.teams {
                 let flag = if *score < wh.config.quality.threshold {
                     "  below threshold"
                 } else {
                     ""
                 };
-                println!("  {team}: {score:.1}{flag}");
+                writeln!(out, "  {team}: {score:.1}{flag}")?;
             }
             Ok(())
         }
@@ -137,7 +145,7 @@ pub(super) async fn run(
                     .iter()
                     .map(|p| serde_json::json!({"table": p.table, "rules": p.checks}))
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&all)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
                 return Ok(());
             }
             let full = crate::quality::Scope {
@@ -153,17 +161,18 @@ pub(super) async fn run(
                 seed: 0,
             };
             for p in &plans {
-                println!("{} ({} rules)", p.table, p.checks.len());
+                writeln!(out, "{} ({} rules)", p.table, p.checks.len())?;
                 for c in &p.checks {
-                    println!(
+                    writeln!(
+                        out,
                         "  {:<13} {:<26} {:<22} {:?}  {}",
                         c.dimension, c.rule, c.field, c.level, c.description
-                    );
+                    )?;
                 }
                 if args.sql
                     && let Some(q) = p.compile(&full)
                 {
-                    println!("{}\n", q.sql);
+                    writeln!(out, "{}\n", q.sql)?;
                 }
             }
             Ok(())

@@ -182,6 +182,22 @@ pub struct QualityConfig {
     /// `source_customer_id`) for the record's source system, owning team
     /// and entering agent, and an optional condition on the rows checked.
     pub tables: std::collections::BTreeMap<String, QualityTable>,
+    /// Accuracy: fields of a checked table compared with an authoritative
+    /// reference table loaded as its own source, matched on a key.
+    #[serde(default)]
+    pub accuracy: Vec<Accuracy>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accuracy {
+    pub table: String,
+    pub reference: String,
+    /// The table's field and the reference's field that match a record.
+    pub key: String,
+    pub reference_key: String,
+    /// The table's field → the reference's field it must agree with.
+    pub fields: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ mod core;
 mod finance;
 mod names;
 mod out;
+mod registry;
 mod telesales;
 
 use std::path::{Path, PathBuf};
@@ -77,6 +78,7 @@ struct Writers {
     claims: claims::Claims,
     telesales: telesales::Telesales,
     finance: finance::Finance,
+    registry: registry::Registry,
     truth: CsvOut,
 }
 
@@ -123,6 +125,7 @@ pub fn generate(
         claims: claims::Claims::create(&dir("claims")?)?,
         telesales: telesales::Telesales::create(&dir("telesales")?)?,
         finance: finance::Finance::create(&dir("finance")?)?,
+        registry: registry::Registry::create(&dir("registry")?, opts.seed)?,
         truth: CsvOut::create(
             opts.out.join("truth.csv"),
             false,
@@ -151,6 +154,7 @@ pub fn generate(
         opts.seed,
     )?);
     files.extend(w.finance.finish()?);
+    files.push(w.registry.finish()?);
     files.push(w.truth.finish()?);
     Ok(GenerateSummary {
         files,
@@ -189,7 +193,8 @@ fn write_customer(
     w.core.write(&b, &mut w.truth, rng)?;
     w.finance.write(&b, &mut w.truth, rng)?;
     w.claims.write(&b, &mut w.truth, rng)?;
-    w.telesales.write(&b, &mut w.truth, rng)
+    w.telesales.write(&b, &mut w.truth, rng)?;
+    w.registry.write(&c)
 }
 
 /// Does `dir` look like generator output (has the four source folders)?

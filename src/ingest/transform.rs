@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use chrono::{Datelike, NaiveDate, NaiveDateTime, TimeZone};
 
 use crate::domain::{
-    DomainError, Reason, beijing, date_from_days, days_since_epoch, fold_whitespace, parse_date, parse_fixed,
+    DomainError, Reason, beijing, date_from_days, days_since_epoch, fold_whitespace, parse_date,
+    parse_fixed,
 };
 use crate::schema::row::Cell;
 use crate::schema::{Catalog, EntityMapping, FieldDef, FieldType, Normalizer, TableDef, Validator};

@@ -16,11 +16,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{Datelike, NaiveDate};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
-use datafusion::arrow::array::{Array, AsArray};
 use datafusion::prelude::SessionContext;
 
 use crate::config::Config;
@@ -139,18 +139,20 @@ pub async fn scope(
         .await?;
     let mut checked: HashMap<String, Vec<NaiveDate>> = HashMap::new();
     for b in &batches {
-        let l = datafusion::arrow::compute::cast(b.column(0), &datafusion::arrow::datatypes::DataType::Utf8)?;
+        let l = datafusion::arrow::compute::cast(
+            b.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
         let l = l.as_string::<i32>();
-        let d = b.column(1).as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+        let d = b
+            .column(1)
+            .as_primitive::<datafusion::arrow::datatypes::Date32Type>();
         for i in 0..b.num_rows() {
             if l.is_valid(i)
                 && d.is_valid(i)
                 && let Some(day) = crate::domain::date_from_days(d.value(i))
             {
-                checked
-                    .entry(l.value(i).to_string())
-                    .or_default()
-                    .push(day);
+                checked.entry(l.value(i).to_string()).or_default().push(day);
             }
         }
     }
@@ -226,9 +228,11 @@ async fn open_issues(ctx: &SessionContext) -> Result<HashMap<IssueKey, Open>, Qu
             let c = b
                 .column_by_name(n)
                 .ok_or_else(|| QualityError::Rule("quality_issue".into(), format!("no {n}")))?;
-            Ok(datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?
-                .as_string::<i32>()
-                .clone())
+            Ok(
+                datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?
+                    .as_string::<i32>()
+                    .clone(),
+            )
         };
         let (t, k, f, r) = (s("table_name")?, s("record_key")?, s("field")?, s("rule")?);
         let (v, d, l, so, te, ag, fr) = (
@@ -240,9 +244,10 @@ async fn open_issues(ctx: &SessionContext) -> Result<HashMap<IssueKey, Open>, Qu
             s("agent_id")?,
             s("first_seen_run")?,
         );
-        let fa = b
-            .column_by_name("first_seen_at")
-            .map(|c| c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone());
+        let fa = b.column_by_name("first_seen_at").map(|c| {
+            c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .clone()
+        });
         let get = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
         for i in 0..b.num_rows() {
             out.insert(
@@ -279,14 +284,21 @@ fn parse_level(s: &str) -> Option<Level> {
 }
 
 /// A batch in `def`'s columns from columns by name (missing ones null).
-fn shaped(def: &TableDef, rows: usize, cols: HashMap<&str, ArrayRef>) -> Result<RecordBatch, QualityError> {
+fn shaped(
+    def: &TableDef,
+    rows: usize,
+    cols: HashMap<&str, ArrayRef>,
+) -> Result<RecordBatch, QualityError> {
     let schema = def.arrow_schema();
     let arrays = schema
         .fields()
         .iter()
         .map(|f| match cols.get(f.name().as_str()) {
             Some(a) => Ok(datafusion::arrow::compute::cast(a, f.data_type())?),
-            None => Ok(datafusion::arrow::array::new_null_array(f.data_type(), rows)),
+            None => Ok(datafusion::arrow::array::new_null_array(
+                f.data_type(),
+                rows,
+            )),
         })
         .collect::<Result<Vec<_>, QualityError>>()?;
     Ok(RecordBatch::try_new(schema, arrays)?)
@@ -385,10 +397,16 @@ pub async fn run_quality(
         .collect();
     for (key, o) in &before {
         let (table, record, field, rule) = key;
-        if failing.contains(key) || !evaluated.contains(&(table.as_str(), rule.as_str(), field.as_str())) {
+        if failing.contains(key)
+            || !evaluated.contains(&(table.as_str(), rule.as_str(), field.as_str()))
+        {
             continue;
         }
-        let level = o.level.as_deref().and_then(parse_level).unwrap_or(Level::L4);
+        let level = o
+            .level
+            .as_deref()
+            .and_then(parse_level)
+            .unwrap_or(Level::L4);
         if !scope.samples(level, record) {
             continue;
         }
@@ -443,22 +461,56 @@ pub async fn run_quality(
             "run_at",
             Arc::new(TimestampMicrosecondArray::from(vec![now_us; n]).with_timezone("UTC")),
         );
-        cols.insert("table_name", strings(rows.iter().map(|r| Some(r.f.table.clone()))));
-        cols.insert("record_key", strings(rows.iter().map(|r| Some(r.f.record_key.clone()))));
-        cols.insert("field", strings(rows.iter().map(|r| Some(r.f.field.clone()))));
+        cols.insert(
+            "table_name",
+            strings(rows.iter().map(|r| Some(r.f.table.clone()))),
+        );
+        cols.insert(
+            "record_key",
+            strings(rows.iter().map(|r| Some(r.f.record_key.clone()))),
+        );
+        cols.insert(
+            "field",
+            strings(rows.iter().map(|r| Some(r.f.field.clone()))),
+        );
         cols.insert("rule", strings(rows.iter().map(|r| Some(r.f.rule.clone()))));
-        cols.insert("dimension", strings(rows.iter().map(|r| Some(r.f.dimension.clone()))));
-        cols.insert("level", strings(rows.iter().map(|r| Some(format!("{:?}", r.f.level)))));
+        cols.insert(
+            "dimension",
+            strings(rows.iter().map(|r| Some(r.f.dimension.clone()))),
+        );
+        cols.insert(
+            "level",
+            strings(rows.iter().map(|r| Some(format!("{:?}", r.f.level)))),
+        );
         cols.insert("value", strings(rows.iter().map(|r| r.f.value.clone())));
-        cols.insert("source_system", strings(rows.iter().map(|r| Some(r.f.source_system.clone()))));
-        cols.insert("owning_team", strings(rows.iter().map(|r| Some(r.f.owning_team.clone()))));
-        cols.insert("agent_id", strings(rows.iter().map(|r| r.f.agent_id.clone())));
+        cols.insert(
+            "source_system",
+            strings(rows.iter().map(|r| Some(r.f.source_system.clone()))),
+        );
+        cols.insert(
+            "owning_team",
+            strings(rows.iter().map(|r| Some(r.f.owning_team.clone()))),
+        );
+        cols.insert(
+            "agent_id",
+            strings(rows.iter().map(|r| r.f.agent_id.clone())),
+        );
         cols.insert(
             "record_score",
-            Arc::new(rows.iter().map(|r| r.record_score).collect::<Float64Array>()),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.record_score)
+                    .collect::<Float64Array>(),
+            ),
         );
-        cols.insert("status", strings(rows.iter().map(|r| Some(r.status.to_string()))));
-        cols.insert("first_seen_run", strings(rows.iter().map(|r| Some(r.first_run.clone()))));
+        cols.insert(
+            "status",
+            strings(rows.iter().map(|r| Some(r.status.to_string()))),
+        );
+        cols.insert(
+            "first_seen_run",
+            strings(rows.iter().map(|r| Some(r.first_run.clone()))),
+        );
         cols.insert(
             "first_seen_at",
             Arc::new(
@@ -468,10 +520,20 @@ pub async fn run_quality(
                     .with_timezone("UTC"),
             ),
         );
-        cols.insert("run_month", strings(rows.iter().map(|_| Some(month.clone()))));
+        cols.insert(
+            "run_month",
+            strings(rows.iter().map(|_| Some(month.clone()))),
+        );
         let batch = shaped(def, n, cols)?;
-        crate::lake::upsert(lake, &write_ctx, def, write_ctx.read_batch(batch)?, false, meta("issues"))
-            .await?;
+        crate::lake::upsert(
+            lake,
+            &write_ctx,
+            def,
+            write_ctx.read_batch(batch)?,
+            false,
+            meta("issues"),
+        )
+        .await?;
     }
     let def = catalog.table("quality_metric")?;
     let ms = &eval.metrics;
@@ -484,18 +546,47 @@ pub async fn run_quality(
     );
     cols.insert(
         "as_of",
-        Arc::new(Date32Array::from(vec![crate::domain::days_since_epoch(opts.as_of); n])),
+        Arc::new(Date32Array::from(vec![
+            crate::domain::days_since_epoch(
+                opts.as_of
+            );
+            n
+        ])),
     );
-    cols.insert("table_name", strings(ms.iter().map(|m| Some(m.table.clone()))));
+    cols.insert(
+        "table_name",
+        strings(ms.iter().map(|m| Some(m.table.clone()))),
+    );
     cols.insert("field", strings(ms.iter().map(|m| Some(m.field.clone()))));
     cols.insert("rule", strings(ms.iter().map(|m| Some(m.rule.clone()))));
-    cols.insert("level", strings(ms.iter().map(|m| m.level.map(|l| format!("{l:?}")))));
-    cols.insert("dimension", strings(ms.iter().map(|m| Some(m.dimension.clone()))));
-    cols.insert("source_system", strings(ms.iter().map(|m| Some(m.source_system.clone()))));
-    cols.insert("owning_team", strings(ms.iter().map(|m| Some(m.owning_team.clone()))));
-    cols.insert("checked", Arc::new(ms.iter().map(|m| Some(m.checked)).collect::<Int64Array>()));
-    cols.insert("passed", Arc::new(ms.iter().map(|m| Some(m.passed)).collect::<Int64Array>()));
-    cols.insert("score", Arc::new(ms.iter().map(|m| Some(m.score)).collect::<Float64Array>()));
+    cols.insert(
+        "level",
+        strings(ms.iter().map(|m| m.level.map(|l| format!("{l:?}")))),
+    );
+    cols.insert(
+        "dimension",
+        strings(ms.iter().map(|m| Some(m.dimension.clone()))),
+    );
+    cols.insert(
+        "source_system",
+        strings(ms.iter().map(|m| Some(m.source_system.clone()))),
+    );
+    cols.insert(
+        "owning_team",
+        strings(ms.iter().map(|m| Some(m.owning_team.clone()))),
+    );
+    cols.insert(
+        "checked",
+        Arc::new(ms.iter().map(|m| Some(m.checked)).collect::<Int64Array>()),
+    );
+    cols.insert(
+        "passed",
+        Arc::new(ms.iter().map(|m| Some(m.passed)).collect::<Int64Array>()),
+    );
+    cols.insert(
+        "score",
+        Arc::new(ms.iter().map(|m| Some(m.score)).collect::<Float64Array>()),
+    );
     cols.insert(
         "sample_rate",
         Arc::new(
@@ -509,8 +600,15 @@ pub async fn run_quality(
     cols.insert("run_month", strings(ms.iter().map(|_| Some(month.clone()))));
     if n > 0 {
         let batch = shaped(def, n, cols)?;
-        crate::lake::upsert(lake, &write_ctx, def, write_ctx.read_batch(batch)?, false, meta("metrics"))
-            .await?;
+        crate::lake::upsert(
+            lake,
+            &write_ctx,
+            def,
+            write_ctx.read_batch(batch)?,
+            false,
+            meta("metrics"),
+        )
+        .await?;
     }
     Ok(summary)
 }

@@ -452,7 +452,10 @@ fn plan(
         dimension: "uniqueness".into(),
         field: def.key.join("+"),
         level: key_level,
-        description: format!("no other {name} record has the key ({})", def.key.join(", ")),
+        description: format!(
+            "no other {name} record has the key ({})",
+            def.key.join(", ")
+        ),
         applies: "true".into(),
         passes: "qd.k IS NULL".into(),
         value: key_shown,
@@ -507,6 +510,58 @@ fn plan(
                 ),
                 passes: format!("{} = {}", norm(&format!("t.{field}")), norm(&format!("qg.{field}"))),
                 value: b.shown(f, &format!("t.{field}")),
+                team: None,
+            });
+        }
+    }
+    // Agreement with an authoritative reference.
+    for (i, a) in q.accuracy.iter().filter(|a| a.table == *name).enumerate() {
+        let reference = catalog.table(&a.reference).map_err(|_| {
+            QualityError::Invalid(format!(
+                "quality.accuracy: there is no reference table {:?}",
+                a.reference
+            ))
+        })?;
+        let missing = |t: &TableDef, f: &str| {
+            QualityError::Invalid(format!(
+                "quality.accuracy ({} against {}): {f:?} is not a field of {}",
+                a.table, a.reference, t.name
+            ))
+        };
+        def.field(&a.key).ok_or_else(|| missing(def, &a.key))?;
+        reference
+            .field(&a.reference_key)
+            .ok_or_else(|| missing(reference, &a.reference_key))?;
+        let alias = format!("qa{i}");
+        joins.push(format!(
+            "LEFT JOIN {} {alias} ON {alias}.{} = t.{}",
+            a.reference, a.reference_key, a.key
+        ));
+        for (field, theirs) in &a.fields {
+            let f = def.field(field).ok_or_else(|| missing(def, field))?;
+            let r = reference
+                .field(theirs)
+                .ok_or_else(|| missing(reference, theirs))?;
+            let norm = |c: &str| format!("lower(trim(CAST({c} AS VARCHAR)))");
+            let ours = format!("t.{field}");
+            let ref_col = format!("{alias}.{theirs}");
+            checks.push(Check {
+                rule: "accurate".into(),
+                dimension: "accuracy".into(),
+                field: field.clone(),
+                level: f.level,
+                description: format!(
+                    "{field} agrees with {theirs} of {} (matched on {})",
+                    a.reference, a.key
+                ),
+                applies: format!(
+                    "{alias}.{} IS NOT NULL AND {} AND {}",
+                    a.reference_key,
+                    filled(f, &ours),
+                    filled(r, &ref_col)
+                ),
+                passes: format!("{} = {}", norm(&ours), norm(&ref_col)),
+                value: b.shown(f, &ours),
                 team: None,
             });
         }

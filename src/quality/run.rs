@@ -167,10 +167,7 @@ pub async fn evaluate(
                     t.checked += 1;
                     t.passed += i64::from(ok);
                     failed |= !ok;
-                    let team = ts[n]
-                        .as_ref()
-                        .and_then(|a| opt(a, r))
-                        .unwrap_or(team);
+                    let team = ts[n].as_ref().and_then(|a| opt(a, r)).unwrap_or(team);
                     let m = tallies
                         .entry((
                             plan.table.clone(),
@@ -193,10 +190,7 @@ pub async fn evaluate(
                     if cs[n].is_null(r) || cs[n].value(r) {
                         continue;
                     }
-                    let team = ts[n]
-                        .as_ref()
-                        .and_then(|a| opt(a, r))
-                        .unwrap_or(team);
+                    let team = ts[n].as_ref().and_then(|a| opt(a, r)).unwrap_or(team);
                     eval.failures.push(Failure {
                         table: plan.table.clone(),
                         record_key: opt(&keys, r).unwrap_or_default().to_string(),
@@ -249,7 +243,11 @@ fn overall(weights: &BTreeMap<String, f64>, metrics: &[Metric]) -> Vec<Metric> {
     let all = "*".to_string();
     for m in metrics {
         for g in [
-            (m.table.clone(), m.source_system.clone(), m.owning_team.clone()),
+            (
+                m.table.clone(),
+                m.source_system.clone(),
+                m.owning_team.clone(),
+            ),
             (m.table.clone(), all.clone(), all.clone()),
             (all.clone(), m.source_system.clone(), all.clone()),
             (all.clone(), all.clone(), m.owning_team.clone()),
@@ -321,9 +319,8 @@ async fn quarantined(
             text(b, "raw")?,
         );
         let lines = datafusion::arrow::compute::cast(
-            b.column_by_name("line").ok_or_else(|| {
-                QualityError::Rule("quarantine".into(), "no line column".into())
-            })?,
+            b.column_by_name("line")
+                .ok_or_else(|| QualityError::Rule("quarantine".into(), "no line column".into()))?,
             &DataType::Utf8,
         )?;
         let lines = lines.as_string::<i32>();

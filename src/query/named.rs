@@ -370,7 +370,7 @@ mod tests {
     #[test]
     fn shipped_queries_parse_and_bind() {
         let qs = embedded().unwrap();
-        assert_eq!(qs.len(), 12);
+        assert_eq!(qs.len(), 14);
         let q = qs.iter().find(|q| q.name == "customer_lookup").unwrap();
         assert_eq!(q.params.len(), 2);
         assert!(q.sql.starts_with("SELECT"));

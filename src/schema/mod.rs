@@ -102,6 +102,10 @@ const TABLE_FILES: &[(&str, &str)] = &[
     ),
     ("agent.toml", include_str!("../../schemas/agent.toml")),
     (
+        "business_registry.toml",
+        include_str!("../../schemas/business_registry.toml"),
+    ),
+    (
         "lifecycle_event.toml",
         include_str!("../../schemas/lifecycle_event.toml"),
     ),
@@ -135,6 +139,10 @@ const SOURCE_FILES: &[(&str, &str)] = &[
     (
         "finance.toml",
         include_str!("../../schemas/sources/finance.toml"),
+    ),
+    (
+        "registry.toml",
+        include_str!("../../schemas/sources/registry.toml"),
     ),
 ];
 
@@ -322,6 +330,7 @@ mod tests {
             ("ingest_batch", vec!["batch_id"]),
             ("quarantine", vec!["batch_id", "line"]),
             ("agent", vec!["agent_id"]),
+            ("business_registry", vec!["uscc"]),
             ("customer_score", vec!["customer_id", "as_of"]),
             ("list_run", vec!["run_id"]),
             ("list_line", vec!["run_id", "line"]),
@@ -330,7 +339,7 @@ mod tests {
         ] {
             assert_eq!(c.table(name).unwrap().key, key, "{name}");
         }
-        assert_eq!(c.tables.len(), 21);
+        assert_eq!(c.tables.len(), 22);
         for t in &c.tables {
             assert!(!t.arrow_schema().fields().is_empty());
         }

@@ -10,7 +10,7 @@ fn the_same_seed_gives_byte_identical_files() {
     let tb = tree(&db);
     assert_eq!(
         ta.len(),
-        11,
+        12,
         "{:?}",
         ta.iter().map(|t| &t.0).collect::<Vec<_>>()
     );

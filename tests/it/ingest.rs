@@ -425,7 +425,7 @@ fn every_source_format_loads_and_a_killed_load_completes_on_rerun() {
     assert_eq!(systems, vec!["claims", "core", "finance", "telesales"]);
     let parts: Vec<i64> = want[0].split(' ').map(|x| x.parse().unwrap()).collect();
     assert!(parts.iter().all(|n| *n > 0), "{want:?}");
-    assert_eq!(parts[7], 10, "one batch per file");
+    assert_eq!(parts[7], 11, "one batch per file");
     // Every row read is either loaded or quarantined.
     assert_eq!(
         count(

@@ -60,30 +60,117 @@ fn fixture(catalog: &Catalog) -> SessionContext {
         catalog,
         "source_customer",
         &[
-            "source_system", "source_id", "customer_type", "name", "gender", "birth_date",
-            "id_type", "id_number", "uscc", "phone", "email", "owning_team", "agent_id",
-            "updated_at", "ingested_at",
+            "source_system",
+            "source_id",
+            "customer_type",
+            "name",
+            "gender",
+            "birth_date",
+            "id_type",
+            "id_number",
+            "uscc",
+            "phone",
+            "email",
+            "owning_team",
+            "agent_id",
+            "updated_at",
+            "ingested_at",
+            "legal_rep",
         ],
         &[
             // R1: everything right; timely (landed 2 days after the change).
-            &[Some("core"), Some("C1"), Some("individual"), Some("张三"), Some("M"),
-              Some("1980-01-01"), Some("resident_id"), Some("11010519491231002X"), None,
-              Some("+8613812345678"), None, Some("T1"), Some("A1"),
-              Some("2026-06-01T00:00:00Z"), Some("2026-06-03T00:00:00Z")],
+            &[
+                Some("core"),
+                Some("C1"),
+                Some("individual"),
+                Some("张三"),
+                Some("M"),
+                Some("1980-01-01"),
+                Some("resident_id"),
+                Some("11010519491231002X"),
+                None,
+                Some("+8613812345678"),
+                None,
+                Some("T1"),
+                Some("A1"),
+                Some("2026-06-01T00:00:00Z"),
+                Some("2026-06-03T00:00:00Z"),
+                None,
+            ],
             // R2: the same person in telesales: no birth date, a wrong check
             // digit, another phone than the golden one, landed 9 days late.
-            &[Some("telesales"), Some("L1"), Some("individual"), Some("张三"), Some("M"),
-              None, Some("resident_id"), Some("110105194912310021"), None,
-              Some("+8613900000000"), None, Some("T1"), Some("A2"),
-              Some("2026-06-01T00:00:00Z"), Some("2026-06-10T00:00:00Z")],
-            // R3: a company with a gender code that is none and a bad e-mail.
-            &[Some("core"), Some("C2"), Some("corporate"), Some("星辰科技有限公司"), Some("X"),
-              None, None, None, Some("91350100M000100Y43"), None, Some("not-an-email"),
-              Some("T2"), None, Some("2026-05-01T00:00:00Z"), Some("2026-05-01T00:00:00Z")],
+            &[
+                Some("telesales"),
+                Some("L1"),
+                Some("individual"),
+                Some("张三"),
+                Some("M"),
+                None,
+                Some("resident_id"),
+                Some("110105194912310021"),
+                None,
+                Some("+8613900000000"),
+                None,
+                Some("T1"),
+                Some("A2"),
+                Some("2026-06-01T00:00:00Z"),
+                Some("2026-06-10T00:00:00Z"),
+                None,
+            ],
+            // R3: a company with a gender code that is none, a bad e-mail,
+            // and a legal representative the business registry does not know.
+            &[
+                Some("core"),
+                Some("C2"),
+                Some("corporate"),
+                Some("星辰科技有限公司"),
+                Some("X"),
+                None,
+                None,
+                None,
+                Some("91350100M000100Y43"),
+                None,
+                Some("not-an-email"),
+                Some("T2"),
+                None,
+                Some("2026-05-01T00:00:00Z"),
+                Some("2026-05-01T00:00:00Z"),
+                Some("赵六"),
+            ],
             // R4: a person with only a name; no team; no updated_at.
-            &[Some("core"), Some("C3"), Some("individual"), Some("李四"), None, None, None,
-              None, None, None, None, None, None, None, Some("2026-05-01T00:00:00Z")],
+            &[
+                Some("core"),
+                Some("C3"),
+                Some("individual"),
+                Some("李四"),
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some("2026-05-01T00:00:00Z"),
+                None,
+            ],
         ],
+    );
+    // The registry knows R3's company under its name, with another legal
+    // representative; its address is not compared (R3 has none).
+    table(
+        &ctx,
+        catalog,
+        "business_registry",
+        &["uscc", "registered_name", "legal_rep", "address"],
+        &[&[
+            Some("91350100M000100Y43"),
+            Some("星辰科技有限公司"),
+            Some("王五"),
+            Some("福建省|福州市|鼓楼区|五四路1号"),
+        ]],
     );
     table(
         &ctx,
@@ -97,22 +184,63 @@ fn fixture(catalog: &Catalog) -> SessionContext {
             &[Some("core"), Some("C3"), Some("CU3")],
         ],
     );
-    let golden = ["customer_id", "customer_type", "name", "phone", "owning_team", "status", "created_at", "updated_at"];
+    let golden = [
+        "customer_id",
+        "customer_type",
+        "name",
+        "phone",
+        "owning_team",
+        "status",
+        "created_at",
+        "updated_at",
+    ];
     table(
         &ctx,
         catalog,
         "customer",
         &golden,
         &[
-            &[Some("CU1"), Some("individual"), Some("张三"), Some("+8613812345678"), Some("T1"),
-              Some("active"), Some("2026-06-03T00:00:00Z"), Some("2026-06-10T00:00:00Z")],
-            &[Some("CU2"), Some("corporate"), Some("星辰科技有限公司"), None, Some("T2"),
-              Some("active"), Some("2026-05-01T00:00:00Z"), Some("2026-05-01T00:00:00Z")],
-            &[Some("CU3"), Some("individual"), Some("李四"), None, None, Some("active"),
-              Some("2026-05-01T00:00:00Z"), Some("2026-05-01T00:00:00Z")],
+            &[
+                Some("CU1"),
+                Some("individual"),
+                Some("张三"),
+                Some("+8613812345678"),
+                Some("T1"),
+                Some("active"),
+                Some("2026-06-03T00:00:00Z"),
+                Some("2026-06-10T00:00:00Z"),
+            ],
+            &[
+                Some("CU2"),
+                Some("corporate"),
+                Some("星辰科技有限公司"),
+                None,
+                Some("T2"),
+                Some("active"),
+                Some("2026-05-01T00:00:00Z"),
+                Some("2026-05-01T00:00:00Z"),
+            ],
+            &[
+                Some("CU3"),
+                Some("individual"),
+                Some("李四"),
+                None,
+                None,
+                Some("active"),
+                Some("2026-05-01T00:00:00Z"),
+                Some("2026-05-01T00:00:00Z"),
+            ],
             // Retired: not checked.
-            &[Some("CU9"), Some("individual"), None, None, Some("T1"), Some("retired"),
-              Some("2026-05-01T00:00:00Z"), Some("2026-05-01T00:00:00Z")],
+            &[
+                Some("CU9"),
+                Some("individual"),
+                None,
+                None,
+                Some("T1"),
+                Some("retired"),
+                Some("2026-05-01T00:00:00Z"),
+                Some("2026-05-01T00:00:00Z"),
+            ],
         ],
     );
     // An open group of CU2 (first member core:C2) and CU3; a rejected one.
@@ -135,9 +263,24 @@ fn fixture(catalog: &Catalog) -> SessionContext {
         "ingest_batch",
         &["batch_id", "source_system", "table_name", "started_at"],
         &[
-            &[Some("B1"), Some("core"), Some("source_customer"), Some("2026-04-01T00:00:00Z")],
-            &[Some("B2"), Some("telesales"), Some("source_customer"), Some("2026-05-15T00:00:00Z")],
-            &[Some("B3"), Some("core"), Some("source_customer"), Some("2026-06-02T00:00:00Z")],
+            &[
+                Some("B1"),
+                Some("core"),
+                Some("source_customer"),
+                Some("2026-04-01T00:00:00Z"),
+            ],
+            &[
+                Some("B2"),
+                Some("telesales"),
+                Some("source_customer"),
+                Some("2026-05-15T00:00:00Z"),
+            ],
+            &[
+                Some("B3"),
+                Some("core"),
+                Some("source_customer"),
+                Some("2026-06-02T00:00:00Z"),
+            ],
         ],
     );
     // A core row ingest rejected: a bad phone and no name, team T2.
@@ -145,31 +288,80 @@ fn fixture(catalog: &Catalog) -> SessionContext {
         &ctx,
         catalog,
         "quarantine",
-        &["batch_id", "line", "source_system", "entity", "table_name", "reasons", "raw"],
-        &[&[Some("B1"), Some("5"), Some("core"), Some("customer"), Some("source_customer"),
+        &[
+            "batch_id",
+            "line",
+            "source_system",
+            "entity",
+            "table_name",
+            "reasons",
+            "raw",
+        ],
+        &[&[
+            Some("B1"),
+            Some("5"),
+            Some("core"),
+            Some("customer"),
+            Some("source_customer"),
             Some("INVALID_PHONE:phone; MISSING_REQUIRED:name"),
-            Some(r#"{"归属团队": "T2", "手机": "12345"}"#)]],
+            Some(r#"{"归属团队": "T2", "手机": "12345"}"#),
+        ]],
     );
     table(
         &ctx,
         catalog,
         "policy",
         &[
-            "policy_no", "source_system", "source_customer_id", "product_line", "product_code",
-            "status", "effective_date", "expiry_date", "premium", "owning_team",
+            "policy_no",
+            "source_system",
+            "source_customer_id",
+            "product_line",
+            "product_code",
+            "status",
+            "effective_date",
+            "expiry_date",
+            "premium",
+            "owning_team",
         ],
         &[
             // P1 expires before it takes effect; P2 has a negative premium.
-            &[Some("P1"), Some("core"), Some("C1"), Some("motor"), Some("M1"), Some("active"),
-              Some("2026-01-01"), Some("2025-12-31"), Some("100.00"), Some("T1")],
-            &[Some("P2"), Some("core"), Some("C2"), Some("motor"), Some("M1"), Some("active"),
-              Some("2026-01-01"), Some("2026-12-31"), Some("-5.00"), Some("T2")],
+            &[
+                Some("P1"),
+                Some("core"),
+                Some("C1"),
+                Some("motor"),
+                Some("M1"),
+                Some("active"),
+                Some("2026-01-01"),
+                Some("2025-12-31"),
+                Some("100.00"),
+                Some("T1"),
+            ],
+            &[
+                Some("P2"),
+                Some("core"),
+                Some("C2"),
+                Some("motor"),
+                Some("M1"),
+                Some("active"),
+                Some("2026-01-01"),
+                Some("2026-12-31"),
+                Some("-5.00"),
+                Some("T2"),
+            ],
         ],
     );
     ctx
 }
 
-fn find<'a>(ms: &'a [Metric], table: &str, rule: &str, field: &str, source: &str, team: &str) -> Option<&'a Metric> {
+fn find<'a>(
+    ms: &'a [Metric],
+    table: &str,
+    rule: &str,
+    field: &str,
+    source: &str,
+    team: &str,
+) -> Option<&'a Metric> {
     ms.iter().find(|m| {
         m.table == table
             && m.rule == rule
@@ -180,7 +372,14 @@ fn find<'a>(ms: &'a [Metric], table: &str, rule: &str, field: &str, source: &str
 }
 
 #[track_caller]
-fn counts(ms: &[Metric], table: &str, rule: &str, field: &str, source: &str, team: &str) -> (i64, i64) {
+fn counts(
+    ms: &[Metric],
+    table: &str,
+    rule: &str,
+    field: &str,
+    source: &str,
+    team: &str,
+) -> (i64, i64) {
     let m = find(ms, table, rule, field, source, team)
         .unwrap_or_else(|| panic!("no metric {table} {rule} {field} {source} {team}"));
     (m.passed, m.checked)
@@ -236,16 +435,28 @@ fn every_dimension_scores_as_worked_out_by_hand() {
     let sc = "source_customer";
     // Completeness: required per customer type (R3 is a company: no birth
     // date needed); the quarantined row's missing name counts.
-    assert_eq!(counts(ms, sc, "complete", "birth_date", "core", "T1"), (1, 1));
-    assert_eq!(counts(ms, sc, "complete", "birth_date", "telesales", "T1"), (0, 1));
-    assert_eq!(counts(ms, sc, "complete", "birth_date", "core", "unassigned"), (0, 1));
+    assert_eq!(
+        counts(ms, sc, "complete", "birth_date", "core", "T1"),
+        (1, 1)
+    );
+    assert_eq!(
+        counts(ms, sc, "complete", "birth_date", "telesales", "T1"),
+        (0, 1)
+    );
+    assert_eq!(
+        counts(ms, sc, "complete", "birth_date", "core", "unassigned"),
+        (0, 1)
+    );
     assert!(find(ms, sc, "complete", "birth_date", "core", "T2").is_none());
     assert_eq!(counts(ms, sc, "complete", "name", "core", "T2"), (1, 2));
     assert_eq!(counts(ms, sc, "complete", "uscc", "core", "T2"), (1, 1));
     // Validity: check digits, code sets, validators; empty values are not
     // counted; the quarantined phone counts against its source and team.
     assert_eq!(counts(ms, sc, "valid", "id_number", "core", "T1"), (1, 1));
-    assert_eq!(counts(ms, sc, "valid", "id_number", "telesales", "T1"), (0, 1));
+    assert_eq!(
+        counts(ms, sc, "valid", "id_number", "telesales", "T1"),
+        (0, 1)
+    );
     assert_eq!(counts(ms, sc, "valid", "gender", "core", "T2"), (0, 1));
     assert_eq!(counts(ms, sc, "valid", "email", "core", "T2"), (0, 1));
     assert_eq!(counts(ms, sc, "valid", "uscc", "core", "T2"), (1, 1));
@@ -254,25 +465,94 @@ fn every_dimension_scores_as_worked_out_by_hand() {
     assert!(find(ms, sc, "valid", "phone", "core", "unassigned").is_none());
     // Uniqueness: keys; the later member of an open suspect group (CU3),
     // not the first (CU2), nor a rejected group's.
-    assert_eq!(counts(ms, sc, "unique_key", "source_system+source_id", "core", "T1"), (1, 1));
-    assert_eq!(counts(ms, "customer", "unique_customer", "customer_id", "golden", "T1"), (1, 1));
-    assert_eq!(counts(ms, "customer", "unique_customer", "customer_id", "golden", "T2"), (1, 1));
-    assert_eq!(counts(ms, "customer", "unique_customer", "customer_id", "golden", "unassigned"), (0, 1));
+    assert_eq!(
+        counts(
+            ms,
+            sc,
+            "unique_key",
+            "source_system+source_id",
+            "core",
+            "T1"
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        counts(
+            ms,
+            "customer",
+            "unique_customer",
+            "customer_id",
+            "golden",
+            "T1"
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        counts(
+            ms,
+            "customer",
+            "unique_customer",
+            "customer_id",
+            "golden",
+            "T2"
+        ),
+        (1, 1)
+    );
+    assert_eq!(
+        counts(
+            ms,
+            "customer",
+            "unique_customer",
+            "customer_id",
+            "golden",
+            "unassigned"
+        ),
+        (0, 1)
+    );
     // Consistency: only customers with several source records (CU1).
     assert_eq!(counts(ms, sc, "consistent", "phone", "core", "T1"), (1, 1));
-    assert_eq!(counts(ms, sc, "consistent", "phone", "telesales", "T1"), (0, 1));
-    assert_eq!(counts(ms, sc, "consistent", "name", "telesales", "T1"), (1, 1));
+    assert_eq!(
+        counts(ms, sc, "consistent", "phone", "telesales", "T1"),
+        (0, 1)
+    );
+    assert_eq!(
+        counts(ms, sc, "consistent", "name", "telesales", "T1"),
+        (1, 1)
+    );
     assert!(find(ms, sc, "consistent", "name", "core", "T2").is_none());
+    // Accuracy: against the business registry, where both are filled.
+    assert_eq!(counts(ms, sc, "accurate", "name", "core", "T2"), (1, 1));
+    assert_eq!(
+        counts(ms, sc, "accurate", "legal_rep", "core", "T2"),
+        (0, 1)
+    );
+    assert!(find(ms, sc, "accurate", "address", "core", "T2").is_none());
+    assert!(find(ms, sc, "accurate", "name", "core", "T1").is_none());
     // Timeliness: T+3 from updated_at; R4 has none; policy has no load.
     assert_eq!(counts(ms, sc, "timely", "updated_at", "core", "T1"), (1, 1));
-    assert_eq!(counts(ms, sc, "timely", "updated_at", "telesales", "T1"), (0, 1));
+    assert_eq!(
+        counts(ms, sc, "timely", "updated_at", "telesales", "T1"),
+        (0, 1)
+    );
     assert_eq!(counts(ms, sc, "timely", "updated_at", "core", "T2"), (1, 1));
     assert!(find(ms, sc, "timely", "updated_at", "core", "unassigned").is_none());
-    assert!(ms.iter().all(|m| !(m.table == "policy" && m.rule == "timely")));
+    assert!(
+        ms.iter()
+            .all(|m| !(m.table == "policy" && m.rule == "timely"))
+    );
     // A rule of sql/quality/ and a generated one on the same table.
-    assert_eq!(counts(ms, "policy", "policy_term", "expiry_date", "core", "T1"), (0, 1));
-    assert_eq!(counts(ms, "policy", "policy_term", "expiry_date", "core", "T2"), (1, 1));
-    assert_eq!(counts(ms, "policy", "valid", "premium", "core", "T2"), (0, 1));
+    assert_eq!(
+        counts(ms, "policy", "policy_term", "expiry_date", "core", "T1"),
+        (0, 1)
+    );
+    assert_eq!(
+        counts(ms, "policy", "policy_term", "expiry_date", "core", "T2"),
+        (1, 1)
+    );
+    assert_eq!(
+        counts(ms, "policy", "valid", "premium", "core", "T2"),
+        (0, 1)
+    );
     for m in ms.iter().filter(|m| m.rule != "overall") {
         close(m.score, m.passed as f64 / m.checked as f64 * 100.0);
     }
@@ -281,11 +561,19 @@ fn every_dimension_scores_as_worked_out_by_hand() {
     // telesales T1 is R2 alone: completeness 7/8, validity 6/7,
     // consistency 1/2, uniqueness 1/1, timeliness 0/1.
     let r2 = (30.0 * 87.5 + 25.0 * 600.0 / 7.0 + 15.0 * 50.0 + 10.0 * 100.0) / 90.0;
-    close(find(ms, sc, "overall", "*", "telesales", "T1").unwrap().score, r2);
+    close(
+        find(ms, sc, "overall", "*", "telesales", "T1")
+            .unwrap()
+            .score,
+        r2,
+    );
     // core T2 is R3 and the quarantined row: completeness 4/5, validity
-    // 4/7, uniqueness 1/1, timeliness 1/1.
-    let t2 = (30.0 * 80.0 + 25.0 * 400.0 / 7.0 + 10.0 * 100.0 + 10.0 * 100.0) / 75.0;
-    close(find(ms, sc, "overall", "*", "core", "T2").unwrap().score, t2);
+    // 5/8, accuracy 1/2, uniqueness 1/1, timeliness 1/1.
+    let t2 = (30.0 * 80.0 + 25.0 * 62.5 + 10.0 * 50.0 + 10.0 * 100.0 + 10.0 * 100.0) / 85.0;
+    close(
+        find(ms, sc, "overall", "*", "core", "T2").unwrap().score,
+        t2,
+    );
     assert!(find(ms, "*", "overall", "*", "*", "T1").is_some());
     assert!(find(ms, "*", "overall", "*", "*", "*").is_some());
 
@@ -297,35 +585,83 @@ fn every_dimension_scores_as_worked_out_by_hand() {
         .map(|f| {
             (
                 (f.record_key.clone(), f.field.clone(), f.rule.clone()),
-                (f.value.clone(), f.owning_team.clone(), format!("{:.6}", f.record_score)),
+                (
+                    f.value.clone(),
+                    f.owning_team.clone(),
+                    format!("{:.6}", f.record_score),
+                ),
             )
         })
         .collect();
-    let r3 = (30.0 * 100.0 + 25.0 * 400.0 / 6.0 + 10.0 * 100.0 + 10.0 * 100.0) / 75.0;
+    // R3: completeness 4/4, validity 5/7, accuracy 1/2, uniqueness,
+    // timeliness 1/1.
+    let r3 = (30.0 * 100.0 + 25.0 * 500.0 / 7.0 + 10.0 * 50.0 + 10.0 * 100.0 + 10.0 * 100.0) / 85.0;
     let r4 = (30.0 * 37.5 + 25.0 * 100.0 + 10.0 * 100.0) / 65.0;
     let cu3 = (30.0 * 100.0 + 25.0 * 100.0 + 10.0 * 50.0) / 65.0;
     let p = (30.0 * 100.0 + 25.0 * 500.0 / 6.0 + 10.0 * 100.0) / 65.0;
     let s = |v: Option<&str>, team: &str, score: f64| {
-        (v.map(str::to_string), team.to_string(), format!("{score:.6}"))
+        (
+            v.map(str::to_string),
+            team.to_string(),
+            format!("{score:.6}"),
+        )
     };
     let k = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
     let want = BTreeMap::from([
-        (k("telesales|L1", "birth_date", "complete"), s(None, "T1", r2)),
-        (k("telesales|L1", "id_number", "valid"), s(Some("110***********0021"), "T1", r2)),
-        (k("telesales|L1", "phone", "consistent"), s(Some("+86*******0000"), "T1", r2)),
+        (
+            k("telesales|L1", "birth_date", "complete"),
+            s(None, "T1", r2),
+        ),
+        (
+            k("telesales|L1", "id_number", "valid"),
+            s(Some("110***********0021"), "T1", r2),
+        ),
+        (
+            k("telesales|L1", "phone", "consistent"),
+            s(Some("+86*******0000"), "T1", r2),
+        ),
         (
             k("telesales|L1", "updated_at", "timely"),
-            s(Some("2026-06-01T00:00:00Z landed 2026-06-10T00:00:00Z"), "T1", r2),
+            s(
+                Some("2026-06-01T00:00:00Z landed 2026-06-10T00:00:00Z"),
+                "T1",
+                r2,
+            ),
         ),
         (k("core|C2", "gender", "valid"), s(Some("X"), "T2", r3)),
-        (k("core|C2", "email", "valid"), s(Some("not-an-email"), "T2", r3)),
-        (k("core|C3", "gender", "complete"), s(None, "unassigned", r4)),
-        (k("core|C3", "birth_date", "complete"), s(None, "unassigned", r4)),
-        (k("core|C3", "id_type", "complete"), s(None, "unassigned", r4)),
-        (k("core|C3", "id_number", "complete"), s(None, "unassigned", r4)),
+        (
+            k("core|C2", "email", "valid"),
+            s(Some("not-an-email"), "T2", r3),
+        ),
+        (
+            k("core|C2", "legal_rep", "accurate"),
+            s(Some("赵六"), "T2", r3),
+        ),
+        (
+            k("core|C3", "gender", "complete"),
+            s(None, "unassigned", r4),
+        ),
+        (
+            k("core|C3", "birth_date", "complete"),
+            s(None, "unassigned", r4),
+        ),
+        (
+            k("core|C3", "id_type", "complete"),
+            s(None, "unassigned", r4),
+        ),
+        (
+            k("core|C3", "id_number", "complete"),
+            s(None, "unassigned", r4),
+        ),
         (k("core|C3", "phone", "complete"), s(None, "unassigned", r4)),
-        (k("CU3", "customer_id", "unique_customer"), s(Some("CU3"), "unassigned", cu3)),
-        (k("P1", "expiry_date", "policy_term"), s(Some("2025-12-31"), "T1", p)),
+        (
+            k("CU3", "customer_id", "unique_customer"),
+            s(Some("CU3"), "unassigned", cu3),
+        ),
+        (
+            k("P1", "expiry_date", "policy_term"),
+            s(Some("2025-12-31"), "T1", p),
+        ),
         (k("P2", "premium", "valid"), s(Some("-5.00"), "T2", p)),
     ]);
     assert_eq!(got, want);
@@ -340,7 +676,17 @@ fn a_fixed_record_leaves_the_open_work_orders_and_levels_run_when_due() {
     let s = sample(d, 300, 11);
     ok(d, &["ingest", "--from", s.to_str().unwrap()]);
     ok(d, &["resolve"]);
-    let first = ok(d, &["quality", "run", "--full", "--as-of", "2026-06-30", "--json"]);
+    let first = ok(
+        d,
+        &[
+            "quality",
+            "run",
+            "--full",
+            "--as-of",
+            "2026-06-30",
+            "--json",
+        ],
+    );
     let first: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert!(first["open"].as_u64().unwrap() > 0, "{first}");
     assert_eq!(first["new"], first["open"]);
@@ -365,7 +711,10 @@ fn a_fixed_record_leaves_the_open_work_orders_and_levels_run_when_due() {
     let mut lines = csv.lines();
     let header = lines.next().unwrap();
     let cols: Vec<&str> = header.split(',').collect();
-    let phone_col = cols.iter().position(|c| *c == "联系电话").expect("phone column");
+    let phone_col = cols
+        .iter()
+        .position(|c| *c == "联系电话")
+        .expect("phone column");
     let row = lines
         .find(|l| l.split(',').next() == Some(source_id.as_str()))
         .expect("the record's row");
@@ -375,10 +724,27 @@ fn a_fixed_record_leaves_the_open_work_orders_and_levels_run_when_due() {
     std::fs::write(&fixed, gbk(&format!("{header}\n{}\n", cells.join(",")))).unwrap();
     ok(
         d,
-        &["ingest", "--source", "core", "--entity", "customer", fixed.to_str().unwrap()],
+        &[
+            "ingest",
+            "--source",
+            "core",
+            "--entity",
+            "customer",
+            fixed.to_str().unwrap(),
+        ],
     );
 
-    let second = ok(d, &["quality", "run", "--full", "--as-of", "2026-06-30", "--json"]);
+    let second = ok(
+        d,
+        &[
+            "quality",
+            "run",
+            "--full",
+            "--as-of",
+            "2026-06-30",
+            "--json",
+        ],
+    );
     let second: serde_json::Value = serde_json::from_str(&second).unwrap();
     assert!(second["fixed"].as_u64().unwrap() >= 1, "{second}");
     assert_eq!(second["new"], 0, "{second}");
@@ -392,7 +758,10 @@ fn a_fixed_record_leaves_the_open_work_orders_and_levels_run_when_due() {
     );
     assert_eq!(
         rows,
-        vec![format!("{run1},open,{run1}"), format!("{run2},fixed,{run1}")]
+        vec![
+            format!("{run1},open,{run1}"),
+            format!("{run2},fixed,{run1}")
+        ]
     );
     // Still-failing ones keep the run that first found them.
     let carried = query(
@@ -401,7 +770,10 @@ fn a_fixed_record_leaves_the_open_work_orders_and_levels_run_when_due() {
             "SELECT count(*) FROM quality_issue WHERE run_id = '{run2}' AND status = 'open' AND first_seen_run = '{run1}'"
         ),
     );
-    assert_eq!(carried[0].parse::<u64>().unwrap(), second["open"].as_u64().unwrap());
+    assert_eq!(
+        carried[0].parse::<u64>().unwrap(),
+        second["open"].as_u64().unwrap()
+    );
 
     // Scheduled runs: every level is due once in its period; the first
     // run checked them all on 2026-06-30, so a run that day has nothing
@@ -409,7 +781,18 @@ fn a_fixed_record_leaves_the_open_work_orders_and_levels_run_when_due() {
     let again = ok(d, &["quality", "run", "--as-of", "2026-06-30", "--json"]);
     let again: serde_json::Value = serde_json::from_str(&again).unwrap();
     assert_eq!(again["levels"], serde_json::json!({}), "{again}");
-    let next = ok(d, &["quality", "run", "--as-of", "2026-07-01", "--seed", "42", "--json"]);
+    let next = ok(
+        d,
+        &[
+            "quality",
+            "run",
+            "--as-of",
+            "2026-07-01",
+            "--seed",
+            "42",
+            "--json",
+        ],
+    );
     let next: serde_json::Value = serde_json::from_str(&next).unwrap();
     // 1 July: a new day (L4), month (L2) and quarter (L1), the same ISO
     // week as 30 June (L3 not due).

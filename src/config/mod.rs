@@ -473,7 +473,7 @@ impl Config {
             }
         }
         for (d, w) in &q.weights {
-            if !crate::config::DIMENSIONS.contains(&d.as_str()) || !(*w >= 0.0) {
+            if !crate::config::DIMENSIONS.contains(&d.as_str()) || w.is_nan() || *w < 0.0 {
                 return Err(ConfigError::Invalid(format!(
                     "quality.weights.{d}: dimensions are {} with weights of 0 or more",
                     crate::config::DIMENSIONS.join(", ")

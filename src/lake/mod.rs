@@ -426,9 +426,19 @@ impl Lake {
         def: &TableDef,
         tier: Tier,
     ) -> Result<DeltaTable, LakeError> {
+        let mut replace = false;
         if let Some(t) = self.open_in(def, tier).await? {
-            check_schema(def, &t)?;
-            return Ok(t);
+            match check_schema(def, &t) {
+                Ok(()) => return Ok(t),
+                // A table an older declaration made and nothing has written
+                // yet takes the current one (one commit, nothing lost);
+                // one holding rows keeps its error.
+                Err(e) if t.snapshot().is_ok_and(|s| s.log_data().num_files() == 0) => {
+                    tracing::info!(table = %def.name, error = %e, "empty table re-created with its current declaration");
+                    replace = true;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let url = self.table_url_in(&def.name, tier)?;
         if url.scheme() == "file"
@@ -444,12 +454,17 @@ impl Lake {
             .build()
             .map_err(|source| delta_err(&def.name, source))?;
         let columns = delta_columns(def)?;
+        let mode = if replace {
+            deltalake::protocol::SaveMode::Overwrite
+        } else {
+            deltalake::protocol::SaveMode::Ignore
+        };
         let mut create = table
             .create()
             .with_table_name(&def.name)
             .with_comment(&def.description)
             .with_columns(columns)
-            .with_save_mode(deltalake::protocol::SaveMode::Ignore);
+            .with_save_mode(mode);
         if let Some(p) = &def.partition {
             create = create.with_partition_columns([p.column.clone()]);
         }

@@ -322,6 +322,11 @@ pub async fn run_quality(
     let seed = opts
         .seed
         .unwrap_or_else(|| (udf::sample(&run_id, 0) * (1u64 << 53) as f64) as i64);
+    // Tables an older release declared differently, still empty, take
+    // their current declaration before anything reads them.
+    for name in ["quality_metric", "quality_issue"] {
+        lake.open_or_create(catalog.table(name)?).await?;
+    }
     let ctx = context(config, lake, catalog, masks, opts.as_of).await?;
     let scope = scope(config, &ctx, opts, seed).await?;
     let plans = rules::plans(config, catalog)?;

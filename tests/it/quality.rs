@@ -385,6 +385,9 @@ fn counts(
     (m.passed, m.checked)
 }
 
+/// (record key, field, rule) of a failure.
+type Triple = (String, String, String);
+
 #[track_caller]
 fn close(got: f64, want: f64) {
     assert!((got - want).abs() < 1e-9, "got {got}, want {want}");
@@ -579,7 +582,7 @@ fn every_dimension_scores_as_worked_out_by_hand() {
 
     // Failing record fields, with the record's score and the value as a
     // steward sees it (an L4 id number masked, an L3 e-mail in clear).
-    let got: BTreeMap<(String, String, String), (Option<String>, String, String)> = eval
+    let got: BTreeMap<Triple, (Option<String>, String, String)> = eval
         .failures
         .iter()
         .map(|f| {

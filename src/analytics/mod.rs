@@ -12,7 +12,6 @@ pub mod lists;
 pub mod score;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
@@ -150,14 +149,7 @@ pub async fn context(
     as_of: Option<&AsOf>,
 ) -> Result<SessionContext, AnalyticsError> {
     let ctx = crate::query::context(config)?;
-    let names = crate::query::register_tables(&ctx, lake, catalog, as_of).await?;
-    for def in &catalog.tables {
-        if names.contains(&def.name) {
-            continue;
-        }
-        let empty = datafusion::datasource::MemTable::try_new(def.arrow_schema(), vec![vec![]])?;
-        ctx.register_table(def.name.as_str(), Arc::new(empty))?;
-    }
+    crate::query::register_declared(&ctx, lake, catalog, as_of).await?;
     Ok(ctx)
 }
 

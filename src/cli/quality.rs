@@ -148,18 +148,7 @@ pub(super) async fn run(
                 writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
                 return Ok(());
             }
-            let full = crate::quality::Scope {
-                rates: [
-                    crate::schema::Level::L1,
-                    crate::schema::Level::L2,
-                    crate::schema::Level::L3,
-                    crate::schema::Level::L4,
-                ]
-                .into_iter()
-                .map(|l| (l, 1.0))
-                .collect(),
-                seed: 0,
-            };
+            let full = crate::quality::Scope::full(0);
             for p in &plans {
                 writeln!(out, "{} ({} rules)", p.table, p.checks.len())?;
                 for c in &p.checks {

@@ -118,18 +118,8 @@ pub async fn scope(
     opts: &RunOptions,
     seed: i64,
 ) -> Result<Scope, QualityError> {
-    let mut rates = BTreeMap::new();
-    let levels = [
-        ("L1", Level::L1),
-        ("L2", Level::L2),
-        ("L3", Level::L3),
-        ("L4", Level::L4),
-    ];
     if opts.full {
-        for (_, l) in levels {
-            rates.insert(l, 1.0);
-        }
-        return Ok(Scope { rates, seed });
+        return Ok(Scope::full(seed));
     }
     // The as-of dates each level was last checked on.
     let batches = ctx
@@ -156,12 +146,14 @@ pub async fn scope(
             }
         }
     }
-    for (name, level) in levels {
-        let Some(s) = config.quality.sampling.get(name) else {
+    let mut rates = BTreeMap::new();
+    for level in Level::ALL {
+        let name = format!("{level:?}");
+        let Some(s) = config.quality.sampling.get(&name) else {
             continue;
         };
         let done = checked
-            .get(name)
+            .get(&name)
             .is_some_and(|ds| ds.iter().any(|d| same_period(&s.every, *d, opts.as_of)));
         if !done {
             rates.insert(level, s.rate);
@@ -190,14 +182,7 @@ pub async fn context(
     as_of: NaiveDate,
 ) -> Result<SessionContext, QualityError> {
     let ctx = crate::query::context(config)?;
-    let names = crate::query::register_tables(&ctx, lake, catalog, None).await?;
-    for def in &catalog.tables {
-        if names.contains(&def.name) {
-            continue;
-        }
-        let empty = datafusion::datasource::MemTable::try_new(def.arrow_schema(), vec![vec![]])?;
-        ctx.register_table(def.name.as_str(), Arc::new(empty))?;
-    }
+    crate::query::register_declared(&ctx, lake, catalog, None).await?;
     run::register_functions(&ctx, masks, as_of);
     Ok(ctx)
 }
@@ -273,39 +258,64 @@ async fn open_issues(ctx: &SessionContext) -> Result<HashMap<IssueKey, Open>, Qu
     Ok(out)
 }
 
-fn parse_level(s: &str) -> Option<Level> {
-    Some(match s {
-        "L1" => Level::L1,
-        "L2" => Level::L2,
-        "L3" => Level::L3,
-        "L4" => Level::L4,
-        _ => return None,
-    })
+/// The run a stored row belongs to.
+struct Stamp<'a> {
+    run_id: &'a str,
+    at_us: i64,
+    month: &'a str,
 }
 
-/// A batch in `def`'s columns from columns by name (missing ones null).
-fn shaped(
+/// A text column of `items`.
+fn text<T>(items: &[T], f: impl Fn(&T) -> Option<String>) -> ArrayRef {
+    Arc::new(items.iter().map(f).collect::<StringArray>())
+}
+
+/// Append `n` rows to `def` in one commit: the run's columns, then `cols`
+/// by name, cast to the declared types (undeclared ones null).
+async fn store(
+    lake: &Lake,
     def: &TableDef,
-    rows: usize,
-    cols: HashMap<&str, ArrayRef>,
-) -> Result<RecordBatch, QualityError> {
+    stamp: &Stamp<'_>,
+    n: usize,
+    cols: Vec<(&str, ArrayRef)>,
+) -> Result<(), QualityError> {
+    if n == 0 {
+        return Ok(());
+    }
+    let mut cols: HashMap<&str, ArrayRef> = cols.into_iter().collect();
+    cols.insert("run_id", Arc::new(StringArray::from(vec![stamp.run_id; n])));
+    cols.insert(
+        "run_at",
+        Arc::new(TimestampMicrosecondArray::from(vec![stamp.at_us; n]).with_timezone("UTC")),
+    );
+    cols.insert(
+        "run_month",
+        Arc::new(StringArray::from(vec![stamp.month; n])),
+    );
     let schema = def.arrow_schema();
     let arrays = schema
         .fields()
         .iter()
         .map(|f| match cols.get(f.name().as_str()) {
             Some(a) => Ok(datafusion::arrow::compute::cast(a, f.data_type())?),
-            None => Ok(datafusion::arrow::array::new_null_array(
-                f.data_type(),
-                rows,
-            )),
+            None => Ok(datafusion::arrow::array::new_null_array(f.data_type(), n)),
         })
         .collect::<Result<Vec<_>, QualityError>>()?;
-    Ok(RecordBatch::try_new(schema, arrays)?)
-}
-
-fn strings<I: IntoIterator<Item = Option<String>>>(it: I) -> ArrayRef {
-    Arc::new(it.into_iter().collect::<StringArray>())
+    let batch = RecordBatch::try_new(schema, arrays)?;
+    let ctx = crate::lake::session::write_context();
+    crate::lake::upsert(
+        lake,
+        &ctx,
+        def,
+        ctx.read_batch(batch)?,
+        false,
+        vec![
+            ("operation".to_string(), "quality".into()),
+            ("run_id".to_string(), stamp.run_id.into()),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Run the rules in scope and store what they found.
@@ -410,7 +420,7 @@ pub async fn run_quality(
         let level = o
             .level
             .as_deref()
-            .and_then(parse_level)
+            .and_then(|l| l.parse().ok())
             .unwrap_or(Level::L4);
         if !scope.samples(level, record) {
             continue;
@@ -446,174 +456,105 @@ pub async fn run_quality(
         }
     }
 
-    let write_ctx = crate::lake::session::write_context();
-    let meta = |what: &str| {
-        vec![
-            ("operation".to_string(), "quality".into()),
-            ("run_id".to_string(), run_id.clone().into()),
-            ("rows".to_string(), what.to_string().into()),
-        ]
+    let stamp = Stamp {
+        run_id: &run_id,
+        at_us: now_us,
+        month: &month,
     };
     // Issues first, metrics last: a run is complete once its metrics are
     // stored, and a run without them is ignored by the next.
-    if !rows.is_empty() {
-        let def = catalog.table("quality_issue")?;
-        let n = rows.len();
-        let ts = |v: i64| Some(v);
-        let mut cols: HashMap<&str, ArrayRef> = HashMap::new();
-        cols.insert("run_id", strings(rows.iter().map(|_| Some(run_id.clone()))));
-        cols.insert(
-            "run_at",
-            Arc::new(TimestampMicrosecondArray::from(vec![now_us; n]).with_timezone("UTC")),
-        );
-        cols.insert(
-            "table_name",
-            strings(rows.iter().map(|r| Some(r.f.table.clone()))),
-        );
-        cols.insert(
-            "record_key",
-            strings(rows.iter().map(|r| Some(r.f.record_key.clone()))),
-        );
-        cols.insert(
-            "field",
-            strings(rows.iter().map(|r| Some(r.f.field.clone()))),
-        );
-        cols.insert("rule", strings(rows.iter().map(|r| Some(r.f.rule.clone()))));
-        cols.insert(
-            "dimension",
-            strings(rows.iter().map(|r| Some(r.f.dimension.clone()))),
-        );
-        cols.insert(
-            "level",
-            strings(rows.iter().map(|r| Some(format!("{:?}", r.f.level)))),
-        );
-        cols.insert("value", strings(rows.iter().map(|r| r.f.value.clone())));
-        cols.insert(
-            "source_system",
-            strings(rows.iter().map(|r| Some(r.f.source_system.clone()))),
-        );
-        cols.insert(
-            "owning_team",
-            strings(rows.iter().map(|r| Some(r.f.owning_team.clone()))),
-        );
-        cols.insert(
-            "agent_id",
-            strings(rows.iter().map(|r| r.f.agent_id.clone())),
-        );
-        cols.insert(
-            "record_score",
-            Arc::new(
-                rows.iter()
-                    .map(|r| r.record_score)
-                    .collect::<Float64Array>(),
+    store(
+        lake,
+        catalog.table("quality_issue")?,
+        &stamp,
+        rows.len(),
+        vec![
+            ("table_name", text(&rows, |r| Some(r.f.table.clone()))),
+            ("record_key", text(&rows, |r| Some(r.f.record_key.clone()))),
+            ("field", text(&rows, |r| Some(r.f.field.clone()))),
+            ("rule", text(&rows, |r| Some(r.f.rule.clone()))),
+            ("dimension", text(&rows, |r| Some(r.f.dimension.clone()))),
+            ("level", text(&rows, |r| Some(format!("{:?}", r.f.level)))),
+            ("value", text(&rows, |r| r.f.value.clone())),
+            (
+                "source_system",
+                text(&rows, |r| Some(r.f.source_system.clone())),
             ),
-        );
-        cols.insert(
-            "status",
-            strings(rows.iter().map(|r| Some(r.status.to_string()))),
-        );
-        cols.insert(
-            "first_seen_run",
-            strings(rows.iter().map(|r| Some(r.first_run.clone()))),
-        );
-        cols.insert(
-            "first_seen_at",
-            Arc::new(
-                rows.iter()
-                    .map(|r| ts(r.first_at))
-                    .collect::<TimestampMicrosecondArray>()
-                    .with_timezone("UTC"),
+            (
+                "owning_team",
+                text(&rows, |r| Some(r.f.owning_team.clone())),
             ),
-        );
-        cols.insert(
-            "run_month",
-            strings(rows.iter().map(|_| Some(month.clone()))),
-        );
-        let batch = shaped(def, n, cols)?;
-        crate::lake::upsert(
-            lake,
-            &write_ctx,
-            def,
-            write_ctx.read_batch(batch)?,
-            false,
-            meta("issues"),
-        )
-        .await?;
-    }
-    let def = catalog.table("quality_metric")?;
+            ("agent_id", text(&rows, |r| r.f.agent_id.clone())),
+            (
+                "record_score",
+                Arc::new(
+                    rows.iter()
+                        .map(|r| r.record_score)
+                        .collect::<Float64Array>(),
+                ),
+            ),
+            ("status", text(&rows, |r| Some(r.status.to_string()))),
+            ("first_seen_run", text(&rows, |r| Some(r.first_run.clone()))),
+            (
+                "first_seen_at",
+                Arc::new(
+                    rows.iter()
+                        .map(|r| Some(r.first_at))
+                        .collect::<TimestampMicrosecondArray>()
+                        .with_timezone("UTC"),
+                ),
+            ),
+        ],
+    )
+    .await?;
     let ms = &eval.metrics;
     let n = ms.len();
-    let mut cols: HashMap<&str, ArrayRef> = HashMap::new();
-    cols.insert("run_id", strings(ms.iter().map(|_| Some(run_id.clone()))));
-    cols.insert(
-        "run_at",
-        Arc::new(TimestampMicrosecondArray::from(vec![now_us; n]).with_timezone("UTC")),
-    );
-    cols.insert(
-        "as_of",
-        Arc::new(Date32Array::from(vec![
-            crate::domain::days_since_epoch(
-                opts.as_of
-            );
-            n
-        ])),
-    );
-    cols.insert(
-        "table_name",
-        strings(ms.iter().map(|m| Some(m.table.clone()))),
-    );
-    cols.insert("field", strings(ms.iter().map(|m| Some(m.field.clone()))));
-    cols.insert("rule", strings(ms.iter().map(|m| Some(m.rule.clone()))));
-    cols.insert(
-        "level",
-        strings(ms.iter().map(|m| m.level.map(|l| format!("{l:?}")))),
-    );
-    cols.insert(
-        "dimension",
-        strings(ms.iter().map(|m| Some(m.dimension.clone()))),
-    );
-    cols.insert(
-        "source_system",
-        strings(ms.iter().map(|m| Some(m.source_system.clone()))),
-    );
-    cols.insert(
-        "owning_team",
-        strings(ms.iter().map(|m| Some(m.owning_team.clone()))),
-    );
-    cols.insert(
-        "checked",
-        Arc::new(ms.iter().map(|m| Some(m.checked)).collect::<Int64Array>()),
-    );
-    cols.insert(
-        "passed",
-        Arc::new(ms.iter().map(|m| Some(m.passed)).collect::<Int64Array>()),
-    );
-    cols.insert(
-        "score",
-        Arc::new(ms.iter().map(|m| Some(m.score)).collect::<Float64Array>()),
-    );
-    cols.insert(
-        "sample_rate",
-        Arc::new(
-            ms.iter()
-                .map(|m| m.level.and_then(|l| scope.rates.get(&l).copied()))
-                .collect::<Float64Array>(),
-        ),
-    );
-    cols.insert("sample_seed", Arc::new(Int64Array::from(vec![seed; n])));
-    cols.insert("full", Arc::new(BooleanArray::from(vec![opts.full; n])));
-    cols.insert("run_month", strings(ms.iter().map(|_| Some(month.clone()))));
-    if n > 0 {
-        let batch = shaped(def, n, cols)?;
-        crate::lake::upsert(
-            lake,
-            &write_ctx,
-            def,
-            write_ctx.read_batch(batch)?,
-            false,
-            meta("metrics"),
-        )
-        .await?;
-    }
+    store(
+        lake,
+        catalog.table("quality_metric")?,
+        &stamp,
+        n,
+        vec![
+            (
+                "as_of",
+                Arc::new(Date32Array::from(vec![
+                    crate::domain::days_since_epoch(
+                        opts.as_of
+                    );
+                    n
+                ])),
+            ),
+            ("table_name", text(ms, |m| Some(m.table.clone()))),
+            ("field", text(ms, |m| Some(m.field.clone()))),
+            ("rule", text(ms, |m| Some(m.rule.clone()))),
+            ("level", text(ms, |m| m.level.map(|l| format!("{l:?}")))),
+            ("dimension", text(ms, |m| Some(m.dimension.clone()))),
+            ("source_system", text(ms, |m| Some(m.source_system.clone()))),
+            ("owning_team", text(ms, |m| Some(m.owning_team.clone()))),
+            (
+                "checked",
+                Arc::new(ms.iter().map(|m| Some(m.checked)).collect::<Int64Array>()),
+            ),
+            (
+                "passed",
+                Arc::new(ms.iter().map(|m| Some(m.passed)).collect::<Int64Array>()),
+            ),
+            (
+                "score",
+                Arc::new(ms.iter().map(|m| Some(m.score)).collect::<Float64Array>()),
+            ),
+            (
+                "sample_rate",
+                Arc::new(
+                    ms.iter()
+                        .map(|m| m.level.and_then(|l| scope.rates.get(&l).copied()))
+                        .collect::<Float64Array>(),
+                ),
+            ),
+            ("sample_seed", Arc::new(Int64Array::from(vec![seed; n]))),
+            ("full", Arc::new(BooleanArray::from(vec![opts.full; n]))),
+        ],
+    )
+    .await?;
     Ok(summary)
 }

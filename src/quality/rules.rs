@@ -79,6 +79,14 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// Every level on every record.
+    pub fn full(seed: i64) -> Self {
+        Self {
+            rates: Level::ALL.into_iter().map(|l| (l, 1.0)).collect(),
+            seed,
+        }
+    }
+
     pub fn includes(&self, level: Level) -> bool {
         self.rates.contains_key(&level)
     }
@@ -208,7 +216,7 @@ impl SqlRule {
         }
         let level = match header.get("level") {
             None => None,
-            Some(l) => Some(parse_level(l).ok_or_else(|| bad(format!("level {l:?}: use L1..L4")))?),
+            Some(l) => Some(l.parse::<Level>().map_err(bad)?),
         };
         let sql = body.trim().trim_end_matches(';').to_string();
         if !sql.contains("{team}") {
@@ -228,16 +236,6 @@ impl SqlRule {
             sql,
         })
     }
-}
-
-fn parse_level(s: &str) -> Option<Level> {
-    Some(match s.trim() {
-        "L1" => Level::L1,
-        "L2" => Level::L2,
-        "L3" => Level::L3,
-        "L4" => Level::L4,
-        _ => return None,
-    })
 }
 
 /// The rules of `sql/quality/`.

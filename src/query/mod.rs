@@ -155,6 +155,33 @@ pub(crate) async fn register_tables(
     Ok(names)
 }
 
+/// Register `def` as an empty table (a declared table the lake does not
+/// hold yet reads as empty, not as "not found").
+pub fn register_empty(
+    ctx: &SessionContext,
+    def: &crate::schema::TableDef,
+) -> Result<(), QueryError> {
+    let empty = datafusion::datasource::MemTable::try_new(def.arrow_schema(), vec![vec![]])?;
+    ctx.register_table(def.name.as_str(), Arc::new(empty))?;
+    Ok(())
+}
+
+/// Every declared table: the lake's as they are now (`as_of` `None`) or
+/// were then, and those the lake does not hold yet as empty ones (for
+/// the rules of analytics and quality: no steward decision, no roster).
+pub async fn register_declared(
+    ctx: &SessionContext,
+    lake: &Lake,
+    catalog: &Catalog,
+    as_of: Option<&AsOf>,
+) -> Result<(), QueryError> {
+    let names = register_tables(ctx, lake, catalog, as_of).await?;
+    for def in catalog.tables.iter().filter(|d| !names.contains(&d.name)) {
+        register_empty(ctx, def)?;
+    }
+    Ok(())
+}
+
 /// [`register_lake`] of the current tables through a [`TableCache`].
 pub async fn register_lake_cached(
     ctx: &SessionContext,

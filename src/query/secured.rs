@@ -82,9 +82,7 @@ pub async fn secured(
             let def = catalog
                 .table(extra)
                 .map_err(|e| QueryError::Internal(e.to_string()))?;
-            let empty =
-                datafusion::datasource::MemTable::try_new(def.arrow_schema(), vec![vec![]])?;
-            base.register_table(extra, Arc::new(empty))?;
+            super::register_empty(&base, def)?;
         }
     }
     // A declared table the lake does not hold yet (no scores were ever
@@ -93,9 +91,7 @@ pub async fn secured(
     let mut raw = raw;
     for def in &catalog.tables {
         if role.reads(&def.name) && !raw.contains(&def.name) && !base.table_exist(&def.name)? {
-            let empty =
-                datafusion::datasource::MemTable::try_new(def.arrow_schema(), vec![vec![]])?;
-            base.register_table(def.name.as_str(), Arc::new(empty))?;
+            super::register_empty(&base, def)?;
             raw.push(def.name.clone());
         }
     }

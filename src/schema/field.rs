@@ -76,6 +76,24 @@ pub enum Level {
     L4,
 }
 
+impl std::str::FromStr for Level {
+    type Err = String;
+    /// `L1` .. `L4`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s.trim() {
+            "L1" => Self::L1,
+            "L2" => Self::L2,
+            "L3" => Self::L3,
+            "L4" => Self::L4,
+            other => return Err(format!("level {other:?}: use L1, L2, L3 or L4")),
+        })
+    }
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [Level::L1, Level::L2, Level::L3, Level::L4];
+}
+
 /// Whether a field must be filled: always, never, or for some customer types.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]

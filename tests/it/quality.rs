@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use custlake::config::Config;
 use custlake::quality::{Metric, Scope};
-use custlake::schema::{Catalog, Level};
+use custlake::schema::Catalog;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
 use datafusion::datasource::MemTable;
@@ -416,13 +416,7 @@ fn every_dimension_scores_as_worked_out_by_hand() {
             as_of,
         );
         let plans = custlake::quality::rules::plans(&config, &catalog).unwrap();
-        let scope = Scope {
-            rates: [Level::L1, Level::L2, Level::L3, Level::L4]
-                .into_iter()
-                .map(|l| (l, 1.0))
-                .collect(),
-            seed: 1,
-        };
+        let scope = Scope::full(1);
         custlake::quality::run::evaluate(
             &config,
             &ctx,

@@ -12,6 +12,7 @@ pub mod lake;
 pub mod progress;
 pub mod quality;
 pub mod query;
+pub mod reports;
 pub mod schema;
 pub mod security;
 pub mod server;

@@ -2,6 +2,7 @@
 
 mod analytics;
 mod audit;
+mod jobs;
 mod config;
 mod demo;
 mod generate;
@@ -9,6 +10,7 @@ mod identity;
 mod ingest;
 mod progress;
 mod quality;
+mod report;
 mod schema;
 mod serve;
 mod sql;
@@ -54,6 +56,11 @@ pub enum CliError {
     Analytics(crate::analytics::AnalyticsError),
     #[error(transparent)]
     Quality(crate::quality::QualityError),
+    #[error(transparent)]
+    Report(#[from] crate::reports::ReportError),
+    /// `jobs run` ran the job and it failed (recorded in job_run).
+    #[error("{message}")]
+    JobFailed { message: String, kind: ErrorKind },
     /// `audit verify` found a broken link.
     #[error("{0}")]
     AuditBroken(String),
@@ -118,6 +125,8 @@ impl Classify for CliError {
             Self::Security(e) => e.kind(),
             Self::Analytics(e) => e.kind(),
             Self::Quality(e) => e.kind(),
+            Self::Report(e) => e.kind(),
+            Self::JobFailed { kind, .. } => *kind,
             Self::AuditBroken(_) => ErrorKind::StorageDamaged,
             Self::IngestFailed { kind, .. } => *kind,
             Self::Usage(_) => ErrorKind::InvalidParameter,
@@ -321,6 +330,12 @@ pub enum Command {
     /// Data quality: run the rules (scores and work orders), list them.
     #[command(subcommand)]
     Quality(quality::QualityCommand),
+    /// The monthly report pack: generate a period's reports (stored per
+    /// period), write them as HTML pages with charts, CSV and JSON.
+    Report(report::ReportArgs),
+    /// The scheduled jobs (`custlake serve` runs them): list, run one now.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
 }
 
 impl Command {
@@ -350,6 +365,8 @@ impl Command {
             Self::List(_) => "list",
             Self::Customer(_) => "customer",
             Self::Quality(_) => "quality",
+            Self::Report(_) => "report",
+            Self::Jobs(_) => "jobs",
         }
     }
 }
@@ -405,6 +422,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::List(c) => analytics::list(&wh, &security, c).await,
                 Command::Customer(c) => analytics::customer(&wh, c).await,
                 Command::Quality(c) => quality::run(&wh, &security, c).await,
+                Command::Report(args) => report::run(&wh, args).await,
+                Command::Jobs(c) => jobs::run(&wh, &security, c).await,
                 Command::Generate(_)
                 | Command::Dedupe(_)
                 | Command::Schema(_)

@@ -7,7 +7,6 @@ use super::CliError;
 use crate::lake::Warehouse;
 use crate::lake::catalog::{self, Hold};
 use crate::lake::tiers::{self, Move, TablePlan};
-use crate::progress::Unit;
 
 #[derive(Debug, Subcommand)]
 pub enum TierCommand {
@@ -147,38 +146,16 @@ pub(super) async fn run(wh: &Warehouse, c: &TierCommand) -> Result<(), CliError>
             }
         }
         TierCommand::Apply(a) => {
-            let plans = tiers::plan(lake, catalog, as_of(a.as_of)).await?;
-            let holds = catalog::holds(lake).await?.value.holds;
-            let held = tiers::held_records(lake, catalog, &holds).await?;
-            if !plans.iter().any(|p| {
-                !p.moves.is_empty()
-                    || !p.leftovers.is_empty()
-                    || p.target.warm_before != p.current.warm_before
-                    || p.target.cold_before != p.current.cold_before
-            }) {
-                if a.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&tiers::Applied::default())?
-                    );
-                } else {
-                    println!("nothing to move or purge");
-                }
+            let out = tiers::apply_due(lake, catalog, as_of(a.as_of), wh.progress.as_ref())
+                .await
+                .map_err(|e| CliError::Interrupted {
+                    message: "the move stopped part-way; nothing is lost and `custlake tier apply` finishes it",
+                    source: Box::new(e.into()),
+                })?;
+            if out.tables == 0 && !a.json {
+                println!("nothing to move or purge");
                 return Ok(());
             }
-            let task = wh
-                .progress
-                .task("tier apply", Some(tiers::steps(&plans)), Unit::Steps);
-            let out = tiers::apply(lake, catalog, &plans, &held, task.as_ref())
-                .await
-                .map_err(|e| {
-                    task.fail("stopped");
-                    CliError::Interrupted {
-                        message: "the move stopped part-way; nothing is lost and `custlake tier apply` finishes it",
-                        source: Box::new(e.into()),
-                    }
-                })?;
-            task.finish();
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {

@@ -52,6 +52,7 @@ pub struct Config {
     pub security: SecurityConfig,
     pub analytics: AnalyticsConfig,
     pub quality: QualityConfig,
+    pub scheduler: SchedulerConfig,
     /// Roles by name (shipped defaults in default.toml).
     pub roles: std::collections::BTreeMap<String, RoleConfig>,
     /// Where the settings came from, in the order applied (not a setting).
@@ -152,6 +153,75 @@ pub struct AnalyticsConfig {
     pub churn_threshold: f64,
     /// The longest renewal window a list may ask for, in days.
     pub max_within_days: u32,
+}
+
+/// The jobs `custlake serve` runs on a schedule (`custlake jobs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Whether `serve` runs the jobs (`custlake jobs run` works either way).
+    pub enabled: bool,
+    /// The UTC offset the cron expressions are read in (`+08:00`).
+    pub utc_offset: String,
+    /// Each job's schedule, by job name (see [`JOBS`]).
+    pub jobs: std::collections::BTreeMap<String, JobConfig>,
+}
+
+/// The jobs there are.
+pub const JOBS: [&str; 5] = ["ingest", "quality", "reports", "score", "tier"];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobConfig {
+    /// `sec min hour day-of-month month day-of-week [year]`.
+    pub cron: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The `ingest` job's directory (DIR/<source_system>/<file>).
+    #[serde(default)]
+    pub dir: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SchedulerConfig {
+    /// The offset the cron expressions are read in.
+    pub fn offset(&self) -> chrono::FixedOffset {
+        self.utc_offset
+            .parse()
+            .unwrap_or_else(|_| chrono::FixedOffset::east_opt(0).expect("UTC"))
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.utc_offset.parse::<chrono::FixedOffset>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "scheduler.utc_offset {:?}: give an offset such as +08:00",
+                self.utc_offset
+            )));
+        }
+        for (name, job) in &self.jobs {
+            if !JOBS.contains(&name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "scheduler.jobs.{name}: the jobs are {}",
+                    JOBS.join(", ")
+                )));
+            }
+            if let Err(e) = job.cron.parse::<cron::Schedule>() {
+                return Err(ConfigError::Invalid(format!(
+                    "scheduler.jobs.{name}.cron {:?}: {e} (sec min hour day-of-month month day-of-week [year])",
+                    job.cron
+                )));
+            }
+            if name == "ingest" && job.enabled && job.dir.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "scheduler.jobs.ingest is enabled without a dir to pick files up from".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The data-quality rules' settings: which tables are checked and whose
@@ -480,6 +550,7 @@ impl Config {
                 )));
             }
         }
+        self.scheduler.check()?;
         if self.ingest.batch_rows == 0 {
             return Err(ConfigError::Invalid(
                 "ingest.batch_rows must be positive".into(),

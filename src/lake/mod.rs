@@ -33,7 +33,8 @@ pub use layout::Layout;
 pub use warehouse::{OpenError, Warehouse};
 
 pub use write::{
-    BatchReceiver, Replace, UpsertOutcome, append_stream, hot_only, overwrite, replace_where,
+    BatchReceiver, Replace, UpsertOutcome, append_stream, hot_only, json_rows, overwrite,
+    replace_where,
     upsert, upsert_in, upsert_leased,
 };
 

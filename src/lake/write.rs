@@ -643,3 +643,24 @@ pub async fn replace_where(
     })
     .await
 }
+
+/// Rows given as JSON objects (field name → value; timestamps and dates
+/// as RFC 3339 text) as a batch of `def`'s columns; fields a row leaves
+/// out are null.
+pub fn json_rows(
+    def: &TableDef,
+    rows: &[serde_json::Value],
+) -> Result<datafusion::arrow::record_batch::RecordBatch, LakeError> {
+    let schema = def.arrow_schema();
+    let bad = |e: datafusion::arrow::error::ArrowError| {
+        LakeError::Invalid(format!("rows for {}: {e}", def.name))
+    };
+    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(schema.clone())
+        .build_decoder()
+        .map_err(bad)?;
+    decoder.serialize(rows).map_err(bad)?;
+    Ok(decoder
+        .flush()
+        .map_err(bad)?
+        .unwrap_or_else(|| datafusion::arrow::record_batch::RecordBatch::new_empty(schema)))
+}

@@ -155,6 +155,21 @@ pub(crate) async fn register_tables(
     Ok(names)
 }
 
+/// Register one declared table as it is now (empty when the lake holds
+/// none yet).
+pub async fn register_one(
+    ctx: &SessionContext,
+    lake: &Lake,
+    def: &crate::schema::TableDef,
+) -> Result<(), QueryError> {
+    let layout = lake.layout(def, None).await?;
+    match provider(lake, def, &layout).await? {
+        Some(p) => register_table(ctx, def, &layout, p)?,
+        None => register_empty(ctx, def)?,
+    }
+    Ok(())
+}
+
 /// Register `def` as an empty table (a declared table the lake does not
 /// hold yet reads as empty, not as "not found").
 pub fn register_empty(

@@ -89,6 +89,14 @@ const TABLE_FILES: &[(&str, &str)] = &[
         include_str!("../../schemas/quality_issue.toml"),
     ),
     (
+        "report_row.toml",
+        include_str!("../../schemas/report_row.toml"),
+    ),
+    (
+        "job_run.toml",
+        include_str!("../../schemas/job_run.toml"),
+    ),
+    (
         "ingest_batch.toml",
         include_str!("../../schemas/ingest_batch.toml"),
     ),

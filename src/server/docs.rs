@@ -259,6 +259,12 @@ problem_set!(
 );
 
 problem_set!(
+    ReportProblems,
+    "What reading a stored report can fail with.",
+    [InvalidParameter, UnsupportedFormat, NotFound, StorageUnavailable]
+);
+
+problem_set!(
     ReadyProblems,
     "The lake cannot be reached.",
     [StorageUnavailable]
@@ -277,6 +283,8 @@ problem_set!(
         (name = "tables", description = "What the lake holds"),
         (name = "customers", description = "Golden customers, suspects and steward decisions"),
         (name = "lists", description = "Renewal, cross-sell and churn lists: produced, stored as runs, read again"),
+        (name = "reports", description = "The monthly report pack, as stored per period (HTML with charts, CSV, JSON)"),
+        (name = "jobs", description = "The scheduled jobs and their runs"),
         (name = "service", description = "Health, readiness, metrics and this document"),
     )
 )]

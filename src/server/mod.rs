@@ -10,10 +10,12 @@ mod docs;
 mod encode;
 mod error;
 mod extract;
+pub mod jobs;
 mod listen;
 mod lists;
 mod named;
 mod query;
+mod reports;
 mod tables;
 
 use std::net::SocketAddr;
@@ -57,6 +59,8 @@ pub enum ServerError {
     Security(#[from] crate::security::SecurityError),
     #[error("{0}")]
     Tls(String),
+    #[error(transparent)]
+    Report(#[from] crate::reports::ReportError),
 }
 
 impl Classify for ServerError {
@@ -70,6 +74,7 @@ impl Classify for ServerError {
             Self::Query(e) => e.kind(),
             Self::Security(e) => e.kind(),
             Self::Tls(_) => ErrorKind::Config,
+            Self::Report(e) => e.kind(),
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct AppState {
     pub(crate) limiters: auth::Limiters,
     /// The OpenAPI document as each role sees it.
     pub(crate) openapi_by_role: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The scheduled jobs (run by `run_until_stopped` when enabled).
+    pub scheduler: Option<crate::reports::schedule::Scheduler>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -128,6 +135,9 @@ fn api() -> OpenApiRouter<SharedState> {
         .routes(routes!(lists::cross_sell))
         .routes(routes!(lists::churn))
         .routes(routes!(lists::run))
+        .routes(routes!(reports::list))
+        .routes(routes!(reports::get))
+        .routes(routes!(jobs::list))
 }
 
 /// The OpenAPI document of every route, with the bounds this server's
@@ -159,7 +169,9 @@ pub async fn state(warehouse: Warehouse) -> Result<SharedState, ServerError> {
     prometheus();
     let security = crate::security::Security::open(&config, &warehouse.lake).await?;
     let limiters = auth::Limiters::new(&security.policy);
+    let scheduler = Some(jobs::scheduler(&warehouse, &security).await?);
     let state = Arc::new(AppState {
+        scheduler,
         security,
         limiters,
         openapi_by_role: Default::default(),
@@ -449,8 +461,20 @@ impl Application {
         // Move audit records from the journal into `audit_log` now (what a
         // crash left) and then every few seconds.
         let flusher = tokio::spawn(audit_flusher(self.state.clone()));
+        let scheduler = self
+            .state
+            .warehouse
+            .config
+            .scheduler
+            .enabled
+            .then(|| tokio::spawn(jobs::run_scheduler(self.state.clone())));
         listen::serve(self.listener, self.router, self.limits, self.tls, rx).await;
         flusher.abort();
+        if let Some(s) = scheduler {
+            // A job cut off here keeps its `running` row; its slot is not
+            // run again (see reports::schedule).
+            s.abort();
+        }
         flush_audit(&self.state).await;
         Ok(())
     }

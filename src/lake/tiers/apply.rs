@@ -473,3 +473,36 @@ async fn vacuum(
         .map_err(|e| werr(name, e))?;
     Ok((table, metrics.files_deleted.len() as u64))
 }
+
+/// Whether any table has something to move, purge or re-mark.
+pub fn anything_due(plans: &[TablePlan]) -> bool {
+    plans.iter().any(|p| {
+        !p.moves.is_empty()
+            || !p.leftovers.is_empty()
+            || p.target.warm_before != p.current.warm_before
+            || p.target.cold_before != p.current.cold_before
+    })
+}
+
+/// Plan as of `as_of` and apply what is due (`custlake tier apply`, the
+/// nightly `tier` job), with progress; nothing due is an empty outcome.
+pub async fn apply_due(
+    lake: &Lake,
+    catalog: &Catalog,
+    as_of: chrono::NaiveDate,
+    progress: &dyn crate::progress::Progress,
+) -> Result<Applied, LakeError> {
+    let plans = super::plan(lake, catalog, as_of).await?;
+    if !anything_due(&plans) {
+        return Ok(Applied::default());
+    }
+    let holds = catalog::holds(lake).await?.value.holds;
+    let held = held_records(lake, catalog, &holds).await?;
+    let task = progress.task("tier apply", Some(steps(&plans)), crate::progress::Unit::Steps);
+    let out = apply(lake, catalog, &plans, &held, task.as_ref()).await;
+    match &out {
+        Ok(_) => task.finish(),
+        Err(_) => task.fail("stopped"),
+    }
+    out
+}

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 mod apply;
 
-pub use apply::{Applied, apply, held_records, steps};
+pub use apply::{Applied, anything_due, apply, apply_due, held_records, steps};
 
 use super::catalog::{self, Watermarks};
 use super::{Lake, LakeError, Tier};

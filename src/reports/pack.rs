@@ -1,0 +1,839 @@
+//! The report pack: each report is a query of `sql/reports/` with a
+//! header saying how to chart it. A period's pack is generated once
+//! (`custlake report`, the monthly `reports` job) and stored in
+//! `report_row`: one header row per report (seq 0: its columns) and its
+//! rows, each with the owning team it belongs to. Reading a report goes
+//! through the reader's secured session, so a steward's row filter on
+//! `report_row` leaves only their teams' rows; pages, CSV and JSON are
+//! rendered from what is stored, so a month's report opens again
+//! unchanged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{Datelike, NaiveDate, Utc};
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use super::ReportError;
+use super::chart::{self, Measure, Point};
+use crate::config::Config;
+use crate::lake::Lake;
+use crate::progress::{Progress, Unit};
+use crate::schema::Catalog;
+
+/// The reports, as shipped in `sql/reports/` (in the pack's order).
+const SHIPPED: [&str; 11] = [
+    include_str!("../../sql/reports/01_data_health.sql"),
+    include_str!("../../sql/reports/02_quality_by_source.sql"),
+    include_str!("../../sql/reports/03_team_ranking.sql"),
+    include_str!("../../sql/reports/04_work_orders.sql"),
+    include_str!("../../sql/reports/05_duplicates.sql"),
+    include_str!("../../sql/reports/06_customers_by_segment.sql"),
+    include_str!("../../sql/reports/07_new_customers.sql"),
+    include_str!("../../sql/reports/08_value_distribution.sql"),
+    include_str!("../../sql/reports/09_silent_churned.sql"),
+    include_str!("../../sql/reports/10_renewal_pipeline.sql"),
+    include_str!("../../sql/reports/11_claims_by_segment.sql"),
+];
+
+const REPORT_TEMPLATE: &str = include_str!("templates/report.html");
+const INDEX_TEMPLATE: &str = include_str!("templates/index.html");
+const CHART_TEMPLATE: &str = include_str!("templates/chart.svg");
+
+/// A report: its header and its query.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReportDef {
+    pub name: String,
+    pub title: String,
+    pub description: String,
+    /// `bar` or `line`.
+    pub chart: String,
+    /// The column along the x axis (one bar group or point per value).
+    pub x: String,
+    /// The column whose values are the bars of a group, or the lines.
+    pub series: Option<String>,
+    /// `y: column` (summed) or `ratio: numerator / denominator` (× 100).
+    #[serde(skip)]
+    pub measure: Measure,
+    /// The column naming each row's owning team (row filters use it).
+    pub team: Option<String>,
+    /// A boolean column: its bars are flagged (drawn red).
+    pub flag: Option<String>,
+    pub sql: String,
+}
+
+fn parse(text: &str) -> Result<ReportDef, ReportError> {
+    let mut h: HashMap<&str, String> = HashMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("--") else {
+            break;
+        };
+        if let Some((k, v)) = rest.trim().split_once(':') {
+            h.insert(k.trim(), v.trim().to_string());
+        }
+    }
+    let name = h.get("name").cloned().unwrap_or_default();
+    let need = |k: &str| {
+        h.get(k)
+            .cloned()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ReportError::Definition(name.clone(), format!("its header has no {k}")))
+    };
+    let measure = match (h.get("y"), h.get("ratio")) {
+        (Some(y), None) => Measure::Sum(y.clone()),
+        (None, Some(r)) => match r.split_once('/') {
+            Some((n, d)) => Measure::Ratio(n.trim().to_string(), d.trim().to_string()),
+            None => {
+                return Err(ReportError::Definition(
+                    name,
+                    "ratio is `numerator / denominator`".into(),
+                ));
+            }
+        },
+        _ => {
+            return Err(ReportError::Definition(
+                name,
+                "give y (a column to sum) or ratio (numerator / denominator)".into(),
+            ));
+        }
+    };
+    let chart = need("chart")?;
+    if !matches!(chart.as_str(), "bar" | "line") {
+        return Err(ReportError::Definition(name, "chart is bar or line".into()));
+    }
+    Ok(ReportDef {
+        title: need("title")?,
+        description: need("description")?,
+        x: need("x")?,
+        name: need("name")?,
+        chart,
+        series: h.get("series").cloned(),
+        measure,
+        team: h.get("team").cloned(),
+        flag: h.get("flag").cloned(),
+        sql: text.to_string(),
+    })
+}
+
+/// Every report of the pack, in order.
+pub fn definitions() -> Result<Vec<ReportDef>, ReportError> {
+    SHIPPED.iter().map(|t| parse(t)).collect()
+}
+
+/// The report named `name`.
+pub fn definition(name: &str) -> Result<ReportDef, ReportError> {
+    let all = definitions()?;
+    let names = all.iter().map(|d| d.name.clone()).collect::<Vec<_>>();
+    all.into_iter().find(|d| d.name == name).ok_or_else(|| {
+        ReportError::NotFound(format!(
+            "no report {name:?}; the reports are {}",
+            names.join(", ")
+        ))
+    })
+}
+
+/// A calendar month reported on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    /// `YYYY-MM`.
+    pub month: String,
+    pub start: NaiveDate,
+    /// The first day after it.
+    pub end: NaiveDate,
+}
+
+impl Period {
+    pub fn containing(d: NaiveDate) -> Self {
+        let start = d.with_day(1).expect("day 1 exists");
+        let end = start
+            .checked_add_months(chrono::Months::new(1))
+            .expect("a month after a date exists");
+        Self {
+            month: start.format("%Y-%m").to_string(),
+            start,
+            end,
+        }
+    }
+
+    /// The month before `d`'s (the one a report pack on the 1st is for).
+    pub fn before(d: NaiveDate) -> Self {
+        Self::containing(d.with_day(1).expect("day 1 exists").pred_opt().unwrap_or(d))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ReportError> {
+        NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
+            .ok()
+            .filter(|_| s.len() == 7)
+            .map(Self::containing)
+            .ok_or_else(|| {
+                ReportError::Invalid(format!("period {s:?}: give a month as YYYY-MM (2026-10)"))
+            })
+    }
+}
+
+/// One row of a report: its columns in order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Row(pub Vec<(String, serde_json::Value)>);
+
+impl Row {
+    fn get(&self, column: &str) -> Option<&serde_json::Value> {
+        self.0.iter().find(|(k, _)| k == column).map(|(_, v)| v)
+    }
+
+    fn text(&self, column: &str) -> String {
+        match self.get(column) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Null) | None => String::new(),
+            Some(v) => v.to_string(),
+        }
+    }
+
+    fn number(&self, column: &str) -> f64 {
+        match self.get(column) {
+            Some(serde_json::Value::Number(n)) => n.as_f64().unwrap_or(0.0),
+            Some(serde_json::Value::String(s)) => s.parse().unwrap_or(0.0),
+            _ => 0.0,
+        }
+    }
+}
+
+impl Serialize for Row {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Row {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Row;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Row, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = a.next_entry::<String, serde_json::Value>()? {
+                    out.push((k, v));
+                }
+                Ok(Row(out))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A report of a period, as stored (or as just generated).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    #[serde(flatten)]
+    pub def: ReportDef,
+    pub period: String,
+    pub generated_at: String,
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+/// What generating a period's pack did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Generated {
+    pub period: String,
+    pub generated_at: String,
+    /// Each report's name and row count.
+    pub reports: Vec<(String, usize)>,
+    pub seconds: f64,
+}
+
+/// The query parameters of a period: its bounds, the report date (its
+/// last day, or today while it runs), the twelve months to its end, the
+/// renewal pipeline's end (three months after it) and the quality
+/// settings.
+fn params(config: &Config, period: &Period, today: NaiveDate) -> Vec<(&'static str, ScalarValue)> {
+    let date = |d: NaiveDate| ScalarValue::Date32(Some(crate::domain::days_since_epoch(d)));
+    let last = period.end.pred_opt().unwrap_or(period.start);
+    let months = |n: u32, d: NaiveDate| d.checked_add_months(chrono::Months::new(n)).unwrap_or(d);
+    let year_start = period
+        .end
+        .checked_sub_months(chrono::Months::new(12))
+        .unwrap_or(period.start);
+    vec![
+        ("period_start", date(period.start)),
+        ("period_end", date(period.end)),
+        ("report_date", date(last.min(today.max(period.start)))),
+        ("year_start", date(year_start)),
+        ("pipeline_end", date(months(3, period.end))),
+        ("threshold", ScalarValue::Float64(Some(config.quality.threshold))),
+        (
+            "escalate_after",
+            ScalarValue::Int64(Some(i64::from(config.quality.escalate_after))),
+        ),
+    ]
+}
+
+/// The rows of `batches` as ordered JSON objects (nulls kept).
+fn rows_of(batches: &[RecordBatch]) -> Result<Vec<Row>, ReportError> {
+    let mut out = Vec::new();
+    for b in batches {
+        let mut buf = Vec::new();
+        {
+            let mut w = datafusion::arrow::json::WriterBuilder::new()
+                .with_explicit_nulls(true)
+                .build::<_, datafusion::arrow::json::writer::JsonArray>(&mut buf);
+            w.write(b)?;
+            w.finish()?;
+        }
+        if buf.is_empty() {
+            continue;
+        }
+        let rows: Vec<Row> = serde_json::from_slice(&buf)
+            .map_err(|e| ReportError::Invalid(format!("report rows: {e}")))?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// A context holding every declared table as it is now (empty where the
+/// lake has none yet) and the golden views: what the generator reads.
+async fn generator_context(
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+) -> Result<SessionContext, ReportError> {
+    let ctx = crate::query::context(config)?;
+    crate::query::register_declared(&ctx, lake, catalog, None).await?;
+    let names: Vec<String> = catalog.tables.iter().map(|t| t.name.clone()).collect();
+    crate::query::register_golden_views_where(&ctx, &names, |_| true).await?;
+    Ok(ctx)
+}
+
+/// Generate every report of `period` from the lake and store them
+/// (replacing the period's earlier pack, in one commit).
+pub async fn generate(
+    config: &Config,
+    lake: &Lake,
+    catalog: &Catalog,
+    period: &Period,
+    today: NaiveDate,
+    progress: &dyn Progress,
+) -> Result<(Generated, Vec<Report>), ReportError> {
+    let started = std::time::Instant::now();
+    let defs = definitions()?;
+    let ctx = generator_context(config, lake, catalog).await?;
+    let bound = params(config, period, today);
+    let generated_at = Utc::now();
+    let at = generated_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let task = progress.task(
+        &format!("report pack {}", period.month),
+        Some(defs.len() as u64),
+        Unit::Steps,
+    );
+    let mut reports = Vec::new();
+    for def in defs {
+        task.set_message(&def.name);
+        let df = ctx.sql(&def.sql).await.map_err(|e| {
+            ReportError::Definition(def.name.clone(), format!("does not plan: {e}"))
+        })?;
+        let wanted: Vec<(&str, ScalarValue)> = bound
+            .iter()
+            .filter(|(k, _)| def.sql.contains(&format!("${k}")))
+            .cloned()
+            .collect();
+        let df = df.with_param_values(wanted)?;
+        let columns: Vec<String> = df
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let started_one = std::time::Instant::now();
+        let batches = df.collect().await?;
+        let rows = rows_of(&batches)?;
+        tracing::info!(report = %def.name, rows = rows.len(), seconds = started_one.elapsed().as_secs_f64(), "report generated");
+        reports.push(Report {
+            def,
+            period: period.month.clone(),
+            generated_at: at.clone(),
+            columns,
+            rows,
+        });
+        task.inc(1);
+    }
+    store(lake, catalog, period, &at, &reports).await?;
+    task.finish();
+    Ok((
+        Generated {
+            period: period.month.clone(),
+            generated_at: at,
+            reports: reports
+                .iter()
+                .map(|r| (r.def.name.clone(), r.rows.len()))
+                .collect(),
+            seconds: started.elapsed().as_secs_f64(),
+        },
+        reports,
+    ))
+}
+
+/// Replace `period`'s rows of `report_row` with `reports`.
+async fn store(
+    lake: &Lake,
+    catalog: &Catalog,
+    period: &Period,
+    at: &str,
+    reports: &[Report],
+) -> Result<(), ReportError> {
+    let def = catalog.table("report_row")?;
+    let mut rows = Vec::new();
+    for r in reports {
+        let base = serde_json::json!({
+            "period": period.month,
+            "period_start": period.start.to_string(),
+            "report": r.def.name,
+            "generated_at": at,
+            "period_month": period.month,
+        });
+        // seq 0: the report's columns, so an empty report (or one whose
+        // rows a reader may not see) still opens with its columns.
+        let mut header = base.clone();
+        header["seq"] = 0.into();
+        header["data"] = serde_json::to_string(&r.columns)
+            .unwrap_or_default()
+            .into();
+        rows.push(header);
+        for (i, row) in r.rows.iter().enumerate() {
+            let mut v = base.clone();
+            v["seq"] = (i as i64 + 1).into();
+            v["data"] = serde_json::to_string(row).unwrap_or_default().into();
+            if let Some(team) = &r.def.team {
+                let t = row.text(team);
+                v["owning_team"] = if t.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    t.into()
+                };
+            }
+            rows.push(v);
+        }
+    }
+    let batch = crate::lake::json_rows(def, &rows)?;
+    let ctx = crate::lake::session::write_context();
+    let df = ctx.read_batch(batch)?;
+    crate::lake::replace_where(
+        lake,
+        &ctx,
+        def,
+        df,
+        crate::lake::Replace {
+            column: "period",
+            value: ScalarValue::Utf8(Some(period.month.clone())),
+            partition: &period.month,
+        },
+        vec![
+            ("operation".into(), "report".into()),
+            ("period".into(), period.month.clone().into()),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A stored report of a period, as a list entry.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Stored {
+    pub name: String,
+    pub title: String,
+    pub period: String,
+    /// The rows the reader may see.
+    pub rows: i64,
+    pub generated_at: String,
+}
+
+fn strings(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, ReportError> {
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| ReportError::Invalid(format!("no column {name}")))?;
+    let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?;
+    let s = c.as_string::<i32>();
+    Ok((0..s.len())
+        .map(|i| (!s.is_null(i)).then(|| s.value(i).to_string()))
+        .collect())
+}
+
+/// The stored reports `ctx` (a reader's secured session) may read, newest
+/// period first.
+pub async fn stored(ctx: &SessionContext) -> Result<Vec<Stored>, ReportError> {
+    let titles: HashMap<String, String> = definitions()?
+        .into_iter()
+        .map(|d| (d.name, d.title))
+        .collect();
+    let batches = ctx
+        .sql(
+            "SELECT report, period, CAST(sum(CASE WHEN seq > 0 THEN 1 ELSE 0 END) AS BIGINT) AS rows, \
+               CAST(max(generated_at) AS VARCHAR) AS generated_at \
+             FROM report_row GROUP BY report, period ORDER BY period DESC, report",
+        )
+        .await?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let (names, periods, rows, at) = (
+            strings(b, "report")?,
+            strings(b, "period")?,
+            strings(b, "rows")?,
+            strings(b, "generated_at")?,
+        );
+        for i in 0..b.num_rows() {
+            let name = names[i].clone().unwrap_or_default();
+            out.push(Stored {
+                title: titles.get(&name).cloned().unwrap_or_default(),
+                name,
+                period: periods[i].clone().unwrap_or_default(),
+                rows: rows[i].as_deref().and_then(|r| r.parse().ok()).unwrap_or(0),
+                generated_at: at[i].clone().unwrap_or_default(),
+            });
+        }
+    }
+    // Reports in the pack's order within a period.
+    let order: Vec<String> = definitions()?.into_iter().map(|d| d.name).collect();
+    out.sort_by(|a, b| {
+        b.period.cmp(&a.period).then(
+            order
+                .iter()
+                .position(|n| *n == a.name)
+                .cmp(&order.iter().position(|n| *n == b.name)),
+        )
+    });
+    Ok(out)
+}
+
+/// The stored report `name` of `period` (the latest period stored when
+/// none is given), with the rows `ctx` (a reader's secured session) may
+/// read.
+pub async fn load(
+    ctx: &SessionContext,
+    name: &str,
+    period: Option<&str>,
+) -> Result<Report, ReportError> {
+    let def = definition(name)?;
+    let param = |v: &str| ScalarValue::Utf8(Some(v.to_string()));
+    let period = match period {
+        Some(p) => Period::parse(p)?.month,
+        None => {
+            let b = ctx
+                .sql("SELECT max(period) AS period FROM report_row WHERE report = $1")
+                .await?
+                .with_param_values(vec![param(name)])?
+                .collect()
+                .await?;
+            b.first()
+                .map(|b| strings(b, "period"))
+                .transpose()?
+                .and_then(|v| v.into_iter().next().flatten())
+                .ok_or_else(|| {
+                    ReportError::NotFound(format!(
+                        "report {name} was not generated yet: `custlake report --period YYYY-MM`"
+                    ))
+                })?
+        }
+    };
+    let batches = ctx
+        .sql(
+            "SELECT seq, data, CAST(generated_at AS VARCHAR) AS generated_at FROM report_row \
+             WHERE report = $1 AND period = $2 ORDER BY seq",
+        )
+        .await?
+        .with_param_values(vec![param(name), param(&period)])?
+        .collect()
+        .await?;
+    let mut columns = Vec::new();
+    let mut rows = Vec::new();
+    let mut generated_at = None;
+    for b in &batches {
+        let seq = b
+            .column_by_name("seq")
+            .map(|c| c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone())
+            .ok_or_else(|| ReportError::Invalid("report_row has no seq".into()))?;
+        let data = strings(b, "data")?;
+        let at = strings(b, "generated_at")?;
+        for i in 0..b.num_rows() {
+            let text = data[i].as_deref().unwrap_or("{}");
+            generated_at = generated_at.or_else(|| at[i].clone());
+            if seq.value(i) == 0 {
+                columns = serde_json::from_str(text).unwrap_or_default();
+            } else {
+                rows.push(serde_json::from_str::<Row>(text).map_err(|e| {
+                    ReportError::Invalid(format!("report {name} {period} row: {e}"))
+                })?);
+            }
+        }
+    }
+    let Some(generated_at) = generated_at else {
+        return Err(ReportError::NotFound(format!(
+            "report {name} of {period} was not generated: `custlake report {name} --period {period}`"
+        )));
+    };
+    Ok(Report {
+        def,
+        period,
+        generated_at,
+        columns,
+        rows,
+    })
+}
+
+/// The page's table: every cell as text.
+fn cell(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Bool(b)) => if *b { "yes" } else { "no" }.into(),
+        Some(v) => v.to_string(),
+    }
+}
+
+/// The chart of a report's rows.
+pub fn chart_of(r: &Report) -> chart::Chart {
+    let d = &r.def;
+    let points: Vec<Point<'_>> = r
+        .rows
+        .iter()
+        .map(|row| Point {
+            category: row.get(&d.x).and_then(|v| v.as_str()).unwrap_or(""),
+            series: d
+                .series
+                .as_deref()
+                .and_then(|s| row.get(s))
+                .and_then(|v| v.as_str())
+                .unwrap_or(""),
+            value: match &d.measure {
+                Measure::Sum(c) => (row.number(c), 0.0),
+                Measure::Ratio(n, den) => (row.number(n), row.number(den)),
+            },
+            flagged: d
+                .flag
+                .as_deref()
+                .is_some_and(|f| row.get(f) == Some(&serde_json::Value::Bool(true))),
+        })
+        .collect();
+    chart::layout(&points, &d.measure, d.chart == "line")
+}
+
+fn environment() -> Result<minijinja::Environment<'static>, ReportError> {
+    let mut env = minijinja::Environment::new();
+    // Every template is HTML or SVG inside it: every value is escaped.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    let bad = |e: minijinja::Error| ReportError::Definition("templates".into(), e.to_string());
+    env.add_template("report.html", REPORT_TEMPLATE).map_err(bad)?;
+    env.add_template("index.html", INDEX_TEMPLATE).map_err(bad)?;
+    env.add_template("chart.svg", CHART_TEMPLATE).map_err(bad)?;
+    Ok(env)
+}
+
+/// A report as a self-contained HTML page: its chart as inline SVG and its
+/// rows as a table.
+pub fn html(r: &Report) -> Result<String, ReportError> {
+    let env = environment()?;
+    let rows: Vec<_> = r
+        .rows
+        .iter()
+        .map(|row| {
+            let cells: Vec<_> = r
+                .columns
+                .iter()
+                .map(|c| {
+                    let v = row.get(c);
+                    minijinja::context! {
+                        text => cell(v),
+                        num => matches!(v, Some(serde_json::Value::Number(_))),
+                    }
+                })
+                .collect();
+            minijinja::context! {
+                cells => cells,
+                flagged => r.def.flag.as_deref().is_some_and(|f| row.get(f) == Some(&serde_json::Value::Bool(true))),
+            }
+        })
+        .collect();
+    let ctx = minijinja::context! {
+        report => minijinja::value::Serde(&r.def),
+        period => &r.period,
+        generated_at => &r.generated_at,
+        columns => &r.columns,
+        rows => rows,
+        chart => minijinja::value::Serde(chart_of(r)),
+        version => env!("CARGO_PKG_VERSION"),
+    };
+    env.get_template("report.html")
+        .and_then(|t| t.render(ctx))
+        .map_err(|e| ReportError::Definition(r.def.name.clone(), e.to_string()))
+}
+
+/// The index page of a period's pack written to a directory.
+pub fn index_html(period: &str, reports: &[Report]) -> Result<String, ReportError> {
+    let env = environment()?;
+    let list: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            minijinja::context! {
+                name => &r.def.name,
+                title => &r.def.title,
+                description => &r.def.description,
+                rows => r.rows.len(),
+            }
+        })
+        .collect();
+    env.get_template("index.html")
+        .and_then(|t| {
+            t.render(minijinja::context! {
+                period => period,
+                reports => list,
+                generated_at => reports.first().map(|r| r.generated_at.clone()),
+                version => env!("CARGO_PKG_VERSION"),
+            })
+        })
+        .map_err(|e| ReportError::Definition("index".into(), e.to_string()))
+}
+
+/// A report's rows as CSV, with a header line.
+pub fn csv(r: &Report) -> Result<String, ReportError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let bad = |e: csv::Error| ReportError::Invalid(format!("report {}: {e}", r.def.name));
+    w.write_record(&r.columns).map_err(bad)?;
+    for row in &r.rows {
+        w.write_record(r.columns.iter().map(|c| match row.get(c) {
+            Some(serde_json::Value::Bool(b)) => b.to_string(),
+            v => cell(v),
+        }))
+        .map_err(bad)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| ReportError::Invalid(format!("report {}: {e}", r.def.name)))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A report as JSON: its header, period, columns and rows.
+pub fn json(r: &Report) -> serde_json::Value {
+    serde_json::json!({
+        "report": r.def.name,
+        "title": r.def.title,
+        "description": r.def.description,
+        "period": r.period,
+        "generated_at": r.generated_at,
+        "columns": r.columns,
+        "rows": r.rows,
+    })
+}
+
+/// Write each report as `<name>.html`, `.csv` and `.json` into `dir`, with
+/// an `index.html`; returns the files written.
+pub fn write_dir(
+    dir: &std::path::Path,
+    period: &str,
+    reports: &[Report],
+) -> Result<Vec<std::path::PathBuf>, ReportError> {
+    let io = |path: &std::path::Path| {
+        let path = path.display().to_string();
+        move |source| ReportError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut written = Vec::new();
+    let mut put = |name: String, body: String| -> Result<(), ReportError> {
+        let path = dir.join(name);
+        // Written whole, then renamed: a reader never sees half a page.
+        let tmp = path.with_extension("part");
+        std::fs::write(&tmp, body).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        written.push(path);
+        Ok(())
+    };
+    for r in reports {
+        put(format!("{}.html", r.def.name), html(r)?)?;
+        put(format!("{}.csv", r.def.name), csv(r)?)?;
+        put(
+            format!("{}.json", r.def.name),
+            serde_json::to_string_pretty(&json(r)).unwrap_or_default(),
+        )?;
+    }
+    put("index.html".into(), index_html(period, reports)?)?;
+    Ok(written)
+}
+
+/// Every stored report of `period` a reader's session may read.
+pub async fn load_all(ctx: &SessionContext, period: &str) -> Result<Vec<Report>, ReportError> {
+    let mut out = Vec::new();
+    for d in definitions()? {
+        match load(ctx, &d.name, Some(period)).await {
+            Ok(r) => out.push(r),
+            Err(ReportError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Generate a period's pack for the scheduler or the CLI: `Arc`ed parts.
+pub async fn generate_for(
+    config: &Arc<Config>,
+    lake: &Lake,
+    catalog: &Arc<Catalog>,
+    period: &Period,
+    progress: &dyn Progress,
+) -> Result<(Generated, Vec<Report>), ReportError> {
+    generate(
+        config,
+        lake,
+        catalog,
+        period,
+        Utc::now().date_naive(),
+        progress,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_report_has_a_whole_header() {
+        let defs = definitions().unwrap();
+        assert_eq!(defs.len(), SHIPPED.len());
+        let mut names: Vec<&str> = defs.iter().map(|d| d.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), defs.len(), "report names are unique");
+        assert!(parse("-- name: x\n-- title: t\n-- description: d\n-- chart: pie\n-- x: a\n-- y: b\nSELECT 1").is_err());
+        assert!(parse("-- name: x\n-- title: t\n-- description: d\n-- chart: bar\n-- x: a\nSELECT 1").is_err());
+    }
+
+    #[test]
+    fn periods_are_months() {
+        let p = Period::parse("2026-10").unwrap();
+        assert_eq!(p.start, NaiveDate::from_ymd_opt(2026, 10, 1).unwrap());
+        assert_eq!(p.end, NaiveDate::from_ymd_opt(2026, 11, 1).unwrap());
+        assert!(Period::parse("2026-13").is_err());
+        assert!(Period::parse("2026-1").is_err());
+        assert!(Period::parse("October").is_err());
+        let jan = NaiveDate::from_ymd_opt(2027, 1, 1).unwrap();
+        assert_eq!(Period::before(jan).month, "2026-12");
+    }
+
+    #[test]
+    fn rows_keep_their_column_order() {
+        let r: Row = serde_json::from_str(r#"{"z":1,"a":"x","m":null}"#).unwrap();
+        let keys: Vec<&str> = r.0.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["z", "a", "m"]);
+        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"z":1,"a":"x","m":null}"#);
+    }
+}

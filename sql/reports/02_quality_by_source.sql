@@ -1,6 +1,6 @@
 -- name: quality_by_source
 -- title: Data quality by source system
--- description: The latest quality run of the period, per source system and dimension: passed / checked cells of every field checked, by owning team.
+-- description: The latest quality run as of the period (by its as-of date), per source system and dimension: passed / checked cells of every field checked, by owning team.
 -- chart: bar
 -- x: source_system
 -- series: dimension
@@ -8,8 +8,8 @@
 -- team: owning_team
 WITH latest AS (
   SELECT run_id FROM quality_metric
-  WHERE CAST(run_at AS DATE) < $period_end
-  ORDER BY run_at DESC, run_id DESC LIMIT 1
+  WHERE as_of < $period_end
+  ORDER BY as_of DESC, run_at DESC, run_id DESC LIMIT 1
 )
 SELECT source_system,
        dimension,

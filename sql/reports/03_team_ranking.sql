@@ -1,6 +1,6 @@
 -- name: team_ranking
 -- title: Data quality ranking of the owning teams
--- description: Each owning team's overall score in its latest run of the period (the dimensions weighted as [quality.weights]), ranked; the bottom team is flagged, and a team below the threshold escalate_after runs in a row is escalated.
+-- description: Each owning team's overall score in its latest run as of the period (the dimensions weighted as [quality.weights]), ranked; the bottom team is flagged, and a team below the threshold escalate_after runs in a row is escalated.
 -- chart: bar
 -- x: owning_team
 -- y: score
@@ -8,10 +8,10 @@
 -- team: owning_team
 WITH team_runs AS (
   SELECT owning_team, run_id, run_at, score,
-         row_number() OVER (PARTITION BY owning_team ORDER BY run_at DESC, run_id DESC) AS recent
+         row_number() OVER (PARTITION BY owning_team ORDER BY as_of DESC, run_at DESC, run_id DESC) AS recent
   FROM quality_metric
   WHERE rule = 'overall' AND table_name = '*' AND source_system = '*' AND owning_team <> '*'
-    AND CAST(run_at AS DATE) < $period_end
+    AND as_of < $period_end
 ),
 streaks AS (
   SELECT owning_team,

@@ -1,6 +1,6 @@
 -- name: work_orders
 -- title: Open rectification work orders by team and age
--- description: Records scoring below the threshold in the latest run of the period that checked them, still open, by owning team and how long ago their oldest failure was first found (at the report date).
+-- description: Records scoring below the threshold in the latest run as of the period that checked them, still open, by owning team and how long ago their oldest failure was first found (at the report date).
 -- chart: bar
 -- x: owning_team
 -- series: age
@@ -10,7 +10,7 @@ WITH latest AS (
   SELECT table_name, record_key, owning_team, record_score, status, first_seen_at,
          row_number() OVER (PARTITION BY table_name, record_key, field, rule ORDER BY run_at DESC) AS rn
   FROM quality_issue
-  WHERE run_id IN (SELECT DISTINCT run_id FROM quality_metric WHERE CAST(run_at AS DATE) < $period_end)
+  WHERE run_id IN (SELECT DISTINCT run_id FROM quality_metric WHERE as_of < $period_end)
 ),
 orders AS (
   SELECT owning_team, table_name, record_key,
@@ -21,7 +21,7 @@ orders AS (
   GROUP BY owning_team, table_name, record_key
 ),
 aged AS (
-  SELECT *, CAST(date_part('day', CAST($report_date AS TIMESTAMP) - CAST(first_seen AS TIMESTAMP)) AS BIGINT) AS age_days
+  SELECT *, greatest(CAST(date_part('day', CAST($report_date AS TIMESTAMP) - CAST(first_seen AS TIMESTAMP)) AS BIGINT), 0) AS age_days
   FROM orders
 )
 SELECT owning_team,

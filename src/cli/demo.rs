@@ -121,6 +121,27 @@ pub(super) async fn run(
         quality.work_orders,
         wh.config.quality.threshold
     );
+    // The month so far: the pack the scheduler writes on the 1st for the
+    // month before, here for this one so that today's runs are in it.
+    let period = crate::reports::pack::Period::containing(today);
+    let (pack, reports) = crate::reports::pack::generate(
+        &wh.config,
+        &wh.lake,
+        &wh.catalog,
+        &period,
+        today,
+        wh.progress.as_ref(),
+    )
+    .await?;
+    let pack_dir = std::path::Path::new("data/reports").join(&period.month);
+    crate::reports::pack::write_dir(&pack_dir, &period.month, &reports)?;
+    eprintln!(
+        "Report pack {}: {} reports in {:.1} s, stored in report_row and written to {}",
+        pack.period,
+        pack.reports.len(),
+        pack.seconds,
+        pack_dir.join("index.html").display()
+    );
     let run = crate::analytics::lists::produce(
         &wh.config,
         &wh.lake,
@@ -138,7 +159,7 @@ pub(super) async fn run(
         run.run_id, run.row_count, run.assigned
     );
     summary(wh).await?;
-    demo_tokens(wh, &run.run_id).await?;
+    demo_tokens(wh, &run.run_id, &period.month).await?;
     if args.no_serve {
         return Ok(());
     }
@@ -190,7 +211,7 @@ async fn most_common_in(
 /// One token per shipped role (the previous demo tokens revoked), printed
 /// with requests that show how differently each role sees the lake, and
 /// kept in `demo-tokens.env` (owner-only) for another terminal.
-async fn demo_tokens(wh: &Warehouse, run_id: &str) -> Result<(), CliError> {
+async fn demo_tokens(wh: &Warehouse, run_id: &str, pack_period: &str) -> Result<(), CliError> {
     use crate::security::tokens::{self, NewToken};
     // The telesales agent: the one with most lines on the demo's renewal
     // list, else the one with most customers.
@@ -266,6 +287,12 @@ async fn demo_tokens(wh: &Warehouse, run_id: &str) -> Result<(), CliError> {
          Data quality: teams ranked by score (the steward sees their own team's work orders):\n  \
          curl -s http://{addr}/v1/queries/quality_teams -H \"authorization: Bearer $ANALYST_TOKEN\"\n  \
          curl -s http://{addr}/v1/queries/quality_work_orders -H \"authorization: Bearer $STEWARD_TOKEN\"\n\
+         The report pack of {pack_period} (pages with charts, or ?format=csv|json; a steward sees their own teams' rows):\n  \
+         curl -s http://{addr}/v1/reports -H \"authorization: Bearer $ANALYST_TOKEN\"\n  \
+         curl -s 'http://{addr}/v1/reports/team_ranking?period={pack_period}' -H \"authorization: Bearer $ANALYST_TOKEN\" > team_ranking.html\n  \
+         curl -s 'http://{addr}/v1/reports/work_orders?period={pack_period}&format=csv' -H \"authorization: Bearer $STEWARD_TOKEN\"\n\
+         The scheduled jobs (quality scan, scores, report pack, tier moves) and their last runs:\n  \
+         curl -s http://{addr}/v1/jobs -H \"authorization: Bearer $ADMIN_TOKEN\"\n\
          Only the auditor reads the audit trail (every request above is in it):\n  \
          curl -s 'http://{addr}/v1/queries/audit_volume' -H \"authorization: Bearer $AUDITOR_TOKEN\"",
         agent.as_deref().unwrap_or("no agent")

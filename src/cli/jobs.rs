@@ -63,7 +63,9 @@ pub(super) async fn run(
                     "{:<8} {:<16} {:<26} {:<10} {:<26}",
                     j.name,
                     j.cron,
-                    j.next_run.as_deref().unwrap_or(if j.enabled { "-" } else { "disabled" }),
+                    j.next_run
+                        .as_deref()
+                        .unwrap_or(if j.enabled { "-" } else { "disabled" }),
                     j.last_run.as_ref().map_or("never", |r| r.status.as_str()),
                     j.last_run.as_ref().map_or("", |r| r.started_at.as_str()),
                 )?;

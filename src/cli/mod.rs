@@ -2,12 +2,12 @@
 
 mod analytics;
 mod audit;
-mod jobs;
 mod config;
 mod demo;
 mod generate;
 mod identity;
 mod ingest;
+mod jobs;
 mod progress;
 mod quality;
 mod report;

@@ -40,7 +40,11 @@ pub(super) async fn run(wh: &Warehouse, args: &ReportArgs) -> Result<(), CliErro
     let mut out = std::io::stdout().lock();
     if args.list {
         for d in pack::definitions()? {
-            writeln!(out, "{:<22} {}\n{:<22} {}", d.name, d.title, "", d.description)?;
+            writeln!(
+                out,
+                "{:<22} {}\n{:<22} {}",
+                d.name, d.title, "", d.description
+            )?;
         }
         return Ok(());
     }
@@ -103,7 +107,11 @@ pub(super) async fn run(wh: &Warehouse, args: &ReportArgs) -> Result<(), CliErro
         out,
         "report pack {} ({}): {} reports in {:.1} s{}",
         period.month,
-        if args.stored { "as stored" } else { "generated and stored" },
+        if args.stored {
+            "as stored"
+        } else {
+            "generated and stored"
+        },
         reports.len(),
         started.elapsed().as_secs_f64(),
         if written.is_empty() {
@@ -113,7 +121,13 @@ pub(super) async fn run(wh: &Warehouse, args: &ReportArgs) -> Result<(), CliErro
         }
     )?;
     for r in &reports {
-        writeln!(out, "  {:<22} {:>6} rows  {}", r.def.name, r.rows.len(), r.def.title)?;
+        writeln!(
+            out,
+            "  {:<22} {:>6} rows  {}",
+            r.def.name,
+            r.rows.len(),
+            r.def.title
+        )?;
     }
     if let Some(dir) = &args.out {
         writeln!(out, "open {}", dir.join("index.html").display())?;

@@ -34,8 +34,7 @@ pub use warehouse::{OpenError, Warehouse};
 
 pub use write::{
     BatchReceiver, Replace, UpsertOutcome, append_stream, hot_only, json_rows, overwrite,
-    replace_where,
-    upsert, upsert_in, upsert_leased,
+    replace_where, upsert, upsert_in, upsert_leased,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -138,7 +138,10 @@ pub fn layout(points: &[Point<'_>], measure: &Measure, line: bool) -> Chart {
     // (sum or numerator, denominator, flagged, seen) per category × series.
     let mut cells = vec![(0.0, 0.0, false, false); categories.len() * series.len()];
     for p in points {
-        let c = categories.iter().position(|c| *c == p.category).unwrap_or(0);
+        let c = categories
+            .iter()
+            .position(|c| *c == p.category)
+            .unwrap_or(0);
         let s = series.iter().position(|s| *s == p.series).unwrap_or(0);
         let cell = &mut cells[c * series.len() + s];
         cell.0 += p.value.0;
@@ -255,8 +258,7 @@ pub fn layout(points: &[Point<'_>], measure: &Measure, line: bool) -> Chart {
         bars,
         lines,
         y_ticks,
-        rotate_labels: categories.len() > 6
-            || categories.iter().any(|c| c.chars().count() > 10),
+        rotate_labels: categories.len() > 6 || categories.iter().any(|c| c.chars().count() > 10),
         x_labels,
         legend,
         y_label: match measure {
@@ -274,9 +276,24 @@ mod tests {
     #[test]
     fn values_are_summed_or_scored_per_category_and_series() {
         let pts = [
-            Point { category: "north", series: "", value: (3.0, 0.0), flagged: false },
-            Point { category: "north", series: "", value: (2.0, 0.0), flagged: false },
-            Point { category: "south", series: "", value: (10.0, 0.0), flagged: true },
+            Point {
+                category: "north",
+                series: "",
+                value: (3.0, 0.0),
+                flagged: false,
+            },
+            Point {
+                category: "north",
+                series: "",
+                value: (2.0, 0.0),
+                flagged: false,
+            },
+            Point {
+                category: "south",
+                series: "",
+                value: (10.0, 0.0),
+                flagged: true,
+            },
         ];
         let c = layout(&pts, &Measure::Sum("n".into()), false);
         assert_eq!(c.bars.len(), 2);
@@ -288,9 +305,24 @@ mod tests {
         assert!(c.legend.is_empty());
         // A ratio of sums, not a mean of ratios: (9 + 1) / (10 + 10).
         let pts = [
-            Point { category: "a", series: "valid", value: (9.0, 10.0), flagged: false },
-            Point { category: "a", series: "valid", value: (1.0, 10.0), flagged: false },
-            Point { category: "b", series: "valid", value: (5.0, 5.0), flagged: false },
+            Point {
+                category: "a",
+                series: "valid",
+                value: (9.0, 10.0),
+                flagged: false,
+            },
+            Point {
+                category: "a",
+                series: "valid",
+                value: (1.0, 10.0),
+                flagged: false,
+            },
+            Point {
+                category: "b",
+                series: "valid",
+                value: (5.0, 5.0),
+                flagged: false,
+            },
         ];
         let c = layout(&pts, &Measure::Ratio("p".into(), "c".into()), true);
         assert_eq!(c.lines.len(), 1);

@@ -271,7 +271,10 @@ fn params(config: &Config, period: &Period, today: NaiveDate) -> Vec<(&'static s
         ("report_date", date(last.min(today.max(period.start)))),
         ("year_start", date(year_start)),
         ("pipeline_end", date(months(3, period.end))),
-        ("threshold", ScalarValue::Float64(Some(config.quality.threshold))),
+        (
+            "threshold",
+            ScalarValue::Float64(Some(config.quality.threshold)),
+        ),
         (
             "escalate_after",
             ScalarValue::Int64(Some(i64::from(config.quality.escalate_after))),
@@ -405,9 +408,7 @@ async fn store(
         // rows a reader may not see) still opens with its columns.
         let mut header = base.clone();
         header["seq"] = 0.into();
-        header["data"] = serde_json::to_string(&r.columns)
-            .unwrap_or_default()
-            .into();
+        header["data"] = serde_json::to_string(&r.columns).unwrap_or_default().into();
         rows.push(header);
         for (i, row) in r.rows.iter().enumerate() {
             let mut v = base.clone();
@@ -561,7 +562,10 @@ pub async fn load(
     for b in &batches {
         let seq = b
             .column_by_name("seq")
-            .map(|c| c.as_primitive::<datafusion::arrow::datatypes::Int64Type>().clone())
+            .map(|c| {
+                c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .clone()
+            })
             .ok_or_else(|| ReportError::Invalid("report_row has no seq".into()))?;
         let data = strings(b, "data")?;
         let at = strings(b, "generated_at")?;
@@ -633,8 +637,10 @@ fn environment() -> Result<minijinja::Environment<'static>, ReportError> {
     // Every template is HTML or SVG inside it: every value is escaped.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
     let bad = |e: minijinja::Error| ReportError::Definition("templates".into(), e.to_string());
-    env.add_template("report.html", REPORT_TEMPLATE).map_err(bad)?;
-    env.add_template("index.html", INDEX_TEMPLATE).map_err(bad)?;
+    env.add_template("report.html", REPORT_TEMPLATE)
+        .map_err(bad)?;
+    env.add_template("index.html", INDEX_TEMPLATE)
+        .map_err(bad)?;
     env.add_template("chart.svg", CHART_TEMPLATE).map_err(bad)?;
     Ok(env)
 }
@@ -814,7 +820,10 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), defs.len(), "report names are unique");
         assert!(parse("-- name: x\n-- title: t\n-- description: d\n-- chart: pie\n-- x: a\n-- y: b\nSELECT 1").is_err());
-        assert!(parse("-- name: x\n-- title: t\n-- description: d\n-- chart: bar\n-- x: a\nSELECT 1").is_err());
+        assert!(
+            parse("-- name: x\n-- title: t\n-- description: d\n-- chart: bar\n-- x: a\nSELECT 1")
+                .is_err()
+        );
     }
 
     #[test]
@@ -834,6 +843,9 @@ mod tests {
         let r: Row = serde_json::from_str(r#"{"z":1,"a":"x","m":null}"#).unwrap();
         let keys: Vec<&str> = r.0.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["z", "a", "m"]);
-        assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"z":1,"a":"x","m":null}"#);
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"z":1,"a":"x","m":null}"#
+        );
     }
 }

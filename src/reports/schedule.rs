@@ -302,10 +302,7 @@ impl Scheduler {
             } else {
                 Trigger::Schedule
             };
-            runs.push(
-                self.run(security, job, trigger, Some(slot), missed)
-                    .await?,
-            );
+            runs.push(self.run(security, job, trigger, Some(slot), missed).await?);
         }
         Ok(runs)
     }
@@ -401,7 +398,8 @@ impl Scheduler {
     async fn record(&self, row: &RunRow) -> Result<(), ReportError> {
         let def = self.catalog.table("job_run")?;
         let month = row.started_at.get(..7).unwrap_or_default().to_string();
-        let mut value = serde_json::to_value(row).map_err(|e| ReportError::Invalid(e.to_string()))?;
+        let mut value =
+            serde_json::to_value(row).map_err(|e| ReportError::Invalid(e.to_string()))?;
         value["run_month"] = serde_json::Value::String(month);
         let batch = crate::lake::json_rows(def, &[value])?;
         let ctx = crate::lake::session::write_context();
@@ -466,7 +464,11 @@ impl Scheduler {
         for b in &batches {
             let text = |name: &str, i: usize| -> Option<String> {
                 let c = b.column_by_name(name)?;
-                let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8).ok()?;
+                let c = datafusion::arrow::compute::cast(
+                    c,
+                    &datafusion::arrow::datatypes::DataType::Utf8,
+                )
+                .ok()?;
                 let s = c.as_string::<i32>();
                 (!s.is_null(i)).then(|| s.value(i).to_string())
             };
@@ -505,7 +507,10 @@ mod tests {
         let east8 = FixedOffset::east_opt(8 * 3600).unwrap();
         // 01:00 at +08:00 is 17:00 UTC the day before.
         let last = at("2026-10-01T17:00:00Z");
-        assert_eq!(due(&daily_1am, east8, last, at("2026-10-02T16:59:59Z")), None);
+        assert_eq!(
+            due(&daily_1am, east8, last, at("2026-10-02T16:59:59Z")),
+            None
+        );
         assert_eq!(
             due(&daily_1am, east8, last, at("2026-10-02T17:00:00Z")),
             Some((at("2026-10-02T17:00:00Z"), 0))
@@ -517,7 +522,12 @@ mod tests {
         );
         let monthly: cron::Schedule = "0 0 2 1 * *".parse().unwrap();
         assert_eq!(
-            due(&monthly, east8, at("2026-10-31T18:00:00Z"), at("2026-12-04T00:00:00Z")),
+            due(
+                &monthly,
+                east8,
+                at("2026-10-31T18:00:00Z"),
+                at("2026-12-04T00:00:00Z")
+            ),
             Some((at("2026-11-30T18:00:00Z"), 0))
         );
     }

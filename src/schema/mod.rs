@@ -92,10 +92,7 @@ const TABLE_FILES: &[(&str, &str)] = &[
         "report_row.toml",
         include_str!("../../schemas/report_row.toml"),
     ),
-    (
-        "job_run.toml",
-        include_str!("../../schemas/job_run.toml"),
-    ),
+    ("job_run.toml", include_str!("../../schemas/job_run.toml")),
     (
         "ingest_batch.toml",
         include_str!("../../schemas/ingest_batch.toml"),
@@ -344,10 +341,12 @@ mod tests {
             ("list_line", vec!["run_id", "line"]),
             ("lifecycle_event", vec!["event_id"]),
             ("code_list", vec!["code_set", "code"]),
+            ("report_row", vec!["period", "report", "seq"]),
+            ("job_run", vec!["run_id"]),
         ] {
             assert_eq!(c.table(name).unwrap().key, key, "{name}");
         }
-        assert_eq!(c.tables.len(), 22);
+        assert_eq!(c.tables.len(), 24);
         for t in &c.tables {
             assert!(!t.arrow_schema().fields().is_empty());
         }

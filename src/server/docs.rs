@@ -261,7 +261,12 @@ problem_set!(
 problem_set!(
     ReportProblems,
     "What reading a stored report can fail with.",
-    [InvalidParameter, UnsupportedFormat, NotFound, StorageUnavailable]
+    [
+        InvalidParameter,
+        UnsupportedFormat,
+        NotFound,
+        StorageUnavailable
+    ]
 );
 
 problem_set!(

@@ -173,7 +173,12 @@ pub async fn scheduler(wh: &Warehouse, security: &Security) -> Result<Scheduler,
         }),
     ));
 
-    Scheduler::new(wh.config.clone(), wh.lake.clone(), wh.catalog.clone(), actions)
+    Scheduler::new(
+        wh.config.clone(),
+        wh.lake.clone(),
+        wh.catalog.clone(),
+        actions,
+    )
 }
 
 /// Run the scheduler until the server stops: wake at the next slot (or

@@ -130,14 +130,18 @@ pub(crate) async fn get(
     let report = pack::load(&ctx, &id, q.period.as_deref())
         .await
         .map_err(|e| ApiError::from_error("reading the report", &e))?;
-    let rendered = |e: crate::reports::ReportError| ApiError::from_error("rendering the report", &e);
+    let rendered =
+        |e: crate::reports::ReportError| ApiError::from_error("rendering the report", &e);
     let (body, ty) = match format {
-        "csv" => (pack::csv(&report).map_err(rendered)?, "text/csv; charset=utf-8"),
-        "json" => (
-            pack::json(&report).to_string(),
-            "application/json",
+        "csv" => (
+            pack::csv(&report).map_err(rendered)?,
+            "text/csv; charset=utf-8",
         ),
-        _ => (pack::html(&report).map_err(rendered)?, "text/html; charset=utf-8"),
+        "json" => (pack::json(&report).to_string(), "application/json"),
+        _ => (
+            pack::html(&report).map_err(rendered)?,
+            "text/html; charset=utf-8",
+        ),
     };
     caller.note.set(|n| n.rows = Some(report.rows.len() as i64));
     let mut response = body.into_response();

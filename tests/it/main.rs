@@ -13,6 +13,7 @@ mod identity;
 mod ingest;
 mod layout;
 mod quality;
+mod reports;
 mod server;
 mod slt;
 mod soak;

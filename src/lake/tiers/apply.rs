@@ -498,7 +498,11 @@ pub async fn apply_due(
     }
     let holds = catalog::holds(lake).await?.value.holds;
     let held = held_records(lake, catalog, &holds).await?;
-    let task = progress.task("tier apply", Some(steps(&plans)), crate::progress::Unit::Steps);
+    let task = progress.task(
+        "tier apply",
+        Some(steps(&plans)),
+        crate::progress::Unit::Steps,
+    );
     let out = apply(lake, catalog, &plans, &held, task.as_ref()).await;
     match &out {
         Ok(_) => task.finish(),

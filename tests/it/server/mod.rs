@@ -227,7 +227,11 @@ impl Api {
     }
 
     pub(crate) fn with(dir: &Path, tune: impl FnOnce(&mut custlake::config::Config)) -> Self {
-        let config = lake_config(dir, tune);
+        Self::over(dir, lake_config(dir, tune))
+    }
+
+    /// The service over the lake `config` names (in `dir`, as it is).
+    pub(crate) fn over(dir: &Path, config: custlake::config::Config) -> Self {
         let admin = token(dir, "test-admin", "admin", &[]);
         let rt = runtime();
         let router = rt

@@ -247,6 +247,16 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
+/// `a` and `b` (values of `f`'s type) agree after trimming and folding
+/// case (`quality_same`; text compared as it is stored, other types as
+/// their text).
+fn same(f: &FieldDef, a: &str, b: &str) -> String {
+    match f.ty {
+        FieldType::String => format!("quality_same({a}, {b})"),
+        _ => format!("quality_same(CAST({a} AS VARCHAR), CAST({b} AS VARCHAR))"),
+    }
+}
+
 fn filled(f: &FieldDef, col: &str) -> String {
     match f.ty {
         FieldType::String => format!("({col} IS NOT NULL AND trim({col}) <> '')"),
@@ -442,8 +452,16 @@ fn plan(
     } else {
         "CAST(NULL AS VARCHAR)".into()
     };
+    // Joined on the key's own columns (no key text built for every row).
+    let key_cols = def.key.join(", ");
+    let on = def
+        .key
+        .iter()
+        .map(|k| format!("qd.{k} = t.{k}"))
+        .collect::<Vec<_>>()
+        .join(" AND ");
     joins.push(format!(
-        "LEFT JOIN (SELECT {key} AS k FROM {name} t GROUP BY 1 HAVING count(*) > 1) qd ON qd.k = {key}"
+        "LEFT JOIN (SELECT {key_cols}, true AS dup FROM {name} GROUP BY {key_cols} HAVING count(*) > 1) qd ON {on}"
     ));
     checks.push(Check {
         rule: "unique_key".into(),
@@ -455,7 +473,7 @@ fn plan(
             def.key.join(", ")
         ),
         applies: "true".into(),
-        passes: "qd.k IS NULL".into(),
+        passes: "qd.dup IS NULL".into(),
         value: key_shown,
         team: None,
     });
@@ -492,7 +510,6 @@ fn plan(
                     "quality.consistency_fields: {field:?} is not a field of both source_customer and customer"
                 )));
             };
-            let norm = |c: &str| format!("lower(trim(CAST({c} AS VARCHAR)))");
             checks.push(Check {
                 rule: "consistent".into(),
                 dimension: "consistency".into(),
@@ -506,7 +523,7 @@ fn plan(
                     filled(f, &format!("t.{field}")),
                     filled(f, &format!("qg.{field}"))
                 ),
-                passes: format!("{} = {}", norm(&format!("t.{field}")), norm(&format!("qg.{field}"))),
+                passes: same(f, &format!("t.{field}"), &format!("qg.{field}")),
                 value: b.shown(f, &format!("t.{field}")),
                 team: None,
             });
@@ -540,7 +557,6 @@ fn plan(
             let r = reference
                 .field(theirs)
                 .ok_or_else(|| missing(reference, theirs))?;
-            let norm = |c: &str| format!("lower(trim(CAST({c} AS VARCHAR)))");
             let ours = format!("t.{field}");
             let ref_col = format!("{alias}.{theirs}");
             checks.push(Check {
@@ -558,7 +574,11 @@ fn plan(
                     filled(f, &ours),
                     filled(r, &ref_col)
                 ),
-                passes: format!("{} = {}", norm(&ours), norm(&ref_col)),
+                passes: if matches!(r.ty, FieldType::String) {
+                    same(f, &ours, &ref_col)
+                } else {
+                    format!("quality_same(CAST({ours} AS VARCHAR), CAST({ref_col} AS VARCHAR))")
+                },
                 value: b.shown(f, &ours),
                 team: None,
             });

@@ -1,17 +1,26 @@
-//! The two functions the quality rules need beyond SQL:
+//! The functions the quality rules need beyond SQL:
 //! `quality_valid(validator, value, context)`, the ingest validators of
-//! the schemas (check digits, birth dates, name forms), and
-//! `quality_sample(record_key, seed)`, a record's stable place in `[0, 1)`
-//! for deterministic sampling.
+//! the schemas (check digits, birth dates, name forms);
+//! `quality_same(a, b)`, two values equal after trimming spaces and
+//! folding case (what `lower(trim(a)) = lower(trim(b))` says, without
+//! building either lowered string); and `quality_sample(record_key,
+//! seed)`, a record's stable place in `[0, 1)` for deterministic sampling.
+//!
+//! The text functions take their arguments as they come (`Utf8` or the
+//! `Utf8View` Parquet is read as), so no column is copied to convert it.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanBuilder, Float64Builder, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, StringArray, StringViewArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarUDF, Signature, SimpleScalarUDF, Volatility, create_udf,
+};
 use datafusion::prelude::SessionContext;
 
 use crate::schema::Validator;
@@ -40,52 +49,110 @@ fn strings(v: &ColumnarValue, rows: usize) -> Result<StringArray> {
         .ok_or_else(|| DataFusionError::Internal("quality: expected text".into()))
 }
 
+/// A text argument as it came (other types cast to text).
+enum Texts {
+    Utf8(StringArray),
+    View(StringViewArray),
+}
+
+impl Texts {
+    fn of(v: &ColumnarValue, rows: usize) -> Result<Self> {
+        let a: ArrayRef = v.to_array(rows)?;
+        Ok(match a.data_type() {
+            DataType::Utf8View => Self::View(a.as_string_view().clone()),
+            DataType::Utf8 => Self::Utf8(a.as_string::<i32>().clone()),
+            _ => Self::Utf8(strings(v, rows)?),
+        })
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        match self {
+            Self::Utf8(a) => (!a.is_null(i)).then(|| a.value(i)),
+            Self::View(a) => (!a.is_null(i)).then(|| a.value(i)),
+        }
+    }
+}
+
+fn rows_of(args: &[ColumnarValue]) -> usize {
+    args.iter()
+        .find_map(|a| match a {
+            ColumnarValue::Array(a) => Some(a.len()),
+            ColumnarValue::Scalar(_) => None,
+        })
+        .unwrap_or(1)
+}
+
+/// The result as an array, or a scalar when every argument was one.
+fn shaped(args: &[ColumnarValue], out: ArrayRef) -> Result<ColumnarValue> {
+    Ok(
+        if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        },
+    )
+}
+
+/// `lower(trim(a)) = lower(trim(b))` (SQL `trim`: spaces), comparing
+/// character by character.
+pub fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_matches(' '), b.trim_matches(' '));
+    a == b || a.chars().flat_map(char::to_lowercase).eq(b.chars().flat_map(char::to_lowercase))
+}
+
 /// Register `quality_valid` (validating as of `as_of`) and `quality_sample`.
 pub fn register(ctx: &SessionContext, as_of: chrono::NaiveDate) {
-    ctx.register_udf(create_udf(
+    ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
         "quality_valid",
-        vec![DataType::Utf8, DataType::Utf8, DataType::Utf8],
+        Signature::any(3, Volatility::Immutable),
         DataType::Boolean,
-        Volatility::Immutable,
         Arc::new(move |args: &[ColumnarValue]| {
-            let rows = args
-                .iter()
-                .find_map(|a| match a {
-                    ColumnarValue::Array(a) => Some(a.len()),
-                    ColumnarValue::Scalar(_) => None,
-                })
-                .unwrap_or(1);
+            let rows = rows_of(args);
             let validator = match &args[0] {
-                ColumnarValue::Scalar(ScalarValue::Utf8(Some(n))) => Validator::from_name(n)
-                    .ok_or_else(|| {
-                        DataFusionError::Plan(format!("quality_valid: no validator {n:?}"))
-                    })?,
+                ColumnarValue::Scalar(
+                    ScalarValue::Utf8(Some(n))
+                    | ScalarValue::Utf8View(Some(n))
+                    | ScalarValue::LargeUtf8(Some(n)),
+                ) => Validator::from_name(n).ok_or_else(|| {
+                    DataFusionError::Plan(format!("quality_valid: no validator {n:?}"))
+                })?,
                 _ => {
                     return Err(DataFusionError::Plan(
                         "quality_valid takes a constant validator name".into(),
                     ));
                 }
             };
-            let values = strings(&args[1], rows)?;
-            let context = strings(&args[2], rows)?;
+            let values = Texts::of(&args[1], rows)?;
+            let context = Texts::of(&args[2], rows)?;
             let mut out = BooleanBuilder::with_capacity(rows);
             for i in 0..rows {
-                if values.is_null(i) {
-                    out.append_null();
-                    continue;
+                match values.get(i) {
+                    None => out.append_null(),
+                    Some(v) => {
+                        out.append_value(validator.canonical(v, context.get(i), as_of).is_ok())
+                    }
                 }
-                let c = (!context.is_null(i)).then(|| context.value(i));
-                out.append_value(validator.canonical(values.value(i), c, as_of).is_ok());
             }
-            let out: ArrayRef = Arc::new(out.finish());
-            Ok(match (&args[1], &args[2]) {
-                (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)) => {
-                    ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?)
-                }
-                _ => ColumnarValue::Array(out),
-            })
+            shaped(&args[1..], Arc::new(out.finish()))
         }),
-    ));
+    )));
+    ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "quality_same",
+        Signature::any(2, Volatility::Immutable),
+        DataType::Boolean,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = rows_of(args);
+            let (a, b) = (Texts::of(&args[0], rows)?, Texts::of(&args[1], rows)?);
+            let mut out = BooleanBuilder::with_capacity(rows);
+            for i in 0..rows {
+                match (a.get(i), b.get(i)) {
+                    (Some(x), Some(y)) => out.append_value(same(x, y)),
+                    _ => out.append_null(),
+                }
+            }
+            shaped(args, Arc::new(out.finish()))
+        }),
+    )));
     ctx.register_udf(create_udf(
         "quality_sample",
         vec![DataType::Utf8, DataType::Int64],
@@ -127,6 +194,16 @@ pub fn register(ctx: &SessionContext, as_of: chrono::NaiveDate) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_is_lower_trim_equality() {
+        assert!(same(" Zhang Wei ", "zhang wei"));
+        assert!(same("张伟", "张伟 "));
+        assert!(same("İSTANBUL", "i̇stanbul"));
+        assert!(!same("张伟", "张 伟"));
+        assert!(!same("a\t", "a"), "SQL trim removes spaces only");
+        assert!(!same("ab", "abc"));
+    }
 
     #[test]
     fn the_sample_is_stable_and_its_rates_are_right() {

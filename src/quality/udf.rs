@@ -97,7 +97,10 @@ fn shaped(args: &[ColumnarValue], out: ArrayRef) -> Result<ColumnarValue> {
 /// character by character.
 pub fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.trim_matches(' '), b.trim_matches(' '));
-    a == b || a.chars().flat_map(char::to_lowercase).eq(b.chars().flat_map(char::to_lowercase))
+    a == b
+        || a.chars()
+            .flat_map(char::to_lowercase)
+            .eq(b.chars().flat_map(char::to_lowercase))
 }
 
 /// Register `quality_valid` (validating as of `as_of`) and `quality_sample`.

@@ -282,7 +282,7 @@ problem_set!(
         title = "custlake",
         description = "SQL, named queries, tables and golden customers of an analytical customer warehouse. Every error is application/problem+json with a stable code (see the README).",
     ),
-    components(schemas(super::error::Problem, QueryResult, ResultColumn, FormatName)),
+    components(schemas(super::error::Problem, QueryResult, ResultColumn, FormatName, super::reports::ReportFormat)),
     tags(
         (name = "query", description = "Read-only SQL and named queries"),
         (name = "tables", description = "What the lake holds"),

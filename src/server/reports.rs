@@ -79,16 +79,27 @@ pub(crate) struct ReportId {
     id: String,
 }
 
+/// How a report is returned.
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum ReportFormat {
+    /// A self-contained page with its chart.
+    #[default]
+    Html,
+    Csv,
+    Json,
+}
+
 /// Which period, in which format.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReportQuery {
     /// The month (`2026-10`); the latest stored when left out.
+    #[param(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
     period: Option<String>,
-    /// `html` (the default: a self-contained page with its chart), `csv`
-    /// or `json`.
-    format: Option<String>,
+    /// `html` (the default), `csv` or `json`.
+    format: Option<ReportFormat>,
 }
 
 /// A stored report of a period: a self-contained HTML page with its chart
@@ -114,13 +125,11 @@ pub(crate) async fn get(
     PathParams(ReportId { id }): PathParams<ReportId>,
     Params(q): Params<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let format = q.format.as_deref().unwrap_or("html");
-    if !matches!(format, "html" | "csv" | "json") {
-        return Err(ApiError::new(
-            crate::error::ErrorKind::UnsupportedFormat,
-            format!("format {format:?}: reports are html, csv or json"),
-        ));
-    }
+    let format = match q.format.unwrap_or_default() {
+        ReportFormat::Html => "html",
+        ReportFormat::Csv => "csv",
+        ReportFormat::Json => "json",
+    };
     caller.note.set(|n| {
         n.action = Some("report".into());
         n.object = Some(format!("{id} {}", q.period.as_deref().unwrap_or("latest")));

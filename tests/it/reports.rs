@@ -369,7 +369,9 @@ fn the_report_pack_is_the_metric_tables_and_opens_again_unchanged() {
     let r = api.request("GET", "/v1/reports/nothing", &[], b"");
     crate::server::problem(&r, 404, 1201);
     let r = api.request("GET", "/v1/reports/team_ranking?format=pdf", &[], b"");
-    crate::server::problem(&r, 400, 1003);
+    crate::server::problem(&r, 400, 1104);
+    let r = api.request("GET", "/v1/reports/team_ranking?period=2026-6", &[], b"");
+    crate::server::problem(&r, 400, 1104);
 
     // The page shows its chart: one bar per team, laid out, not blank.
     chromium_shows_bars(&out.join("team_ranking.html"), want_teams(d));

@@ -101,6 +101,13 @@ pub async fn run(
         task.set_message("writing customer_score");
         let def = catalog.table("customer_score")?;
         let write_ctx = crate::lake::session::write_context();
+        // No customers (nothing resolved yet): the date's scores are none,
+        // written as such, not a batch of no columns.
+        let batches = if batches.is_empty() {
+            vec![RecordBatch::new_empty(def.arrow_schema())]
+        } else {
+            batches
+        };
         let df = write_ctx.read_batches(batches)?;
         let days = crate::domain::days_since_epoch(as_of);
         let outcome = crate::lake::replace_where(

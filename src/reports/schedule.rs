@@ -394,8 +394,46 @@ impl Scheduler {
         .await
     }
 
-    /// Upsert a run's row.
-    async fn record(&self, row: &RunRow) -> Result<(), ReportError> {
+    /// Close the runs a stopped process left `running`: a job whose latest
+    /// row says running while nobody holds its lease was cut off (a
+    /// server stopped, a `jobs run` interrupted); its row becomes `failed`
+    /// with that reason. Returns how many were closed. (`serve` calls it
+    /// when its scheduler starts; the slot is not run again.)
+    pub async fn close_interrupted(&self) -> Result<usize, ReportError> {
+        let mut closed = 0;
+        for mut row in self.latest_runs().await? {
+            if row.status != "running" {
+                continue;
+            }
+            let lease = crate::lake::lease::Lease::acquire(
+                &self.lake,
+                &format!("job-{}", row.job),
+                "closing an interrupted run",
+                std::time::Duration::ZERO,
+                &|_| {},
+            )
+            .await;
+            let Ok(lease) = lease else {
+                // Held: the run is under way somewhere.
+                continue;
+            };
+            row.status = "failed".into();
+            row.ended_at = Some(Utc::now().to_rfc3339());
+            row.error = Some(format!(
+                "interrupted: the process running it stopped before it ended (code {})",
+                ErrorKind::Internal.code()
+            ));
+            let written = self.record(&row).await;
+            lease.release(&self.lake).await;
+            written?;
+            tracing::warn!(job = %row.job, run_id = %row.run_id, "an interrupted job run was closed as failed");
+            closed += 1;
+        }
+        Ok(closed)
+    }
+
+    /// Upsert a run's row (`job_run`).
+    pub async fn record(&self, row: &RunRow) -> Result<(), ReportError> {
         let def = self.catalog.table("job_run")?;
         let month = row.started_at.get(..7).unwrap_or_default().to_string();
         let mut value =

@@ -188,6 +188,9 @@ pub(crate) async fn run_scheduler(state: SharedState) {
     let Some(scheduler) = state.scheduler.as_ref() else {
         return;
     };
+    if let Err(e) = scheduler.close_interrupted().await {
+        tracing::warn!(error = %e, "scheduler: could not look for interrupted runs");
+    }
     loop {
         let now = chrono::Utc::now();
         match scheduler.tick(&state.security, now).await {

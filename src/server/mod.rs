@@ -471,8 +471,8 @@ impl Application {
         listen::serve(self.listener, self.router, self.limits, self.tls, rx).await;
         flusher.abort();
         if let Some(s) = scheduler {
-            // A job cut off here keeps its `running` row; its slot is not
-            // run again (see reports::schedule).
+            // A job cut off here keeps its `running` row until the next
+            // scheduler start closes it as failed; its slot is not run again.
             s.abort();
         }
         flush_audit(&self.state).await;

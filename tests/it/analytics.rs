@@ -339,3 +339,16 @@ fn lists_over_http_show_each_role_its_lines() {
     // read is recorded too.
     assert_eq!(exports, vec!["denied,1", "started,3"]);
 }
+
+#[test]
+fn scoring_a_lake_with_nothing_resolved_scores_no_one() {
+    let d = tempfile::tempdir().unwrap();
+    let out = ok(d.path(), &["score", "--as-of", "2026-06-30", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["customers"], 0, "{s}");
+    let n = crate::common::count(
+        d.path(),
+        "SELECT count(*) FROM customer_score WHERE as_of = DATE '2026-06-30'",
+    );
+    assert_eq!(n, 0);
+}

@@ -150,10 +150,36 @@ fn a_job_runs_once_when_due_once_for_two_servers_and_once_after_a_gap() {
         );
         assert_eq!(runs.load(Ordering::SeqCst), 3);
 
+        // A run cut off by a stopped process stays `running` until a
+        // scheduler starts and finds its lease free: then it is failed.
+        let mut cut = manual.clone();
+        cut.run_id = "score-cut-off".into();
+        cut.status = "running".into();
+        cut.ended_at = None;
+        cut.started_at = "2099-12-30T00:00:00+00:00".into();
+        a.record(&cut).await.unwrap();
+        assert_eq!(b.close_interrupted().await.unwrap(), 1);
+        assert_eq!(b.close_interrupted().await.unwrap(), 0);
+        let status = a.status(later).await.unwrap();
+        let closed = status.iter().find(|s| s.name == "score").unwrap();
+        let closed = closed.last_run.as_ref().unwrap();
+        assert_eq!(
+            (closed.run_id.as_str(), closed.status.as_str()),
+            ("score-cut-off", "failed")
+        );
+        assert!(
+            closed.error.as_deref().unwrap().starts_with("interrupted"),
+            "{closed:?}"
+        );
+        cut.run_id = "score-latest".into();
+        cut.started_at = "2099-12-31T00:00:00+00:00".into();
+        cut.status = "succeeded".into();
+        a.record(&cut).await.unwrap();
+
         // job_run holds every run, and the list shows each job's latest.
         let status = a.status(later).await.unwrap();
         let score = status.iter().find(|s| s.name == "score").unwrap();
-        assert_eq!(score.last_run.as_ref().unwrap().run_id, manual.run_id);
+        assert_eq!(score.last_run.as_ref().unwrap().run_id, "score-latest");
         assert_eq!(score.next_run.as_deref(), Some("2026-10-01T14:00:00+08:00"));
         let tier = status.iter().find(|s| s.name == "tier").unwrap();
         assert_eq!(tier.last_run.as_ref().unwrap().status, "failed");
@@ -189,6 +215,8 @@ fn a_job_runs_once_when_due_once_for_two_servers_and_once_after_a_gap() {
             "tier,schedule,failed,0",
             "score,catch-up,succeeded,3",
             "tier,catch-up,failed,3",
+            "score,manual,succeeded,-",
+            "score,manual,failed,-",
             "score,manual,succeeded,-",
         ]
     );

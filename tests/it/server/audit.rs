@@ -109,7 +109,6 @@ fn every_request_leaves_one_record_and_the_chain_verifies() {
     .unwrap();
     s.write_all(merge).unwrap();
     drop(s);
-    std::thread::sleep(std::time::Duration::from_secs(3));
     let statuses: Vec<u16> = sent.iter().map(|s| s.1).collect();
     assert_eq!(
         statuses,
@@ -117,7 +116,18 @@ fn every_request_leaves_one_record_and_the_chain_verifies() {
             200, 200, 400, 401, 401, 403, 200, 200, 200, 200, 400, 404, 200
         ]
     );
-    let all = records(d);
+    // The merge goes on without its client; under load it may take a
+    // while: wait for its record (a minute at most) rather than a fixed time.
+    let started = std::time::Instant::now();
+    let all = loop {
+        let all = records(d);
+        if all.iter().any(|r| r["request_id"] == "hung-up")
+            || started.elapsed() > std::time::Duration::from_secs(60)
+        {
+            break all;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
     for (id, status) in &sent {
         let mine: Vec<&serde_json::Value> = all
             .iter()

@@ -5,6 +5,7 @@
 
 pub mod chart;
 pub mod pack;
+pub mod render;
 pub mod schedule;
 
 use crate::error::{Classify, ErrorKind};

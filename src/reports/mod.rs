@@ -65,3 +65,19 @@ impl From<datafusion::arrow::error::ArrowError> for ReportError {
         Self::from(datafusion::error::DataFusionError::from(e))
     }
 }
+
+/// A column of a query's result as text, one entry per row (null: `None`).
+fn strings(
+    b: &datafusion::arrow::record_batch::RecordBatch,
+    name: &str,
+) -> Result<Vec<Option<String>>, ReportError> {
+    use datafusion::arrow::array::{Array, AsArray};
+    let c = b
+        .column_by_name(name)
+        .ok_or_else(|| ReportError::Invalid(format!("no column {name}")))?;
+    let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?;
+    let s = c.as_string::<i32>();
+    Ok((0..s.len())
+        .map(|i| (!s.is_null(i)).then(|| s.value(i).to_string()))
+        .collect())
+}

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use chrono::{Datelike, NaiveDate, Utc};
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::AsArray;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
@@ -455,17 +455,6 @@ pub struct Stored {
     pub generated_at: String,
 }
 
-fn strings(b: &RecordBatch, name: &str) -> Result<Vec<Option<String>>, ReportError> {
-    let c = b
-        .column_by_name(name)
-        .ok_or_else(|| ReportError::Invalid(format!("no column {name}")))?;
-    let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?;
-    let s = c.as_string::<i32>();
-    Ok((0..s.len())
-        .map(|i| (!s.is_null(i)).then(|| s.value(i).to_string()))
-        .collect())
-}
-
 /// The stored reports `ctx` (a reader's secured session) may read, newest
 /// period first.
 pub async fn stored(ctx: &SessionContext) -> Result<Vec<Stored>, ReportError> {
@@ -485,10 +474,10 @@ pub async fn stored(ctx: &SessionContext) -> Result<Vec<Stored>, ReportError> {
     let mut out = Vec::new();
     for b in &batches {
         let (names, periods, rows, at) = (
-            strings(b, "report")?,
-            strings(b, "period")?,
-            strings(b, "rows")?,
-            strings(b, "generated_at")?,
+            super::strings(b, "report")?,
+            super::strings(b, "period")?,
+            super::strings(b, "rows")?,
+            super::strings(b, "generated_at")?,
         );
         for i in 0..b.num_rows() {
             let name = names[i].clone().unwrap_or_default();
@@ -534,7 +523,7 @@ pub async fn load(
                 .collect()
                 .await?;
             b.first()
-                .map(|b| strings(b, "period"))
+                .map(|b| super::strings(b, "period"))
                 .transpose()?
                 .and_then(|v| v.into_iter().next().flatten())
                 .ok_or_else(|| {
@@ -564,8 +553,8 @@ pub async fn load(
                     .clone()
             })
             .ok_or_else(|| ReportError::Invalid("report_row has no seq".into()))?;
-        let data = strings(b, "data")?;
-        let at = strings(b, "generated_at")?;
+        let data = super::strings(b, "data")?;
+        let at = super::strings(b, "generated_at")?;
         for i in 0..b.num_rows() {
             let text = data[i].as_deref().unwrap_or("{}");
             generated_at = generated_at.or_else(|| at[i].clone());

@@ -19,12 +19,12 @@
 //! What a job does is given from above (`server::jobs`): this module knows
 //! schedules, claims and records, not scores or reports.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use chrono::{DateTime, FixedOffset, Utc};
-use datafusion::arrow::array::{Array, AsArray};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -493,23 +493,28 @@ impl Scheduler {
                  FROM (SELECT *, row_number() OVER (PARTITION BY job ORDER BY started_at DESC, run_id DESC) AS rn FROM job_run) \
                  WHERE rn = 1 ORDER BY job",
             )
-            .await
-            .map_err(QueryError::from)?
+            .await?
             .collect()
-            .await
-            .map_err(QueryError::from)?;
+            .await?;
         let mut rows = Vec::new();
         for b in &batches {
-            let text = |name: &str, i: usize| -> Option<String> {
-                let c = b.column_by_name(name)?;
-                let c = datafusion::arrow::compute::cast(
-                    c,
-                    &datafusion::arrow::datatypes::DataType::Utf8,
-                )
-                .ok()?;
-                let s = c.as_string::<i32>();
-                (!s.is_null(i)).then(|| s.value(i).to_string())
-            };
+            let columns = [
+                "run_id",
+                "job",
+                "trigger",
+                "slot",
+                "missed",
+                "started_at",
+                "ended_at",
+                "status",
+                "error",
+                "output",
+                "holder",
+            ]
+            .into_iter()
+            .map(|c| Ok((c, super::strings(b, c)?)))
+            .collect::<Result<HashMap<_, _>, ReportError>>()?;
+            let text = |name: &str, i: usize| columns.get(name).and_then(|c| c[i].clone());
             for i in 0..b.num_rows() {
                 rows.push(RunRow {
                     run_id: text("run_id", i).unwrap_or_default(),

@@ -2,8 +2,10 @@
 """Peak memory of `custlake serve` while 8 clients send the hostile queries
 of the hardening work at once, again and again: a 600 KB `1+1+...+1`, a
 20,000-term OR chain, functions that would build gigabytes, `SELECT INTO`,
-a cross join streamed as CSV to a client that never reads, and a heavy
-aggregation. Prints the server's peak RSS (VmHWM), its RSS at the end, the
+a cross join streamed as CSV to a client that never reads, a heavy
+aggregation, values doubled CTE by CTE (`s || s`, `make_array(s, s)`), a
+200-term OR chain (planned in the sandbox first) and a request body that
+never completes. Prints the server's peak RSS (VmHWM), its RSS at the end, the
 answers by status, and whether `SELECT 1` still answers.
 
     python3 benches/hostile_memory.py --bin target/release/custlake \
@@ -60,10 +62,28 @@ def post(sql, **extra):
 def stalled(sql):
     body = json.dumps({"sql": sql, "limit": 100000000, "timeout_ms": 5000})
     s = socket.create_connection(("127.0.0.1", a.port))
-    s.sendall(f"POST /v1/query?format=csv HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n{body}".encode())
+    s.sendall(f"POST /v1/query?format=csv HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n{body}".encode())
     time.sleep(6)  # never reads; past the query's timeout
     s.close()
     return "stalled"
+
+def trickled():
+    # A body that never completes (the server gives up at body_read_timeout_ms).
+    s = socket.create_connection(("127.0.0.1", a.port))
+    s.sendall(f"POST /v1/query HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"sql\":".encode())
+    s.settimeout(60)
+    try:
+        reply = s.recv(200).decode(errors="replace")
+    except Exception as e:
+        reply = type(e).__name__
+    s.close()
+    return "trickled:" + (reply.split(" ")[1] if reply.startswith("HTTP/1.1") else reply)
+
+def doubled(step):
+    ctes = ["a AS (SELECT repeat(v, 40000000) s FROM (VALUES ('x')) t(v))"]
+    for i, name in enumerate("bcdefgh"):
+        ctes.append(f"{name} AS (SELECT {step} AS s FROM {'abcdefgh'[i]})")
+    return "WITH " + ", ".join(ctes) + " SELECT 1 FROM h WHERE s IS NOT NULL"
 
 plus = "SELECT 1" + "+1" * 300000
 ors = "SELECT count(*) FROM policy WHERE " + " OR ".join(["premium = 1"] * 20000)
@@ -76,6 +96,10 @@ work_items = [
     lambda: post("SELECT * INTO t FROM generate_series(1,10)"),
     lambda: stalled("SELECT a.policy_no, b.policy_no FROM policy a, policy b"),
     lambda: post("SELECT a.customer_id, count(*) FROM customer_policy a, policy b GROUP BY 1", limit=10, timeout_ms=20000),
+    lambda: post(doubled("s || s"), timeout_ms=20000),
+    lambda: post(doubled("make_array(s, s)"), timeout_ms=20000),
+    lambda: post("SELECT count(*) FROM policy WHERE " + " OR ".join(f"policy_no = 'p{i}'" for i in range(200))),
+    trickled,
 ]
 answers = Counter(); peak = {"VmHWM": 0}
 stop = time.time() + a.seconds

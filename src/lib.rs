@@ -17,12 +17,7 @@ pub mod schema;
 pub mod security;
 pub mod server;
 
-/// Stack of every runtime thread. Planning and executing a query recurse
-/// once per level of its expression trees; statements are checked against
-/// `query.max_expression_depth` first, and this leaves a wide margin above
-/// what that depth needs (address space is reserved; only what is touched
-/// is used).
-pub const THREAD_STACK: usize = 16 << 20;
+pub use config::THREAD_STACK;
 
 /// The async runtime the binary runs on (tests build the same).
 pub fn runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {

@@ -97,6 +97,34 @@ pub enum CliError {
     },
 }
 
+impl CliError {
+    /// Whether this is writing a result to standard output after its
+    /// reader went away (`custlake sql … | head`): not a failure of the
+    /// command's work, and not one to report.
+    pub fn is_closed_output(&self) -> bool {
+        let broken = |e: &(dyn std::error::Error + 'static)| {
+            let mut next = Some(e);
+            while let Some(err) = next {
+                if err
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                {
+                    return true;
+                }
+                next = err.source();
+            }
+            false
+        };
+        match self {
+            Self::Output { path: None, source } => source.kind() == std::io::ErrorKind::BrokenPipe,
+            Self::Arrow(e) => broken(e) || e.to_string().contains("Broken pipe (os error 32)"),
+            Self::Parquet(e) => broken(e) || e.to_string().contains("Broken pipe (os error 32)"),
+            Self::Json(e) => e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe),
+            _ => false,
+        }
+    }
+}
+
 impl From<std::io::Error> for CliError {
     fn from(source: std::io::Error) -> Self {
         Self::Output { path: None, source }
@@ -270,6 +298,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `custlake plan-check`'s settings (the server passes its own).
+#[derive(Debug, clap::Args)]
+pub struct PlanCheckArgs {
+    #[arg(long, default_value_t = 8192)]
+    pub stack_kb: usize,
+    #[arg(long, default_value_t = 64)]
+    pub max_value_mb: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Generate a sample insurer (if the lake is empty), ingest it and summarise.
@@ -298,6 +335,11 @@ pub enum Command {
     Dedupe(identity::DedupeArgs),
     /// Run a read-only SQL statement over the lake.
     Sql(sql::SqlArgs),
+    /// Plan the statement on standard input against empty tables, on a
+    /// thread with the given stack (the server's sandbox for deep
+    /// statements): exit 0 planned, 3 not plannable, or die.
+    #[command(hide = true)]
+    PlanCheck(PlanCheckArgs),
     /// Serve the HTTP query API.
     Serve(serve::ServeArgs),
     /// Print table declarations (fields, types, levels, rules, masks).
@@ -354,6 +396,7 @@ impl Command {
             Self::Suspects(_) => "suspects",
             Self::Dedupe(_) => "dedupe",
             Self::Sql(_) => "sql",
+            Self::PlanCheck(_) => "plan-check",
             Self::Serve(_) => "serve",
             Self::Schema(_) => "schema",
             Self::Config(_) => "config",
@@ -398,6 +441,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dedupe(args) => identity::dedupe(args),
         Command::Schema(args) => schema::run(args),
         Command::Config(c) => config::run(&cli.load_config()?, c),
+        Command::PlanCheck(a) => std::process::exit(crate::query::sandbox::plan_check(
+            a.stack_kb,
+            a.max_value_mb,
+        )),
         command => {
             let wh = cli.warehouse()?;
             let security = crate::security::Security::open(&wh.config, &wh.lake).await?;
@@ -427,6 +474,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Generate(_)
                 | Command::Dedupe(_)
                 | Command::Schema(_)
+                | Command::PlanCheck(_)
                 | Command::Config(_) => Ok(()),
             };
             audit_command(&wh, &security, command, &result, started).await?;

@@ -148,10 +148,35 @@ pub(super) async fn run(
         let ms = opened.elapsed().as_secs_f64() * 1e3;
         eprintln!("{}", serde_json::json!({ "open_ms": ms }));
     }
-    if args.runs > 1 || args.timing {
-        return run_timed(&ctx, &wh.config, args, limit).await;
+    let work = async {
+        if args.runs > 1 || args.timing {
+            run_timed(&ctx, args, limit).await
+        } else {
+            run_once(&ctx, args, limit).await
+        }
+    };
+    // A token's principal runs under its role's longest query time too.
+    if principal.via == "local" {
+        return work.await;
     }
-    let df = plan_read_only(&ctx, &args.sql).await?;
+    let ms = role.max_timeout_ms;
+    tokio::time::timeout(std::time::Duration::from_millis(ms), work)
+        .await
+        .map_err(|_| {
+            crate::query::QueryError::Timeout(format!(
+                "the query did not finish within {ms} ms (role {}'s max_timeout_ms)",
+                role.name
+            ))
+        })?
+}
+
+/// Plan, run and write the statement once.
+async fn run_once(
+    ctx: &SessionContext,
+    args: &SqlArgs,
+    limit: Option<usize>,
+) -> Result<(), CliError> {
+    let df = plan_read_only(ctx, &args.sql).await?;
     let schema = df.schema().inner().clone();
     let Some(limit) = limit else {
         let stream = df.execute_stream().await?;
@@ -203,13 +228,12 @@ fn at_most(
 /// then write the last result.
 async fn run_timed(
     ctx: &SessionContext,
-    config: &crate::config::Config,
     args: &SqlArgs,
     limit: Option<usize>,
 ) -> Result<(), CliError> {
     let mut last = None;
     for run in 1..=args.runs {
-        crate::query::fresh_budget(ctx, config);
+        crate::query::fresh_budget(ctx);
         let started = Instant::now();
         let mut df = plan_read_only(ctx, &args.sql).await?;
         if let Some(l) = limit {

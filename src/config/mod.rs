@@ -329,7 +329,33 @@ pub struct QueryConfig {
     /// the joins, and planning cannot be cut by the query's timeout.
     #[serde(default = "default_relations")]
     pub max_relations: usize,
+    /// A statement nested deeper than this is planned first in a child
+    /// process (`custlake plan-check`), which may die where the server
+    /// must not; 0: never.
+    #[serde(default = "default_sandbox_depth")]
+    pub sandbox_depth: usize,
+    /// The child's planning stack, in KiB (half a worker's: a margin).
+    #[serde(default = "default_sandbox_stack_kb")]
+    pub sandbox_stack_kb: usize,
+    /// The binary run as the child; empty: this one.
+    #[serde(default)]
+    pub sandbox_bin: String,
 }
+
+fn default_sandbox_depth() -> usize {
+    64
+}
+
+fn default_sandbox_stack_kb() -> usize {
+    THREAD_STACK / 2 / 1024
+}
+
+/// Stack of every runtime thread. Planning and executing a query recurse
+/// once per level of its expression trees; statements are checked against
+/// `query.max_expression_depth` first, and this leaves a wide margin above
+/// what that depth needs (address space is reserved; only what is touched
+/// is used).
+pub const THREAD_STACK: usize = 16 << 20;
 
 fn default_relations() -> usize {
     64
@@ -366,6 +392,13 @@ pub struct ServerConfig {
     /// Connections open at once; more are answered 429 and closed.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// A request's body must arrive within this once its head has.
+    #[serde(default = "default_io_timeout")]
+    pub body_read_timeout_ms: u64,
+    /// A reply the client stops reading: once no byte could be written
+    /// for this long, the connection is closed.
+    #[serde(default = "default_io_timeout")]
+    pub write_timeout_ms: u64,
     #[serde(default)]
     pub tls: TlsConfig,
 }
@@ -393,6 +426,10 @@ impl Default for TlsConfig {
 
 fn default_header_read_timeout() -> u64 {
     10_000
+}
+
+fn default_io_timeout() -> u64 {
+    30_000
 }
 
 fn default_max_connections() -> usize {

@@ -158,6 +158,11 @@ pub struct RoleConfig {
     pub formats: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<usize>,
+    /// The longest a query of the role may run, in milliseconds (its
+    /// default and the most `timeout_ms` may ask for; at most
+    /// `server.max_query_timeout_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_timeout_ms: Option<u64>,
     /// Requests per second per principal, and the burst above it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_per_second: Option<u32>,

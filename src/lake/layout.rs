@@ -28,6 +28,16 @@ impl Layout {
     pub fn exists(&self) -> bool {
         !matches!(self, Self::Missing)
     }
+
+    /// The version a reader of this layout sees, while it stays the same
+    /// (`None` for a tiered table: its scans read each tier as they run).
+    pub fn version(&self) -> Option<i64> {
+        match self {
+            Self::Missing => Some(-1),
+            Self::Single(t) => t.version().map(|v| v as i64),
+            Self::Tiered { .. } => None,
+        }
+    }
 }
 
 impl Lake {

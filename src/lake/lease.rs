@@ -328,11 +328,7 @@ impl Lease {
     /// have taken it): the holder must stop before its next commit.
     pub fn check(&self) -> Result<(), LakeError> {
         if self.lost.load(Ordering::SeqCst) {
-            return Err(LakeError::Conflict(format!(
-                "{}: the table lease could not be renewed; stopped before the next \
-                 commit (run the command again)",
-                self.table
-            )));
+            return Err(lost(&self.table));
         }
         Ok(())
     }
@@ -371,7 +367,15 @@ impl Drop for Lease {
     }
 }
 
-/// Run `f` holding `table`'s lease, released whatever `f` returns.
+tokio::task_local! {
+    /// The leases the running task holds through [`with_lease`] (table and
+    /// whether its renewal failed), innermost last.
+    static HELD: Vec<(String, Arc<AtomicBool>)>;
+}
+
+/// Run `f` holding `table`'s lease, released whatever `f` returns. Every
+/// commit `f` makes through [`crate::lake`]'s writers first checks
+/// ([`check_held`]) that no lease the task holds has been lost.
 pub async fn with_lease<T, E: From<LakeError>>(
     lake: &Lake,
     table: &str,
@@ -381,9 +385,38 @@ pub async fn with_lease<T, E: From<LakeError>>(
     let wait = Duration::from_secs(lake.settings().tiers.lock_wait_seconds);
     let purpose = format!("{purpose} (`{}`)", lake.holder());
     let lease = Lease::acquire(lake, table, &purpose, wait, &|m| lake.progress().notice(m)).await?;
-    let out = f(&lease).await;
+    let mut held = HELD.try_with(|h| h.clone()).unwrap_or_default();
+    held.push((table.to_string(), lease.lost.clone()));
+    let out = HELD.scope(held, f(&lease)).await;
     lease.release(lake).await;
     out
+}
+
+/// An error if a lease the running task holds (through [`with_lease`])
+/// could not be renewed: another process may have taken it, so nothing
+/// more may be committed under it. The lake's writers call this right
+/// before each commit.
+pub fn check_held() -> Result<(), LakeError> {
+    let lost = HELD
+        .try_with(|h| {
+            h.iter()
+                .find(|(_, lost)| lost.load(Ordering::SeqCst))
+                .map(|(t, _)| t.clone())
+        })
+        .ok()
+        .flatten();
+    match lost {
+        Some(table) => Err(self::lost(&table)),
+        None => Ok(()),
+    }
+}
+
+/// The error of a holder whose lease on `table` could not be renewed.
+fn lost(table: &str) -> LakeError {
+    LakeError::Conflict(format!(
+        "{table}: the table lease could not be renewed; stopped before the next \
+         commit (run the command again)"
+    ))
 }
 
 #[cfg(test)]
@@ -502,5 +535,40 @@ mod turns {
             .to_string();
         assert!(err.contains("policy is in use by c (process"), "{err}");
         c.release(&lake).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_committed_under_a_lease_whose_renewal_failed() {
+        let lake = memory_lake("lease-lost");
+        let catalog = crate::schema::Catalog::embedded().unwrap();
+        let def = catalog.table("code_list").unwrap();
+        let ctx = crate::lake::session::write_context();
+        let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(def.arrow_schema());
+        // Held and renewed: the write commits.
+        with_lease(&lake, "code_list", "test", async |_| {
+            crate::lake::overwrite(&lake, &ctx, def, empty.clone(), Vec::new()).await
+        })
+        .await
+        .unwrap();
+        let before = lake.open(def).await.unwrap().unwrap().version();
+        // A renewal failed (another process may hold it now): the next
+        // commit stops, also under a lease taken inside the first.
+        let err = with_lease(&lake, "code_list", "test", async |held| {
+            held.lost.store(true, Ordering::SeqCst);
+            with_lease(&lake, "other", "inner", async |_| {
+                crate::lake::overwrite(&lake, &ctx, def, empty.clone(), Vec::new()).await
+            })
+            .await
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, LakeError::Conflict(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("code_list: the table lease could not be renewed")
+        );
+        assert_eq!(lake.open(def).await.unwrap().unwrap().version(), before);
+        // Outside any lease nothing is checked.
+        check_held().unwrap();
     }
 }

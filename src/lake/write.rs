@@ -266,6 +266,7 @@ pub(super) async fn delete_rows(
     predicate: datafusion::prelude::Expr,
 ) -> Result<u64, LakeError> {
     let ctx = crate::lake::session::write_context();
+    super::lease::check_held()?;
     let (_, metrics) = table
         .delete()
         .with_predicate(predicate)
@@ -350,7 +351,9 @@ pub async fn upsert_in(
     };
 
     let commit = CommitProperties::default().with_metadata(metadata);
-    let result = if overlap {
+    let result = if let Err(e) = super::lease::check_held() {
+        Err(e)
+    } else if overlap {
         merge(table, def, src, ctx, lake, tier, commit).await
     } else {
         let plan = src.logical_plan().clone();
@@ -499,6 +502,7 @@ pub async fn append_stream(
             .build()
             .map_err(|e| df_err(name, e))?,
     };
+    super::lease::check_held()?;
     let write = committed_write(
         table,
         ctx,
@@ -561,6 +565,7 @@ pub async fn overwrite(
     metadata: Vec<(String, serde_json::Value)>,
 ) -> Result<UpsertOutcome, LakeError> {
     let name = &def.name;
+    super::lease::check_held()?;
     let table = lake.open_or_create(def).await?;
     let df = ctx.read_batch(batch).map_err(|e| df_err(name, e))?;
     let table = committed_write(
@@ -629,6 +634,7 @@ pub async fn replace_where(
         if let Some(p) = &def.partition {
             predicate = col(p.column.as_str()).eq(lit(partition)).and(predicate);
         }
+        super::lease::check_held()?;
         let write = committed_write(
             table,
             ctx,

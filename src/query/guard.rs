@@ -35,7 +35,7 @@ const PARSE_STACK: usize = 256 << 20;
 /// depth limits. DataFusion's own parser is used, so its extensions
 /// (`CREATE EXTERNAL TABLE`, `COPY`) are recognised; an `EXPLAIN` is checked
 /// for what it explains, since `EXPLAIN ANALYZE` runs it.
-pub fn check_read_only(sql: &str, limits: &QueryConfig) -> Result<(), QueryError> {
+pub fn check_read_only(sql: &str, limits: &QueryConfig) -> Result<Checked, QueryError> {
     if sql.len() > limits.max_statement_bytes {
         return Err(QueryError::TooComplex(format!(
             "the statement is {} bytes; at most {} are accepted (query.max_statement_bytes)",
@@ -56,8 +56,15 @@ pub fn check_read_only(sql: &str, limits: &QueryConfig) -> Result<(), QueryError
     })
 }
 
+/// What the guard measured of a statement it let through.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked {
+    /// How deep it nests expressions and set operations.
+    pub depth: usize,
+}
+
 /// Parse, measure and check `sql`; the parsed tree is dropped here too.
-fn check_parsed(sql: &str, max_depth: usize, max_relations: usize) -> Result<(), QueryError> {
+fn check_parsed(sql: &str, max_depth: usize, max_relations: usize) -> Result<Checked, QueryError> {
     let statements = DFParser::parse_sql(sql).map_err(|e| QueryError::Syntax(Box::new(e)))?;
     if statements.len() != 1 {
         return Err(QueryError::Statements(statements.len()));
@@ -77,7 +84,8 @@ fn check_parsed(sql: &str, max_depth: usize, max_relations: usize) -> Result<(),
              (query.max_expression_depth); write long chains as IN lists or join a table"
         )));
     }
-    read_only(&statements[0])
+    read_only(&statements[0])?;
+    Ok(Checked { depth })
 }
 
 /// How deep `statement` nests, counted up to just past `limit`, and how

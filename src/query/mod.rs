@@ -4,6 +4,7 @@
 mod bounded;
 mod guard;
 pub mod named;
+pub mod sandbox;
 mod secured;
 pub mod tiered;
 mod udf;
@@ -21,7 +22,7 @@ use crate::error::{Classify, ErrorKind};
 use crate::lake::{AsOf, Lake, LakeError, Layout};
 use crate::schema::{Catalog, TableDef};
 
-pub use guard::{check_read_only, plan_read_only, read_only_options};
+pub use guard::{Checked, check_read_only, plan_read_only, read_only_options};
 pub use secured::{Secured, Tables, secured};
 pub use udf::register_udfs;
 
@@ -42,6 +43,9 @@ pub enum QueryError {
     /// Who may read what.
     #[error(transparent)]
     Security(#[from] crate::security::SecurityError),
+    /// Ran past its deadline.
+    #[error("{0}")]
+    Timeout(String),
     /// The query layer's own fault.
     #[error("{0}")]
     Internal(String),
@@ -65,6 +69,7 @@ impl Classify for QueryError {
             Self::Syntax(_) | Self::Statements(_) => ErrorKind::InvalidSql,
             Self::NotReadOnly(_) => ErrorKind::NotReadOnly,
             Self::TooComplex(_) => ErrorKind::TooComplex,
+            Self::Timeout(_) => ErrorKind::Timeout,
             Self::Internal(_) => ErrorKind::Internal,
             Self::Security(e) => e.kind(),
             Self::Lake(e) => e.kind(),
@@ -105,16 +110,18 @@ pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
         crate::lake::session::session_config(config.query.target_partitions),
         runtime,
     );
-    register_udfs(&ctx);
+    // The bounded built-ins first: a later built-in named like one of
+    // ours cannot replace ours.
     bounded::register_bounded(&ctx, config.query.max_value_mb);
+    register_udfs(&ctx);
     ctx
 }
 
 /// Give `ctx` a fresh planning budget for the size-making functions (a
 /// context that plans several statements in turn, as `custlake sql --runs`
 /// does, starts each one with the whole budget).
-pub fn fresh_budget(ctx: &SessionContext, config: &Config) {
-    bounded::register_bounded(ctx, config.query.max_value_mb);
+pub fn fresh_budget(ctx: &SessionContext) {
+    bounded::reset_budget(ctx);
 }
 
 /// Register every table that exists in the lake under its name, as it
@@ -311,6 +318,19 @@ pub struct TableCache {
 }
 
 impl TableCache {
+    /// The versions of `names` as the last query saw them; `None` if one
+    /// of them has not been read yet or has no fixed version (a tiered
+    /// table whose rows have started to move).
+    pub async fn versions(&self, names: &[String]) -> Option<String> {
+        let tables = self.tables.lock().await;
+        let mut out = String::new();
+        for n in names {
+            let v = tables.get(n)?.0.version()?;
+            out.push_str(&format!("{n}@{v};"));
+        }
+        Some(out)
+    }
+
     /// Register a table's current version in `ctx`; `false` if the table
     /// does not exist.
     pub(crate) async fn register(

@@ -22,6 +22,8 @@ pub struct Role {
     actions: Vec<String>,
     pub formats: Vec<String>,
     pub max_rows: usize,
+    /// The longest one query may run, in milliseconds.
+    pub max_timeout_ms: u64,
     pub rate_per_second: u32,
     pub burst: u32,
 }
@@ -144,6 +146,14 @@ fn resolve(config: &Config, name: &str) -> Result<Role, SecurityError> {
         chain.iter().find_map(|rc| f(rc))
     }
     let server_max = config.server.max_row_limit;
+    if let Some(ms) = pick(&chain, |r| r.max_timeout_ms.as_ref())
+        && *ms < config.server.min_query_timeout_ms
+    {
+        return Err(SecurityError::Config(format!(
+            "roles.{name}.max_timeout_ms ({ms}) is below server.min_query_timeout_ms ({})",
+            config.server.min_query_timeout_ms
+        )));
+    }
     for (level, _) in pick(&chain, |r| r.levels.as_ref()).into_iter().flatten() {
         if !matches!(level.as_str(), "L1" | "L2" | "L3" | "L4") {
             return Err(SecurityError::Config(format!(
@@ -187,6 +197,10 @@ fn resolve(config: &Config, name: &str) -> Result<Role, SecurityError> {
             .copied()
             .unwrap_or(server_max)
             .min(server_max),
+        max_timeout_ms: pick(&chain, |r| r.max_timeout_ms.as_ref())
+            .copied()
+            .unwrap_or(config.server.max_query_timeout_ms)
+            .min(config.server.max_query_timeout_ms),
         rate_per_second: pick(&chain, |r| r.rate_per_second.as_ref())
             .copied()
             .unwrap_or(100),

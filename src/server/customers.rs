@@ -51,12 +51,26 @@ pub(crate) async fn lineage(
     });
     // The caller's secured views, on the shared runtime: a customer it may
     // not see is not found, fields it may not see are masked or left out.
-    let ctx = super::query::session(&state, &caller).await?;
-    crate::identity::explain::lineage_of(&ctx, &id)
+    let question = format!("lineage\u{1f}{id}");
+    state
+        .answers
+        .get_or(
+            &state,
+            &caller.principal,
+            &question,
+            &LINEAGE_READS,
+            async |ctx| {
+                crate::identity::explain::lineage_of(&ctx, &id)
+                    .await
+                    .map_err(identity_error)
+            },
+        )
         .await
         .map(Json)
-        .map_err(identity_error)
 }
+
+/// The tables a customer's lineage reads.
+const LINEAGE_READS: [&str; 4] = ["customer", "customer_xref", "merge_event", "suspect_group"];
 
 /// Members of a suspect group, as a principal sees them.
 async fn members(
@@ -502,7 +516,7 @@ pub(crate) async fn suspects(
     State(state): State<SharedState>,
     caller: Caller,
     Params(q): Params<SuspectQuery>,
-) -> Result<Json<Suspects>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let status = q.status.unwrap_or(GroupStatus::Open);
     let limit = q.limit.unwrap_or(50).clamp(1, 1000) as usize;
     caller.note.set(|n| {
@@ -510,9 +524,32 @@ pub(crate) async fn suspects(
         n.params = Some(serde_json::json!({"status": status.name(), "limit": limit}).to_string());
     });
     // The caller's secured views: only the groups of customers it may see.
-    let ctx = super::query::session(&state, &caller).await?;
+    let question = format!("suspects\u{1f}{}\u{1f}{limit}", status.name());
+    state
+        .answers
+        .get_or(
+            &state,
+            &caller.principal,
+            &question,
+            &["suspect_group", "customer"],
+            async |ctx| {
+                let groups = suspect_groups(&ctx, status, limit).await?;
+                serde_json::to_value(Suspects { status, groups })
+                    .map_err(|e| ApiError::internal("writing the groups", e))
+            },
+        )
+        .await
+        .map(Json)
+}
+
+/// The groups of `status` in `ctx`'s secured views, at most `limit`.
+async fn suspect_groups(
+    ctx: &datafusion::prelude::SessionContext,
+    status: GroupStatus,
+    limit: usize,
+) -> Result<Vec<SuspectGroup>, ApiError> {
     let have = ctx.table_exist("suspect_group").unwrap_or(false);
-    let rows = crate::identity::suspects::load_groups(&ctx, have, status.name(), limit)
+    let rows = crate::identity::suspects::load_groups(ctx, have, status.name(), limit)
         .await
         .map_err(identity_error)?;
     let mut groups: Vec<SuspectGroup> = Vec::new();
@@ -538,5 +575,5 @@ pub(crate) async fn suspects(
             });
         }
     }
-    Ok(Json(Suspects { status, groups }))
+    Ok(groups)
 }

@@ -87,8 +87,10 @@ impl IntoResponses for ResultFormats {
             .description(
                 "The result, streamed in the format asked for. `Custlake-Row-Limit` gives the \
                  row limit applied; `Custlake-Truncated` is `true` when the result was cut at \
-                 it and `false` when it is whole (absent only for results still streaming past \
-                 the first 4 MiB when the headers were sent: JSON's `truncated` tells). A \
+                 it and `false` when it is whole. A result still streaming past the first 4 MiB \
+                 when the headers go out announces `Trailer: Custlake-Truncated` and sends it \
+                 as a trailer after the body, to clients that sent `TE: trailers` (JSON's \
+                 `truncated` says it in the body too). A \
                  result that stops early (timeout, error) ends with an aborted transfer, never \
                  as a complete reply.",
             )
@@ -103,7 +105,9 @@ impl IntoResponses for ResultFormats {
                 "Custlake-Truncated",
                 utoipa::openapi::HeaderBuilder::new()
                     .schema(Some(ObjectBuilder::new().schema_type(Type::Boolean)))
-                    .description(Some("Whether the result was cut at the row limit"))
+                    .description(Some(
+                        "Whether the result was cut at the row limit (a trailer for results past 4 MiB)",
+                    ))
                     .build(),
             )
             .content(

@@ -58,7 +58,20 @@ impl<T: Shape> FromRequest<SharedState> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+        let wait = state.warehouse.config.server.body_read_timeout_ms;
+        let read = tokio::time::timeout(
+            std::time::Duration::from_millis(wait.max(1)),
+            Bytes::from_request(req, state),
+        );
+        let bytes = read.await.map_err(|_| {
+            ApiError::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the request body did not arrive within {wait} ms (server.body_read_timeout_ms)"
+                ),
+            )
+        })?;
+        let bytes = bytes.map_err(|r| {
             if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(
                     ErrorKind::BodyTooLarge,

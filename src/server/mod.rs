@@ -4,6 +4,7 @@
 //! tables as they are at that moment, so new data (an ingest, a tier move)
 //! is visible to the next query without a restart.
 
+mod answers;
 mod auth;
 mod customers;
 mod docs;
@@ -98,6 +99,8 @@ pub struct AppState {
     pub openapi: String,
     /// `GET /v1/tables` facts, kept while a table's version is unchanged.
     pub(crate) facts: tables::FactsCache,
+    /// Lineage and suspects answers, kept while no table changes.
+    pub(crate) answers: answers::Answers,
     /// Credentials, roles, masks and the audit journal.
     pub security: crate::security::Security,
     /// A request rate per principal.
@@ -183,6 +186,7 @@ pub async fn state(warehouse: Warehouse) -> Result<SharedState, ServerError> {
         tables: crate::query::TableCache::default(),
         openapi,
         facts: tables::FactsCache::default(),
+        answers: answers::Answers::default(),
         warehouse,
     });
     Ok(state)
@@ -420,6 +424,7 @@ impl Application {
         let limits = listen::Limits {
             header_read_timeout: Duration::from_millis(cfg.header_read_timeout_ms.max(1)),
             max_connections: cfg.max_connections,
+            write_timeout: Duration::from_millis(cfg.write_timeout_ms.max(1)),
             grace: Duration::from_millis(cfg.shutdown_grace_ms),
         };
         let tls = listen::tls_acceptor(&cfg.tls).map_err(ServerError::Tls)?;

@@ -40,7 +40,8 @@ pub(crate) struct QueryRequest {
     #[schema(minimum = 0)]
     #[serde(default, deserialize_with = "super::docs::whole")]
     pub(crate) limit: Option<u64>,
-    /// Milliseconds the query may run (default `server.query_timeout_ms`).
+    /// Milliseconds the query may run (default `server.query_timeout_ms`,
+    /// at most the role's `max_timeout_ms`).
     #[serde(default, deserialize_with = "super::docs::whole")]
     pub(crate) timeout_ms: Option<u64>,
 }
@@ -165,7 +166,7 @@ pub(crate) fn limits(
             &format!("ask for more than {} rows at once", role.max_rows),
         ));
     }
-    let timeout_ms = timeout_ms.unwrap_or(cfg.query_timeout_ms);
+    let timeout_ms = timeout_ms.unwrap_or(cfg.query_timeout_ms.min(role.max_timeout_ms));
     if timeout_ms < cfg.min_query_timeout_ms.max(1) || timeout_ms > cfg.max_query_timeout_ms {
         return Err(ApiError::new(
             ErrorKind::InvalidParameter,
@@ -174,6 +175,12 @@ pub(crate) fn limits(
                 cfg.min_query_timeout_ms.max(1),
                 cfg.max_query_timeout_ms
             ),
+        ));
+    }
+    if timeout_ms > role.max_timeout_ms {
+        return Err(forbidden(
+            &caller.principal,
+            &format!("run a query for more than {} ms", role.max_timeout_ms),
         ));
     }
     Ok((limit, timeout_ms))
@@ -210,13 +217,24 @@ pub(crate) async fn run_sql(
             ),
         )
     })?;
+    let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
     // Off the async workers: a 256 KiB statement takes milliseconds.
     let (text, limits) = (sql.to_string(), state.warehouse.config.query.clone());
-    tokio::task::spawn_blocking(move || check_read_only(&text, &limits))
+    let checked = tokio::task::spawn_blocking(move || check_read_only(&text, &limits))
         .await
         .map_err(|e| ApiError::internal("checking the statement", e))?
         .map_err(query_error)?;
-    let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    // A deep statement is planned in a child process first, where a stack
+    // overflow ends the child, not the server.
+    crate::query::sandbox::probe(
+        sql,
+        &params,
+        checked.depth,
+        &state.warehouse.config,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .await
+    .map_err(query_error)?;
     let timed_out = || {
         ApiError::new(
             ErrorKind::Timeout,
@@ -262,7 +280,12 @@ pub(crate) async fn run_sql(
         }
     };
     let truncated = known.then_some(producer.truncated);
-    let body = Body::from_stream(producer.spawn(deadline, permit, timeout_ms));
+    let body = Body::new(ResultBody(Box::pin(producer.spawn(
+        deadline,
+        permit,
+        timeout_ms,
+        truncated.is_none(),
+    ))));
     let mut resp = (StatusCode::OK, body).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -270,11 +293,18 @@ pub(crate) async fn run_sql(
         HeaderValue::from_static(format.content_type()),
     );
     h.insert(ROW_LIMIT, HeaderValue::from(limit as u64));
-    if let Some(t) = truncated {
-        h.insert(
-            TRUNCATED,
-            HeaderValue::from_static(if t { "true" } else { "false" }),
-        );
+    match truncated {
+        Some(t) => {
+            h.insert(
+                TRUNCATED,
+                HeaderValue::from_static(if t { "true" } else { "false" }),
+            );
+        }
+        // Not known yet: it follows the body as a trailer, for a client
+        // that said it takes them (`TE: trailers`).
+        None => {
+            h.insert(header::TRAILER, HeaderValue::from_static(TRUNCATED));
+        }
     }
     if matches!(format, Format::Csv | Format::Parquet | Format::Arrow)
         && let Ok(v) = HeaderValue::from_str(&format!(
@@ -369,9 +399,10 @@ pub(crate) async fn session_of(
 /// The row limit the result was cut at, on every result.
 const ROW_LIMIT: &str = "custlake-row-limit";
 /// `true` when the result was cut at the row limit (more rows exist),
-/// `false` when it is whole; absent when the result was still streaming
-/// past the read-ahead as the headers went out (then JSON's `truncated`,
-/// or a row count equal to the limit, tells).
+/// `false` when it is whole. A result still streaming past the read-ahead
+/// as the headers go out carries it as a trailer instead (announced by
+/// `Trailer: custlake-truncated`, sent to clients that asked for trailers
+/// with `TE: trailers`); JSON's `truncated` says it in the body too.
 const TRUNCATED: &str = "custlake-truncated";
 /// Encoded bytes read ahead before the headers go out.
 const READ_AHEAD_BYTES: usize = 4 << 20;
@@ -382,7 +413,30 @@ const READ_AHEAD_BYTES: usize = 4 << 20;
 /// transfer, so that no client takes it for a complete reply.
 enum Piece {
     Bytes(Bytes),
-    End,
+    /// Whole; whether it was cut at the row limit.
+    End {
+        truncated: bool,
+    },
+}
+
+/// A result's body: its bytes, then (when the headers could not say it)
+/// the `custlake-truncated` trailer.
+struct ResultBody(
+    std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<http_body::Frame<Bytes>, std::io::Error>> + Send>,
+    >,
+);
+
+impl http_body::Body for ResultBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0.as_mut().poll_next(cx)
+    }
 }
 
 /// Runs one result to its end: reads batches, cuts them at the limit,
@@ -465,12 +519,15 @@ impl Producer {
     /// query slot and stops at the deadline whether or not the client
     /// reads: a client that stops reading cannot keep the slot, and the
     /// plan is dropped (cancelled) with the task.
+    /// With `trailer`, the body ends with the `custlake-truncated` trailer.
     fn spawn(
         mut self,
         deadline: Instant,
         permit: tokio::sync::OwnedSemaphorePermit,
         timeout_ms: u64,
-    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + use<> {
+        trailer: bool,
+    ) -> impl futures::Stream<Item = Result<http_body::Frame<Bytes>, std::io::Error>> + Send + use<>
+    {
         let (tx, rx) = tokio::sync::mpsc::channel::<Piece>(2);
         tokio::spawn(async move {
             let _permit = permit;
@@ -498,7 +555,11 @@ impl Producer {
                 if self.truncated {
                     metrics::counter!("custlake_query_truncated_total").increment(1);
                 }
-                let _ = tx.send(Piece::End).await;
+                let _ = tx
+                    .send(Piece::End {
+                        truncated: self.truncated,
+                    })
+                    .await;
                 Ok::<_, ApiError>(())
             };
             match tokio::time::timeout_at(deadline, run).await {
@@ -515,13 +576,21 @@ impl Producer {
                 }
             }
         });
-        futures::stream::unfold((rx, false), |(mut rx, ended)| async move {
+        futures::stream::unfold((rx, false), move |(mut rx, ended)| async move {
             if ended {
                 return None;
             }
             match rx.recv().await {
-                Some(Piece::Bytes(b)) => Some((Ok(b), (rx, false))),
-                Some(Piece::End) => None,
+                Some(Piece::Bytes(b)) => Some((Ok(http_body::Frame::data(b)), (rx, false))),
+                Some(Piece::End { truncated }) if trailer => {
+                    let mut t = HeaderMap::new();
+                    t.insert(
+                        TRUNCATED,
+                        HeaderValue::from_static(if truncated { "true" } else { "false" }),
+                    );
+                    Some((Ok(http_body::Frame::trailers(t)), (rx, true)))
+                }
+                Some(Piece::End { .. }) => None,
                 None => Some((
                     Err(std::io::Error::other(
                         "the query stopped before its result was complete",
@@ -566,11 +635,16 @@ mod tests {
         let slots = Arc::new(tokio::sync::Semaphore::new(1));
         let permit = slots.clone().try_acquire_owned().unwrap();
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        let mut body = Box::pin(producer.spawn(deadline, permit, 10_000));
+        let mut body = Box::pin(producer.spawn(deadline, permit, 10_000, true));
         let mut text = Vec::new();
+        let mut trailers = None;
         while let Some(part) = body.next().await {
-            text.extend_from_slice(&part.unwrap());
+            match part.unwrap().into_data() {
+                Ok(d) => text.extend_from_slice(&d),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            }
         }
+        assert_eq!(trailers.unwrap()[TRUNCATED], "true");
         // Polled after its end (compression layers do): still the end.
         assert!(body.next().await.is_none());
         let json: serde_json::Value = serde_json::from_slice(&text).unwrap();

@@ -480,36 +480,10 @@ fn an_aborted_write_into_an_existing_table_leaves_no_files_behind() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let s = sample(d, 30, 4);
-    ok(
-        d,
-        &[
-            "ingest",
-            "--source",
-            "telesales",
-            "--entity",
-            "customer",
-            s.join("telesales/leads.csv").to_str().unwrap(),
-        ],
-    );
+    let leads = s.join("telesales/leads.csv");
+    ok(d, &ingest_args("telesales", "customer", &leads));
     let table = d.join("data/lake/hot/source_customer");
-    let data_files = || -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let mut stack = vec![table.clone()];
-        while let Some(p) = stack.pop() {
-            for e in std::fs::read_dir(&p).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    if !p.ends_with("_delta_log") {
-                        stack.push(p);
-                    }
-                } else {
-                    out.push(p);
-                }
-            }
-        }
-        out.sort();
-        out
-    };
+    let data_files = || data_files_of(&table);
     let committed = data_files();
     // What an aborted write leaves: a file no commit names, written now;
     // and one written long ago (a file a commit removed, kept for time
@@ -536,4 +510,47 @@ fn an_aborted_write_into_an_existing_table_leaves_no_files_behind() {
     let mut left = data_files();
     left.retain(|p| p != &old);
     assert_eq!(left, committed, "a committed file was removed");
+}
+
+/// The case as reported: a Parquet file cut short, loaded into a table that
+/// exists and holds no rows. It is refused as a whole, and the table's
+/// directory holds exactly the files it held before (the footer is read
+/// before anything is written).
+#[test]
+fn a_truncated_parquet_into_an_existing_empty_table_leaves_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let empty = corpus.join("csv_header_only/leads.csv");
+    ok(d, &ingest_args("telesales", "customer", &empty));
+    assert_eq!(count(d, "SELECT count(*) FROM source_customer"), 0);
+    let table = d.join("data/lake/hot/source_customer");
+    let files = || data_files_of(&table);
+    let before = files();
+    let log = log_files(&table);
+    let truncated = corpus.join("parquet_truncated/payers.parquet");
+    let err = fails(d, &ingest_args("finance", "customer", &truncated));
+    assert!(err.contains("Parquet"), "{err}");
+    assert_eq!(files(), before, "files left behind");
+    assert_eq!(log_files(&table), log, "a commit was made");
+}
+
+/// Every file of a table's directory outside its Delta log, sorted.
+fn data_files_of(table: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![table.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                if !p.ends_with("_delta_log") {
+                    stack.push(p);
+                }
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -126,3 +126,42 @@ fn a_limited_result_says_when_it_was_cut() {
     let out = ok(d, &["sql", "--format", "csv", "--runs", "3", big]);
     assert_eq!(out, "n\n40000000\n");
 }
+
+/// `custlake sql … | head`: once the reader has gone, the command ends
+/// quietly with the shell's code for it (141, as `cat` would), neither
+/// with a panic nor an error message.
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &[
+            "sql",
+            "--format",
+            "csv",
+            "SELECT value FROM generate_series(1, 2000000)",
+        ][..],
+        &["sql", "SELECT value FROM generate_series(1, 2000000)"][..],
+    ] {
+        let mut child = std::process::Command::new(crate::common::bin())
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty());
+        // The reader goes away (the pipe's read end closes here).
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("error"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -28,6 +28,19 @@ fn customer_lineage_suspects_and_decisions_over_http() {
         404,
         1201,
     );
+    // Asked again with nothing changed: computed once more (the first
+    // answer saw the tables change under it, so it was not kept), then
+    // kept, and the same.
+    for _ in 0..2 {
+        let again = api.request("GET", "/v1/customers/CU0000000001/lineage", &[], b"");
+        assert_eq!(again.json(), v);
+    }
+    let metrics = api.request("GET", "/metrics", &[], b"").text();
+    assert!(
+        metrics.contains("custlake_answer_cache_hits_total"),
+        "{metrics}"
+    );
+    assert!(v["retired_ids"].as_array().unwrap().is_empty(), "{v}");
 
     let r = api.request("GET", "/v1/suspects?status=open&limit=5", &[], b"");
     assert_eq!(r.status, 200);
@@ -56,6 +69,11 @@ fn customer_lineage_suspects_and_decisions_over_http() {
         v["customer_id"], "CU0000000001",
         "a retired id leads to its survivor"
     );
+    // The survivor's lineage was kept before the merge: not any more.
+    let survivor = api
+        .request("GET", "/v1/customers/CU0000000001/lineage", &[], b"")
+        .json();
+    assert_eq!(survivor["retired_ids"], serde_json::json!(["CU0000000002"]));
     assert!(
         v["events"]
             .as_array()

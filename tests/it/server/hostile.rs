@@ -5,6 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use super::{Api, problem, query, request, server_with};
@@ -169,6 +170,81 @@ fn a_client_that_stops_reading_loses_its_slot_at_the_timeout() {
     drop(held);
 }
 
+/// A deep statement is planned in a child process first: when planning it
+/// overflows the child's stack (made tiny here, so that a statement the
+/// guard accepts does), the child dies, the statement gets 400/1103 and
+/// the server serves on. With the default stack the same statement runs.
+#[test]
+fn a_statement_that_overflows_the_planners_stack_kills_a_child_not_the_server() {
+    let or_chain = |n: usize| {
+        let mut s = String::from("SELECT count(*) AS n FROM policy WHERE policy_no = 'x'");
+        for i in 0..n {
+            s.push_str(&format!(" OR policy_no = 'p{i}'"));
+        }
+        s
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server_with(dir.path(), |c| {
+        c.query.sandbox_stack_kb = 96;
+        c.server.body_limit_bytes = 1 << 20;
+    });
+    let deep = query(addr, "json", serde_json::json!({"sql": or_chain(200)}));
+    let p = problem(&deep, 400, 1103);
+    assert!(p["detail"].as_str().unwrap().contains("sandbox"), "{p}");
+    // Shallow statements are not sent to the child at all.
+    let shallow = query(addr, "json", serde_json::json!({"sql": or_chain(8)}));
+    assert_eq!(shallow.status, 200, "{}", shallow.text());
+    alive(addr);
+    let dir2 = tempfile::tempdir().unwrap();
+    let (_rt2, addr) = server_with(dir2.path(), |c| c.server.body_limit_bytes = 1 << 20);
+    let deep = query(addr, "json", serde_json::json!({"sql": or_chain(200)}));
+    assert_eq!(deep.status, 200, "{}", deep.text());
+}
+
+#[test]
+fn trickled_bodies_and_unread_replies_lose_their_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server_with(dir.path(), |c| {
+        c.server.body_read_timeout_ms = 1000;
+        c.server.write_timeout_ms = 1000;
+        c.server.max_connections = 2;
+    });
+    // A body that never completes: 504/1401 once its time is up.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    write!(
+        slow,
+        "POST /v1/query HTTP/1.1\r\nhost: x\r\n{}content-type: application/json\r\ncontent-length: 200\r\n\r\n{{\"sql\":",
+        super::auth_line(addr)
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut reply = Vec::new();
+    let _ = slow.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(started.elapsed() < Duration::from_secs(10), "{reply}");
+    assert!(reply.starts_with("HTTP/1.1 504"), "{reply}");
+    assert!(reply.contains("\"code\":1401"), "{reply}");
+    drop(slow);
+    // Two clients that never read their (endless) replies fill the
+    // connection cap; once their queries time out and nothing could be
+    // written for a second, their connections are closed.
+    let sql = "SELECT value FROM generate_series(1, 1000000000)";
+    let held: Vec<TcpStream> = (0..2).map(|_| stalled(addr, sql, 1500)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    problem(&request(addr, "GET", "/healthz", &[], b""), 429, 1301);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while request(addr, "GET", "/healthz", &[], b"").status != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "clients that read nothing kept their connections"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(held);
+}
+
 #[test]
 fn a_result_cut_at_the_limit_says_so_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
@@ -196,6 +272,43 @@ fn a_result_cut_at_the_limit_says_so_in_every_format() {
     assert_eq!(whole.header("custlake-truncated"), Some("false"));
     assert_eq!(whole.json()["truncated"], false);
     assert_eq!(whole.json()["row_count"], 3);
+}
+
+/// A result larger than the read-ahead streams before its end is known:
+/// the flag follows as an HTTP trailer, to a client that asks for
+/// trailers (curl here, compressed or not).
+#[test]
+fn a_large_result_says_whether_it_was_cut_in_a_trailer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server_with(dir.path(), |_| {});
+    let curl = |limit: u64, extra: &[&str]| {
+        let head = dir.path().join("head.txt");
+        let body = serde_json::json!({
+            "sql": "SELECT value FROM generate_series(1, 1500000)",
+            "limit": limit,
+        });
+        let out = Command::new("curl")
+            .args(["-s", "--fail", "-o", "/dev/null", "-D"])
+            .arg(&head)
+            .args(["-H", "TE: trailers", "-H", "content-type: application/json"])
+            .args(["-H", &super::auth_line(addr).trim().replacen(": ", ":", 1)])
+            .args(extra)
+            .args(["--data", &body.to_string()])
+            .arg(format!("http://{addr}/v1/query?format=csv"))
+            .output()
+            .expect("curl runs");
+        assert!(out.status.success(), "{out:?}");
+        std::fs::read_to_string(head).unwrap().to_lowercase()
+    };
+    let cut = curl(1_000_000, &[]);
+    // Over 4 MiB of CSV: no header could say it, the trailer does.
+    assert!(cut.contains("trailer: custlake-truncated"), "{cut}");
+    let (headers, trailers) = cut.split_once("\r\n\r\n").unwrap();
+    assert!(!headers.contains("custlake-truncated: "), "{headers}");
+    assert!(trailers.contains("custlake-truncated: true"), "{cut}");
+    let whole = curl(1_500_000, &["--compressed"]);
+    assert!(whole.contains("content-encoding:"), "{whole}");
+    assert!(whole.contains("custlake-truncated: false"), "{whole}");
 }
 
 #[test]

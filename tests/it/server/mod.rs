@@ -303,6 +303,9 @@ fn lake_config(
     let mut config = custlake::config::Config::embedded();
     config.lake = dir.join("data/lake").to_string_lossy().to_string();
     config.server.body_limit_bytes = 4096;
+    // Deep statements are planned first by this binary (the tests' own
+    // executable is not custlake).
+    config.query.sandbox_bin = crate::common::bin().to_string_lossy().to_string();
     // Tests send bursts of requests as admin: no rate limit in the way.
     if let Some(admin) = config.roles.get_mut("admin") {
         admin.rate_per_second = Some(1_000_000);

@@ -120,6 +120,11 @@ const MATRIX: &[(&str, Req, Expect)] = &[
     ("auditor", Get("/v1/customers/{CUSTOMER}/lineage"), Refused(404)),
     // The role's row cap.
     ("analyst", Sql("LIMIT:100000000"), Refused(403)),
+    // The role's longest query time: up to it, fine; past it, refused.
+    ("analyst", Sql("TIMEOUT:300000"), Fine),
+    ("analyst", Sql("TIMEOUT:300001"), Refused(403)),
+    ("telesales", Named("customer_count", "timeout_ms=30000"), Fine),
+    ("telesales", Named("customer_count", "timeout_ms=60000"), Refused(403)),
     // Separation of duties: an admin does not read the audit trail.
     ("admin", Sql("SELECT * FROM audit_log"), Refused(400)),
     ("admin", Named("audit_volume", ""), Refused(403)),
@@ -306,11 +311,12 @@ impl Lake {
         ];
         match req {
             Sql(sql) => {
-                let body = match sql.strip_prefix("LIMIT:") {
-                    Some(n) => {
-                        serde_json::json!({"sql": "SELECT 1", "limit": n.parse::<u64>().unwrap()})
-                    }
-                    None => serde_json::json!({"sql": self.fill(sql), "limit": 1_000_000}),
+                let body = if let Some(n) = sql.strip_prefix("LIMIT:") {
+                    serde_json::json!({"sql": "SELECT 1", "limit": n.parse::<u64>().unwrap()})
+                } else if let Some(ms) = sql.strip_prefix("TIMEOUT:") {
+                    serde_json::json!({"sql": "SELECT 1", "timeout_ms": ms.parse::<u64>().unwrap()})
+                } else {
+                    serde_json::json!({"sql": self.fill(sql), "limit": 1_000_000})
                 };
                 self.api.request(
                     "POST",

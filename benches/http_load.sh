@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# HTTP service load: a named customer lookup by id at 1, 8 and 64 concurrent
-# clients (wrk), and a 10-million-row CSV export (time and the server's peak
-# memory). Needs `wrk` (Debian package) and a release build.
+# HTTP service load: the four customer lookups (golden id, source id, phone,
+# id number; named queries) at 1, 8 and 64 concurrent clients (wrk), after a
+# sample of each is checked against the Delta files read with `deltalake`;
+# then a 10-million-row CSV export (time and the server's peak memory).
+# Needs `wrk` (Debian package), Python's deltalake and pyarrow, and a
+# release build. CUSTLAKE_BENCH_SECONDS sets each run's length (15).
 #
 #   benches/http_load.sh LAKE_DIR [BIN]
 #
@@ -25,24 +28,43 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+# Keys read from the Delta files with the `deltalake` package, and a sample
+# of each kind checked against them through the API first.
+python3 "$(dirname "$0")/lookup_keys.py" "$lake" "$work" --check "http://127.0.0.1:$port" "$token"
+
 cat > "$work/lookup.lua" <<'LUA'
+local keys = {}
+for line in io.lines(os.getenv("CUSTLAKE_BENCH_KEYS")) do keys[#keys + 1] = line end
+local path = os.getenv("CUSTLAKE_BENCH_PATH")
+local headers = { ["Authorization"] = "Bearer " .. os.getenv("CUSTLAKE_BENCH_TOKEN") }
 math.randomseed(42)
 request = function()
-  return wrk.format("GET", "/v1/queries/customer_lookup?id=C" .. (1000000000 + math.random(0, 999999)),
-    { ["Authorization"] = "Bearer " .. os.getenv("CUSTLAKE_BENCH_TOKEN") })
+  return wrk.format("GET", path .. keys[math.random(#keys)], headers)
 end
 LUA
 
-echo "| clients | requests/s | p50 ms | p99 ms |"
-echo "|---:|---:|---:|---:|"
-for c in 1 8 64; do
-  t=$(( c < 2 ? 1 : 2 ))
-  out=$(wrk -t"$t" -c"$c" -d15s --latency -s "$work/lookup.lua" "http://127.0.0.1:$port")
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  echo "| $c | $rps | $p50 | $p99 |${non2xx:+ non-2xx: $non2xx}"
+secs="${CUSTLAKE_BENCH_SECONDS:-15}"
+echo
+echo "| lookup | clients | requests/s | p50 ms | p99 ms | errors |"
+echo "|---|---:|---:|---:|---:|---:|"
+for kind in golden source phone id_number; do
+  case "$kind" in
+    golden) path="/v1/queries/customer_golden?id=" ;;
+    source) path="/v1/queries/customer_lookup?id=" ;;
+    phone) path="/v1/queries/customer_by_phone?phone=" ;;
+    id_number) path="/v1/queries/customer_by_id_number?id_number=" ;;
+  esac
+  for c in 1 8 64; do
+    t=$(( c < 2 ? 1 : 2 ))
+    out=$(CUSTLAKE_BENCH_KEYS="$work/keys_$kind.txt" CUSTLAKE_BENCH_PATH="$path" \
+      wrk -t"$t" -c"$c" -d"${secs}s" --latency -s "$work/lookup.lua" "http://127.0.0.1:$port")
+    rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+    p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+    p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+    non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+    sockerr=$(echo "$out" | awk '/Socket errors/ {print $0}')
+    echo "| $kind | $c | $rps | $p50 | $p99 | ${non2xx:-0}${sockerr:+ ($sockerr)} |"
+  done
 done
 
 echo

@@ -312,6 +312,10 @@ pub struct CrossSell {
 pub struct QueryConfig {
     pub target_partitions: usize,
     pub memory_limit_mb: u64,
+    /// Memory for Parquet footers and page indexes kept between queries
+    /// (a lookup then decodes no file metadata).
+    #[serde(default = "default_metadata_cache_mb")]
+    pub metadata_cache_mb: u64,
     /// The longest statement accepted, in bytes.
     #[serde(default = "default_statement_bytes")]
     pub max_statement_bytes: usize,
@@ -359,6 +363,10 @@ pub const THREAD_STACK: usize = 16 << 20;
 
 fn default_relations() -> usize {
     64
+}
+
+fn default_metadata_cache_mb() -> u64 {
+    512
 }
 
 fn default_statement_bytes() -> usize {

@@ -544,11 +544,13 @@ impl Lake {
     /// turned off where nearly every value is new (keys, ids, names, phones),
     /// where it only costs time. Partitioned tables get smaller row groups:
     /// the writer keeps one open file per partition, and a smaller row group
-    /// bounds what each holds in memory.
+    /// bounds what each holds in memory. A table with lookup columns gets
+    /// small row groups and pages too, and a bloom filter per lookup column,
+    /// so a lookup reads a few pages of one row group.
     pub fn writer_properties_in(&self, def: &TableDef, tier: Tier) -> WriterProperties {
         let compression = parse_compression(&tier.settings(&self.settings.tiers).compression)
             .unwrap_or(datafusion::parquet::basic::Compression::SNAPPY);
-        let rows = if def.partition.is_some() {
+        let rows = if def.partition.is_some() || !def.lookup.is_empty() {
             16 * 1024
         } else {
             128 * 1024
@@ -556,12 +558,29 @@ impl Lake {
         let mut b = WriterProperties::builder()
             .set_compression(compression)
             .set_max_row_group_row_count(Some(rows));
+        if !def.lookup.is_empty() {
+            // Small pages: the page index then narrows a lookup to a few
+            // hundred rows of each column once the row group is known.
+            b = b.set_data_page_row_count_limit(LOOKUP_PAGE_ROWS);
+        }
         for f in def.fields.iter().filter(|f| def.is_high_cardinality(f)) {
             b = b.set_column_dictionary_enabled(f.name.as_str().into(), false);
+        }
+        // A bloom filter sized for a row group of distinct values (the
+        // writer's default for an enabled filter), 1 % false positives: a lookup by one of these reads the filters and
+        // then only the row groups that may hold the value.
+        for c in &def.lookup {
+            let c: datafusion::parquet::schema::types::ColumnPath = c.as_str().into();
+            b = b
+                .set_column_bloom_filter_enabled(c.clone(), true)
+                .set_column_bloom_filter_fpp(c, 0.01);
         }
         b.build()
     }
 }
+
+/// Rows per data page in a table with lookup columns.
+const LOOKUP_PAGE_ROWS: usize = 4096;
 
 /// A point in a table's history: a Delta version, or a time.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,14 +41,16 @@ pub fn delta_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Session
 
 /// A runtime whose memory pool holds `memory_limit_mb` (operators spill to
 /// disk beyond it); one per process is shared by every query, with its
-/// cache of Parquet footers.
+/// cache of Parquet footers and page indexes (`metadata_cache_mb`).
 pub fn runtime(
     memory_limit_mb: u64,
+    metadata_cache_mb: u64,
 ) -> Result<Arc<RuntimeEnv>, datafusion::error::DataFusionError> {
     RuntimeEnvBuilder::new()
         .with_memory_pool(Arc::new(FairSpillPool::new(
             (memory_limit_mb as usize).saturating_mul(1024 * 1024),
         )))
+        .with_metadata_cache_limit((metadata_cache_mb as usize).saturating_mul(1024 * 1024))
         .build_arc()
 }
 

@@ -2,6 +2,7 @@
 //! registered, the domain validators as SQL functions, and a read-only guard.
 
 mod bounded;
+mod current;
 mod guard;
 pub mod named;
 pub mod sandbox;
@@ -9,7 +10,6 @@ mod secured;
 pub mod tiered;
 mod udf;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
@@ -22,6 +22,7 @@ use crate::error::{Classify, ErrorKind};
 use crate::lake::{AsOf, Lake, LakeError, Layout};
 use crate::schema::{Catalog, TableDef};
 
+pub use current::TableCache;
 pub use guard::{Checked, check_read_only, plan_read_only, read_only_options};
 pub use secured::{Secured, Tables, secured};
 pub use udf::register_udfs;
@@ -100,7 +101,10 @@ pub fn context(config: &Config) -> Result<SessionContext, QueryError> {
 
 /// The runtime queries share (see [`crate::lake::session::runtime`]).
 pub fn runtime(config: &Config) -> Result<Arc<RuntimeEnv>, QueryError> {
-    Ok(crate::lake::session::runtime(config.query.memory_limit_mb)?)
+    Ok(crate::lake::session::runtime(
+        config.query.memory_limit_mb,
+        config.query.metadata_cache_mb,
+    )?)
 }
 
 /// A context for one query on a shared runtime (the server's: one memory
@@ -183,9 +187,16 @@ pub fn register_empty(
     ctx: &SessionContext,
     def: &crate::schema::TableDef,
 ) -> Result<(), QueryError> {
-    let empty = datafusion::datasource::MemTable::try_new(def.arrow_schema(), vec![vec![]])?;
-    ctx.register_table(def.name.as_str(), Arc::new(empty))?;
+    ctx.register_table(def.name.as_str(), empty_table(def)?)?;
     Ok(())
+}
+
+/// A table with `def`'s columns and no rows.
+fn empty_table(def: &crate::schema::TableDef) -> Result<Arc<dyn TableProvider>, QueryError> {
+    Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+        def.arrow_schema(),
+        vec![vec![]],
+    )?))
 }
 
 /// Every declared table: the lake's as they are now (`as_of` `None`) or
@@ -202,23 +213,6 @@ pub async fn register_declared(
         register_empty(ctx, def)?;
     }
     Ok(())
-}
-
-/// [`register_lake`] of the current tables through a [`TableCache`].
-pub async fn register_lake_cached(
-    ctx: &SessionContext,
-    lake: &Lake,
-    catalog: &Catalog,
-    cache: &TableCache,
-) -> Result<Vec<String>, QueryError> {
-    let mut names = Vec::new();
-    for def in &catalog.tables {
-        if cache.register(ctx, lake, def).await? {
-            names.push(def.name.clone());
-        }
-    }
-    register_golden_views(ctx, &names).await?;
-    Ok(names)
 }
 
 /// The provider of a table built from the declarations rather than
@@ -262,19 +256,20 @@ async fn provider(
     layout: &Layout,
 ) -> Result<Option<Arc<dyn TableProvider>>, QueryError> {
     let on = |e: DataFusionError| LakeError::query(&def.name, e);
+    let session = crate::lake::session::scan_session();
     Ok(match layout {
         Layout::Missing => None,
         Layout::Single(table) => Some(
             table
                 .table_provider()
-                .with_session(crate::lake::session::scan_session())
+                .with_session(session.clone())
                 .await
                 .map_err(on)?,
         ),
         Layout::Tiered { hot, as_of } => {
             let schema = hot
                 .table_provider()
-                .with_session(crate::lake::session::scan_session())
+                .with_session(session.clone())
                 .await
                 .map_err(on)?
                 .schema();
@@ -302,81 +297,6 @@ fn register_table(
     }
     ctx.register_table(def.name.as_str(), provider)?;
     Ok(())
-}
-
-/// A table's layout and, once built, its provider.
-type Cached = (Layout, Option<Arc<dyn TableProvider>>);
-
-/// Tables and their providers kept between queries, for a long-lived
-/// process (the server). A query then checks each table's log for a newer
-/// commit instead of replaying the whole log, and reuses the provider while
-/// the version is unchanged; a newer commit is applied incrementally, so new
-/// data is visible to the next query.
-#[derive(Default)]
-pub struct TableCache {
-    tables: tokio::sync::Mutex<HashMap<String, Cached>>,
-}
-
-impl TableCache {
-    /// The versions of `names` as the last query saw them; `None` if one
-    /// of them has not been read yet or has no fixed version (a tiered
-    /// table whose rows have started to move).
-    pub async fn versions(&self, names: &[String]) -> Option<String> {
-        let tables = self.tables.lock().await;
-        let mut out = String::new();
-        for n in names {
-            let v = tables.get(n)?.0.version()?;
-            out.push_str(&format!("{n}@{v};"));
-        }
-        Some(out)
-    }
-
-    /// Register a table's current version in `ctx`; `false` if the table
-    /// does not exist.
-    pub(crate) async fn register(
-        &self,
-        ctx: &SessionContext,
-        lake: &Lake,
-        def: &TableDef,
-    ) -> Result<bool, QueryError> {
-        if let Some(built) = built_table(def)? {
-            ctx.register_table(def.name.as_str(), built)?;
-            return Ok(true);
-        }
-        let mut tables = self.tables.lock().await;
-        let (layout, provider) = match tables.get_mut(&def.name) {
-            Some(entry) => {
-                let refreshed = async {
-                    if lake.refresh(def, &mut entry.0).await? {
-                        entry.1 = provider(lake, def, &entry.0).await?;
-                    }
-                    Ok::<_, QueryError>(())
-                }
-                .await;
-                if let Err(e) = refreshed {
-                    // Half refreshed is not kept: the next query reads afresh.
-                    tables.remove(&def.name);
-                    return Err(e);
-                }
-                match tables.get_mut(&def.name) {
-                    Some(entry) => entry,
-                    None => return Ok(false),
-                }
-            }
-            None => {
-                let layout = lake.layout(def, None).await?;
-                let p = provider(lake, def, &layout).await?;
-                tables.entry(def.name.clone()).or_insert((layout, p))
-            }
-        };
-        match provider {
-            Some(p) => {
-                register_table(ctx, def, layout, p.clone())?;
-                Ok(true)
-            }
-            None => Ok(false),
-        }
-    }
 }
 
 /// The fact tables that reference source customers, and the views that

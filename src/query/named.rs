@@ -26,6 +26,14 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../sql/customer_by_phone.sql"),
     ),
     (
+        "customer_by_id_number.sql",
+        include_str!("../../sql/customer_by_id_number.sql"),
+    ),
+    (
+        "customer_golden.sql",
+        include_str!("../../sql/customer_golden.sql"),
+    ),
+    (
         "policies_expiring.sql",
         include_str!("../../sql/policies_expiring.sql"),
     ),
@@ -370,7 +378,19 @@ mod tests {
     #[test]
     fn shipped_queries_parse_and_bind() {
         let qs = embedded().unwrap();
-        assert_eq!(qs.len(), 14);
+        // Every file of sql/ is shipped.
+        let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/sql"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "sql")
+            })
+            .count();
+        assert_eq!(qs.len(), files);
+        assert_eq!(qs.len(), 16);
         let q = qs.iter().find(|q| q.name == "customer_lookup").unwrap();
         assert_eq!(q.params.len(), 2);
         assert!(q.sql.starts_with("SELECT"));

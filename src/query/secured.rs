@@ -14,7 +14,9 @@ use crate::lake::{AsOf, Lake};
 use crate::schema::Catalog;
 use crate::security::{Principal, Security};
 
+use super::current::LakeSchema;
 use super::{QueryError, TableCache, context_on};
+use crate::schema::TableDef;
 
 /// The tables row filters may consult although the role does not read
 /// them itself (they stay in the private context).
@@ -24,7 +26,7 @@ const FILTER_TABLES: [&str; 3] = ["customer", "customer_xref", "list_line"];
 #[derive(Clone, Copy)]
 pub enum Tables<'a> {
     /// As they are now, through a server's cache.
-    Cached(&'a TableCache),
+    Cached(&'a Arc<TableCache>),
     /// As they are now (`None`) or were then.
     AsOf(Option<&'a AsOf>),
 }
@@ -50,51 +52,54 @@ pub async fn secured(
     let base = context_on(config, runtime.clone());
     let raw = match tables {
         Tables::Cached(cache) => {
-            let mut names = Vec::new();
-            for def in &catalog.tables {
-                if role.reads(&def.name) && cache.register(&base, lake, def).await? {
-                    names.push(def.name.clone());
-                }
-            }
-            // Row filters may consult the customer tables the role does
-            // not read itself (they stay in the private context).
+            // Only what a statement names is brought up to date: a lookup
+            // checks one table for new commits, not every table.
+            let defs: Vec<TableDef> = catalog
+                .tables
+                .iter()
+                .filter(|d| role.reads(&d.name) || FILTER_TABLES.contains(&d.name.as_str()))
+                .cloned()
+                .collect();
+            let raw = defs
+                .iter()
+                .filter(|d| role.reads(&d.name))
+                .map(|d| d.name.clone())
+                .collect();
+            let schema = LakeSchema::new(lake, defs, cache.clone(), runtime.clone());
+            base.catalog("datafusion")
+                .ok_or_else(|| QueryError::Internal("the session has no default catalog".into()))?
+                .register_schema("public", Arc::new(schema))?;
+            raw
+        }
+        Tables::AsOf(as_of) => {
+            let names = super::register_tables(&base, lake, catalog, as_of).await?;
+            // A filter table the lake does not have yet (no list was ever
+            // made) is there, empty, so the filters that consult it still
+            // plan.
             for extra in FILTER_TABLES {
-                if !names.iter().any(|n| n == extra) {
-                    cache
-                        .register(
-                            &base,
-                            lake,
-                            catalog
-                                .table(extra)
-                                .map_err(|e| QueryError::Internal(e.to_string()))?,
-                        )
-                        .await?;
+                if !base.table_exist(extra)? {
+                    let def = catalog
+                        .table(extra)
+                        .map_err(|e| QueryError::Internal(e.to_string()))?;
+                    super::register_empty(&base, def)?;
                 }
             }
-            names
+            // A declared table the lake does not hold yet (no scores were
+            // ever computed, no list made) reads as empty, not as "not
+            // found": the named queries over it answer with no rows.
+            let mut raw = names;
+            for def in &catalog.tables {
+                if role.reads(&def.name)
+                    && !raw.contains(&def.name)
+                    && !base.table_exist(&def.name)?
+                {
+                    super::register_empty(&base, def)?;
+                    raw.push(def.name.clone());
+                }
+            }
+            raw
         }
-        Tables::AsOf(as_of) => super::register_tables(&base, lake, catalog, as_of).await?,
     };
-    // A filter table the lake does not have yet (no list was ever made) is
-    // there, empty, so the filters that consult it still plan.
-    for extra in FILTER_TABLES {
-        if !base.table_exist(extra)? {
-            let def = catalog
-                .table(extra)
-                .map_err(|e| QueryError::Internal(e.to_string()))?;
-            super::register_empty(&base, def)?;
-        }
-    }
-    // A declared table the lake does not hold yet (no scores were ever
-    // computed, no list made) reads as empty, not as "not found": the
-    // named queries over it answer with no rows.
-    let mut raw = raw;
-    for def in &catalog.tables {
-        if role.reads(&def.name) && !raw.contains(&def.name) && !base.table_exist(&def.name)? {
-            super::register_empty(&base, def)?;
-            raw.push(def.name.clone());
-        }
-    }
     let user = context_on(config, runtime);
     let schema = crate::security::SecuredSchema::new(
         base,

@@ -1,6 +1,7 @@
 //! The domain validators as SQL functions, for analysts and quality rules:
 //! `is_valid_resident_id(text)`, `is_valid_uscc(text)`,
-//! `normalize_phone(text)` and `mask_keep(text, head, tail)`.
+//! `normalize_phone(text)`, `normalize_id_number(text)` and
+//! `mask_keep(text, head, tail)`.
 
 use std::sync::Arc;
 
@@ -28,6 +29,22 @@ fn ints(a: &ArrayRef) -> Result<Int64Array> {
         .downcast_ref::<Int64Array>()
         .cloned()
         .ok_or_else(|| DataFusionError::Internal("expected an integer".into()))
+}
+
+/// A document number as ingest stores it: a resident id in its 18-digit
+/// form (a 15-digit one upgraded), a USCC as written, anything else without
+/// spaces and in upper case.
+fn normalize_id_number(text: &str) -> String {
+    if let Ok(id) = ResidentId::parse(text) {
+        return id.as_str().to_string();
+    }
+    if let Ok(u) = Uscc::parse(text) {
+        return u.as_str().to_string();
+    }
+    text.chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_uppercase()
 }
 
 fn predicate(f: fn(&str) -> bool) -> impl Fn(&[ColumnarValue]) -> Result<ColumnarValue> {
@@ -66,6 +83,18 @@ pub fn register_udfs(ctx: &SessionContext) {
                 .iter()
                 .map(|v| v.and_then(|v| Phone::parse(v).ok().map(|p| p.as_str().to_string())))
                 .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    ));
+    ctx.register_udf(create_udf(
+        "normalize_id_number",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let s = strings(&arrays[0])?;
+            let out: StringArray = s.iter().map(|v| v.map(normalize_id_number)).collect();
             Ok(ColumnarValue::Array(Arc::new(out)))
         }),
     ));

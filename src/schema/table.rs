@@ -50,6 +50,11 @@ pub struct TableDef {
     pub partition: Option<PartitionDef>,
     #[serde(default)]
     pub tiered: bool,
+    /// Columns looked up one value at a time (an id, a phone number): their
+    /// Parquet files carry a bloom filter per row group, so a lookup reads
+    /// only the row groups that may hold the value.
+    #[serde(default)]
+    pub lookup: Vec<String>,
     #[serde(rename = "field")]
     pub fields: Vec<FieldDef>,
 }
@@ -137,6 +142,11 @@ impl TableDef {
         for k in &self.key {
             if self.field(k).is_none() {
                 return Err(invalid(format!("key column {k:?} is not a field")));
+            }
+        }
+        for k in &self.lookup {
+            if self.field(k).is_none() {
+                return Err(invalid(format!("lookup column {k:?} is not a field")));
             }
         }
         if let Some(p) = &self.partition

@@ -94,7 +94,7 @@ pub struct AppState {
     /// One memory pool and Parquet footer cache for every query.
     pub runtime: Arc<datafusion::execution::runtime_env::RuntimeEnv>,
     /// Delta tables and providers, refreshed when a table gets a new version.
-    pub tables: crate::query::TableCache,
+    pub tables: Arc<crate::query::TableCache>,
     /// The OpenAPI document, rendered once.
     pub openapi: String,
     /// `GET /v1/tables` facts, kept while a table's version is unchanged.
@@ -183,7 +183,7 @@ pub async fn state(warehouse: Warehouse) -> Result<SharedState, ServerError> {
         decisions: tokio::sync::Mutex::new(()),
         lists: tokio::sync::Mutex::new(()),
         runtime: crate::query::runtime(&config)?,
-        tables: crate::query::TableCache::default(),
+        tables: Default::default(),
         openapi,
         facts: tables::FactsCache::default(),
         answers: answers::Answers::default(),

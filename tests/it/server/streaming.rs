@@ -149,3 +149,85 @@ fn new_data_is_visible_to_the_next_query_without_a_restart() {
     );
     assert_eq!(count(), before + 2);
 }
+
+#[test]
+fn a_lookup_finds_a_record_loaded_after_the_server_started_through_its_bloom_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = super::Api::new(dir.path());
+    let found = |path: &str| {
+        let r = api.request("GET", path, &[], b"");
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        r.json()["rows"].as_array().unwrap().len()
+    };
+    let by_id = "/v1/queries/customer_lookup?system=telesales&id=LNEW1&format=json";
+    let by_number = "/v1/queries/customer_by_id_number?id_number=11010519491231002x&format=json";
+    assert_eq!(found(by_id), 0);
+    assert_eq!(found(by_number), 0);
+    let leads = dir.path().join("new-lead.csv");
+    std::fs::write(
+        &leads,
+        "lead_id,cust_kind,cust_name,gender,birthday,cert_type,cert_no,org_code,tax_no,contact_person,tel,email,address,industry,source_channel,team,region,agent_code,created,modified\n\
+         LNEW1,IND,王新,男,1949/12/31,ID,11010519491231002X,,,,13800138000,wang@example.com,北京市海淀区中关村大街1号,,TEL,电销中心,north,A00001,2026/06/01,2026/06/01 10:00:00\n",
+    )
+    .unwrap();
+    ok(
+        dir.path(),
+        &[
+            "ingest",
+            "--source",
+            "telesales",
+            "--entity",
+            "customer",
+            leads.to_str().unwrap(),
+        ],
+    );
+    // The next lookups see the new record: by its source id, and by its
+    // document number in lower case.
+    assert_eq!(found(by_id), 1);
+    assert_eq!(found(by_number), 1);
+    // Every file of the table carries a bloom filter on each lookup column.
+    let files: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| {
+            p.to_string_lossy().contains("/source_customer/")
+                && p.extension().is_some_and(|e| e == "parquet")
+        })
+        .collect();
+    assert!(!files.is_empty());
+    for f in files {
+        let with = bloom_columns(&f);
+        for c in ["source_id", "phone", "id_number"] {
+            assert!(with.iter().any(|w| w == c), "{f:?}: {with:?}");
+        }
+        assert!(!with.iter().any(|w| w == "name"), "{f:?}: {with:?}");
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The columns of a Parquet file with a bloom filter in every row group.
+fn bloom_columns(file: &std::path::Path) -> Vec<String> {
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
+    let meta = reader.metadata();
+    let schema = meta.file_metadata().schema_descr();
+    (0..schema.num_columns())
+        .filter(|&i| {
+            meta.row_groups()
+                .iter()
+                .all(|rg| rg.column(i).bloom_filter_offset().is_some())
+        })
+        .map(|i| schema.column(i).name().to_string())
+        .collect()
+}

@@ -1,0 +1,199 @@
+//! The lake's tables as they are now, for a long-lived process (the
+//! server): a cache of each table's layout and provider, and a schema that
+//! brings a table up to date only when a statement names it.
+//!
+//! Every query sees every commit that finished before it began: a table is
+//! checked for newer commits by the first query that names it after
+//! another query's check began. Queries that arrive while a check runs
+//! wait for it and take its answer (it began after they did), so a burst
+//! of lookups costs one check per table, not one per lookup.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::execution::SessionState;
+use datafusion::execution::runtime_env::RuntimeEnv;
+
+use super::{QueryError, built_table, empty_table, provider};
+use crate::lake::{Lake, Layout};
+use crate::schema::TableDef;
+
+/// A table's layout and, once built, its provider.
+type Cached = (Layout, Option<Arc<dyn TableProvider>>);
+
+/// One table's cache entry and when its last check for commits began.
+#[derive(Default)]
+struct Entry {
+    cached: Option<Cached>,
+    checked: Option<Instant>,
+}
+
+/// Tables and their providers kept between queries. A query checks each
+/// table it reads for a newer commit instead of replaying the whole log,
+/// and reuses the provider while the version is unchanged; a newer commit
+/// is applied incrementally, so new data is visible to the next query.
+#[derive(Default)]
+pub struct TableCache {
+    tables: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Entry>>>>,
+}
+
+impl TableCache {
+    fn entry(&self, name: &str) -> Arc<tokio::sync::Mutex<Entry>> {
+        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
+        tables.entry(name.to_string()).or_default().clone()
+    }
+
+    /// The versions of `names` as the last query saw them; `None` if one
+    /// of them has not been read yet or has no fixed version (a tiered
+    /// table whose rows have started to move).
+    pub async fn versions(&self, names: &[String]) -> Option<String> {
+        let mut out = String::new();
+        for n in names {
+            let entry = self.entry(n);
+            let entry = entry.lock().await;
+            let v = entry.cached.as_ref()?.0.version()?;
+            out.push_str(&format!("{n}@{v};"));
+        }
+        Some(out)
+    }
+
+    /// `def`'s table with every commit made before `since`: its layout and
+    /// provider (`None`: the table does not exist).
+    pub(crate) async fn current(
+        &self,
+        lake: &Lake,
+        def: &TableDef,
+        since: Instant,
+    ) -> Result<Cached, QueryError> {
+        let entry = self.entry(&def.name);
+        let mut entry = entry.lock().await;
+        if let (Some(cached), Some(checked)) = (&entry.cached, entry.checked)
+            && checked >= since
+        {
+            return Ok(cached.clone());
+        }
+        let began = Instant::now();
+        let result = match entry.cached.as_mut() {
+            Some(cached) => async {
+                if lake.refresh(def, &mut cached.0).await? {
+                    cached.1 = provider(lake, def, &cached.0).await?;
+                }
+                Ok::<_, QueryError>(())
+            }
+            .await
+            .map(|()| cached.clone()),
+            None => {
+                async {
+                    let layout = lake.layout(def, None).await?;
+                    let p = provider(lake, def, &layout).await?;
+                    Ok((layout, p))
+                }
+                .await
+            }
+        };
+        match result {
+            Ok(cached) => {
+                entry.cached = Some(cached.clone());
+                entry.checked = Some(began);
+                Ok(cached)
+            }
+            Err(e) => {
+                // Half refreshed is not kept: the next query reads afresh.
+                *entry = Entry::default();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The lake's tables `defs` declares as one schema, each brought up to
+/// date through a [`TableCache`] when a statement first names it and then
+/// kept for the rest of the session (a statement that reads a table twice
+/// reads one version). A declared table the lake does not hold yet reads
+/// as empty.
+pub(crate) struct LakeSchema {
+    lake: Lake,
+    defs: Vec<TableDef>,
+    cache: Arc<TableCache>,
+    /// Registers each table's object store in the sessions' shared runtime.
+    stores: SessionState,
+    since: Instant,
+    seen: tokio::sync::Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl std::fmt::Debug for LakeSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LakeSchema")
+            .field("tables", &self.defs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LakeSchema {
+    pub(crate) fn new(
+        lake: &Lake,
+        defs: Vec<TableDef>,
+        cache: Arc<TableCache>,
+        runtime: Arc<RuntimeEnv>,
+    ) -> Self {
+        let stores = datafusion::execution::SessionStateBuilder::new()
+            .with_runtime_env(runtime)
+            .build();
+        Self {
+            lake: lake.clone(),
+            defs,
+            cache,
+            stores,
+            since: Instant::now(),
+            seen: Default::default(),
+        }
+    }
+
+    async fn open(&self, def: &TableDef) -> Result<Arc<dyn TableProvider>, QueryError> {
+        if let Some(built) = built_table(def)? {
+            return Ok(built);
+        }
+        let (layout, provider) = self.cache.current(&self.lake, def, self.since).await?;
+        if let Layout::Single(table) = &layout {
+            table.update_datafusion_session(&self.stores).map_err(|e| {
+                crate::lake::LakeError::Delta {
+                    table: def.name.clone(),
+                    source: Box::new(e),
+                }
+            })?;
+        }
+        match provider {
+            Some(p) => Ok(p),
+            None => empty_table(def),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for LakeSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.defs.iter().map(|d| d.name.clone()).collect()
+    }
+
+    async fn table(&self, name: &str) -> datafusion::error::Result<Option<Arc<dyn TableProvider>>> {
+        let Some(def) = self.defs.iter().find(|d| d.name == name) else {
+            return Ok(None);
+        };
+        let mut seen = self.seen.lock().await;
+        if let Some(t) = seen.get(name) {
+            return Ok(Some(t.clone()));
+        }
+        let t = self
+            .open(def)
+            .await
+            .map_err(crate::error::Kinded::datafusion)?;
+        seen.insert(name.to_string(), t.clone());
+        Ok(Some(t))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.defs.iter().any(|d| d.name == name)
+    }
+}

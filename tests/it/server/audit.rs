@@ -117,12 +117,15 @@ fn every_request_leaves_one_record_and_the_chain_verifies() {
         ]
     );
     // The merge goes on without its client; under load it may take a
-    // while: wait for its record (a minute at most) rather than a fixed time.
+    // while: wait for its record (three minutes at most) rather than a
+    // fixed time. (In full parallel test runs it has twice not appeared
+    // within one minute, cause not yet found: on a timeout the test prints
+    // the last records and the journal's files.)
     let started = std::time::Instant::now();
     let all = loop {
         let all = records(d);
         if all.iter().any(|r| r["request_id"] == "hung-up")
-            || started.elapsed() > std::time::Duration::from_secs(60)
+            || started.elapsed() > std::time::Duration::from_secs(180)
         {
             break all;
         }
@@ -174,6 +177,17 @@ fn every_request_leaves_one_record_and_the_chain_verifies() {
         .iter()
         .filter(|r| r["request_id"] == "hung-up")
         .collect();
+    if hung.is_empty() {
+        let tail: Vec<_> = all.iter().rev().take(8).collect();
+        eprintln!("no record of the hung-up merge; the last records: {tail:#?}");
+        for e in walk_dir(d) {
+            if e.to_string_lossy().contains("audit") {
+                let text = std::fs::read_to_string(&e).unwrap_or_default();
+                let last: Vec<&str> = text.lines().rev().take(3).collect();
+                eprintln!("{e:?}: {}", last.join(" | "));
+            }
+        }
+    }
     assert_eq!(hung.len(), 1, "{hung:?}");
     assert_eq!(hung[0]["action"], "merge");
     assert_eq!(hung[0]["outcome"], "ok", "{hung:?}");
@@ -370,4 +384,17 @@ fn https_speaks_tls_1_3_only() {
     let mut buf = Vec::new();
     let _ = plain.read_to_end(&mut buf);
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+}
+
+fn walk_dir(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk_dir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -186,8 +186,9 @@ fn a_lookup_finds_a_record_loaded_after_the_server_started_through_its_bloom_fil
     assert_eq!(found(by_id), 1);
     assert_eq!(found(by_number), 1);
     // Every file of the table carries a bloom filter on each lookup column.
-    let files: Vec<_> = walk(dir.path())
+    let files: Vec<_> = crate::common::tree(dir.path())
         .into_iter()
+        .map(|(p, _)| dir.path().join(p))
         .filter(|p| {
             p.to_string_lossy().contains("/source_customer/")
                 && p.extension().is_some_and(|e| e == "parquet")
@@ -201,19 +202,6 @@ fn a_lookup_finds_a_record_loaded_after_the_server_started_through_its_bloom_fil
         }
         assert!(!with.iter().any(|w| w == "name"), "{f:?}: {with:?}");
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// The columns of a Parquet file with a bloom filter in every row group.

@@ -40,6 +40,21 @@ pub(crate) fn fails(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Run a query and return the CSV rows (without the header).
+/// `custlake ingest --source SOURCE --entity ENTITY FILE`, which must succeed.
+pub(crate) fn ingest_file(dir: &Path, source: &str, entity: &str, file: &Path) -> String {
+    ok(
+        dir,
+        &[
+            "ingest",
+            "--source",
+            source,
+            "--entity",
+            entity,
+            file.to_str().unwrap(),
+        ],
+    )
+}
+
 pub(crate) fn query(dir: &Path, sql: &str) -> Vec<String> {
     let out = ok(dir, &["sql", "--format", "csv", sql]);
     out.lines().skip(1).map(str::to_string).collect()

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
 use super::{problem, query, request, server_with};
-use crate::common::ok;
+use crate::common::ingest_file;
 
 #[test]
 fn a_client_that_hangs_up_cancels_its_query() {
@@ -136,17 +136,7 @@ fn new_data_is_visible_to_the_next_query_without_a_restart() {
          NEW2,L00000002,CALL,OPT_IN,TEL,2026/06/02 11:00:00,v2.1,hotline\n",
     )
     .unwrap();
-    ok(
-        dir.path(),
-        &[
-            "ingest",
-            "--source",
-            "telesales",
-            "--entity",
-            "consent",
-            extra.to_str().unwrap(),
-        ],
-    );
+    ingest_file(dir.path(), "telesales", "consent", &extra);
     assert_eq!(count(), before + 2);
 }
 
@@ -170,17 +160,7 @@ fn a_lookup_finds_a_record_loaded_after_the_server_started_through_its_bloom_fil
          LNEW1,IND,王新,男,1949/12/31,ID,11010519491231002X,,,,13800138000,wang@example.com,北京市海淀区中关村大街1号,,TEL,电销中心,north,A00001,2026/06/01,2026/06/01 10:00:00\n",
     )
     .unwrap();
-    ok(
-        dir.path(),
-        &[
-            "ingest",
-            "--source",
-            "telesales",
-            "--entity",
-            "customer",
-            leads.to_str().unwrap(),
-        ],
-    );
+    ingest_file(dir.path(), "telesales", "customer", &leads);
     // The next lookups see the new record: by its source id, and by its
     // document number in lower case.
     assert_eq!(found(by_id), 1);

@@ -40,19 +40,21 @@ pub(crate) fn fails(dir: &Path, args: &[&str]) -> String {
 }
 
 /// Run a query and return the CSV rows (without the header).
-/// `custlake ingest --source SOURCE --entity ENTITY FILE`, which must succeed.
+/// `custlake ingest --source S --entity E FILE`.
+pub(crate) fn ingest_args<'a>(source: &'a str, entity: &'a str, file: &'a Path) -> [&'a str; 6] {
+    [
+        "ingest",
+        "--source",
+        source,
+        "--entity",
+        entity,
+        file.to_str().unwrap(),
+    ]
+}
+
+/// `custlake ingest --source S --entity E FILE`, which must succeed.
 pub(crate) fn ingest_file(dir: &Path, source: &str, entity: &str, file: &Path) -> String {
-    ok(
-        dir,
-        &[
-            "ingest",
-            "--source",
-            source,
-            "--entity",
-            entity,
-            file.to_str().unwrap(),
-        ],
-    )
+    ok(dir, &ingest_args(source, entity, file))
 }
 
 pub(crate) fn query(dir: &Path, sql: &str) -> Vec<String> {

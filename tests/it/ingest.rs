@@ -1,7 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{bin, count, fails, gbk, log_files, ok, query, sample};
+use crate::common::{bin, count, fails, gbk, ingest_args, log_files, ok, query, sample};
 
 const CORE_HEADER: &str = "客户号,客户类型,客户名称,性别,出生日期,证件类型,证件号码,统一社会信用代码,纳税人识别号,法定代表人,联系电话,电子邮箱,联系地址,行业,渠道,归属团队,区域,业务员,登记日期,更新时间";
 
@@ -257,18 +257,6 @@ fn a_first_load_with_a_repeated_key_keeps_the_last_row() {
         ),
         vec!["+8613911111111"]
     );
-}
-
-/// `custlake ingest --source S --entity E FILE`.
-fn ingest_args<'a>(source: &'a str, entity: &'a str, file: &'a Path) -> [&'a str; 6] {
-    [
-        "ingest",
-        "--source",
-        source,
-        "--entity",
-        entity,
-        file.to_str().unwrap(),
-    ]
 }
 
 #[test]

@@ -37,6 +37,9 @@ struct Entry {
 #[derive(Default)]
 pub struct TableCache {
     tables: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Entry>>>>,
+    /// The version of each lookup table whose files' page indexes are in
+    /// the runtime's metadata cache.
+    warmed: Mutex<HashMap<String, u64>>,
 }
 
 impl TableCache {
@@ -163,12 +166,103 @@ impl LakeSchema {
                     source: Box::new(e),
                 }
             })?;
+            if !def.lookup.is_empty() {
+                self.warm(def, table).await;
+            }
         }
         match provider {
             Some(p) => Ok(p),
             None => empty_table(def),
         }
     }
+}
+
+impl LakeSchema {
+    /// Put the footer of each file of a lookup table, page index included,
+    /// in the runtime's metadata cache, once per version. DataFusion's
+    /// Parquet opener caches a footer without its page index and reads the
+    /// page index again on every scan (into a copy it does not cache); it
+    /// loads nothing when the cached footer has it. Best effort: a file
+    /// that cannot be read here is read by the scan as before.
+    async fn warm(&self, def: &TableDef, table: &deltalake::DeltaTable) {
+        let Some(version) = table.version() else {
+            return;
+        };
+        let warmed = |cache: &TableCache| {
+            cache
+                .warmed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&def.name)
+                == Some(&version)
+        };
+        if warmed(&self.cache) {
+            return;
+        }
+        match warm_files(table, self.stores.runtime_env()).await {
+            Ok(files) => {
+                metrics::counter!("custlake_page_indexes_cached_total").increment(files);
+            }
+            Err(e) => {
+                tracing::warn!(table = %def.name, "page indexes not cached: {e}");
+                return;
+            }
+        }
+        self.cache
+            .warmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(def.name.clone(), version);
+    }
+}
+
+/// Load every data file's footer with its page index into `runtime`'s
+/// metadata cache, under the key and with the size and time the Delta scan
+/// gives the file (its URL's path, its size, time zero); returns how many.
+async fn warm_files(
+    table: &deltalake::DeltaTable,
+    runtime: &RuntimeEnv,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    use chrono::TimeZone;
+    use datafusion::datasource::physical_plan::parquet::metadata::DFParquetMetadata;
+    use datafusion::execution::object_store::ObjectStoreUrl;
+    use datafusion::parquet::file::metadata::PageIndexPolicy;
+    let cache = runtime.cache_manager.get_file_metadata_cache();
+    let log_store = table.log_store();
+    // As the scan names them: the table's root joined with the path.
+    let mut root = log_store.root_url().clone();
+    if !root.path().ends_with('/') {
+        root.set_path(&format!("{}/", root.path()));
+    }
+    let files: Vec<(String, u64)> = table
+        .snapshot()?
+        .log_data()
+        .into_iter()
+        .map(|f| (f.path().into_owned(), f.size() as u64))
+        .collect();
+    let count = files.len() as u64;
+    for (path, size) in files {
+        let url = root.join(&path)?;
+        let store_url = ObjectStoreUrl::parse(format!(
+            "{}://{}",
+            url.scheme(),
+            &url[url::Position::BeforeHost..url::Position::AfterPort]
+        ))?;
+        let store = runtime.object_store(&store_url)?;
+        let meta = object_store::ObjectMeta {
+            location: object_store::path::Path::from_url_path(url.path())?,
+            size,
+            last_modified: chrono::Utc.timestamp_nanos(0),
+            e_tag: None,
+            version: None,
+        };
+        DFParquetMetadata::new(store.as_ref(), &meta)
+            .with_file_metadata_cache(Some(cache.clone()))
+            .with_page_index_policy(Some(PageIndexPolicy::Required))
+            .fetch_metadata()
+            .await?;
+    }
+    Ok(count)
 }
 
 #[async_trait::async_trait]

@@ -165,6 +165,15 @@ fn a_lookup_finds_a_record_loaded_after_the_server_started_through_its_bloom_fil
     // document number in lower case.
     assert_eq!(found(by_id), 1);
     assert_eq!(found(by_number), 1);
+    // The lookup table's footers went into the metadata cache with their
+    // page indexes (none could be read: the counter would not exist).
+    let metrics = api.request("GET", "/metrics", &[], b"").text();
+    let cached = metrics
+        .lines()
+        .find(|l| l.starts_with("custlake_page_indexes_cached_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(cached.is_some_and(|n| n >= 1.0), "{metrics}");
     // Every file of the table carries a bloom filter on each lookup column.
     let files: Vec<_> = crate::common::tree(dir.path())
         .into_iter()

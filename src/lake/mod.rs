@@ -546,7 +546,7 @@ impl Lake {
     /// the writer keeps one open file per partition, and a smaller row group
     /// bounds what each holds in memory. A table with lookup columns gets
     /// small row groups and pages too, and a bloom filter per lookup column,
-    /// so a lookup reads a few pages of one row group.
+    /// so a lookup reads a few pages of the row groups that may hold it.
     pub fn writer_properties_in(&self, def: &TableDef, tier: Tier) -> WriterProperties {
         let compression = parse_compression(&tier.settings(&self.settings.tiers).compression)
             .unwrap_or(datafusion::parquet::basic::Compression::SNAPPY);
@@ -559,16 +559,17 @@ impl Lake {
             .set_compression(compression)
             .set_max_row_group_row_count(Some(rows));
         if !def.lookup.is_empty() {
-            // Small pages: the page index then narrows a lookup to a few
-            // hundred rows of each column once the row group is known.
+            // Small pages: once the row group is known, the page index
+            // narrows a lookup on a sorted column to one page of each column.
             b = b.set_data_page_row_count_limit(LOOKUP_PAGE_ROWS);
         }
         for f in def.fields.iter().filter(|f| def.is_high_cardinality(f)) {
             b = b.set_column_dictionary_enabled(f.name.as_str().into(), false);
         }
         // A bloom filter sized for a row group of distinct values (the
-        // writer's default for an enabled filter), 1 % false positives: a lookup by one of these reads the filters and
-        // then only the row groups that may hold the value.
+        // writer's default for an enabled filter), 1 % false positives: a
+        // lookup reads the filters, then only the row groups that may hold
+        // the value.
         for c in &def.lookup {
             let c: datafusion::parquet::schema::types::ColumnPath = c.as_str().into();
             b = b

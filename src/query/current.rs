@@ -43,6 +43,10 @@ pub struct TableCache {
 }
 
 impl TableCache {
+    fn warmed(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.warmed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn entry(&self, name: &str) -> Arc<tokio::sync::Mutex<Entry>> {
         let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
         tables.entry(name.to_string()).or_default().clone()
@@ -188,15 +192,7 @@ impl LakeSchema {
         let Some(version) = table.version() else {
             return;
         };
-        let warmed = |cache: &TableCache| {
-            cache
-                .warmed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&def.name)
-                == Some(&version)
-        };
-        if warmed(&self.cache) {
+        if self.cache.warmed().get(&def.name) == Some(&version) {
             return;
         }
         match warm_files(table, self.stores.runtime_env()).await {
@@ -208,11 +204,7 @@ impl LakeSchema {
                 return;
             }
         }
-        self.cache
-            .warmed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(def.name.clone(), version);
+        self.cache.warmed().insert(def.name.clone(), version);
     }
 }
 

@@ -256,20 +256,19 @@ async fn provider(
     layout: &Layout,
 ) -> Result<Option<Arc<dyn TableProvider>>, QueryError> {
     let on = |e: DataFusionError| LakeError::query(&def.name, e);
-    let session = crate::lake::session::scan_session();
     Ok(match layout {
         Layout::Missing => None,
         Layout::Single(table) => Some(
             table
                 .table_provider()
-                .with_session(session.clone())
+                .with_session(crate::lake::session::scan_session())
                 .await
                 .map_err(on)?,
         ),
         Layout::Tiered { hot, as_of } => {
             let schema = hot
                 .table_provider()
-                .with_session(session.clone())
+                .with_session(crate::lake::session::scan_session())
                 .await
                 .map_err(on)?
                 .schema();

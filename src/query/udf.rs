@@ -31,6 +31,17 @@ fn ints(a: &ArrayRef) -> Result<Int64Array> {
         .ok_or_else(|| DataFusionError::Internal("expected an integer".into()))
 }
 
+/// A text function over one text argument: `f` of each value (NULL where
+/// the value is NULL or `f` gives `None`).
+fn text_map(f: fn(&str) -> Option<String>) -> impl Fn(&[ColumnarValue]) -> Result<ColumnarValue> {
+    move |args: &[ColumnarValue]| {
+        let arrays = ColumnarValue::values_to_arrays(args)?;
+        let s = strings(&arrays[0])?;
+        let out: StringArray = s.iter().map(|v| v.and_then(f)).collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
+}
+
 /// A document number as ingest stores it: a resident id in its 18-digit
 /// form (a 15-digit one upgraded), a USCC as written, anything else without
 /// spaces and in upper case.
@@ -76,27 +87,16 @@ pub fn register_udfs(ctx: &SessionContext) {
         vec![DataType::Utf8],
         DataType::Utf8,
         Volatility::Immutable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let s = strings(&arrays[0])?;
-            let out: StringArray = s
-                .iter()
-                .map(|v| v.and_then(|v| Phone::parse(v).ok().map(|p| p.as_str().to_string())))
-                .collect();
-            Ok(ColumnarValue::Array(Arc::new(out)))
-        }),
+        Arc::new(text_map(|v| {
+            Phone::parse(v).ok().map(|p| p.as_str().to_string())
+        })),
     ));
     ctx.register_udf(create_udf(
         "normalize_id_number",
         vec![DataType::Utf8],
         DataType::Utf8,
         Volatility::Stable,
-        Arc::new(|args: &[ColumnarValue]| {
-            let arrays = ColumnarValue::values_to_arrays(args)?;
-            let s = strings(&arrays[0])?;
-            let out: StringArray = s.iter().map(|v| v.map(normalize_id_number)).collect();
-            Ok(ColumnarValue::Array(Arc::new(out)))
-        }),
+        Arc::new(text_map(|v| Some(normalize_id_number(v)))),
     ));
     ctx.register_udf(create_udf(
         "mask_keep",

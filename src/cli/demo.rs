@@ -159,12 +159,30 @@ pub(super) async fn run(
         run.run_id, run.row_count, run.assigned
     );
     summary(wh).await?;
-    demo_tokens(wh, &run.run_id, &period.month).await?;
+    // The PostgreSQL wire protocol is on in the demo (off unless
+    // configured otherwise), so that psql and BI tools can connect.
+    let mut wh = wh.clone();
+    if wh.config.server.pg_bind.is_empty() || wh.config.server.flight_bind.is_empty() {
+        let mut config = (*wh.config).clone();
+        if config.server.pg_bind.is_empty() {
+            config.server.pg_bind = DEMO_PG_BIND.into();
+        }
+        if config.server.flight_bind.is_empty() {
+            config.server.flight_bind = DEMO_FLIGHT_BIND.into();
+        }
+        wh.config = std::sync::Arc::new(config);
+    }
+    demo_tokens(&wh, &run.run_id, &period.month).await?;
     if args.no_serve {
         return Ok(());
     }
-    super::serve::run(wh, &super::serve::ServeArgs { bind: None }).await
+    super::serve::run(&wh, &super::serve::ServeArgs { bind: None }).await
 }
+
+/// Where the demo serves the PostgreSQL wire protocol.
+const DEMO_PG_BIND: &str = "127.0.0.1:5433";
+/// Where the demo serves Arrow Flight SQL.
+const DEMO_FLIGHT_BIND: &str = "127.0.0.1:50051";
 
 /// The most common non-null value of a customer column (who the demo's
 /// telesales agent and steward are).
@@ -297,7 +315,42 @@ async fn demo_tokens(wh: &Warehouse, run_id: &str, pack_period: &str) -> Result<
          curl -s 'http://{addr}/v1/queries/audit_volume' -H \"authorization: Bearer $AUDITOR_TOKEN\"",
         agent.as_deref().unwrap_or("no agent")
     );
+    if let Some(pg) = pg_address(&wh.config.server.pg_bind) {
+        println!("{}", psql_lines(&pg));
+    }
+    if !wh.config.server.flight_bind.is_empty() {
+        println!(
+            "Arrow Flight SQL (ADBC, pyarrow): the user name and the token log in by the handshake:\n  \
+             python3 -c \"import adbc_driver_flightsql.dbapi as f; c = f.connect('grpc://{}', db_kwargs={{'username': 'demo-analyst', 'password': '$ANALYST_TOKEN'}}); \
+             print(c.cursor().execute('SELECT customer_id, phone FROM customer LIMIT 3').fetch_arrow_table())\"",
+            wh.config.server.flight_bind
+        );
+    }
     Ok(())
+}
+
+/// `host` and `port` of a PostgreSQL bind address.
+fn pg_address(bind: &str) -> Option<(String, String)> {
+    let (host, port) = bind.rsplit_once(':')?;
+    let host = match host {
+        "0.0.0.0" | "" => "127.0.0.1",
+        "[::]" => "::1",
+        h => h.trim_start_matches('[').trim_end_matches(']'),
+    };
+    Some((host.to_string(), port.to_string()))
+}
+
+/// psql lines for the demo's roles: the same masking over PostgreSQL.
+fn psql_lines((host, port): &(String, String)) -> String {
+    format!(
+        "PostgreSQL clients (psql, DBeaver, psycopg) log in with the user name and the token as password; \
+         the analyst sees the same masked columns there:\n  \
+         PGPASSWORD=$ANALYST_TOKEN psql \"host={host} port={port} user=demo-analyst dbname=custlake\" \\\n       \
+         -c 'SELECT customer_id, name, phone FROM customer ORDER BY 1 LIMIT 3' -c '\\dt'\n\
+         A telesales agent has no free SQL: it calls its named queries as table functions:\n  \
+         PGPASSWORD=$TELESALES_TOKEN psql \"host={host} port={port} user=demo-telesales dbname=custlake\" \\\n       \
+         -c 'SELECT * FROM customer_count()' -c 'SELECT policy_no, expiry_date, phone FROM policies_expiring() LIMIT 5'"
+    )
 }
 
 fn write_owner_only(path: &std::path::Path, text: &str) -> std::io::Result<()> {

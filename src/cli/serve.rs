@@ -37,6 +37,19 @@ pub(super) async fn run(wh: &Warehouse, args: &ServeArgs) -> Result<(), CliError
         "custlake is serving on {scheme}://{addr} (Ctrl-C to stop). Every route but /healthz and /readyz needs a token:\n  export CUSTLAKE_TOKEN=$(custlake token create --user $USER --role admin | tail -1)\nThen try:\n{}",
         curl_examples(scheme, &addr)
     );
+    if let Some(pg) = app.pg_addr() {
+        eprintln!(
+            "PostgreSQL clients connect on {pg} with their user name and token as password:\n  PGPASSWORD=$CUSTLAKE_TOKEN psql \"host={} port={} user=$USER dbname=custlake{}\"",
+            pg.ip(),
+            pg.port(),
+            if app.is_tls() { " sslmode=require" } else { "" }
+        );
+    }
+    if let Some(f) = app.flight_addr() {
+        eprintln!(
+            "Arrow Flight SQL clients connect to grpc://{f} with a bearer token (or user name and token by basic auth):\n  python3 -c \"import adbc_driver_flightsql.dbapi as f; c = f.connect('grpc://{f}', db_kwargs={{'username': '$USER', 'password': '$CUSTLAKE_TOKEN'}}); print(c.cursor().execute('SELECT 1').fetch_arrow_table())\""
+        );
+    }
     app.run_until_stopped().await?;
     Ok(())
 }

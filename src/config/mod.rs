@@ -333,6 +333,10 @@ pub struct QueryConfig {
     /// the joins, and planning cannot be cut by the query's timeout.
     #[serde(default = "default_relations")]
     pub max_relations: usize,
+    /// Function calls nested inside each other's arguments, at most: the
+    /// SQL parser's time doubles with each level (`coalesce(coalesce(…))`).
+    #[serde(default = "default_call_depth")]
+    pub max_call_depth: usize,
     /// A statement nested deeper than this is planned first in a child
     /// process (`custlake plan-check`), which may die where the server
     /// must not; 0: never.
@@ -391,6 +395,11 @@ pub struct ServerConfig {
     pub min_query_timeout_ms: u64,
     pub max_query_timeout_ms: u64,
     pub max_concurrent_queries: usize,
+    /// Of those, the most one user may run at once (over HTTP, PG and
+    /// Flight SQL together): one user cannot take every slot. 0: half of
+    /// `max_concurrent_queries` (at least one).
+    #[serde(default)]
+    pub max_queries_per_user: usize,
     pub body_limit_bytes: usize,
     pub shutdown_grace_ms: u64,
     /// A request's head must arrive within this; an idle connection is
@@ -409,6 +418,23 @@ pub struct ServerConfig {
     pub write_timeout_ms: u64,
     #[serde(default)]
     pub tls: TlsConfig,
+    /// The PostgreSQL wire protocol's address; empty: not served.
+    #[serde(default)]
+    pub pg_bind: String,
+    /// PostgreSQL connections open at once; more are refused (53300).
+    #[serde(default = "default_pg_max_connections")]
+    pub pg_max_connections: usize,
+    /// Arrow Flight SQL's address; empty: not served.
+    #[serde(default)]
+    pub flight_bind: String,
+}
+
+fn default_call_depth() -> usize {
+    12
+}
+
+fn default_pg_max_connections() -> usize {
+    64
 }
 
 /// HTTPS for the server.

@@ -5,9 +5,13 @@
 
 use std::sync::Arc;
 
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::execution_plan::CardinalityEffect;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::delta_datafusion::planner::DeltaPlanner;
 
@@ -28,15 +32,115 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
     sc
 }
 
-/// A context with Delta's query planner.
+/// A context with Delta's query planner, whose joins yield (see
+/// [`YieldingJoins`]).
 pub fn delta_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
     let state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_query_planner(DeltaPlanner::new())
+        .with_physical_optimizer_rule(Arc::new(YieldingJoins))
+        .with_optimizer_rule(Arc::new(ConstantScanFilters))
         .build();
     SessionContext::new_with_state(state)
+}
+
+/// A scan whose pushed-down filters include a constant that is not true
+/// (`NULL`, `false`) reads nothing: it becomes an empty relation.
+///
+/// A filter on a column a secured view masks to NULL (`WHERE gender =
+/// 'M'` for an analyst) becomes `NULL = 'M'`, folded to `NULL`, once it is
+/// pushed through the view into the scan. Delta's scan accepted it as an
+/// exact filter without applying it, so the query answered every row (and
+/// `count(*)` the table's row count from statistics) where SQL gives none.
+#[derive(Debug, Default)]
+pub struct ConstantScanFilters;
+
+impl datafusion::optimizer::OptimizerRule for ConstantScanFilters {
+    fn name(&self) -> &str {
+        "custlake_constant_scan_filters"
+    }
+
+    fn apply_order(&self) -> Option<datafusion::optimizer::ApplyOrder> {
+        Some(datafusion::optimizer::ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+        _config: &dyn datafusion::optimizer::OptimizerConfig,
+    ) -> datafusion::error::Result<Transformed<datafusion::logical_expr::LogicalPlan>> {
+        use datafusion::logical_expr::{EmptyRelation, Expr, LogicalPlan};
+        use datafusion::scalar::ScalarValue;
+        let LogicalPlan::TableScan(scan) = &plan else {
+            return Ok(Transformed::no(plan));
+        };
+        let reads_nothing = scan.filters.iter().any(|f| match f {
+            Expr::Literal(v, _) => v.is_null() || *v == ScalarValue::Boolean(Some(false)),
+            _ => false,
+        });
+        if !reads_nothing {
+            return Ok(Transformed::no(plan));
+        }
+        Ok(Transformed::yes(LogicalPlan::EmptyRelation(
+            EmptyRelation {
+                produce_one_row: false,
+                schema: scan.projected_schema.clone(),
+            },
+        )))
+    }
+}
+
+/// Wrap every operator that may emit more rows than it reads (joins,
+/// unnest: DataFusion says its cardinality effect is unknown) in a
+/// [`CooperativeExec`], which spends one unit of the task's scheduling
+/// budget per batch and yields when it is spent.
+///
+/// DataFusion makes the scans cooperative, but a nested-loop or cross join
+/// emits batch after batch from one probe batch without reading its input
+/// again, and the join above it collects them all in one poll. Nothing then
+/// returns to the runtime, so a query's timeout cannot fire and a cancelled
+/// query's tasks cannot stop: a 16-way join of a 61-row table ran 42 s past
+/// a 2 s timeout. With the wrapper such a plan yields every 128 batches and
+/// its timeout stops it. `CooperativeExec` is one of DataFusion's own plan
+/// nodes, so the plan still serialises.
+#[derive(Debug, Default)]
+pub struct YieldingJoins;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for YieldingJoins {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            if let Some(coop) = node.downcast_ref::<CooperativeExec>()
+                && coop.input().is::<CooperativeExec>()
+            {
+                // Applied twice: one wrapper is enough.
+                return Ok(Transformed::yes(coop.input().clone()));
+            }
+            let multiplies = !node.children().is_empty()
+                && matches!(node.cardinality_effect(), CardinalityEffect::Unknown);
+            if multiplies {
+                Ok(Transformed::yes(
+                    Arc::new(CooperativeExec::new(node)) as Arc<dyn ExecutionPlan>
+                ))
+            } else {
+                Ok(Transformed::no(node))
+            }
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "custlake_yielding_joins"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
 }
 
 /// A runtime whose memory pool holds `memory_limit_mb` (operators spill to

@@ -20,7 +20,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Expr, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+    Expr, ObjectName, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
 };
 
 use super::QueryError;
@@ -36,6 +36,16 @@ const PARSE_STACK: usize = 256 << 20;
 /// (`CREATE EXTERNAL TABLE`, `COPY`) are recognised; an `EXPLAIN` is checked
 /// for what it explains, since `EXPLAIN ANALYZE` runs it.
 pub fn check_read_only(sql: &str, limits: &QueryConfig) -> Result<Checked, QueryError> {
+    check_size(sql, limits)?;
+    let max_depth = limits.max_expression_depth;
+    let max_relations = limits.max_relations;
+    on_parse_stack(|| check_parsed(sql, max_depth, max_relations))
+}
+
+/// Refuse a statement text over `query.max_statement_bytes`, or whose
+/// function calls nest deeper than `query.max_call_depth` (counted on its
+/// tokens, in linear time, before any parser sees it).
+pub fn check_size(sql: &str, limits: &QueryConfig) -> Result<(), QueryError> {
     if sql.len() > limits.max_statement_bytes {
         return Err(QueryError::TooComplex(format!(
             "the statement is {} bytes; at most {} are accepted (query.max_statement_bytes)",
@@ -43,17 +53,254 @@ pub fn check_read_only(sql: &str, limits: &QueryConfig) -> Result<Checked, Query
             limits.max_statement_bytes
         )));
     }
-    let max_depth = limits.max_expression_depth;
-    let max_relations = limits.max_relations;
+    let calls = call_depth(sql);
+    if calls > limits.max_call_depth {
+        return Err(QueryError::TooComplex(format!(
+            "the statement nests function calls {calls} deep; at most {} are accepted \
+             (query.max_call_depth)",
+            limits.max_call_depth
+        )));
+    }
+    Ok(())
+}
+
+/// How deep function calls nest inside each other's parentheses in `sql`
+/// (a parenthesis after a name, not after `FROM`, `IN`, `EXISTS` and the
+/// like, which open subqueries and lists). A text the tokenizer cannot
+/// read counts 0: the parser then says what is wrong with it.
+fn call_depth(sql: &str) -> usize {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+        return 0;
+    };
+    let opens_subquery = |k: Keyword| {
+        matches!(
+            k,
+            Keyword::FROM
+                | Keyword::JOIN
+                | Keyword::IN
+                | Keyword::EXISTS
+                | Keyword::LATERAL
+                | Keyword::AS
+                | Keyword::UNION
+                | Keyword::INTERSECT
+                | Keyword::EXCEPT
+                | Keyword::ALL
+                | Keyword::ANY
+                | Keyword::SOME
+                | Keyword::SELECT
+                | Keyword::WITH
+                | Keyword::VALUES
+                | Keyword::ON
+                | Keyword::USING
+                | Keyword::WHERE
+                | Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::THEN
+                | Keyword::ELSE
+                | Keyword::WHEN
+                | Keyword::OVER
+                | Keyword::BY
+        )
+    };
+    let mut stack: Vec<bool> = Vec::new();
+    let (mut calls, mut deepest) = (0usize, 0usize);
+    let mut previous: Option<&Token> = None;
+    for t in &tokens {
+        match t {
+            Token::Whitespace(_) => continue,
+            Token::LParen => {
+                let call = matches!(previous, Some(Token::Word(w)) if !opens_subquery(w.keyword));
+                stack.push(call);
+                if call {
+                    calls += 1;
+                    deepest = deepest.max(calls);
+                }
+            }
+            Token::RParen if stack.pop() == Some(true) => calls -= 1,
+            _ => {}
+        }
+        previous = Some(t);
+    }
+    deepest
+}
+
+/// Run `f` (parse, measure and drop a statement's tree) on a thread with
+/// the parser's large stack.
+pub fn on_parse_stack<T: Send>(
+    f: impl FnOnce() -> Result<T, QueryError> + Send,
+) -> Result<T, QueryError> {
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("custlake-parse".into())
             .stack_size(PARSE_STACK)
-            .spawn_scoped(scope, || check_parsed(sql, max_depth, max_relations))
+            .spawn_scoped(scope, f)
             .map_err(|e| QueryError::Internal(format!("starting the parser thread: {e}")))?
             .join()
             .map_err(|_| QueryError::Internal("the parser thread panicked".into()))?
     })
+}
+
+/// What [`check_wire`] found in the statements of one wire-protocol
+/// message.
+#[derive(Debug, Clone, Default)]
+pub struct WireChecked {
+    /// The deepest nesting of any of them.
+    pub depth: usize,
+    /// The relations they name, as written, first mention first.
+    pub relations: Vec<String>,
+    /// Whether every statement is session chatter (`SET`, `SHOW`,
+    /// transactions, cursors) rather than a query.
+    pub session_only: bool,
+}
+
+/// The session variables a wire-protocol client may `SET`: what drivers
+/// and BI tools send on connecting. Anything else (the engine's own
+/// `datafusion.*` settings among them) is refused.
+const CLIENT_VARIABLES: [&str; 16] = [
+    "application_name",
+    "bytea_output",
+    "client_encoding",
+    "client_min_messages",
+    "datestyle",
+    "extra_float_digits",
+    "idle_in_transaction_session_timeout",
+    "intervalstyle",
+    "lock_timeout",
+    "search_path",
+    "standard_conforming_strings",
+    "statement_timeout",
+    "time zone",
+    "timezone",
+    "default_transaction_read_only",
+    "transaction_read_only",
+];
+
+/// Check statements a wire protocol's own parser produced (the PostgreSQL
+/// compatibility parser): each within the depth and relation limits, and
+/// each a read or one of the session statements such clients send (see
+/// [`wire_read_only`]). Call it on the parse stack ([`on_parse_stack`]),
+/// which must also drop the statements.
+pub fn check_wire(
+    statements: &[Statement],
+    limits: &QueryConfig,
+) -> Result<WireChecked, QueryError> {
+    let mut out = WireChecked {
+        session_only: true,
+        ..WireChecked::default()
+    };
+    for s in statements {
+        let mut d = Depth {
+            now: 0,
+            deepest: 0,
+            limit: limits.max_expression_depth,
+            relations: 0,
+        };
+        let _ = s.visit(&mut d);
+        if d.relations > limits.max_relations {
+            return Err(QueryError::TooComplex(format!(
+                "the statement reads {} tables, subqueries or VALUES lists; at most {} are \
+                 accepted (query.max_relations)",
+                d.relations, limits.max_relations
+            )));
+        }
+        if d.deepest > limits.max_expression_depth {
+            return Err(QueryError::TooComplex(format!(
+                "the statement nests expressions or set operations more than {} deep \
+                 (query.max_expression_depth); write long chains as IN lists or join a table",
+                limits.max_expression_depth
+            )));
+        }
+        out.depth = out.depth.max(d.deepest);
+        out.session_only &= wire_read_only(s)? == WireKind::Session;
+        let mut names = Relations(Vec::new());
+        let _ = s.visit(&mut names);
+        for n in names.0 {
+            if !out.relations.contains(&n) {
+                out.relations.push(n);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a statement a wire-protocol client may send is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireKind {
+    /// A read: a query, `EXPLAIN`, `SHOW TABLES` / `SHOW COLUMNS`.
+    Read,
+    /// Session chatter: `SET` of a client variable, `SHOW`, transaction
+    /// control, cursors over reads, `DISCARD`, `DEALLOCATE`.
+    Session,
+}
+
+/// Whether `s` may run over a wire protocol: a read, or session chatter
+/// (which changes nothing but the connection's own settings). Writes,
+/// DDL, `COPY`, `SET` of anything but a client variable, and everything
+/// else are refused.
+pub fn wire_read_only(s: &Statement) -> Result<WireKind, QueryError> {
+    use datafusion::sql::sqlparser::ast::Set;
+    let refused = || Err(refuse(s.to_string()));
+    match s {
+        Statement::Query(q) if selects_into(&q.body) => {
+            Err(QueryError::NotReadOnly("SELECT … INTO".into()))
+        }
+        Statement::Query(_)
+        | Statement::ShowTables { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ExplainTable { .. } => Ok(WireKind::Read),
+        Statement::Explain { statement, .. } => match wire_read_only(statement)? {
+            WireKind::Read => Ok(WireKind::Read),
+            WireKind::Session => refused(),
+        },
+        Statement::ShowVariable { .. } | Statement::ShowStatus { .. } => Ok(WireKind::Session),
+        Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Discard { .. }
+        | Statement::Deallocate { .. }
+        | Statement::Close { .. } => Ok(WireKind::Session),
+        // A cursor's query would run as session chatter, outside the
+        // query slots, timeout, row limit and cancellation: refused (a
+        // client fetches in steps with the protocol's own portals, as
+        // JDBC's fetchSize does).
+        Statement::Declare { .. } | Statement::Fetch { .. } => Err(QueryError::NotReadOnly(
+            "DECLARE CURSOR / FETCH (fetch in steps with the protocol's portals instead)".into(),
+        )),
+        Statement::Set(set) => match set {
+            Set::SingleAssignment {
+                variable,
+                hivevar: false,
+                ..
+            } if CLIENT_VARIABLES.contains(&variable.to_string().to_ascii_lowercase().as_str()) => {
+                Ok(WireKind::Session)
+            }
+            Set::SetTimeZone { .. } | Set::SetNames { .. } | Set::SetTransaction { .. } => {
+                Ok(WireKind::Session)
+            }
+            Set::SingleAssignment { variable, .. } => Err(QueryError::NotReadOnly(format!(
+                "SET {variable} (a client may set only {})",
+                CLIENT_VARIABLES.join(", ")
+            ))),
+            _ => refused(),
+        },
+        _ => refused(),
+    }
+}
+
+/// The relations a statement names, as written.
+struct Relations(Vec<String>);
+
+impl Visitor for Relations {
+    type Break = ();
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        self.0.push(relation.to_string());
+        ControlFlow::Continue(())
+    }
 }
 
 /// What the guard measured of a statement it let through.
@@ -256,6 +503,40 @@ fn writes(plan: &LogicalPlan) -> Option<String> {
         })
     });
     found
+}
+
+#[cfg(test)]
+mod call_depth_tests {
+    #[test]
+    fn function_calls_count_and_subqueries_and_groupings_do_not() {
+        let nest = |f: &str, n: usize| {
+            let mut s = "x".to_string();
+            for _ in 0..n {
+                s = format!("{f}({s}, 'y')");
+            }
+            s
+        };
+        assert_eq!(
+            super::call_depth(&format!("SELECT {}", nest("coalesce", 7))),
+            7
+        );
+        assert_eq!(super::call_depth("SELECT ((((1))))"), 0);
+        let mut sub = "SELECT 1 AS x".to_string();
+        for _ in 0..30 {
+            sub = format!("SELECT x FROM ({sub}) q");
+        }
+        assert_eq!(super::call_depth(&sub), 0);
+        assert_eq!(
+            super::call_depth("SELECT a FROM t WHERE b IN (SELECT upper(lower(c)) FROM u)"),
+            2
+        );
+        // Parentheses in strings and comments are text.
+        assert_eq!(super::call_depth("SELECT 'f(g(h(' -- k(l(\n"), 0);
+        let limits = crate::config::Config::embedded().query;
+        assert!(super::check_size(&format!("SELECT {}", nest("coalesce", 12)), &limits).is_ok());
+        let e = super::check_size(&format!("SELECT {}", nest("coalesce", 13)), &limits);
+        assert!(e.unwrap_err().to_string().contains("max_call_depth"));
+    }
 }
 
 #[cfg(test)]

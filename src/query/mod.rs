@@ -5,6 +5,7 @@ mod bounded;
 mod current;
 mod guard;
 pub mod named;
+mod named_calls;
 pub mod sandbox;
 mod secured;
 pub mod tiered;
@@ -23,7 +24,13 @@ use crate::lake::{AsOf, Lake, LakeError, Layout};
 use crate::schema::{Catalog, TableDef};
 
 pub use current::TableCache;
-pub use guard::{Checked, check_read_only, plan_read_only, read_only_options};
+pub use guard::{
+    Checked, WireChecked, WireKind, check_read_only, check_size, check_wire, on_parse_stack,
+    plan_read_only, read_only_options, wire_read_only,
+};
+pub use named_calls::{
+    named_calls_only, named_calls_only_sql, register_named_calls, register_named_calls_in_memory,
+};
 pub use secured::{Secured, Tables, secured};
 pub use udf::register_udfs;
 

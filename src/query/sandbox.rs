@@ -207,6 +207,11 @@ async fn plan_on_empty_tables(
     super::register_golden_views(&ctx, &names)
         .await
         .map_err(|e| e.to_string())?;
+    // The named queries as table functions, as in a statement session: a
+    // call the child did not know would end its planning at the FROM
+    // clause, before the deep expressions it is here to plan.
+    let tables = Arc::new(ctx.state());
+    super::register_named_calls_in_memory(&ctx, super::named::embedded()?, tables);
     let mut df = super::plan_read_only(&ctx, sql)
         .await
         .map_err(|e| e.to_string())?;
@@ -227,6 +232,31 @@ async fn plan_on_empty_tables(
 
 #[cfg(test)]
 mod tests {
+    /// A statement that calls a named query plans in the child: were the
+    /// call unknown there, planning would stop at the FROM clause and the
+    /// deep expressions the child is for would reach the server unplanned.
+    #[test]
+    fn a_call_of_a_named_query_plans_in_the_child() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(super::plan_on_empty_tables(
+            "SELECT * FROM customer_count() WHERE customers > 1 + 1 \
+             AND customer_type IN (SELECT source_system FROM customer_lookup('core', 'C1'))",
+            &[],
+            64,
+        ))
+        .unwrap();
+        let e = rt
+            .block_on(super::plan_on_empty_tables(
+                "SELECT * FROM no_such_query()",
+                &[],
+                64,
+            ))
+            .unwrap_err();
+        assert!(e.contains("no_such_query"), "{e}");
+    }
+
     /// The deepest shapes the guard lets through plan, in this process, on
     /// a quarter of a worker's stack: the margin the sandbox backs up.
     #[test]

@@ -70,6 +70,19 @@ impl AuditRecord {
         }
     }
 
+    /// A record of `action` by a caller whose credential was not good
+    /// (`anonymous`), now, with a fresh event id.
+    pub fn anonymous(action: &str, outcome: &str) -> Self {
+        Self {
+            event_id: fresh_id(),
+            at: now(),
+            principal: "anonymous".into(),
+            action: action.to_string(),
+            outcome: outcome.to_string(),
+            ..Self::default()
+        }
+    }
+
     /// The hash this record should carry: SHA-256 of its canonical JSON
     /// with `hash` empty (which includes `prev_hash`).
     pub fn expected_hash(&self) -> String {

@@ -95,7 +95,7 @@ async fn view(
     if filter.is_none() {
         // No rows to hide: a plain view, so the statement's predicates are
         // pushed into the scan (they see only masked values).
-        return Ok(Some(view.into_view()));
+        return Ok(Some(Arc::new(AsTable(view.into_view()))));
     }
     Ok(Some(Arc::new(Fenced::new(view.into_unoptimized_plan()))))
 }
@@ -125,8 +125,9 @@ impl TableProvider for Fenced {
         self.schema.clone()
     }
 
+    /// To the principal it is the table itself (`\dt` lists it).
     fn table_type(&self) -> TableType {
-        TableType::View
+        TableType::Base
     }
 
     async fn scan(
@@ -153,6 +154,52 @@ impl TableProvider for Fenced {
         // over its dynamic filters, and must not move predicates in).
         let inner = state.create_physical_plan(&plan).await?;
         Ok(Arc::new(FencedExec { inner }))
+    }
+}
+
+/// A lake table's secured view as the principal sees it: the table itself
+/// (catalogs such as `information_schema` and `pg_catalog` list it as a
+/// table; the golden views stay views). Everything else is the view's.
+#[derive(Debug)]
+struct AsTable(Arc<dyn TableProvider>);
+
+#[async_trait::async_trait]
+impl TableProvider for AsTable {
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_logical_plan(&'_ self) -> Option<std::borrow::Cow<'_, LogicalPlan>> {
+        self.0.get_logical_plan()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.0.scan(state, projection, filters, limit).await
+    }
+
+    async fn scan_with_args<'a>(
+        &self,
+        state: &dyn Session,
+        args: datafusion::catalog::ScanArgs<'a>,
+    ) -> datafusion::error::Result<datafusion::catalog::ScanResult> {
+        self.0.scan_with_args(state, args).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<datafusion::logical_expr::TableProviderFilterPushDown>> {
+        self.0.supports_filters_pushdown(filters)
     }
 }
 

@@ -68,7 +68,7 @@ impl Limiters {
 
     /// `Err(seconds to wait)` when a client address sends too many
     /// requests without a usable credential.
-    fn check_anonymous(&self, peer: Option<std::net::IpAddr>) -> Result<(), u64> {
+    pub(crate) fn check_anonymous(&self, peer: Option<std::net::IpAddr>) -> Result<(), u64> {
         let Some(ip) = peer else {
             return Ok(());
         };
@@ -82,7 +82,7 @@ impl Limiters {
     }
 
     /// `Err(seconds to wait)` when the principal is over its rate.
-    fn check(&self, p: &Principal) -> Result<(), u64> {
+    pub(crate) fn check(&self, p: &Principal) -> Result<(), u64> {
         let Some(l) = self.by_role.get(&p.role) else {
             return Ok(());
         };
@@ -120,6 +120,11 @@ impl AuditNote {
         if let Ok(mut n) = self.0.lock() {
             f(&mut n);
         }
+    }
+
+    /// The tables the request read, as the audit record names them.
+    pub(crate) fn tables(&self) -> Option<String> {
+        self.get().tables
     }
 
     fn get(&self) -> Note {
@@ -185,7 +190,6 @@ async fn guarded(
     next: axum::middleware::Next,
 ) -> Response {
     let start = Instant::now();
-    let security = &state.security;
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -208,16 +212,7 @@ async fn guarded(
     let principal = match bearer(&req) {
         None => Err("a credential is required: send Authorization: Bearer <token>".to_string()),
         Some(Err(())) => Err("the Authorization header is not a bearer credential".to_string()),
-        Some(Ok(c)) => security
-            .authenticate(&state.warehouse.lake, &c)
-            .await
-            .map_err(|e| match e {
-                crate::security::SecurityError::Unauthenticated(m) => m,
-                other => {
-                    tracing::error!(error = %other, "checking a credential");
-                    "the credential could not be checked".to_string()
-                }
-            }),
+        Some(Ok(c)) => state.principal_of(&c).await,
     };
     let principal = match principal {
         Ok(p) => p,
@@ -497,4 +492,120 @@ pub(crate) fn forbidden(p: &Principal, what: &str) -> ApiError {
         ErrorKind::Forbidden,
         format!("role {} may not {what}", p.role),
     )
+}
+
+/// The closing `.end` record of a result streamed over a wire protocol
+/// (PostgreSQL, Flight SQL): written when the result ends or is dropped,
+/// with its rows and how it ended. It holds the statement's query slot
+/// until then.
+pub(crate) struct EndRecord {
+    state: SharedState,
+    record: Option<AuditRecord>,
+    rows: std::sync::atomic::AtomicI64,
+    outcome: Mutex<Option<(String, Option<i64>)>>,
+    start: Instant,
+    permit: Arc<Mutex<Option<super::Slot>>>,
+}
+
+impl EndRecord {
+    /// The end of `record` (the statement's `started` record). The query
+    /// slot `permit` is given back when the result ends, or at `deadline`
+    /// at the latest: a client that stops reading leaves its statement
+    /// waiting (it computes nothing meanwhile), not holding a slot.
+    pub(crate) fn new(
+        state: SharedState,
+        record: AuditRecord,
+        start: Instant,
+        permit: super::Slot,
+        deadline: tokio::time::Instant,
+    ) -> Self {
+        let permit = Arc::new(Mutex::new(Some(permit)));
+        let held = Arc::downgrade(&permit);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            if let Some(p) = held.upgrade()
+                && let Ok(mut p) = p.lock()
+                && p.take().is_some()
+            {
+                metrics::counter!("custlake_query_slots_reclaimed_total").increment(1);
+            }
+        });
+        Self {
+            state,
+            record: Some(record),
+            rows: Default::default(),
+            outcome: Mutex::new(None),
+            start,
+            permit,
+        }
+    }
+
+    pub(crate) fn add_rows(&self, n: usize) {
+        self.rows
+            .fetch_add(n as i64, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("custlake_query_rows_returned_total").increment(n as u64);
+    }
+
+    pub(crate) fn rows(&self) -> i64 {
+        self.rows.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How the result ended: `ok`, `error` (with the kind's code) or
+    /// `cancelled`; the first word stands. Without one, it was cut off
+    /// (`aborted`).
+    pub(crate) fn end(&self, outcome: &str, code: Option<i64>) {
+        if let Ok(mut o) = self.outcome.lock() {
+            o.get_or_insert((outcome.to_string(), code));
+        }
+    }
+}
+
+impl Drop for EndRecord {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.permit.lock() {
+            p.take();
+        }
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        record.event_id = format!("{}.end", record.event_id);
+        record.action = format!("{}.end", record.action);
+        record.at = crate::security::audit::now();
+        record.rows = Some(self.rows());
+        record.duration_ms = Some(self.start.elapsed().as_millis() as i64);
+        let (outcome, code) = self
+            .outcome
+            .lock()
+            .ok()
+            .and_then(|mut o| o.take())
+            .unwrap_or_else(|| ("aborted".into(), None));
+        record.outcome = outcome;
+        record.code = code;
+        let state = self.state.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = state.security.audit(record).await {
+                    tracing::error!(error = %e, "the closing audit record could not be written");
+                }
+            });
+        }
+    }
+}
+
+impl super::AppState {
+    /// The principal a credential (a token or a JWT) names, or why it names
+    /// none, in words a client may see (a storage failure is logged and
+    /// told only as "could not be checked").
+    pub(crate) async fn principal_of(&self, credential: &str) -> Result<Principal, String> {
+        self.security
+            .authenticate(&self.warehouse.lake, credential)
+            .await
+            .map_err(|e| match e {
+                crate::security::SecurityError::Unauthenticated(m) => m,
+                other => {
+                    tracing::error!(error = %other, "checking a credential");
+                    "the credential could not be checked".to_string()
+                }
+            })
+    }
 }

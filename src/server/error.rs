@@ -45,6 +45,36 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
     }
 }
 
+/// The SQLSTATE of each kind, for the PostgreSQL wire protocol: the one
+/// place kinds become SQLSTATEs (the stable numeric code travels in the
+/// error's detail as well).
+pub fn sqlstate_of(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidSql => "42601",
+        ErrorKind::NotReadOnly => "25006",
+        ErrorKind::TooComplex => "54001",
+        ErrorKind::InvalidParameter
+        | ErrorKind::MalformedBody
+        | ErrorKind::UnsupportedFormat
+        | ErrorKind::NotAcceptable => "22023",
+        ErrorKind::BodyTooLarge => "54000",
+        ErrorKind::InvalidData => "22000",
+        ErrorKind::NotFound => "42P01",
+        ErrorKind::Conflict => "40001",
+        ErrorKind::Refused => "55000",
+        ErrorKind::TooManyRequests => "53300",
+        ErrorKind::ResourcesExhausted => "53200",
+        ErrorKind::Busy => "55P03",
+        ErrorKind::Timeout => "57014",
+        ErrorKind::StorageUnavailable => "58030",
+        ErrorKind::StorageDamaged => "XX001",
+        ErrorKind::Unauthenticated => "28000",
+        ErrorKind::Forbidden => "42501",
+        ErrorKind::Config => "F0000",
+        ErrorKind::Internal => "XX000",
+    }
+}
+
 /// Seconds a client should wait before trying again, where waiting helps.
 fn retry_after(kind: ErrorKind) -> Option<u64> {
     match kind {

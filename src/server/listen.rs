@@ -254,6 +254,7 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Stalling<S> {
 /// `min_version` is `1.2`; nothing older is ever offered.
 pub(super) fn tls_acceptor(
     cfg: &crate::config::TlsConfig,
+    alpn: &[u8],
 ) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -285,7 +286,7 @@ pub(super) fn tls_acceptor(
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("server.tls: the key does not fit the certificate: {e}"))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 

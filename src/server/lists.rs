@@ -149,6 +149,7 @@ async fn lines(
     let mut response = run_sql(
         state,
         caller,
+        super::query::Origin::Shipped,
         format,
         lists::LINES_SQL,
         vec![("run_id".into(), ScalarValue::Utf8(Some(run_id.to_string())))],

@@ -11,10 +11,12 @@ mod docs;
 mod encode;
 mod error;
 mod extract;
+mod flight;
 pub mod jobs;
 mod listen;
 mod lists;
 mod named;
+mod pg;
 mod query;
 mod reports;
 mod tables;
@@ -40,7 +42,7 @@ use crate::error::{Classify, ErrorKind};
 use crate::lake::Warehouse;
 
 pub use encode::{Encoder, Format};
-pub use error::{ApiError, status_of};
+pub use error::{ApiError, sqlstate_of, status_of};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -85,8 +87,8 @@ pub struct AppState {
     pub warehouse: Warehouse,
     /// The named queries of `sql/`.
     pub named: Vec<crate::query::named::NamedQuery>,
-    /// Caps the queries running at once.
-    pub queries: Arc<Semaphore>,
+    /// Caps the queries running at once, in all and per user.
+    pub queries: Slots,
     /// Steward decisions run one at a time.
     pub decisions: tokio::sync::Mutex<()>,
     /// Lists are produced one at a time (each reads the whole lake).
@@ -179,7 +181,7 @@ pub async fn state(warehouse: Warehouse) -> Result<SharedState, ServerError> {
         limiters,
         openapi_by_role: Default::default(),
         named,
-        queries: Arc::new(Semaphore::new(config.server.max_concurrent_queries.max(1))),
+        queries: Slots::new(&config.server),
         decisions: tokio::sync::Mutex::new(()),
         lists: tokio::sync::Mutex::new(()),
         runtime: crate::query::runtime(&config)?,
@@ -291,7 +293,9 @@ async fn track(req: axum::extract::Request, next: axum::middleware::Next) -> Res
 
 /// Prometheus metrics: `custlake_http_requests_total` and
 /// `custlake_http_request_duration_seconds` by route and status, rows and
-/// bytes returned, errors by code, time per named query.
+/// bytes returned, errors by code, time per named query, and the bytes
+/// running queries hold of the memory pool
+/// (`custlake_query_memory_reserved_bytes`).
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -303,6 +307,9 @@ async fn metrics_text(State(state): State<SharedState>, caller: auth::Caller) ->
     if let Err(e) = caller.must(&state, "metrics") {
         return e.into_response();
     }
+    // Read at each scrape: what running queries hold of the memory pool.
+    metrics::gauge!("custlake_query_memory_reserved_bytes")
+        .set(state.runtime.memory_pool.reserved() as f64);
     let body = prometheus().map(|h| h.render()).unwrap_or_default();
     (
         StatusCode::OK,
@@ -338,7 +345,7 @@ async fn openapi(State(state): State<SharedState>, caller: auth::Caller) -> Resp
             let named: Vec<_> = state
                 .named
                 .iter()
-                .filter(|q| named::may_run(&state, &caller, q))
+                .filter(|q| named::may_run(&state, &caller.principal, q))
                 .cloned()
                 .collect();
             let d = serde_json::to_string(&openapi_document(&state.warehouse.config, &named))
@@ -415,6 +422,8 @@ pub struct Application {
     limits: listen::Limits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: SharedState,
+    pg: Option<pg::PgListener>,
+    flight: Option<flight::FlightListener>,
 }
 
 impl Application {
@@ -427,7 +436,11 @@ impl Application {
             write_timeout: Duration::from_millis(cfg.write_timeout_ms.max(1)),
             grace: Duration::from_millis(cfg.shutdown_grace_ms),
         };
-        let tls = listen::tls_acceptor(&cfg.tls).map_err(ServerError::Tls)?;
+        let tls = listen::tls_acceptor(&cfg.tls, b"http/1.1").map_err(ServerError::Tls)?;
+        let pg_tls = listen::tls_acceptor(&cfg.tls, b"postgresql").map_err(ServerError::Tls)?;
+        let flight_tls = listen::tls_acceptor(&cfg.tls, b"h2").map_err(ServerError::Tls)?;
+        let pg_bind = cfg.pg_bind.clone();
+        let flight_bind = cfg.flight_bind.clone();
         let listener = TcpListener::bind(bind)
             .await
             .map_err(|source| ServerError::Bind {
@@ -435,13 +448,49 @@ impl Application {
                 source,
             })?;
         let state = state(warehouse).await?;
+        let pg = if pg_bind.is_empty() {
+            None
+        } else {
+            Some(
+                pg::PgListener::bind(state.clone(), &pg_bind, pg_tls)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        addr: pg_bind.clone(),
+                        source,
+                    })?,
+            )
+        };
+        let flight = if flight_bind.is_empty() {
+            None
+        } else {
+            Some(
+                flight::FlightListener::bind(state.clone(), &flight_bind, flight_tls)
+                    .await
+                    .map_err(|source| ServerError::Bind {
+                        addr: flight_bind.clone(),
+                        source,
+                    })?,
+            )
+        };
         Ok(Self {
             listener,
             router: router(state.clone()),
             limits,
             tls,
             state,
+            pg,
+            flight,
         })
+    }
+
+    /// Where Arrow Flight SQL is served, when it is.
+    pub fn flight_addr(&self) -> Option<SocketAddr> {
+        self.flight.as_ref().and_then(|f| f.local_addr().ok())
+    }
+
+    /// Where the PostgreSQL wire protocol is served, when it is.
+    pub fn pg_addr(&self) -> Option<SocketAddr> {
+        self.pg.as_ref().and_then(|p| p.local_addr().ok())
     }
 
     /// Whether connections are served over TLS.
@@ -473,7 +522,12 @@ impl Application {
             .scheduler
             .enabled
             .then(|| tokio::spawn(jobs::run_scheduler(self.state.clone())));
+        let pg = self.pg.map(|p| tokio::spawn(p.serve()));
+        let flight = self.flight.map(|f| tokio::spawn(f.serve()));
         listen::serve(self.listener, self.router, self.limits, self.tls, rx).await;
+        for task in [pg, flight].into_iter().flatten() {
+            task.abort();
+        }
         flusher.abort();
         if let Some(s) = scheduler {
             // A job cut off here keeps its `running` row until the next
@@ -525,5 +579,105 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+impl AppState {
+    /// How long a connection may take to say who it is (a request's head,
+    /// a TLS handshake, a PG login): `server.header_read_timeout_ms`.
+    pub(crate) fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.warehouse.config.server.header_read_timeout_ms.max(1))
+    }
+}
+
+/// The query slots: `server.max_concurrent_queries` in all, at most
+/// `server.max_queries_per_user` of them held by one user, whichever
+/// protocol the queries came by.
+pub struct Slots {
+    all: Arc<Semaphore>,
+    total: usize,
+    per_user: usize,
+    users: std::sync::Mutex<std::collections::HashMap<String, Arc<Semaphore>>>,
+}
+
+/// A held query slot (given back when dropped).
+pub struct Slot {
+    _all: tokio::sync::OwnedSemaphorePermit,
+    _user: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Slots {
+    pub(crate) fn new(cfg: &crate::config::ServerConfig) -> Self {
+        let all = cfg.max_concurrent_queries.max(1);
+        let per_user = match cfg.max_queries_per_user {
+            0 => (all / 2).max(1),
+            n => n.min(all),
+        };
+        Self {
+            all: Arc::new(Semaphore::new(all)),
+            total: all,
+            per_user,
+            users: Default::default(),
+        }
+    }
+
+    /// A slot for `user` now, or 429 saying which limit is reached.
+    pub(crate) fn take(&self, user: &str) -> Result<Slot, error::ApiError> {
+        let mine = {
+            let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+            if users.len() > 10_000 {
+                // Users with nothing running hold nothing worth keeping.
+                let full = self.per_user;
+                users.retain(|_, s| s.available_permits() < full);
+            }
+            users
+                .entry(user.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_user)))
+                .clone()
+        };
+        let user_slot = mine.try_acquire_owned().map_err(|_| {
+            error::ApiError::new(
+                crate::error::ErrorKind::TooManyRequests,
+                format!(
+                    "{user} is running as many queries as one user may ({}, \
+                     server.max_queries_per_user); retry when one ends",
+                    self.per_user
+                ),
+            )
+        })?;
+        let all = self.all.clone().try_acquire_owned().map_err(|_| {
+            error::ApiError::new(
+                crate::error::ErrorKind::TooManyRequests,
+                format!("{} queries are running; retry shortly", self.total),
+            )
+        })?;
+        Ok(Slot {
+            _all: all,
+            _user: user_slot,
+        })
+    }
+}
+
+#[cfg(test)]
+mod slot_tests {
+    #[test]
+    fn one_user_takes_at_most_its_share_of_the_slots() {
+        let mut cfg = crate::config::Config::embedded().server;
+        cfg.max_concurrent_queries = 4;
+        let slots = super::Slots::new(&cfg);
+        let a: Vec<_> = (0..2).map(|_| slots.take("ann").unwrap()).collect();
+        let e = slots.take("ann").map(|_| ()).unwrap_err();
+        assert!(e.detail.contains("max_queries_per_user"), "{}", e.detail);
+        let b: Vec<_> = (0..2).map(|_| slots.take("bob").unwrap()).collect();
+        let e = slots.take("cy").map(|_| ()).unwrap_err();
+        assert!(e.detail.contains("4 queries are running"), "{}", e.detail);
+        drop(a);
+        slots.take("ann").unwrap();
+        drop(b);
+        cfg.max_queries_per_user = 9;
+        let slots = super::Slots::new(&cfg);
+        let all: Vec<_> = (0..4).map(|_| slots.take("ann").unwrap()).collect();
+        assert!(slots.take("bob").is_err());
+        drop(all);
     }
 }

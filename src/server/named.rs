@@ -59,7 +59,7 @@ pub(crate) async fn list(
     let queries = state
         .named
         .iter()
-        .filter(|q| may_run(&state, &caller, q))
+        .filter(|q| may_run(&state, &caller.principal, q))
         .map(|q| NamedQueryInfo {
             name: q.name.clone(),
             description: q.description.clone(),
@@ -81,8 +81,12 @@ pub(crate) async fn list(
 
 /// A named query runs for a role its header names (admin runs every one)
 /// that its config grants it.
-pub(crate) fn may_run(state: &SharedState, caller: &Caller, q: &NamedQuery) -> bool {
-    let Ok(role) = state.security.role(&caller.principal) else {
+pub(crate) fn may_run(
+    state: &SharedState,
+    principal: &crate::security::Principal,
+    q: &NamedQuery,
+) -> bool {
+    let Ok(role) = state.security.role(principal) else {
         return false;
     };
     (matches!(role.name.as_str(), "admin" | crate::security::LOCAL_ROLE)
@@ -125,7 +129,7 @@ async fn run(
         });
     });
     let q = find(&state, name)?;
-    if !may_run(&state, &caller, q) {
+    if !may_run(&state, &caller.principal, q) {
         return Err(forbidden(
             &caller.principal,
             &format!("run the named query {name:?}"),
@@ -140,7 +144,17 @@ async fn run(
     .map_err(|e| ApiError::from_error("binding the parameters", &e))?;
     let start = std::time::Instant::now();
     caller.note.set(|n| n.sql = Some(q.sql.clone()));
-    let result = run_sql(&state, &caller, format, &q.sql, bound, limit, timeout_ms).await;
+    let result = run_sql(
+        &state,
+        &caller,
+        super::query::Origin::Shipped,
+        format,
+        &q.sql,
+        bound,
+        limit,
+        timeout_ms,
+    )
+    .await;
     // Time to the first result bytes (the rest streams).
     metrics::histogram!("custlake_named_query_seconds", "query" => q.name.clone())
         .record(start.elapsed().as_secs_f64());

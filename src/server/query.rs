@@ -103,7 +103,9 @@ fn df_error(e: datafusion::error::DataFusionError) -> ApiError {
 ///
 /// The result streams in the format `?format=` or `Accept` asks for: JSON
 /// (`{"columns": [{name, type}], "rows": [{...}], "row_count": N}`),
-/// NDJSON, CSV, Arrow IPC stream or Parquet.
+/// NDJSON, CSV, Arrow IPC stream or Parquet. Every named query the caller
+/// may run is a table function too (`SELECT * FROM customer_lookup('core',
+/// 'C1')`); a role without free SQL may send only such calls.
 #[utoipa::path(
     post,
     path = "/v1/query",
@@ -126,12 +128,6 @@ pub(crate) async fn run(
         n.params = (!req.params.is_empty())
             .then(|| serde_json::Value::Object(req.params.clone()).to_string());
     });
-    if !caller.role(&state)?.free_sql {
-        return Err(forbidden(
-            &caller.principal,
-            "send its own SQL; use the named queries and lists granted to it",
-        ));
-    }
     let format = negotiate(fmt.format.as_deref(), &headers)?;
     let (limit, timeout_ms) = limits(&state, &caller, req.limit, req.timeout_ms)?;
     let params = req
@@ -139,7 +135,27 @@ pub(crate) async fn run(
         .iter()
         .map(|(k, v)| scalar(k, v).map(|s| (k.clone(), s)))
         .collect::<Result<Vec<_>, _>>()?;
-    run_sql(&state, &caller, format, &req.sql, params, limit, timeout_ms).await
+    run_sql(
+        &state,
+        &caller,
+        Origin::Own,
+        format,
+        &req.sql,
+        params,
+        limit,
+        timeout_ms,
+    )
+    .await
+}
+
+/// Whose statement a query runs: the caller's own, in its statement
+/// session ([`statement_session_of`]: its secured views with free SQL,
+/// only its named queries without), or one of custlake's (a named query, a
+/// list), in the caller's secured views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Own,
+    Shipped,
 }
 
 /// The row limit and timeout of a request, defaulted and checked.
@@ -187,16 +203,17 @@ pub(crate) fn limits(
 }
 
 /// Run one read-only statement with bound parameters and stream the result.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run_sql(
     state: &SharedState,
     caller: &Caller,
+    origin: Origin,
     format: Format,
     sql: &str,
     params: Vec<(String, ScalarValue)>,
     limit: usize,
     timeout_ms: u64,
 ) -> Result<Response, ApiError> {
-    let cfg = &state.warehouse.config.server;
     if !caller.role(state)?.allows_format(format.name()) {
         return Err(forbidden(
             &caller.principal,
@@ -208,33 +225,10 @@ pub(crate) async fn run_sql(
         n.streaming = true;
     });
     // The slot first: parsing a large statement is work too.
-    let permit = state.queries.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(
-            ErrorKind::TooManyRequests,
-            format!(
-                "{} queries are running; retry shortly",
-                cfg.max_concurrent_queries
-            ),
-        )
-    })?;
+    let permit = state.queries.take(&caller.principal.user)?;
     let deadline = Instant::now() + std::time::Duration::from_millis(timeout_ms);
-    // Off the async workers: a 256 KiB statement takes milliseconds.
-    let (text, limits) = (sql.to_string(), state.warehouse.config.query.clone());
-    let checked = tokio::task::spawn_blocking(move || check_read_only(&text, &limits))
-        .await
-        .map_err(|e| ApiError::internal("checking the statement", e))?
-        .map_err(query_error)?;
-    // A deep statement is planned in a child process first, where a stack
-    // overflow ends the child, not the server.
-    crate::query::sandbox::probe(
-        sql,
-        &params,
-        checked.depth,
-        &state.warehouse.config,
-        deadline.saturating_duration_since(Instant::now()),
-    )
-    .await
-    .map_err(query_error)?;
+    let own = (origin == Origin::Own).then_some(&caller.principal);
+    check_statement(state, own, sql, &params, deadline).await?;
     let timed_out = || {
         ApiError::new(
             ErrorKind::Timeout,
@@ -250,7 +244,7 @@ pub(crate) async fn run_sql(
     let (producer, known) = loop {
         attempt += 1;
         let run = async {
-            let stream = start(state, caller, sql, &params, limit).await?;
+            let stream = start(state, caller, origin, sql, &params, limit).await?;
             let encoder = Encoder::new(format, stream.schema())
                 .map_err(|e| ApiError::internal("starting the encoder", e))?;
             let mut producer = Producer {
@@ -317,15 +311,104 @@ pub(crate) async fn run_sql(
     Ok(resp)
 }
 
+/// The checks every statement passes before it is planned, on every
+/// path: size, nesting and read-only by its text (off the async workers: a
+/// 256 KiB statement takes milliseconds), and a deep statement planned in
+/// a child process first, where a stack overflow ends the child, not the
+/// server.
+pub(crate) async fn check_statement(
+    state: &SharedState,
+    own: Option<&crate::security::Principal>,
+    sql: &str,
+    params: &[(String, ScalarValue)],
+    deadline: Instant,
+) -> Result<(), ApiError> {
+    let (text, limits) = (sql.to_string(), state.warehouse.config.query.clone());
+    // A caller's own statement, from a role without free SQL: its named
+    // queries and nothing else.
+    let named_only = match own {
+        Some(p)
+            if !state
+                .security
+                .role(p)
+                .map_err(|e| ApiError::from_error("checking the role", &e))?
+                .free_sql =>
+        {
+            Some((p.role.clone(), callable(state, p)))
+        }
+        _ => None,
+    };
+    let checked = tokio::task::spawn_blocking(move || {
+        let checked = check_read_only(&text, &limits)?;
+        if let Some((role, callable)) = named_only {
+            crate::query::on_parse_stack(|| {
+                crate::query::named_calls_only_sql(&text, &role, &callable)
+            })?;
+        }
+        Ok(checked)
+    })
+    .await
+    .map_err(|e| ApiError::internal("checking the statement", e))?
+    .map_err(query_error)?;
+    crate::query::sandbox::probe(
+        sql,
+        params,
+        checked.depth,
+        &state.warehouse.config,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .await
+    .map_err(query_error)
+}
+
 /// Plan `sql` on the lake as it is now, bind `params`, start it.
-async fn start(
+pub(crate) async fn start(
     state: &SharedState,
     caller: &Caller,
+    origin: Origin,
     sql: &str,
     params: &[(String, ScalarValue)],
     limit: usize,
 ) -> Result<SendableRecordBatchStream, ApiError> {
-    let ctx = session(state, caller).await?;
+    let df = plan(state, caller, origin, sql, params).await?;
+    execute(df, limit).await
+}
+
+/// Start a planned statement, cut one row past `limit`.
+pub(crate) async fn execute(
+    df: datafusion::prelude::DataFrame,
+    limit: usize,
+) -> Result<SendableRecordBatchStream, ApiError> {
+    // One row past the limit, to tell a cut result from a whole one (an
+    // EXPLAIN must stay the plan's root, and its few rows need no limit).
+    let explain = matches!(
+        df.logical_plan(),
+        datafusion::logical_expr::LogicalPlan::Explain(_)
+            | datafusion::logical_expr::LogicalPlan::Analyze(_)
+    );
+    let df = if explain {
+        df
+    } else {
+        df.limit(0, Some(limit.saturating_add(1)))
+            .map_err(df_error)?
+    };
+    df.execute_stream().await.map_err(df_error)
+}
+
+/// Plan `sql` in the caller's session and bind `params` (every one the
+/// statement names must be given); the tables it reads go into the
+/// caller's audit note.
+pub(crate) async fn plan(
+    state: &SharedState,
+    caller: &Caller,
+    origin: Origin,
+    sql: &str,
+    params: &[(String, ScalarValue)],
+) -> Result<datafusion::prelude::DataFrame, ApiError> {
+    let ctx = match origin {
+        Origin::Own => statement_session_of(state, &caller.principal).await?,
+        Origin::Shipped => session(state, caller).await?,
+    };
     let mut df = plan_read_only(&ctx, sql).await.map_err(query_error)?;
     let touched = crate::query::tables_read(df.logical_plan());
     caller
@@ -351,20 +434,7 @@ async fn start(
             .with_param_values(params.to_vec())
             .map_err(|e| ApiError::new(ErrorKind::InvalidParameter, e.find_root().to_string()))?;
     }
-    // One row past the limit, to tell a cut result from a whole one (an
-    // EXPLAIN must stay the plan's root, and its few rows need no limit).
-    let explain = matches!(
-        df.logical_plan(),
-        datafusion::logical_expr::LogicalPlan::Explain(_)
-            | datafusion::logical_expr::LogicalPlan::Analyze(_)
-    );
-    let df = if explain {
-        df
-    } else {
-        df.limit(0, Some(limit.saturating_add(1)))
-            .map_err(df_error)?
-    };
-    df.execute_stream().await.map_err(df_error)
+    Ok(df)
 }
 
 /// The caller's session: only the secured views its role may read.
@@ -394,6 +464,50 @@ pub(crate) async fn session_of(
     .await
     .map(|s| s.ctx)
     .map_err(query_error)
+}
+
+/// The session a principal's own statements run in (`POST /v1/query`, the
+/// PostgreSQL and Flight SQL protocols): for a role with free SQL, its
+/// secured views; for one without, nothing but the named queries. In both,
+/// every named query the principal may run is a table function
+/// (`SELECT * FROM customer_360('C1')`, see `query::register_named_calls`),
+/// planned in the principal's secured session.
+pub(crate) async fn statement_session_of(
+    state: &SharedState,
+    principal: &crate::security::Principal,
+) -> Result<datafusion::prelude::SessionContext, ApiError> {
+    let free_sql = state
+        .security
+        .role(principal)
+        .map_err(|e| ApiError::from_error("checking the role", &e))?
+        .free_sql;
+    let tables = session_of(state, principal).await?;
+    let inner = std::sync::Arc::new(tables.state());
+    let ctx = if free_sql {
+        tables
+    } else {
+        crate::query::context_on(&state.warehouse.config, state.runtime.clone())
+    };
+    let runnable = state
+        .named
+        .iter()
+        .filter(|q| super::named::may_run(state, principal, q))
+        .cloned();
+    crate::query::register_named_calls(&ctx, runnable, inner);
+    Ok(ctx)
+}
+
+/// The named queries `principal` may run, by name.
+pub(crate) fn callable(
+    state: &SharedState,
+    principal: &crate::security::Principal,
+) -> std::collections::BTreeSet<String> {
+    state
+        .named
+        .iter()
+        .filter(|q| super::named::may_run(state, principal, q))
+        .map(|q| q.name.to_ascii_lowercase())
+        .collect()
 }
 
 /// The row limit the result was cut at, on every result.
@@ -523,7 +637,7 @@ impl Producer {
     fn spawn(
         mut self,
         deadline: Instant,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        permit: super::Slot,
         timeout_ms: u64,
         trailer: bool,
     ) -> impl futures::Stream<Item = Result<http_body::Frame<Bytes>, std::io::Error>> + Send + use<>
@@ -632,8 +746,10 @@ mod tests {
             ready: Vec::new(),
             note: None,
         };
-        let slots = Arc::new(tokio::sync::Semaphore::new(1));
-        let permit = slots.clone().try_acquire_owned().unwrap();
+        let mut cfg = crate::config::Config::embedded().server;
+        cfg.max_concurrent_queries = 1;
+        let slots = super::super::Slots::new(&cfg);
+        let permit = slots.take("u").unwrap();
         let deadline = Instant::now() + std::time::Duration::from_secs(10);
         let mut body = Box::pin(producer.spawn(deadline, permit, 10_000, true));
         let mut text = Vec::new();
@@ -651,6 +767,6 @@ mod tests {
         assert_eq!(json["row_count"], 2);
         assert_eq!(json["truncated"], true);
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        assert_eq!(slots.available_permits(), 1);
+        assert!(slots.take("u").is_ok());
     }
 }

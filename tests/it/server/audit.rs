@@ -13,7 +13,7 @@ use super::{auth_line, request, server_with, token};
 use crate::common::{bin, fails, ok};
 
 /// Every record: those moved into `audit_log` and those still in the journal.
-fn records(dir: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn records(dir: &Path) -> Vec<serde_json::Value> {
     ok(dir, &["audit", "flush"]);
     let out = ok(
         dir,
@@ -21,7 +21,7 @@ fn records(dir: &Path) -> Vec<serde_json::Value> {
             "sql",
             "--format",
             "ndjson",
-            "SELECT seq, action, outcome, status, code, principal, request_id, rows, bytes FROM audit_log ORDER BY seq",
+            "SELECT seq, action, outcome, status, code, principal, request_id, rows, bytes, detail, tables FROM audit_log ORDER BY seq",
         ],
     );
     out.lines()
@@ -320,35 +320,7 @@ fn an_edited_removed_or_reordered_record_is_named_by_verify() {
 fn https_speaks_tls_1_3_only() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let made = Command::new("openssl")
-        .current_dir(d)
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ])
-        .output()
-        .expect("openssl runs");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
+    let (cert, key) = super::self_signed(d);
     let (_rt, addr) = server_with(d, |c| {
         c.server.tls.cert_file = cert.to_string_lossy().to_string();
         c.server.tls.key_file = key.to_string_lossy().to_string();

@@ -206,7 +206,7 @@ fn trickled_bodies_and_unread_replies_lose_their_connections() {
     let dir = tempfile::tempdir().unwrap();
     let (_rt, addr) = server_with(dir.path(), |c| {
         c.server.body_read_timeout_ms = 1000;
-        c.server.write_timeout_ms = 1000;
+        c.server.write_timeout_ms = 5000;
         c.server.max_connections = 2;
     });
     // A body that never completes: 504/1401 once its time is up.
@@ -228,13 +228,14 @@ fn trickled_bodies_and_unread_replies_lose_their_connections() {
     assert!(reply.contains("\"code\":1401"), "{reply}");
     drop(slow);
     // Two clients that never read their (endless) replies fill the
-    // connection cap; once their queries time out and nothing could be
-    // written for a second, their connections are closed.
+    // connection cap; once nothing could be written for the write timeout
+    // (5 s, so that a loaded machine that pauses this thread for a few
+    // seconds still finds the cap full), their connections are closed.
     let sql = "SELECT value FROM generate_series(1, 1000000000)";
     let held: Vec<TcpStream> = (0..2).map(|_| stalled(addr, sql, 1500)).collect();
     std::thread::sleep(Duration::from_millis(300));
     problem(&request(addr, "GET", "/healthz", &[], b""), 429, 1301);
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while request(addr, "GET", "/healthz", &[], b"").status != 200 {
         assert!(
             Instant::now() < deadline,
@@ -332,6 +333,68 @@ fn a_result_that_times_out_midway_is_not_a_complete_reply() {
         "the reply looked complete"
     );
     alive(addr);
+}
+
+/// Joins that multiply rows emit batch after batch without reading their
+/// input, and the join above collects them in one go: without yielding,
+/// the timeout never fired (a 16-way join ran 42 s past a 2 s timeout, a
+/// 64-way one grew until the kernel killed the server).
+#[test]
+fn a_join_that_multiplies_rows_stops_at_its_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rt, addr) = server_with(dir.path(), |_| {});
+    let values: Vec<String> = (1..=60).map(|i| format!("({i})")).collect();
+    let n = 16;
+    let from: Vec<String> = (0..n).map(|i| format!("t a{i}")).collect();
+    let filter: Vec<String> = (1..n).map(|i| format!("a{}.v <> a{i}.v", i - 1)).collect();
+    let sql = format!(
+        "WITH t(v) AS (VALUES {}) SELECT max(a0.v + a{}.v) FROM {} WHERE {}",
+        values.join(", "),
+        n - 1,
+        from.join(", "),
+        filter.join(" AND ")
+    );
+    for sql in [sql, format!("SELECT count(*) FROM ({}) x", cross(n))] {
+        let started = Instant::now();
+        let r = query(
+            addr,
+            "json",
+            serde_json::json!({"sql": sql, "timeout_ms": 1500}),
+        );
+        problem(&r, 504, 1401);
+        // The reply comes at the deadline either way; the query's work
+        // must stop too, giving its memory back (it ran on for 40 s).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while reserved(addr) > 0.0 {
+            assert!(
+                Instant::now() < deadline,
+                "the query still holds {} bytes {:?} after it started",
+                reserved(addr),
+                started.elapsed()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    alive(addr);
+}
+
+/// The bytes running queries hold of the server's memory pool.
+fn reserved(addr: SocketAddr) -> f64 {
+    let r = request(addr, "GET", "/metrics", &[], b"");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("custlake_query_memory_reserved_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no memory gauge in {text}"))
+}
+
+/// A plain cross join of `n` copies of a 60-row list.
+fn cross(n: usize) -> String {
+    let tables: Vec<String> = (0..n)
+        .map(|i| format!("(SELECT value AS v{i} FROM generate_series(1, 60)) a{i}"))
+        .collect();
+    format!("SELECT * FROM {}", tables.join(" CROSS JOIN "))
 }
 
 #[test]

@@ -5,10 +5,12 @@
 mod audit;
 mod customers;
 mod errors;
+mod flight;
 mod formats;
 mod hostile;
 mod named;
 mod openapi;
+mod pg;
 mod security;
 mod streaming;
 
@@ -197,6 +199,66 @@ pub(crate) fn server_with(
     (rt, addr)
 }
 
+/// Run one of the tests' Python clients (`tests/it/server/<script>`) with
+/// `req` as JSON on its standard input, and return the JSON it prints.
+pub(crate) fn python_client(script: &str, req: &serde_json::Value) -> serde_json::Value {
+    use std::process::{Command, Stdio};
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/server")
+        .join(script);
+    let mut child = Command::new("python3")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(req.to_string().as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A server over the lake `config` names, with the PostgreSQL wire
+/// protocol on a free port: the runtime, the HTTP and the PG address.
+pub(crate) fn pg_server(
+    config: custlake::config::Config,
+) -> (tokio::runtime::Runtime, SocketAddr, SocketAddr) {
+    let (rt, http, pg, _) = wire_server(config);
+    (rt, http, pg)
+}
+
+/// A server with the PostgreSQL protocol and Arrow Flight SQL on free
+/// ports: the runtime, the HTTP, PG and Flight addresses.
+pub(crate) fn wire_server(
+    mut config: custlake::config::Config,
+) -> (tokio::runtime::Runtime, SocketAddr, SocketAddr, SocketAddr) {
+    config.server.pg_bind = "127.0.0.1:0".into();
+    config.server.flight_bind = "127.0.0.1:0".into();
+    let rt = runtime();
+    let app = rt
+        .block_on(custlake::server::Application::build(
+            custlake::lake::Warehouse::quiet(config).unwrap(),
+            "127.0.0.1:0",
+        ))
+        .unwrap();
+    let (http, pg, flight) = (
+        app.local_addr(),
+        app.pg_addr().unwrap(),
+        app.flight_addr().unwrap(),
+    );
+    rt.spawn(app.run_until_stopped());
+    (rt, http, pg, flight)
+}
+
 pub(crate) fn problem(r: &Reply, status: u16, code: u64) -> serde_json::Value {
     assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("content-type"), Some("application/problem+json"));
@@ -300,6 +362,14 @@ fn lake_config(
 ) -> custlake::config::Config {
     let s = sample(dir, 300, 9);
     ok(dir, &["ingest", "--from", s.to_str().unwrap()]);
+    config_for(dir, tune)
+}
+
+/// The tests' configuration of the lake in `dir`, as it is.
+pub(crate) fn config_for(
+    dir: &Path,
+    tune: impl FnOnce(&mut custlake::config::Config),
+) -> custlake::config::Config {
     let mut config = custlake::config::Config::embedded();
     config.lake = dir.join("data/lake").to_string_lossy().to_string();
     config.server.body_limit_bytes = 4096;
@@ -313,4 +383,38 @@ fn lake_config(
     }
     tune(&mut config);
     config
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 (openssl), and
+/// its key: the server's `[server.tls]` files in the TLS tests.
+pub(crate) fn self_signed(d: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let made = std::process::Command::new("openssl")
+        .current_dir(d)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .output()
+        .expect("openssl runs");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (d.join("cert.pem"), d.join("key.pem"))
 }

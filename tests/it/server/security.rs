@@ -92,6 +92,17 @@ const MATRIX: &[(&str, Req, Expect)] = &[
     ("telesales", Named("customer_lookup", "system=core&id=x'%20OR%20'1'='1"), Like("SELECT 1 WHERE false")),
     ("telesales", Named("customer_by_phone", "phone={PHONE}"), Like("SELECT 1 WHERE false")),
     ("telesales", Named("quarantine_summary", ""), Refused(403)),
+    // A filter on a column masked to NULL finds nothing, as SQL says
+    // (Delta's scan took the folded `NULL` filter and returned every row).
+    ("analyst", Sql("SELECT count(*) FROM customer WHERE gender = 'M'"), Zero),
+    ("analyst", Sql("SELECT count(*) FROM (SELECT customer_id FROM customer WHERE gender <> 'M' LIMIT 5) x"), Zero),
+    // Its named queries as table functions, and nothing around them.
+    ("telesales", Sql("SELECT * FROM customer_count() WHERE customers > 0"), Like("SELECT customer_type, count(*) AS customers FROM customer WHERE agent_id = '{AGENT}' GROUP BY 1 ORDER BY 1")),
+    ("telesales", Sql("SELECT * FROM customer_count() c, customer x"), Refused(403)),
+    ("telesales", Sql("WITH customer AS (SELECT 1) SELECT * FROM customer_count(), customer"), Refused(403)),
+    ("telesales", Sql("SELECT * FROM customer_count() WHERE customer_type IN (SELECT customer_type FROM source_customer)"), Refused(403)),
+    ("telesales", Sql("SELECT * FROM quarantine_summary()"), Refused(403)),
+    ("telesales", Sql("SELECT * FROM customer_lookup('core', '{SOURCE}')"), Like("SELECT 1 WHERE false")),
     ("telesales", Named("audit_volume", ""), Refused(403)),
     ("telesales", Named("customer_count", "limit=100000"), Refused(403)),
     ("telesales", Get("/v1/customers/{CUSTOMER}/lineage"), Refused(404)),
@@ -316,7 +327,14 @@ impl Lake {
                 } else if let Some(ms) = sql.strip_prefix("TIMEOUT:") {
                     serde_json::json!({"sql": "SELECT 1", "timeout_ms": ms.parse::<u64>().unwrap()})
                 } else {
-                    serde_json::json!({"sql": self.fill(sql), "limit": 1_000_000})
+                    // Past any default limit, within the role's cap
+                    // (telesales: 10,000 rows).
+                    let limit = if role == "telesales" {
+                        10_000
+                    } else {
+                        1_000_000
+                    };
+                    serde_json::json!({"sql": self.fill(sql), "limit": limit})
                 };
                 self.api.request(
                     "POST",
@@ -842,4 +860,211 @@ fn an_rs256_jwt_verifies_with_the_providers_public_key() {
         401,
         1601,
     );
+}
+
+/// A statement and its parameters, as psycopg sends them.
+type WireCase = (String, Option<serde_json::Value>);
+
+/// A matrix case as a wire protocol sends it: `$name` parameters become
+/// the protocol's positional placeholders, in order. HTTP-only cases
+/// (named queries, routes, the request's own limit and timeout) have no
+/// wire form.
+fn over_wire(
+    lake: &Lake,
+    req: Req,
+    escape: impl Fn(&str) -> String,
+    placeholder: &str,
+) -> Option<WireCase> {
+    match req {
+        Sql(sql) if sql.starts_with("LIMIT:") || sql.starts_with("TIMEOUT:") => None,
+        Sql(sql) => Some((lake.fill(sql), None)),
+        SqlWith(sql, params) => {
+            let params: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&lake.fill(params)).unwrap();
+            let mut sql = escape(&lake.fill(sql));
+            let mut values = Vec::new();
+            for (name, v) in params {
+                sql = sql.replace(&format!("${name}"), placeholder);
+                values.push(v);
+            }
+            Some((sql, Some(serde_json::Value::Array(values))))
+        }
+        // A named query as the table function of the same name, its
+        // parameters in their declared order (a trailing default left out,
+        // one in the middle as NULL); limits and timeouts are HTTP's.
+        Named(name, query) => {
+            let given: HashMap<String, String> =
+                url::form_urlencoded::parse(lake.fill(query).as_bytes())
+                    .into_owned()
+                    .collect();
+            if given.contains_key("limit") || given.contains_key("timeout_ms") {
+                return None;
+            }
+            let declared = custlake::query::named::embedded()
+                .unwrap()
+                .into_iter()
+                .find(|q| q.name == name)
+                .map(|q| q.params)
+                .unwrap_or_default();
+            let mut args: Vec<String> = declared
+                .iter()
+                .map(|p| match given.get(&p.name) {
+                    Some(v) => format!("'{}'", v.replace('\'', "''")),
+                    None => "NULL".into(),
+                })
+                .collect();
+            while args.last().is_some_and(|a| a == "NULL") {
+                args.pop();
+            }
+            Some((format!("SELECT * FROM {name}({})", args.join(", ")), None))
+        }
+        Get(..) => None,
+    }
+}
+
+#[test]
+fn the_attack_matrix_holds_over_the_postgres_protocol() {
+    if !super::pg::clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake(dir.path());
+    let (_rt, pg) = super::pg::serve_existing(dir.path());
+    matrix_over(
+        &lake,
+        "PG",
+        |user, token, cases| {
+            let sent: Vec<(&str, Option<serde_json::Value>)> = cases
+                .iter()
+                .map(|(sql, p)| (sql.as_str(), p.clone()))
+                .collect();
+            super::pg::run_cases(pg, user, token, &sent, false, false)
+        },
+        |sql| sql.replace('%', "%%"),
+        "%s",
+        &[],
+    );
+}
+
+#[test]
+fn the_attack_matrix_holds_over_flight_sql() {
+    if !super::flight::clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lake = lake(dir.path());
+    let (_rt, flight) = super::flight::serve_existing(dir.path());
+    matrix_over(
+        &lake,
+        "Flight SQL",
+        |user, token, cases| {
+            let sent: Vec<(&str, Option<serde_json::Value>)> = cases
+                .iter()
+                .map(|(sql, p)| (sql.as_str(), p.clone()))
+                .collect();
+            super::flight::adbc(flight, user, token, &sent, false)
+        },
+        |sql| sql.to_string(),
+        "$1",
+        // CSV and JSON only: no Arrow, so no Flight SQL.
+        &["telesales"],
+    );
+}
+
+/// Run every SQL case of the matrix through a wire protocol (`run` sends
+/// one role's cases on one connection); `escape` readies a statement that
+/// takes parameters and `placeholder` is the protocol's first one. The
+/// roles in `barred` may not use the protocol at all.
+fn matrix_over(
+    lake: &Lake,
+    protocol: &str,
+    run: impl Fn(&str, &str, &[WireCase]) -> serde_json::Value,
+    escape: impl Fn(&str) -> String,
+    placeholder: &str,
+    barred: &[&str],
+) {
+    let users = [
+        ("admin", "test-admin"),
+        ("analyst", "ann"),
+        ("telesales", "tim"),
+        ("steward", "sue"),
+        ("auditor", "al"),
+    ];
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for (role, user) in users {
+        let cases: Vec<(&Req, &Expect, WireCase)> = MATRIX
+            .iter()
+            .filter(|(r, _, _)| *r == role)
+            .filter_map(|(_, req, expect)| {
+                over_wire(lake, *req, &escape, placeholder).map(|c| (req, expect, c))
+            })
+            .collect();
+        if cases.is_empty() {
+            continue;
+        }
+        let sent: Vec<WireCase> = cases.iter().map(|(_, _, c)| c.clone()).collect();
+        let answer = run(user, &lake.tokens[role], &sent);
+        let text = answer.to_string();
+        if let Some(leak) = lake.secrets[role]
+            .iter()
+            .find(|s| text.contains(s.as_str()))
+        {
+            failures.push(format!("{role} over {protocol}: revealed {leak}"));
+            continue;
+        }
+        match (answer.get("login_error"), barred.contains(&role)) {
+            (Some(_), true) => {
+                ran += cases.len();
+                continue;
+            }
+            (None, true) => {
+                failures.push(format!("{role} logged in over {protocol}: {answer}"));
+                continue;
+            }
+            (Some(login), false) => {
+                failures.push(format!("{role} could not log in over {protocol}: {login}"));
+                continue;
+            }
+            (None, false) => {}
+        }
+        let results = answer["results"].as_array().cloned().unwrap_or_default();
+        for ((req, expect, _), r) in cases.iter().zip(&results) {
+            ran += 1;
+            let fine = r["ok"] == true;
+            let fail = match expect {
+                Hidden => None,
+                Fine => (!fine).then(|| format!("failed: {r}")),
+                Refused(_) => fine.then(|| format!("answered: {r}")),
+                Zero => (r["rows"][0][0] != "0").then(|| format!("{r}")),
+                Like(sql) => {
+                    let want = lake
+                        .api
+                        .query("json", serde_json::json!({ "sql": lake.fill(sql) }));
+                    let want: Vec<Vec<String>> = rows(&want.json())
+                        .iter()
+                        .map(|row| {
+                            row.as_object()
+                                .unwrap()
+                                .values()
+                                .map(|v| match v {
+                                    serde_json::Value::String(s) => s.clone(),
+                                    v => v.to_string(),
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    let got: Vec<Vec<String>> =
+                        serde_json::from_value(r["rows"].clone()).unwrap_or_default();
+                    (r["ok"] != true || got != want)
+                        .then(|| format!("got {r}; an admin's {sql} gives {want:?}"))
+                }
+            };
+            if let Some(f) = fail {
+                failures.push(format!("{role} {req:?} over {protocol}: {f}"));
+            }
+        }
+    }
+    assert!(ran > 40, "only {ran} cases ran over {protocol}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -1,0 +1,282 @@
+"""Results through the wire protocols, side by side in one run.
+
+1. A 1-million-row result (the golden customers' main columns) fetched
+   through Arrow Flight SQL (ADBC), the PostgreSQL protocol (psycopg,
+   binary format), and HTTP as an Arrow IPC stream, in rows/s, with
+   DuckDB's fetch_arrow_table on the same query over the same Parquet
+   files (the Delta table's current files) as the reference.
+2. The golden-customer lookup at 8 clients over PG (a prepared statement
+   per connection) and over HTTP (the named query customer_golden, and
+   the same SQL through POST /v1/query), requests/s and p99, each client a
+   thread with its own connection, keys drawn at random.
+
+Needs a release build, a lake loaded from `custlake generate --customers
+1000000`, and duckdb, deltalake, pyarrow, psycopg, adbc-driver-flightsql.
+
+    python3 benches/wire_protocols.py --lake LAKE --bin target/release/custlake
+"""
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+QUERY = (
+    "SELECT customer_id, customer_type, name, gender, birth_date, province, "
+    "owning_team, region, status FROM customer"
+)
+LOOKUP = (
+    "SELECT customer_id, customer_type, name, gender, birth_date, id_type, id_number, uscc, "
+    "phone, email, address, province, owning_team, region, agent_id, status, merged_into "
+    "FROM customer WHERE customer_id = {}"
+)
+
+
+def best(f, runs):
+    times = []
+    rows = 0
+    for _ in range(runs):
+        t = time.perf_counter()
+        rows = f()
+        times.append(time.perf_counter() - t)
+    return min(times), rows
+
+
+def start(args, work):
+    token = subprocess.check_output(
+        [args.bin, "--quiet", "--lake", args.lake, "token", "create", "--user", "bench", "--role", "admin"],
+        text=True,
+    ).strip().splitlines()[-1]
+    env = dict(os.environ)
+    env.update(
+        {
+            "CUSTLAKE__ROLES__ADMIN__RATE_PER_SECOND": "1000000",
+            "CUSTLAKE__ROLES__ADMIN__BURST": "1000000",
+            "CUSTLAKE__SERVER__MAX_CONCURRENT_QUERIES": "128",
+            "CUSTLAKE__SERVER__MAX_QUERIES_PER_USER": "128",
+            "CUSTLAKE__SERVER__MAX_ROW_LIMIT": "100000000",
+            "CUSTLAKE__SERVER__PG_BIND": f"127.0.0.1:{args.pg_port}",
+            "CUSTLAKE__SERVER__FLIGHT_BIND": f"127.0.0.1:{args.flight_port}",
+        }
+    )
+    log = open(os.path.join(work, "server.log"), "w")
+    proc = subprocess.Popen(
+        [args.bin, "serve", "--lake", args.lake, "--bind", f"127.0.0.1:{args.http_port}"],
+        env=env,
+        stdout=log,
+        stderr=log,
+    )
+    for _ in range(200):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{args.http_port}/healthz")
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, token
+
+
+def http_post(port, token, path, body):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    )
+    return urllib.request.urlopen(req)
+
+
+def fetch_all(args, token):
+    import adbc_driver_flightsql.dbapi as flightsql
+    import duckdb
+    import psycopg
+    import pyarrow.ipc as ipc
+    from deltalake import DeltaTable
+
+    out = {}
+    files = DeltaTable(os.path.join(args.lake, "hot", "customer")).file_uris()
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW customer AS SELECT * FROM read_parquet({files!r})")
+    def duck():
+        r = con.execute(QUERY)
+        # fetch_arrow_table before DuckDB 2, to_arrow_table since.
+        fetch = getattr(r, "fetch_arrow_table", None) or r.to_arrow_table
+        return fetch().num_rows
+
+    out["DuckDB fetch_arrow_table (in-process)"] = best(duck, args.runs)
+
+    conn = flightsql.connect(
+        f"grpc://127.0.0.1:{args.flight_port}",
+        db_kwargs={"username": "bench", "password": token},
+        autocommit=True,
+    )
+
+    def flight():
+        cur = conn.cursor()
+        cur.execute(QUERY)
+        return cur.fetch_arrow_table().num_rows
+
+    out["Flight SQL (ADBC)"] = best(flight, args.runs)
+
+    pg = psycopg.connect(
+        f"host=127.0.0.1 port={args.pg_port} user=bench password={token} dbname=custlake",
+        autocommit=True,
+    )
+
+    def pg_binary():
+        cur = pg.cursor(binary=True)
+        cur.execute(QUERY)
+        return len(cur.fetchall())
+
+    out["PostgreSQL (psycopg, binary)"] = best(pg_binary, args.runs)
+
+    def http_arrow():
+        resp = http_post(
+            args.http_port,
+            token,
+            "/v1/query?format=arrow",
+            {"sql": QUERY, "limit": 100_000_000, "timeout_ms": 600000},
+        )
+        return ipc.open_stream(resp).read_all().num_rows
+
+    out["HTTP (Arrow IPC stream)"] = best(http_arrow, args.runs)
+    return out
+
+
+def keys(args):
+    from deltalake import DeltaTable
+
+    t = DeltaTable(os.path.join(args.lake, "hot", "customer")).to_pyarrow_table(columns=["customer_id"])
+    ids = t.column("customer_id").to_pylist()
+    random.seed(42)
+    return random.sample(ids, 5000)
+
+
+def load(name, make_client, ids, clients, seconds):
+    lat = []
+    errors = [0]
+    lock = threading.Lock()
+    stop = time.perf_counter() + seconds
+
+    def worker(n):
+        call = make_client()
+        rnd = random.Random(n)
+        mine = []
+        while time.perf_counter() < stop:
+            k = rnd.choice(ids)
+            t = time.perf_counter()
+            try:
+                if call(k) != 1:
+                    errors[0] += 1
+            except Exception:  # noqa: BLE001
+                errors[0] += 1
+            mine.append(time.perf_counter() - t)
+        with lock:
+            lat.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    lat.sort()
+    return {
+        "name": name,
+        "rps": len(lat) / elapsed,
+        "p50": lat[len(lat) // 2] * 1000,
+        "p99": lat[int(len(lat) * 0.99)] * 1000,
+        "errors": errors[0],
+    }
+
+
+def lookups(args, token, ids):
+    import http.client
+
+    import psycopg
+
+    def pg_client():
+        c = psycopg.connect(
+            f"host=127.0.0.1 port={args.pg_port} user=bench password={token} dbname=custlake",
+            autocommit=True,
+        )
+        sql = LOOKUP.format("%s")
+
+        def call(k):
+            return len(c.execute(sql, [k], prepare=True).fetchall())
+
+        return call
+
+    def http_client(named):
+        def make():
+            conn = http.client.HTTPConnection("127.0.0.1", args.http_port)
+            headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+
+            def call(k):
+                if named:
+                    conn.request("GET", f"/v1/queries/customer_golden?id={k}", headers=headers)
+                else:
+                    body = json.dumps({"sql": LOOKUP.format("$id"), "params": {"id": k}})
+                    conn.request("POST", "/v1/query", body=body, headers=headers)
+                r = conn.getresponse()
+                data = json.loads(r.read())
+                return data.get("row_count", len(data.get("rows", [])))
+
+            return call
+
+        return make
+
+    return [
+        load("HTTP named query customer_golden", http_client(True), ids, args.clients, args.seconds),
+        load("HTTP POST /v1/query (same SQL)", http_client(False), ids, args.clients, args.seconds),
+        load("PostgreSQL prepared statement (psycopg)", pg_client, ids, args.clients, args.seconds),
+    ]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lake", required=True)
+    p.add_argument("--bin", default="target/release/custlake")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=10)
+    p.add_argument("--http-port", type=int, default=18556)
+    p.add_argument("--pg-port", type=int, default=15532)
+    p.add_argument("--flight-port", type=int, default=15052)
+    args = p.parse_args()
+    work = tempfile.mkdtemp()
+    proc, token = start(args, work)
+    try:
+        fetched = fetch_all(args, token)
+        ids = keys(args)
+        looked = lookups(args, token, ids)
+    finally:
+        proc.terminate()
+        proc.wait()
+    ref = fetched["DuckDB fetch_arrow_table (in-process)"][0]
+    print(f"\n1-million-row result: `{QUERY}` (best of {args.runs})\n")
+    print("| path | rows | seconds | rows/s | time / DuckDB |")
+    print("|---|---:|---:|---:|---:|")
+    for name, (secs, rows) in fetched.items():
+        print(f"| {name} | {rows:,} | {secs:.2f} | {rows / secs:,.0f} | {secs / ref:.2f}x |")
+    print(f"\nGolden-customer lookup, {args.clients} clients, {args.seconds:.0f} s each\n")
+    print("| path | requests/s | p50 ms | p99 ms | errors |")
+    print("|---|---:|---:|---:|---:|")
+    for r in looked:
+        print(f"| {r['name']} | {r['rps']:,.1f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |")
+    http_rps = looked[0]["rps"]
+    pg = looked[2]
+    print(
+        f"\nFlight SQL / DuckDB: {fetched['Flight SQL (ADBC)'][0] / ref:.2f}x (target <= 1.2x); "
+        f"PG lookups: {http_rps / pg['rps']:.2f}x slower than HTTP named lookups (target <= 1.5x)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,488 @@
+//! The PostgreSQL wire protocol with real clients: `psql` (Debian's
+//! postgresql-client) and psycopg 3 (PyPI), through
+//! `tests/it/server/pg_client.py`. Without them the tests say so and
+//! skip, unless `CUSTLAKE_REQUIRE_PG_CLIENTS=1` (as `.ci/run` sets).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{config_for, lake_config, pg_server, token};
+use crate::common::ok;
+
+/// Whether psql and psycopg are here (a panic when they must be).
+pub(crate) fn clients() -> bool {
+    let psql = Command::new("psql")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let psycopg = Command::new("python3")
+        .args(["-c", "import psycopg"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if psql && psycopg {
+        return true;
+    }
+    assert!(
+        std::env::var("CUSTLAKE_REQUIRE_PG_CLIENTS").as_deref() != Ok("1"),
+        "psql ({psql}) and psycopg ({psycopg}) are required"
+    );
+    eprintln!("skipped: psql or psycopg is not installed");
+    false
+}
+
+/// A libpq connection string for `user` with `token` as password.
+pub(crate) fn dsn(pg: SocketAddr, user: &str, token: &str) -> String {
+    format!(
+        "host={} port={} user={user} password={token} dbname=custlake sslmode=disable",
+        pg.ip(),
+        pg.port()
+    )
+}
+
+/// Run one request of `pg_client.py` (psycopg) and return its answer.
+pub(crate) fn psycopg(req: serde_json::Value) -> serde_json::Value {
+    super::python_client("pg_client.py", &req)
+}
+
+/// The statements' results over one psycopg connection.
+pub(crate) fn run_cases(
+    pg: SocketAddr,
+    user: &str,
+    token: &str,
+    cases: &[(&str, Option<serde_json::Value>)],
+    binary: bool,
+    prepare: bool,
+) -> serde_json::Value {
+    let cases: Vec<serde_json::Value> = cases
+        .iter()
+        .map(|(sql, params)| serde_json::json!({"sql": sql, "params": params}))
+        .collect();
+    psycopg(serde_json::json!({
+        "mode": "run",
+        "dsn": dsn(pg, user, token),
+        "binary": binary,
+        "prepare": prepare,
+        "cases": cases,
+    }))
+}
+
+/// `psql` as `user`, stopping at the first error.
+fn psql(pg: SocketAddr, user: &str, token: &str, args: &[&str]) -> Output {
+    Command::new("psql")
+        .env("PGPASSWORD", token)
+        .env("PGCONNECT_TIMEOUT", "20")
+        .args([
+            "-X",
+            "-v",
+            "ON_ERROR_STOP=1",
+            &format!(
+                "host={} port={} user={user} dbname=custlake sslmode=disable",
+                pg.ip(),
+                pg.port()
+            ),
+        ])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "psql failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A lake with customers resolved, served with PG on: the runtime, the PG
+/// address and the analyst's and admin's tokens.
+fn served(
+    dir: &Path,
+    tune: impl FnOnce(&mut custlake::config::Config),
+) -> (tokio::runtime::Runtime, SocketAddr, String, String) {
+    let config = lake_config(dir, tune);
+    ok(dir, &["resolve"]);
+    let analyst = token(dir, "ann", "analyst", &[]);
+    let admin = token(dir, "ada", "admin", &[]);
+    let (rt, _, pg) = pg_server(config);
+    (rt, pg, analyst, admin)
+}
+
+/// The first value of the first row of a psycopg case's result.
+fn first(result: &serde_json::Value) -> String {
+    assert_eq!(result["ok"], true, "{result}");
+    result["rows"][0][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn psql_queries_and_describes_only_what_the_role_reads() {
+    if !clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_rt, pg, analyst, admin) = served(d, |_| {});
+    let auditor = token(d, "al", "auditor", &[]);
+
+    // A query answers what the lake holds.
+    let want = crate::common::count(d, "SELECT count(*) FROM source_customer");
+    let got = stdout(&psql(
+        pg,
+        "ann",
+        &analyst,
+        &["-A", "-t", "-c", "SELECT count(*) FROM source_customer"],
+    ));
+    assert_eq!(got.trim(), want.to_string());
+
+    // psql's catalog commands: the analyst's tables, not the auditor's.
+    let dt = stdout(&psql(pg, "ann", &analyst, &["-c", "\\dt"]));
+    assert!(dt.contains("| customer "), "{dt}");
+    assert!(dt.contains("source_customer"), "{dt}");
+    assert!(!dt.contains("audit_log"), "{dt}");
+    assert!(!dt.contains("customer_policy"), "{dt}");
+    // The golden views are views.
+    let dv = stdout(&psql(pg, "ann", &analyst, &["-c", "\\dv"]));
+    assert!(dv.contains("customer_policy"), "{dv}");
+    let d_customer = stdout(&psql(pg, "ann", &analyst, &["-c", "\\d customer"]));
+    for column in ["customer_id", "id_number", "phone", "owning_team"] {
+        assert!(d_customer.contains(column), "{column}: {d_customer}");
+    }
+    let dt = stdout(&psql(pg, "al", &auditor, &["-c", "\\dt"]));
+    assert!(dt.contains("audit_log"), "{dt}");
+    assert!(!dt.contains("source_customer"), "{dt}");
+
+    // Masked for the analyst, in clear for the admin.
+    let sql = "SELECT phone FROM customer WHERE phone IS NOT NULL ORDER BY customer_id LIMIT 5";
+    let masked = stdout(&psql(pg, "ann", &analyst, &["-A", "-t", "-c", sql]));
+    let clear = stdout(&psql(pg, "ada", &admin, &["-A", "-t", "-c", sql]));
+    assert_eq!(masked.lines().count(), 5, "{masked}");
+    for (m, c) in masked.lines().zip(clear.lines()) {
+        assert_ne!(m, c);
+        assert!(m.contains('*'), "{m}");
+    }
+
+    // Nothing but reads.
+    for write in [
+        "CREATE TABLE x AS SELECT 1",
+        "INSERT INTO customer (customer_id) VALUES ('x')",
+        "DROP TABLE customer",
+        "COPY customer TO '/tmp/out.csv'",
+        "SET datafusion.execution.batch_size = 1",
+        "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/tmp'",
+        // A cursor would run outside the statement's limits.
+        "DECLARE c CURSOR FOR SELECT * FROM customer",
+        // Nested calls past query.max_call_depth, refused before parsing.
+        "SELECT coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(coalesce(phone,'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x'),'x') FROM customer",
+    ] {
+        let o = psql(pg, "ada", &admin, &["-c", write]);
+        assert!(!o.status.success(), "{write} ran");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("ERROR"), "{write}: {err}");
+        assert!(!err.contains(&d.display().to_string()), "{err}");
+    }
+    // A raw path or another role's table is not there.
+    let o = psql(pg, "ann", &analyst, &["-c", "SELECT * FROM audit_log"]);
+    assert!(!o.status.success());
+    let o = psql(
+        pg,
+        "ann",
+        &analyst,
+        &["-c", "SELECT * FROM 'file:///etc/passwd'"],
+    );
+    assert!(!o.status.success());
+}
+
+#[test]
+fn psycopg_binds_parameters_in_text_and_binary_and_prepared_statements() {
+    if !clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_rt, pg, analyst, _) = served(d, |_| {});
+    let source = crate::common::query(
+        d,
+        "SELECT source_id FROM customer_xref WHERE source_system = 'core' ORDER BY 1 LIMIT 1",
+    )[0]
+    .clone();
+    let want = crate::common::query(
+        d,
+        &format!("SELECT customer_id FROM customer_xref WHERE source_id = '{source}'"),
+    )[0]
+    .clone();
+    let premium = crate::common::count(d, "SELECT count(*) FROM policy WHERE premium > 1000");
+    let capacity = crate::common::count(d, "SELECT count(*) FROM agent WHERE capacity > 20");
+    for (binary, prepare) in [(false, false), (true, false), (false, true), (true, true)] {
+        let r = run_cases(
+            pg,
+            "ann",
+            &analyst,
+            &[
+                (
+                    "SELECT customer_id FROM customer_xref WHERE source_id = %s",
+                    Some(serde_json::json!([source])),
+                ),
+                (
+                    "SELECT count(*) FROM agent WHERE capacity > %s",
+                    Some(serde_json::json!([20])),
+                ),
+                // The same statement again: a prepared one is reused.
+                (
+                    "SELECT count(*) FROM agent WHERE capacity > %s",
+                    Some(serde_json::json!([20])),
+                ),
+                // A decimal column takes its value as text.
+                (
+                    "SELECT count(*) FROM policy WHERE premium > %s",
+                    Some(serde_json::json!(["1000.00"])),
+                ),
+            ],
+            binary,
+            prepare,
+        );
+        let results = r["results"].as_array().unwrap_or_else(|| panic!("{r}"));
+        assert_eq!(first(&results[0]), want, "binary {binary}: {r}");
+        assert_eq!(first(&results[1]), capacity.to_string(), "{r}");
+        assert_eq!(first(&results[2]), capacity.to_string(), "{r}");
+        assert_eq!(first(&results[3]), premium.to_string(), "{r}");
+    }
+}
+
+#[test]
+fn logins_are_checked_refused_and_audited() {
+    if !clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Auditors here may neither send SQL nor call a named query.
+    let (_rt, pg, analyst, _) = served(d, |c| {
+        if let Some(a) = c.roles.get_mut("auditor") {
+            a.free_sql = Some(false);
+            a.named_queries = Some(vec![]);
+        }
+    });
+    let telesales = token(d, "tim", "telesales", &["--agent-id", "A0001"]);
+    let auditor = token(d, "al", "auditor", &[]);
+    let login_error = |user: &str, token: &str| {
+        let r = run_cases(pg, user, token, &[("SELECT 1", None)], false, false);
+        r["login_error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{user} logged in: {r}"))
+            .to_string()
+    };
+    let e = login_error("ann", "cl_not_a_token");
+    assert!(
+        e.contains("password authentication failed for user \"ann\""),
+        "{e}"
+    );
+    assert!(e.contains("custlake error 1601"), "{e}");
+    let e = login_error("bob", &analyst);
+    assert!(e.contains("the token is not \"bob\"'s"), "{e}");
+    let e = login_error("al", &auditor);
+    assert!(
+        e.contains("role auditor may not send its own SQL and may call no named query"),
+        "{e}"
+    );
+    assert!(e.contains("custlake error 1602"), "{e}");
+    let r = run_cases(pg, "ann", &analyst, &[("SELECT 1", None)], false, false);
+    assert_eq!(first(&r["results"][0]), "1");
+    // Telesales has no free SQL: it logs in to call its named queries as
+    // table functions, over its own customers only, and nothing else.
+    let r = run_cases(
+        pg,
+        "tim",
+        &telesales,
+        &[
+            ("SELECT sum(customers) FROM customer_count()", None),
+            ("SELECT 1", None),
+            ("SELECT count(*) FROM customer", None),
+            ("SELECT * FROM quarantine_summary()", None),
+            ("SELECT * FROM policies_expiring('2026-06-30', 99999)", None),
+        ],
+        false,
+        false,
+    );
+    let results = r["results"].as_array().unwrap_or_else(|| panic!("{r}"));
+    let mine = results[0]["rows"][0][0].as_str().unwrap_or_default();
+    assert!(mine.is_empty() || mine.parse::<u64>().is_ok(), "{r}");
+    for refused in &results[1..4] {
+        let m = refused["message"].as_str().unwrap_or_default();
+        assert!(m.contains("may not send its own SQL"), "{r}");
+        assert!(m.contains("customer_count"), "names what it may call: {r}");
+    }
+    let m = results[4]["message"].as_str().unwrap_or_default();
+    assert!(m.contains("outside 0..36600") && m.contains("1104"), "{r}");
+
+    let records = super::audit::records(d);
+    let logins: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r["action"] == "pg.login")
+        .map(|r| {
+            (
+                r["principal"].as_str().unwrap_or_default().to_string(),
+                r["outcome"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        logins,
+        [
+            ("anonymous".to_string(), "denied".to_string()),
+            ("anonymous".to_string(), "denied".to_string()),
+            ("al".to_string(), "denied".to_string()),
+            ("ann".to_string(), "ok".to_string()),
+            ("tim".to_string(), "ok".to_string()),
+        ]
+    );
+    // The query: a record as it started and one with its rows as it ended.
+    let query: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| {
+            r["action"].as_str().is_some_and(|a| a.starts_with("pg.")) && r["principal"] == "ann"
+        })
+        .filter(|r| r["detail"] == "SELECT 1")
+        .collect();
+    assert_eq!(query.len(), 2, "{query:?}");
+    assert_eq!(query[0]["outcome"], "started");
+    assert_eq!(query[1]["outcome"], "ok");
+    assert_eq!(query[1]["rows"], 1);
+}
+
+/// A statement that runs for minutes, in small steps (an operator that
+/// computes for a minute without returning, such as a nested-loop join
+/// over a cross join, is stopped only when it returns).
+const SLOW: &str = "SELECT count(*) FROM generate_series(1, 100000000000)";
+
+#[test]
+fn a_cancel_or_a_timeout_stops_a_statement_and_the_role_limits_hold() {
+    if !clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_rt, pg, analyst, _) = served(d, |c| {
+        if let Some(a) = c.roles.get_mut("analyst") {
+            a.max_rows = Some(50);
+        }
+    });
+    let r = psycopg(serde_json::json!({
+        "mode": "cancel",
+        "dsn": dsn(pg, "ann", &analyst),
+        "sql": SLOW,
+        "after": 1.0,
+    }));
+    assert_eq!(r["sqlstate"], "57014", "{r}");
+    assert!(r["seconds"].as_f64().unwrap() < 10.0, "{r}");
+    assert_eq!(r["alive"], true, "{r}");
+
+    let start = Instant::now();
+    let r = run_cases(
+        pg,
+        "ann",
+        &analyst,
+        &[
+            ("SET statement_timeout = 1500", None),
+            (SLOW, None),
+            ("SELECT * FROM source_customer", None),
+            ("SELECT * FROM source_customer LIMIT 50", None),
+        ],
+        false,
+        false,
+    );
+    let results = r["results"].as_array().unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(results[0]["ok"], true, "{r}");
+    assert_eq!(results[1]["sqlstate"], "57014", "{r}");
+    assert!(start.elapsed() < Duration::from_secs(20));
+    // Past the role's row limit: an error, not a silently cut result.
+    assert_eq!(results[2]["sqlstate"], "42501", "{r}");
+    assert!(
+        results[2]["message"]
+            .as_str()
+            .unwrap()
+            .contains("more than 50 rows"),
+        "{r}"
+    );
+    assert_eq!(results[3]["rows"].as_array().unwrap().len(), 50, "{r}");
+}
+
+#[test]
+fn a_killed_client_frees_its_connection_slot() {
+    if !clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The holder's statement ends at its timeout, when the server finds
+    // the client gone (a statement busy computing reads nothing from its
+    // socket until it has something to send).
+    let (_rt, pg, analyst, _) = served(d, |c| {
+        c.server.pg_max_connections = 1;
+        c.server.query_timeout_ms = 3000;
+    });
+    // Sockets that never log in take no slot: a login still gets in.
+    let idle: Vec<std::net::TcpStream> = (0..5)
+        .map(|_| std::net::TcpStream::connect(pg).unwrap())
+        .collect();
+    let r = run_cases(pg, "ann", &analyst, &[("SELECT 1", None)], false, false);
+    assert_eq!(r["results"][0]["ok"], true, "{r}");
+    drop(idle);
+    // One client holds the only slot, running a long statement.
+    let mut holder = Command::new("psql")
+        .env("PGPASSWORD", &analyst)
+        .args([
+            "-X",
+            &format!(
+                "host={} port={} user=ann dbname=custlake sslmode=disable",
+                pg.ip(),
+                pg.port()
+            ),
+            "-c",
+            SLOW,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it holds the slot: another login is then refused.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = run_cases(pg, "ann", &analyst, &[("SELECT 1", None)], false, false);
+        if r["login_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("too many clients"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second login was never refused: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Killed, not closed: the slot comes back.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = run_cases(pg, "ann", &analyst, &[("SELECT 1", None)], false, false);
+        if r["results"][0]["ok"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot never came back: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A server over an existing lake (no new sample), for the attack matrix.
+pub(crate) fn serve_existing(dir: &Path) -> (tokio::runtime::Runtime, SocketAddr) {
+    let (rt, _, pg) = pg_server(config_for(dir, |_| {}));
+    (rt, pg)
+}

@@ -251,6 +251,17 @@ pub fn classify(e: &(dyn StdError + 'static)) -> ErrorKind {
     ErrorKind::Internal
 }
 
+/// Words of DataFusion's and Delta's `Execution` errors that are about a
+/// scan or a write rather than a statement's values.
+const EXECUTION_FAULTS: [&str; 6] = [
+    "file",
+    "object store",
+    "stream",
+    "partition",
+    "physical",
+    "worker",
+];
+
 /// DataFusion's errors: planning and SQL problems are the statement's,
 /// storage problems the lake's.
 pub fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
@@ -272,7 +283,24 @@ pub fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
         E::Execution(m) if m.contains("Cast error") || m.contains("Cannot cast") => {
             ErrorKind::InvalidSql
         }
+        // Scans and writers that lost their way (a file, a stream, a
+        // partition): the server's, never the statement's.
+        E::Execution(m)
+            if EXECUTION_FAULTS
+                .iter()
+                .any(|w| m.to_lowercase().contains(w)) =>
+        {
+            ErrorKind::Internal
+        }
+        // What remains of `Execution` is a function refusing the values a
+        // statement gave it (`make_date(2026, 13, 40)`, a zero `date_bin`
+        // stride, a negative `substr` count, a scalar subquery of two
+        // rows): custlake's own failures travel as `External` with their
+        // kind, storage as the variants above.
+        E::Execution(_) => ErrorKind::InvalidSql,
         E::External(inner) => classify(inner.as_ref()),
+        // A pattern that does not compile (`regexp_like(x, '(')`).
+        E::Context(c, _) if c.starts_with("Invalid regex") => ErrorKind::InvalidSql,
         E::Context(_, inner) | E::Diagnostic(_, inner) => datafusion_kind(inner),
         E::Shared(inner) => datafusion_kind(inner),
         E::Collection(all) => all.first().map_or(ErrorKind::Internal, datafusion_kind),
@@ -479,6 +507,29 @@ mod tests {
             datafusion_kind(&DataFusionError::Plan("no column x".into())),
             ErrorKind::InvalidSql
         );
+        // A function refusing a statement's values is the statement's; a
+        // scan that lost a file is not.
+        for m in [
+            "Month value '13' is out of range",
+            "DATE_BIN stride must be non-zero",
+            "Scalar subquery returned more than one row",
+        ] {
+            let e = DataFusionError::Execution(m.into());
+            assert_eq!(datafusion_kind(&e), ErrorKind::InvalidSql, "{m}");
+        }
+        for m in [
+            "unknown compact file id 'x'",
+            "Error writing to object store: gone",
+            "Error sending RecordBatch to file stream!",
+        ] {
+            let e = DataFusionError::Execution(m.into());
+            assert_eq!(datafusion_kind(&e), ErrorKind::Internal, "{m}");
+        }
+        let regex = DataFusionError::Context(
+            "Invalid regex".into(),
+            Box::new(DataFusionError::External("unclosed group".into())),
+        );
+        assert_eq!(datafusion_kind(&regex), ErrorKind::InvalidSql);
         let k = Kinded::new(ErrorKind::Busy, "held");
         assert_eq!(
             datafusion_kind(&DataFusionError::External(Box::new(k))),

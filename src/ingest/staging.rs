@@ -17,6 +17,7 @@ use super::IngestError;
 use super::reader::{self, RowResult};
 use super::transform::{self, Mapper};
 use crate::domain::Reason;
+use crate::error::Classify;
 use crate::schema::row::{BatchBuilder, Cell};
 use crate::schema::{Catalog, TableDef};
 
@@ -241,7 +242,8 @@ impl StageJob {
             Ok(staged) => Ok(staged),
             Err(e) => {
                 if let Some(tx) = abort {
-                    let _ = tx.blocking_send(Err(datafusion::error::DataFusionError::Execution(
+                    let _ = tx.blocking_send(Err(crate::error::Kinded::datafusion_of(
+                        e.kind(),
                         e.to_string(),
                     )));
                 }

@@ -454,7 +454,7 @@ impl datafusion::physical_plan::streaming::PartitionStream for ChannelPartition 
         let stream = futures::stream::unfold(rx, |rx| async move {
             match rx {
                 None => Some((
-                    Err(datafusion::error::DataFusionError::Execution(
+                    Err(datafusion::error::DataFusionError::Internal(
                         "the ingest stream can be read only once".into(),
                     )),
                     None,

@@ -64,6 +64,10 @@ const MATRIX: &[(&str, Req, Expect)] = &[
     ("analyst", Sql("SELECT (SELECT max(id_number) FROM source_customer) AS m"), Hidden),
     ("analyst", Sql("SELECT value, detail, raw FROM quarantine"), Fine),
     ("analyst", Sql("SELECT match_keys FROM customer_xref"), Fine),
+    // The registry holds organisations' names and addresses as the customer
+    // table does; joined on the USCC, clear values there would unmask them.
+    ("analyst", Sql("SELECT count(*) FROM business_registry WHERE registered_name NOT LIKE '%*%' OR address NOT LIKE '%*%'"), Zero),
+    ("analyst", Sql("SELECT count(*) FROM business_registry r JOIN customer c USING (uscc) WHERE r.registered_name = c.name AND c.name NOT LIKE '%*%'"), Zero),
     // Predicates on masked values find nothing an admin would.
     ("analyst", Sql("SELECT count(*) FROM customer WHERE id_number = '{ID}'"), Zero),
     ("analyst", Sql("SELECT count(*) FROM customer WHERE phone = '{PHONE}'"), Zero),

@@ -365,7 +365,10 @@ fn rewrite(error: &mut PgWireError) {
             Some(df) => {
                 let kind = crate::error::datafusion_kind(df);
                 if kind.client_facing() {
-                    ApiError::new(kind, df.find_root().to_string())
+                    // DataFusion prefixes what a function raised with its
+                    // own words, as on HTTP (`ApiError::from_error`).
+                    let message = df.find_root().to_string();
+                    ApiError::new(kind, message.replace("External error: ", ""))
                 } else {
                     tracing::warn!(error = %df, "a PostgreSQL statement failed");
                     ApiError::new(kind, kind.title())

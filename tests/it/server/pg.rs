@@ -243,6 +243,9 @@ fn psycopg_binds_parameters_in_text_and_binary_and_prepared_statements() {
                     "SELECT count(*) FROM policy WHERE premium > %s",
                     Some(serde_json::json!(["1000.00"])),
                 ),
+                // A function refusing its arguments is the statement's
+                // error (42601), in the function's words.
+                ("SELECT make_date(2026, 13, 40)", None),
             ],
             binary,
             prepare,
@@ -252,6 +255,11 @@ fn psycopg_binds_parameters_in_text_and_binary_and_prepared_statements() {
         assert_eq!(first(&results[1]), capacity.to_string(), "{r}");
         assert_eq!(first(&results[2]), capacity.to_string(), "{r}");
         assert_eq!(first(&results[3]), premium.to_string(), "{r}");
+        let refused = &results[4];
+        assert_eq!(refused["sqlstate"], "42601", "{r}");
+        let message = refused["message"].as_str().unwrap_or_default();
+        assert!(message.contains("out of range"), "{r}");
+        assert!(!message.contains("External error"), "{r}");
     }
 }
 

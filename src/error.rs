@@ -262,6 +262,12 @@ const EXECUTION_FAULTS: [&str; 6] = [
     "worker",
 ];
 
+/// Whether an `Execution` error speaks of a scan or a write.
+fn execution_fault(message: &str) -> bool {
+    let m = message.to_lowercase();
+    EXECUTION_FAULTS.iter().any(|w| m.contains(w))
+}
+
 /// DataFusion's errors: planning and SQL problems are the statement's,
 /// storage problems the lake's.
 pub fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
@@ -285,13 +291,7 @@ pub fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
         }
         // Scans and writers that lost their way (a file, a stream, a
         // partition): the server's, never the statement's.
-        E::Execution(m)
-            if EXECUTION_FAULTS
-                .iter()
-                .any(|w| m.to_lowercase().contains(w)) =>
-        {
-            ErrorKind::Internal
-        }
+        E::Execution(m) if execution_fault(m) => ErrorKind::Internal,
         // What remains of `Execution` is a function refusing the values a
         // statement gave it (`make_date(2026, 13, 40)`, a zero `date_bin`
         // stride, a negative `substr` count, a scalar subquery of two

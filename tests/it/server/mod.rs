@@ -186,13 +186,7 @@ pub(crate) fn server_with(
 ) -> (tokio::runtime::Runtime, SocketAddr) {
     let config = lake_config(dir, tune);
     let admin = token(dir, "test-admin", "admin", &[]);
-    let rt = runtime();
-    let app = rt
-        .block_on(custlake::server::Application::build(
-            custlake::lake::Warehouse::quiet(config).unwrap(),
-            "127.0.0.1:0",
-        ))
-        .unwrap();
+    let (rt, app) = built(config);
     let addr = app.local_addr();
     TOKENS.lock().unwrap().push((addr, admin));
     rt.spawn(app.run_until_stopped());
@@ -227,6 +221,21 @@ pub(crate) fn python_client(script: &str, req: &serde_json::Value) -> serde_json
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The server over the lake `config` names, bound to a free HTTP port
+/// and not yet running, with the runtime it is to run on.
+fn built(
+    config: custlake::config::Config,
+) -> (tokio::runtime::Runtime, custlake::server::Application) {
+    let rt = runtime();
+    let app = rt
+        .block_on(custlake::server::Application::build(
+            custlake::lake::Warehouse::quiet(config).unwrap(),
+            "127.0.0.1:0",
+        ))
+        .unwrap();
+    (rt, app)
+}
+
 /// A server over the lake `config` names, with the PostgreSQL wire
 /// protocol on a free port: the runtime, the HTTP and the PG address.
 pub(crate) fn pg_server(
@@ -243,13 +252,7 @@ pub(crate) fn wire_server(
 ) -> (tokio::runtime::Runtime, SocketAddr, SocketAddr, SocketAddr) {
     config.server.pg_bind = "127.0.0.1:0".into();
     config.server.flight_bind = "127.0.0.1:0".into();
-    let rt = runtime();
-    let app = rt
-        .block_on(custlake::server::Application::build(
-            custlake::lake::Warehouse::quiet(config).unwrap(),
-            "127.0.0.1:0",
-        ))
-        .unwrap();
+    let (rt, app) = built(config);
     let (http, pg, flight) = (
         app.local_addr(),
         app.pg_addr().unwrap(),

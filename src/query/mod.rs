@@ -349,3 +349,71 @@ pub(crate) async fn register_golden_views_where(
     }
     Ok(out)
 }
+
+/// What an EXPLAIN would show of where the lake keeps its files: each
+/// tier root's path as its object store names a file under it (a local
+/// root's path without its leading `/`, an S3 root's key prefix), and the
+/// tier's name that replaces it.
+pub fn plan_path_prefixes(lake: &Lake) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = crate::lake::Tier::ALL
+        .iter()
+        .map(|&t| {
+            let path = lake.root(t).path().trim_matches('/');
+            (format!("{path}/"), format!("{}/", t.name()))
+        })
+        .filter(|(path, _)| path != "/")
+        .collect();
+    // The longest first: a root inside another is replaced as itself.
+    out.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    out
+}
+
+/// An EXPLAIN's rows with the lake's paths replaced by tier names
+/// (`hot/customer/part-….parquet`): a plan tells what is read, never where
+/// the server keeps it.
+pub fn redact_plan_paths(
+    batch: &datafusion::arrow::array::RecordBatch,
+    prefixes: &[(String, String)],
+) -> Result<datafusion::arrow::array::RecordBatch, datafusion::arrow::error::ArrowError> {
+    use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8 => {
+                let strings: StringArray = c
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| {
+                        v.map(|s| {
+                            prefixes
+                                .iter()
+                                .fold(s.to_string(), |s, (path, tier)| s.replace(path, tier))
+                        })
+                    })
+                    .collect();
+                Arc::new(strings) as ArrayRef
+            }
+            _ => c.clone(),
+        })
+        .collect::<Vec<_>>();
+    datafusion::arrow::array::RecordBatch::try_new(batch.schema(), columns)
+}
+
+/// [`redact_plan_paths`] over a stream of an EXPLAIN's rows.
+pub fn redacted_plan(
+    stream: datafusion::execution::SendableRecordBatchStream,
+    prefixes: Vec<(String, String)>,
+) -> datafusion::execution::SendableRecordBatchStream {
+    use futures::StreamExt;
+    let schema = stream.schema();
+    Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema,
+            stream.map(move |b| {
+                b.and_then(|b| redact_plan_paths(&b, &prefixes).map_err(DataFusionError::from))
+            }),
+        ),
+    )
+}

@@ -371,11 +371,13 @@ pub(crate) async fn start(
     limit: usize,
 ) -> Result<SendableRecordBatchStream, ApiError> {
     let df = plan(state, caller, origin, sql, params).await?;
-    execute(df, limit).await
+    execute(state, df, limit).await
 }
 
-/// Start a planned statement, cut one row past `limit`.
+/// Start a planned statement, cut one row past `limit`; an EXPLAIN's
+/// plan without the lake's paths.
 pub(crate) async fn execute(
+    state: &SharedState,
     df: datafusion::prelude::DataFrame,
     limit: usize,
 ) -> Result<SendableRecordBatchStream, ApiError> {
@@ -386,13 +388,16 @@ pub(crate) async fn execute(
         datafusion::logical_expr::LogicalPlan::Explain(_)
             | datafusion::logical_expr::LogicalPlan::Analyze(_)
     );
-    let df = if explain {
-        df
-    } else {
-        df.limit(0, Some(limit.saturating_add(1)))
-            .map_err(df_error)?
-    };
-    df.execute_stream().await.map_err(df_error)
+    if explain {
+        let stream = df.execute_stream().await.map_err(df_error)?;
+        let prefixes = crate::query::plan_path_prefixes(&state.warehouse.lake);
+        return Ok(crate::query::redacted_plan(stream, prefixes));
+    }
+    df.limit(0, Some(limit.saturating_add(1)))
+        .map_err(df_error)?
+        .execute_stream()
+        .await
+        .map_err(df_error)
 }
 
 /// Plan `sql` in the caller's session and bind `params` (every one the

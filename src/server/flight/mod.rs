@@ -629,7 +629,7 @@ impl Flight {
             let df =
                 super::query::plan(&self.state, &caller, Origin::Own, &handle.sql, &params).await?;
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let stream = super::query::execute(df, limit).await?;
+            let stream = super::query::execute(&self.state, df, limit).await?;
             Ok::<_, ApiError>((schema, stream))
         };
         let (schema, stream) = match tokio::time::timeout_at(deadline, run).await {

@@ -132,6 +132,9 @@ impl StartupHandler for Conn {
                     Arc::new(CursorStatementHook) as Arc<dyn QueryHook>,
                     Arc::new(SetShowHook),
                     Arc::new(TransactionStatementHook),
+                    Arc::new(RedactedExplain(crate::query::plan_path_prefixes(
+                        &self.state().warehouse.lake,
+                    ))),
                 ]);
                 let service = DfSessionService::new_with_hooks(Arc::new(ctx), hooks);
                 let parser = Arc::new(GuardedParser {

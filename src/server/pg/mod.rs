@@ -765,4 +765,4 @@ fn compat_parser() -> &'static PostgresCompatibilityParser {
 mod login;
 mod statements;
 
-use statements::{GuardedParser, Refuse};
+use statements::{GuardedParser, RedactedExplain, Refuse};

@@ -265,3 +265,83 @@ impl QueryHook for Refuse {
         (self.0)(statement).map(Err)
     }
 }
+
+/// The last hook: an `EXPLAIN` answered with the lake's paths in its plan
+/// replaced by tier names, as HTTP and Flight answer it (see
+/// `query::redact_plan_paths`).
+pub(super) struct RedactedExplain(pub(super) Vec<(String, String)>);
+
+impl RedactedExplain {
+    async fn answer(&self, ctx: &SessionContext, plan: LogicalPlan) -> PgWireResult<Response> {
+        let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
+        let batches = ctx
+            .execute_logical_plan(plan)
+            .await
+            .map_err(api)?
+            .collect()
+            .await
+            .map_err(api)?
+            .iter()
+            .map(|b| crate::query::redact_plan_paths(b, &self.0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| api(e.into()))?;
+        let df = ctx.read_batches(batches).map_err(api)?;
+        datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe(
+            df,
+            &Format::UnifiedText,
+            None,
+        )
+        .await
+        .map(Response::Query)
+    }
+}
+
+#[async_trait]
+impl QueryHook for RedactedExplain {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        ctx: &SessionContext,
+        _: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !matches!(statement, Statement::Explain { .. }) {
+            return None;
+        }
+        let plan = ctx
+            .state()
+            .statement_to_plan(datafusion::sql::parser::Statement::Statement(Box::new(
+                statement.clone(),
+            )))
+            .await;
+        Some(match plan {
+            Ok(plan) => self.answer(ctx, plan).await,
+            Err(e) => Err(PgWireError::ApiError(Box::new(e))),
+        })
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        _: &Statement,
+        _: &SessionContext,
+        _: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        None
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        plan: &LogicalPlan,
+        params: &ParamValues,
+        ctx: &SessionContext,
+        _: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !matches!(statement, Statement::Explain { .. }) {
+            return None;
+        }
+        Some(match plan.clone().replace_params_with_values(params) {
+            Ok(plan) => self.answer(ctx, plan).await,
+            Err(e) => Err(PgWireError::ApiError(Box::new(e))),
+        })
+    }
+}

@@ -291,6 +291,12 @@ fn lake(dir: &Path) -> Lake {
         ("{TEAM}", team.clone()),
         ("{SOURCE}", source),
     ];
+    // Where the server keeps the lake is its own: no answer (an EXPLAIN's
+    // plan, an error) names the directory, as a path or as a store key.
+    let root = dir.to_string_lossy().trim_start_matches('/').to_string();
+    for s in secrets.values_mut() {
+        s.push(root.clone());
+    }
     secrets.insert("admin", Vec::new());
     let mut tokens = HashMap::new();
     tokens.insert("admin", api.admin.clone());

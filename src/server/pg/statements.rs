@@ -272,10 +272,16 @@ impl QueryHook for Refuse {
 pub(super) struct RedactedExplain(pub(super) Vec<(String, String)>);
 
 impl RedactedExplain {
-    async fn answer(&self, ctx: &SessionContext, plan: LogicalPlan) -> PgWireResult<Response> {
+    /// Run an EXPLAIN's plan (as planned, or the error planning met) and
+    /// answer its rows redacted.
+    async fn answer(
+        &self,
+        ctx: &SessionContext,
+        plan: datafusion::error::Result<LogicalPlan>,
+    ) -> PgWireResult<Response> {
         let api = |e: datafusion::error::DataFusionError| PgWireError::ApiError(Box::new(e));
         let batches = ctx
-            .execute_logical_plan(plan)
+            .execute_logical_plan(plan.map_err(api)?)
             .await
             .map_err(api)?
             .collect()
@@ -313,10 +319,7 @@ impl QueryHook for RedactedExplain {
                 statement.clone(),
             )))
             .await;
-        Some(match plan {
-            Ok(plan) => self.answer(ctx, plan).await,
-            Err(e) => Err(PgWireError::ApiError(Box::new(e))),
-        })
+        Some(self.answer(ctx, plan).await)
     }
 
     async fn handle_extended_parse_query(
@@ -339,9 +342,7 @@ impl QueryHook for RedactedExplain {
         if !matches!(statement, Statement::Explain { .. }) {
             return None;
         }
-        Some(match plan.clone().replace_params_with_values(params) {
-            Ok(plan) => self.answer(ctx, plan).await,
-            Err(e) => Err(PgWireError::ApiError(Box::new(e))),
-        })
+        let plan = plan.clone().replace_params_with_values(params);
+        Some(self.answer(ctx, plan).await)
     }
 }

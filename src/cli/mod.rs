@@ -2,6 +2,7 @@
 
 mod analytics;
 mod audit;
+mod cluster;
 mod config;
 mod demo;
 mod generate;
@@ -378,6 +379,12 @@ pub enum Command {
     /// The scheduled jobs (`custlake serve` runs them): list, run one now.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Run an Apache Ballista scheduler for this lake (server.engine =
+    /// "ballista" sends statements to it).
+    Scheduler(cluster::SchedulerArgs),
+    /// Run an Apache Ballista executor for this lake, registered with a
+    /// scheduler.
+    Executor(cluster::ExecutorArgs),
 }
 
 impl Command {
@@ -410,6 +417,8 @@ impl Command {
             Self::Quality(_) => "quality",
             Self::Report(_) => "report",
             Self::Jobs(_) => "jobs",
+            Self::Scheduler(_) => "scheduler",
+            Self::Executor(_) => "executor",
         }
     }
 }
@@ -419,7 +428,26 @@ impl Cli {
         let overrides = Overrides {
             lake: self.lake.clone(),
         };
-        Ok(Config::load(self.config.as_deref(), &overrides)?)
+        let mut config = Config::load(self.config.as_deref(), &overrides)?;
+        // `custlake sql --engine`: where this statement runs (and what its
+        // audit record says).
+        if let Command::Sql(args) = &self.command {
+            if let Some(engine) = args.engine {
+                config.server.engine = engine;
+            }
+            if let Some(s) = &args.scheduler {
+                config.server.scheduler_url = s.clone();
+            }
+            if config.server.engine == crate::config::Engine::Ballista
+                && config.server.scheduler_url.trim().is_empty()
+            {
+                return Err(CliError::Usage(
+                    "--engine ballista needs --scheduler HOST:PORT (or server.scheduler_url)"
+                        .into(),
+                ));
+            }
+        }
+        Ok(config)
     }
 
     /// The warehouse the command works on, opened once: configuration,
@@ -460,6 +488,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Undo(args) => identity::undo(&wh, args).await,
                 Command::Suspects(c) => identity::suspects(&wh, c).await,
                 Command::Sql(args) => sql::run(&wh, &security, args).await,
+                Command::Scheduler(args) => cluster::scheduler(&wh, args).await,
+                Command::Executor(args) => cluster::executor(&wh, args).await,
                 Command::Serve(args) => serve::run(&wh, args).await,
                 Command::Tier(c) => tier::run(&wh, c).await,
                 Command::Hold(c) => tier::hold(&wh, c).await,

@@ -69,6 +69,13 @@ pub struct SqlArgs {
         value_name = "TOKEN"
     )]
     pub token: Option<String>,
+    /// Where the statement runs: here (local) or on the Apache Ballista
+    /// cluster of --scheduler (default: server.engine).
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub engine: Option<crate::config::Engine>,
+    /// The cluster's scheduler, HOST:PORT (default: server.scheduler_url).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub scheduler: Option<String>,
 }
 
 impl SqlArgs {
@@ -82,6 +89,8 @@ impl SqlArgs {
             as_of: None,
             limit: None,
             token: None,
+            engine: None,
+            scheduler: None,
         }
     }
 }

@@ -427,6 +427,33 @@ pub struct ServerConfig {
     /// Arrow Flight SQL's address; empty: not served.
     #[serde(default)]
     pub flight_bind: String,
+    /// Where a principal's statements run: `local` (this process) or
+    /// `ballista` (the cluster whose scheduler is `scheduler_url`).
+    #[serde(default)]
+    pub engine: Engine,
+    /// The Ballista scheduler, `HOST:PORT`, for `engine = "ballista"`.
+    #[serde(default)]
+    pub scheduler_url: String,
+}
+
+/// Where statements run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// In the process that plans them.
+    #[default]
+    Local,
+    /// On an Apache Ballista cluster (`server.scheduler_url`).
+    Ballista,
+}
+
+impl Engine {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Ballista => "ballista",
+        }
+    }
 }
 
 fn default_call_depth() -> usize {
@@ -576,6 +603,12 @@ impl Config {
                     "roles.{name}.inherits names {parent:?}, which is not a role"
                 )));
             }
+        }
+        if self.server.engine == Engine::Ballista && self.server.scheduler_url.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "server.engine = \"ballista\" needs server.scheduler_url (HOST:PORT of the scheduler)"
+                    .into(),
+            ));
         }
         let tls = &self.server.tls;
         if tls.cert_file.is_empty() != tls.key_file.is_empty() {

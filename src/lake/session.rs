@@ -15,6 +15,21 @@ use datafusion::physical_plan::execution_plan::CardinalityEffect;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake::delta_datafusion::planner::DeltaPlanner;
 
+/// Marks a session whose plans run on a cluster (a SessionConfig
+/// extension): each Delta scan is planned as a scan the executor can plan
+/// again from its table, tier and version, and a secured view's plan is
+/// planned whole, for the cluster, with the statement around it.
+#[derive(Debug, Clone)]
+pub struct OnCluster {
+    /// The scheduler, `http://host:port`.
+    pub scheduler: String,
+}
+
+/// The cluster `config`'s plans run on, if any.
+pub fn on_cluster(config: &SessionConfig) -> Option<Arc<OnCluster>> {
+    config.get_extension::<OnCluster>()
+}
+
 /// Session settings: `target_partitions` threads (0: one per core).
 pub fn session_config(target_partitions: usize) -> SessionConfig {
     let mut sc = SessionConfig::new()

@@ -2,6 +2,7 @@
 //! registered, the domain validators as SQL functions, and a read-only guard.
 
 mod bounded;
+pub mod cluster;
 mod current;
 mod guard;
 pub mod named;
@@ -265,13 +266,15 @@ async fn provider(
     let on = |e: DataFusionError| LakeError::query(&def.name, e);
     Ok(match layout {
         Layout::Missing => None,
-        Layout::Single(table) => Some(
+        Layout::Single(table) => Some(Arc::new(tiered::OneTier::new(
+            def.name.clone(),
+            table.version(),
             table
                 .table_provider()
                 .with_session(crate::lake::session::scan_session())
                 .await
                 .map_err(on)?,
-        ),
+        ))),
         Layout::Tiered { hot, as_of } => {
             let schema = hot
                 .table_provider()

@@ -101,6 +101,14 @@ pub async fn secured(
         }
     };
     let user = context_on(config, runtime);
+    // On a cluster only the planner differs: the same secured views, the
+    // plan sent whole (see `super::cluster`).
+    let user = match config.server.engine {
+        crate::config::Engine::Local => user,
+        crate::config::Engine::Ballista => {
+            super::cluster::attach(user, &config.server.scheduler_url)?
+        }
+    };
     let schema = crate::security::SecuredSchema::new(
         base,
         catalog,

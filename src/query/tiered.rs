@@ -420,7 +420,17 @@ impl TableProvider for TieredTable {
                 if crate::lake::tiers::holds_outside(&t, &self.column, lo, hi) {
                     fs.extend(crate::lake::tiers::range_exprs(&self.column, lo, hi));
                 }
-                plans.push(provider.scan(state, projection, &fs, None).await?);
+                let plan = provider.scan(state, projection, &fs, None).await?;
+                plans.push(super::cluster::for_session(
+                    state,
+                    &self.def.name,
+                    tier,
+                    t.version(),
+                    projection,
+                    &fs,
+                    None,
+                    plan,
+                )?);
             }
             return match plans.len() {
                 0 => {
@@ -441,6 +451,76 @@ impl TableProvider for TieredTable {
                 self.def.name
             ),
         )))
+    }
+}
+
+/// A table whose rows are all in the hot tier (untiered, or not moved
+/// yet): Delta's provider, its scans marked with the table version they
+/// read so that a cluster's executors can plan them again.
+pub struct OneTier {
+    name: String,
+    version: Option<u64>,
+    inner: Arc<dyn TableProvider>,
+}
+
+impl OneTier {
+    pub fn new(name: String, version: Option<u64>, inner: Arc<dyn TableProvider>) -> Self {
+        Self {
+            name,
+            version,
+            inner,
+        }
+    }
+}
+
+impl std::fmt::Debug for OneTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OneTier")
+            .field("table", &self.name)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl TableProvider for OneTier {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    fn statistics(&self) -> Option<datafusion::common::Statistics> {
+        self.inner.statistics()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.inner.scan(state, projection, filters, limit).await?;
+        super::cluster::for_session(
+            state,
+            &self.name,
+            Tier::Hot,
+            self.version,
+            projection,
+            filters,
+            limit,
+            plan,
+        )
     }
 }
 

@@ -23,7 +23,7 @@ use crate::lake::{Lake, LakeError};
 pub use mask::Masks;
 pub use policy::{Policy, Role};
 pub use principal::{LOCAL_ROLE, Principal};
-pub use views::{ColumnAccess, SecuredSchema, columns};
+pub use views::{ColumnAccess, FencedExec, SecuredSchema, columns};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecurityError {
@@ -98,6 +98,19 @@ async fn lake_salt(lake: &Lake) -> Result<Vec<u8>, SecurityError> {
     }
 }
 
+/// The mask functions of the lake `config` names, with the salt every
+/// process of the lake shares (`security.mask_salt`, else the lake's own):
+/// a cluster's executors compute the masks a server's session asked for.
+pub async fn lake_masks(config: &Config, lake: &Lake) -> Result<Masks, SecurityError> {
+    let salt = config.security.mask_salt.expose().as_bytes().to_vec();
+    let salt = if salt.is_empty() {
+        lake_salt(lake).await?
+    } else {
+        salt
+    };
+    Ok(Masks::new(&salt))
+}
+
 /// Where the audit journal lives: `security.audit.journal_dir`, else
 /// `<lake>/_audit` for a lake on local disk, else a directory named after
 /// the lake in the system temp dir.
@@ -133,6 +146,9 @@ pub struct Security {
     pub tokens: tokens::TokenCache,
     /// `None` when auditing is off.
     pub journal: Option<audit::Journal>,
+    /// Where this process's statements run, when not here: every record
+    /// says so (`token, on ballista http://host:port`).
+    ran_on: Option<String>,
 }
 
 impl std::fmt::Debug for Security {
@@ -162,6 +178,13 @@ impl Security {
             jwt_config: config.security.jwt.clone(),
             tokens: tokens::TokenCache::default(),
             journal,
+            ran_on: match config.server.engine {
+                crate::config::Engine::Local => None,
+                crate::config::Engine::Ballista => Some(format!(
+                    "on ballista {}",
+                    config.server.scheduler_url.trim()
+                )),
+            },
         })
     }
 
@@ -229,7 +252,13 @@ impl Security {
 
     /// Append an audit record (no-op when auditing is off); returns once
     /// it is durable.
-    pub async fn audit(&self, record: audit::AuditRecord) -> Result<(), SecurityError> {
+    pub async fn audit(&self, mut record: audit::AuditRecord) -> Result<(), SecurityError> {
+        if let Some(on) = &self.ran_on {
+            record.via = Some(match record.via.take() {
+                Some(via) => format!("{via}, {on}"),
+                None => on.clone(),
+            });
+        }
         match &self.journal {
             Some(j) => j.record(record).await.map(|_| ()),
             None => Ok(()),

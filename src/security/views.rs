@@ -152,7 +152,24 @@ impl TableProvider for Fenced {
         // Planned and optimised as a whole here; the outer plan's
         // optimiser sees a leaf (re-optimising an optimised join would trip
         // over its dynamic filters, and must not move predicates in).
-        let inner = state.create_physical_plan(&plan).await?;
+        let inner = match (
+            crate::lake::session::on_cluster(state.config()),
+            state
+                .as_any()
+                .downcast_ref::<datafusion::execution::SessionState>(),
+        ) {
+            // On a cluster the session's planner sends whole statements to
+            // the scheduler: the view is planned here, as part of the
+            // statement it is in, and travels inside it.
+            (Some(_), Some(session)) => {
+                use datafusion::physical_planner::PhysicalPlanner;
+                let optimized = session.optimize(&plan)?;
+                datafusion::physical_planner::DefaultPhysicalPlanner::default()
+                    .create_physical_plan(&optimized, session)
+                    .await?
+            }
+            _ => state.create_physical_plan(&plan).await?,
+        };
         Ok(Arc::new(FencedExec { inner }))
     }
 }
@@ -203,10 +220,24 @@ impl TableProvider for AsTable {
     }
 }
 
-/// The physical side of [`Fenced`]: its plan, as a leaf.
+/// The physical side of [`Fenced`]: its plan, as a leaf. A cluster's codec
+/// carries it whole (its plan, row filter and masks included) to the
+/// executors.
 #[derive(Debug)]
-struct FencedExec {
+pub struct FencedExec {
     inner: Arc<dyn ExecutionPlan>,
+}
+
+impl FencedExec {
+    /// The view's plan as a leaf (as a codec decodes it).
+    pub fn new(inner: Arc<dyn ExecutionPlan>) -> Self {
+        Self { inner }
+    }
+
+    /// The view's plan.
+    pub fn inner(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.inner
+    }
 }
 
 impl DisplayAs for FencedExec {

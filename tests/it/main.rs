@@ -4,6 +4,7 @@
 
 mod analytics;
 mod cli;
+mod cluster;
 mod common;
 mod config;
 mod corpus;

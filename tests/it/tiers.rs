@@ -155,7 +155,7 @@ const BUCKET: &str = "custlake";
 /// Start the S3 server if it is installed. Without it, `None` (and a line
 /// saying what is skipped), unless `CUSTLAKE_REQUIRE_S3=1`, which makes its
 /// absence a failure.
-fn s3_server(test: &str) -> Option<S3Server> {
+pub(crate) fn s3_server(test: &str) -> Option<S3Server> {
     let candidates = [
         std::env::var_os("CUSTLAKE_S3_SERVER").map(PathBuf::from),
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/custlake/tools/bin/s3s-fs")),
@@ -254,7 +254,7 @@ fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream) {
 
 /// Write `dir/custlake.toml`: 30 years of retention, and with a server,
 /// warm and cold under `s3://custlake/<prefix>/` while hot stays on disk.
-fn write_config(dir: &Path, s3: Option<&S3Server>, prefix: &str) {
+pub(crate) fn write_config(dir: &Path, s3: Option<&S3Server>, prefix: &str) {
     std::fs::create_dir_all(dir).unwrap();
     // A lease a killed run left must not hold up the rerun (it would for
     // a minute, past this wait, and fail).
@@ -284,7 +284,7 @@ fn set_lock_wait(dir: &Path, seconds: u64) {
 }
 
 /// The configuration the CLI uses in `dir`.
-fn config_of(dir: &Path) -> custlake::config::Config {
+pub(crate) fn config_of(dir: &Path) -> custlake::config::Config {
     custlake::config::Config::load(
         Some(&dir.join("custlake.toml")),
         &custlake::config::Overrides {
@@ -439,7 +439,7 @@ fn same_rows(got: &[String], want: &[String], context: &str) {
 }
 
 /// An S3 prefix of the lake's own, from its directory name.
-fn prefix_of(dir: &Path) -> String {
+pub(crate) fn prefix_of(dir: &Path) -> String {
     let name = dir.file_name().unwrap().to_string_lossy().to_string();
     let parent = dir
         .parent()

@@ -1,0 +1,176 @@
+//! The physical codec of custlake's plan nodes: a tier scan
+//! ([`TierScanExec`]: table, tier, version, projection, filters, limit)
+//! and a secured view ([`FencedExec`]: its whole plan, masks and row
+//! filter included, as DataFusion's own plan messages). Every other node
+//! goes to Ballista's codec, and through it to DataFusion's.
+//!
+//! A custlake node is framed `CLK1`, a kind byte, then length-prefixed
+//! parts; Ballista's nodes are protobuf messages, which never start so.
+
+use std::sync::Arc;
+
+use ballista_core::serde::BallistaPhysicalExtensionCodec;
+use datafusion::arrow::datatypes::Schema;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
+use datafusion_proto::logical_plan::from_proto::parse_exprs;
+use datafusion_proto::logical_plan::to_proto::serialize_exprs;
+use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use datafusion_proto::protobuf::{LogicalExprList, PhysicalPlanNode};
+use prost::Message;
+
+use datafusion_proto::physical_plan::PhysicalPlanNodeExt as _;
+
+use super::scan::{Replanner, ScanSpec, TierScanExec};
+use crate::security::FencedExec;
+
+const MAGIC: &[u8; 4] = b"CLK1";
+const TIER_SCAN: u8 = 1;
+const FENCED: u8 = 2;
+
+/// custlake's nodes, then Ballista's. Decoding a tier scan needs the lake
+/// (`replanner`); a process that only encodes (the server) has none.
+#[derive(Debug)]
+pub struct ClusterCodec {
+    ballista: BallistaPhysicalExtensionCodec,
+    replanner: Option<Arc<Replanner>>,
+}
+
+impl ClusterCodec {
+    /// The codec of a process that sends plans (the server, the CLI).
+    pub fn sender() -> Self {
+        Self {
+            ballista: BallistaPhysicalExtensionCodec::default(),
+            replanner: None,
+        }
+    }
+
+    /// The codec of a process that receives plans (scheduler, executor).
+    pub fn receiver(replanner: Arc<Replanner>) -> Self {
+        Self {
+            ballista: BallistaPhysicalExtensionCodec::default(),
+            replanner: Some(replanner),
+        }
+    }
+}
+
+fn bad(what: &str) -> DataFusionError {
+    DataFusionError::Internal(format!("custlake plan node: {what}"))
+}
+
+fn put(out: &mut Vec<u8>, part: &[u8]) {
+    out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+    out.extend_from_slice(part);
+}
+
+/// The length-prefixed parts after the kind byte.
+fn parts(mut buf: &[u8]) -> Result<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let (len, rest) = buf
+            .split_first_chunk::<4>()
+            .ok_or_else(|| bad("a part's length is cut"))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(bad("a part is cut"));
+        }
+        out.push(&rest[..len]);
+        buf = &rest[len..];
+    }
+    Ok(out)
+}
+
+fn proto_err(e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Internal(format!("custlake plan node: {e}"))
+}
+
+impl PhysicalExtensionCodec for ClusterCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(rest) = buf.strip_prefix(MAGIC) else {
+            return self.ballista.try_decode(buf, inputs, ctx, converter);
+        };
+        let (kind, rest) = rest.split_first().ok_or_else(|| bad("no kind"))?;
+        let parts = parts(rest)?;
+        match (*kind, parts.as_slice()) {
+            (TIER_SCAN, [spec, filters, schema]) => {
+                let replanner = self.replanner.clone().ok_or_else(|| {
+                    bad("a tier scan reached a process that has no lake to read it from")
+                })?;
+                let spec: ScanSpec = serde_json::from_slice(spec).map_err(proto_err)?;
+                let filters = LogicalExprList::decode(*filters).map_err(proto_err)?;
+                let filters = parse_exprs(&filters.expr, ctx, &DefaultLogicalExtensionCodec {})
+                    .map_err(proto_err)?;
+                let schema =
+                    datafusion_proto::protobuf::Schema::decode(*schema).map_err(proto_err)?;
+                let schema = Schema::try_from(&schema).map_err(proto_err)?;
+                Ok(Arc::new(TierScanExec::decoded(
+                    spec,
+                    filters,
+                    Arc::new(schema),
+                    replanner,
+                )))
+            }
+            (FENCED, [plan]) => {
+                let plan = PhysicalPlanNode::decode(*plan).map_err(proto_err)?;
+                let inner = plan.try_into_physical_plan_with_converter(ctx, self, converter)?;
+                Ok(Arc::new(FencedExec::new(inner)))
+            }
+            (k, p) => Err(bad(&format!("kind {k} with {} parts", p.len()))),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        if let Some(scan) = node.downcast_ref::<TierScanExec>() {
+            let spec = serde_json::to_vec(scan.spec()).map_err(proto_err)?;
+            let filters = LogicalExprList {
+                expr: serialize_exprs(scan.filters(), &DefaultLogicalExtensionCodec {})
+                    .map_err(proto_err)?,
+            }
+            .encode_to_vec();
+            let schema = datafusion_proto::protobuf::Schema::try_from(node.schema().as_ref())
+                .map_err(proto_err)?
+                .encode_to_vec();
+            buf.extend_from_slice(MAGIC);
+            buf.push(TIER_SCAN);
+            put(buf, &spec);
+            put(buf, &filters);
+            put(buf, &schema);
+            return Ok(());
+        }
+        if let Some(fenced) = node.downcast_ref::<FencedExec>() {
+            let plan = PhysicalPlanNode::try_from_physical_plan_with_converter(
+                fenced.inner().clone(),
+                self,
+                converter,
+            )?
+            .encode_to_vec();
+            buf.extend_from_slice(MAGIC);
+            buf.push(FENCED);
+            put(buf, &plan);
+            return Ok(());
+        }
+        self.ballista.try_encode(node, buf, converter)
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        self.ballista.try_decode_udf(name, buf)
+    }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        self.ballista.try_encode_udf(node, buf)
+    }
+}

@@ -1,0 +1,433 @@
+//! Statements on an Apache Ballista cluster (`server.engine = "ballista"`).
+//!
+//! A principal's session is built as for a local query (the same secured
+//! views, masks and row filters, see [`super::secured`]); only its planner
+//! differs. The statement is planned here, physically, with every Delta
+//! scan as a [`TierScanExec`] (table, tier, pinned version, projection,
+//! filters, limit) and every row-filtered view as its whole plan; the plan
+//! then goes to the scheduler, which cuts it into stages for the executors.
+//! An executor plans each tier scan again from its table version; the masks
+//! and filters are plain DataFusion expressions and functions registered by
+//! name in every process, so the plan an executor runs still holds them.
+//! Statements that read no lake table (`SELECT 1`, the catalogs) run here.
+
+mod codec;
+mod scan;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ballista_core::extension::SessionConfigExt;
+use datafusion::common::{DataFusionError, Result};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::{SendableRecordBatchStream, SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::analyze::AnalyzeExec;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
+
+pub use codec::ClusterCodec;
+pub use scan::{Replanner, ScanSpec, TierScanExec, for_session};
+
+use crate::config::Config;
+use crate::lake::Lake;
+use crate::lake::session::OnCluster;
+use crate::schema::Catalog;
+use crate::security::FencedExec;
+
+use super::QueryError;
+
+/// The scheduler's URL from `host:port` (or `http://host:port`,
+/// `df://host:port`).
+pub fn scheduler_url(address: &str) -> Result<String, QueryError> {
+    let a = address.trim();
+    let bare = a
+        .strip_prefix("http://")
+        .or_else(|| a.strip_prefix("df://"))
+        .unwrap_or(a)
+        .trim_end_matches('/');
+    let ok = bare
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !ok {
+        return Err(QueryError::Internal(format!(
+            "server.scheduler_url {address:?} is not HOST:PORT (e.g. 127.0.0.1:50050)"
+        )));
+    }
+    Ok(format!("http://{bare}"))
+}
+
+/// `ctx` with its statements sent to the scheduler at `scheduler`: the
+/// same catalog, functions and settings, Ballista's settings added.
+pub fn attach(ctx: SessionContext, scheduler: &str) -> Result<SessionContext, QueryError> {
+    let url = scheduler_url(scheduler)?;
+    let state = ctx.state();
+    let config = state
+        .config()
+        .clone()
+        .upgrade_for_ballista()
+        .with_extension(Arc::new(OnCluster {
+            scheduler: url.clone(),
+        }));
+    let inner = state.query_planner().clone();
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_config(config)
+        .with_query_planner(Arc::new(ClusterPlanner {
+            inner,
+            scheduler: url,
+            codec: Arc::new(ClusterCodec::sender()),
+        }))
+        .build();
+    Ok(SessionContext::new_with_state(state))
+}
+
+/// Plans as the local planner does, then sends a plan that reads the lake
+/// to the cluster.
+struct ClusterPlanner {
+    inner: Arc<dyn QueryPlanner + Send + Sync>,
+    scheduler: String,
+    codec: Arc<ClusterCodec>,
+}
+
+impl std::fmt::Debug for ClusterPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterPlanner")
+            .field("scheduler", &self.scheduler)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `plan` reads a lake table (a tier scan, here or in a view).
+pub fn reads_lake(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    if plan.is::<TierScanExec>() {
+        return true;
+    }
+    if let Some(f) = plan.downcast_ref::<FencedExec>() {
+        return reads_lake(f.inner());
+    }
+    plan.children().into_iter().any(reads_lake)
+}
+
+#[async_trait]
+impl QueryPlanner for ClusterPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical: &LogicalPlan,
+        state: &dyn datafusion::catalog::Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.inner.create_physical_plan(logical, state).await?;
+        if !reads_lake(&plan) {
+            return Ok(plan);
+        }
+        let send = |p: Arc<dyn ExecutionPlan>| -> Arc<dyn ExecutionPlan> {
+            Arc::new(ClusterExec::new(
+                p,
+                self.scheduler.clone(),
+                self.codec.clone(),
+            ))
+        };
+        // EXPLAIN ANALYZE: the statement runs on the cluster, its analysis
+        // here (the rows and time of the whole job).
+        if plan.is::<AnalyzeExec>() {
+            let child = plan.children()[0].clone();
+            return plan.replace_children(
+                vec![send(child)],
+                datafusion::physical_plan::ReplaceChildrenOptions::new(
+                    datafusion::physical_plan::ChildrenPropertiesMode::Recompute,
+                ),
+            );
+        }
+        Ok(send(plan))
+    }
+}
+
+/// A plan run on the cluster as one job, its result streamed back.
+#[derive(Debug)]
+pub struct ClusterExec {
+    plan: Arc<dyn ExecutionPlan>,
+    scheduler: String,
+    codec: Arc<ClusterCodec>,
+    properties: Arc<PlanProperties>,
+}
+
+impl ClusterExec {
+    fn new(plan: Arc<dyn ExecutionPlan>, scheduler: String, codec: Arc<ClusterCodec>) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(plan.schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            plan,
+            scheduler,
+            codec,
+            properties,
+        }
+    }
+
+    /// The plan the cluster runs.
+    pub fn plan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.plan
+    }
+}
+
+impl DisplayAs for ClusterExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClusterExec: scheduler={}", self.scheduler)?;
+        if matches!(t, DisplayFormatType::Verbose) {
+            let shown = datafusion::physical_plan::displayable(self.plan.as_ref()).indent(false);
+            write!(f, "\n{shown}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for ClusterExec {
+    fn name(&self) -> &str {
+        "ClusterExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _: &mut dyn FnMut(
+            &Arc<dyn datafusion::physical_plan::PhysicalExpr>,
+        ) -> Result<datafusion::common::tree_node::TreeNodeRecursion>,
+    ) -> Result<datafusion::common::tree_node::TreeNodeRecursion> {
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<datafusion::execution::TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "ClusterExec has one partition, not {partition}"
+            )));
+        }
+        let plan = self.plan.clone();
+        let scheduler = self.scheduler.clone();
+        let codec = self.codec.clone();
+        let config = context.session_config().clone();
+        let session_id = context.session_id();
+        let stream = futures::stream::once(async move {
+            let ballista = config.ballista_config();
+            ballista_core::execution_plans::execute_physical_plan::<
+                datafusion_proto::protobuf::PhysicalPlanNode,
+            >(
+                scheduler.clone(),
+                &ballista,
+                plan,
+                codec.as_ref(),
+                session_id,
+                config,
+            )
+            .await
+            .map_err(|e| on_cluster(&scheduler, e))
+        })
+        .try_flatten();
+        let scheduler = self.scheduler.clone();
+        let stream = stream.map_err(move |e| on_cluster(&scheduler, e));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.plan.schema(),
+            stream.boxed(),
+        )))
+    }
+}
+
+/// A failure of the cluster (the scheduler unreachable, a job failed or
+/// lost an executor) says it was the cluster's, and is the warehouse's
+/// fault, never the statement's, unless the job failed on the statement's
+/// own values (a division by zero, a cast of text that is no number).
+fn on_cluster(scheduler: &str, e: DataFusionError) -> DataFusionError {
+    use crate::error::{ErrorKind, Kinded};
+    let DataFusionError::Execution(m) = &e else {
+        return e;
+    };
+    if m.starts_with("the cluster") {
+        return e;
+    }
+    if m.contains("ConnectionRefused") || m.contains("tcp connect error") {
+        return Kinded::datafusion_of(
+            ErrorKind::Internal,
+            format!("the cluster: cannot reach the scheduler at {scheduler} (connection refused)"),
+        );
+    }
+    let statements = [
+        "Divide by zero",
+        "DivideByZero",
+        "Cast error",
+        "Cannot cast",
+        "Overflow",
+    ];
+    let kind = if statements.iter().any(|w| m.contains(w)) {
+        ErrorKind::InvalidSql
+    } else {
+        ErrorKind::Internal
+    };
+    Kinded::datafusion_of(kind, format!("the cluster at {scheduler}: {m}"))
+}
+
+/// Every function a plan may name, as the server's sessions register them
+/// (DataFusion's built-ins, the bounded ones that replace some of them,
+/// the validators and the lake's masks): a scheduler and its executors
+/// decode a plan's calls by name.
+pub fn functions(
+    config: &Config,
+    masks: &crate::security::Masks,
+) -> ballista_core::registry::BallistaFunctionRegistry {
+    let ctx = super::context_on(config, Arc::new(RuntimeEnv::default()));
+    masks.register(&ctx);
+    let state = ctx.state();
+    let mut registry = ballista_core::registry::BallistaFunctionRegistry::default();
+    for (name, f) in state.scalar_functions() {
+        registry.scalar_functions.insert(name.clone(), f.clone());
+    }
+    for (name, f) in state.aggregate_functions() {
+        registry.aggregate_functions.insert(name.clone(), f.clone());
+    }
+    for (name, f) in state.window_functions() {
+        registry.window_functions.insert(name.clone(), f.clone());
+    }
+    registry
+}
+
+/// What a scheduler or executor process of a lake shares: its functions
+/// and the codec that decodes custlake's plan nodes against the lake.
+pub struct Member {
+    pub registry: Arc<ballista_core::registry::BallistaFunctionRegistry>,
+    pub codec: Arc<ClusterCodec>,
+}
+
+impl Member {
+    pub async fn new(
+        config: &Config,
+        lake: &Lake,
+        catalog: Arc<Catalog>,
+    ) -> Result<Self, QueryError> {
+        let masks = crate::security::lake_masks(config, lake).await?;
+        let registry = Arc::new(functions(config, &masks));
+        let replanner = Arc::new(Replanner::new(lake.clone(), catalog));
+        Ok(Self {
+            registry,
+            codec: Arc::new(ClusterCodec::receiver(replanner)),
+        })
+    }
+
+    /// A scheduler's session for a job: the settings the client sent, the
+    /// lake's functions.
+    pub fn session(&self, config: datafusion::prelude::SessionConfig) -> Result<SessionState> {
+        let r = &self.registry;
+        Ok(SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(config)
+            .with_runtime_env(Arc::new(RuntimeEnv::default()))
+            .with_scalar_functions(r.scalar_functions.values().cloned().collect())
+            .with_aggregate_functions(r.aggregate_functions.values().cloned().collect())
+            .with_window_functions(r.window_functions.values().cloned().collect())
+            .build())
+    }
+}
+
+/// Run a scheduler on `bind` until the process ends. An executor that
+/// sent no heartbeat for `executor_timeout_s` is taken for lost: its tasks
+/// run again elsewhere (a job fails after four failed attempts of a task).
+pub async fn run_scheduler(
+    member: Member,
+    bind: std::net::SocketAddr,
+    external_host: &str,
+    executor_timeout_s: u64,
+) -> Result<(), QueryError> {
+    use ballista_scheduler::cluster::BallistaCluster;
+    use ballista_scheduler::config::SchedulerConfig;
+    let member = Arc::new(member);
+    let session = member.clone();
+    let config = SchedulerConfig {
+        bind_host: bind.ip().to_string(),
+        bind_port: bind.port(),
+        external_host: external_host.to_string(),
+        executor_timeout_seconds: executor_timeout_s.max(2),
+        expire_dead_executor_interval_seconds: (executor_timeout_s / 4).max(1),
+        no_executors_grace_period_seconds: executor_timeout_s.max(2),
+        override_physical_codec: Some(member.codec.clone()),
+        override_session_builder: Some(Arc::new(move |c| session.session(c))),
+        override_config_producer: Some(Arc::new(|| {
+            datafusion::prelude::SessionConfig::new_with_ballista()
+        })),
+        ..SchedulerConfig::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(|e| QueryError::Internal(format!("the scheduler: {e}")))?;
+    ballista_scheduler::scheduler_process::start_server(cluster, bind, Arc::new(config))
+        .await
+        .map_err(|e| QueryError::Internal(format!("the scheduler: {e}")))
+}
+
+/// Where an executor listens and whom it serves.
+#[derive(Debug, Clone)]
+pub struct ExecutorSettings {
+    pub scheduler: String,
+    pub bind: std::net::SocketAddr,
+    pub grpc_port: u16,
+    pub external_host: Option<String>,
+    pub work_dir: Option<String>,
+    pub concurrent_tasks: usize,
+    /// Seconds between heartbeats to the scheduler.
+    pub heartbeat_s: u64,
+}
+
+/// Run an executor until the process ends.
+pub async fn run_executor(member: Member, settings: &ExecutorSettings) -> Result<(), QueryError> {
+    use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+    let url = scheduler_url(&settings.scheduler)?;
+    let (host, port) = url
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.parse::<u16>().unwrap_or(50050)))
+        .unwrap_or_default();
+    let config = ExecutorProcessConfig {
+        bind_host: settings.bind.ip().to_string(),
+        port: settings.bind.port(),
+        grpc_port: settings.grpc_port,
+        external_host: settings.external_host.clone(),
+        scheduler_host: host,
+        scheduler_port: port,
+        work_dir: settings.work_dir.clone(),
+        vcores: settings.concurrent_tasks,
+        executor_heartbeat_interval_seconds: settings.heartbeat_s.max(1),
+        override_function_registry: Some(member.registry.clone()),
+        override_physical_codec: Some(member.codec.clone()),
+        override_config_producer: Some(Arc::new(|| {
+            datafusion::prelude::SessionConfig::new_with_ballista()
+        })),
+        ..ExecutorProcessConfig::default()
+    };
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(|e| QueryError::Internal(format!("the executor: {e}")))
+}

@@ -129,6 +129,19 @@ pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
     ctx
 }
 
+/// A context with every function a statement may call, as a cluster
+/// member decodes them (no planning budget for constants: see
+/// `bounded::register_bounded_with`).
+pub fn member_context(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
+    let ctx = crate::lake::session::delta_context(
+        crate::lake::session::session_config(config.query.target_partitions),
+        runtime,
+    );
+    bounded::register_bounded_with(&ctx, config.query.max_value_mb, false);
+    register_udfs(&ctx);
+    ctx
+}
+
 /// Give `ctx` a fresh planning budget for the size-making functions (a
 /// context that plans several statements in turn, as `custlake sql --runs`
 /// does, starts each one with the whole budget).

@@ -432,6 +432,13 @@ impl TableProvider for TieredTable {
                     plan,
                 )?);
             }
+            // On a cluster the tiers are one leaf (see `cluster::scan`).
+            if plans.len() > 1
+                && crate::lake::session::on_cluster(state.config()).is_some()
+                && let Some(one) = super::cluster::TierScanExec::merged(&plans)
+            {
+                return Ok(one);
+            }
             return match plans.len() {
                 0 => {
                     let schema = match projection {

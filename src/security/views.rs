@@ -161,12 +161,26 @@ impl TableProvider for Fenced {
             // On a cluster the session's planner sends whole statements to
             // the scheduler: the view is planned here, as part of the
             // statement it is in, and travels inside it.
+            // It is one partition there: Ballista cuts a stage's leaves
+            // down to each task's partitions only for leaves it knows, so
+            // one task reads the whole view (its partitions on the
+            // executor's threads).
             (Some(_), Some(session)) => {
+                use datafusion::physical_plan::ExecutionPlanProperties;
                 use datafusion::physical_planner::PhysicalPlanner;
                 let optimized = session.optimize(&plan)?;
-                datafusion::physical_planner::DefaultPhysicalPlanner::default()
+                let inner = datafusion::physical_planner::DefaultPhysicalPlanner::default()
                     .create_physical_plan(&optimized, session)
-                    .await?
+                    .await?;
+                if inner.output_partitioning().partition_count() > 1 {
+                    Arc::new(
+                        datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(
+                            inner,
+                        ),
+                    )
+                } else {
+                    inner
+                }
             }
             _ => state.create_physical_plan(&plan).await?,
         };

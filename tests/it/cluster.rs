@@ -47,6 +47,13 @@ fn wait_for(port: u16, what: &str) {
 fn member(dir: &Path, lake: &Path, name: &str, args: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
     let mut cmd = Command::new(bin());
+    // The scheduler says what it does (job submissions, cancellations).
+    if name == "scheduler" {
+        cmd.env(
+            "CUSTLAKE_LOG",
+            "warn,ballista_scheduler::scheduler_server::grpc=info",
+        );
+    }
     cmd.current_dir(dir)
         .arg("--quiet")
         .arg("--lake")
@@ -55,7 +62,7 @@ fn member(dir: &Path, lake: &Path, name: &str, args: &[&str]) -> Child {
         .stdout(Stdio::null())
         .stderr(log);
     for (k, _) in std::env::vars() {
-        if k.starts_with("CUSTLAKE") {
+        if k.starts_with("CUSTLAKE") && k != "CUSTLAKE_LOG" {
             cmd.env_remove(k);
         }
     }
@@ -199,6 +206,15 @@ fn the_cluster_answers_as_the_local_engine_over_three_tiers_and_survives_a_lost_
     let d = t.path();
     let s3 = crate::tiers::s3_server("the cluster test's warm and cold tiers");
     crate::tiers::write_config(d, s3.as_ref(), &crate::tiers::prefix_of(d));
+    // Four partitions a stage, more than one executor's two task slots:
+    // every stage is cut into several tasks, each of which must read only
+    // its own partitions.
+    let toml = std::fs::read_to_string(d.join("custlake.toml")).unwrap();
+    std::fs::write(
+        d.join("custlake.toml"),
+        format!("{toml}[query]\ntarget_partitions = 4\n"),
+    )
+    .unwrap();
     let s = sample(d, 300, 11);
     ok(d, &["ingest", "--from", s.to_str().unwrap()]);
     ok(d, &["resolve"]);
@@ -234,6 +250,34 @@ fn the_cluster_answers_as_the_local_engine_over_three_tiers_and_survives_a_lost_
     // scans the executors planned again.
     let plan = csv(d, "EXPLAIN SELECT count(*) FROM policy", Some(&cluster));
     assert!(plan.contains("TierScanExec"), "{plan}");
+
+    // A statement past its timeout answers 504 at once, and its job is
+    // cancelled on the cluster (the scheduler logs the request).
+    let mut config = crate::tiers::config_of(d);
+    config.server.engine = custlake::config::Engine::Ballista;
+    config.server.scheduler_url = cluster.scheduler.clone();
+    let api = crate::server::Api::over(d, config);
+    let slow = api.query(
+        "json",
+        serde_json::json!({
+            "sql": "SELECT count(*) FROM payment a, payment b, policy c WHERE a.amount + b.amount > c.premium",
+            "timeout_ms": 1000
+        }),
+    );
+    assert_eq!(slow.status, 504, "{}", slow.text());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let log = std::fs::read_to_string(d.join("scheduler.log")).unwrap_or_default();
+        if log.contains("Received cancellation request for job") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the timed-out statement's job was not cancelled:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(api);
 
     // An executor lost in the middle of a job: the statement fails with
     // an error, or answers in full; never part of the rows as the whole.

@@ -128,6 +128,14 @@ fn wrapped() -> Vec<(Arc<ScalarUDF>, Growth)> {
 /// everything `ctx` plans (a context per statement: the server's), and
 /// the rewrite that puts them in place of the built-ins and of `||`.
 pub(super) fn register_bounded(ctx: &SessionContext, max_value_mb: u64) {
+    register_bounded_with(ctx, max_value_mb, true);
+}
+
+/// [`register_bounded`]; `metered: false` checks each call's size alone,
+/// with no budget for constants (a cluster member's functions run every
+/// statement's tasks for the process's lifetime, and the statements'
+/// constants were folded, and metered, where they were planned).
+pub(super) fn register_bounded_with(ctx: &SessionContext, max_value_mb: u64, metered: bool) {
     use datafusion::execution::FunctionRegistry;
     let limit = max_value_mb.saturating_mul(1 << 20);
     let constants = Arc::new(AtomicU64::new(0));
@@ -137,6 +145,7 @@ pub(super) fn register_bounded(ctx: &SessionContext, max_value_mb: u64) {
             growth,
             limit,
             constants: constants.clone(),
+            metered,
         }))
     };
     let specific = wrapped();
@@ -332,6 +341,8 @@ struct Bounded {
     /// Bytes built so far by calls on constants (planning-time folding),
     /// shared by every bounded function of the context.
     constants: Arc<AtomicU64>,
+    /// Whether calls on constants spend the budget.
+    metered: bool,
 }
 
 impl PartialEq for Bounded {
@@ -380,7 +391,8 @@ impl Bounded {
         if bytes > self.limit {
             return Err(too_big(name, bytes, self.limit, ""));
         }
-        if rows == 1
+        if self.metered
+            && rows == 1
             && args
                 .args
                 .iter()
@@ -451,6 +463,7 @@ impl ScalarUDFImpl for Bounded {
             growth: self.growth,
             limit: self.limit,
             constants: self.constants.clone(),
+            metered: self.metered,
         }))
     }
 

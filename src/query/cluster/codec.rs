@@ -1,5 +1,6 @@
-//! The physical codec of custlake's plan nodes: a tier scan
-//! ([`TierScanExec`]: table, tier, version, projection, filters, limit)
+//! The physical codec of custlake's plan nodes: a table's tier scans
+//! ([`TierScanExec`]: per tier the table, tier, version, projection,
+//! filters and limit)
 //! and a secured view ([`FencedExec`]: its whole plan, masks and row
 //! filter included, as DataFusion's own plan messages). Every other node
 //! goes to Ballista's codec, and through it to DataFusion's.
@@ -24,7 +25,7 @@ use prost::Message;
 
 use datafusion_proto::physical_plan::PhysicalPlanNodeExt as _;
 
-use super::scan::{Replanner, ScanSpec, TierScanExec};
+use super::scan::{Part, Replanner, ScanSpec, TierScanExec};
 use crate::security::FencedExec;
 
 const MAGIC: &[u8; 4] = b"CLK1";
@@ -101,20 +102,23 @@ impl PhysicalExtensionCodec for ClusterCodec {
         let (kind, rest) = rest.split_first().ok_or_else(|| bad("no kind"))?;
         let parts = parts(rest)?;
         match (*kind, parts.as_slice()) {
-            (TIER_SCAN, [spec, filters, schema]) => {
+            (TIER_SCAN, [schema, scans @ ..]) if scans.len() % 2 == 0 && !scans.is_empty() => {
                 let replanner = self.replanner.clone().ok_or_else(|| {
                     bad("a tier scan reached a process that has no lake to read it from")
                 })?;
-                let spec: ScanSpec = serde_json::from_slice(spec).map_err(proto_err)?;
-                let filters = LogicalExprList::decode(*filters).map_err(proto_err)?;
-                let filters = parse_exprs(&filters.expr, ctx, &DefaultLogicalExtensionCodec {})
-                    .map_err(proto_err)?;
                 let schema =
                     datafusion_proto::protobuf::Schema::decode(*schema).map_err(proto_err)?;
                 let schema = Schema::try_from(&schema).map_err(proto_err)?;
+                let mut parts = Vec::with_capacity(scans.len() / 2);
+                for pair in scans.chunks(2) {
+                    let spec: ScanSpec = serde_json::from_slice(pair[0]).map_err(proto_err)?;
+                    let filters = LogicalExprList::decode(pair[1]).map_err(proto_err)?;
+                    let filters = parse_exprs(&filters.expr, ctx, &DefaultLogicalExtensionCodec {})
+                        .map_err(proto_err)?;
+                    parts.push(Part { spec, filters });
+                }
                 Ok(Arc::new(TierScanExec::decoded(
-                    spec,
-                    filters,
+                    parts,
                     Arc::new(schema),
                     replanner,
                 )))
@@ -135,20 +139,22 @@ impl PhysicalExtensionCodec for ClusterCodec {
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
         if let Some(scan) = node.downcast_ref::<TierScanExec>() {
-            let spec = serde_json::to_vec(scan.spec()).map_err(proto_err)?;
-            let filters = LogicalExprList {
-                expr: serialize_exprs(scan.filters(), &DefaultLogicalExtensionCodec {})
-                    .map_err(proto_err)?,
-            }
-            .encode_to_vec();
             let schema = datafusion_proto::protobuf::Schema::try_from(node.schema().as_ref())
                 .map_err(proto_err)?
                 .encode_to_vec();
             buf.extend_from_slice(MAGIC);
             buf.push(TIER_SCAN);
-            put(buf, &spec);
-            put(buf, &filters);
             put(buf, &schema);
+            for part in scan.parts() {
+                let spec = serde_json::to_vec(&part.spec).map_err(proto_err)?;
+                let filters = LogicalExprList {
+                    expr: serialize_exprs(&part.filters, &DefaultLogicalExtensionCodec {})
+                        .map_err(proto_err)?,
+                }
+                .encode_to_vec();
+                put(buf, &spec);
+                put(buf, &filters);
+            }
             return Ok(());
         }
         if let Some(fenced) = node.downcast_ref::<FencedExec>() {

@@ -12,6 +12,7 @@
 //! Statements that read no lake table (`SELECT 1`, the catalogs) run here.
 
 mod codec;
+mod job;
 mod scan;
 
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 
 pub use codec::ClusterCodec;
-pub use scan::{Replanner, ScanSpec, TierScanExec, for_session};
+pub use scan::{Part, Replanner, ScanSpec, TierScanExec, for_session};
 
 use crate::config::Config;
 use crate::lake::Lake;
@@ -181,7 +182,8 @@ impl ClusterExec {
 
 impl DisplayAs for ClusterExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ClusterExec: scheduler={}", self.scheduler)?;
+        // The scheduler's address is not shown: its port answers anyone.
+        write!(f, "ClusterExec")?;
         if matches!(t, DisplayFormatType::Verbose) {
             let shown = datafusion::physical_plan::displayable(self.plan.as_ref()).indent(false);
             write!(f, "\n{shown}")?;
@@ -235,19 +237,9 @@ impl ExecutionPlan for ClusterExec {
         let config = context.session_config().clone();
         let session_id = context.session_id();
         let stream = futures::stream::once(async move {
-            let ballista = config.ballista_config();
-            ballista_core::execution_plans::execute_physical_plan::<
-                datafusion_proto::protobuf::PhysicalPlanNode,
-            >(
-                scheduler.clone(),
-                &ballista,
-                plan,
-                codec.as_ref(),
-                session_id,
-                config,
-            )
-            .await
-            .map_err(|e| on_cluster(&scheduler, e))
+            job::run(scheduler.clone(), plan, codec, session_id, config)
+                .await
+                .map_err(|e| on_cluster(&scheduler, e))
         })
         .try_flatten();
         let scheduler = self.scheduler.clone();
@@ -271,10 +263,12 @@ fn on_cluster(scheduler: &str, e: DataFusionError) -> DataFusionError {
     if m.starts_with("the cluster") {
         return e;
     }
-    if m.contains("ConnectionRefused") || m.contains("tcp connect error") {
+    // The scheduler's address goes to the server's log, not to the user.
+    tracing::warn!(scheduler, "the cluster: {m}");
+    if m.starts_with("tcp connect error") {
         return Kinded::datafusion_of(
             ErrorKind::Internal,
-            format!("the cluster: cannot reach the scheduler at {scheduler} (connection refused)"),
+            format!("the cluster: cannot reach the scheduler ({m})").replace(scheduler, "…"),
         );
     }
     let statements = [
@@ -282,14 +276,14 @@ fn on_cluster(scheduler: &str, e: DataFusionError) -> DataFusionError {
         "DivideByZero",
         "Cast error",
         "Cannot cast",
-        "Overflow",
+        "Arithmetic overflow",
     ];
     let kind = if statements.iter().any(|w| m.contains(w)) {
         ErrorKind::InvalidSql
     } else {
         ErrorKind::Internal
     };
-    Kinded::datafusion_of(kind, format!("the cluster at {scheduler}: {m}"))
+    Kinded::datafusion_of(kind, format!("the cluster: {m}").replace(scheduler, "…"))
 }
 
 /// Every function a plan may name, as the server's sessions register them
@@ -300,7 +294,7 @@ pub fn functions(
     config: &Config,
     masks: &crate::security::Masks,
 ) -> ballista_core::registry::BallistaFunctionRegistry {
-    let ctx = super::context_on(config, Arc::new(RuntimeEnv::default()));
+    let ctx = super::member_context(config, Arc::new(RuntimeEnv::default()));
     masks.register(&ctx);
     let state = ctx.state();
     let mut registry = ballista_core::registry::BallistaFunctionRegistry::default();

@@ -1,8 +1,16 @@
-//! A Delta scan that travels: one tier's table at a pinned version, with
+//! A Delta scan that travels: each tier's table at a pinned version, with
 //! the projection, filters and limit the statement gave it. On the machine
-//! that plans the statement it holds the scan Delta planned; decoded on an
-//! executor it plans the same scan again, from the same table version and
-//! the same settings, when its first partition runs.
+//! that plans the statement it holds the scans Delta planned; decoded on an
+//! executor it plans the same scans again, from the same table versions,
+//! when it first runs.
+//!
+//! It is one partition: one task reads all of it, running every partition
+//! of the scans inside on the executor's threads. Ballista hands a stage's
+//! partitions to several tasks and cuts each task's leaves down to its own
+//! partitions, but only for the leaves it knows (its shuffle readers and
+//! DataFusion's file and memory scans); a leaf of several partitions it
+//! does not know would be read whole, or by the wrong indices, by every
+//! task of its stage. One partition is read by exactly one task.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,12 +18,13 @@ use std::sync::{Arc, Mutex};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DataFusionError, Result};
-use datafusion::config::ConfigOptions;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties,
@@ -23,14 +32,10 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig};
-use datafusion::datasource::source::DataSourceExec;
-
 use crate::lake::{AsOf, Lake, Tier};
 use crate::schema::Catalog;
 
-/// What an executor needs to plan a tier scan again.
+/// What an executor needs to plan one tier's scan again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScanSpec {
     pub table: String,
@@ -39,116 +44,18 @@ pub struct ScanSpec {
     pub version: u64,
     pub projection: Option<Vec<usize>>,
     pub limit: Option<usize>,
-    /// The scan's partitions, as planned.
-    pub partitions: usize,
-    /// The partitions the optimiser split the files into, if it did.
-    pub repartitioned: Option<usize>,
-    /// The files (and byte ranges) each partition reads, as planned: a
-    /// scan planned again may group the same files otherwise, and every
-    /// task of a job must read its own partition's, each file once.
-    pub files: Option<Vec<Vec<FileSlice>>>,
 }
 
-/// A file, or a byte range of one, that a partition reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileSlice {
-    pub path: String,
-    pub range: Option<(i64, i64)>,
-}
-
-/// A scan that reads no files (Delta answers a count from the log's
-/// statistics) in one partition: its partitions, planned again, need not
-/// split the files as the planner's did.
-fn one_partition_unless_files(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
-    if plan.output_partitioning().partition_count() > 1 && file_groups(&plan).is_none() {
-        Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(plan))
-    } else {
-        plan
-    }
-}
-
-/// The file groups of the (one) file scan in `plan`.
-fn file_groups(plan: &Arc<dyn ExecutionPlan>) -> Option<Vec<Vec<FileSlice>>> {
-    if let Some(config) = file_scan(plan) {
-        return Some(
-            config
-                .file_groups
-                .iter()
-                .map(|g| {
-                    g.files()
-                        .iter()
-                        .map(|f| FileSlice {
-                            path: f.object_meta.location.to_string(),
-                            range: f.range.as_ref().map(|r| (r.start, r.end)),
-                        })
-                        .collect()
-                })
-                .collect(),
-        );
-    }
-    plan.children().into_iter().find_map(file_groups)
-}
-
-fn file_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
-    plan.downcast_ref::<DataSourceExec>()?
-        .data_source()
-        .downcast_ref::<FileScanConfig>()
-}
-
-/// `plan` with its file scan reading `groups` (each file as the plan
-/// found it, with the planner's byte range).
-fn impose_groups(
-    plan: Arc<dyn ExecutionPlan>,
-    groups: &[Vec<FileSlice>],
-    spec: &ScanSpec,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-    plan.transform_down(|node| {
-        let Some(config) = file_scan(&node) else {
-            return Ok(Transformed::no(node));
-        };
-        let found: HashMap<String, &PartitionedFile> = config
-            .file_groups
-            .iter()
-            .flat_map(|g| g.files())
-            .map(|f| (f.object_meta.location.to_string(), f))
-            .collect();
-        let mut rebuilt = Vec::with_capacity(groups.len());
-        for group in groups {
-            let mut files = Vec::with_capacity(group.len());
-            for slice in group {
-                let f = found.get(&slice.path).ok_or_else(|| {
-                    DataFusionError::Execution(format!(
-                        "{} ({} tier, version {}): the planner read {}, which this executor's \
-                         scan does not list",
-                        spec.table,
-                        spec.tier.name(),
-                        spec.version,
-                        slice.path
-                    ))
-                })?;
-                let mut f = (*f).clone();
-                f.range = slice
-                    .range
-                    .map(|(start, end)| datafusion::datasource::listing::FileRange { start, end });
-                files.push(f);
-            }
-            rebuilt.push(FileGroup::new(files));
-        }
-        let mut config = config.clone();
-        config.file_groups = rebuilt;
-        Ok(Transformed::new(
-            DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>,
-            true,
-            datafusion::common::tree_node::TreeNodeRecursion::Jump,
-        ))
-    })
-    .data()
+/// One tier's scan: what it reads and its filters.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub spec: ScanSpec,
+    pub filters: Vec<Expr>,
 }
 
 /// Where a decoded scan finds its table: the lake of the executor's
 /// configuration, and the tables it opened (by table, tier and version:
-/// a version never changes, so every task of a job shares one).
+/// a version never changes, so the tasks of every job share one).
 #[derive(Debug)]
 pub struct Replanner {
     lake: Lake,
@@ -158,6 +65,9 @@ pub struct Replanner {
 
 /// A table version an executor opened, and its provider.
 type Opened = (deltalake::DeltaTable, Arc<dyn TableProvider>);
+
+/// Table versions an executor keeps open.
+const KEPT: usize = 32;
 
 impl Replanner {
     pub fn new(lake: Lake, catalog: Arc<Catalog>) -> Self {
@@ -176,10 +86,10 @@ impl Replanner {
         spec: &ScanSpec,
         state: &datafusion::execution::SessionState,
     ) -> Result<Arc<dyn TableProvider>> {
-        let key = (spec.table.clone(), spec.tier, spec.version);
         fn delta(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
             DataFusionError::External(Box::new(e))
         }
+        let key = (spec.table.clone(), spec.tier, spec.version);
         if let Some((table, provider)) = self.cached(&key) {
             table.update_datafusion_session(state).map_err(delta)?;
             return Ok(provider);
@@ -216,8 +126,16 @@ impl Replanner {
             .await
             .map_err(delta)?;
         let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());
-        if opened.len() >= 256 {
-            opened.clear();
+        if opened.len() >= KEPT {
+            // Older versions of the same table go first, else any one.
+            let stale = opened
+                .keys()
+                .find(|(t, tier, v)| *t == spec.table && *tier == spec.tier && *v < spec.version)
+                .or_else(|| opened.keys().next())
+                .cloned();
+            if let Some(k) = stale {
+                opened.remove(&k);
+            }
         }
         opened.insert(key, (table, provider.clone()));
         Ok(provider)
@@ -228,100 +146,110 @@ impl Replanner {
         opened.get(key).cloned()
     }
 
-    /// Plan `spec` again, as the planner did.
+    /// Plan `part` again, as the planner did, its files split for the
+    /// executor's threads.
     async fn plan(
         &self,
-        spec: &ScanSpec,
-        filters: &[Expr],
+        part: &Part,
+        schema: &SchemaRef,
         ctx: &TaskContext,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let state = SessionStateBuilder::new()
             .with_config(ctx.session_config().clone())
             .with_runtime_env(ctx.runtime_env())
             .build();
+        let spec = &part.spec;
         let provider = self.provider(spec, &state).await?;
-        let mut plan = provider
-            .scan(&state, spec.projection.as_ref(), filters, spec.limit)
+        let plan = provider
+            .scan(&state, spec.projection.as_ref(), &part.filters, spec.limit)
             .await?;
-        match &spec.files {
-            Some(groups) => plan = impose_groups(plan, groups, spec)?,
-            None => plan = one_partition_unless_files(plan),
-        }
-        let got = plan.output_partitioning().partition_count();
-        if got != spec.partitions {
+        if plan.schema().fields() != schema.fields() {
             return Err(DataFusionError::Execution(format!(
-                "{} ({} tier, version {}): the scan planned again has {got} partitions, the \
-                 planner's had {}; the executor's settings differ from the planner's",
+                "{} ({} tier, version {}): the scan planned again reads other columns than \
+                 the planner's",
                 spec.table,
                 spec.tier.name(),
-                spec.version,
-                spec.partitions
+                spec.version
             )));
         }
-        Ok(plan)
+        Ok(split(plan, &state))
     }
 }
 
-/// One tier's Delta scan, as a leaf that can travel (see the module).
+/// `plan` with its files split into the session's target partitions (as
+/// DataFusion's optimiser splits a file scan), when it can be.
+fn split(plan: Arc<dyn ExecutionPlan>, state: &dyn Session) -> Arc<dyn ExecutionPlan> {
+    let target = state.config().target_partitions();
+    if plan.output_partitioning().partition_count() >= target {
+        return plan;
+    }
+    match plan.repartitioned(target, state.config_options()) {
+        Ok(Some(p)) => p,
+        _ => plan,
+    }
+}
+
+/// The tier scans of one table, as a leaf of one partition that can
+/// travel (see the module).
 #[derive(Debug)]
 pub struct TierScanExec {
-    spec: ScanSpec,
-    filters: Vec<Expr>,
+    parts: Vec<Part>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
-    planned: Arc<tokio::sync::OnceCell<Arc<dyn ExecutionPlan>>>,
+    planned: Arc<tokio::sync::OnceCell<Vec<Arc<dyn ExecutionPlan>>>>,
     replanner: Option<Arc<Replanner>>,
 }
 
-fn properties(schema: &SchemaRef, partitions: usize) -> Arc<PlanProperties> {
+fn properties(schema: &SchemaRef) -> Arc<PlanProperties> {
     // No ordering is claimed: a plan above must not drop a sort for an
-    // order the scan planned again need not keep.
+    // order the scans planned again need not keep.
     Arc::new(PlanProperties::new(
         EquivalenceProperties::new(schema.clone()),
-        Partitioning::UnknownPartitioning(partitions),
+        Partitioning::UnknownPartitioning(1),
         EmissionType::Incremental,
         Boundedness::Bounded,
     ))
 }
 
 impl TierScanExec {
-    /// The scan Delta planned for `spec` (on the planning machine).
-    fn planned(spec: ScanSpec, filters: Vec<Expr>, plan: Arc<dyn ExecutionPlan>) -> Self {
-        let schema = plan.schema();
-        let cell = tokio::sync::OnceCell::new_with(Some(plan));
+    /// The scans Delta planned for `parts` (on the planning machine).
+    fn planned(parts: Vec<Part>, plans: Vec<Arc<dyn ExecutionPlan>>, schema: SchemaRef) -> Self {
         Self {
-            properties: properties(&schema, spec.partitions),
-            spec,
-            filters,
+            properties: properties(&schema),
+            parts,
             schema,
-            planned: Arc::new(cell),
+            planned: Arc::new(tokio::sync::OnceCell::new_with(Some(plans))),
             replanner: None,
         }
     }
 
-    /// A scan an executor plans again when it first runs.
-    pub fn decoded(
-        spec: ScanSpec,
-        filters: Vec<Expr>,
-        schema: SchemaRef,
-        replanner: Arc<Replanner>,
-    ) -> Self {
+    /// Scans an executor plans again when it first runs them.
+    pub fn decoded(parts: Vec<Part>, schema: SchemaRef, replanner: Arc<Replanner>) -> Self {
         Self {
-            properties: properties(&schema, spec.partitions),
-            spec,
-            filters,
+            properties: properties(&schema),
+            parts,
             schema,
             planned: Arc::new(tokio::sync::OnceCell::new()),
             replanner: Some(replanner),
         }
     }
 
-    pub fn spec(&self) -> &ScanSpec {
-        &self.spec
+    pub fn parts(&self) -> &[Part] {
+        &self.parts
     }
 
-    pub fn filters(&self) -> &[Expr] {
-        &self.filters
+    /// The tier scans of `plans` (each a [`TierScanExec`] planned here) as
+    /// one; `None` if one of them is something else.
+    pub fn merged(plans: &[Arc<dyn ExecutionPlan>]) -> Option<Arc<dyn ExecutionPlan>> {
+        let mut parts = Vec::new();
+        let mut inner = Vec::new();
+        let schema = plans.first()?.schema();
+        for p in plans {
+            let scan = p.downcast_ref::<TierScanExec>()?;
+            parts.extend(scan.parts.iter().cloned());
+            inner.extend(scan.planned.get()?.iter().cloned());
+        }
+        Some(Arc::new(Self::planned(parts, inner, schema)))
     }
 }
 
@@ -348,54 +276,46 @@ pub fn for_session(
             tier.name()
         ))
     })?;
-    let plan = one_partition_unless_files(plan);
-    let spec = ScanSpec {
-        table: table.to_string(),
-        tier,
-        version,
-        projection: projection.cloned(),
-        limit,
-        partitions: plan.output_partitioning().partition_count(),
-        repartitioned: None,
-        files: file_groups(&plan),
+    let part = Part {
+        spec: ScanSpec {
+            table: table.to_string(),
+            tier,
+            version,
+            projection: projection.cloned(),
+            limit,
+        },
+        filters: filters.to_vec(),
     };
+    let schema = plan.schema();
     Ok(Arc::new(TierScanExec::planned(
-        spec,
-        filters.to_vec(),
-        plan,
+        vec![part],
+        vec![plan],
+        schema,
     )))
 }
 
 impl DisplayAs for TierScanExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TierScanExec:")?;
+        for (i, part) in self.parts.iter().enumerate() {
+            let s = &part.spec;
+            let sep = if i == 0 { " " } else { "; " };
+            write!(f, "{sep}{}@{} v{}", s.table, s.tier.name(), s.version)?;
+            if !part.filters.is_empty() {
+                let shown: Vec<String> = part.filters.iter().map(|e| e.to_string()).collect();
+                write!(f, " filters=[{}]", shown.join(", "))?;
+            }
+            if let Some(l) = s.limit {
+                write!(f, " limit={l}")?;
+            }
+        }
         if matches!(t, DisplayFormatType::Verbose)
             && let Some(inner) = self.planned.get()
         {
-            let shown = datafusion::physical_plan::displayable(inner.as_ref()).indent(true);
-            write!(
-                f,
-                "TierScanExec over [{}] ",
-                shown.to_string().trim().replace('\n', " / ")
-            )?;
-        }
-        write!(
-            f,
-            "TierScanExec: table={}, tier={}, version={}, partitions={}",
-            self.spec.table,
-            self.spec.tier.name(),
-            self.spec.version,
-            self.spec.partitions
-        )?;
-        if !self.filters.is_empty() {
-            let shown: Vec<String> = self.filters.iter().map(|e| e.to_string()).collect();
-            write!(f, ", filters=[{}]", shown.join(", "))?;
-        }
-        if let Some(l) = self.spec.limit {
-            write!(f, ", limit={l}")?;
-        }
-        if let Some(groups) = &self.spec.files {
-            let n: usize = groups.iter().map(Vec::len).sum();
-            write!(f, ", files={n}")?;
+            for p in inner {
+                let shown = datafusion::physical_plan::displayable(p.as_ref()).indent(true);
+                write!(f, " [{}]", shown.to_string().trim().replace('\n', " / "))?;
+            }
         }
         Ok(())
     }
@@ -430,66 +350,51 @@ impl ExecutionPlan for TierScanExec {
         Ok(self)
     }
 
-    /// Files split into more partitions, as Delta's scan splits them; the
-    /// executor splits its own scan the same way.
-    fn repartitioned(
-        &self,
-        target_partitions: usize,
-        config: &ConfigOptions,
-    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let Some(inner) = self.planned.get() else {
-            return Ok(None);
-        };
-        // Only a scan of files is split: a split is replayed on the
-        // executor as the planner's file ranges.
-        if self.spec.files.is_none() {
-            return Ok(None);
-        }
-        if self.spec.repartitioned.is_some() {
-            return Ok(None);
-        }
-        let Some(split) = inner.repartitioned(target_partitions, config)? else {
-            return Ok(None);
-        };
-        let mut spec = self.spec.clone();
-        spec.repartitioned = Some(target_partitions);
-        spec.partitions = split.output_partitioning().partition_count();
-        spec.files = file_groups(&split);
-        Ok(Some(Arc::new(Self::planned(
-            spec,
-            self.filters.clone(),
-            split,
-        ))))
-    }
-
     fn execute(
         &self,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "TierScanExec has one partition, not {partition}"
+            )));
+        }
         let planned = self.planned.clone();
         let replanner = self.replanner.clone();
-        let spec = self.spec.clone();
-        let filters = self.filters.clone();
+        let parts = self.parts.clone();
         let schema = self.schema.clone();
         let stream = futures::stream::once(async move {
             let inner = planned
                 .get_or_try_init(|| async {
                     let r = replanner.ok_or_else(|| {
-                        DataFusionError::Internal(format!(
-                            "the scan of {} was neither planned nor decoded",
-                            spec.table
-                        ))
+                        DataFusionError::Internal(
+                            "a tier scan was neither planned nor decoded".into(),
+                        )
                     })?;
-                    r.plan(&spec, &filters, &context).await
+                    let mut plans = Vec::with_capacity(parts.len());
+                    for part in &parts {
+                        plans.push(r.plan(part, &schema, &context).await?);
+                    }
+                    Ok::<_, DataFusionError>(plans)
                 })
                 .await?
                 .clone();
-            inner.execute(partition, context)
+            // Every partition of every tier, on the executor's threads.
+            let all: Arc<dyn ExecutionPlan> = match inner.len() {
+                1 => inner[0].clone(),
+                _ => UnionExec::try_new(inner)?,
+            };
+            let one: Arc<dyn ExecutionPlan> = if all.output_partitioning().partition_count() == 1 {
+                all
+            } else {
+                Arc::new(CoalescePartitionsExec::new(all))
+            };
+            one.execute(0, context)
         })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
-            schema,
+            self.schema.clone(),
             stream.boxed(),
         )))
     }

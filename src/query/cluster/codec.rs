@@ -25,12 +25,14 @@ use prost::Message;
 
 use datafusion_proto::physical_plan::PhysicalPlanNodeExt as _;
 
+use super::OneTaskExec;
 use super::scan::{Part, Replanner, ScanSpec, TierScanExec};
 use crate::security::FencedExec;
 
 const MAGIC: &[u8; 4] = b"CLK1";
 const TIER_SCAN: u8 = 1;
 const FENCED: u8 = 2;
+const ONE_TASK: u8 = 3;
 
 /// custlake's nodes, then Ballista's. Decoding a tier scan needs the lake
 /// (`replanner`); a process that only encodes (the server) has none.
@@ -123,10 +125,14 @@ impl PhysicalExtensionCodec for ClusterCodec {
                     replanner,
                 )))
             }
-            (FENCED, [plan]) => {
+            (FENCED | ONE_TASK, [plan]) => {
                 let plan = PhysicalPlanNode::decode(*plan).map_err(proto_err)?;
                 let inner = plan.try_into_physical_plan_with_converter(ctx, self, converter)?;
-                Ok(Arc::new(FencedExec::new(inner)))
+                Ok(if *kind == FENCED {
+                    Arc::new(FencedExec::new(inner))
+                } else {
+                    Arc::new(OneTaskExec::decoded(inner))
+                })
             }
             (k, p) => Err(bad(&format!("kind {k} with {} parts", p.len()))),
         }
@@ -157,15 +163,23 @@ impl PhysicalExtensionCodec for ClusterCodec {
             }
             return Ok(());
         }
-        if let Some(fenced) = node.downcast_ref::<FencedExec>() {
+        let whole = match (
+            node.downcast_ref::<FencedExec>(),
+            node.downcast_ref::<OneTaskExec>(),
+        ) {
+            (Some(f), _) => Some((FENCED, f.inner())),
+            (_, Some(w)) => Some((ONE_TASK, w.inner())),
+            _ => None,
+        };
+        if let Some((kind, inner)) = whole {
             let plan = PhysicalPlanNode::try_from_physical_plan_with_converter(
-                fenced.inner().clone(),
+                inner.clone(),
                 self,
                 converter,
             )?
             .encode_to_vec();
             buf.extend_from_slice(MAGIC);
-            buf.push(FENCED);
+            buf.push(kind);
             put(buf, &plan);
             return Ok(());
         }

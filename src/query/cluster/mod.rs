@@ -14,6 +14,7 @@
 mod codec;
 mod job;
 mod scan;
+mod whole;
 
 use std::sync::Arc;
 
@@ -36,6 +37,7 @@ use futures::{StreamExt, TryStreamExt};
 
 pub use codec::ClusterCodec;
 pub use scan::{Part, Replanner, ScanSpec, TierScanExec, for_session};
+pub use whole::OneTaskExec;
 
 use crate::config::Config;
 use crate::lake::Lake;
@@ -113,6 +115,9 @@ pub fn reads_lake(plan: &Arc<dyn ExecutionPlan>) -> bool {
     if let Some(f) = plan.downcast_ref::<FencedExec>() {
         return reads_lake(f.inner());
     }
+    if let Some(w) = plan.downcast_ref::<OneTaskExec>() {
+        return reads_lake(w.inner());
+    }
     plan.children().into_iter().any(reads_lake)
 }
 
@@ -127,25 +132,25 @@ impl QueryPlanner for ClusterPlanner {
         if !reads_lake(&plan) {
             return Ok(plan);
         }
-        let send = |p: Arc<dyn ExecutionPlan>| -> Arc<dyn ExecutionPlan> {
-            Arc::new(ClusterExec::new(
-                p,
+        let send = |p: Arc<dyn ExecutionPlan>| -> Result<Arc<dyn ExecutionPlan>> {
+            Ok(Arc::new(ClusterExec::new(
+                whole::unions_in_one_task(p)?,
                 self.scheduler.clone(),
                 self.codec.clone(),
-            ))
+            )))
         };
         // EXPLAIN ANALYZE: the statement runs on the cluster, its analysis
         // here (the rows and time of the whole job).
         if plan.is::<AnalyzeExec>() {
             let child = plan.children()[0].clone();
             return plan.replace_children(
-                vec![send(child)],
+                vec![send(child)?],
                 datafusion::physical_plan::ReplaceChildrenOptions::new(
                     datafusion::physical_plan::ChildrenPropertiesMode::Recompute,
                 ),
             );
         }
-        Ok(send(plan))
+        send(plan)
     }
 }
 

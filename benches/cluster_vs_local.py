@@ -91,7 +91,8 @@ def run(binary, lake, sql, runs, scheduler=None):
     if out.returncode != 0:
         raise RuntimeError(out.stderr.strip()[-2000:])
     times = [json.loads(line)["ms"] for line in out.stderr.splitlines() if line.startswith('{"') and '"run"' in line]
-    splits = [tuple(int(x) for x in m.groups()) for m in SPLIT.finditer(out.stderr)]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out.stderr)
+    splits = [tuple(int(x) for x in m.groups()) for m in SPLIT.finditer(plain)]
     rows = out.stdout.splitlines()
     body = sorted(rows[1:])
     digest = hashlib.sha256("\n".join(body).encode()).hexdigest()[:16]

@@ -265,6 +265,25 @@ fn the_cluster_answers_as_the_local_engine_over_three_tiers_and_survives_a_lost_
         }),
     );
     assert_eq!(slow.status, 504, "{}", slow.text());
+    // The analytics named queries, as an admin over HTTP, answer as the
+    // local engine's.
+    let local_api = crate::server::Api::over(d, crate::tiers::config_of(d));
+    for (name, params) in [
+        ("segment_counts", "as_of=2026-06-30&"),
+        ("value_distribution", "as_of=2026-06-30&"),
+        ("lifecycle_flows", "from=2025-06-30&to=2026-06-30&"),
+        ("policies_expiring", "as_of=2026-06-30&days=60&"),
+        ("customer_count", ""),
+        ("quarantine_summary", ""),
+    ] {
+        let path = format!("/v1/queries/{name}?{params}format=csv");
+        let there = api.request("GET", &path, &[], b"");
+        let here = local_api.request("GET", &path, &[], b"");
+        assert_eq!(there.status, 200, "{path}: {}", there.text());
+        assert!(here.text().lines().count() > 1, "{path}: no rows locally");
+        assert_eq!(sorted(&there.text()), sorted(&here.text()), "{path}");
+    }
+    drop(local_api);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         let log = std::fs::read_to_string(d.join("scheduler.log")).unwrap_or_default();

@@ -183,13 +183,6 @@ impl Tier {
     }
 }
 
-impl<'de> serde::Deserialize<'de> for Tier {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 impl std::str::FromStr for Tier {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

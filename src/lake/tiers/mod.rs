@@ -181,6 +181,13 @@ impl Serialize for Tier {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Tier {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// What `tier apply` does to one table.
 #[derive(Debug, Clone, Serialize)]
 pub struct TablePlan {

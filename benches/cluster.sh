@@ -3,10 +3,10 @@
 # executors, as processes on localhost, over the lake of the configuration
 # in the current directory (custlake.toml, CUSTLAKE__* variables, --lake).
 #
-#   scripts/cluster.sh start [BIN]   start them (BIN: the custlake binary,
+#   benches/cluster.sh start [BIN]   start them (BIN: the custlake binary,
 #                                     default: target/release/custlake)
-#   scripts/cluster.sh stop          stop them
-#   scripts/cluster.sh status        which are running
+#   benches/cluster.sh stop          stop them
+#   benches/cluster.sh status        which are running
 #
 # Then run statements on it:
 #   custlake sql --engine ballista --scheduler 127.0.0.1:50050 'SELECT ...'
@@ -37,7 +37,7 @@ case "$cmd" in
   start)
     [ -x "$bin" ] || { echo "no custlake binary at $bin (cargo build --release, or pass its path)" >&2; exit 2; }
     mkdir -p "$dir"
-    if running "$dir/scheduler.pid"; then echo "already running (scripts/cluster.sh stop first)" >&2; exit 1; fi
+    if running "$dir/scheduler.pid"; then echo "already running (benches/cluster.sh stop first)" >&2; exit 1; fi
     "$bin" --quiet scheduler --bind "127.0.0.1:$port" >"$dir/scheduler.log" 2>&1 &
     echo $! >"$dir/scheduler.pid"
     wait_port "$port"
@@ -64,5 +64,5 @@ case "$cmd" in
       if running "$dir/$n.pid"; then echo "$n: running (pid $(cat "$dir/$n.pid"))"; else echo "$n: stopped"; fi
     done
     ;;
-  *) echo "usage: scripts/cluster.sh start [BIN] | stop | status" >&2; exit 2 ;;
+  *) echo "usage: benches/cluster.sh start [BIN] | stop | status" >&2; exit 2 ;;
 esac

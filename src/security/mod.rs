@@ -102,13 +102,16 @@ async fn lake_salt(lake: &Lake) -> Result<Vec<u8>, SecurityError> {
 /// process of the lake shares (`security.mask_salt`, else the lake's own):
 /// a cluster's executors compute the masks a server's session asked for.
 pub async fn lake_masks(config: &Config, lake: &Lake) -> Result<Masks, SecurityError> {
-    let salt = config.security.mask_salt.expose().as_bytes().to_vec();
-    let salt = if salt.is_empty() {
-        lake_salt(lake).await?
+    masks_of(config.security.mask_salt.expose().as_bytes(), lake).await
+}
+
+/// The mask functions with `salt`, or the lake's salt when it is empty.
+async fn masks_of(salt: &[u8], lake: &Lake) -> Result<Masks, SecurityError> {
+    if salt.is_empty() {
+        Ok(Masks::new(&lake_salt(lake).await?))
     } else {
-        salt
-    };
-    Ok(Masks::new(&salt))
+        Ok(Masks::new(salt))
+    }
 }
 
 /// Where the audit journal lives: `security.audit.journal_dir`, else
@@ -235,14 +238,7 @@ impl Security {
     /// the lake's own, made on first use).
     pub async fn masks(&self, lake: &Lake) -> Result<&Masks, SecurityError> {
         self.masks
-            .get_or_try_init(|| async {
-                let salt = if self.mask_salt.is_empty() {
-                    lake_salt(lake).await?
-                } else {
-                    self.mask_salt.clone()
-                };
-                Ok::<_, SecurityError>(Masks::new(&salt))
-            })
+            .get_or_try_init(|| masks_of(&self.mask_salt, lake))
             .await
     }
 

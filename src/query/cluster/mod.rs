@@ -54,13 +54,9 @@ use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::analyze::AnalyzeExec;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::prelude::SessionContext;
 use futures::{StreamExt, TryStreamExt};
 
@@ -194,12 +190,7 @@ pub struct ClusterExec {
 
 impl ClusterExec {
     fn new(plan: Arc<dyn ExecutionPlan>, scheduler: String, codec: Arc<ClusterCodec>) -> Self {
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(plan.schema()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
+        let properties = scan::properties(&plan.schema());
         Self {
             plan,
             scheduler,

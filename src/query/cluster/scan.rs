@@ -200,15 +200,21 @@ pub struct TierScanExec {
     replanner: Option<Arc<Replanner>>,
 }
 
-fn properties(schema: &SchemaRef) -> Arc<PlanProperties> {
-    // No ordering is claimed: a plan above must not drop a sort for an
-    // order the scans planned again need not keep.
+/// One partition, bounded, no ordering claimed: a plan above must not drop
+/// a sort for an order the scans planned again need not keep.
+pub(super) fn properties(schema: &SchemaRef) -> Arc<PlanProperties> {
     Arc::new(PlanProperties::new(
         EquivalenceProperties::new(schema.clone()),
         Partitioning::UnknownPartitioning(1),
         EmissionType::Incremental,
         Boundedness::Bounded,
     ))
+}
+
+/// `plan` on one line, for a verbose EXPLAIN of a leaf that holds it.
+pub(super) fn one_line(plan: &dyn ExecutionPlan) -> String {
+    let shown = datafusion::physical_plan::displayable(plan).indent(true);
+    shown.to_string().trim().replace('\n', " / ")
 }
 
 impl TierScanExec {
@@ -313,8 +319,7 @@ impl DisplayAs for TierScanExec {
             && let Some(inner) = self.planned.get()
         {
             for p in inner {
-                let shown = datafusion::physical_plan::displayable(p.as_ref()).indent(true);
-                write!(f, " [{}]", shown.to_string().trim().replace('\n', " / "))?;
+                write!(f, " [{}]", one_line(p.as_ref()))?;
             }
         }
         Ok(())

@@ -88,8 +88,7 @@ impl DisplayAs for OneTaskExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "OneTaskExec")?;
         if matches!(t, DisplayFormatType::Verbose) {
-            let shown = datafusion::physical_plan::displayable(self.inner.as_ref()).indent(true);
-            write!(f, " [{}]", shown.to_string().trim().replace('\n', " / "))?;
+            write!(f, " [{}]", super::scan::one_line(self.inner.as_ref()))?;
         }
         Ok(())
     }

@@ -316,6 +316,10 @@ pub struct QueryConfig {
     /// (a lookup then decodes no file metadata).
     #[serde(default = "default_metadata_cache_mb")]
     pub metadata_cache_mb: u64,
+    /// Memory for the key indexes of lookup columns (8 bytes a row of
+    /// each indexed column; 0: no indexes, lookups read bloom filters).
+    #[serde(default = "default_key_index_mb")]
+    pub key_index_mb: u64,
     /// The longest statement accepted, in bytes.
     #[serde(default = "default_statement_bytes")]
     pub max_statement_bytes: usize,
@@ -371,6 +375,10 @@ fn default_relations() -> usize {
 
 fn default_metadata_cache_mb() -> u64 {
     512
+}
+
+fn default_key_index_mb() -> u64 {
+    256
 }
 
 fn default_statement_bytes() -> usize {

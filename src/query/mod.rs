@@ -5,6 +5,7 @@ mod bounded;
 pub mod cluster;
 mod current;
 mod guard;
+mod keyindex;
 pub mod named;
 mod named_calls;
 pub mod sandbox;
@@ -119,7 +120,8 @@ pub fn runtime(config: &Config) -> Result<Arc<RuntimeEnv>, QueryError> {
 /// pool for every running query, Parquet footers read once).
 pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
     let ctx = crate::lake::session::delta_context(
-        crate::lake::session::session_config(config.query.target_partitions),
+        crate::lake::session::session_config(config.query.target_partitions)
+            .with_extension(keyindex::KeyIndexes::shared(config.query.key_index_mb)),
         runtime,
     );
     // The bounded built-ins first: a later built-in named like one of
@@ -280,7 +282,7 @@ async fn provider(
     Ok(match layout {
         Layout::Missing => None,
         Layout::Single(table) => Some(Arc::new(tiered::OneTier::new(
-            def.name.clone(),
+            def,
             table.version(),
             table
                 .table_provider()

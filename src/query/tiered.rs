@@ -468,14 +468,17 @@ pub struct OneTier {
     name: String,
     version: Option<u64>,
     inner: Arc<dyn TableProvider>,
+    /// Lookup columns a key index serves (see `keyindex`).
+    indexed: Vec<String>,
 }
 
 impl OneTier {
-    pub fn new(name: String, version: Option<u64>, inner: Arc<dyn TableProvider>) -> Self {
+    pub fn new(def: &TableDef, version: Option<u64>, inner: Arc<dyn TableProvider>) -> Self {
         Self {
-            name,
+            name: def.name.clone(),
             version,
             inner,
+            indexed: super::keyindex::indexed(def),
         }
     }
 }
@@ -517,7 +520,12 @@ impl TableProvider for OneTier {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let plan = self.inner.scan(state, projection, filters, limit).await?;
+        let mut plan = self.inner.scan(state, projection, filters, limit).await?;
+        if crate::lake::session::on_cluster(state.config()).is_none()
+            && let Some((column, values)) = super::keyindex::wanted(filters, &self.indexed)
+        {
+            plan = super::keyindex::narrow(state, plan, &column, &values)?;
+        }
         super::cluster::for_session(
             state,
             &self.name,

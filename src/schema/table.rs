@@ -65,9 +65,14 @@ impl TableDef {
     }
 
     /// Does nearly every row hold a different value (so that dictionary
-    /// encoding does not pay)?
+    /// encoding does not pay)? Keys, lookup columns, free text, personal
+    /// identifiers (by their validator, or by their mask where a golden
+    /// field has no validator) and per-record digests. Such a column
+    /// written with a dictionary puts nearly all of a row group's values in
+    /// its dictionary page, which a reader decompresses and decodes whole
+    /// to return one row.
     pub fn is_high_cardinality(&self, f: &FieldDef) -> bool {
-        const FREE_TEXT: [&str; 9] = [
+        const FREE_TEXT: [&str; 11] = [
             "source_customer_id",
             "policy_no",
             "renewal_of",
@@ -77,10 +82,14 @@ impl TableDef {
             "detail",
             "value",
             "reasons",
+            "survivorship",
+            "fingerprint",
         ];
         f.ty == FieldType::String
             && (self.key.contains(&f.name)
+                || self.lookup.contains(&f.name)
                 || FREE_TEXT.contains(&f.name.as_str())
+                || matches!(f.mask, super::Mask::Keep { .. } | super::Mask::Hash)
                 || matches!(
                     f.validator,
                     Validator::ResidentId

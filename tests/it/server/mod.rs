@@ -8,6 +8,7 @@ mod errors;
 mod flight;
 mod formats;
 mod hostile;
+mod lookups;
 mod named;
 mod openapi;
 mod pg;

@@ -137,6 +137,8 @@ enum Slot {
 pub(super) struct KeyIndexes {
     budget: usize,
     slots: Mutex<(HashMap<Key, Slot>, usize)>,
+    /// One build at a time: each decodes a whole column of a file.
+    builds: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for KeyIndexes {
@@ -151,7 +153,8 @@ impl std::fmt::Debug for KeyIndexes {
 const REBUILD_AFTER: Duration = Duration::from_secs(60);
 
 impl KeyIndexes {
-    /// The process's indexes, with the budget of the first caller.
+    /// The process's indexes, with the budget of the first caller (a
+    /// process serves one configuration).
     pub(super) fn shared(budget_mb: u64) -> Arc<Self> {
         static SHARED: std::sync::OnceLock<Arc<KeyIndexes>> = std::sync::OnceLock::new();
         SHARED
@@ -163,6 +166,7 @@ impl KeyIndexes {
         Self {
             budget: (budget_mb as usize).saturating_mul(1024 * 1024),
             slots: Mutex::new((HashMap::new(), 0)),
+            builds: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -191,7 +195,17 @@ impl KeyIndexes {
         drop(slots);
         let this = self.clone();
         tokio::spawn(async move {
-            let built = build(store, file, &key.1).await;
+            // Dropped unfinished (a runtime shutting down, a panic), the
+            // build leaves the slot free for a later one.
+            let mut pending = Pending {
+                indexes: this.clone(),
+                key: Some(key.clone()),
+            };
+            let Ok(_one) = this.builds.clone().acquire_owned().await else {
+                return;
+            };
+            let built = build(store, file, &key.1, this.budget).await;
+            pending.key = None;
             this.admit(key, built);
         });
         None
@@ -199,6 +213,11 @@ impl KeyIndexes {
 
     fn admit(&self, key: Key, built: Result<FileIndex, String>) {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget what was dropped long enough ago to be built again (the
+        // files of old table versions among them).
+        slots
+            .0
+            .retain(|_, s| !matches!(s, Slot::Dropped(at) if at.elapsed() >= REBUILD_AFTER));
         let index = match built {
             Ok(i) => i,
             Err(e) => {
@@ -242,11 +261,28 @@ impl KeyIndexes {
     }
 }
 
-/// Read one column of one file and index it.
+/// A build under way: its slot, freed if the build is dropped unfinished.
+struct Pending {
+    indexes: Arc<KeyIndexes>,
+    key: Option<Key>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut slots = self.indexes.slots.lock().unwrap_or_else(|e| e.into_inner());
+            slots.0.remove(&key);
+        }
+    }
+}
+
+/// Read one column of one file and index it (refused before reading when
+/// its index would not fit in `budget` bytes).
 async fn build(
     store: Arc<dyn ObjectStore>,
     file: PartitionedFile,
     column: &str,
+    budget: usize,
 ) -> Result<FileIndex, String> {
     let metrics = datafusion::physical_plan::metrics::ExecutionPlanMetricsSet::new();
     let reader = DefaultParquetFileReaderFactory::new(store)
@@ -262,13 +298,20 @@ async fn build(
         .iter()
         .map(|g| g.num_rows() as usize)
         .collect();
+    let rows: usize = group_rows.iter().sum();
+    if rows.saturating_mul(8) > budget {
+        return Err(format!(
+            "{rows} rows need {} MiB, more than query.key_index_mb",
+            (rows * 8) >> 20
+        ));
+    }
     let mask = ProjectionMask::columns(builder.parquet_schema(), [column]);
     let mut stream = builder
         .with_projection(mask)
         .with_batch_size(64 * 1024)
         .build()
         .map_err(|e| e.to_string())?;
-    let mut entries = Vec::with_capacity(group_rows.iter().sum());
+    let mut entries = Vec::with_capacity(rows);
     let mut row: u32 = 0;
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| e.to_string())?;
@@ -355,7 +398,9 @@ pub(super) fn wanted(filters: &[Expr], lookup: &[String]) -> Option<(String, Vec
     best
 }
 
-/// `plan` (a Delta scan) reading only the rows of each file that the key
+/// `plan` (a Delta scan of a table's rows as they are: no row numbers
+/// asked for, no column mapping, which custlake's tables never use)
+/// reading only the rows of each file that the key
 /// indexes name for `column`'s `values`; files whose index is not ready
 /// are read as before (and their indexes started).
 pub(super) fn narrow(
@@ -378,7 +423,10 @@ pub(super) fn narrow(
         if config.file_source().file_type() != "parquet" {
             return Ok(Transformed::no(node));
         }
-        let store = runtime.object_store(&config.object_store_url)?;
+        // A store the runtime does not know: read the files as they are.
+        let Ok(store) = runtime.object_store(&config.object_store_url) else {
+            return Ok(Transformed::no(node));
+        };
         let mut changed = false;
         let groups: Vec<FileGroup> = config
             .file_groups

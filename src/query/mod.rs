@@ -119,11 +119,11 @@ pub fn runtime(config: &Config) -> Result<Arc<RuntimeEnv>, QueryError> {
 /// A context for one query on a shared runtime (the server's: one memory
 /// pool for every running query, Parquet footers read once).
 pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
-    let ctx = crate::lake::session::delta_context(
-        crate::lake::session::session_config(config.query.target_partitions)
-            .with_extension(keyindex::KeyIndexes::shared(config.query.key_index_mb)),
-        runtime,
-    );
+    let mut session = crate::lake::session::session_config(config.query.target_partitions);
+    if config.query.key_index_mb > 0 {
+        session = session.with_extension(keyindex::KeyIndexes::shared(config.query.key_index_mb));
+    }
+    let ctx = crate::lake::session::delta_context(session, runtime);
     // The bounded built-ins first: a later built-in named like one of
     // ours cannot replace ours.
     bounded::register_bounded(&ctx, config.query.max_value_mb);

@@ -57,6 +57,32 @@ pub(crate) fn ingest_file(dir: &Path, source: &str, entity: &str, file: &Path) -
     ok(dir, &ingest_args(source, entity, file))
 }
 
+/// The sample `s`'s core customer `source_id` with the field its source
+/// calls `column` set to `value`, as a one-row customers file at `out`
+/// (GBK, as the core system writes them).
+pub(crate) fn core_customer_changed(
+    s: &Path,
+    source_id: &str,
+    column: &str,
+    value: &str,
+    out: &Path,
+) {
+    let bytes = std::fs::read(s.join("core/customers.csv")).unwrap();
+    let (csv, _, _) = encoding_rs::GBK.decode(&bytes);
+    let mut lines = csv.lines();
+    let header = lines.next().unwrap();
+    let at = header
+        .split(',')
+        .position(|c| c == column)
+        .unwrap_or_else(|| panic!("no column {column}"));
+    let row = lines
+        .find(|l| l.split(',').next() == Some(source_id))
+        .expect("the record's row");
+    let mut cells: Vec<String> = row.split(',').map(str::to_string).collect();
+    cells[at] = value.to_string();
+    std::fs::write(out, gbk(&format!("{header}\n{}\n", cells.join(",")))).unwrap();
+}
+
 pub(crate) fn query(dir: &Path, sql: &str) -> Vec<String> {
     let out = ok(dir, &["sql", "--format", "csv", sql]);
     out.lines().skip(1).map(str::to_string).collect()

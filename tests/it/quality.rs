@@ -13,7 +13,7 @@ use datafusion::arrow::compute::cast;
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
-use crate::common::{gbk, ok, query, sample};
+use crate::common::{core_customer_changed, ingest_file, ok, query, sample};
 
 /// A table of the catalog with these rows (values as text, cast to the
 /// declared types; `None` and undeclared columns are null).
@@ -703,33 +703,9 @@ fn a_fixed_record_leaves_the_open_work_orders_and_levels_run_when_due() {
             "SELECT c.phone FROM customer c JOIN customer_xref x ON x.customer_id = c.customer_id WHERE x.source_system = 'core' AND x.source_id = '{source_id}'"
         ),
     );
-    let bytes = std::fs::read(s.join("core/customers.csv")).unwrap();
-    let (csv, _, _) = encoding_rs::GBK.decode(&bytes);
-    let mut lines = csv.lines();
-    let header = lines.next().unwrap();
-    let cols: Vec<&str> = header.split(',').collect();
-    let phone_col = cols
-        .iter()
-        .position(|c| *c == "联系电话")
-        .expect("phone column");
-    let row = lines
-        .find(|l| l.split(',').next() == Some(source_id.as_str()))
-        .expect("the record's row");
-    let mut cells: Vec<String> = row.split(',').map(str::to_string).collect();
-    cells[phone_col] = golden[0].clone();
     let fixed = d.join("customers.csv");
-    std::fs::write(&fixed, gbk(&format!("{header}\n{}\n", cells.join(",")))).unwrap();
-    ok(
-        d,
-        &[
-            "ingest",
-            "--source",
-            "core",
-            "--entity",
-            "customer",
-            fixed.to_str().unwrap(),
-        ],
-    );
+    core_customer_changed(&s, &source_id, "联系电话", &golden[0], &fixed);
+    ingest_file(d, "core", "customer", &fixed);
 
     let second = ok(
         d,

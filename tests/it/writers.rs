@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::common::{bin, count, ok, query, sample};
+use crate::common::{bin, count, ingest_file, ok, query, sample};
 
 fn spawn(dir: &Path, args: &[&str]) -> Child {
     let mut cmd = Command::new(bin());
@@ -80,17 +80,7 @@ fn three_loads_of_the_same_file_at_once_load_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let s = sample(d, 300, 5);
-    ok(
-        d,
-        &[
-            "ingest",
-            "--source",
-            "core",
-            "--entity",
-            "customer",
-            s.join("core/customers.csv").to_str().unwrap(),
-        ],
-    );
+    ingest_file(d, "core", "customer", &s.join("core/customers.csv"));
     let core = count(d, "SELECT count(*) FROM source_customer");
     leads_load_once(d, &s.join("telesales/leads.csv"));
     assert!(count(d, "SELECT count(*) FROM source_customer") > core);

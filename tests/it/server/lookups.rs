@@ -3,7 +3,7 @@
 //! rewrites the file a looked-up record was in.
 
 use super::Api;
-use crate::common::{gbk, ok, sample};
+use crate::common::{core_customer_changed, ingest_file, sample};
 
 /// The source records `customer_by_phone` returns for `phone`, as
 /// `system|id` lines.
@@ -108,32 +108,9 @@ fn lookups_through_key_indexes_return_what_a_scan_returns() {
     let to = phones.iter().find(|p| *p != from).unwrap();
     let source_id = moved.split('|').nth(1).unwrap().to_string();
     let s = sample(d, 300, 9);
-    let bytes = std::fs::read(s.join("core/customers.csv")).unwrap();
-    let (csv, _, _) = encoding_rs::GBK.decode(&bytes);
-    let mut lines = csv.lines();
-    let header = lines.next().unwrap();
-    let phone_col = header
-        .split(',')
-        .position(|c| c == "联系电话")
-        .expect("phone column");
-    let row = lines
-        .find(|l| l.split(',').next() == Some(source_id.as_str()))
-        .expect("the record's row");
-    let mut cells: Vec<String> = row.split(',').map(str::to_string).collect();
-    cells[phone_col] = to.clone();
     let fixed = d.join("moved.csv");
-    std::fs::write(&fixed, gbk(&format!("{header}\n{}\n", cells.join(",")))).unwrap();
-    ok(
-        d,
-        &[
-            "ingest",
-            "--source",
-            "core",
-            "--entity",
-            "customer",
-            fixed.to_str().unwrap(),
-        ],
-    );
+    core_customer_changed(&s, &source_id, "联系电话", to, &fixed);
+    ingest_file(d, "core", "customer", &fixed);
     for round in 0..20 {
         let (f, t) = (by_phone(&api, from), by_phone(&api, to));
         assert!(!f.contains(&moved), "round {round}: {f:?}");

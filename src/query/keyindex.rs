@@ -338,13 +338,6 @@ async fn build(
     })
 }
 
-/// The lookup columns of `def` a key index serves: all of them (even the
-/// key the writer sorts by, whose statistics find a value's page: the
-/// index names its row, so no bloom filter or page index is read).
-pub(super) fn indexed(def: &crate::schema::TableDef) -> Vec<String> {
-    def.lookup.clone()
-}
-
 /// The values `filters` ask one of `lookup` for: the column with the
 /// fewest values among those compared with `=` to string constants or
 /// listed in an `IN` list of them.

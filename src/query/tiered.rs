@@ -478,7 +478,7 @@ impl OneTier {
             name: def.name.clone(),
             version,
             inner,
-            indexed: super::keyindex::indexed(def),
+            indexed: def.lookup.clone(),
         }
     }
 }

@@ -508,8 +508,9 @@ impl Application {
     /// to finish, then the server stops (and with it their streams).
     pub async fn run_until_stopped(self) -> Result<(), ServerError> {
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let stop = shutdown_signal();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            stop.await;
             let _ = tx.send(true);
         });
         // Move audit records from the journal into `audit_log` now (what a
@@ -561,24 +562,33 @@ async fn flush_audit(state: &SharedState) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on the first SIGTERM or Ctrl-C. The handlers are registered
+/// when this is called, not when the future is first polled: a signal that
+/// arrives between the server taking requests and the waiting task starting
+/// must not fall to the default action (killing the process).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -78,13 +78,29 @@ pub(super) async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone().map_request(
-            move |req: axum::http::Request<Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(Peer(peer));
-                req
-            },
-        ));
+        let router = router.clone();
+        // Each request runs on a task of its own, spawned as soon as its
+        // head is read. hyper polls a request's future only after it has
+        // read on: a client that sends a whole request and closes its side
+        // at once (a merge it does not wait for) would otherwise have the
+        // connection end, and the request dropped unseen, before it began.
+        // A client that hangs up still cancels its query: the reply's body
+        // (the query's stream) is dropped with the connection.
+        let service = hyper::service::service_fn(move |req: axum::http::Request<Incoming>| {
+            let mut req = req.map(axum::body::Body::new);
+            req.extensions_mut().insert(Peer(peer));
+            let task = tokio::spawn(router.clone().oneshot(req));
+            async move {
+                Ok::<_, std::convert::Infallible>(match task.await {
+                    Ok(Ok(resp)) => resp,
+                    Ok(Err(never)) => match never {},
+                    Err(e) => {
+                        tracing::error!(error = %e, "a request's task failed");
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+                    }
+                })
+            }
+        });
         let stop = stop.clone();
         let tls = tls.clone();
         connections.spawn(async move {

@@ -118,9 +118,10 @@ fn every_request_leaves_one_record_and_the_chain_verifies() {
     );
     // The merge goes on without its client; under load it may take a
     // while: wait for its record (three minutes at most) rather than a
-    // fixed time. (In full parallel test runs it has twice not appeared
-    // within one minute, cause not yet found: on a timeout the test prints
-    // the last records and the journal's files.)
+    // fixed time. (In loaded test runs it once never appeared: the server
+    // read the client's end of stream before it first ran the request, and
+    // dropped it unseen; requests now start when their head is read. On a
+    // timeout the test prints the last records and the journal's files.)
     let started = std::time::Instant::now();
     let all = loop {
         let all = records(d);

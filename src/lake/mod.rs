@@ -8,6 +8,7 @@ mod failpoint;
 mod layout;
 pub mod lease;
 pub mod session;
+mod subqueries;
 pub mod tiers;
 mod warehouse;
 mod write;

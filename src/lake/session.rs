@@ -54,7 +54,9 @@ pub fn delta_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Session
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
-        .with_query_planner(DeltaPlanner::new())
+        .with_query_planner(super::subqueries::ScalarSubqueriesFirst::new(
+            DeltaPlanner::new(),
+        ))
         .with_physical_optimizer_rule(Arc::new(YieldingJoins))
         .with_optimizer_rule(Arc::new(ConstantScanFilters))
         .build();

@@ -222,6 +222,7 @@ def list_sql(kind, as_of):
     return (f"WITH scores AS (SELECT * FROM customer_score WHERE as_of = "
             f"(SELECT max(as_of) FROM customer_score WHERE as_of <= {d})),\n"
             f"cross_sell_pairs AS (SELECT * FROM (VALUES {pairs}) t(has, lacks)),\n"
+            f"in_force AS ({bind(sql_body('analytics/in_force.sql'), params)}),\n"
             f"reachable AS ({bind(sql_body('analytics/reachable.sql'), params)}),\n"
             f"candidates AS ({bind(sql_body(f'analytics/{kind}.sql'), params)}),\n" + assign[len("WITH"):])
 

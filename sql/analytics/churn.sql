@@ -12,11 +12,8 @@
 -- silent customer whose cover ended); product_line keeps customers holding
 -- that line in force.
 WITH held AS (
-  SELECT x.customer_id, p.product_line, p.policy_no, p.expiry_date, p.premium
-  FROM policy p
-  JOIN customer_xref x ON x.source_system = p.source_system AND x.source_id = p.source_customer_id
-  WHERE p.effective_date <= $as_of AND p.expiry_date >= $as_of AND p.status <> 'pending'
-    AND (p.cancelled_date IS NULL OR p.cancelled_date > $as_of)
+  -- in_force.sql at D: the policies in force with their golden customers.
+  SELECT customer_id, product_line, policy_no, expiry_date, premium FROM in_force
 ),
 per_customer AS (
   SELECT customer_id,

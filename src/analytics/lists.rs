@@ -255,36 +255,69 @@ pub async fn plan(
         ),
     ])?;
     ctx.register_batch("cross_sell_pairs", pairs)?;
-    for (view, name) in [("reachable", "reachable"), ("candidates", kind.rule())] {
-        let q = rule(name)?;
+    let bound = |q: &crate::query::named::NamedQuery| {
         let mine: HashMap<String, String> = given
             .iter()
             .filter(|(k, _)| q.params.iter().any(|p| &p.name == *k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let bound = bind(config, &q, &mine)?;
-        let df = ctx.sql(&q.sql).await?.with_param_values(bound)?;
+        bind(config, q, &mine)
+    };
+    let candidates = rule(kind.rule())?;
+    // The policies in force, which a rule may mention several times
+    // (cross-sell: three), computed once and kept for this statement: as
+    // a view each mention would join policy to customer_xref again.
+    if mentions(&candidates.sql, "in_force") {
+        let q = rule("in_force")?;
+        let df = ctx.sql(&q.sql).await?.with_param_values(bound(&q)?)?;
+        let schema = Arc::new(df.schema().as_arrow().clone());
+        let parts = df.collect_partitioned().await?;
+        let table = datafusion::datasource::MemTable::try_new(schema, parts)?;
+        ctx.register_table("in_force", Arc::new(table))?;
+    }
+    for (view, q) in [
+        ("reachable", rule("reachable")?),
+        ("candidates", candidates),
+    ] {
+        let df = ctx.sql(&q.sql).await?.with_param_values(bound(&q)?)?;
         ctx.register_table(view, df.into_view())?;
     }
     let assign = rule("assign")?;
     Ok(ctx.sql(&assign.sql).await?)
 }
 
+/// Whether `sql` names the table `name` (a whole word).
+fn mentions(sql: &str, name: &str) -> bool {
+    sql.match_indices(name).any(|(i, _)| {
+        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        !sql[..i].ends_with(word) && !sql[i + name.len()..].starts_with(word)
+    })
+}
+
 /// Each read table's version per tier (`null`: no such table there).
 async fn versions(lake: &Lake, catalog: &Catalog) -> Result<serde_json::Value, AnalyticsError> {
-    let mut out = serde_json::Map::new();
+    let mut wanted = Vec::new();
     for name in READS {
         let def = catalog.table(name)?;
         if crate::schema::BUILT_TABLES.contains(&name) {
             continue;
         }
         let tiers: &[Tier] = if def.tiered { &Tier::ALL } else { &[Tier::Hot] };
-        let mut v = serde_json::Map::new();
-        for &tier in tiers {
-            let version = lake.open_in(def, tier).await?.and_then(|t| t.version());
+        wanted.extend(tiers.iter().map(|&tier| (name, def, tier)));
+    }
+    // The logs are read at the same time.
+    let found = futures::future::try_join_all(wanted.iter().map(async |(_, def, tier)| {
+        Ok::<_, AnalyticsError>(lake.open_in(def, *tier).await?.and_then(|t| t.version()))
+    }))
+    .await?;
+    let mut out = serde_json::Map::new();
+    for ((name, _, tier), version) in wanted.into_iter().zip(found) {
+        let v = out
+            .entry(name.to_string())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let serde_json::Value::Object(v) = v {
             v.insert(tier.name().to_string(), serde_json::json!(version));
         }
-        out.insert(name.to_string(), serde_json::Value::Object(v));
     }
     Ok(serde_json::Value::Object(out))
 }
@@ -315,7 +348,12 @@ pub async fn produce(
              (lists rank customers by their value score and churn risk)"
         )));
     }
+    let started = std::time::Instant::now();
     let batches = lines(config, &ctx, kind, &params, scores_as_of).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "list lines computed"
+    );
     let run_id = format!("LR{}", &crate::security::audit::fresh_id()[..20]);
     let (mut row_count, mut assigned) = (0i64, 0i64);
     for b in &batches {
@@ -334,12 +372,12 @@ pub async fn produce(
             out.push(shape(def, b, &run_id, created, &month)?);
         }
         let df = write_ctx.read_batches(out)?;
-        crate::lake::upsert(
+        // The run id is new: its lines cannot be in the table yet.
+        crate::lake::append_new(
             lake,
             &write_ctx,
             def,
             df,
-            false,
             vec![
                 ("operation".into(), "list".into()),
                 ("run_id".into(), run_id.clone().into()),
@@ -360,14 +398,17 @@ pub async fn produce(
         assigned,
         created_at,
     };
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "list lines stored"
+    );
     let def = catalog.table("list_run")?;
     let batch = run_batch(def, &run, &month)?;
-    crate::lake::upsert(
+    crate::lake::append_new(
         lake,
         &write_ctx,
         def,
         write_ctx.read_batch(batch)?,
-        false,
         vec![
             ("operation".into(), "list".into()),
             ("run_id".into(), run_id.into()),

@@ -31,6 +31,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../sql/analytics/reachable.sql"),
     ),
     (
+        "in_force.sql",
+        include_str!("../../sql/analytics/in_force.sql"),
+    ),
+    (
         "renewals.sql",
         include_str!("../../sql/analytics/renewals.sql"),
     ),

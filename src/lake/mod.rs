@@ -34,8 +34,8 @@ pub use layout::Layout;
 pub use warehouse::{OpenError, Warehouse};
 
 pub use write::{
-    BatchReceiver, Replace, UpsertOutcome, append_stream, hot_only, json_rows, overwrite,
-    replace_where, upsert, upsert_in, upsert_leased,
+    BatchReceiver, Replace, UpsertOutcome, append_new, append_stream, hot_only, json_rows,
+    overwrite, replace_where, upsert, upsert_in, upsert_leased,
 };
 
 #[derive(Debug, thiserror::Error)]

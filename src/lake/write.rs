@@ -68,7 +68,46 @@ pub async fn upsert_leased(
     dedup: bool,
     metadata: Vec<(String, serde_json::Value)>,
 ) -> Result<UpsertOutcome, LakeError> {
-    let routed = match (&def.partition, def.tiered) {
+    routed(lake, ctx, def, source, dedup, metadata, Keys::MayExist).await
+}
+
+/// Append rows whose keys cannot be in the table yet, because they carry
+/// an id made for them (a list run's lines): as [`upsert`] (the lease, the
+/// tiers), without first joining them to every key the table holds, a
+/// look whose cost grows with the table.
+pub async fn append_new(
+    lake: &Lake,
+    ctx: &SessionContext,
+    def: &TableDef,
+    source: DataFrame,
+    metadata: Vec<(String, serde_json::Value)>,
+) -> Result<UpsertOutcome, LakeError> {
+    super::lease::with_lease(lake, &def.name, "load", async move |_| {
+        routed(lake, ctx, def, source, false, metadata, Keys::New).await
+    })
+    .await
+}
+
+/// Whether a write's keys may already be in its table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keys {
+    /// They may: look, and merge when any is.
+    MayExist,
+    /// They are new by construction: append.
+    New,
+}
+
+/// A write routed to the tiers that own its rows' partitions.
+async fn routed(
+    lake: &Lake,
+    ctx: &SessionContext,
+    def: &TableDef,
+    source: DataFrame,
+    dedup: bool,
+    metadata: Vec<(String, serde_json::Value)>,
+    keys: Keys,
+) -> Result<UpsertOutcome, LakeError> {
+    let tiers = match (&def.partition, def.tiered) {
         (Some(p), true) => {
             let w = super::catalog::watermarks(lake, &def.name, None)
                 .await?
@@ -77,8 +116,8 @@ pub async fn upsert_leased(
         }
         _ => None,
     };
-    let Some((column, w)) = routed else {
-        return upsert_in(lake, ctx, def, Tier::Hot, source, dedup, metadata).await;
+    let Some((column, w)) = tiers else {
+        return write_in(lake, ctx, def, Tier::Hot, source, dedup, metadata, keys).await;
     };
     // Duplicates resolved before routing: two lines of one key may fall in
     // different tiers, and only the last may land.
@@ -105,12 +144,14 @@ pub async fn upsert_leased(
         if rows == 0 {
             continue;
         }
-        let out = upsert_in(lake, ctx, def, tier, part, false, metadata.clone()).await?;
+        let out = write_in(lake, ctx, def, tier, part, false, metadata.clone(), keys).await?;
         if tier == Tier::Hot || last.is_none() {
             last = Some(out);
         }
     }
-    remove_old_versions(lake, ctx, def, &column, &w, &source).await?;
+    if keys == Keys::MayExist {
+        remove_old_versions(lake, ctx, def, &column, &w, &source).await?;
+    }
     Ok(last.unwrap_or(UpsertOutcome {
         version: 0,
         merged: false,
@@ -287,6 +328,30 @@ pub async fn upsert_in(
     dedup: bool,
     metadata: Vec<(String, serde_json::Value)>,
 ) -> Result<UpsertOutcome, LakeError> {
+    write_in(
+        lake,
+        ctx,
+        def,
+        tier,
+        source,
+        dedup,
+        metadata,
+        Keys::MayExist,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write_in(
+    lake: &Lake,
+    ctx: &SessionContext,
+    def: &TableDef,
+    tier: Tier,
+    source: DataFrame,
+    dedup: bool,
+    metadata: Vec<(String, serde_json::Value)>,
+    keys: Keys,
+) -> Result<UpsertOutcome, LakeError> {
     let table = lake.open_or_create_in(def, tier).await?;
     let name = &def.name;
     let columns: Vec<String> = def.fields.iter().map(|f| quote(&f.name)).collect();
@@ -320,7 +385,7 @@ pub async fn upsert_in(
         .snapshot()
         .map(|s| s.log_data().num_files())
         .unwrap_or(0);
-    let overlap = if files == 0 {
+    let overlap = if files == 0 || keys == Keys::New {
         false
     } else {
         let tgt_view = format!("__tgt_{tag}");

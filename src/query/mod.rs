@@ -173,15 +173,24 @@ pub(crate) async fn register_tables(
     catalog: &Catalog,
     as_of: Option<&AsOf>,
 ) -> Result<Vec<String>, QueryError> {
+    // Each table's log is read at the same time as the others' (a
+    // context names about twenty tables; one after another they took a
+    // quarter of a second on local disk, longer on an object store).
+    let opened = futures::future::try_join_all(catalog.tables.iter().map(async |def| {
+        if built_table(def)?.is_some() {
+            return Ok::<_, QueryError>(None);
+        }
+        let layout = lake.layout(def, as_of).await?;
+        let provider = provider(lake, def, &layout).await?;
+        Ok(provider.map(|p| (layout, p)))
+    }))
+    .await?;
     let mut names = Vec::new();
-    for def in &catalog.tables {
+    for (def, opened) in catalog.tables.iter().zip(opened) {
         if let Some(built) = built_table(def)? {
             ctx.register_table(def.name.as_str(), built)?;
             names.push(def.name.clone());
-            continue;
-        }
-        let layout = lake.layout(def, as_of).await?;
-        if let Some(provider) = provider(lake, def, &layout).await? {
+        } else if let Some((layout, provider)) = opened {
             register_table(ctx, def, &layout, provider)?;
             names.push(def.name.clone());
         }

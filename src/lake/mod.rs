@@ -9,6 +9,7 @@ mod layout;
 pub mod lease;
 pub mod session;
 mod subqueries;
+pub use subqueries::PlanOnly;
 pub mod tiers;
 mod warehouse;
 mod write;

@@ -13,8 +13,8 @@
 //! under the same secured views, memory pool and deadline), puts its value
 //! in the statement as a constant, optimises the statement again and plans
 //! it: the value then prunes files by their statistics and partitions like
-//! any constant filter. `EXPLAIN` (without `ANALYZE`) runs nothing and is
-//! planned as before.
+//! any constant filter. `EXPLAIN` (without `ANALYZE`) and sessions marked
+//! [`PlanOnly`] run nothing and are planned as before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,6 +31,11 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Subquery};
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
+
+/// Marks a session whose statements are planned and never run (a
+/// SessionConfig extension): its planner answers no subquery.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOnly;
 
 /// A query planner that answers a statement's uncorrelated scalar
 /// subqueries, then hands the statement to `inner`.
@@ -54,19 +59,20 @@ impl QueryPlanner for ScalarSubqueriesFirst {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let subqueries = uncorrelated(logical);
         let state = session.as_any().downcast_ref::<SessionState>();
-        let Some(state) =
-            state.filter(|_| !subqueries.is_empty() && !matches!(logical, LogicalPlan::Explain(_)))
-        else {
+        let plan_only = session.config().get_extension::<PlanOnly>().is_some();
+        let Some(state) = state.filter(|_| {
+            !subqueries.is_empty() && !plan_only && !matches!(logical, LogicalPlan::Explain(_))
+        }) else {
             return self.inner.create_physical_plan(logical, session).await;
         };
-        let mut values = HashMap::new();
-        for sq in subqueries {
-            // Planned through the session: its own subqueries are answered
-            // first in turn.
+        // All at once, as DataFusion would run them; each planned through
+        // the session, so its own subqueries are answered first in turn.
+        let answers = futures::future::try_join_all(subqueries.iter().map(async |sq| {
             let plan = session.create_physical_plan(&sq.subquery).await?;
-            let value = single_value(plan, session.task_ctx()).await?;
-            values.insert(sq, value);
-        }
+            single_value(plan, session.task_ctx()).await
+        }))
+        .await?;
+        let values: HashMap<Subquery, ScalarValue> = subqueries.into_iter().zip(answers).collect();
         let rewritten = with_values(logical, &values)?;
         let optimized = state.optimize(&rewritten)?;
         self.inner.create_physical_plan(&optimized, session).await
@@ -266,6 +272,18 @@ mod tests {
             rows(&ctx, correlated).await.unwrap(),
             "+---+\n| n |\n+---+\n| 5 |\n+---+"
         );
+    }
+
+    #[tokio::test]
+    async fn a_plan_only_session_runs_no_subquery() {
+        let ctx = ctx();
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .set_extension(Arc::new(super::PlanOnly));
+        // The subquery would fail if it ran.
+        let plan = physical(&ctx, "SELECT name FROM t WHERE run = (SELECT run FROM t)").await;
+        assert!(plan.contains("ScalarSubqueryExec"), "{plan}");
     }
 
     #[tokio::test]

@@ -196,6 +196,11 @@ async fn plan_on_empty_tables(
     config.query.max_value_mb = max_value_mb;
     let catalog = crate::schema::Catalog::embedded().map_err(|e| e.to_string())?;
     let ctx = super::context(&config).map_err(|e| e.to_string())?;
+    // Planned only: no scalar subquery is answered first.
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .set_extension(Arc::new(crate::lake::PlanOnly));
     let mut names = Vec::new();
     for def in &catalog.tables {
         let table =

@@ -37,6 +37,9 @@ pub(super) struct Limits {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 
+/// More requests than can ever run at once (each holds one permit).
+const RUNNING_MAX: u32 = 1 << 24;
+
 /// What a connection over the cap gets before it is closed.
 const BUSY: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/problem+json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 166\r\n\r\n{\"type\":\"https://custlake.dev/problems/1301\",\"title\":\"Too many queries\",\"status\":429,\"code\":1301,\"detail\":\"too many open connections; retry shortly\",\"retryable\":true}";
 
@@ -51,6 +54,10 @@ pub(super) async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    // Each running request holds one of these: at shutdown the server
+    // waits (within the grace period) for requests whose client has gone
+    // as well as for open connections.
+    let running = Arc::new(Semaphore::new(RUNNING_MAX as usize));
     let mut connections = JoinSet::new();
     loop {
         while connections.try_join_next().is_some() {}
@@ -79,17 +86,25 @@ pub(super) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
+        let running = running.clone();
         // Each request runs on a task of its own, spawned as soon as its
         // head is read. hyper polls a request's future only after it has
         // read on: a client that sends a whole request and closes its side
         // at once (a merge it does not wait for) would otherwise have the
         // connection end, and the request dropped unseen, before it began.
-        // A client that hangs up still cancels its query: the reply's body
-        // (the query's stream) is dropped with the connection.
+        // A client that hangs up once its reply has begun still cancels
+        // its query: the reply's body (the query's stream) is dropped with
+        // the connection. Before that (planning, the first batches) the
+        // request runs on, within its deadline, as a merge does.
         let service = hyper::service::service_fn(move |req: axum::http::Request<Incoming>| {
             let mut req = req.map(axum::body::Body::new);
             req.extensions_mut().insert(Peer(peer));
-            let task = tokio::spawn(router.clone().oneshot(req));
+            let held = running.clone().try_acquire_owned().ok();
+            let router = router.clone();
+            let task = tokio::spawn(async move {
+                let _held = held;
+                router.oneshot(req).await
+            });
             async move {
                 Ok::<_, std::convert::Infallible>(match task.await {
                     Ok(Ok(resp)) => resp,
@@ -126,6 +141,7 @@ pub(super) async fn serve(
     drop(listener);
     let drained = tokio::time::timeout(limits.grace, async {
         while connections.join_next().await.is_some() {}
+        let _ = running.acquire_many(RUNNING_MAX).await;
     })
     .await;
     if drained.is_err() {

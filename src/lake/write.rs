@@ -117,7 +117,7 @@ async fn routed(
         _ => None,
     };
     let Some((column, w)) = tiers else {
-        return write_in(lake, ctx, def, Tier::Hot, source, dedup, metadata, keys).await;
+        return upsert_in(lake, ctx, def, Tier::Hot, source, dedup, metadata, keys).await;
     };
     // Duplicates resolved before routing: two lines of one key may fall in
     // different tiers, and only the last may land.
@@ -144,7 +144,7 @@ async fn routed(
         if rows == 0 {
             continue;
         }
-        let out = write_in(lake, ctx, def, tier, part, false, metadata.clone(), keys).await?;
+        let out = upsert_in(lake, ctx, def, tier, part, false, metadata.clone(), keys).await?;
         if tier == Tier::Hot || last.is_none() {
             last = Some(out);
         }
@@ -318,31 +318,9 @@ pub(super) async fn delete_rows(
     Ok(metrics.num_deleted_rows.unwrap_or(0) as u64)
 }
 
-/// [`upsert`] into one tier's part of a table.
-pub async fn upsert_in(
-    lake: &Lake,
-    ctx: &SessionContext,
-    def: &TableDef,
-    tier: Tier,
-    source: DataFrame,
-    dedup: bool,
-    metadata: Vec<(String, serde_json::Value)>,
-) -> Result<UpsertOutcome, LakeError> {
-    write_in(
-        lake,
-        ctx,
-        def,
-        tier,
-        source,
-        dedup,
-        metadata,
-        Keys::MayExist,
-    )
-    .await
-}
-
+/// [`upsert`] (or [`append_new`]) into one tier's part of a table.
 #[allow(clippy::too_many_arguments)]
-async fn write_in(
+async fn upsert_in(
     lake: &Lake,
     ctx: &SessionContext,
     def: &TableDef,

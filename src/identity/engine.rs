@@ -50,6 +50,17 @@ impl StrColumn {
         self.ends.is_empty()
     }
 
+    /// The column in another row order: row `k` of the result is row
+    /// `order[k]` of this one.
+    pub fn permuted(&self, order: &[u32]) -> Self {
+        let mut out = Self::with_capacity(order.len());
+        out.buf.reserve(self.buf.len());
+        for &o in order {
+            out.push(self.get(o as usize));
+        }
+        out
+    }
+
     pub fn get(&self, i: usize) -> Option<&str> {
         if !*self.present.get(i)? {
             return None;

@@ -38,46 +38,54 @@ pub fn parse_id(id: &str) -> Option<u64> {
 
 /// `clusters`: each cluster's records, in the order ids are to be numbered.
 /// `old`: per record, its previous id. `hints`: per record, a retired id
-/// it belonged to before an undone merge.
-pub fn assign(
+/// it belonged to before an undone merge. `known`: what the lake knows of
+/// an id.
+pub fn assign<'k>(
     clusters: &[Vec<u32>],
     old: &[Option<&str>],
     hints: &HashMap<u32, String>,
-    known: &HashMap<String, Known>,
+    known: &dyn Fn(&str) -> Option<&'k Known>,
     next: &mut u64,
 ) -> Assignment {
-    // Count each previous id's records per cluster.
-    let mut counts: BTreeMap<&str, BTreeMap<usize, usize>> = BTreeMap::new();
+    // Each previous id goes to the cluster holding most of its records;
+    // ties go to the first cluster. Clusters are visited in order and
+    // counted one at a time, so only each id's best so far is kept.
+    let mut best: HashMap<&str, (u32, u32)> = HashMap::new();
+    let mut here: Vec<&str> = Vec::new();
     for (c, members) in clusters.iter().enumerate() {
-        for &r in members {
-            if let Some(id) = old.get(r as usize).copied().flatten() {
-                *counts.entry(id).or_default().entry(c).or_default() += 1;
-            }
+        here.clear();
+        here.extend(members.iter().filter_map(|&r| old.get(r as usize).copied().flatten()));
+        here.sort_unstable();
+        for run in here.chunk_by(|a, b| a == b) {
+            let n = run.len() as u32;
+            best.entry(run[0])
+                .and_modify(|b| {
+                    if n > b.1 {
+                        *b = (c as u32, n);
+                    }
+                })
+                .or_insert((c as u32, n));
         }
     }
-    let mut owned: Vec<Vec<&str>> = vec![Vec::new(); clusters.len()];
-    for (id, per) in &counts {
-        // Most records wins; ties go to the first cluster.
-        let mut best: Option<(usize, usize)> = None;
-        for (&c, &n) in per {
-            if best.is_none_or(|(_, bn)| n > bn) {
-                best = Some((c, n));
-            }
-        }
-        if let Some((c, _)) = best {
-            owned[c].push(id);
-        }
-    }
+    drop(here);
+    // The ids each cluster owns, by cluster.
+    let mut owned: Vec<(u32, &str)> = best.iter().map(|(id, (c, _))| (*c, *id)).collect();
+    owned.sort_unstable();
     let age = |id: &str| -> (i64, String) {
         (
-            known.get(id).map_or(i64::MAX, |k| k.created_at),
+            known(id).map_or(i64::MAX, |k| k.created_at),
             id.to_string(),
         )
     };
     let mut out = Assignment::default();
-    let mut used: HashSet<String> = counts.keys().map(|s| s.to_string()).collect();
+    let mut revived: HashSet<String> = HashSet::new();
+    let mut at = 0;
     for (c, members) in clusters.iter().enumerate() {
-        let mut ids = owned[c].clone();
+        let start = at;
+        while at < owned.len() && owned[at].0 as usize == c {
+            at += 1;
+        }
+        let mut ids: Vec<&str> = owned[start..at].iter().map(|(_, id)| *id).collect();
         ids.sort_by_key(|id| age(id));
         if let Some(first) = ids.first() {
             for other in &ids[1..] {
@@ -93,13 +101,14 @@ pub fn assign(
                 *votes.entry(h.as_str()).or_default() += 1;
             }
         }
+        let used = |h: &str| best.contains_key(h) || revived.contains(h);
         let revive = votes
             .iter()
-            .filter(|(h, _)| !used.contains(**h) && known.get(**h).is_some_and(|k| !k.active))
+            .filter(|(h, _)| !used(h) && known(h).is_some_and(|k| !k.active))
             .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
             .map(|(h, _)| h.to_string());
         if let Some(h) = revive {
-            used.insert(h.clone());
+            revived.insert(h.clone());
             out.revived.push(h.clone());
             out.ids.push(h);
             continue;
@@ -138,7 +147,7 @@ mod tests {
             Some("CU0000000002"),
         ];
         let mut next = 3;
-        let a = assign(&[vec![0, 1, 2]], &old, &HashMap::new(), &k, &mut next);
+        let a = assign(&[vec![0, 1, 2]], &old, &HashMap::new(), &|id| k.get(id), &mut next);
         assert_eq!(a.ids, vec!["CU0000000002"]);
         assert_eq!(
             a.retired,
@@ -150,7 +159,7 @@ mod tests {
             Some("CU0000000002"),
             Some("CU0000000002"),
         ];
-        let a = assign(&[vec![0], vec![1, 2]], &old, &HashMap::new(), &k, &mut next);
+        let a = assign(&[vec![0], vec![1, 2]], &old, &HashMap::new(), &|id| k.get(id), &mut next);
         assert_eq!(a.ids, vec!["CU0000000003", "CU0000000002"]);
         assert_eq!(next, 4);
     }
@@ -161,7 +170,7 @@ mod tests {
         let old = [Some("CU0000000001"), Some("CU0000000001")];
         let hints: HashMap<u32, String> = [(1, "CU0000000002".to_string())].into();
         let mut next = 3;
-        let a = assign(&[vec![0], vec![1]], &old, &hints, &k, &mut next);
+        let a = assign(&[vec![0], vec![1]], &old, &hints, &|id| k.get(id), &mut next);
         assert_eq!(a.ids, vec!["CU0000000001", "CU0000000002"]);
         assert_eq!(a.revived, vec!["CU0000000002"]);
         assert_eq!(next, 3);

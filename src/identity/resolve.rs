@@ -22,7 +22,7 @@ use super::ledger::{
     Event, append_events, decisions, format_event, load_events, next_event_number,
 };
 use super::load::{
-    Links, Loaded, collect, load_known, load_records, now_micros, opt, register, utf8,
+    Links, Loaded, collect, keys_hash, load_known, load_records, now_micros, opt, register, utf8,
 };
 use super::survive::retire;
 use crate::lake::{Lake, Warehouse};
@@ -153,7 +153,7 @@ async fn run(
 
     task.set_message(&format!("matching {} records", loaded.data.len()));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (loaded, outcome, match_keys) = match_records(rules, &input, loaded, threads).await?;
+    let (loaded, outcome) = match_records(rules, &input, loaded, threads).await?;
     lap.mark("matched");
     task.inc(1);
 
@@ -172,40 +172,66 @@ async fn run(
         clusters: &clusters,
         assignment: &assignment,
         events: &input.events,
-        match_keys: &match_keys,
         now,
     };
-    let xref = change.links(catalog, threads).await?;
+    // Each result is written as soon as it is computed, and dropped:
+    // the ledger's merges, then the links, the golden records and the
+    // suspect groups, in that order (each write atomic).
+    let merges = change.auto_merges(&trigger);
+    let write_ctx = crate::lake::session::write_context();
+    if !merges.is_empty() {
+        append_events(lake, catalog, &write_ctx, &merges).await?;
+    }
+    let changed = change.changed_links();
+    lap.mark("links compared");
+    task.set_message(&format!("writing {} changed links", changed.records.len()));
+    let links = changed.records.len();
+    if links > 0 {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let def = catalog.table("customer_xref")?;
+        let (written, sent) = tokio::join!(
+            crate::lake::upsert_chunks(lake, &write_ctx, def, rx, Vec::new()),
+            change.send_links(catalog, threads, &changed, tx),
+        );
+        sent?;
+        written?;
+    }
+    drop(changed);
+    lap.mark("links written");
     task.inc(1);
 
-    task.set_message("building golden records");
-    let golden = super::survive::golden(
+    task.set_message("building and writing golden records");
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let golden = super::survive::Golden {
         rules,
         catalog,
-        &loaded,
-        &clusters.members,
-        &assignment.ids,
-        &known,
+        loaded: &loaded,
+        clusters: &clusters.members,
+        ids: &assignment.ids,
+        known: &known,
         now,
-    )?;
+        threads,
+    };
+    let (written, sent) = tokio::join!(
+        crate::lake::upsert_chunks(lake, &write_ctx, catalog.table("customer")?, rx, Vec::new()),
+        golden.send(tx),
+    );
+    let customers = sent?;
+    written?;
+    drop(known);
+    retire(lake, catalog, &assignment.retired, now).await?;
+    lap.mark("golden records written");
     task.inc(1);
 
     task.set_message("proposing suspected duplicates");
     let suspects = change.suspects(&input);
-    lap.mark("links, golden records and suspects computed");
-    task.set_message("writing");
-    let written = change
-        .write(
-            lake,
-            catalog,
-            &trigger,
-            xref,
-            golden,
-            &input.suspects,
-            suspects,
-            &mut lap,
-        )
-        .await?;
+    let groups = super::suspects::write(lake, catalog, &input.suspects, suspects).await?;
+    lap.mark("suspects written");
+    let written = Written {
+        links,
+        customers,
+        groups,
+    };
     task.inc(1);
     let n = loaded.data.len();
     let new_or_changed = match &input.scope {
@@ -355,7 +381,7 @@ impl Inputs {
             return Ok((load_known(ctx, have, None).await?, None));
         }
         let mut ids: Vec<String> = (0..loaded.data.len())
-            .filter_map(|i| opt(&loaded.old_id, i).map(str::to_string))
+            .filter_map(|i| loaded.old_id.get(i).map(str::to_string))
             .chain(self.hint_keys.values().cloned())
             .collect();
         ids.sort_unstable();
@@ -370,14 +396,13 @@ impl Inputs {
     }
 }
 
-/// Run the matching engine on the loaded records (off the async runtime),
-/// and compute each record's match keys.
+/// Run the matching engine on the loaded records (off the async runtime).
 async fn match_records(
     rules: &Rules,
     input: &Inputs,
     loaded: Loaded,
     threads: usize,
-) -> Result<(Loaded, engine::Outcome, Vec<String>), IdentityError> {
+) -> Result<(Loaded, engine::Outcome), IdentityError> {
     let oversized = input
         .scope
         .as_ref()
@@ -387,8 +412,7 @@ async fn match_records(
     let decisions = input.decisions.clone();
     Ok(tokio::task::spawn_blocking(move || {
         let out = engine::resolve_part(&rules, &loaded.data, &decisions, threads, &oversized);
-        let keys = super::scope::keys_text(&rules, &loaded.data);
-        (loaded, out, keys)
+        (loaded, out)
     })
     .await?)
 }
@@ -401,11 +425,14 @@ struct Clusters {
 
 impl Clusters {
     fn of(cluster: &[u32]) -> Self {
-        let mut by_cluster: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-        for (i, &c) in cluster.iter().enumerate() {
-            by_cluster.entry(c).or_default().push(i as u32);
-        }
-        let members: Vec<Vec<u32>> = by_cluster.into_values().collect();
+        // Records grouped by cluster (clusters in order, records in order).
+        let mut order: Vec<u32> = (0..cluster.len() as u32).collect();
+        order.sort_by_key(|&i| cluster[i as usize]);
+        let members: Vec<Vec<u32>> = order
+            .chunk_by(|a, b| cluster[*a as usize] == cluster[*b as usize])
+            .map(<[u32]>::to_vec)
+            .collect();
+        drop(order);
         let mut of = vec![0u32; cluster.len()];
         for (c, m) in members.iter().enumerate() {
             for &r in m {
@@ -426,7 +453,7 @@ fn assign_ids(
     highest: Option<u64>,
 ) -> ids::Assignment {
     let n = loaded.data.len();
-    let old: Vec<Option<&str>> = (0..n).map(|i| opt(&loaded.old_id, i)).collect();
+    let old: Vec<Option<&str>> = (0..n).map(|i| loaded.old_id.get(i)).collect();
     let index: HashMap<&str, u32> = if hint_keys.is_empty() {
         HashMap::new()
     } else {
@@ -442,10 +469,6 @@ fn assign_ids(
         .iter()
         .filter_map(|(k, v)| index.get(k.as_str()).map(|i| (*i, v.clone())))
         .collect();
-    let known_ids: HashMap<String, Known> = known
-        .iter()
-        .map(|(k, (v, _))| (k.clone(), v.clone()))
-        .collect();
     let mut next = known
         .keys()
         .map(String::as_str)
@@ -455,7 +478,13 @@ fn assign_ids(
         .max()
         .unwrap_or(0)
         + 1;
-    ids::assign(&clusters.members, &old, &hints, &known_ids, &mut next)
+    ids::assign(
+        &clusters.members,
+        &old,
+        &hints,
+        &|id| known.get(id).map(|(k, _)| k),
+        &mut next,
+    )
 }
 
 /// A run's result, before it is written.
@@ -466,8 +495,17 @@ struct Change<'a> {
     clusters: &'a Clusters,
     assignment: &'a ids::Assignment,
     events: &'a [Event],
-    match_keys: &'a [String],
     now: i64,
+}
+
+/// The records whose link changed, and each one's match keys.
+struct ChangedLinks {
+    /// The rules' fingerprint, which heads the `match_keys` text.
+    fingerprint: u64,
+    records: Vec<usize>,
+    /// Record `k` of `records` has `keys[offsets[k]..offsets[k + 1]]`.
+    offsets: Vec<u32>,
+    keys: Vec<u64>,
 }
 
 /// What the writes changed.
@@ -496,57 +534,109 @@ impl Change<'_> {
         }
     }
 
-    /// The links that changed, with scores and per-field similarities.
-    async fn links(&self, catalog: &Catalog, threads: usize) -> Result<RecordBatch, IdentityError> {
+    /// The records whose link changed, with their match keys.
+    fn changed_links(&self) -> ChangedLinks {
         let loaded = self.loaded;
-        let n = loaded.data.len();
-        let changed: Vec<usize> = (0..n)
-            .filter(|&i| {
-                let (rule, by) = self.rule_and_actor(i);
-                opt(&loaded.old_id, i) != Some(self.id_of(i))
-                    || opt(&loaded.old_rule, i) != Some(rule.as_str())
-                    || opt(&loaded.old_by, i) != Some(by.as_str())
-                    || loaded.old_ingested[i] != loaded.ingested[i]
-                    || opt(&loaded.old_keys, i) != Some(self.match_keys[i].as_str())
-            })
-            .collect();
-        let explained: Vec<(f64, Option<String>)> = tokio::task::spawn_blocking({
-            let rules = self.rules.clone();
-            let loaded = loaded.clone();
-            let partners: Vec<(Option<u32>, Option<u8>)> = changed
-                .iter()
-                .map(|&i| (self.outcome.link[i].partner, self.outcome.profile[i]))
-                .collect();
-            let changed = changed.clone();
-            move || explain_all(&rules, &loaded.data, &changed, &partners, threads)
-        })
-        .await?;
-        let xref_def = catalog.table("customer_xref")?;
-        let source_id = utf8(&loaded.batch, "source_id")?;
-        let mut b = BatchBuilder::new(xref_def, false);
-        for (&i, (score, detail)) in changed.iter().zip(explained) {
+        let fingerprint = self.rules.fingerprint();
+        let mut out = ChangedLinks {
+            fingerprint,
+            records: Vec::new(),
+            offsets: vec![0],
+            keys: Vec::new(),
+        };
+        let mut keys = Vec::new();
+        for i in 0..loaded.data.len() {
+            engine::match_keys(self.rules, &loaded.data, i, &mut keys);
+            let text = super::scope::format_keys(fingerprint, &keys);
             let (rule, by) = self.rule_and_actor(i);
-            b.push(
-                &[
-                    Cell::Str(loaded.system.value(i).to_string()),
-                    Cell::Str(source_id.value(i).to_string()),
-                    Cell::Str(self.id_of(i).to_string()),
-                    Cell::Str(rule),
-                    if score.is_nan() {
-                        Cell::Null
-                    } else {
-                        Cell::F64(score)
-                    },
-                    Cell::Ts(self.now),
-                    Cell::Str(by),
-                    detail.map_or(Cell::Null, Cell::Str),
-                    loaded.ingested[i].map_or(Cell::Null, Cell::Ts),
-                    Cell::Str(self.match_keys[i].clone()),
-                ],
-                None,
-            );
+            if loaded.old_id.get(i) != Some(self.id_of(i))
+                || loaded.old_rule.get(i) != Some(rule.as_str())
+                || loaded.old_by.get(i) != Some(by.as_str())
+                || loaded.old_ingested[i] != loaded.ingested[i]
+                || loaded.old_keys[i] != Some(keys_hash(&text))
+            {
+                out.records.push(i);
+                out.keys.extend_from_slice(&keys);
+                out.offsets.push(out.keys.len() as u32);
+            }
         }
-        Ok(b.finish()?)
+        out
+    }
+
+    /// The changed links as `customer_xref` rows, with scores and per-field
+    /// similarities, explained and sent a chunk at a time. An error is
+    /// sent too (it aborts the write) and returned.
+    async fn send_links(
+        &self,
+        catalog: &Catalog,
+        threads: usize,
+        changed: &ChangedLinks,
+        tx: tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+    ) -> Result<(), IdentityError> {
+        let result = self.link_chunks(catalog, threads, changed, &tx).await;
+        if let Err(e) = &result {
+            let _ = tx
+                .send(Err(datafusion::error::DataFusionError::Execution(format!(
+                    "the links were not computed: {e}"
+                ))))
+                .await;
+        }
+        result
+    }
+
+    async fn link_chunks(
+        &self,
+        catalog: &Catalog,
+        threads: usize,
+        changed: &ChangedLinks,
+        tx: &tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+    ) -> Result<(), IdentityError> {
+        let loaded = self.loaded;
+        let xref_def = catalog.table("customer_xref")?;
+        let mut b = BatchBuilder::new(xref_def, false);
+        for (c, chunk) in changed.records.chunks(super::survive::CHUNK).enumerate() {
+            let explained: Vec<(f64, Option<String>)> = tokio::task::spawn_blocking({
+                let rules = self.rules.clone();
+                let loaded = loaded.clone();
+                let partners: Vec<(Option<u32>, Option<u8>)> = chunk
+                    .iter()
+                    .map(|&i| (self.outcome.link[i].partner, self.outcome.profile[i]))
+                    .collect();
+                let chunk = chunk.to_vec();
+                move || explain_all(&rules, &loaded.data, &chunk, &partners, threads)
+            })
+            .await?;
+            let first = c * super::survive::CHUNK;
+            for (k, (&i, (score, detail))) in chunk.iter().zip(explained).enumerate() {
+                let (rule, by) = self.rule_and_actor(i);
+                let keys = &changed.keys
+                    [changed.offsets[first + k] as usize..changed.offsets[first + k + 1] as usize];
+                b.push(
+                    &[
+                        Cell::Str(loaded.system(i).to_string()),
+                        Cell::Str(loaded.source_id(i).to_string()),
+                        Cell::Str(self.id_of(i).to_string()),
+                        Cell::Str(rule),
+                        if score.is_nan() {
+                            Cell::Null
+                        } else {
+                            Cell::F64(score)
+                        },
+                        Cell::Ts(self.now),
+                        Cell::Str(by),
+                        detail.map_or(Cell::Null, Cell::Str),
+                        loaded.ingested[i].map_or(Cell::Null, Cell::Ts),
+                        Cell::Str(super::scope::format_keys(changed.fingerprint, keys)),
+                    ],
+                    None,
+                );
+            }
+            if tx.send(Ok(b.finish()?)).await.is_err() {
+                // The write stopped; it says why.
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The suspect groups after this run.
@@ -590,7 +680,7 @@ impl Change<'_> {
                 .map(|i| {
                     (
                         self.loaded.data.keys[i].clone(),
-                        opt(&self.loaded.old_id, i).map(str::to_string),
+                        self.loaded.old_id.get(i).map(str::to_string),
                     )
                 })
                 .collect();
@@ -607,45 +697,6 @@ impl Change<'_> {
             });
         }
         out
-    }
-
-    /// Writes, each atomic and in this order: ledger, links, golden
-    /// records (and retirements), suspects.
-    #[allow(clippy::too_many_arguments)]
-    async fn write(
-        &self,
-        lake: &Lake,
-        catalog: &Catalog,
-        trigger: &Trigger,
-        xref: RecordBatch,
-        golden: RecordBatch,
-        suspects_before: &[super::suspects::Member],
-        suspects: Vec<super::suspects::Member>,
-        lap: &mut Lap,
-    ) -> Result<Written, IdentityError> {
-        let ctx = crate::lake::session::write_context();
-        let merges = self.auto_merges(trigger);
-        if !merges.is_empty() {
-            append_events(lake, catalog, &ctx, &merges).await?;
-        }
-        let links = xref.num_rows();
-        if links > 0 {
-            super::upsert_batch(lake, catalog, &ctx, "customer_xref", xref).await?;
-        }
-        lap.mark("links written");
-        let customers = golden.num_rows();
-        if customers > 0 {
-            super::upsert_batch(lake, catalog, &ctx, "customer", golden).await?;
-        }
-        retire(lake, catalog, &self.assignment.retired, self.now).await?;
-        lap.mark("golden records written");
-        let groups = super::suspects::write(lake, catalog, suspects_before, suspects).await?;
-        lap.mark("suspects written");
-        Ok(Written {
-            links,
-            customers,
-            groups,
-        })
     }
 }
 

@@ -35,18 +35,6 @@ pub(crate) fn format_keys(fingerprint: u64, keys: &[u64]) -> String {
     s
 }
 
-/// Every record's match keys as `format_keys` text, in dataset order.
-pub(crate) fn keys_text(rules: &Rules, data: &Dataset) -> Vec<String> {
-    let fp = rules.fingerprint();
-    let mut keys = Vec::new();
-    (0..data.len())
-        .map(|i| {
-            engine::match_keys(rules, data, i, &mut keys);
-            format_keys(fp, &keys)
-        })
-        .collect()
-}
-
 /// What an incremental run resolves.
 #[derive(Debug, Default)]
 pub(crate) struct Scope {

@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
 use serde_json::json;
 
 use super::IdentityError;
@@ -19,41 +18,127 @@ use crate::schema::Catalog;
 use crate::schema::row::{BatchBuilder, Cell};
 use crate::schema::rules::Rules;
 
-fn fnv_hex(parts: &[String]) -> String {
-    let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
-    format!("{:016x}", crate::domain::fnv(&refs))
+/// Rows per batch of golden records.
+pub(crate) const CHUNK: usize = 65_536;
+
+/// What golden records are computed from.
+pub(crate) struct Golden<'a> {
+    pub rules: &'a Rules,
+    pub catalog: &'a Catalog,
+    pub loaded: &'a Loaded,
+    pub clusters: &'a [Vec<u32>],
+    /// Each cluster's customer id.
+    pub ids: &'a [String],
+    pub known: &'a HashMap<String, (Known, Option<String>)>,
+    pub now: i64,
+    pub threads: usize,
 }
 
-/// Golden rows for the clusters whose content changed (or that are new).
-pub(crate) fn golden(
+impl Golden<'_> {
+    /// Send the golden rows of the clusters whose content changed (or that
+    /// are new), in cluster order, a slice of clusters at a time; returns
+    /// how many. An error is sent too (it aborts the write) and returned.
+    pub(crate) async fn send(
+        &self,
+        tx: tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+    ) -> Result<usize, IdentityError> {
+        let mut rows = 0;
+        let slice = CHUNK * self.threads.max(1);
+        for (clusters, ids) in self.clusters.chunks(slice).zip(self.ids.chunks(slice)) {
+            let batches = match self.rows(clusters, ids) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(datafusion::error::DataFusionError::Execution(format!(
+                            "the golden records were not computed: {e}"
+                        ))))
+                        .await;
+                    return Err(e);
+                }
+            };
+            for b in batches {
+                rows += b.num_rows();
+                if tx.send(Ok(b)).await.is_err() {
+                    // The write stopped; it says why.
+                    return Ok(rows);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The rows of some clusters, computed on `threads` threads, in
+    /// cluster order, in batches of at most [`CHUNK`] rows.
+    fn rows(&self, clusters: &[Vec<u32>], ids: &[String]) -> Result<Vec<RecordBatch>, IdentityError> {
+        let def = self.catalog.table("customer")?;
+        let size = clusters.len().div_ceil(self.threads.max(1)).max(1);
+        let (rules, l, known, now) = (self.rules, self.loaded, self.known, self.now);
+        std::thread::scope(|s| {
+            let parts: Vec<_> = clusters
+                .chunks(size)
+                .zip(ids.chunks(size))
+                .map(|(c, i)| s.spawn(move || golden_part(rules, def, l, c, i, known, now)))
+                .collect();
+            let mut out = Vec::new();
+            for p in parts {
+                out.extend(p.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+/// Where a column of `customer` comes from.
+enum Source {
+    Id,
+    Province,
+    Status,
+    Survivorship,
+    Created,
+    Updated,
+    Fingerprint,
+    Golden(usize),
+    Null,
+}
+
+/// `format!("{cell:?}")` of a golden value, into `out`: the fingerprint
+/// hashes that text. The CJK ideographs and printable ASCII are written
+/// as they are (what `Debug` does with them, without looking each up in
+/// the printable tables); everything else as `Debug` escapes it.
+fn debug_cell(cell: &Cell, out: &mut String) {
+    use std::fmt::Write;
+    match cell {
+        Cell::Str(s) => {
+            out.push_str("Str(\"");
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\'' | ' '..='~' | '\u{4E00}'..='\u{9FFF}' => out.push(c),
+                    c => {
+                        let _ = write!(out, "{}", c.escape_debug());
+                    }
+                }
+            }
+            out.push_str("\")");
+        }
+        other => {
+            let _ = write!(out, "{other:?}");
+        }
+    }
+}
+
+fn golden_part(
     rules: &Rules,
-    catalog: &Catalog,
+    def: &crate::schema::TableDef,
     l: &Loaded,
     clusters: &[Vec<u32>],
     ids: &[String],
     known: &HashMap<String, (Known, Option<String>)>,
     now: i64,
-) -> Result<RecordBatch, IdentityError> {
-    let def = catalog.table("customer")?;
-    let mut cols = Vec::with_capacity(GOLDEN.len());
-    for f in GOLDEN {
-        let c = l
-            .batch
-            .column_by_name(f)
-            .ok_or_else(|| IdentityError::Damaged(format!("source_customer has no column {f}")))?;
-        let c = cast(c, &DataType::Utf8)?;
-        cols.push(c.as_string::<i32>().clone());
-    }
-    let birth = {
-        let c = l
-            .batch
-            .column_by_name("birth_date")
-            .ok_or_else(|| IdentityError::Damaged("source_customer has no birth_date".into()))?;
-        let c = cast(c, &DataType::Date32)?;
-        c.as_primitive::<datafusion::arrow::datatypes::Date32Type>()
-            .clone()
-    };
-    let together: HashMap<usize, usize> = [("id_type", "id_number")]
+) -> Result<Vec<RecordBatch>, IdentityError> {
+    use std::hash::Hasher;
+    let together: Vec<(usize, usize)> = [("id_type", "id_number")]
         .iter()
         .filter_map(|(follower, leader)| {
             Some((
@@ -62,22 +147,43 @@ pub(crate) fn golden(
             ))
         })
         .collect();
+    let address = GOLDEN.iter().position(|g| *g == "address");
+    let sources: Vec<Source> = def
+        .fields
+        .iter()
+        .map(|f| match f.name.as_str() {
+            "customer_id" => Source::Id,
+            "province" => Source::Province,
+            "status" => Source::Status,
+            "survivorship" => Source::Survivorship,
+            "created_at" => Source::Created,
+            "updated_at" => Source::Updated,
+            "fingerprint" => Source::Fingerprint,
+            other => GOLDEN
+                .iter()
+                .position(|g| *g == other)
+                .map_or(Source::Null, Source::Golden),
+        })
+        .collect();
     // Per golden field, per system: rank (computed once per system).
     let mut ranks: HashMap<(usize, &str), usize> = HashMap::new();
     let mut builder = BatchBuilder::new(def, false);
+    let (mut batches, mut rows) = (Vec::new(), 0usize);
+    let mut text = String::new();
+    let mut values: Vec<Cell> = vec![Cell::Null; GOLDEN.len()];
     for (members, id) in clusters.iter().zip(ids) {
         let mut chosen: Vec<Option<u32>> = vec![None; GOLDEN.len()];
         for (f, name) in GOLDEN.iter().enumerate() {
-            if together.contains_key(&f) {
+            if together.iter().any(|(follower, _)| *follower == f) {
                 continue;
             }
             let mut best: Option<(usize, i64, u32)> = None;
             for &m in members {
                 let i = m as usize;
-                if !cols[f].is_valid(i) || cols[f].value(i).is_empty() {
+                if !l.has_golden(f, i) {
                     continue;
                 }
-                let sys = l.system.value(i);
+                let sys = l.system(i);
                 let rank = *ranks
                     .entry((f, sys))
                     .or_insert_with(|| rules.survivorship.rank(name, sys));
@@ -88,30 +194,36 @@ pub(crate) fn golden(
             }
             chosen[f] = best.map(|b| b.2);
         }
-        for (&follower, &leader) in &together {
-            chosen[follower] = chosen[leader].filter(|&m| cols[follower].is_valid(m as usize));
+        for &(follower, leader) in &together {
+            chosen[follower] = chosen[leader].filter(|&m| l.has_golden(follower, m as usize));
         }
-        let mut values: HashMap<&str, Cell> = HashMap::new();
-        let mut sources = serde_json::Map::new();
-        let mut fp = Vec::with_capacity(GOLDEN.len() * 2);
+        // The fingerprint: each field's value (as `Debug` writes it) and
+        // the record it came from, hashed as `fnv` hashes its parts.
+        let mut hash = crate::domain::Fnv64::default();
+        let mut picked = serde_json::Map::new();
         for (f, name) in GOLDEN.iter().enumerate() {
             let Some(m) = chosen[f] else {
-                fp.push(String::new());
+                values[f] = Cell::Null;
+                hash.write(&[0x1f]);
                 continue;
             };
             let i = m as usize;
-            let cell = if *name == "birth_date" {
-                Cell::Date(birth.value(i))
-            } else {
-                Cell::Str(cols[f].value(i).to_string())
+            let cell = match (*name, l.golden(f, i), l.birth[i]) {
+                ("birth_date", _, Some(d)) => Cell::Date(d),
+                (_, Some(v), _) => Cell::Str(v.to_string()),
+                _ => Cell::Null,
             };
-            fp.push(format!("{cell:?}"));
+            text.clear();
+            debug_cell(&cell, &mut text);
+            hash.write(text.as_bytes());
+            hash.write(&[0x1f]);
             let key = &l.data.keys[i];
-            fp.push(key.clone());
-            sources.insert((*name).to_string(), json!(key));
-            values.insert(name, cell);
+            hash.write(key.as_bytes());
+            hash.write(&[0x1f]);
+            picked.insert((*name).to_string(), json!(key));
+            values[f] = cell;
         }
-        let fingerprint = fnv_hex(&fp);
+        let fingerprint = format!("{:016x}", hash.finish());
         let prior = known.get(id);
         if let Some((k, Some(old))) = prior
             && k.active
@@ -119,7 +231,7 @@ pub(crate) fn golden(
         {
             continue;
         }
-        let province = match values.get("address") {
+        let province = match address.map(|a| &values[a]) {
             Some(Cell::Str(a)) => a
                 .split('|')
                 .next()
@@ -127,24 +239,34 @@ pub(crate) fn golden(
                 .map_or(Cell::Null, |p| Cell::Str(p.to_string())),
             _ => Cell::Null,
         };
-        let row: Vec<Cell> = def
-            .fields
+        let mut survivorship = Some(serde_json::Value::Object(picked).to_string());
+        let mut fingerprint = Some(fingerprint);
+        let mut province = Some(province);
+        let row: Vec<Cell> = sources
             .iter()
-            .map(|f| match f.name.as_str() {
-                "customer_id" => Cell::Str(id.clone()),
-                "province" => province.clone(),
-                "status" => Cell::Str("active".into()),
-                "merged_into" => Cell::Null,
-                "survivorship" => Cell::Str(serde_json::Value::Object(sources.clone()).to_string()),
-                "created_at" => Cell::Ts(prior.map_or(now, |(k, _)| k.created_at)),
-                "updated_at" => Cell::Ts(now),
-                "fingerprint" => Cell::Str(fingerprint.clone()),
-                other => values.remove(other).unwrap_or(Cell::Null),
+            .map(|s| match s {
+                Source::Id => Cell::Str(id.clone()),
+                Source::Province => province.take().unwrap_or(Cell::Null),
+                Source::Status => Cell::Str("active".into()),
+                Source::Survivorship => survivorship.take().map_or(Cell::Null, Cell::Str),
+                Source::Created => Cell::Ts(prior.map_or(now, |(k, _)| k.created_at)),
+                Source::Updated => Cell::Ts(now),
+                Source::Fingerprint => fingerprint.take().map_or(Cell::Null, Cell::Str),
+                Source::Golden(f) => std::mem::replace(&mut values[*f], Cell::Null),
+                Source::Null => Cell::Null,
             })
             .collect();
         builder.push(&row, None);
+        rows += 1;
+        if rows == CHUNK {
+            batches.push(builder.finish()?);
+            rows = 0;
+        }
     }
-    builder.finish().map_err(IdentityError::from)
+    if rows > 0 {
+        batches.push(builder.finish()?);
+    }
+    Ok(batches)
 }
 
 /// Mark retired customers (and those already pointing at them) as merged
@@ -226,4 +348,40 @@ pub(crate) async fn retire(
             .collect::<Result<Vec<_>, _>>()?
     })?;
     super::upsert_batch(lake, catalog, &ctx, "customer", batch).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_is_fingerprinted_as_debug_writes_it() {
+        let mut samples: Vec<String> = [
+            "",
+            "王伟",
+            "O'Brien \"Ltd\" \\ 1",
+            "tab\there\nnew\r\u{0}",
+            "e\u{301}clair \u{200b}zero width, \u{7f} del, \u{a0} nbsp",
+            "广东省|深圳市|南山区|科技园路1号",
+            "ｆｕｌｌ ｗｉｄｔｈ　全角",
+            "emoji 😀 and 𠀀 (outside the fast path)",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Every ideograph the fast path writes as it is.
+        let ideographs: Vec<char> = ('\u{4E00}'..='\u{9FFF}').collect();
+        samples.extend(ideographs.chunks(64).map(|c| c.iter().collect::<String>()));
+        samples.push((' '..='~').collect());
+        let mut out = String::new();
+        for s in samples {
+            let cell = Cell::Str(s);
+            out.clear();
+            debug_cell(&cell, &mut out);
+            assert_eq!(out, format!("{cell:?}"));
+        }
+        out.clear();
+        debug_cell(&Cell::Date(-3), &mut out);
+        assert_eq!(out, "Date(-3)");
+    }
 }

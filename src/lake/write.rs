@@ -560,6 +560,57 @@ pub async fn append_stream(
     Ok(outcome(&table, false))
 }
 
+/// Upsert rows that arrive as a stream of batches (exactly the table's
+/// columns, each key at most once), in one commit. Into a table with no
+/// rows yet (and all hot) they stream into one append as they arrive, so
+/// they are never all held at once; otherwise they are gathered, then
+/// upserted. An `Err` in the stream aborts the write: nothing is committed,
+/// and the files of an aborted append are removed. Holds the table's lease.
+pub async fn upsert_chunks(
+    lake: &Lake,
+    ctx: &SessionContext,
+    def: &TableDef,
+    mut rx: BatchReceiver,
+    metadata: Vec<(String, serde_json::Value)>,
+) -> Result<UpsertOutcome, LakeError> {
+    super::lease::with_lease(lake, &def.name, "load", async move |_| {
+        let existing = lake.open(def).await?;
+        let existed = existing.is_some();
+        let empty = existing.as_ref().is_none_or(|t| {
+            t.snapshot()
+                .map(|s| s.log_data().num_files() == 0)
+                .unwrap_or(false)
+        });
+        drop(existing);
+        if empty && hot_only(lake, def).await? {
+            // A second early, for stores that keep whole seconds.
+            let started = chrono::Utc::now() - chrono::Duration::seconds(1);
+            let out = append_stream(lake, ctx, def, rx, metadata).await;
+            if out.is_err() {
+                if existed {
+                    lake.remove_unreferenced(def, started).await?;
+                } else {
+                    lake.remove_uncommitted(def).await?;
+                }
+            }
+            return out;
+        }
+        let mut batches = Vec::new();
+        while let Some(b) = rx.recv().await {
+            batches.push(b.map_err(|e| df_err(&def.name, e))?);
+        }
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            return Ok(UpsertOutcome {
+                version: 0,
+                merged: false,
+            });
+        }
+        let source = ctx.read_batches(batches).map_err(|e| df_err(&def.name, e))?;
+        routed(lake, ctx, def, source, false, metadata, Keys::MayExist).await
+    })
+    .await
+}
+
 /// A write of `source` into `table` in one commit: the context's session,
 /// the tier's writer properties and the commit's metadata.
 fn committed_write(

@@ -54,7 +54,11 @@ pub fn assign<'k>(
     let mut here: Vec<&str> = Vec::new();
     for (c, members) in clusters.iter().enumerate() {
         here.clear();
-        here.extend(members.iter().filter_map(|&r| old.get(r as usize).copied().flatten()));
+        here.extend(
+            members
+                .iter()
+                .filter_map(|&r| old.get(r as usize).copied().flatten()),
+        );
         here.sort_unstable();
         for run in here.chunk_by(|a, b| a == b) {
             let n = run.len() as u32;
@@ -72,10 +76,7 @@ pub fn assign<'k>(
     let mut owned: Vec<(u32, &str)> = best.iter().map(|(id, (c, _))| (*c, *id)).collect();
     owned.sort_unstable();
     let age = |id: &str| -> (i64, String) {
-        (
-            known(id).map_or(i64::MAX, |k| k.created_at),
-            id.to_string(),
-        )
+        (known(id).map_or(i64::MAX, |k| k.created_at), id.to_string())
     };
     let mut out = Assignment::default();
     let mut revived: HashSet<String> = HashSet::new();
@@ -147,7 +148,13 @@ mod tests {
             Some("CU0000000002"),
         ];
         let mut next = 3;
-        let a = assign(&[vec![0, 1, 2]], &old, &HashMap::new(), &|id| k.get(id), &mut next);
+        let a = assign(
+            &[vec![0, 1, 2]],
+            &old,
+            &HashMap::new(),
+            &|id| k.get(id),
+            &mut next,
+        );
         assert_eq!(a.ids, vec!["CU0000000002"]);
         assert_eq!(
             a.retired,
@@ -159,7 +166,13 @@ mod tests {
             Some("CU0000000002"),
             Some("CU0000000002"),
         ];
-        let a = assign(&[vec![0], vec![1, 2]], &old, &HashMap::new(), &|id| k.get(id), &mut next);
+        let a = assign(
+            &[vec![0], vec![1, 2]],
+            &old,
+            &HashMap::new(),
+            &|id| k.get(id),
+            &mut next,
+        );
         assert_eq!(a.ids, vec!["CU0000000003", "CU0000000002"]);
         assert_eq!(next, 4);
     }
@@ -170,7 +183,13 @@ mod tests {
         let old = [Some("CU0000000001"), Some("CU0000000001")];
         let hints: HashMap<u32, String> = [(1, "CU0000000002".to_string())].into();
         let mut next = 3;
-        let a = assign(&[vec![0], vec![1]], &old, &hints, &|id| k.get(id), &mut next);
+        let a = assign(
+            &[vec![0], vec![1]],
+            &old,
+            &hints,
+            &|id| k.get(id),
+            &mut next,
+        );
         assert_eq!(a.ids, vec!["CU0000000001", "CU0000000002"]);
         assert_eq!(a.revived, vec!["CU0000000002"]);
         assert_eq!(next, 3);

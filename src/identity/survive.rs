@@ -69,7 +69,11 @@ impl Golden<'_> {
 
     /// The rows of some clusters, computed on `threads` threads, in
     /// cluster order, in batches of at most [`CHUNK`] rows.
-    fn rows(&self, clusters: &[Vec<u32>], ids: &[String]) -> Result<Vec<RecordBatch>, IdentityError> {
+    fn rows(
+        &self,
+        clusters: &[Vec<u32>],
+        ids: &[String],
+    ) -> Result<Vec<RecordBatch>, IdentityError> {
         let def = self.catalog.table("customer")?;
         let size = clusters.len().div_ceil(self.threads.max(1)).max(1);
         let (rules, l, known, now) = (self.rules, self.loaded, self.known, self.now);

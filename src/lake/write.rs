@@ -605,7 +605,9 @@ pub async fn upsert_chunks(
                 merged: false,
             });
         }
-        let source = ctx.read_batches(batches).map_err(|e| df_err(&def.name, e))?;
+        let source = ctx
+            .read_batches(batches)
+            .map_err(|e| df_err(&def.name, e))?;
         routed(lake, ctx, def, source, false, metadata, Keys::MayExist).await
     })
     .await

@@ -18,8 +18,8 @@ use crate::schema::rules::{Profile, Rules, Validity};
 #[derive(Debug, Default, Clone)]
 pub struct StrColumn {
     buf: String,
+    /// Where each value ends in `buf`; an empty value is a missing one.
     ends: Vec<u32>,
-    present: Vec<bool>,
 }
 
 impl StrColumn {
@@ -27,17 +27,12 @@ impl StrColumn {
         Self {
             buf: String::new(),
             ends: Vec::with_capacity(rows),
-            present: Vec::with_capacity(rows),
         }
     }
 
     pub fn push(&mut self, v: Option<&str>) {
-        match v {
-            Some(s) if !s.is_empty() => {
-                self.buf.push_str(s);
-                self.present.push(true);
-            }
-            _ => self.present.push(false),
+        if let Some(s) = v {
+            self.buf.push_str(s);
         }
         self.ends.push(self.buf.len() as u32);
     }
@@ -62,11 +57,9 @@ impl StrColumn {
     }
 
     pub fn get(&self, i: usize) -> Option<&str> {
-        if !*self.present.get(i)? {
-            return None;
-        }
+        let end = *self.ends.get(i)? as usize;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        self.buf.get(start..self.ends[i] as usize)
+        self.buf.get(start..end).filter(|v| !v.is_empty())
     }
 }
 

@@ -142,17 +142,7 @@ impl Load<'_> {
             &self.ingestor.ctx,
             self.table,
         );
-        let existing = lake.open(table).await?;
-        let table_existed = existing.is_some();
-        let empty_target = existing.as_ref().is_none_or(|t| {
-            t.snapshot()
-                .map(|s| s.log_data().num_files() == 0)
-                .unwrap_or(false)
-        });
-        drop(existing);
-        // Once a tiered table's rows have moved, a load is routed by tier.
-        let empty_target = empty_target && crate::lake::hot_only(lake, table).await?;
-        if empty_target {
+        if let Some(table_existed) = crate::lake::streamable(lake, table).await? {
             // A second early, for stores that keep whole seconds.
             let write_started = chrono::Utc::now() - chrono::Duration::seconds(1);
             let (tx, rx) = tokio::sync::mpsc::channel(4);

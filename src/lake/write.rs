@@ -560,6 +560,22 @@ pub async fn append_stream(
     Ok(outcome(&table, false))
 }
 
+/// Whether a load may stream into `def`'s table as one append
+/// ([`append_stream`]): the table holds no rows yet and every row would be
+/// hot (once a tiered table's rows have moved, a load is routed by tier).
+/// `Some(existed)` says whether the table exists; `None`: it may not.
+pub async fn streamable(lake: &Lake, def: &TableDef) -> Result<Option<bool>, LakeError> {
+    let existing = lake.open(def).await?;
+    let existed = existing.is_some();
+    let empty = existing.as_ref().is_none_or(|t| {
+        t.snapshot()
+            .map(|s| s.log_data().num_files() == 0)
+            .unwrap_or(false)
+    });
+    drop(existing);
+    Ok((empty && hot_only(lake, def).await?).then_some(existed))
+}
+
 /// Upsert rows that arrive as a stream of batches (exactly the table's
 /// columns, each key at most once), in one commit. Into a table with no
 /// rows yet (and all hot) they stream into one append as they arrive, so
@@ -574,15 +590,7 @@ pub async fn upsert_chunks(
     metadata: Vec<(String, serde_json::Value)>,
 ) -> Result<UpsertOutcome, LakeError> {
     super::lease::with_lease(lake, &def.name, "load", async move |_| {
-        let existing = lake.open(def).await?;
-        let existed = existing.is_some();
-        let empty = existing.as_ref().is_none_or(|t| {
-            t.snapshot()
-                .map(|s| s.log_data().num_files() == 0)
-                .unwrap_or(false)
-        });
-        drop(existing);
-        if empty && hot_only(lake, def).await? {
+        if let Some(existed) = streamable(lake, def).await? {
             // A second early, for stores that keep whole seconds.
             let started = chrono::Utc::now() - chrono::Duration::seconds(1);
             let out = append_stream(lake, ctx, def, rx, metadata).await;

@@ -212,10 +212,6 @@ pub(crate) enum Links<'a> {
     Known(&'a HashMap<String, super::scope::OldLink>),
 }
 
-fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// Load the source records `filter` keeps (a clause after `FROM
 /// source_customer s ...`, which may join and filter); `None` when none.
 /// The rows are read batch by batch into compact columns: the Arrow
@@ -244,7 +240,10 @@ pub(crate) async fn load_records(
             "the rules use field {f}, which source_customer does not have"
         )));
     }
-    let select: Vec<String> = names.iter().map(|n| format!("s.{}", quote(n))).collect();
+    let select: Vec<String> = names
+        .iter()
+        .map(|n| format!("s.{}", crate::lake::quote_ident(n)))
+        .collect();
     let sql = format!(
         "SELECT {} FROM source_customer s {filter}",
         select.join(", ")

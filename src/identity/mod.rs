@@ -154,6 +154,17 @@ pub(crate) async fn upsert_batch(
     Ok(())
 }
 
+/// Where a run sends the rows of a table it writes as it computes them
+/// (to [`crate::lake::upsert_chunks`]).
+pub(crate) type BatchSender = tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>;
+
+/// Abort such a write because computing `what` failed with `e`: the error
+/// goes down the stream, and nothing is committed.
+pub(crate) async fn abort(tx: &BatchSender, what: &str, e: &IdentityError) {
+    let message = format!("the {what} were not computed: {e}");
+    let _ = tx.send(Err(DataFusionError::Execution(message))).await;
+}
+
 pub(crate) async fn overwrite_batch(
     lake: &Lake,
     catalog: &Catalog,

@@ -571,15 +571,11 @@ impl Change<'_> {
         catalog: &Catalog,
         threads: usize,
         changed: &ChangedLinks,
-        tx: tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+        tx: super::BatchSender,
     ) -> Result<(), IdentityError> {
         let result = self.link_chunks(catalog, threads, changed, &tx).await;
         if let Err(e) = &result {
-            let _ = tx
-                .send(Err(datafusion::error::DataFusionError::Execution(format!(
-                    "the links were not computed: {e}"
-                ))))
-                .await;
+            super::abort(&tx, "links", e).await;
         }
         result
     }
@@ -589,7 +585,7 @@ impl Change<'_> {
         catalog: &Catalog,
         threads: usize,
         changed: &ChangedLinks,
-        tx: &tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+        tx: &super::BatchSender,
     ) -> Result<(), IdentityError> {
         let loaded = self.loaded;
         let xref_def = catalog.table("customer_xref")?;

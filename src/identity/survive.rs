@@ -38,21 +38,14 @@ impl Golden<'_> {
     /// Send the golden rows of the clusters whose content changed (or that
     /// are new), in cluster order, a slice of clusters at a time; returns
     /// how many. An error is sent too (it aborts the write) and returned.
-    pub(crate) async fn send(
-        &self,
-        tx: tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
-    ) -> Result<usize, IdentityError> {
+    pub(crate) async fn send(&self, tx: super::BatchSender) -> Result<usize, IdentityError> {
         let mut rows = 0;
         let slice = CHUNK * self.threads.max(1);
         for (clusters, ids) in self.clusters.chunks(slice).zip(self.ids.chunks(slice)) {
             let batches = match self.rows(clusters, ids) {
                 Ok(b) => b,
                 Err(e) => {
-                    let _ = tx
-                        .send(Err(datafusion::error::DataFusionError::Execution(format!(
-                            "the golden records were not computed: {e}"
-                        ))))
-                        .await;
+                    super::abort(&tx, "golden records", &e).await;
                     return Err(e);
                 }
             };

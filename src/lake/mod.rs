@@ -36,7 +36,7 @@ pub use warehouse::{OpenError, Warehouse};
 
 pub use write::{
     BatchReceiver, Replace, UpsertOutcome, append_new, append_stream, hot_only, json_rows,
-    overwrite, replace_where, streamable, upsert, upsert_chunks, upsert_leased,
+    overwrite, quote_ident, replace_where, streamable, upsert, upsert_chunks, upsert_leased,
 };
 
 #[derive(Debug, thiserror::Error)]

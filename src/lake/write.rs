@@ -29,7 +29,8 @@ fn df_err(table: &str, e: impl super::OnTable) -> LakeError {
     e.on_table(table)
 }
 
-fn quote(ident: &str) -> String {
+/// A SQL identifier in double quotes (inner quotes doubled).
+pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
@@ -181,8 +182,8 @@ async fn latest_per_key(
     let view = format!("__latest_{}_{}", name, std::process::id());
     ctx.register_table(&view, source.into_view())
         .map_err(|e| df_err(name, e))?;
-    let keys: Vec<String> = def.key.iter().map(|k| quote(k)).collect();
-    let columns: Vec<String> = def.fields.iter().map(|f| quote(&f.name)).collect();
+    let keys: Vec<String> = def.key.iter().map(|k| quote_ident(k)).collect();
+    let columns: Vec<String> = def.fields.iter().map(|f| quote_ident(&f.name)).collect();
     let sql = format!(
         "SELECT {} FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY \"_line\" DESC) \
          AS __rn FROM {view}) WHERE __rn = 1",
@@ -332,7 +333,7 @@ async fn upsert_in(
 ) -> Result<UpsertOutcome, LakeError> {
     let table = lake.open_or_create_in(def, tier).await?;
     let name = &def.name;
-    let columns: Vec<String> = def.fields.iter().map(|f| quote(&f.name)).collect();
+    let columns: Vec<String> = def.fields.iter().map(|f| quote_ident(&f.name)).collect();
     let has_line = source.schema().field_with_unqualified_name("_line").is_ok();
 
     // Unique view names: several upserts may share a context.
@@ -348,7 +349,7 @@ async fn upsert_in(
 
     let select = columns.join(", ");
     let src_sql = if dedup && has_line {
-        let keys: Vec<String> = def.key.iter().map(|k| quote(k)).collect();
+        let keys: Vec<String> = def.key.iter().map(|k| quote_ident(k)).collect();
         format!(
             "SELECT {select} FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY \"_line\" DESC) AS __rn FROM {src_view}) WHERE __rn = 1",
             keys.join(", ")
@@ -376,7 +377,7 @@ async fn upsert_in(
         let on: Vec<String> = def
             .key
             .iter()
-            .map(|k| format!("s.{q} = t.{q}", q = quote(k)))
+            .map(|k| format!("s.{q} = t.{q}", q = quote_ident(k)))
             .collect();
         let probe = format!(
             "SELECT 1 FROM ({src_sql}) s JOIN {tgt_view} t ON {} LIMIT 1",
@@ -430,7 +431,7 @@ async fn merge(
     let name = &def.name;
     let mut predicate: Option<datafusion::prelude::Expr> = None;
     for k in &def.key {
-        let eq = col(format!("t.{}", quote(k))).eq(col(format!("s.{}", quote(k))));
+        let eq = col(format!("t.{}", quote_ident(k))).eq(col(format!("s.{}", quote_ident(k))));
         predicate = Some(match predicate {
             None => eq,
             Some(p) => p.and(eq),
@@ -449,14 +450,14 @@ async fn merge(
         .with_commit_properties(commit)
         .when_matched_update(|mut u| {
             for f in &update_fields {
-                u = u.update(f.as_str(), col(format!("s.{}", quote(f))));
+                u = u.update(f.as_str(), col(format!("s.{}", quote_ident(f))));
             }
             u
         })
         .map_err(|e| df_err(name, e))?
         .when_not_matched_insert(|mut i| {
             for f in &fields {
-                i = i.set(f.as_str(), col(format!("s.{}", quote(f))));
+                i = i.set(f.as_str(), col(format!("s.{}", quote_ident(f))));
             }
             i
         })

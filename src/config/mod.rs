@@ -320,6 +320,10 @@ pub struct QueryConfig {
     /// each indexed column; 0: no indexes, lookups read bloom filters).
     #[serde(default = "default_key_index_mb")]
     pub key_index_mb: u64,
+    /// Memory for decoded rows of lookup tables, read in chunks of a page
+    /// by the lookups the key indexes serve and kept for the next (0: none).
+    #[serde(default = "default_row_cache_mb")]
+    pub row_cache_mb: u64,
     /// The longest statement accepted, in bytes.
     #[serde(default = "default_statement_bytes")]
     pub max_statement_bytes: usize,
@@ -379,6 +383,10 @@ fn default_metadata_cache_mb() -> u64 {
 
 fn default_key_index_mb() -> u64 {
     256
+}
+
+fn default_row_cache_mb() -> u64 {
+    1024
 }
 
 fn default_statement_bytes() -> usize {

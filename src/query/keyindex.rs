@@ -405,6 +405,7 @@ pub(super) fn narrow(
     let Some(indexes) = state.config().get_extension::<KeyIndexes>() else {
         return Ok(plan);
     };
+    let rows_cache = state.config().get_extension::<super::rowcache::RowCache>();
     let runtime = state.runtime_env().clone();
     let narrowed = plan.transform_down(|node| {
         let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
@@ -420,6 +421,75 @@ pub(super) fn narrow(
         let Ok(store) = runtime.object_store(&config.object_store_url) else {
             return Ok(Transformed::no(node));
         };
+        // Each file's index (a file split into byte ranges appears once per
+        // range), started where it is not ready.
+        let mut found: HashMap<String, Option<Arc<FileIndex>>> = HashMap::new();
+        let mut planned_already = false;
+        for f in config.file_groups.iter().flat_map(|g| g.iter()) {
+            if f.extensions.get::<ParquetAccessPlan>().is_some()
+                || f.extensions.get::<ParquetRowSelection>().is_some()
+            {
+                planned_already = true;
+                continue;
+            }
+            let path = format!(
+                "{}{}",
+                config.object_store_url.as_str(),
+                f.object_meta.location
+            );
+            if found.contains_key(&path) {
+                continue;
+            }
+            let whole = PartitionedFile::new_from_meta(f.object_meta.clone());
+            let index =
+                indexes.get_or_start((path.clone(), column.to_string()), store.clone(), whole);
+            found.insert(path, index);
+        }
+        // Every file indexed and few rows asked for: served from decoded
+        // chunks kept in memory (see `rowcache`).
+        if let Some(cache) = &rows_cache
+            && !planned_already
+            && found.values().all(Option::is_some)
+        {
+            let mut files = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            let mut total = 0usize;
+            for f in config.file_groups.iter().flat_map(|g| g.iter()) {
+                if !seen.insert(f.object_meta.location.clone()) {
+                    continue;
+                }
+                let path = format!(
+                    "{}{}",
+                    config.object_store_url.as_str(),
+                    f.object_meta.location
+                );
+                let Some(Some(index)) = found.get(&path) else {
+                    continue;
+                };
+                let rows = index.rows(values);
+                total += rows.len();
+                if rows.is_empty() {
+                    continue;
+                }
+                let mut file = f.clone();
+                file.range = None;
+                files.push(super::rowcache::FileRows {
+                    file,
+                    group_rows: index.group_rows.clone(),
+                    rows,
+                });
+            }
+            if total <= super::rowcache::MAX_ROWS
+                && let Some(cached) =
+                    super::rowcache::CachedRowsExec::try_new(cache.clone(), exec, config, files)
+            {
+                return Ok(Transformed::new(
+                    Arc::new(cached) as Arc<dyn ExecutionPlan>,
+                    true,
+                    TreeNodeRecursion::Jump,
+                ));
+            }
+        }
         let mut changed = false;
         let groups: Vec<FileGroup> = config
             .file_groups
@@ -434,16 +504,12 @@ pub(super) fn narrow(
                         {
                             return f;
                         }
-                        let key = (
-                            format!(
-                                "{}{}",
-                                config.object_store_url.as_str(),
-                                f.object_meta.location
-                            ),
-                            column.to_string(),
+                        let path = format!(
+                            "{}{}",
+                            config.object_store_url.as_str(),
+                            f.object_meta.location
                         );
-                        let whole = PartitionedFile::new_from_meta(f.object_meta.clone());
-                        if let Some(index) = indexes.get_or_start(key, store.clone(), whole) {
+                        if let Some(Some(index)) = found.get(&path) {
                             let rows = index.rows(values);
                             f.extensions.insert(index.access_plan(&rows));
                             changed = true;

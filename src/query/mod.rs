@@ -8,6 +8,7 @@ mod guard;
 mod keyindex;
 pub mod named;
 mod named_calls;
+mod rowcache;
 pub mod sandbox;
 mod secured;
 pub mod tiered;
@@ -122,6 +123,9 @@ pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
     let mut session = crate::lake::session::session_config(config.query.target_partitions);
     if config.query.key_index_mb > 0 {
         session = session.with_extension(keyindex::KeyIndexes::shared(config.query.key_index_mb));
+        if config.query.row_cache_mb > 0 {
+            session = session.with_extension(rowcache::RowCache::shared(config.query.row_cache_mb));
+        }
     }
     let ctx = crate::lake::session::delta_context(session, runtime);
     // The bounded built-ins first: a later built-in named like one of

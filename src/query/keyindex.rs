@@ -402,23 +402,59 @@ pub(super) fn narrow(
     column: &str,
     values: &[Vec<u8>],
 ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
+    Ok(narrow_with(state, plan.clone(), column, values, false)?.unwrap_or(plan))
+}
+
+/// `plan` with every Parquet scan in it served from the row cache (see
+/// `rowcache`), or `None` when one of them cannot be: an index not ready,
+/// more rows asked for than the cache serves, no cache. `plan` may read
+/// every file of the table (a scan planned without the statement's
+/// filters): the indexes alone pick the rows, the filters above the scan
+/// decide which are returned.
+pub(super) fn from_row_cache(
+    state: &dyn Session,
+    plan: Arc<dyn ExecutionPlan>,
+    column: &str,
+    values: &[Vec<u8>],
+) -> datafusion::common::Result<Option<Arc<dyn ExecutionPlan>>> {
+    narrow_with(state, plan, column, values, true)
+}
+
+/// [`narrow`]; with `rows_only`, [`from_row_cache`].
+fn narrow_with(
+    state: &dyn Session,
+    plan: Arc<dyn ExecutionPlan>,
+    column: &str,
+    values: &[Vec<u8>],
+    rows_only: bool,
+) -> datafusion::common::Result<Option<Arc<dyn ExecutionPlan>>> {
     let Some(indexes) = state.config().get_extension::<KeyIndexes>() else {
-        return Ok(plan);
+        return Ok(None);
     };
     let rows_cache = state.config().get_extension::<super::rowcache::RowCache>();
+    if rows_only && rows_cache.is_none() {
+        return Ok(None);
+    }
     let runtime = state.runtime_env().clone();
+    // In `rows_only`: whether every scan was served from the cache.
+    let mut served = 0usize;
+    let mut missed = false;
     let narrowed = plan.transform_down(|node| {
         let Some(exec) = node.downcast_ref::<DataSourceExec>() else {
             return Ok(Transformed::no(node));
         };
-        let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
+        // A source of another kind, or a store the runtime does not know:
+        // read as it is.
+        let Some(config) = exec
+            .data_source()
+            .downcast_ref::<FileScanConfig>()
+            .filter(|c| c.file_source().file_type() == "parquet")
+        else {
+            missed = true;
             return Ok(Transformed::no(node));
         };
-        if config.file_source().file_type() != "parquet" {
-            return Ok(Transformed::no(node));
-        }
-        // A store the runtime does not know: read the files as they are.
         let Ok(store) = runtime.object_store(&config.object_store_url) else {
+            missed = true;
             return Ok(Transformed::no(node));
         };
         // Each file's index (a file split into byte ranges appears once per
@@ -483,12 +519,17 @@ pub(super) fn narrow(
                 && let Some(cached) =
                     super::rowcache::CachedRowsExec::try_new(cache.clone(), exec, config, files)
             {
+                served += 1;
                 return Ok(Transformed::new(
                     Arc::new(cached) as Arc<dyn ExecutionPlan>,
                     true,
                     TreeNodeRecursion::Jump,
                 ));
             }
+        }
+        if rows_only {
+            missed = true;
+            return Ok(Transformed::new(node, false, TreeNodeRecursion::Jump));
         }
         let mut changed = false;
         let groups: Vec<FileGroup> = config
@@ -532,7 +573,10 @@ pub(super) fn narrow(
             TreeNodeRecursion::Jump,
         ))
     })?;
-    Ok(narrowed.data)
+    if rows_only && (missed || served == 0) {
+        return Ok(None);
+    }
+    Ok(Some(narrowed.data))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! watermarks again; if a move advanced them in between it starts over, so
 //! the tables it reads agree with the ranges it gives them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -470,7 +471,17 @@ pub struct OneTier {
     inner: Arc<dyn TableProvider>,
     /// Lookup columns a key index serves (see `keyindex`).
     indexed: Vec<String>,
+    /// Scans of every file, by projection, that lookups served from the
+    /// row cache start from (see [`OneTier::whole_scan`]).
+    whole: std::sync::Mutex<WholeScans>,
 }
+
+/// Whole-table scans by projection.
+type WholeScans = HashMap<Option<Vec<usize>>, Arc<dyn ExecutionPlan>>;
+
+/// Whole-table scans kept per table version, at most (a statement's
+/// projection is one key; few differ).
+const WHOLE_SCANS: usize = 32;
 
 impl OneTier {
     pub fn new(def: &TableDef, version: Option<u64>, inner: Arc<dyn TableProvider>) -> Self {
@@ -479,7 +490,34 @@ impl OneTier {
             version,
             inner,
             indexed: def.lookup.clone(),
+            whole: Default::default(),
         }
+    }
+
+    /// Delta's scan of every file of this version with `projection`, no
+    /// filter, no limit: planned once and kept, since a version's files
+    /// never change. Planning it per lookup replayed the table's file list
+    /// through the Delta kernel each time.
+    async fn whole_scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let key = projection.cloned();
+        if let Some(p) = self.whole_scans().get(&key) {
+            return Ok(p.clone());
+        }
+        let plan = self.inner.scan(state, projection, &[], None).await?;
+        let mut kept = self.whole_scans();
+        if kept.len() >= WHOLE_SCANS {
+            kept.clear();
+        }
+        kept.insert(key, plan.clone());
+        Ok(plan)
+    }
+
+    fn whole_scans(&self) -> std::sync::MutexGuard<'_, WholeScans> {
+        self.whole.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -520,10 +558,39 @@ impl TableProvider for OneTier {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut plan = self.inner.scan(state, projection, filters, limit).await?;
-        if crate::lake::session::on_cluster(state.config()).is_none()
-            && let Some((column, values)) = super::keyindex::wanted(filters, &self.indexed)
+        let wanted = if crate::lake::session::on_cluster(state.config()).is_none() {
+            super::keyindex::wanted(filters, &self.indexed)
+        } else {
+            None
+        };
+        // A lookup of a few rows, every file indexed: the rows come from
+        // the row cache and the statement's filters, all applied above the
+        // scan (none is exact), pick those returned; the whole scan it
+        // starts from is planned once per version.
+        if let Some((column, values)) = &wanted
+            && limit.is_none()
+            && self
+                .inner
+                .supports_filters_pushdown(&filters.iter().collect::<Vec<_>>())?
+                .iter()
+                .all(|p| *p != TableProviderFilterPushDown::Exact)
         {
+            let whole = self.whole_scan(state, projection).await?;
+            if let Some(plan) = super::keyindex::from_row_cache(state, whole, column, values)? {
+                return super::cluster::for_session(
+                    state,
+                    &self.name,
+                    Tier::Hot,
+                    self.version,
+                    projection,
+                    filters,
+                    limit,
+                    plan,
+                );
+            }
+        }
+        let mut plan = self.inner.scan(state, projection, filters, limit).await?;
+        if let Some((column, values)) = wanted {
             plan = super::keyindex::narrow(state, plan, &column, &values)?;
         }
         super::cluster::for_session(

@@ -567,6 +567,7 @@ impl TableProvider for OneTier {
         // the row cache and the statement's filters, all applied above the
         // scan (none is exact), pick those returned; the whole scan it
         // starts from is planned once per version.
+        let mut served = None;
         if let Some((column, values)) = &wanted
             && limit.is_none()
             && self
@@ -576,23 +577,20 @@ impl TableProvider for OneTier {
                 .all(|p| *p != TableProviderFilterPushDown::Exact)
         {
             let whole = self.whole_scan(state, projection).await?;
-            if let Some(plan) = super::keyindex::from_row_cache(state, whole, column, values)? {
-                return super::cluster::for_session(
-                    state,
-                    &self.name,
-                    Tier::Hot,
-                    self.version,
-                    projection,
-                    filters,
-                    limit,
-                    plan,
-                );
+            served = super::keyindex::from_row_cache(state, whole, column, values)?;
+        }
+        let plan = match served {
+            Some(plan) => plan,
+            None => {
+                let plan = self.inner.scan(state, projection, filters, limit).await?;
+                match wanted {
+                    Some((column, values)) => {
+                        super::keyindex::narrow(state, plan, &column, &values)?
+                    }
+                    None => plan,
+                }
             }
-        }
-        let mut plan = self.inner.scan(state, projection, filters, limit).await?;
-        if let Some((column, values)) = wanted {
-            plan = super::keyindex::narrow(state, plan, &column, &values)?;
-        }
+        };
         super::cluster::for_session(
             state,
             &self.name,

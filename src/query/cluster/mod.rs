@@ -11,35 +11,6 @@
 //! name in every process, so the plan an executor runs still holds them.
 //! Statements that read no lake table (`SELECT 1`, the catalogs) run here.
 
-/// The methods of a leaf that holds its own plan: no children shown to
-/// an optimiser, none replaced, no expressions offered.
-macro_rules! opaque_leaf {
-    () => {
-        fn children(&self) -> Vec<&std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
-            Vec::new()
-        }
-
-        fn apply_expressions(
-            &self,
-            _: &mut dyn FnMut(
-                &std::sync::Arc<dyn datafusion::physical_plan::PhysicalExpr>,
-            ) -> datafusion::common::Result<
-                datafusion::common::tree_node::TreeNodeRecursion,
-            >,
-        ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
-            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-        }
-
-        fn with_new_children(
-            self: std::sync::Arc<Self>,
-            _: Vec<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>>,
-        ) -> datafusion::common::Result<std::sync::Arc<dyn datafusion::physical_plan::ExecutionPlan>>
-        {
-            Ok(self)
-        }
-    };
-}
-
 mod codec;
 mod job;
 mod scan;

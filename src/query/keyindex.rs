@@ -468,11 +468,7 @@ fn narrow_with(
                 planned_already = true;
                 continue;
             }
-            let path = format!(
-                "{}{}",
-                config.object_store_url.as_str(),
-                f.object_meta.location
-            );
+            let path = file_path(config, f);
             if found.contains_key(&path) {
                 continue;
             }
@@ -485,47 +481,14 @@ fn narrow_with(
         // chunks kept in memory (see `rowcache`).
         if let Some(cache) = &rows_cache
             && !planned_already
-            && found.values().all(Option::is_some)
+            && let Some(cached) = from_rows(cache, exec, config, &found, values)
         {
-            let mut files = Vec::new();
-            let mut seen = std::collections::HashSet::new();
-            let mut total = 0usize;
-            for f in config.file_groups.iter().flat_map(|g| g.iter()) {
-                if !seen.insert(f.object_meta.location.clone()) {
-                    continue;
-                }
-                let path = format!(
-                    "{}{}",
-                    config.object_store_url.as_str(),
-                    f.object_meta.location
-                );
-                let Some(Some(index)) = found.get(&path) else {
-                    continue;
-                };
-                let rows = index.rows(values);
-                total += rows.len();
-                if rows.is_empty() {
-                    continue;
-                }
-                let mut file = f.clone();
-                file.range = None;
-                files.push(super::rowcache::FileRows {
-                    file,
-                    group_rows: index.group_rows.clone(),
-                    rows,
-                });
-            }
-            if total <= super::rowcache::MAX_ROWS
-                && let Some(cached) =
-                    super::rowcache::CachedRowsExec::try_new(cache.clone(), exec, config, files)
-            {
-                served += 1;
-                return Ok(Transformed::new(
-                    Arc::new(cached) as Arc<dyn ExecutionPlan>,
-                    true,
-                    TreeNodeRecursion::Jump,
-                ));
-            }
+            served += 1;
+            return Ok(Transformed::new(
+                Arc::new(cached) as Arc<dyn ExecutionPlan>,
+                true,
+                TreeNodeRecursion::Jump,
+            ));
         }
         if rows_only {
             missed = true;
@@ -545,12 +508,7 @@ fn narrow_with(
                         {
                             return f;
                         }
-                        let path = format!(
-                            "{}{}",
-                            config.object_store_url.as_str(),
-                            f.object_meta.location
-                        );
-                        if let Some(Some(index)) = found.get(&path) {
+                        if let Some(Some(index)) = found.get(&file_path(config, &f)) {
                             let rows = index.rows(values);
                             f.extensions.insert(index.access_plan(&rows));
                             changed = true;
@@ -577,6 +535,57 @@ fn narrow_with(
         return Ok(None);
     }
     Ok(Some(narrowed.data))
+}
+
+/// A file as the key indexes name it: its store's URL and its path.
+fn file_path(config: &FileScanConfig, f: &PartitionedFile) -> String {
+    format!(
+        "{}{}",
+        config.object_store_url.as_str(),
+        f.object_meta.location
+    )
+}
+
+/// The scan `exec` of `config` served from `cache`: the rows `found`'s
+/// indexes name for `values` in each file, when every file has its index
+/// and they are at most [`super::rowcache::MAX_ROWS`].
+fn from_rows(
+    cache: &Arc<super::rowcache::RowCache>,
+    exec: &DataSourceExec,
+    config: &FileScanConfig,
+    found: &HashMap<String, Option<Arc<FileIndex>>>,
+    values: &[Vec<u8>],
+) -> Option<super::rowcache::CachedRowsExec> {
+    if !found.values().all(Option::is_some) {
+        return None;
+    }
+    let mut files = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0usize;
+    for f in config.file_groups.iter().flat_map(|g| g.iter()) {
+        if !seen.insert(f.object_meta.location.clone()) {
+            continue;
+        }
+        let Some(Some(index)) = found.get(&file_path(config, f)) else {
+            continue;
+        };
+        let rows = index.rows(values);
+        total += rows.len();
+        if rows.is_empty() {
+            continue;
+        }
+        let mut file = f.clone();
+        file.range = None;
+        files.push(super::rowcache::FileRows {
+            file,
+            group_rows: index.group_rows.clone(),
+            rows,
+        });
+    }
+    if total > super::rowcache::MAX_ROWS {
+        return None;
+    }
+    super::rowcache::CachedRowsExec::try_new(cache.clone(), exec, config, files)
 }
 
 #[cfg(test)]

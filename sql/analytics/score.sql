@@ -16,6 +16,9 @@
 -- param: r_decline float range 0..1000
 -- param: r_rejected float range 0..1000
 -- param: r_expiring float range 0..1000
+-- param: whole bool default true
+-- param: from_id string default -
+-- param: to_id string default -
 -- roles: analyst
 --
 -- Every source record of a customer counts for its golden customer
@@ -59,17 +62,69 @@
 --
 -- A policy is in force on D when it started on or before D, expires on or
 -- after D, is not pending and was not cancelled on or before D.
+--
+-- One pass: with whole = false only the golden customers with
+-- from_id <= customer_id <= to_id are scored, and only their source
+-- records' facts are read (a policy's first premium and renewal are looked
+-- up among all payments and policies). `custlake score` scores a large book
+-- in such passes (analytics.score_pass_customers), each the same as its
+-- rows of a whole run. Each pass-only branch below (NOT $whole) is written
+-- with the pass's few rows first: a pass is planned with joins in the order
+-- written, the first side held in memory.
 WITH
+xref AS (
+  SELECT source_system, source_id, customer_id FROM customer_xref
+  WHERE $whole OR (customer_id >= $from_id AND customer_id <= $to_id)
+),
+-- The policies, premium payments, interactions and claims of the pass's
+-- source records (all of them with whole = true).
+mine AS (
+  SELECT * FROM policy WHERE $whole AND effective_date <= CAST($as_of AS DATE)
+  UNION ALL
+  SELECT p.* FROM xref x
+  JOIN policy p ON p.source_system = x.source_system AND p.source_customer_id = x.source_id
+  WHERE NOT $whole AND p.effective_date <= CAST($as_of AS DATE)
+),
 pay AS (
   SELECT source_system, source_customer_id, policy_no, CAST(amount AS DOUBLE) AS amount, paid_date
   FROM payment
-  WHERE payment_type = 'premium' AND paid_date <= CAST($as_of AS DATE)
+  WHERE $whole AND payment_type = 'premium' AND paid_date <= CAST($as_of AS DATE)
+  UNION ALL
+  SELECT y.source_system, y.source_customer_id, y.policy_no, CAST(y.amount AS DOUBLE) AS amount, y.paid_date
+  FROM xref x
+  JOIN payment y ON y.source_system = x.source_system AND y.source_customer_id = x.source_id
+  WHERE NOT $whole AND y.payment_type = 'premium' AND y.paid_date <= CAST($as_of AS DATE)
+),
+events AS (
+  SELECT * FROM interaction WHERE $whole
+  UNION ALL
+  SELECT i.* FROM xref x
+  JOIN interaction i ON i.source_system = x.source_system AND i.source_customer_id = x.source_id
+  WHERE NOT $whole
+),
+claims AS (
+  SELECT * FROM claim WHERE $whole
+  UNION ALL
+  SELECT l.* FROM xref x
+  JOIN claim l ON l.source_system = x.source_system AND l.source_customer_id = x.source_id
+  WHERE NOT $whole
 ),
 renewed AS (
-  SELECT DISTINCT renewal_of AS policy_no FROM policy WHERE renewal_of IS NOT NULL
+  SELECT DISTINCT renewal_of AS policy_no FROM policy WHERE $whole AND renewal_of IS NOT NULL
+  UNION ALL
+  SELECT DISTINCT r.renewal_of AS policy_no FROM (SELECT DISTINCT policy_no FROM mine) m
+  JOIN policy r ON r.renewal_of = m.policy_no
+  WHERE NOT $whole
 ),
 first_paid AS (
-  SELECT policy_no, min(paid_date) AS first_paid FROM pay GROUP BY policy_no
+  SELECT policy_no, min(paid_date) AS first_paid FROM payment
+  WHERE $whole AND payment_type = 'premium' AND paid_date <= CAST($as_of AS DATE)
+  GROUP BY policy_no
+  UNION ALL
+  SELECT y.policy_no, min(y.paid_date) AS first_paid FROM (SELECT DISTINCT policy_no FROM mine) m
+  JOIN payment y ON y.policy_no = m.policy_no
+  WHERE NOT $whole AND y.payment_type = 'premium' AND y.paid_date <= CAST($as_of AS DATE)
+  GROUP BY y.policy_no
 ),
 -- Every fact on or before D, one stream keyed by its source record:
 -- contracts (with what each says about regularity, lapses and expiry),
@@ -89,10 +144,9 @@ source_facts AS (
            AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE))
            AND p.expiry_date <= CAST($as_of AS DATE) + INTERVAL '60 days' AND rn.policy_no IS NULL AS expiring,
          CAST(NULL AS VARCHAR) AS status
-  FROM policy p
+  FROM mine p
   LEFT JOIN first_paid f ON f.policy_no = p.policy_no
   LEFT JOIN renewed rn ON rn.policy_no = p.policy_no
-  WHERE p.effective_date <= CAST($as_of AS DATE)
   UNION ALL
   SELECT source_system, source_customer_id, 'premium', paid_date, amount, NULL, false, true,
          false, false, false, false, NULL
@@ -100,12 +154,12 @@ source_facts AS (
   UNION ALL
   SELECT source_system, source_customer_id, event_type, CAST(event_at AS DATE), 0.0, NULL, false,
          event_type IN ('inquiry', 'complaint', 'visit'), false, false, false, false, NULL
-  FROM interaction
+  FROM events
   WHERE CAST(event_at AS DATE) <= CAST($as_of AS DATE)
   UNION ALL
   SELECT source_system, source_customer_id, 'claim', report_date,
          CAST(coalesce(paid_amount, 0) AS DOUBLE), NULL, false, false, false, false, false, false, status
-  FROM claim
+  FROM claims
   WHERE report_date <= CAST($as_of AS DATE)
 ),
 -- What each source record's facts add up to; a golden customer's are the
@@ -140,14 +194,14 @@ summary AS (
          sum(r.complaints_1y) AS complaints_1y, sum(r.claims_3y) AS claims_3y,
          sum(r.rejected_1y) AS rejected_1y
   FROM per_record r
-  JOIN customer_xref x ON x.source_system = r.source_system AND x.source_id = r.source_customer_id
+  JOIN xref x ON x.source_system = r.source_system AND x.source_id = r.source_customer_id
   GROUP BY x.customer_id
 ),
 -- The product lines of the policies in force on D.
 held AS (
   SELECT x.customer_id, array_agg(DISTINCT p.product_line) AS lines_held
-  FROM policy p
-  JOIN customer_xref x ON x.source_system = p.source_system AND x.source_id = p.source_customer_id
+  FROM xref x
+  JOIN policy p ON p.source_system = x.source_system AND p.source_customer_id = x.source_id
   WHERE p.effective_date <= CAST($as_of AS DATE) AND p.status <> 'pending'
     AND p.expiry_date >= CAST($as_of AS DATE)
     AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE))
@@ -158,7 +212,8 @@ held AS (
 -- the day before.
 key_days AS (
   SELECT x.customer_id, k.day
-  FROM (SELECT source_system, source_customer_id, effective_date AS day FROM policy
+  FROM xref x
+  JOIN (SELECT source_system, source_customer_id, effective_date AS day FROM policy
         WHERE effective_date <= CAST($as_of AS DATE)
         UNION ALL
         SELECT source_system, source_customer_id, paid_date FROM payment
@@ -167,7 +222,7 @@ key_days AS (
         SELECT source_system, source_customer_id, CAST(event_at AS DATE) FROM interaction
         WHERE event_type IN ('inquiry', 'complaint', 'visit')
           AND CAST(event_at AS DATE) <= CAST($as_of AS DATE)) k
-  JOIN customer_xref x ON x.source_system = k.source_system AND x.source_id = k.source_customer_id
+    ON k.source_system = x.source_system AND k.source_customer_id = x.source_id
 ),
 key_runs AS (
   SELECT customer_id,
@@ -186,8 +241,8 @@ decision AS (
 ),
 registered AS (
   SELECT x.customer_id, min(s.registered_at) AS registered
-  FROM source_customer s
-  JOIN customer_xref x ON x.source_system = s.source_system AND x.source_id = s.source_id
+  FROM xref x
+  JOIN source_customer s ON s.source_system = x.source_system AND s.source_id = x.source_id
   WHERE s.registered_at <= CAST($as_of AS DATE)
   GROUP BY x.customer_id
 ),
@@ -213,6 +268,7 @@ base AS (
   LEFT JOIN decision d ON d.customer_id = c.customer_id
   LEFT JOIN registered r ON r.customer_id = c.customer_id
   WHERE c.status = 'active'
+    AND ($whole OR (c.customer_id >= $from_id AND c.customer_id <= $to_id))
 ),
 staged AS (
   SELECT *,

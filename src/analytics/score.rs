@@ -2,17 +2,26 @@
 //! and tier, churn risk, segment and product lines as of a date
 //! (`sql/analytics/score.sql`), written to `customer_score` so trends can
 //! be queried. Rerunning a date replaces that date's rows in one commit.
+//!
+//! A book larger than `analytics.score_pass_customers` is scored in passes
+//! of consecutive customer ids (the rule's `whole`, `from_id` and `to_id`):
+//! each pass's joins hold only its customers, and its rows stream into the
+//! one write while the next pass runs, so neither the query memory nor the
+//! process holds the whole book. The passes' rows are exactly a whole run's.
 
 use std::collections::{BTreeMap, HashMap};
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::common::ScalarValue;
+use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::{cast, col, lit};
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 
 use super::{AnalyticsError, bind, context, rule};
 use crate::config::Config;
 use crate::lake::Lake;
-use crate::progress::{Progress, Unit};
+use crate::progress::{Progress, Task, Unit};
 use crate::schema::Catalog;
 
 /// What a score run wrote.
@@ -24,23 +33,52 @@ pub struct Scored {
     pub stages: BTreeMap<String, u64>,
     /// Customers per value tier.
     pub tiers: BTreeMap<String, u64>,
+    /// The passes the customers were scored in (1: all at once).
+    pub passes: usize,
     /// The customer_score version the run committed.
     pub version: i64,
 }
 
-/// The score rules' result for `as_of`, in `customer_score`'s columns.
-pub async fn compute(
+/// The customers of one pass: golden ids `first..=last`, or everyone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pass {
+    Whole,
+    Ids { first: String, last: String },
+}
+
+/// The score rule's plan for `as_of` and one pass, in `customer_score`'s
+/// columns, every row stamped `scored_at` (microseconds, UTC).
+pub async fn plan(
     config: &Config,
-    ctx: &datafusion::prelude::SessionContext,
+    ctx: &SessionContext,
     catalog: &Catalog,
     as_of: chrono::NaiveDate,
-) -> Result<Vec<RecordBatch>, AnalyticsError> {
+    pass: &Pass,
+    scored_at: i64,
+) -> Result<DataFrame, AnalyticsError> {
     let q = rule("score")?;
-    let given = HashMap::from([("as_of".to_string(), as_of.to_string())]);
+    let mut given = HashMap::from([("as_of".to_string(), as_of.to_string())]);
+    if let Pass::Ids { first, last } = pass {
+        given.insert("whole".into(), "false".into());
+        given.insert("from_id".into(), first.clone());
+        given.insert("to_id".into(), last.clone());
+    }
     let params = bind(config, &q, &given)?;
-    let df = ctx.sql(&q.sql).await?.with_param_values(params)?;
+    let df = match pass {
+        Pass::Whole => ctx.sql(&q.sql).await?,
+        // A pass's joins are planned in the order the rule writes them,
+        // its few rows first and held in memory: by their estimates the
+        // planner would hold a whole table instead (the payments, to find
+        // the first premium of a pass's policies), as large at any pass
+        // size as the book.
+        Pass::Ids { .. } => {
+            let mut state = ctx.state();
+            state.config_mut().options_mut().optimizer.join_reordering = false;
+            SessionContext::new_with_state(state).sql(&q.sql).await?
+        }
+    };
+    let df = df.with_param_values(params)?;
     let def = catalog.table("customer_score")?;
-    let scored_at = chrono::Utc::now().timestamp_micros();
     let month = as_of.format("%Y-%m").to_string();
     let exprs = def
         .fields
@@ -57,7 +95,127 @@ pub async fn compute(
             cast(e, f.ty.arrow()).alias(&f.name)
         })
         .collect::<Vec<_>>();
-    Ok(df.select(exprs)?.collect().await?)
+    Ok(df.select(exprs)?)
+}
+
+/// The passes that score the active golden customers at most `per_pass`
+/// at a time: runs of consecutive ids (in id order) of equal size, or one
+/// pass of everyone when they fit. Also returns how many there are.
+pub async fn passes(
+    ctx: &SessionContext,
+    per_pass: u64,
+) -> Result<(Vec<Pass>, u64), AnalyticsError> {
+    const ACTIVE: &str = "FROM customer WHERE status = 'active'";
+    let counted = ctx
+        .sql(&format!("SELECT count(*) {ACTIVE}"))
+        .await?
+        .collect()
+        .await?;
+    let total = counted
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| {
+            b.column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0)
+        })
+        .unwrap_or(0)
+        .max(0) as u64;
+    let per_pass = per_pass.max(1);
+    if total <= per_pass {
+        return Ok((vec![Pass::Whole], total));
+    }
+    let size = total.div_ceil(total.div_ceil(per_pass));
+    let mut ids = ctx
+        .sql(&format!("SELECT customer_id {ACTIVE} ORDER BY customer_id"))
+        .await?
+        .execute_stream()
+        .await?;
+    let (mut out, mut first, mut at) = (Vec::new(), None::<String>, 0u64);
+    while let Some(batch) = ids.next().await {
+        let ids = datafusion::arrow::compute::cast(
+            batch?.column(0),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )?;
+        let c = ids.as_string::<i32>();
+        for i in 0..c.len() {
+            if c.is_null(i) {
+                continue;
+            }
+            if at % size == 0 {
+                first = Some(c.value(i).to_string());
+            }
+            at += 1;
+            if (at % size == 0 || at == total)
+                && let Some(first) = first.take()
+            {
+                out.push(Pass::Ids {
+                    first,
+                    last: c.value(i).to_string(),
+                });
+            }
+        }
+    }
+    Ok((out, total))
+}
+
+/// What the passes produced, counted as their rows stream by.
+#[derive(Debug, Default)]
+struct Tally {
+    customers: u64,
+    stages: BTreeMap<String, u64>,
+    tiers: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, b: &RecordBatch) {
+        self.customers += b.num_rows() as u64;
+        for (name, counts) in [
+            ("lifecycle_stage", &mut self.stages),
+            ("value_tier", &mut self.tiers),
+        ] {
+            let Some(c) = b.column_by_name(name) else {
+                continue;
+            };
+            let c = c.as_string::<i32>();
+            for i in 0..c.len() {
+                if c.is_valid(i) {
+                    *counts.entry(c.value(i).to_string()).or_default() += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Run the passes in order, sending their rows to the write.
+async fn produce(
+    config: &Config,
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    as_of: chrono::NaiveDate,
+    passes: &[Pass],
+    task: &dyn Task,
+    tx: &tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+) -> Result<Tally, AnalyticsError> {
+    let scored_at = chrono::Utc::now().timestamp_micros();
+    let mut tally = Tally::default();
+    for (i, pass) in passes.iter().enumerate() {
+        if passes.len() > 1 {
+            task.set_message(&format!("pass {} of {}", i + 1, passes.len()));
+        }
+        let df = plan(config, ctx, catalog, as_of, pass, scored_at).await?;
+        let mut rows = df.execute_stream().await?;
+        while let Some(batch) = rows.next().await {
+            let batch = batch?;
+            tally.add(&batch);
+            task.set_position(tally.customers);
+            if tx.send(Ok(batch)).await.is_err() {
+                // The write stopped; it says why.
+                return Ok(tally);
+            }
+        }
+    }
+    Ok(tally)
 }
 
 /// Score every golden customer as of `as_of` and replace that date's rows
@@ -69,65 +227,60 @@ pub async fn run(
     as_of: chrono::NaiveDate,
     progress: &dyn Progress,
 ) -> Result<Scored, AnalyticsError> {
-    let task = progress.task("scoring", None, Unit::Items("customers"));
+    let ctx = context(config, lake, catalog, None).await?;
+    let per_pass = config.analytics.score_pass(config.query.memory_limit_mb);
+    let (passes, total) = passes(&ctx, per_pass).await?;
+    let task = progress.task("scoring", Some(total), Unit::Items("customers"));
     let result = async {
-        let ctx = context(config, lake, catalog, None).await?;
-        let batches = compute(config, &ctx, catalog, as_of).await?;
-        let mut scored = Scored {
-            as_of,
-            customers: 0,
-            stages: BTreeMap::new(),
-            tiers: BTreeMap::new(),
-            version: 0,
-        };
-        for b in &batches {
-            scored.customers += b.num_rows() as u64;
-            for (name, counts) in [
-                ("lifecycle_stage", &mut scored.stages),
-                ("value_tier", &mut scored.tiers),
-            ] {
-                let Some(c) = b.column_by_name(name) else {
-                    continue;
-                };
-                let c = c.as_string::<i32>();
-                for i in 0..c.len() {
-                    if c.is_valid(i) {
-                        *counts.entry(c.value(i).to_string()).or_default() += 1;
-                    }
-                }
-            }
-        }
-        task.set_position(scored.customers);
-        task.set_message("writing customer_score");
         let def = catalog.table("customer_score")?;
         let write_ctx = crate::lake::session::write_context();
-        // No customers (nothing resolved yet): the date's scores are none,
-        // written as such, not a batch of no columns.
-        let batches = if batches.is_empty() {
-            vec![RecordBatch::new_empty(def.arrow_schema())]
-        } else {
-            batches
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let source = crate::lake::channel_source(&write_ctx, def.arrow_schema(), rx)?;
+        // The passes run while their rows are written, in this task: a
+        // pass that fails sends its error down the channel, which aborts
+        // the write, and a panic takes the write with it, so nothing is
+        // committed unless every pass ended.
+        let producing = async {
+            let tally = produce(config, &ctx, catalog, as_of, &passes, task.as_ref(), &tx).await;
+            if let Err(e) = &tally {
+                let _ = tx
+                    .send(Err(datafusion::error::DataFusionError::Execution(format!(
+                        "scoring stopped: {e}"
+                    ))))
+                    .await;
+            }
+            drop(tx);
+            tally
         };
-        let df = write_ctx.read_batches(batches)?;
         let days = crate::domain::days_since_epoch(as_of);
-        let outcome = crate::lake::replace_where(
+        let partition = as_of.format("%Y-%m").to_string();
+        let writing = crate::lake::replace_where(
             lake,
             &write_ctx,
             def,
-            df,
+            source,
             crate::lake::Replace {
                 column: "as_of",
                 value: ScalarValue::Date32(Some(days)),
-                partition: &as_of.format("%Y-%m").to_string(),
+                partition: &partition,
             },
             vec![
                 ("operation".into(), "score".into()),
                 ("as_of".into(), as_of.to_string().into()),
+                ("passes".into(), passes.len().into()),
             ],
-        )
-        .await?;
-        scored.version = outcome.version;
-        Ok::<_, AnalyticsError>(scored)
+        );
+        let (tally, written) = tokio::join!(producing, writing);
+        let tally = tally?;
+        let outcome = written?;
+        Ok::<_, AnalyticsError>(Scored {
+            as_of,
+            customers: tally.customers,
+            stages: tally.stages,
+            tiers: tally.tiers,
+            passes: passes.len(),
+            version: outcome.version,
+        })
     }
     .await;
     match &result {

@@ -41,8 +41,13 @@ pub(super) async fn score(wh: &Warehouse, args: &ScoreArgs) -> Result<(), CliErr
         println!("{}", serde_json::to_string(&s)?);
         return Ok(());
     }
+    let passes = if s.passes > 1 {
+        format!(", {} passes", s.passes)
+    } else {
+        String::new()
+    };
     println!(
-        "scored {} customers as of {} in {:.1}s (customer_score version {})",
+        "scored {} customers as of {} in {:.1}s (customer_score version {}{passes})",
         s.customers,
         s.as_of,
         started.elapsed().as_secs_f64(),

@@ -153,6 +153,20 @@ pub struct AnalyticsConfig {
     pub churn_threshold: f64,
     /// The longest renewal window a list may ask for, in days.
     pub max_within_days: u32,
+    /// The most golden customers `custlake score` scores in one pass (0:
+    /// 500 a megabyte of the query memory); see [`Self::score_pass`].
+    pub score_pass_customers: u64,
+}
+
+impl AnalyticsConfig {
+    /// Golden customers a scoring pass takes at most, given the query
+    /// memory (`query.memory_limit_mb`).
+    pub fn score_pass(&self, memory_limit_mb: u64) -> u64 {
+        match self.score_pass_customers {
+            0 => memory_limit_mb.saturating_mul(500).max(1),
+            n => n,
+        }
+    }
 }
 
 /// The jobs `custlake serve` runs on a schedule (`custlake jobs`).

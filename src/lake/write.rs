@@ -499,7 +499,7 @@ impl datafusion::physical_plan::streaming::PartitionStream for ChannelPartition 
             match rx {
                 None => Some((
                     Err(datafusion::error::DataFusionError::Internal(
-                        "the ingest stream can be read only once".into(),
+                        "a streamed write's rows can be read only once".into(),
                     )),
                     None,
                 )),
@@ -515,6 +515,24 @@ impl datafusion::physical_plan::streaming::PartitionStream for ChannelPartition 
     }
 }
 
+/// Batches arriving on `rx` (of `schema`) as a source a write reads once,
+/// as they come: what [`append_stream`] appends, or a [`replace_where`]
+/// whose rows are computed while they are written. An `Err` on the channel
+/// aborts the write; the write ends when every sender is dropped.
+pub fn channel_source(
+    ctx: &SessionContext,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    rx: BatchReceiver,
+) -> datafusion::error::Result<DataFrame> {
+    let partition = ChannelPartition {
+        schema: schema.clone(),
+        rx: std::sync::Mutex::new(Some(rx)),
+    };
+    let provider =
+        datafusion::catalog::streaming::StreamingTable::try_new(schema, vec![Arc::new(partition)])?;
+    ctx.read_table(Arc::new(provider))
+}
+
 /// Append a stream of batches (exactly the table's columns) to a table that
 /// holds no rows yet, creating the table in the same commit if it does not
 /// exist. Nothing is committed unless the stream ends without an error.
@@ -528,17 +546,7 @@ pub async fn append_stream(
     metadata: Vec<(String, serde_json::Value)>,
 ) -> Result<UpsertOutcome, LakeError> {
     let name = &def.name;
-    let schema = def.arrow_schema();
-    let partition = ChannelPartition {
-        schema: schema.clone(),
-        rx: std::sync::Mutex::new(Some(rx)),
-    };
-    let provider =
-        datafusion::catalog::streaming::StreamingTable::try_new(schema, vec![Arc::new(partition)])
-            .map_err(|e| df_err(name, e))?;
-    let df = ctx
-        .read_table(Arc::new(provider))
-        .map_err(|e| df_err(name, e))?;
+    let df = channel_source(ctx, def.arrow_schema(), rx).map_err(|e| df_err(name, e))?;
     let table = match lake.open(def).await? {
         Some(t) => t,
         None => lake

@@ -352,3 +352,56 @@ fn scoring_a_lake_with_nothing_resolved_scores_no_one() {
     );
     assert_eq!(n, 0);
 }
+
+#[test]
+fn a_book_scored_in_passes_gets_the_rows_of_one_pass_in_one_commit() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let s = sample(d, 300, 11);
+    ok(d, &["ingest", "--from", s.to_str().unwrap()]);
+    ok(d, &["resolve"]);
+    let rows = "SELECT customer_id, as_of, customer_type, lifecycle_stage, stage_since, value_score, \
+                value_tier, churn_risk, segment, product_lines, premium_3y, active_policies \
+                FROM customer_score WHERE as_of = DATE '2026-06-30' ORDER BY customer_id";
+    let whole: serde_json::Value =
+        serde_json::from_str(&ok(d, &["score", "--as-of", "2026-06-30", "--json"])).unwrap();
+    assert_eq!(whole["passes"], 1, "{whole}");
+    let once = query(d, rows);
+    let customers = query(d, "SELECT count(*) FROM customer WHERE status = 'active'");
+    assert_eq!(once.len().to_string(), customers[0]);
+    // Some customers hold several source records (merged), so a pass that
+    // missed a record's facts would change their scores.
+    let merged = crate::common::count(
+        d,
+        "SELECT count(*) FROM (SELECT customer_id FROM customer_xref GROUP BY customer_id HAVING count(*) > 1)",
+    );
+    assert!(
+        merged > 20,
+        "too few merged customers to prove anything: {merged}"
+    );
+
+    // At most 37 customers a pass: 300-odd customers in 9 or 10 passes,
+    // consecutive ids each, written in one commit that replaces the date.
+    std::fs::write(
+        d.join("custlake.toml"),
+        "[analytics]\nscore_pass_customers = 37\n",
+    )
+    .unwrap();
+    let before = crate::common::count(d, "SELECT count(*) FROM customer_score");
+    let passes: serde_json::Value =
+        serde_json::from_str(&ok(d, &["score", "--as-of", "2026-06-30", "--json"])).unwrap();
+    let n = passes["passes"].as_u64().unwrap();
+    let total: u64 = customers[0].parse().unwrap();
+    assert_eq!(n, total.div_ceil(37), "{passes}");
+    assert_eq!(passes["customers"], whole["customers"]);
+    assert_eq!(passes["stages"], whole["stages"]);
+    assert_eq!(passes["tiers"], whole["tiers"]);
+    assert_eq!(passes["version"], whole["version"].as_u64().unwrap() + 1);
+    assert_eq!(query(d, rows), once);
+    assert_eq!(
+        crate::common::count(d, "SELECT count(*) FROM customer_score"),
+        before
+    );
+    let out = ok(d, &["score", "--as-of", "2026-06-30"]);
+    assert!(out.contains(&format!("{n} passes")), "{out}");
+}

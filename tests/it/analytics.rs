@@ -380,11 +380,11 @@ fn a_book_scored_in_passes_gets_the_rows_of_one_pass_in_one_commit() {
         "too few merged customers to prove anything: {merged}"
     );
 
-    // At most 37 customers a pass: 300-odd customers in 9 or 10 passes,
+    // At most 60 customers a pass: 300-odd customers in 5 or 6 passes,
     // consecutive ids each, written in one commit that replaces the date.
     std::fs::write(
         d.join("custlake.toml"),
-        "[analytics]\nscore_pass_customers = 37\n",
+        "[analytics]\nscore_pass_customers = 60\n",
     )
     .unwrap();
     let before = crate::common::count(d, "SELECT count(*) FROM customer_score");
@@ -392,7 +392,7 @@ fn a_book_scored_in_passes_gets_the_rows_of_one_pass_in_one_commit() {
         serde_json::from_str(&ok(d, &["score", "--as-of", "2026-06-30", "--json"])).unwrap();
     let n = passes["passes"].as_u64().unwrap();
     let total: u64 = customers[0].parse().unwrap();
-    assert_eq!(n, total.div_ceil(37), "{passes}");
+    assert_eq!(n, total.div_ceil(60), "{passes}");
     assert_eq!(passes["customers"], whole["customers"]);
     assert_eq!(passes["stages"], whole["stages"]);
     assert_eq!(passes["tiers"], whole["tiers"]);
@@ -402,6 +402,4 @@ fn a_book_scored_in_passes_gets_the_rows_of_one_pass_in_one_commit() {
         crate::common::count(d, "SELECT count(*) FROM customer_score"),
         before
     );
-    let out = ok(d, &["score", "--as-of", "2026-06-30"]);
-    assert!(out.contains(&format!("{n} passes")), "{out}");
 }

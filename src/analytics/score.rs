@@ -214,6 +214,7 @@ async fn produce(
                 return Ok(tally);
             }
         }
+        crate::lake::failpoint("score.after_pass");
     }
     Ok(tally)
 }

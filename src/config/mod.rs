@@ -396,7 +396,7 @@ fn default_metadata_cache_mb() -> u64 {
 }
 
 fn default_key_index_mb() -> u64 {
-    256
+    1024
 }
 
 fn default_row_cache_mb() -> u64 {

@@ -402,4 +402,19 @@ fn a_book_scored_in_passes_gets_the_rows_of_one_pass_in_one_commit() {
         crate::common::count(d, "SELECT count(*) FROM customer_score"),
         before
     );
+
+    // A run that dies after its second pass, its rows of two passes
+    // already sent to the write, commits nothing: the date keeps the
+    // scores it had.
+    let status = std::process::Command::new(crate::common::bin())
+        .current_dir(d)
+        .args(["score", "--quiet", "--as-of", "2026-06-30"])
+        .env("CUSTLAKE_FAILPOINT", "score.after_pass@2")
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the failpoint should have stopped it");
+    assert_eq!(query(d, rows), once);
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(d, &["score", "--as-of", "2026-06-30", "--json"])).unwrap();
+    assert_eq!(again["version"], passes["version"].as_u64().unwrap() + 1);
 }

@@ -14,12 +14,10 @@ pub mod tiers;
 mod warehouse;
 mod write;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::object_store::ObjectStore;
-
-use std::path::Path;
-
 use datafusion::parquet::file::properties::WriterProperties;
 use deltalake::kernel::StructField;
 use deltalake::{DeltaTable, DeltaTableError};

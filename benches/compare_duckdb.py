@@ -232,6 +232,10 @@ def list_sql(kind, as_of):
             f"candidates AS ({bind(sql_body(f'analytics/{kind}.sql'), params)}),\n" + assign[len("WITH"):])
 
 
+# The tables the lookups and analytics shapes read, as DuckDB views.
+QUERY_TABLES = ["source_customer", "customer", "customer_xref", "policy", "payment", "interaction", "claim",
+                "consent"]
+
 # Tables a lake may not hold yet, empty in DuckDB as in custlake.
 DUCK_EMPTY = {
     "lifecycle_event": "CREATE TABLE lifecycle_event (event_id VARCHAR, customer_id VARCHAR, action VARCHAR, "
@@ -578,8 +582,7 @@ def analytics_scale(args, lake):
     env = dict(os.environ, CUSTLAKE__QUERY__TARGET_PARTITIONS=str(args.threads))
     work = os.path.join(args.work, "analytics")
     os.makedirs(work, exist_ok=True)
-    tables = ["source_customer", "customer", "customer_xref", "policy", "payment", "interaction", "claim",
-              "consent", "agent", "lifecycle_event"]
+    tables = QUERY_TABLES + ["agent", "lifecycle_event"]
     earlier = (dt.date.fromisoformat(as_of) - dt.timedelta(days=30)).isoformat()
     # The earlier run the lifecycle flows compare with (not timed).
     run_measured([args.bin, "--quiet", "--lake", lake, "score", "--as-of", earlier], env)
@@ -631,7 +634,7 @@ def shapes_scale(args, lake):
     env = dict(os.environ, CUSTLAKE__QUERY__TARGET_PARTITIONS=str(args.threads))
     work = os.path.join(args.work, "shapes")
     os.makedirs(work, exist_ok=True)
-    tables = ["source_customer", "customer", "customer_xref", "policy", "payment", "interaction", "claim", "consent"]
+    tables = QUERY_TABLES
     views = duck_views(lake, tables)
     results = []
     for name, sql, ordered in analytics(dt.date.fromisoformat(args.as_of)):
@@ -673,7 +676,7 @@ def one_scale(args, customers):
     log(f"[{customers}] ingest, {args.heavy_runs} runs per engine")
     r, base = bench_ingest(args, sample, work, env)
     results.append(r)
-    tables = ["source_customer", "customer", "customer_xref", "policy", "payment", "interaction", "claim", "consent"]
+    tables = QUERY_TABLES
     log(f"[{customers}] resolve, {args.heavy_runs} runs per engine")
     r, lake = bench_resolve(args, base, work, env, duck_views(base, ["source_customer"]))
     results.append(r)

@@ -106,21 +106,11 @@ pub async fn passes(
     per_pass: u64,
 ) -> Result<(Vec<Pass>, u64), AnalyticsError> {
     const ACTIVE: &str = "FROM customer WHERE status = 'active'";
-    let counted = ctx
-        .sql(&format!("SELECT count(*) {ACTIVE}"))
+    let total = ctx
+        .sql(&format!("SELECT customer_id {ACTIVE}"))
         .await?
-        .collect()
-        .await?;
-    let total = counted
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| {
-            b.column(0)
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                .value(0)
-        })
-        .unwrap_or(0)
-        .max(0) as u64;
+        .count()
+        .await? as u64;
     let per_pass = per_pass.max(1);
     if total <= per_pass {
         return Ok((vec![Pass::Whole], total));

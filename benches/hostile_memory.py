@@ -30,7 +30,8 @@ run("ingest", "--from", "sample")
 run("resolve")
 token = run("token", "create", "--user", "bench", "--role", "admin").stdout.decode().strip().splitlines()[-1]
 env = dict(os.environ, CUSTLAKE__QUERY__MEMORY_LIMIT_MB=str(a.memory_limit_mb),
-           CUSTLAKE__ROLES__ADMIN__RATE_PER_SECOND="1000000", CUSTLAKE__ROLES__ADMIN__BURST="1000000")
+           CUSTLAKE__ROLES__ADMIN__RATE_PER_SECOND="1000000", CUSTLAKE__ROLES__ADMIN__BURST="1000000",
+           CUSTLAKE__SCHEDULER__ENABLED="false")
 srv = subprocess.Popen([bin_, "serve", "--bind", f"127.0.0.1:{a.port}"], cwd=work, env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 base = f"http://127.0.0.1:{a.port}"

@@ -21,6 +21,7 @@ token="$("$bin" --quiet --lake "$lake" token create --user bench --role admin | 
 export CUSTLAKE_BENCH_TOKEN="$token"
 CUSTLAKE__ROLES__ADMIN__RATE_PER_SECOND=1000000 CUSTLAKE__ROLES__ADMIN__BURST=1000000 \
 CUSTLAKE__SERVER__MAX_CONCURRENT_QUERIES=128 CUSTLAKE__SERVER__MAX_QUERIES_PER_USER=128 CUSTLAKE__SERVER__MAX_ROW_LIMIT=100000000 \
+CUSTLAKE__SCHEDULER__ENABLED=false \
   "$bin" serve --lake "$lake" --bind "127.0.0.1:$port" > "$work/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do

@@ -70,6 +70,7 @@ for audit in on off; do
   CUSTLAKE__ROLES__ANALYST__RATE_PER_SECOND=1000000 CUSTLAKE__ROLES__ANALYST__BURST=1000000 \
   CUSTLAKE__ROLES__ANALYST__MAX_ROWS=100000000 \
   CUSTLAKE__SERVER__MAX_CONCURRENT_QUERIES=128 CUSTLAKE__SERVER__MAX_QUERIES_PER_USER=128 \
+  CUSTLAKE__SCHEDULER__ENABLED=false \
     "$bin" serve --lake "$lake" --bind "127.0.0.1:$port" > "$work/server-$audit.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do

@@ -40,6 +40,10 @@ pub struct TableCache {
     /// The version of each lookup table whose files' page indexes are in
     /// the runtime's metadata cache.
     warmed: Mutex<HashMap<String, u64>>,
+    /// How many times a table was opened or brought to a newer version: a
+    /// plan kept for later is kept only if no table changed while it was
+    /// planned (see [`TableCache::changes`]).
+    changes: std::sync::atomic::AtomicU64,
 }
 
 impl TableCache {
@@ -66,6 +70,28 @@ impl TableCache {
         Some(out)
     }
 
+    /// A number that grows whenever a table is opened or brought to a newer
+    /// version. Equal before and after planning a statement, it says every
+    /// table the plan holds is at the version [`TableCache::versions`]
+    /// gives.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Bring the tables `defs` up to date with every commit made before
+    /// `since` (as a statement naming them would).
+    pub(crate) async fn refresh(
+        &self,
+        lake: &Lake,
+        defs: &[&TableDef],
+        since: Instant,
+    ) -> Result<(), QueryError> {
+        for def in defs {
+            self.current(lake, def, since).await?;
+        }
+        Ok(())
+    }
+
     /// `def`'s table with every commit made before `since`: its layout and
     /// provider (`None`: the table does not exist).
     pub(crate) async fn current(
@@ -85,6 +111,8 @@ impl TableCache {
         let result = match entry.cached.as_mut() {
             Some(cached) => async {
                 if lake.refresh(def, &mut cached.0).await? {
+                    self.changes
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     cached.1 = provider(lake, def, &cached.0).await?;
                 }
                 Ok::<_, QueryError>(())
@@ -92,6 +120,8 @@ impl TableCache {
             .await
             .map(|()| cached.clone()),
             None => {
+                self.changes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 async {
                     let layout = lake.layout(def, None).await?;
                     let p = provider(lake, def, &layout).await?;
@@ -108,6 +138,8 @@ impl TableCache {
             }
             Err(e) => {
                 // Half refreshed is not kept: the next query reads afresh.
+                self.changes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 *entry = Entry::default();
                 Err(e)
             }

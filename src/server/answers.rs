@@ -94,7 +94,11 @@ impl Answers {
 
 /// The tables an answer depends on: those the question reads, and those
 /// the principal's row filters read (a table name anywhere in a filter).
-fn depends_on(state: &SharedState, principal: &Principal, reads: &[&str]) -> Vec<String> {
+pub(crate) fn depends_on(
+    state: &SharedState,
+    principal: &Principal,
+    reads: &[&str],
+) -> Vec<String> {
     let mut out: Vec<String> = reads.iter().map(|t| t.to_string()).collect();
     let catalog = &state.warehouse.catalog;
     if let Ok(role) = state.security.role(principal) {

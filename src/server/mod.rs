@@ -17,6 +17,7 @@ mod listen;
 mod lists;
 mod named;
 mod pg;
+mod prepared;
 mod query;
 mod reports;
 mod tables;
@@ -103,6 +104,9 @@ pub struct AppState {
     pub(crate) facts: tables::FactsCache,
     /// Lineage and suspects answers, kept while no table changes.
     pub(crate) answers: answers::Answers,
+    /// custlake's own statements planned per principal, kept while their
+    /// tables do not change.
+    pub(crate) prepared: prepared::Prepared,
     /// Credentials, roles, masks and the audit journal.
     pub security: crate::security::Security,
     /// A request rate per principal.
@@ -189,6 +193,7 @@ pub async fn state(warehouse: Warehouse) -> Result<SharedState, ServerError> {
         openapi,
         facts: tables::FactsCache::default(),
         answers: answers::Answers::default(),
+        prepared: prepared::Prepared::default(),
         warehouse,
     });
     Ok(state)

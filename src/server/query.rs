@@ -91,11 +91,11 @@ fn scalar(name: &str, v: &serde_json::Value) -> Result<ScalarValue, ApiError> {
     })
 }
 
-fn query_error(e: QueryError) -> ApiError {
+pub(crate) fn query_error(e: QueryError) -> ApiError {
     ApiError::from_error("the query", &e)
 }
 
-fn df_error(e: datafusion::error::DataFusionError) -> ApiError {
+pub(crate) fn df_error(e: datafusion::error::DataFusionError) -> ApiError {
     query_error(QueryError::from(e))
 }
 
@@ -370,6 +370,14 @@ pub(crate) async fn start(
     params: &[(String, ScalarValue)],
     limit: usize,
 ) -> Result<SendableRecordBatchStream, ApiError> {
+    if origin == Origin::Shipped {
+        // custlake's own statements: planned once per principal (see
+        // `prepared`).
+        return state
+            .prepared
+            .start(state, caller, sql, params, limit)
+            .await;
+    }
     let df = plan(state, caller, origin, sql, params).await?;
     execute(state, df, limit).await
 }
@@ -414,14 +422,25 @@ pub(crate) async fn plan(
         Origin::Own => statement_session_of(state, &caller.principal).await?,
         Origin::Shipped => session(state, caller).await?,
     };
-    let mut df = plan_read_only(&ctx, sql).await.map_err(query_error)?;
+    let df = plan_read_only(&ctx, sql).await.map_err(query_error)?;
     let touched = crate::query::tables_read(df.logical_plan());
     caller
         .note
         .set(|n| n.tables = (!touched.is_empty()).then(|| touched.join(",")));
     let wanted = df.logical_plan().get_parameter_names().map_err(df_error)?;
+    let (session, plan) = df.into_parts();
+    let plan = bind(plan, wanted.iter(), params)?;
+    Ok(datafusion::prelude::DataFrame::new(session, plan))
+}
+
+/// `plan` with `params` bound; every parameter it names (`wanted`) must
+/// be given.
+pub(crate) fn bind<'a>(
+    plan: datafusion::logical_expr::LogicalPlan,
+    wanted: impl Iterator<Item = &'a String>,
+    params: &[(String, ScalarValue)],
+) -> Result<datafusion::logical_expr::LogicalPlan, ApiError> {
     let mut missing: Vec<&String> = wanted
-        .iter()
         .filter(|w| !params.iter().any(|(k, _)| k == w.trim_start_matches('$')))
         .collect();
     missing.sort();
@@ -434,12 +453,11 @@ pub(crate) async fn plan(
             ),
         ));
     }
-    if !params.is_empty() {
-        df = df
-            .with_param_values(params.to_vec())
-            .map_err(|e| ApiError::new(ErrorKind::InvalidParameter, e.find_root().to_string()))?;
+    if params.is_empty() {
+        return Ok(plan);
     }
-    Ok(df)
+    plan.with_param_values(params.to_vec())
+        .map_err(|e| ApiError::new(ErrorKind::InvalidParameter, e.find_root().to_string()))
 }
 
 /// The caller's session: only the secured views its role may read.

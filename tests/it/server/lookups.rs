@@ -2,7 +2,7 @@
 //! use them, before and after the indexes are built, and after an upsert
 //! rewrites the file a looked-up record was in.
 
-use super::Api;
+use super::{Api, token};
 use crate::common::{core_customer_changed, ingest_file, sample};
 
 /// The source records `customer_by_phone` returns for `phone`, as
@@ -83,6 +83,8 @@ fn lookups_through_key_indexes_return_what_a_scan_returns() {
         assert!(rounds < 50, "the key indexes were never built");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    // The rounds after the first ran the kept plan of the statement.
+    assert!(metric(&api, "custlake_plan_cache_hits_total") > 0.0);
     // A value in no file, and an IN list, through the indexes.
     assert!(by_phone(&api, "+8613000000000").is_empty());
     let r = api.query(
@@ -177,4 +179,84 @@ fn lookups_through_key_indexes_return_what_a_scan_returns() {
         assert_eq!(t, by_phone_scanned(&api, to));
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// `customer_count` as the telesales agent of `token` sees it.
+fn agent_counts(api: &Api, token: &str) -> String {
+    let auth = format!("Bearer {token}");
+    let r = api.request(
+        "GET",
+        "/v1/queries/customer_count?format=csv",
+        &[("authorization", &auth)],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+#[test]
+fn a_kept_plan_serves_only_the_principal_it_was_planned_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let api = Api::new(d);
+    crate::common::ok(d, &["resolve"]);
+    // The two agents with the most customers, and each one's counts by a
+    // statement of the admin's own.
+    let agents: Vec<String> = api
+        .query(
+            "csv",
+            serde_json::json!({"sql": "SELECT agent_id FROM customer WHERE agent_id IS NOT NULL GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 2"}),
+        )
+        .text()
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(agents.len(), 2);
+    let expected: Vec<String> = agents
+        .iter()
+        .map(|a| {
+            api.query(
+                "csv",
+                serde_json::json!({"sql": format!(
+                    "SELECT customer_type, count(*) AS customers FROM customer WHERE agent_id = '{a}' GROUP BY 1 ORDER BY 1"
+                )}),
+            )
+            .text()
+        })
+        .collect();
+    assert_ne!(expected[0], expected[1]);
+    let tokens: Vec<String> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| token(d, &format!("agent{i}"), "telesales", &["--agent-id", a]))
+        .collect();
+    // Alternating: each agent's second and third runs come from its own
+    // kept plan, never from the other's.
+    for _ in 0..3 {
+        for (t, want) in tokens.iter().zip(&expected) {
+            assert_eq!(&agent_counts(&api, t), want);
+        }
+    }
+    assert!(metric(&api, "custlake_plan_cache_hits_total") >= 4.0);
+    // A new commit: a kept plan is planned again and sees it.
+    for _ in 0..2 {
+        assert!(by_phone(&api, "+8613999999999").is_empty());
+    }
+    let s = sample(d, 300, 9);
+    let fixed = d.join("moved.csv");
+    let source_id: String = api
+        .query(
+            "csv",
+            serde_json::json!({"sql": "SELECT source_id FROM source_customer WHERE source_system = 'core' ORDER BY source_id LIMIT 1"}),
+        )
+        .text()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    core_customer_changed(&s, &source_id, "联系电话", "+8613999999999", &fixed);
+    ingest_file(d, "core", "customer", &fixed);
+    let by_phone_after = by_phone(&api, "+8613999999999");
+    assert_eq!(by_phone_after, vec![format!("core|{source_id}")]);
 }

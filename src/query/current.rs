@@ -28,6 +28,8 @@ type Cached = (Layout, Option<Arc<dyn TableProvider>>);
 struct Entry {
     cached: Option<Cached>,
     checked: Option<Instant>,
+    /// [`TableCache::changes`] as this table last changed.
+    changed: u64,
 }
 
 /// Tables and their providers kept between queries. A query checks each
@@ -71,11 +73,28 @@ impl TableCache {
     }
 
     /// A number that grows whenever a table is opened or brought to a newer
-    /// version. Equal before and after planning a statement, it says every
-    /// table the plan holds is at the version [`TableCache::versions`]
-    /// gives.
+    /// version. Taken before planning a statement, it tells by
+    /// [`TableCache::changed_since`] whether the tables the plan holds
+    /// are at the versions [`TableCache::versions`] gives.
     pub fn changes(&self) -> u64 {
         self.changes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn bump(&self) -> u64 {
+        self.changes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1
+    }
+
+    /// Whether any of `names` was opened or brought to a newer version
+    /// after [`TableCache::changes`] was `at`.
+    pub async fn changed_since(&self, names: &[String], at: u64) -> bool {
+        for n in names {
+            if self.entry(n).lock().await.changed > at {
+                return true;
+            }
+        }
+        false
     }
 
     /// Bring the tables `defs` up to date with every commit made before
@@ -108,11 +127,11 @@ impl TableCache {
             return Ok(cached.clone());
         }
         let began = Instant::now();
+        let mut changed = false;
         let result = match entry.cached.as_mut() {
             Some(cached) => async {
                 if lake.refresh(def, &mut cached.0).await? {
-                    self.changes
-                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    changed = true;
                     cached.1 = provider(lake, def, &cached.0).await?;
                 }
                 Ok::<_, QueryError>(())
@@ -120,8 +139,7 @@ impl TableCache {
             .await
             .map(|()| cached.clone()),
             None => {
-                self.changes
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                changed = true;
                 async {
                     let layout = lake.layout(def, None).await?;
                     let p = provider(lake, def, &layout).await?;
@@ -132,15 +150,19 @@ impl TableCache {
         };
         match result {
             Ok(cached) => {
+                if changed {
+                    entry.changed = self.bump();
+                }
                 entry.cached = Some(cached.clone());
                 entry.checked = Some(began);
                 Ok(cached)
             }
             Err(e) => {
                 // Half refreshed is not kept: the next query reads afresh.
-                self.changes
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                *entry = Entry::default();
+                *entry = Entry {
+                    changed: self.bump(),
+                    ..Entry::default()
+                };
                 Err(e)
             }
         }

@@ -20,8 +20,8 @@
 //! - A plan holds the tables at the versions it was planned on. Each run
 //!   first checks the tables it reads, and those the principal's row
 //!   filters read, for newer commits, as any statement does; a plan of an
-//!   older version is planned again. A plan is kept only if no table
-//!   changed while it was planned, and for at most [`TTL`] (a role's
+//!   older version is planned again. A plan is kept only if none of those
+//!   tables changed while it was planned, and for at most [`TTL`] (a role's
 //!   settings may change under a running server).
 //! - At most [`MAX_PLANS`] are kept; the oldest goes first when it is full.
 
@@ -173,7 +173,7 @@ impl Prepared {
             depends,
             versions: versions.clone().unwrap_or_default(),
         });
-        if versions.is_some() && state.tables.changes() == before {
+        if versions.is_some() && !state.tables.changed_since(&planned.depends, before).await {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             if held.len() >= MAX_PLANS {
                 held.retain(|_, p| p.at.elapsed() < TTL);

@@ -231,14 +231,23 @@ fn a_kept_plan_serves_only_the_principal_it_was_planned_for() {
         .enumerate()
         .map(|(i, a)| token(d, &format!("agent{i}"), "telesales", &["--agent-id", a]))
         .collect();
-    // Alternating: each agent's second and third runs come from its own
-    // kept plan, never from the other's.
-    for _ in 0..3 {
+    // Alternating: each agent's later runs come from its own kept plan,
+    // never from the other's. (A plan is not kept while a table it depends
+    // on changes, as a scheduled job's write may do at first: rounds go on
+    // until kept plans have served both agents a few times.)
+    let before = metric(&api, "custlake_plan_cache_hits_total");
+    let mut rounds = 0;
+    loop {
         for (t, want) in tokens.iter().zip(&expected) {
             assert_eq!(&agent_counts(&api, t), want);
         }
+        rounds += 1;
+        if metric(&api, "custlake_plan_cache_hits_total") >= before + 4.0 && rounds >= 3 {
+            break;
+        }
+        assert!(rounds < 40, "kept plans served no run");
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(metric(&api, "custlake_plan_cache_hits_total") >= 4.0);
     // A new commit: a kept plan is planned again and sees it.
     for _ in 0..2 {
         assert!(by_phone(&api, "+8613999999999").is_empty());

@@ -29,9 +29,15 @@ pub(crate) struct Answers {
 /// (its row filters follow from role and attributes), and the tables'
 /// versions.
 fn key(question: &str, principal: &Principal, versions: &str) -> String {
+    format!("{question}\u{1f}{}\u{1f}{versions}", whose(principal))
+}
+
+/// What a principal's masks and row filters follow from (user, role,
+/// teams, regions, agent), as part of a cache key.
+pub(crate) fn whose(p: &Principal) -> String {
     format!(
-        "{question}\u{1f}{}\u{1f}{}\u{1f}{:?}\u{1f}{:?}\u{1f}{:?}\u{1f}{versions}",
-        principal.user, principal.role, principal.teams, principal.regions, principal.agent_id
+        "{}\u{1f}{}\u{1f}{:?}\u{1f}{:?}\u{1f}{:?}",
+        p.user, p.role, p.teams, p.regions, p.agent_id
     )
 }
 

@@ -71,10 +71,7 @@ pub(crate) struct Prepared {
 }
 
 fn key(sql: &str, limit: usize, p: &Principal) -> String {
-    format!(
-        "{sql}\u{1f}{limit}\u{1f}{}\u{1f}{}\u{1f}{:?}\u{1f}{:?}\u{1f}{:?}",
-        p.user, p.role, p.teams, p.regions, p.agent_id
-    )
+    format!("{sql}\u{1f}{limit}\u{1f}{}", super::answers::whose(p))
 }
 
 impl Prepared {

@@ -11,14 +11,16 @@
 -- cancelled_date, its expiry_date is in [D, D + within_days] and no policy
 -- names it in renewal_of. `reachable` is reachable.sql at D; `scores` is
 -- the customer_score run the list ranks by. A product_line, team or
--- region of * means all.
+-- region of * means all. The window is written as bounds on expiry_date
+-- itself (D + within_days is a date), so that a scan can skip the files
+-- and row groups whose expiry dates all fall outside it.
 WITH expiring AS (
   SELECT x.customer_id, p.policy_no, p.expiry_date, p.premium
   FROM policy p
   JOIN customer_xref x ON x.source_system = p.source_system AND x.source_id = p.source_customer_id
   WHERE p.status = 'active' AND p.cancelled_date IS NULL
     AND p.expiry_date >= $as_of
-    AND p.expiry_date - $as_of <= $within_days
+    AND p.expiry_date <= $as_of + $within_days
     AND ($product_line = '*' OR p.product_line = $product_line)
     AND NOT EXISTS (SELECT 1 FROM policy r WHERE r.renewal_of = p.policy_no)
 ),

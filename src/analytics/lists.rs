@@ -339,8 +339,13 @@ pub async fn produce(
 ) -> Result<ListRun, AnalyticsError> {
     let (as_of, params) = parameters(config, catalog, kind, req)?;
     let created_at = chrono::Utc::now();
-    let versions = versions(lake, catalog).await?;
-    let ctx = context(config, lake, catalog, None).await?;
+    // The versions and the context read the same Delta logs: at the same
+    // time rather than one after the other.
+    let (versions, ctx) = futures::future::try_join(
+        versions(lake, catalog),
+        context(config, lake, catalog, None),
+    )
+    .await?;
     let scores_as_of = scores_date(&ctx, as_of).await?;
     if scores_as_of.is_none() {
         return Err(AnalyticsError::Refused(format!(

@@ -8,8 +8,11 @@
 -- (UTC) is a grant. A withdrawal takes effect the same day and wins a tie
 -- with a grant recorded at the same instant.
 -- Not terminated or historical: no steward termination in effect on D.
--- Not a minor: an individual born D - 18 years or later is left out (no
--- birth date: the age is unknown and the customer stays).
+-- Not a minor: an individual whose 18th birthday (birth_date + 18 years;
+-- from 29 February, 28 February) is after D is left out (no birth date:
+-- the age is unknown and the customer stays). Only someone born in the
+-- 19 years before D can be one: that bound is a constant, tested first,
+-- so the date arithmetic runs for those rows alone.
 WITH consent_now AS (
   -- The latest record is a grant: a grant later than every withdrawal
   -- (a withdrawal at the same instant wins).
@@ -37,4 +40,5 @@ LEFT JOIN decision d ON d.customer_id = c.customer_id
 WHERE c.status = 'active'
   AND (d.action IS NULL OR d.action <> 'terminate')
   AND NOT (c.customer_type = 'individual' AND c.birth_date IS NOT NULL
+           AND c.birth_date > CAST($as_of AS DATE) - INTERVAL '19 years'
            AND c.birth_date + INTERVAL '18 years' > $as_of)

@@ -149,6 +149,18 @@ pub(super) async fn run(
                 return Ok(());
             }
             let full = crate::quality::Scope::full(0);
+            // The queries as a full run would send them today: with the
+            // lake's lookups (duplicated keys, first loads) resolved.
+            let ctx = if args.sql {
+                let masks = security.masks(&wh.lake).await?;
+                let today = chrono::Utc::now().date_naive();
+                Some(
+                    crate::quality::context(&wh.config, &wh.lake, &wh.catalog, masks, today)
+                        .await?,
+                )
+            } else {
+                None
+            };
             for p in &plans {
                 writeln!(out, "{} ({} rules)", p.table, p.checks.len())?;
                 for c in &p.checks {
@@ -158,10 +170,11 @@ pub(super) async fn run(
                         c.dimension, c.rule, c.field, c.level, c.description
                     )?;
                 }
-                if args.sql
-                    && let Some(q) = p.compile(&full)
-                {
-                    writeln!(out, "{}\n", q.sql)?;
+                if let Some(ctx) = &ctx {
+                    let found = crate::quality::run::lookups(ctx, p).await?;
+                    if let Some(q) = p.compile(&full, &found) {
+                        writeln!(out, "{}\n", q.sql)?;
+                    }
                 }
             }
             Ok(())

@@ -64,12 +64,34 @@ pub struct TablePlan {
     pub table: String,
     pub checks: Vec<Check>,
     key: String,
+    /// The key's fields as text, in order (the record key joins them with
+    /// `|`, as `concat_ws` does).
+    key_parts: Vec<String>,
     joins: Vec<String>,
+    /// The key-uniqueness join: (its index in `joins`, a query counting
+    /// the duplicated keys). With none the join is left out.
+    duplicates: Option<(usize, String)>,
+    /// The first-load join: (its index in `joins`, a query of each
+    /// source's first load, `source_system` and `first_loaded`).
+    first_loads: Option<(usize, String)>,
     source: String,
     team: String,
     agent: String,
     filter: String,
 }
+
+/// What a plan's lookups found before its query is built: whether the
+/// table has duplicated keys, and each source system's first load as a
+/// SQL literal. A table with few sources takes them as constants and no
+/// duplicated key needs no join: joins copy every row of the table.
+#[derive(Debug, Clone, Default)]
+pub struct Lookups {
+    pub duplicates: bool,
+    pub first_loads: Option<Vec<(String, String)>>,
+}
+
+/// The most first loads written into a query as constants.
+const MAX_INLINE_SOURCES: usize = 256;
 
 /// Which levels a run checks and on what share of the records.
 #[derive(Debug, Clone)]
@@ -99,9 +121,10 @@ impl Scope {
     }
 }
 
-/// The columns of a plan's query, in order: `record_key`, `source_system`,
-/// `owning_team`, `agent_id`, then for check i `c{i}` (boolean), `v{i}`
-/// (text) and, for rules naming their own team, `t{i}`.
+/// The columns of a plan's query, in order: the key's fields `k0`, `k1`,
+/// …, `source_system`, `owning_team`, `agent_id`, then for check i `c{i}`
+/// (boolean: `NULL` where it does not apply), `v{i}` (text, failing
+/// records only) and, for rules naming their own team, `t{i}`.
 pub struct Compiled {
     pub sql: String,
     /// Indexes into [`TablePlan::checks`] of the checks in the query.
@@ -114,45 +137,99 @@ impl TablePlan {
         &self.key
     }
 
+    /// How many fields the record key has (the query's `k0`, `k1`, …).
+    pub fn key_len(&self) -> usize {
+        self.key_parts.len()
+    }
+
+    /// The queries that find the plan's [`Lookups`]: the duplicated keys
+    /// (a count) and the sources' first loads, where the plan has them.
+    pub fn lookup_queries(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.duplicates.as_ref().map(|(_, q)| q.as_str()),
+            self.first_loads.as_ref().map(|(_, q)| q.as_str()),
+        )
+    }
+
     /// The query of the checks in `scope`, or `None` when none is.
-    pub fn compile(&self, scope: &Scope) -> Option<Compiled> {
+    ///
+    /// Each check is `quality_check(applies, passes)` and its value is
+    /// shown only where that is false: the same expression twice, which
+    /// the planner evaluates once (a validator runs once per record).
+    pub fn compile(&self, scope: &Scope, lookups: &Lookups) -> Option<Compiled> {
         let picked: Vec<usize> = (0..self.checks.len())
             .filter(|i| scope.includes(self.checks[*i].level))
             .collect();
         if picked.is_empty() {
             return None;
         }
-        let mut sql = format!(
-            "SELECT {key} AS record_key,\n  CAST({source} AS VARCHAR) AS source_system,\n  CAST(coalesce(CAST({team} AS VARCHAR), 'unassigned') AS VARCHAR) AS owning_team,\n  CAST({agent} AS VARCHAR) AS agent_id",
-            key = self.key,
+        let mut sql = "SELECT ".to_string();
+        for (i, k) in self.key_parts.iter().enumerate() {
+            let _ = write!(sql, "{k} AS k{i},\n  ");
+        }
+        let _ = write!(
+            sql,
+            "{source} AS source_system,\n  {team} AS owning_team,\n  {agent} AS agent_id",
             source = self.source,
             team = self.team,
             agent = self.agent,
         );
+        let no_duplicates = self.duplicates.is_some() && !lookups.duplicates;
+        let first_loaded = match (&self.first_loads, &lookups.first_loads) {
+            (Some(_), Some(loads)) if loads.len() <= MAX_INLINE_SOURCES => {
+                if loads.is_empty() {
+                    "CAST(NULL AS TIMESTAMP)".to_string()
+                } else {
+                    let mut e = "CASE t.source_system".to_string();
+                    for (source, at) in loads {
+                        let _ = write!(e, " WHEN {} THEN {at}", quote(source));
+                    }
+                    e.push_str(" END");
+                    e
+                }
+            }
+            _ => FIRST_LOADED.to_string(),
+        };
         for (n, i) in picked.iter().enumerate() {
             let c = &self.checks[*i];
             let rate = scope.rates[&c.level];
+            let applies = c.applies.replace(FIRST_LOADED, &first_loaded);
             let applies = if rate >= 1.0 {
-                format!("({})", c.applies)
+                applies
             } else {
                 format!(
-                    "({}) AND quality_sample({}, {}) < {rate}",
-                    c.applies, self.key, scope.seed
+                    "({applies}) AND quality_sample({}, {}) < {rate}",
+                    self.key, scope.seed
                 )
             };
+            let passes = if no_duplicates && c.rule == "unique_key" {
+                "true"
+            } else {
+                &c.passes
+            };
+            let check = format!("quality_check({applies}, {passes})");
             let _ = write!(
                 sql,
-                ",\n  CASE WHEN {applies} THEN coalesce({passes}, false) END AS c{n},\n  CASE WHEN {applies} AND NOT coalesce({passes}, false) THEN {value} END AS v{n}",
-                passes = c.passes,
+                ",\n  {check} AS c{n},\n  CASE WHEN NOT {check} THEN {value} END AS v{n}",
                 value = c.value,
             );
             if let Some(team) = &c.team {
-                let _ = write!(sql, ",\n  CAST({team} AS VARCHAR) AS t{n}");
+                let _ = write!(sql, ",\n  {team} AS t{n}");
             }
         }
         let _ = write!(sql, "\nFROM {} t", self.table);
-        for j in &self.joins {
-            let _ = write!(sql, "\n{j}");
+        for (i, j) in self.joins.iter().enumerate() {
+            let skip = self
+                .duplicates
+                .as_ref()
+                .is_some_and(|(d, _)| *d == i && no_duplicates)
+                || self
+                    .first_loads
+                    .as_ref()
+                    .is_some_and(|(f, _)| *f == i && !first_loaded.contains(FIRST_LOADED));
+            if !skip {
+                let _ = write!(sql, "\n{j}");
+            }
         }
         if !self.filter.trim().is_empty() {
             let _ = write!(sql, "\nWHERE {}", self.filter);
@@ -242,6 +319,10 @@ impl SqlRule {
 pub fn sql_rules() -> Result<Vec<SqlRule>, QualityError> {
     FILES.iter().map(|(f, t)| SqlRule::parse(f, t)).collect()
 }
+
+/// A source's first load in a check: the joined column, or a constant
+/// once the lookup has found it.
+const FIRST_LOADED: &str = "qb.first_loaded";
 
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -416,6 +497,15 @@ fn plan(
     } else {
         format!("concat_ws('|', {})", keys.join(", "))
     };
+    // Text fields as they are stored: no copy of every record's key.
+    let key_parts: Vec<String> = def
+        .key
+        .iter()
+        .map(|k| match def.field(k).map(|f| &f.ty) {
+            Some(FieldType::String) => format!("t.{k}"),
+            _ => format!("CAST(t.{k} AS VARCHAR)"),
+        })
+        .collect();
     let mut checks = Vec::new();
     let mut joins = Vec::new();
     let uses_s = [&cfg.source, &cfg.team, &cfg.agent, &cfg.filter]
@@ -462,6 +552,12 @@ fn plan(
         .map(|k| format!("qd.{k} = t.{k}"))
         .collect::<Vec<_>>()
         .join(" AND ");
+    let duplicated =
+        format!("SELECT {key_cols} FROM {name} GROUP BY {key_cols} HAVING count(*) > 1");
+    let duplicates = Some((
+        joins.len(),
+        format!("SELECT count(*) AS n FROM ({duplicated})"),
+    ));
     joins.push(format!(
         "LEFT JOIN (SELECT {key_cols}, true AS dup FROM {name} GROUP BY {key_cols} HAVING count(*) > 1) qd ON {on}"
     ));
@@ -600,13 +696,18 @@ fn plan(
         }
     }
     // Landing within T+N days of the change in the source.
+    let mut first_loads = None;
     if let (Some(updated), Some(_)) = (def.field("updated_at"), def.field("ingested_at"))
         && def.field("source_system").is_some()
     {
         let days = q.timeliness_days;
-        joins.push(format!(
-            "LEFT JOIN (SELECT source_system, min(started_at) AS first_loaded FROM ingest_batch WHERE table_name = {} GROUP BY source_system) qb ON qb.source_system = t.source_system",
+        let first = format!(
+            "SELECT source_system, min(started_at) AS first_loaded FROM ingest_batch WHERE table_name = {} GROUP BY source_system",
             quote(name)
+        );
+        first_loads = Some((joins.len(), first.clone()));
+        joins.push(format!(
+            "LEFT JOIN ({first}) qb ON qb.source_system = t.source_system"
         ));
         checks.push(Check {
             rule: "timely".into(),
@@ -617,7 +718,7 @@ fn plan(
                 "a change made in the source since the first load landed within {days} days of updated_at"
             ),
             applies: format!(
-                "t.updated_at IS NOT NULL AND t.updated_at >= qb.first_loaded - INTERVAL '{days} days'"
+                "t.updated_at IS NOT NULL AND t.updated_at >= {FIRST_LOADED} - INTERVAL '{days} days'"
             ),
             passes: format!("t.ingested_at <= t.updated_at + INTERVAL '{days} days'"),
             value: "concat(CAST(t.updated_at AS VARCHAR), ' landed ', CAST(t.ingested_at AS VARCHAR))"
@@ -661,7 +762,10 @@ fn plan(
         table: name.clone(),
         checks,
         key,
+        key_parts,
         joins,
+        duplicates,
+        first_loads,
         source: cfg.source.clone(),
         team: cfg.team.clone(),
         agent: cfg.agent.clone(),

@@ -8,12 +8,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, new_null_array,
 };
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use super::QualityError;
-use super::rules::{Scope, TablePlan};
+use super::rules::{Lookups, Scope, TablePlan};
+use super::udf::Texts;
 use crate::config::Config;
 use crate::schema::{Catalog, Level};
 
@@ -95,6 +96,67 @@ fn opt(a: &StringArray, i: usize) -> Option<&str> {
     (!a.is_null(i)).then(|| a.value(i))
 }
 
+/// A column of the rules' query as text, read as it came (stored text is
+/// not copied; other types are cast).
+fn texts(b: &RecordBatch, name: &str) -> Result<Texts, QualityError> {
+    let c = b
+        .column_by_name(name)
+        .cloned()
+        .unwrap_or_else(|| new_null_array(&DataType::Utf8, b.num_rows()));
+    Ok(Texts::of_array(&c)?)
+}
+
+/// What the plan's lookups find (see [`Lookups`]), from `ctx`.
+pub async fn lookups(ctx: &SessionContext, plan: &TablePlan) -> Result<Lookups, QualityError> {
+    let failed = |e: datafusion::error::DataFusionError| {
+        QualityError::Rule(plan.table.clone(), format!("{e}"))
+    };
+    let (duplicates, first_loads) = plan.lookup_queries();
+    let mut found = Lookups {
+        duplicates: true,
+        first_loads: None,
+    };
+    if let Some(q) = duplicates {
+        let b = ctx.sql(q).await.map_err(failed)?.collect().await?;
+        let n = b
+            .first()
+            .and_then(|b| {
+                b.column(0)
+                    .as_primitive_opt::<Int64Type>()
+                    .map(|a| a.value(0))
+            })
+            .unwrap_or(1);
+        found.duplicates = n > 0;
+    }
+    if let Some(q) = first_loads {
+        // Each source's first load as a constant of the column's own type:
+        // its raw value cast back (`arrow_cast`), exact to the microsecond.
+        let q = format!(
+            "SELECT CAST(source_system AS VARCHAR) AS s, CAST(first_loaded AS BIGINT) AS v, \
+             arrow_typeof(first_loaded) AS ty FROM ({q}) WHERE first_loaded IS NOT NULL"
+        );
+        let mut loads = Vec::new();
+        for b in ctx.sql(&q).await.map_err(failed)?.collect().await? {
+            let (s, ty) = (texts(&b, "s")?, texts(&b, "ty")?);
+            let v = b
+                .column_by_name("v")
+                .and_then(|a| a.as_primitive_opt::<Int64Type>().cloned())
+                .ok_or_else(|| QualityError::Rule(plan.table.clone(), "first loads".into()))?;
+            for r in 0..b.num_rows() {
+                let (Some(s), Some(ty)) = (s.get(r), ty.get(r)) else {
+                    continue;
+                };
+                loads.push((
+                    s.to_string(),
+                    format!("arrow_cast({}, '{}')", v.value(r), ty.replace('\'', "''")),
+                ));
+            }
+        }
+        found.first_loads = Some(loads);
+    }
+    Ok(found)
+}
+
 /// Evaluate the plans' checks in `scope` over `ctx` (the lake's tables,
 /// the mask and quality functions registered).
 pub async fn evaluate(
@@ -114,7 +176,12 @@ pub async fn evaluate(
         crate::progress::Unit::Items("tables"),
     );
     for plan in plans {
-        let Some(compiled) = plan.compile(scope) else {
+        if !plan.checks.iter().any(|c| scope.includes(c.level)) {
+            task.inc(1);
+            continue;
+        }
+        let found = lookups(ctx, plan).await?;
+        let Some(compiled) = plan.compile(scope, &found) else {
             task.inc(1);
             continue;
         };
@@ -130,7 +197,9 @@ pub async fn evaluate(
             .sql(&compiled.sql)
             .await
             .map_err(|e| QualityError::Rule(plan.table.clone(), format!("{e}")))?;
-        let mut stream = df.execute_stream().await?;
+        let physical = df.create_physical_plan().await?;
+        let mut stream =
+            datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())?;
         // Per check: its dimension's index; per (source, team) group and
         // check, a tally (strings interned once per value, not per check).
         let dim_of: Vec<usize> = checks
@@ -157,30 +226,37 @@ pub async fn evaluate(
         let mut own_team: HashMap<(usize, u32, u32), Tally> = HashMap::new();
         while let Some(b) = stream.next().await {
             let b = b?;
-            let keys = text(&b, "record_key")?;
-            let sources = text(&b, "source_system")?;
-            let teams = text(&b, "owning_team")?;
-            let agents = text(&b, "agent_id")?;
+            let keys = (0..plan.key_len())
+                .map(|i| texts(&b, &format!("k{i}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let record_key = |r: usize| -> String {
+                // `concat_ws('|', …)`: the filled parts joined.
+                let parts: Vec<&str> = keys.iter().filter_map(|k| k.get(r)).collect();
+                parts.join("|")
+            };
+            let sources = texts(&b, "source_system")?;
+            let teams = texts(&b, "owning_team")?;
+            let agents = texts(&b, "agent_id")?;
             let mut cs: Vec<BooleanArray> = Vec::with_capacity(checks.len());
-            let mut vs: Vec<StringArray> = Vec::with_capacity(checks.len());
-            let mut ts: Vec<Option<StringArray>> = Vec::with_capacity(checks.len());
+            let mut vs: Vec<Texts> = Vec::with_capacity(checks.len());
+            let mut ts: Vec<Option<Texts>> = Vec::with_capacity(checks.len());
             for (n, c) in checks.iter().enumerate() {
                 let a: ArrayRef = b
                     .column_by_name(&format!("c{n}"))
                     .cloned()
                     .ok_or_else(|| QualityError::Rule(plan.table.clone(), format!("no c{n}")))?;
                 cs.push(a.as_boolean().clone());
-                vs.push(text(&b, &format!("v{n}"))?);
+                vs.push(texts(&b, &format!("v{n}"))?);
                 ts.push(if c.team.is_some() {
-                    Some(text(&b, &format!("t{n}"))?)
+                    Some(texts(&b, &format!("t{n}"))?)
                 } else {
                     None
                 });
             }
             for r in 0..b.num_rows() {
                 eval.records += 1;
-                let source = opt(&sources, r).unwrap_or("unknown");
-                let team = opt(&teams, r).unwrap_or("unassigned");
+                let source = sources.get(r).unwrap_or("unknown");
+                let team = teams.get(r).unwrap_or("unassigned");
                 let (sid, tid) = (intern(source), intern(team));
                 let group = groups
                     .entry((sid, tid))
@@ -196,7 +272,7 @@ pub async fn evaluate(
                     d.checked += 1;
                     d.passed += ok;
                     failed |= ok == 0;
-                    match ts[n].as_ref().and_then(|a| opt(a, r)) {
+                    match ts[n].as_ref().and_then(|a| a.get(r)) {
                         Some(own) => {
                             let t = own_team.entry((n, sid, intern(own))).or_default();
                             t.checked += 1;
@@ -217,22 +293,23 @@ pub async fn evaluate(
                     .map(|(d, t)| (*d, t))
                     .collect();
                 let record_score = weighted(weights, &by_dim).unwrap_or(0.0);
+                let key = record_key(r);
                 for (n, c) in checks.iter().enumerate() {
                     if cs[n].is_null(r) || cs[n].value(r) {
                         continue;
                     }
-                    let team = ts[n].as_ref().and_then(|a| opt(a, r)).unwrap_or(team);
+                    let team = ts[n].as_ref().and_then(|a| a.get(r)).unwrap_or(team);
                     eval.failures.push(Failure {
                         table: plan.table.clone(),
-                        record_key: opt(&keys, r).unwrap_or_default().to_string(),
+                        record_key: key.clone(),
                         field: c.field.clone(),
                         rule: c.rule.clone(),
                         dimension: c.dimension.clone(),
                         level: c.level,
-                        value: opt(&vs[n], r).map(str::to_string),
+                        value: vs[n].get(r).map(str::to_string),
                         source_system: source.to_string(),
                         owning_team: team.to_string(),
-                        agent_id: opt(&agents, r).map(str::to_string),
+                        agent_id: agents.get(r).map(str::to_string),
                         record_score,
                     });
                 }
@@ -267,6 +344,16 @@ pub async fn evaluate(
             add(*n, *sid, *tid, *t);
         }
         let checked_at = started.elapsed();
+        // Where a slow table's time went: its plan with each operator's
+        // rows and times (CUSTLAKE_LOG=custlake::quality=debug).
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+                physical.as_ref(),
+            )
+            .indent(true)
+            .to_string();
+            tracing::debug!(table = %plan.table, "the rules' plan, with its metrics:\n{shown}");
+        }
         quarantined(ctx, catalog, plan, scope, &mut tallies).await?;
         tracing::info!(
             table = %plan.table,

@@ -12,8 +12,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, StringArray, StringViewArray,
+    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Builder, LargeStringArray,
+    StringArray, StringViewArray,
 };
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
@@ -49,25 +51,32 @@ fn strings(v: &ColumnarValue, rows: usize) -> Result<StringArray> {
         .ok_or_else(|| DataFusionError::Internal("quality: expected text".into()))
 }
 
-/// A text argument as it came (other types cast to text).
-enum Texts {
+/// Text as it came (other types cast to text).
+pub(super) enum Texts {
     Utf8(StringArray),
+    Large(LargeStringArray),
     View(StringViewArray),
 }
 
 impl Texts {
     fn of(v: &ColumnarValue, rows: usize) -> Result<Self> {
-        let a: ArrayRef = v.to_array(rows)?;
+        Self::of_array(&v.to_array(rows)?)
+    }
+
+    /// `a` as text: stored text as it is (no copy), anything else cast.
+    pub(super) fn of_array(a: &ArrayRef) -> Result<Self> {
         Ok(match a.data_type() {
             DataType::Utf8View => Self::View(a.as_string_view().clone()),
             DataType::Utf8 => Self::Utf8(a.as_string::<i32>().clone()),
-            _ => Self::Utf8(strings(v, rows)?),
+            DataType::LargeUtf8 => Self::Large(a.as_string::<i64>().clone()),
+            _ => Self::Utf8(cast(a, &DataType::Utf8)?.as_string::<i32>().clone()),
         })
     }
 
-    fn get(&self, i: usize) -> Option<&str> {
+    pub(super) fn get(&self, i: usize) -> Option<&str> {
         match self {
             Self::Utf8(a) => (!a.is_null(i)).then(|| a.value(i)),
+            Self::Large(a) => (!a.is_null(i)).then(|| a.value(i)),
             Self::View(a) => (!a.is_null(i)).then(|| a.value(i)),
         }
     }
@@ -101,6 +110,22 @@ pub fn same(a: &str, b: &str) -> bool {
         || a.chars()
             .flat_map(char::to_lowercase)
             .eq(b.chars().flat_map(char::to_lowercase))
+}
+
+/// `quality_check(applies, passes)`: `NULL` where the check does not
+/// apply (`applies` is not true), else whether it passes (`NULL` counts as
+/// failing). Both arguments are evaluated on every row, so the planner
+/// computes a check's expression once for its result and its shown value.
+pub fn check(applies: &BooleanArray, passes: &BooleanArray) -> BooleanArray {
+    let truth = |a: &BooleanArray| -> BooleanBuffer {
+        match a.nulls() {
+            Some(n) => a.values() & n.inner(),
+            None => a.values().clone(),
+        }
+    };
+    let applies = truth(applies);
+    let passes = &truth(passes) & &applies;
+    BooleanArray::new(passes, Some(NullBuffer::new(applies)))
 }
 
 /// Register `quality_valid` (validating as of `as_of`) and `quality_sample`.
@@ -137,6 +162,20 @@ pub fn register(ctx: &SessionContext, as_of: chrono::NaiveDate) {
                 }
             }
             shaped(&args[1..], Arc::new(out.finish()))
+        }),
+    )));
+    ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "quality_check",
+        Signature::exact(
+            vec![DataType::Boolean, DataType::Boolean],
+            Volatility::Immutable,
+        ),
+        DataType::Boolean,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = rows_of(args);
+            let (applies, passes) = (args[0].to_array(rows)?, args[1].to_array(rows)?);
+            let out = check(applies.as_boolean(), passes.as_boolean());
+            shaped(args, Arc::new(out))
         }),
     )));
     ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
@@ -197,6 +236,16 @@ pub fn register(ctx: &SessionContext, as_of: chrono::NaiveDate) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_check_is_null_where_it_does_not_apply_and_a_null_result_fails() {
+        let applies =
+            BooleanArray::from(vec![Some(true), Some(true), Some(true), Some(false), None]);
+        let passes =
+            BooleanArray::from(vec![Some(true), Some(false), None, Some(true), Some(true)]);
+        let got: Vec<Option<bool>> = check(&applies, &passes).iter().collect();
+        assert_eq!(got, [Some(true), Some(false), Some(false), None, None]);
+    }
 
     #[test]
     fn same_is_lower_trim_equality() {

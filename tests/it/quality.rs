@@ -783,3 +783,115 @@ fn a_fixed_record_leaves_the_open_work_orders_and_levels_run_when_due() {
     );
     assert_eq!(stored, vec!["L1,0.05,42", "L2,0.1,42", "L4,1.0,42"]);
 }
+
+#[test]
+fn a_duplicated_key_fails_on_every_copy_and_without_one_no_key_join_is_made() {
+    let catalog = Catalog::embedded().unwrap();
+    let mut config = Config::embedded();
+    config.quality.tables.retain(|t, _| t == "policy");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ctx = fixture(&catalog);
+        let as_of = chrono::NaiveDate::from_ymd_opt(2026, 6, 30).unwrap();
+        custlake::quality::run::register_functions(
+            &ctx,
+            &custlake::security::Masks::new(b"salt"),
+            as_of,
+        );
+        let plans = custlake::quality::rules::plans(&config, &catalog).unwrap();
+        let policy = &plans[0];
+        let scope = Scope::full(1);
+        // The fixture's policies have distinct numbers: the query has no
+        // key join and every key passes.
+        let found = custlake::quality::run::lookups(&ctx, policy).await.unwrap();
+        assert!(!found.duplicates);
+        let sql = policy.compile(&scope, &found).unwrap().sql;
+        assert!(!sql.contains(" qd "), "{sql}");
+        // P2 twice (two source systems' copies), P1 once.
+        let row = |no: &'static str, source: &'static str, team: &'static str| {
+            [
+                Some(no),
+                Some(source),
+                Some("C1"),
+                Some("motor"),
+                Some("M1"),
+                Some("active"),
+                Some("2026-01-01"),
+                Some("2026-12-31"),
+                Some("100.00"),
+                Some(team),
+            ]
+        };
+        let (p1, p2a, p2b) = (
+            row("P1", "core", "T1"),
+            row("P2", "core", "T2"),
+            row("P2", "telesales", "T2"),
+        );
+        table(
+            &ctx,
+            &catalog,
+            "policy",
+            &[
+                "policy_no",
+                "source_system",
+                "source_customer_id",
+                "product_line",
+                "product_code",
+                "status",
+                "effective_date",
+                "expiry_date",
+                "premium",
+                "owning_team",
+            ],
+            &[&p1, &p2a, &p2b],
+        );
+        let found = custlake::quality::run::lookups(&ctx, policy).await.unwrap();
+        assert!(found.duplicates);
+        let sql = policy.compile(&scope, &found).unwrap().sql;
+        assert!(sql.contains(" qd "), "{sql}");
+        let eval = custlake::quality::run::evaluate(
+            &config,
+            &ctx,
+            &catalog,
+            &plans,
+            &scope,
+            &custlake::progress::Silent,
+        )
+        .await
+        .unwrap();
+        let ms = &eval.metrics;
+        assert_eq!(
+            counts(ms, "policy", "unique_key", "policy_no", "core", "T1"),
+            (1, 1)
+        );
+        assert_eq!(
+            counts(ms, "policy", "unique_key", "policy_no", "core", "T2"),
+            (0, 1)
+        );
+        assert_eq!(
+            counts(ms, "policy", "unique_key", "policy_no", "telesales", "T2"),
+            (0, 1)
+        );
+        let mut dups: Vec<_> = eval
+            .failures
+            .iter()
+            .filter(|f| f.rule == "unique_key")
+            .map(|f| {
+                (
+                    f.record_key.as_str(),
+                    f.source_system.as_str(),
+                    f.value.as_deref(),
+                )
+            })
+            .collect();
+        dups.sort();
+        assert_eq!(
+            dups,
+            [("P2", "core", Some("P2")), ("P2", "telesales", Some("P2"))]
+        );
+    });
+}

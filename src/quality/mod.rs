@@ -183,7 +183,7 @@ pub async fn context(
 ) -> Result<SessionContext, QualityError> {
     let ctx = crate::query::context(config)?;
     crate::query::register_declared(&ctx, lake, catalog, None).await?;
-    run::register_functions(&ctx, masks, as_of);
+    run::prepare(&ctx, masks, as_of);
     Ok(ctx)
 }
 
@@ -204,8 +204,8 @@ type IssueKey = (String, String, String, String);
 
 async fn open_issues(ctx: &SessionContext) -> Result<HashMap<IssueKey, Open>, QualityError> {
     let sql = "SELECT table_name, record_key, field, rule, value, dimension, level, source_system, owning_team, agent_id, first_seen_run, CAST(first_seen_at AS BIGINT) AS first_seen_at, status FROM (
-      SELECT *, row_number() OVER (PARTITION BY table_name, record_key, field, rule ORDER BY run_at DESC) AS rn
-      FROM quality_issue WHERE run_id IN (SELECT DISTINCT run_id FROM quality_metric)
+      SELECT i.*, row_number() OVER (PARTITION BY i.table_name, i.record_key, i.field, i.rule ORDER BY i.run_at DESC) AS rn
+      FROM (SELECT DISTINCT run_id FROM quality_metric) r JOIN quality_issue i ON i.run_id = r.run_id
     ) WHERE rn = 1 AND status = 'open'";
     let mut out = HashMap::new();
     for b in ctx.sql(sql).await?.collect().await? {
@@ -340,8 +340,17 @@ pub async fn run_quality(
     let ctx = context(config, lake, catalog, masks, opts.as_of).await?;
     let scope = scope(config, &ctx, opts, seed).await?;
     let plans = rules::plans(config, catalog)?;
-    let eval = run::evaluate(config, &ctx, catalog, &plans, &scope, progress).await?;
-    let before = open_issues(&ctx).await?;
+    // The open work orders are read while the rules run (the two only
+    // meet once both are done).
+    let before = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { open_issues(&ctx).await }
+    });
+    let eval = run::evaluate(config, &ctx, catalog, &plans, &scope, progress).await;
+    let before = before
+        .await
+        .map_err(|e| QualityError::Rule("quality_issue".into(), e.to_string()))??;
+    let eval = eval?;
     let threshold = config.quality.threshold;
 
     // This run's failures, each keeping the run that first found it.

@@ -67,7 +67,7 @@ pub struct TablePlan {
     /// The key's fields as text, in order (the record key joins them with
     /// `|`, as `concat_ws` does).
     key_parts: Vec<String>,
-    joins: Vec<String>,
+    joins: Vec<Join>,
     /// The key-uniqueness join: (its index in `joins`, a query counting
     /// the duplicated keys). With none the join is left out.
     duplicates: Option<(usize, String)>,
@@ -217,7 +217,12 @@ impl TablePlan {
                 let _ = write!(sql, ",\n  {team} AS t{n}");
             }
         }
-        let _ = write!(sql, "\nFROM {} t", self.table);
+        // Each join builds its lookup (a table's narrow columns or a small
+        // result) and streams the table's records through it: the lookup
+        // is written left of a RIGHT JOIN, and the rules' context builds
+        // left sides as written (see `run::prepare`).
+        let mut from = format!("{} t", self.table);
+        let mut nested = false;
         for (i, j) in self.joins.iter().enumerate() {
             let skip = self
                 .duplicates
@@ -228,9 +233,21 @@ impl TablePlan {
                     .as_ref()
                     .is_some_and(|(f, _)| *f == i && !first_loaded.contains(FIRST_LOADED));
             if !skip {
-                let _ = write!(sql, "\n{j}");
+                from = if nested {
+                    format!(
+                        "{} {} RIGHT JOIN ({from})\n  ON {}",
+                        j.relation, j.alias, j.on
+                    )
+                } else {
+                    format!(
+                        "{} {} RIGHT JOIN {from}\n  ON {}",
+                        j.relation, j.alias, j.on
+                    )
+                };
+                nested = true;
             }
         }
+        let _ = write!(sql, "\nFROM {from}");
         if !self.filter.trim().is_empty() {
             let _ = write!(sql, "\nWHERE {}", self.filter);
         }
@@ -335,6 +352,17 @@ fn same(f: &FieldDef, a: &str, b: &str) -> String {
     match f.ty {
         FieldType::String => format!("quality_same({a}, {b})"),
         _ => format!("quality_same(CAST({a} AS VARCHAR), CAST({b} AS VARCHAR))"),
+    }
+}
+
+/// `a` (of `f`) and `b` (of `r`) agree: values of one non-text type are
+/// compared as values (their text is canonical: equal text, equal value),
+/// anything else as text by [`same`].
+fn agree(f: &FieldDef, r: &FieldDef, a: &str, b: &str) -> String {
+    if f.ty == r.ty && f.ty != FieldType::String {
+        format!("{a} = {b}")
+    } else {
+        same(f, a, b)
     }
 }
 
@@ -517,10 +545,11 @@ fn plan(
                 "quality.tables.{name}: `s.` (the customer's source record) needs a source_customer_id field"
             )));
         }
-        joins.push(
-            "LEFT JOIN source_customer s ON s.source_system = t.source_system AND s.source_id = t.source_customer_id"
-                .to_string(),
-        );
+        joins.push(Join::new(
+            "source_customer",
+            "s",
+            "s.source_system = t.source_system AND s.source_id = t.source_customer_id",
+        ));
     }
     for f in def.fields.iter().filter(|f| !f.system) {
         checks.extend(b.completeness(f));
@@ -558,8 +587,12 @@ fn plan(
         joins.len(),
         format!("SELECT count(*) AS n FROM ({duplicated})"),
     ));
-    joins.push(format!(
-        "LEFT JOIN (SELECT {key_cols}, true AS dup FROM {name} GROUP BY {key_cols} HAVING count(*) > 1) qd ON {on}"
+    joins.push(Join::new(
+        &format!(
+            "(SELECT {key_cols}, true AS dup FROM {name} GROUP BY {key_cols} HAVING count(*) > 1)"
+        ),
+        "qd",
+        &on,
     ));
     checks.push(Check {
         rule: "unique_key".into(),
@@ -577,13 +610,14 @@ fn plan(
     });
     // Golden customers: one per real customer.
     if name == "customer" {
-        joins.push(
-            "LEFT JOIN (SELECT g.customer_id FROM suspect_group g \
+        joins.push(Join::new(
+            "(SELECT g.customer_id FROM suspect_group g \
              JOIN (SELECT group_id, min(member) AS first FROM suspect_group WHERE status = 'open' GROUP BY group_id) f ON f.group_id = g.group_id \
              JOIN suspect_group fm ON fm.group_id = f.group_id AND fm.member = f.first \
-             WHERE g.status = 'open' AND g.customer_id <> fm.customer_id GROUP BY g.customer_id) qu ON qu.customer_id = t.customer_id"
-                .into(),
-        );
+             WHERE g.status = 'open' AND g.customer_id <> fm.customer_id GROUP BY g.customer_id)",
+            "qu",
+            "qu.customer_id = t.customer_id",
+        ));
         checks.push(Check {
             rule: "unique_customer".into(),
             dimension: "uniqueness".into(),
@@ -609,11 +643,18 @@ fn plan(
             .map(|f| format!("g.{f}"))
             .collect::<Vec<_>>()
             .join(", ");
-        joins.push(format!(
-            "LEFT JOIN (SELECT x.source_system, x.source_id, m.n, {golden_fields} FROM customer_xref x \
-             JOIN (SELECT customer_id, count(*) AS n FROM customer_xref GROUP BY customer_id HAVING count(*) > 1) m \
-             ON m.customer_id = x.customer_id JOIN customer g ON g.customer_id = x.customer_id) qg \
-             ON qg.source_system = t.source_system AND qg.source_id = t.source_id"
+        // Joins build their left side as written: the customers with
+        // several records (under a million), their golden fields, then
+        // every record of theirs.
+        joins.push(Join::new(
+            &format!(
+                "(SELECT x.source_system, x.source_id, m.n, {golden_fields} \
+                 FROM (SELECT customer_id, count(*) AS n FROM customer_xref GROUP BY customer_id HAVING count(*) > 1) m \
+                 JOIN customer g ON g.customer_id = m.customer_id \
+                 JOIN customer_xref x ON x.customer_id = m.customer_id)"
+            ),
+            "qg",
+            "qg.source_system = t.source_system AND qg.source_id = t.source_id",
         ));
         for field in &q.consistency_fields {
             let (Some(f), Some(_)) = (def.field(field), golden.field(field)) else {
@@ -634,7 +675,12 @@ fn plan(
                     filled(f, &format!("t.{field}")),
                     filled(f, &format!("qg.{field}"))
                 ),
-                passes: same(f, &format!("t.{field}"), &format!("qg.{field}")),
+                passes: agree(
+                    f,
+                    golden.field(field).unwrap_or(f),
+                    &format!("t.{field}"),
+                    &format!("qg.{field}"),
+                ),
                 value: b.shown(f, &format!("t.{field}")),
                 team: None,
             });
@@ -659,9 +705,10 @@ fn plan(
             .field(&a.reference_key)
             .ok_or_else(|| missing(reference, &a.reference_key))?;
         let alias = format!("qa{i}");
-        joins.push(format!(
-            "LEFT JOIN {} {alias} ON {alias}.{} = t.{}",
-            a.reference, a.reference_key, a.key
+        joins.push(Join::new(
+            &a.reference,
+            &alias,
+            &format!("{alias}.{} = t.{}", a.reference_key, a.key),
         ));
         for (field, theirs) in &a.fields {
             let f = def.field(field).ok_or_else(|| missing(def, field))?;
@@ -685,11 +732,7 @@ fn plan(
                     filled(f, &ours),
                     filled(r, &ref_col)
                 ),
-                passes: if matches!(r.ty, FieldType::String) {
-                    same(f, &ours, &ref_col)
-                } else {
-                    format!("quality_same(CAST({ours} AS VARCHAR), CAST({ref_col} AS VARCHAR))")
-                },
+                passes: agree(f, r, &ours, &ref_col),
                 value: b.shown(f, &ours),
                 team: None,
             });
@@ -701,13 +744,18 @@ fn plan(
         && def.field("source_system").is_some()
     {
         let days = q.timeliness_days;
+        // A change counts from `days` before the source's first load.
         let first = format!(
-            "SELECT source_system, min(started_at) AS first_loaded FROM ingest_batch WHERE table_name = {} GROUP BY source_system",
+            "SELECT source_system, min(started_at) - arrow_cast({}, 'Duration(Microsecond)') AS first_loaded \
+             FROM ingest_batch WHERE table_name = {} GROUP BY source_system",
+            i64::from(days) * 86_400_000_000,
             quote(name)
         );
         first_loads = Some((joins.len(), first.clone()));
-        joins.push(format!(
-            "LEFT JOIN ({first}) qb ON qb.source_system = t.source_system"
+        joins.push(Join::new(
+            &format!("({first})"),
+            "qb",
+            "qb.source_system = t.source_system",
         ));
         checks.push(Check {
             rule: "timely".into(),
@@ -717,10 +765,14 @@ fn plan(
             description: format!(
                 "a change made in the source since the first load landed within {days} days of updated_at"
             ),
-            applies: format!(
-                "t.updated_at IS NOT NULL AND t.updated_at >= {FIRST_LOADED} - INTERVAL '{days} days'"
+            // The window as a duration (whole days of microseconds, the
+            // timestamps being UTC): plain integer arithmetic per record,
+            // where adding an interval works through the calendar.
+            applies: format!("t.updated_at IS NOT NULL AND t.updated_at >= {FIRST_LOADED}"),
+            passes: format!(
+                "t.ingested_at <= t.updated_at + arrow_cast({}, 'Duration(Microsecond)')",
+                i64::from(days) * 86_400_000_000
             ),
-            passes: format!("t.ingested_at <= t.updated_at + INTERVAL '{days} days'"),
             value: "concat(CAST(t.updated_at AS VARCHAR), ' landed ', CAST(t.ingested_at AS VARCHAR))"
                 .into(),
             team: None,
@@ -736,26 +788,42 @@ fn plan(
         })?;
         let alias = format!("qr{i}");
         let body = r.sql.replace("{team}", &format!("({})", r.team));
-        joins.push(format!(
-            "LEFT JOIN (SELECT record_key, bool_and(passed) AS passed, max(value) AS value, max(owning_team) AS owning_team FROM ({body}) GROUP BY record_key) {alias} ON {alias}.record_key = {key}"
-        ));
+        // A rule reading one row per record of its own table (joined, if
+        // at all, as the table's query already is) becomes expressions of
+        // that query; any other is joined by record key.
+        let parts = match inline(&body, name, &key_parts, &joins) {
+            Some(p) => p,
+            None => {
+                joins.push(Join::new(
+                    &format!("(SELECT record_key, bool_and(passed) AS passed, max(value) AS value, max(owning_team) AS owning_team FROM ({body}) GROUP BY record_key)"),
+                    &alias,
+                    &format!("{alias}.record_key = {key}"),
+                ));
+                Inlined {
+                    applies: format!("{alias}.record_key IS NOT NULL"),
+                    passes: format!("{alias}.passed"),
+                    value: format!("{alias}.value"),
+                    team: format!("{alias}.owning_team"),
+                }
+            }
+        };
         checks.push(Check {
             rule: r.name.clone(),
             dimension: r.dimension.clone(),
             field: r.field.clone(),
             level: r.level.unwrap_or(f.level),
             description: r.description.clone(),
-            applies: format!("{alias}.record_key IS NOT NULL"),
-            passes: format!("{alias}.passed"),
+            applies: parts.applies,
+            passes: parts.passes,
             // The rule's value is text: masked as text of the field.
             value: b.shown(
                 &FieldDef {
                     ty: FieldType::String,
                     ..f.clone()
                 },
-                &format!("{alias}.value"),
+                &parts.value,
             ),
-            team: Some(format!("{alias}.owning_team")),
+            team: Some(parts.team),
         });
     }
     Ok(TablePlan {
@@ -771,4 +839,196 @@ fn plan(
         agent: cfg.agent.clone(),
         filter: cfg.filter.clone(),
     })
+}
+
+/// A lookup joined to a table's records: `t LEFT JOIN relation alias ON on`.
+#[derive(Debug, Clone)]
+struct Join {
+    relation: String,
+    alias: String,
+    on: String,
+}
+
+impl Join {
+    fn new(relation: &str, alias: &str, on: &str) -> Self {
+        Self {
+            relation: relation.to_string(),
+            alias: alias.to_string(),
+            on: on.to_string(),
+        }
+    }
+
+    /// As a clause after `FROM table t`.
+    fn left_join(&self) -> String {
+        format!("LEFT JOIN {} {} ON {}", self.relation, self.alias, self.on)
+    }
+}
+
+/// A rule of `sql/quality/` as expressions of its table's query.
+#[derive(Debug, PartialEq)]
+struct Inlined {
+    applies: String,
+    passes: String,
+    value: String,
+    team: String,
+}
+
+/// `body` (a rule's query) as expressions of `table`'s query, when it is
+/// exactly `SELECT <key> AS record_key, … AS owning_team, … AS value, … AS
+/// passed FROM <table> t [joins] [WHERE …]` with a single-field key and
+/// each join one of `joins` (the table query's own): one row per record,
+/// so `bool_and(passed)` over the record's rows is `passed` itself.
+fn inline(body: &str, table: &str, key_parts: &[String], joins: &[Join]) -> Option<Inlined> {
+    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, Statement};
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    let [key] = key_parts else { return None };
+    let query = |sql: &str| -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
+        match Parser::parse_sql(&GenericDialect {}, sql).ok()?.pop()? {
+            Statement::Query(q) => Some(q),
+            _ => None,
+        }
+    };
+    let q = query(body)?;
+    let SetExpr::Select(select) = q.body.as_ref() else {
+        return None;
+    };
+    let [from] = select.from.as_slice() else {
+        return None;
+    };
+    // The table itself as `t`, and only the table query's own joins.
+    let own = joins
+        .iter()
+        .map(Join::left_join)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let own = query(&format!("SELECT 1 FROM {table} t {own}"))?;
+    let SetExpr::Select(own) = own.body.as_ref() else {
+        return None;
+    };
+    let own = own.from.first()?;
+    if from.relation.to_string() != own.relation.to_string()
+        || !from
+            .joins
+            .iter()
+            .all(|j| own.joins.iter().any(|o| o.to_string() == j.to_string()))
+    {
+        return None;
+    }
+    let mut items = BTreeMap::new();
+    for item in &select.projection {
+        let SelectItem::ExprWithAlias { expr, alias } = item else {
+            return None;
+        };
+        items.insert(alias.value.to_lowercase(), expr.to_string());
+    }
+    let names: Vec<&str> = items.keys().map(String::as_str).collect();
+    if names != ["owning_team", "passed", "record_key", "value"] {
+        return None;
+    }
+    let record_key = &items["record_key"];
+    let key_column = key.strip_prefix("CAST(").map_or(key.as_str(), |k| {
+        k.strip_suffix(" AS VARCHAR)").unwrap_or(k)
+    });
+    if record_key != key_column && *record_key != format!("CAST({key_column} AS VARCHAR)") {
+        return None;
+    }
+    // Nothing else: no grouping, ordering, limit, distinct or set
+    // operation (the query is the sum of the parts read above).
+    let rebuilt = format!(
+        "SELECT {} FROM {from}{}",
+        select
+            .projection
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        select
+            .selection
+            .as_ref()
+            .map(|w| format!(" WHERE {w}"))
+            .unwrap_or_default()
+    );
+    if query(&rebuilt)?.to_string() != q.to_string() {
+        return None;
+    }
+    Some(Inlined {
+        applies: select
+            .selection
+            .as_ref()
+            .map_or_else(|| "true".to_string(), |w| format!("({w})")),
+        passes: format!("({})", items["passed"]),
+        value: format!("({})", items["value"]),
+        team: format!("({})", items["owning_team"]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own() -> [Join; 1] {
+        [Join::new(
+            "source_customer",
+            "s",
+            "s.source_system = t.source_system AND s.source_id = t.source_customer_id",
+        )]
+    }
+
+    #[test]
+    fn a_rule_on_its_own_rows_becomes_expressions_of_the_table_query() {
+        let key = ["t.claim_no".to_string()];
+        let got = inline(
+            "SELECT t.claim_no AS record_key, (s.owning_team) AS owning_team,
+                    CAST(t.report_date AS VARCHAR) AS value, t.report_date >= t.loss_date AS passed
+             FROM claim t
+             left join source_customer s ON s.source_system = t.source_system AND s.source_id = t.source_customer_id
+             WHERE t.loss_date IS NOT NULL",
+            "claim",
+            &key,
+            &own(),
+        );
+        assert_eq!(
+            got,
+            Some(Inlined {
+                applies: "(t.loss_date IS NOT NULL)".into(),
+                passes: "(t.report_date >= t.loss_date)".into(),
+                value: "(CAST(t.report_date AS VARCHAR))".into(),
+                team: "((s.owning_team))".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn a_rule_that_groups_joins_elsewhere_or_keys_otherwise_stays_a_join() {
+        let key = ["t.claim_no".to_string()];
+        let own = own();
+        let select = "SELECT t.claim_no AS record_key, t.owning_team AS owning_team, \
+                      CAST(t.loss_date AS VARCHAR) AS value, true AS passed";
+        for body in [
+            // Another table's rows (one claim, many policies).
+            format!("{select} FROM claim t LEFT JOIN policy p ON p.policy_no = t.policy_no"),
+            // Another table altogether.
+            format!("{select} FROM policy t"),
+            // Grouped, limited, distinct.
+            format!("{select} FROM claim t GROUP BY t.claim_no, t.owning_team, t.loss_date"),
+            format!("{select} FROM claim t LIMIT 5"),
+            format!("SELECT DISTINCT {} FROM claim t", &select[7..]),
+            // Keyed by something else.
+            "SELECT t.policy_no AS record_key, t.owning_team AS owning_team, \
+             CAST(t.loss_date AS VARCHAR) AS value, true AS passed FROM claim t"
+                .to_string(),
+            // A union.
+            format!("{select} FROM claim t UNION ALL {select} FROM claim t"),
+        ] {
+            assert_eq!(inline(&body, "claim", &key, &own), None, "{body}");
+        }
+        // Two-field keys are not inlined.
+        let two = ["t.source_system".to_string(), "t.source_id".to_string()];
+        assert_eq!(
+            inline(&format!("{select} FROM claim t"), "claim", &two, &own),
+            None
+        );
+    }
 }

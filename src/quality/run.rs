@@ -541,14 +541,21 @@ fn team_of(catalog: &Catalog, source: &str, entity: Option<&str>, raw: Option<&s
     value.unwrap_or_else(|| "unassigned".into())
 }
 
-/// A context for the rules: the lake's tables (declared ones the lake has
-/// not made yet are empty), the mask functions and the quality functions
-/// as of `as_of`.
-pub fn register_functions(
-    ctx: &SessionContext,
-    masks: &crate::security::Masks,
-    as_of: chrono::NaiveDate,
-) {
+/// Make `ctx` (the lake's tables) a context for the rules: the mask
+/// functions, the quality functions as of `as_of`, and joins that build
+/// their left side as written, without repartitioning either side. A
+/// table's query writes each lookup left of a `RIGHT JOIN` with the
+/// table's records: the planner would otherwise pick the side whose files
+/// are smaller, though the records carry every checked column and the
+/// lookup only a few (a million payments were hashed to look up two
+/// million source records' teams), and would reshuffle every record
+/// between threads for each join.
+pub fn prepare(ctx: &SessionContext, masks: &crate::security::Masks, as_of: chrono::NaiveDate) {
     masks.register(ctx);
     super::udf::register(ctx, as_of);
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let optimizer = &mut state.config_mut().options_mut().optimizer;
+    optimizer.join_reordering = false;
+    optimizer.repartition_joins = false;
 }

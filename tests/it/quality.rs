@@ -410,11 +410,7 @@ fn every_dimension_scores_as_worked_out_by_hand() {
     let eval = rt.block_on(async {
         let ctx = fixture(&catalog);
         let as_of = chrono::NaiveDate::from_ymd_opt(2026, 6, 30).unwrap();
-        custlake::quality::run::register_functions(
-            &ctx,
-            &custlake::security::Masks::new(b"salt"),
-            as_of,
-        );
+        custlake::quality::run::prepare(&ctx, &custlake::security::Masks::new(b"salt"), as_of);
         let plans = custlake::quality::rules::plans(&config, &catalog).unwrap();
         let scope = Scope::full(1);
         custlake::quality::run::evaluate(
@@ -797,11 +793,7 @@ fn a_duplicated_key_fails_on_every_copy_and_without_one_no_key_join_is_made() {
     rt.block_on(async {
         let ctx = fixture(&catalog);
         let as_of = chrono::NaiveDate::from_ymd_opt(2026, 6, 30).unwrap();
-        custlake::quality::run::register_functions(
-            &ctx,
-            &custlake::security::Masks::new(b"salt"),
-            as_of,
-        );
+        custlake::quality::run::prepare(&ctx, &custlake::security::Masks::new(b"salt"), as_of);
         let plans = custlake::quality::rules::plans(&config, &catalog).unwrap();
         let policy = &plans[0];
         let scope = Scope::full(1);

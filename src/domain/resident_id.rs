@@ -62,7 +62,13 @@ impl ResidentId {
         if !PROVINCES.contains(&province) {
             return Err(invalid(&s, format!("unknown province code {province:02}")));
         }
-        let birth = NaiveDate::parse_from_str(&digits17[6..14], "%Y%m%d").map_err(|_| {
+        // Eight ASCII digits (checked above): year, month, day.
+        let number = |r: std::ops::Range<usize>| digits17[r].parse::<u32>().ok();
+        let birth = match (number(6..10), number(10..12), number(12..14)) {
+            (Some(y), Some(m), Some(d)) => NaiveDate::from_ymd_opt(y as i32, m, d),
+            _ => None,
+        }
+        .ok_or_else(|| {
             invalid(
                 &s,
                 format!("birth date {} is not a real date", &digits17[6..14]),

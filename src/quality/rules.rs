@@ -88,6 +88,9 @@ pub struct TablePlan {
 pub struct Lookups {
     pub duplicates: bool,
     pub first_loads: Option<Vec<(String, String)>>,
+    /// The table has no more records than the table its first join looks
+    /// up (see [`TablePlan::first_lookup`]): the join builds on the records.
+    pub records_smaller: bool,
 }
 
 /// The most first loads written into a query as constants.
@@ -135,6 +138,14 @@ impl TablePlan {
     /// The record key as text: the table's key fields joined with `|`.
     pub fn key_sql(&self) -> &str {
         &self.key
+    }
+
+    /// The table the first join looks up, when it is a table (not a
+    /// query): which of the two is smaller decides which side the join
+    /// builds.
+    pub fn first_lookup(&self) -> Option<&str> {
+        let j = self.joins.first()?;
+        (!j.relation.starts_with('(')).then_some(j.relation.as_str())
     }
 
     /// How many fields the record key has (the query's `k0`, `k1`, …).
@@ -233,7 +244,9 @@ impl TablePlan {
                     .as_ref()
                     .is_some_and(|(f, _)| *f == i && !first_loaded.contains(FIRST_LOADED));
             if !skip {
-                from = if nested {
+                from = if !nested && i == 0 && lookups.records_smaller {
+                    format!("{from} LEFT JOIN {} {}\n  ON {}", j.relation, j.alias, j.on)
+                } else if nested {
                     format!(
                         "{} {} RIGHT JOIN ({from})\n  ON {}",
                         j.relation, j.alias, j.on

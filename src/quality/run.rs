@@ -115,7 +115,23 @@ pub async fn lookups(ctx: &SessionContext, plan: &TablePlan) -> Result<Lookups, 
     let mut found = Lookups {
         duplicates: true,
         first_loads: None,
+        records_smaller: false,
     };
+    if let Some(other) = plan.first_lookup() {
+        // Counts the tables' logs answer (no scan).
+        let q = format!(
+            "SELECT (SELECT count(*) FROM {}) AS records, (SELECT count(*) FROM {other}) AS lookup",
+            plan.table
+        );
+        let b = ctx.sql(&q).await.map_err(failed)?.collect().await?;
+        let count = |c: &str| {
+            b.first()
+                .and_then(|b| b.column_by_name(c))
+                .and_then(|a| a.as_primitive_opt::<Int64Type>().map(|a| a.value(0)))
+        };
+        found.records_smaller =
+            matches!((count("records"), count("lookup")), (Some(r), Some(l)) if r <= l);
+    }
     if let Some(q) = duplicates {
         let b = ctx.sql(q).await.map_err(failed)?.collect().await?;
         let n = b

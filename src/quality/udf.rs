@@ -156,9 +156,7 @@ pub fn register(ctx: &SessionContext, as_of: chrono::NaiveDate) {
             for i in 0..rows {
                 match values.get(i) {
                     None => out.append_null(),
-                    Some(v) => {
-                        out.append_value(validator.canonical(v, context.get(i), as_of).is_ok())
-                    }
+                    Some(v) => out.append_value(validator.accepts(v, context.get(i), as_of)),
                 }
             }
             shaped(&args[1..], Arc::new(out.finish()))

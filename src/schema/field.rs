@@ -209,6 +209,15 @@ impl Validator {
         })
     }
 
+    /// Whether [`Validator::canonical`] accepts `text`, building the
+    /// canonical form only where no cheaper check says the same.
+    pub fn accepts(self, text: &str, context: Option<&str>, today: chrono::NaiveDate) -> bool {
+        match self {
+            Self::Address => crate::domain::Address::is_valid(text),
+            _ => self.canonical(text, context, today).is_ok(),
+        }
+    }
+
     /// The validator's name as the schemas spell it.
     pub fn name(self) -> &'static str {
         match self {

@@ -106,15 +106,20 @@ impl Address {
         ) else {
             return false;
         };
-        let named = |name: &str| {
-            let mut chars = province.chars().filter(|c| !c.is_whitespace());
-            name.chars().all(|n| chars.next() == Some(n)) && chars.next().is_none()
+        let known = if province.contains(char::is_whitespace) {
+            let named = |name: &str| {
+                let mut chars = province.chars().filter(|c| !c.is_whitespace());
+                name.chars().all(|n| chars.next() == Some(n)) && chars.next().is_none()
+            };
+            PROVINCES
+                .iter()
+                .any(|(full, short)| named(full) || named(short))
+        } else {
+            PROVINCES
+                .iter()
+                .any(|(full, short)| province == *full || province == *short)
         };
-        PROVINCES
-            .iter()
-            .any(|(full, short)| named(full) || named(short))
-            && filled(city)
-            && filled(street)
+        known && filled(city) && filled(street)
     }
 
     pub fn as_str(&self) -> &str {

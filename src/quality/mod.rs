@@ -342,6 +342,7 @@ pub async fn run_quality(
     let plans = rules::plans(config, catalog)?;
     // The open work orders are read while the rules run (the two only
     // meet once both are done).
+    let started = std::time::Instant::now();
     let before = tokio::spawn({
         let ctx = ctx.clone();
         async move { open_issues(&ctx).await }
@@ -351,6 +352,7 @@ pub async fn run_quality(
         .await
         .map_err(|e| QualityError::Rule("quality_issue".into(), e.to_string()))??;
     let eval = eval?;
+    let checked = started.elapsed();
     let threshold = config.quality.threshold;
 
     // This run's failures, each keeping the run that first found it.
@@ -516,6 +518,7 @@ pub async fn run_quality(
         ],
     )
     .await?;
+    let issues_stored = started.elapsed();
     let ms = &eval.metrics;
     let n = ms.len();
     store(
@@ -565,5 +568,13 @@ pub async fn run_quality(
         ],
     )
     .await?;
+    tracing::info!(
+        run_id = %run_id,
+        checked_ms = checked.as_millis() as u64,
+        issues_ms = (issues_stored - checked).as_millis() as u64,
+        metrics_ms = (started.elapsed() - issues_stored).as_millis() as u64,
+        issues = summary.open + summary.fixed,
+        "quality run stored"
+    );
     Ok(summary)
 }

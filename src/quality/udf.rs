@@ -12,8 +12,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBuilder, Float64Builder, LargeStringArray,
-    StringArray, StringViewArray,
+    Array, ArrayRef, AsArray, BooleanArray, Float64Builder, LargeStringArray, StringArray,
+    StringViewArray,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::compute::cast;
@@ -71,6 +71,14 @@ impl Texts {
             DataType::LargeUtf8 => Self::Large(a.as_string::<i64>().clone()),
             _ => Self::Utf8(cast(a, &DataType::Utf8)?.as_string::<i32>().clone()),
         })
+    }
+
+    fn nulls(&self) -> Option<&NullBuffer> {
+        match self {
+            Self::Utf8(a) => a.nulls(),
+            Self::Large(a) => a.nulls(),
+            Self::View(a) => a.nulls(),
+        }
     }
 
     pub(super) fn get(&self, i: usize) -> Option<&str> {
@@ -152,14 +160,13 @@ pub fn register(ctx: &SessionContext, as_of: chrono::NaiveDate) {
             };
             let values = Texts::of(&args[1], rows)?;
             let context = Texts::of(&args[2], rows)?;
-            let mut out = BooleanBuilder::with_capacity(rows);
-            for i in 0..rows {
-                match values.get(i) {
-                    None => out.append_null(),
-                    Some(v) => out.append_value(validator.accepts(v, context.get(i), as_of)),
-                }
-            }
-            shaped(&args[1..], Arc::new(out.finish()))
+            let out = BooleanBuffer::collect_bool(rows, |i| {
+                values
+                    .get(i)
+                    .is_some_and(|v| validator.accepts(v, context.get(i), as_of))
+            });
+            let out = BooleanArray::new(out, values.nulls().cloned());
+            shaped(&args[1..], Arc::new(out))
         }),
     )));
     ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
@@ -183,14 +190,13 @@ pub fn register(ctx: &SessionContext, as_of: chrono::NaiveDate) {
         Arc::new(|args: &[ColumnarValue]| {
             let rows = rows_of(args);
             let (a, b) = (Texts::of(&args[0], rows)?, Texts::of(&args[1], rows)?);
-            let mut out = BooleanBuilder::with_capacity(rows);
-            for i in 0..rows {
-                match (a.get(i), b.get(i)) {
-                    (Some(x), Some(y)) => out.append_value(same(x, y)),
-                    _ => out.append_null(),
-                }
-            }
-            shaped(args, Arc::new(out.finish()))
+            // Only rows where both are filled are compared.
+            let nulls = NullBuffer::union(a.nulls(), b.nulls());
+            let out = BooleanBuffer::collect_bool(rows, |i| {
+                nulls.as_ref().is_none_or(|n| n.is_valid(i))
+                    && matches!((a.get(i), b.get(i)), (Some(x), Some(y)) if same(x, y))
+            });
+            shaped(args, Arc::new(BooleanArray::new(out, nulls)))
         }),
     )));
     ctx.register_udf(create_udf(

@@ -106,6 +106,15 @@ fn texts(b: &RecordBatch, name: &str) -> Result<Texts, QualityError> {
     Ok(Texts::of_array(&c)?)
 }
 
+/// Stops a spawned task when dropped (an error ends a run early).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What the plan's lookups find (see [`Lookups`]), from `ctx`.
 pub async fn lookups(ctx: &SessionContext, plan: &TablePlan) -> Result<Lookups, QualityError> {
     let failed = |e: datafusion::error::DataFusionError| {
@@ -191,12 +200,34 @@ pub async fn evaluate(
         Some(plans.len() as u64),
         crate::progress::Unit::Items("tables"),
     );
+    // Each table's lookups are found while the table before it is checked
+    // (one ahead): they are small queries a core is often free for.
+    let due: Vec<TablePlan> = plans
+        .iter()
+        .filter(|p| p.checks.iter().any(|c| scope.includes(c.level)))
+        .cloned()
+        .collect();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let ahead = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            for plan in &due {
+                let found = lookups(&ctx, plan).await;
+                if tx.send(found).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let _stop = AbortOnDrop(ahead);
     for plan in plans {
         if !plan.checks.iter().any(|c| scope.includes(c.level)) {
             task.inc(1);
             continue;
         }
-        let found = lookups(ctx, plan).await?;
+        let found = rx.recv().await.ok_or_else(|| {
+            QualityError::Rule(plan.table.clone(), "the lookups stopped".into())
+        })??;
         let Some(compiled) = plan.compile(scope, &found) else {
             task.inc(1);
             continue;
@@ -574,4 +605,11 @@ pub fn prepare(ctx: &SessionContext, masks: &crate::security::Masks, as_of: chro
     let optimizer = &mut state.config_mut().options_mut().optimizer;
     optimizer.join_reordering = false;
     optimizer.repartition_joins = false;
+    // Whole tables are read: a page index only costs its reading.
+    state
+        .config_mut()
+        .options_mut()
+        .execution
+        .parquet
+        .enable_page_index = false;
 }

@@ -381,7 +381,8 @@ fn agree(f: &FieldDef, r: &FieldDef, a: &str, b: &str) -> String {
 
 fn filled(f: &FieldDef, col: &str) -> String {
     match f.ty {
-        FieldType::String => format!("({col} IS NOT NULL AND trim({col}) <> '')"),
+        // `col IS NOT NULL AND trim(col) <> ''` without trimming a copy.
+        FieldType::String => format!("quality_filled({col})"),
         _ => format!("{col} IS NOT NULL"),
     }
 }

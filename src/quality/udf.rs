@@ -1,7 +1,9 @@
 //! The functions the quality rules need beyond SQL:
 //! `quality_valid(validator, value, context)`, the ingest validators of
 //! the schemas (check digits, birth dates, name forms);
-//! `quality_same(a, b)`, two values equal after trimming spaces and
+//! `quality_filled(value)`, text that is not blank (`trim(value) <> ''`
+//! without trimming a copy); `quality_check(applies, passes)`, a rule's
+//! verdict; `quality_same(a, b)`, two values equal after trimming spaces and
 //! folding case (what `lower(trim(a)) = lower(trim(b))` says, without
 //! building either lowered string); and `quality_sample(record_key,
 //! seed)`, a record's stable place in `[0, 1)` for deterministic sampling.
@@ -110,6 +112,11 @@ fn shaped(args: &[ColumnarValue], out: ArrayRef) -> Result<ColumnarValue> {
     )
 }
 
+/// `trim(s) <> ''` (SQL `trim`: spaces): something other than spaces.
+pub fn filled(s: &str) -> bool {
+    s.bytes().any(|b| b != b' ')
+}
+
 /// `lower(trim(a)) = lower(trim(b))` (SQL `trim`: spaces), comparing
 /// character by character.
 pub fn same(a: &str, b: &str) -> bool {
@@ -184,6 +191,17 @@ pub fn register(ctx: &SessionContext, as_of: chrono::NaiveDate) {
         }),
     )));
     ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "quality_filled",
+        Signature::any(1, Volatility::Immutable),
+        DataType::Boolean,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = rows_of(args);
+            let values = Texts::of(&args[0], rows)?;
+            let out = BooleanBuffer::collect_bool(rows, |i| values.get(i).is_some_and(filled));
+            shaped(args, Arc::new(BooleanArray::new(out, None)))
+        }),
+    )));
+    ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
         "quality_same",
         Signature::any(2, Volatility::Immutable),
         DataType::Boolean,
@@ -249,6 +267,12 @@ mod tests {
             BooleanArray::from(vec![Some(true), Some(false), None, Some(true), Some(true)]);
         let got: Vec<Option<bool>> = check(&applies, &passes).iter().collect();
         assert_eq!(got, [Some(true), Some(false), Some(false), None, None]);
+    }
+
+    #[test]
+    fn filled_is_trim_not_empty() {
+        assert!(filled("a") && filled("  张 ") && filled("\t"));
+        assert!(!filled("") && !filled("   "));
     }
 
     #[test]

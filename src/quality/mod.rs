@@ -8,6 +8,7 @@
 //! seed is stored with the run; `--full` checks every level on every
 //! record. A later run closes the work orders whose record now passes.
 
+mod inline;
 pub mod rules;
 pub mod run;
 pub mod udf;

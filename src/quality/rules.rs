@@ -17,6 +17,7 @@ use crate::schema::{Catalog, FieldDef, FieldType, Level, Required, TableDef, Val
 use crate::security::{Masks, Policy, Role};
 
 use super::QualityError;
+use super::inline::{Inlined, inline};
 
 /// The rules written in SQL, as shipped in `sql/quality/`.
 const FILES: &[(&str, &str)] = &[
@@ -857,14 +858,14 @@ fn plan(
 
 /// A lookup joined to a table's records: `t LEFT JOIN relation alias ON on`.
 #[derive(Debug, Clone)]
-struct Join {
+pub(super) struct Join {
     relation: String,
     alias: String,
     on: String,
 }
 
 impl Join {
-    fn new(relation: &str, alias: &str, on: &str) -> Self {
+    pub(super) fn new(relation: &str, alias: &str, on: &str) -> Self {
         Self {
             relation: relation.to_string(),
             alias: alias.to_string(),
@@ -873,176 +874,7 @@ impl Join {
     }
 
     /// As a clause after `FROM table t`.
-    fn left_join(&self) -> String {
+    pub(super) fn left_join(&self) -> String {
         format!("LEFT JOIN {} {} ON {}", self.relation, self.alias, self.on)
-    }
-}
-
-/// A rule of `sql/quality/` as expressions of its table's query.
-#[derive(Debug, PartialEq)]
-struct Inlined {
-    applies: String,
-    passes: String,
-    value: String,
-    team: String,
-}
-
-/// `body` (a rule's query) as expressions of `table`'s query, when it is
-/// exactly `SELECT <key> AS record_key, … AS owning_team, … AS value, … AS
-/// passed FROM <table> t [joins] [WHERE …]` with a single-field key and
-/// each join one of `joins` (the table query's own): one row per record,
-/// so `bool_and(passed)` over the record's rows is `passed` itself.
-fn inline(body: &str, table: &str, key_parts: &[String], joins: &[Join]) -> Option<Inlined> {
-    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, Statement};
-    use datafusion::sql::sqlparser::dialect::GenericDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-
-    let [key] = key_parts else { return None };
-    let query = |sql: &str| -> Option<Box<datafusion::sql::sqlparser::ast::Query>> {
-        match Parser::parse_sql(&GenericDialect {}, sql).ok()?.pop()? {
-            Statement::Query(q) => Some(q),
-            _ => None,
-        }
-    };
-    let q = query(body)?;
-    let SetExpr::Select(select) = q.body.as_ref() else {
-        return None;
-    };
-    let [from] = select.from.as_slice() else {
-        return None;
-    };
-    // The table itself as `t`, and only the table query's own joins.
-    let own = joins
-        .iter()
-        .map(Join::left_join)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let own = query(&format!("SELECT 1 FROM {table} t {own}"))?;
-    let SetExpr::Select(own) = own.body.as_ref() else {
-        return None;
-    };
-    let own = own.from.first()?;
-    if from.relation.to_string() != own.relation.to_string()
-        || !from
-            .joins
-            .iter()
-            .all(|j| own.joins.iter().any(|o| o.to_string() == j.to_string()))
-    {
-        return None;
-    }
-    let mut items = BTreeMap::new();
-    for item in &select.projection {
-        let SelectItem::ExprWithAlias { expr, alias } = item else {
-            return None;
-        };
-        items.insert(alias.value.to_lowercase(), expr.to_string());
-    }
-    let names: Vec<&str> = items.keys().map(String::as_str).collect();
-    if names != ["owning_team", "passed", "record_key", "value"] {
-        return None;
-    }
-    let record_key = &items["record_key"];
-    let key_column = key.strip_prefix("CAST(").map_or(key.as_str(), |k| {
-        k.strip_suffix(" AS VARCHAR)").unwrap_or(k)
-    });
-    if record_key != key_column && *record_key != format!("CAST({key_column} AS VARCHAR)") {
-        return None;
-    }
-    // Nothing else: no grouping, ordering, limit, distinct or set
-    // operation (the query is the sum of the parts read above).
-    let rebuilt = format!(
-        "SELECT {} FROM {from}{}",
-        select
-            .projection
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        select
-            .selection
-            .as_ref()
-            .map(|w| format!(" WHERE {w}"))
-            .unwrap_or_default()
-    );
-    if query(&rebuilt)?.to_string() != q.to_string() {
-        return None;
-    }
-    Some(Inlined {
-        applies: select
-            .selection
-            .as_ref()
-            .map_or_else(|| "true".to_string(), |w| format!("({w})")),
-        passes: format!("({})", items["passed"]),
-        value: format!("({})", items["value"]),
-        team: format!("({})", items["owning_team"]),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn own() -> [Join; 1] {
-        [Join::new(
-            "source_customer",
-            "s",
-            "s.source_system = t.source_system AND s.source_id = t.source_customer_id",
-        )]
-    }
-
-    #[test]
-    fn a_rule_on_its_own_rows_becomes_expressions_of_the_table_query() {
-        let key = ["t.claim_no".to_string()];
-        let got = inline(
-            "SELECT t.claim_no AS record_key, (s.owning_team) AS owning_team,
-                    CAST(t.report_date AS VARCHAR) AS value, t.report_date >= t.loss_date AS passed
-             FROM claim t
-             left join source_customer s ON s.source_system = t.source_system AND s.source_id = t.source_customer_id
-             WHERE t.loss_date IS NOT NULL",
-            "claim",
-            &key,
-            &own(),
-        );
-        assert_eq!(
-            got,
-            Some(Inlined {
-                applies: "(t.loss_date IS NOT NULL)".into(),
-                passes: "(t.report_date >= t.loss_date)".into(),
-                value: "(CAST(t.report_date AS VARCHAR))".into(),
-                team: "((s.owning_team))".into(),
-            })
-        );
-    }
-
-    #[test]
-    fn a_rule_that_groups_joins_elsewhere_or_keys_otherwise_stays_a_join() {
-        let key = ["t.claim_no".to_string()];
-        let own = own();
-        let select = "SELECT t.claim_no AS record_key, t.owning_team AS owning_team, \
-                      CAST(t.loss_date AS VARCHAR) AS value, true AS passed";
-        for body in [
-            // Another table's rows (one claim, many policies).
-            format!("{select} FROM claim t LEFT JOIN policy p ON p.policy_no = t.policy_no"),
-            // Another table altogether.
-            format!("{select} FROM policy t"),
-            // Grouped, limited, distinct.
-            format!("{select} FROM claim t GROUP BY t.claim_no, t.owning_team, t.loss_date"),
-            format!("{select} FROM claim t LIMIT 5"),
-            format!("SELECT DISTINCT {} FROM claim t", &select[7..]),
-            // Keyed by something else.
-            "SELECT t.policy_no AS record_key, t.owning_team AS owning_team, \
-             CAST(t.loss_date AS VARCHAR) AS value, true AS passed FROM claim t"
-                .to_string(),
-            // A union.
-            format!("{select} FROM claim t UNION ALL {select} FROM claim t"),
-        ] {
-            assert_eq!(inline(&body, "claim", &key, &own), None, "{body}");
-        }
-        // Two-field keys are not inlined.
-        let two = ["t.source_system".to_string(), "t.source_id".to_string()];
-        assert_eq!(
-            inline(&format!("{select} FROM claim t"), "claim", &two, &own),
-            None
-        );
     }
 }

@@ -8,9 +8,9 @@
 //! seed is stored with the run; `--full` checks every level on every
 //! record. A later run closes the work orders whose record now passes.
 
-mod inline;
 pub mod rules;
 pub mod run;
+mod sql_rules;
 pub mod udf;
 
 use std::collections::{BTreeMap, HashMap};

@@ -17,23 +17,8 @@ use crate::schema::{Catalog, FieldDef, FieldType, Level, Required, TableDef, Val
 use crate::security::{Masks, Policy, Role};
 
 use super::QualityError;
-use super::inline::{Inlined, inline};
-
-/// The rules written in SQL, as shipped in `sql/quality/`.
-const FILES: &[(&str, &str)] = &[
-    (
-        "policy_term.sql",
-        include_str!("../../sql/quality/policy_term.sql"),
-    ),
-    (
-        "claim_in_cover.sql",
-        include_str!("../../sql/quality/claim_in_cover.sql"),
-    ),
-    (
-        "claim_reported_after_loss.sql",
-        include_str!("../../sql/quality/claim_reported_after_loss.sql"),
-    ),
-];
+use super::sql_rules::{Inlined, inline};
+pub use super::sql_rules::{SqlRule, sql_rules};
 
 /// One check of one table.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -270,85 +255,6 @@ impl TablePlan {
             checks: picked,
         })
     }
-}
-
-/// A rule of `sql/quality/`: its header and its query.
-#[derive(Debug, Clone)]
-pub struct SqlRule {
-    pub file: String,
-    pub name: String,
-    pub dimension: String,
-    pub table: String,
-    pub field: String,
-    pub team: String,
-    pub level: Option<Level>,
-    pub description: String,
-    pub sql: String,
-}
-
-impl SqlRule {
-    /// Parse a rule file: `-- key: value` header lines (name, dimension,
-    /// table, field, team, description, optional level), then the query.
-    pub fn parse(file: &str, text: &str) -> Result<Self, QualityError> {
-        let bad = |m: String| QualityError::Rule(file.to_string(), m);
-        let mut header = BTreeMap::new();
-        let mut body = String::new();
-        let mut in_header = true;
-        for line in text.lines() {
-            if in_header && let Some(rest) = line.trim_start().strip_prefix("--") {
-                if let Some((k, v)) = rest.split_once(':') {
-                    let k = k.trim();
-                    if !k.contains(' ') && !k.is_empty() {
-                        header.insert(k.to_string(), v.trim().to_string());
-                    }
-                }
-                continue;
-            }
-            in_header = false;
-            body.push_str(line);
-            body.push('\n');
-        }
-        let get = |k: &str| {
-            header
-                .get(k)
-                .cloned()
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| bad(format!("the header has no {k}")))
-        };
-        let dimension = get("dimension")?;
-        if !crate::config::DIMENSIONS.contains(&dimension.as_str()) {
-            return Err(bad(format!(
-                "dimension {dimension:?}: use one of {}",
-                crate::config::DIMENSIONS.join(", ")
-            )));
-        }
-        let level = match header.get("level") {
-            None => None,
-            Some(l) => Some(l.parse::<Level>().map_err(bad)?),
-        };
-        let sql = body.trim().trim_end_matches(';').to_string();
-        if !sql.contains("{team}") {
-            return Err(bad(
-                "the query must select {team} AS owning_team (the header's team expression)".into(),
-            ));
-        }
-        Ok(Self {
-            file: file.to_string(),
-            name: get("name")?,
-            dimension,
-            table: get("table")?,
-            field: get("field")?,
-            team: get("team")?,
-            level,
-            description: header.get("description").cloned().unwrap_or_default(),
-            sql,
-        })
-    }
-}
-
-/// The rules of `sql/quality/`.
-pub fn sql_rules() -> Result<Vec<SqlRule>, QualityError> {
-    FILES.iter().map(|(f, t)| SqlRule::parse(f, t)).collect()
 }
 
 /// A source's first load in a check: the joined column, or a constant

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray, new_null_array,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, new_null_array,
 };
 use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
@@ -81,19 +81,6 @@ fn weighted(weights: &BTreeMap<String, f64>, dims: &BTreeMap<&str, Tally>) -> Op
         }
     }
     (total > 0.0).then(|| sum / total)
-}
-
-fn text(b: &RecordBatch, name: &str) -> Result<StringArray, QualityError> {
-    let c = b
-        .column_by_name(name)
-        .cloned()
-        .unwrap_or_else(|| new_null_array(&DataType::Utf8, b.num_rows()));
-    let c = datafusion::arrow::compute::cast(&c, &DataType::Utf8)?;
-    Ok(c.as_string::<i32>().clone())
-}
-
-fn opt(a: &StringArray, i: usize) -> Option<&str> {
-    (!a.is_null(i)).then(|| a.value(i))
 }
 
 /// A column of the rules' query as text, read as it came (stored text is
@@ -511,29 +498,24 @@ async fn quarantined(
     );
     let batches = ctx.sql(&sql).await?.collect().await?;
     for b in &batches {
-        let (batch, sources, entities, reasons, raws) = (
-            text(b, "batch_id")?,
-            text(b, "source_system")?,
-            text(b, "entity")?,
-            text(b, "reasons")?,
-            text(b, "raw")?,
+        let (batch, lines, sources, entities, reasons, raws) = (
+            texts(b, "batch_id")?,
+            texts(b, "line")?,
+            texts(b, "source_system")?,
+            texts(b, "entity")?,
+            texts(b, "reasons")?,
+            texts(b, "raw")?,
         );
-        let lines = datafusion::arrow::compute::cast(
-            b.column_by_name("line")
-                .ok_or_else(|| QualityError::Rule("quarantine".into(), "no line column".into()))?,
-            &DataType::Utf8,
-        )?;
-        let lines = lines.as_string::<i32>();
         for r in 0..b.num_rows() {
             let key = format!(
                 "quarantine|{}|{}",
-                opt(&batch, r).unwrap_or_default(),
-                opt(lines, r).unwrap_or_default()
+                batch.get(r).unwrap_or_default(),
+                lines.get(r).unwrap_or_default()
             );
-            let source = opt(&sources, r).unwrap_or("unknown").to_string();
-            let team = team_of(catalog, &source, opt(&entities, r), opt(&raws, r));
+            let source = sources.get(r).unwrap_or("unknown").to_string();
+            let team = team_of(catalog, &source, entities.get(r), raws.get(r));
             let mut seen = HashSet::new();
-            for reason in opt(&reasons, r).unwrap_or_default().split(';') {
+            for reason in reasons.get(r).unwrap_or_default().split(';') {
                 let Some((code, field)) = reason.trim().split_once(':') else {
                     continue;
                 };

@@ -17,10 +17,12 @@
 //! - The key is the statement's text, the row limit and the principal
 //!   (user, role, teams, regions, agent: its masks and row filters follow
 //!   from them).
-//! - A plan holds the tables at the versions it was planned on. Each run
+//! - A plan holds the tables as they were when it was planned. Each run
 //!   first checks the tables it reads, and those the principal's row
 //!   filters read, for newer commits, as any statement does; a plan of an
-//!   older version is planned again. A plan is kept only if none of those
+//!   older version is planned again. A tiered table whose rows have
+//!   started to move keeps its plans: its scans read each tier's commits
+//!   as they run. A plan is kept only if none of those
 //!   tables changed while it was planned, and for at most [`TTL`] (a role's
 //!   settings may change under a running server).
 //! - At most [`MAX_PLANS`] are kept; the oldest goes first when it is full.
@@ -60,9 +62,13 @@ struct Plan {
     /// The tables it reads, for the audit record.
     touched: Vec<String>,
     /// The tables its answer depends on (those it reads and those the
-    /// principal's row filters read) and their versions when planned.
+    /// principal's row filters read).
     depends: Vec<String>,
-    versions: String,
+    /// The table cache's change count before it was planned: the plan is
+    /// current while none of `depends` was opened or brought to a newer
+    /// version since (a tiered table counts as unchanged while its rows
+    /// keep moving: its scans read the tiers' commits as they run).
+    stamp: u64,
 }
 
 #[derive(Default)]
@@ -159,7 +165,6 @@ impl Prepared {
             Ok((typed, optimized)) => (typed, optimized),
             Err(_) => (parsed, None),
         };
-        let versions = state.tables.versions(&depends).await;
         let planned = Arc::new(Plan {
             at: Instant::now(),
             session,
@@ -168,9 +173,9 @@ impl Prepared {
             wanted,
             touched,
             depends,
-            versions: versions.clone().unwrap_or_default(),
+            stamp: before,
         });
-        if versions.is_some() && !state.tables.changed_since(&planned.depends, before).await {
+        if !state.tables.changed_since(&planned.depends, before).await {
             let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
             if held.len() >= MAX_PLANS {
                 held.retain(|_, p| p.at.elapsed() < TTL);
@@ -207,7 +212,7 @@ impl Prepared {
             .refresh(&state.warehouse.lake, &defs, Instant::now())
             .await
             .map_err(super::query::query_error)?;
-        Ok(state.tables.versions(&kept.depends).await.as_deref() == Some(kept.versions.as_str()))
+        Ok(!state.tables.changed_since(&kept.depends, kept.stamp).await)
     }
 }
 

@@ -22,6 +22,7 @@ use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 
 use crate::config::Config;
@@ -190,6 +191,17 @@ pub async fn context(
 
 /// A work order still open before this run (the latest row of its record
 /// field and rule among completed runs).
+///
+/// Every run appends a row for each failure it finds and each work order
+/// it closes, so `quality_issue` grows by a run's failures every run. Only
+/// the recent rows can be the latest: a run that checks a rule on every
+/// record (a full run, or a level sampled at rate 1) writes a row for each
+/// of that rule's work orders (open again, or fixed), so older rows of that
+/// rule are never the latest. When every rule of the stored metrics (the
+/// rows with a sample rate, not the overall scores) has had such a run,
+/// rows before the oldest of those runs are not read at all (their files
+/// are skipped by their `run_at` statistics); a rule only ever sampled
+/// keeps the whole history in play.
 struct Open {
     value: Option<String>,
     dimension: Option<String>,
@@ -204,12 +216,20 @@ struct Open {
 type IssueKey = (String, String, String, String);
 
 async fn open_issues(ctx: &SessionContext) -> Result<HashMap<IssueKey, Open>, QualityError> {
-    let sql = "SELECT table_name, record_key, field, rule, value, dimension, level, source_system, owning_team, agent_id, first_seen_run, CAST(first_seen_at AS BIGINT) AS first_seen_at, status FROM (
+    let since = match issues_floor(ctx).await? {
+        Some(us) => format!(
+            "WHERE i.run_at >= arrow_cast(arrow_cast({us}, 'Int64'), 'Timestamp(Microsecond, Some(\"UTC\"))')"
+        ),
+        None => String::new(),
+    };
+    let sql = format!(
+        "SELECT table_name, record_key, field, rule, value, dimension, level, source_system, owning_team, agent_id, first_seen_run, CAST(first_seen_at AS BIGINT) AS first_seen_at, status FROM (
       SELECT i.*, row_number() OVER (PARTITION BY i.table_name, i.record_key, i.field, i.rule ORDER BY i.run_at DESC) AS rn
-      FROM (SELECT DISTINCT run_id FROM quality_metric) r JOIN quality_issue i ON i.run_id = r.run_id
-    ) WHERE rn = 1 AND status = 'open'";
+      FROM (SELECT DISTINCT run_id FROM quality_metric) r JOIN quality_issue i ON i.run_id = r.run_id {since}
+    ) WHERE rn = 1 AND status = 'open'"
+    );
     let mut out = HashMap::new();
-    for b in ctx.sql(sql).await?.collect().await? {
+    for b in ctx.sql(&sql).await?.collect().await? {
         let s = |n: &str| -> Result<StringArray, QualityError> {
             let c = b
                 .column_by_name(n)
@@ -257,6 +277,27 @@ async fn open_issues(ctx: &SessionContext) -> Result<HashMap<IssueKey, Open>, Qu
         }
     }
     Ok(out)
+}
+
+/// The oldest of the latest runs that checked each rule on every record
+/// (microseconds), if every rule of the stored metrics has had one: no
+/// `quality_issue` row before it can be the latest of its work order.
+async fn issues_floor(ctx: &SessionContext) -> Result<Option<i64>, QualityError> {
+    let sql = "SELECT min(cut) AS floor, count(*) - count(cut) AS uncut FROM (
+      SELECT table_name, field, rule, CAST(max(CASE WHEN sample_rate >= 1.0 THEN run_at END) AS BIGINT) AS cut
+      FROM quality_metric WHERE sample_rate IS NOT NULL GROUP BY table_name, field, rule
+    ) t";
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let Some(b) = batches.iter().find(|b| b.num_rows() > 0) else {
+        return Ok(None);
+    };
+    let floor = datafusion::arrow::compute::cast(b.column(0), &DataType::Int64)?;
+    let uncut = datafusion::arrow::compute::cast(b.column(1), &DataType::Int64)?;
+    let (floor, uncut) = (
+        floor.as_primitive::<Int64Type>(),
+        uncut.as_primitive::<Int64Type>(),
+    );
+    Ok((floor.is_valid(0) && uncut.is_valid(0) && uncut.value(0) == 0).then(|| floor.value(0)))
 }
 
 /// The run a stored row belongs to.

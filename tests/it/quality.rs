@@ -778,6 +778,41 @@ fn a_fixed_record_leaves_the_open_work_orders_and_levels_run_when_due() {
         ),
     );
     assert_eq!(stored, vec!["L1,0.05,42", "L2,0.1,42", "L4,1.0,42"]);
+
+    // 6 July, a new ISO week: L3 at 20 % and L4. The L3 rules' work orders
+    // were last written by the full run two runs back (only L4 was checked
+    // on every record since), so they must still be found open, not new.
+    let week = ok(
+        d,
+        &[
+            "quality",
+            "run",
+            "--as-of",
+            "2026-07-06",
+            "--seed",
+            "42",
+            "--json",
+        ],
+    );
+    let week: serde_json::Value = serde_json::from_str(&week).unwrap();
+    assert_eq!(
+        week["levels"],
+        serde_json::json!({"L3": 0.2, "L4": 1.0}),
+        "{week}"
+    );
+    let run4 = week["run_id"].as_str().unwrap();
+    let l3 = query(
+        d,
+        &format!(
+            "SELECT count(*) FROM quality_issue WHERE run_id = '{run4}' AND level = 'L3' AND status = 'open' AND first_seen_run = '{run1}'"
+        ),
+    );
+    assert!(
+        l3[0].parse::<u64>().unwrap() > 0,
+        "no L3 work order found again with the run that first found it"
+    );
+    assert_eq!(week["new"], 0, "{week}");
+    assert_eq!(week["fixed"], 0, "{week}");
 }
 
 #[test]

@@ -345,12 +345,13 @@ async fn store(
         .collect::<Result<Vec<_>, QualityError>>()?;
     let batch = RecordBatch::try_new(schema, arrays)?;
     let ctx = crate::lake::session::write_context();
-    crate::lake::upsert(
+    // Every key holds this run's fresh id: no row can be in the table yet,
+    // so nothing is looked up among the earlier runs' rows.
+    crate::lake::append_new(
         lake,
         &ctx,
         def,
         ctx.read_batch(batch)?,
-        false,
         vec![
             ("operation".to_string(), "quality".into()),
             ("run_id".to_string(), stamp.run_id.into()),

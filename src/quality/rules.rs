@@ -554,9 +554,6 @@ fn plan(
     // Source records against their golden record.
     if name == "source_customer" && !q.consistency_fields.is_empty() {
         let golden = catalog.table("customer")?;
-        // One join of the source records with the golden fields of the
-        // customers that have several records (the only ones compared):
-        // the wide source table is copied through one join, not three.
         let golden_fields = q
             .consistency_fields
             .iter()
@@ -564,18 +561,23 @@ fn plan(
             .map(|f| format!("g.{f}"))
             .collect::<Vec<_>>()
             .join(", ");
-        // Joins build their left side as written: the customers with
-        // several records (under a million), their golden fields, then
-        // every record of theirs.
+        // Each record finds its customer (a narrow lookup of every link),
+        // then the golden fields of the customers with several records
+        // (the only ones compared): the golden fields are copied once per
+        // record, not first once per link and then again per record.
+        joins.push(Join::new(
+            "(SELECT source_system, source_id, customer_id FROM customer_xref)",
+            "qx",
+            "qx.source_system = t.source_system AND qx.source_id = t.source_id",
+        ));
         joins.push(Join::new(
             &format!(
-                "(SELECT x.source_system, x.source_id, m.n, {golden_fields} \
+                "(SELECT m.customer_id, m.n, {golden_fields} \
                  FROM (SELECT customer_id, count(*) AS n FROM customer_xref GROUP BY customer_id HAVING count(*) > 1) m \
-                 JOIN customer g ON g.customer_id = m.customer_id \
-                 JOIN customer_xref x ON x.customer_id = m.customer_id)"
+                 JOIN customer g ON g.customer_id = m.customer_id)"
             ),
             "qg",
-            "qg.source_system = t.source_system AND qg.source_id = t.source_id",
+            "qg.customer_id = qx.customer_id",
         ));
         for field in &q.consistency_fields {
             let (Some(f), Some(_)) = (def.field(field), golden.field(field)) else {

@@ -189,8 +189,8 @@ pub async fn context(
     Ok(ctx)
 }
 
-/// A work order still open before this run (the latest row of its record
-/// field and rule among completed runs).
+/// The work orders still open before this run (the latest row of each
+/// record field and rule among completed runs, where it is open).
 ///
 /// Every run appends a row for each failure it finds and each work order
 /// it closes, so `quality_issue` grows by a run's failures every run. Only
@@ -202,20 +202,41 @@ pub async fn context(
 /// rows before the oldest of those runs are not read at all (their files
 /// are skipped by their `run_at` statistics); a rule only ever sampled
 /// keeps the whole history in play.
-struct Open {
-    value: Option<String>,
-    dimension: Option<String>,
-    level: Option<String>,
-    source_system: Option<String>,
-    owning_team: Option<String>,
-    agent_id: Option<String>,
-    first_seen_run: String,
-    first_seen_at: i64,
+struct OpenOrders {
+    /// Per batch read, its columns.
+    cols: Vec<OpenColumns>,
+    /// [`issue_key`] → (batch, row).
+    index: HashMap<String, (usize, usize)>,
 }
 
-type IssueKey = (String, String, String, String);
+struct OpenColumns {
+    table: StringArray,
+    record: StringArray,
+    field: StringArray,
+    rule: StringArray,
+    value: StringArray,
+    dimension: StringArray,
+    level: StringArray,
+    source_system: StringArray,
+    owning_team: StringArray,
+    agent_id: StringArray,
+    first_seen_run: StringArray,
+    first_seen_at: Option<datafusion::arrow::array::Int64Array>,
+}
 
-async fn open_issues(ctx: &SessionContext) -> Result<HashMap<IssueKey, Open>, QualityError> {
+/// A work order's identity (table, record, field, rule) as one string,
+/// written into `buf`.
+fn issue_key(buf: &mut String, table: &str, record: &str, field: &str, rule: &str) {
+    buf.clear();
+    for (i, part) in [table, record, field, rule].into_iter().enumerate() {
+        if i > 0 {
+            buf.push('\u{1f}');
+        }
+        buf.push_str(part);
+    }
+}
+
+async fn open_issues(ctx: &SessionContext) -> Result<OpenOrders, QualityError> {
     let since = match issues_floor(ctx).await? {
         Some(us) => format!(
             "WHERE i.run_at >= arrow_cast(arrow_cast({us}, 'Int64'), 'Timestamp(Microsecond, Some(\"UTC\"))')"
@@ -228,53 +249,49 @@ async fn open_issues(ctx: &SessionContext) -> Result<HashMap<IssueKey, Open>, Qu
       FROM (SELECT DISTINCT run_id FROM quality_metric) r JOIN quality_issue i ON i.run_id = r.run_id {since}
     ) WHERE rn = 1 AND status = 'open'"
     );
-    let mut out = HashMap::new();
+    let mut out = OpenOrders {
+        cols: Vec::new(),
+        index: HashMap::new(),
+    };
+    let mut key = String::new();
     for b in ctx.sql(&sql).await?.collect().await? {
         let s = |n: &str| -> Result<StringArray, QualityError> {
             let c = b
                 .column_by_name(n)
                 .ok_or_else(|| QualityError::Rule("quality_issue".into(), format!("no {n}")))?;
-            Ok(
-                datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?
-                    .as_string::<i32>()
-                    .clone(),
-            )
+            Ok(datafusion::arrow::compute::cast(c, &DataType::Utf8)?
+                .as_string::<i32>()
+                .clone())
         };
-        let (t, k, f, r) = (s("table_name")?, s("record_key")?, s("field")?, s("rule")?);
-        let (v, d, l, so, te, ag, fr) = (
-            s("value")?,
-            s("dimension")?,
-            s("level")?,
-            s("source_system")?,
-            s("owning_team")?,
-            s("agent_id")?,
-            s("first_seen_run")?,
-        );
-        let fa = b.column_by_name("first_seen_at").map(|c| {
-            c.as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                .clone()
-        });
-        let get = |a: &StringArray, i: usize| a.is_valid(i).then(|| a.value(i).to_string());
+        let c = OpenColumns {
+            table: s("table_name")?,
+            record: s("record_key")?,
+            field: s("field")?,
+            rule: s("rule")?,
+            value: s("value")?,
+            dimension: s("dimension")?,
+            level: s("level")?,
+            source_system: s("source_system")?,
+            owning_team: s("owning_team")?,
+            agent_id: s("agent_id")?,
+            first_seen_run: s("first_seen_run")?,
+            first_seen_at: b
+                .column_by_name("first_seen_at")
+                .map(|c| c.as_primitive::<Int64Type>().clone()),
+        };
+        let n = out.cols.len();
+        out.index.reserve(b.num_rows());
         for i in 0..b.num_rows() {
-            out.insert(
-                (
-                    t.value(i).to_string(),
-                    k.value(i).to_string(),
-                    f.value(i).to_string(),
-                    r.value(i).to_string(),
-                ),
-                Open {
-                    value: get(&v, i),
-                    dimension: get(&d, i),
-                    level: get(&l, i),
-                    source_system: get(&so, i),
-                    owning_team: get(&te, i),
-                    agent_id: get(&ag, i),
-                    first_seen_run: get(&fr, i).unwrap_or_default(),
-                    first_seen_at: fa.as_ref().map_or(0, |a| a.value(i)),
-                },
+            issue_key(
+                &mut key,
+                c.table.value(i),
+                c.record.value(i),
+                c.field.value(i),
+                c.rule.value(i),
             );
+            out.index.insert(key.clone(), (n, i));
         }
+        out.cols.push(c);
     }
     Ok(out)
 }
@@ -308,7 +325,7 @@ struct Stamp<'a> {
 }
 
 /// A text column of `items`.
-fn text<T>(items: &[T], f: impl Fn(&T) -> Option<String>) -> ArrayRef {
+fn text<'a, T>(items: &'a [T], f: impl Fn(&'a T) -> Option<&'a str>) -> ArrayRef {
     Arc::new(items.iter().map(f).collect::<StringArray>())
 }
 
@@ -420,34 +437,39 @@ pub async fn run_quality(
         work_orders: 0,
         metrics: eval.metrics.len() as u64,
     };
-    struct Row {
+    struct Row<'a> {
         f: Failure,
         status: &'static str,
         record_score: Option<f64>,
-        first_run: String,
+        first_run: &'a str,
         first_at: i64,
     }
+    let OpenOrders {
+        cols: open_cols,
+        index: mut open,
+    } = before;
     let mut rows: Vec<Row> = Vec::with_capacity(eval.failures.len());
-    let mut failing = std::collections::HashSet::new();
     let mut below = std::collections::HashSet::new();
+    let mut key = String::new();
     for f in eval.failures {
-        let key = (
-            f.table.clone(),
-            f.record_key.clone(),
-            f.field.clone(),
-            f.rule.clone(),
-        );
-        let (first_run, first_at) = match before.get(&key) {
-            Some(o) => (o.first_seen_run.clone(), o.first_seen_at),
+        issue_key(&mut key, &f.table, &f.record_key, &f.field, &f.rule);
+        // Found again: no longer a candidate for closing.
+        let (first_run, first_at) = match open.remove(key.as_str()) {
+            Some((b, i)) => {
+                let c = &open_cols[b];
+                (
+                    c.first_seen_run.value(i),
+                    c.first_seen_at.as_ref().map_or(0, |a| a.value(i)),
+                )
+            }
             None => {
                 summary.new += 1;
-                (run_id.clone(), now_us)
+                (run_id.as_str(), now_us)
             }
         };
         if f.record_score < threshold {
             below.insert((f.table.clone(), f.record_key.clone()));
         }
-        failing.insert(key);
         rows.push(Row {
             record_score: Some(f.record_score),
             f,
@@ -464,16 +486,19 @@ pub async fn run_quality(
         .iter()
         .map(|(t, r, f, _)| (t.as_str(), r.as_str(), f.as_str()))
         .collect();
-    for (key, o) in &before {
-        let (table, record, field, rule) = key;
-        if failing.contains(key)
-            || !evaluated.contains(&(table.as_str(), rule.as_str(), field.as_str()))
-        {
+    for &(b, i) in open.values() {
+        let c = &open_cols[b];
+        let (table, record, field, rule) = (
+            c.table.value(i),
+            c.record.value(i),
+            c.field.value(i),
+            c.rule.value(i),
+        );
+        if !evaluated.contains(&(table, rule, field)) {
             continue;
         }
-        let level = o
-            .level
-            .as_deref()
+        let get = |a: &StringArray| a.is_valid(i).then(|| a.value(i).to_string());
+        let level = get(&c.level)
             .and_then(|l| l.parse().ok())
             .unwrap_or(Level::L4);
         if !scope.samples(level, record) {
@@ -482,22 +507,26 @@ pub async fn run_quality(
         summary.fixed += 1;
         rows.push(Row {
             f: Failure {
-                table: table.clone(),
-                record_key: record.clone(),
-                field: field.clone(),
-                rule: rule.clone(),
-                dimension: o.dimension.clone().unwrap_or_default(),
+                table: table.to_string(),
+                record_key: record.to_string(),
+                field: field.to_string(),
+                rule: rule.to_string(),
+                dimension: get(&c.dimension).unwrap_or_default(),
                 level,
-                value: o.value.clone(),
-                source_system: o.source_system.clone().unwrap_or_default(),
-                owning_team: o.owning_team.clone().unwrap_or_default(),
-                agent_id: o.agent_id.clone(),
+                value: get(&c.value),
+                source_system: get(&c.source_system).unwrap_or_default(),
+                owning_team: get(&c.owning_team).unwrap_or_default(),
+                agent_id: get(&c.agent_id),
                 record_score: 0.0,
             },
             status: "fixed",
             record_score: None,
-            first_run: o.first_seen_run.clone(),
-            first_at: o.first_seen_at,
+            first_run: if c.first_seen_run.is_valid(i) {
+                c.first_seen_run.value(i)
+            } else {
+                ""
+            },
+            first_at: c.first_seen_at.as_ref().map_or(0, |a| a.value(i)),
         });
     }
     for m in &eval.metrics {
@@ -523,22 +552,22 @@ pub async fn run_quality(
         &stamp,
         rows.len(),
         vec![
-            ("table_name", text(&rows, |r| Some(r.f.table.clone()))),
-            ("record_key", text(&rows, |r| Some(r.f.record_key.clone()))),
-            ("field", text(&rows, |r| Some(r.f.field.clone()))),
-            ("rule", text(&rows, |r| Some(r.f.rule.clone()))),
-            ("dimension", text(&rows, |r| Some(r.f.dimension.clone()))),
-            ("level", text(&rows, |r| Some(format!("{:?}", r.f.level)))),
-            ("value", text(&rows, |r| r.f.value.clone())),
+            ("table_name", text(&rows, |r| Some(r.f.table.as_str()))),
+            ("record_key", text(&rows, |r| Some(r.f.record_key.as_str()))),
+            ("field", text(&rows, |r| Some(r.f.field.as_str()))),
+            ("rule", text(&rows, |r| Some(r.f.rule.as_str()))),
+            ("dimension", text(&rows, |r| Some(r.f.dimension.as_str()))),
+            ("level", text(&rows, |r| Some(r.f.level.name()))),
+            ("value", text(&rows, |r| r.f.value.as_deref())),
             (
                 "source_system",
-                text(&rows, |r| Some(r.f.source_system.clone())),
+                text(&rows, |r| Some(r.f.source_system.as_str())),
             ),
             (
                 "owning_team",
-                text(&rows, |r| Some(r.f.owning_team.clone())),
+                text(&rows, |r| Some(r.f.owning_team.as_str())),
             ),
-            ("agent_id", text(&rows, |r| r.f.agent_id.clone())),
+            ("agent_id", text(&rows, |r| r.f.agent_id.as_deref())),
             (
                 "record_score",
                 Arc::new(
@@ -547,8 +576,8 @@ pub async fn run_quality(
                         .collect::<Float64Array>(),
                 ),
             ),
-            ("status", text(&rows, |r| Some(r.status.to_string()))),
-            ("first_seen_run", text(&rows, |r| Some(r.first_run.clone()))),
+            ("status", text(&rows, |r| Some(r.status))),
+            ("first_seen_run", text(&rows, |r| Some(r.first_run))),
             (
                 "first_seen_at",
                 Arc::new(
@@ -579,13 +608,16 @@ pub async fn run_quality(
                     n
                 ])),
             ),
-            ("table_name", text(ms, |m| Some(m.table.clone()))),
-            ("field", text(ms, |m| Some(m.field.clone()))),
-            ("rule", text(ms, |m| Some(m.rule.clone()))),
-            ("level", text(ms, |m| m.level.map(|l| format!("{l:?}")))),
-            ("dimension", text(ms, |m| Some(m.dimension.clone()))),
-            ("source_system", text(ms, |m| Some(m.source_system.clone()))),
-            ("owning_team", text(ms, |m| Some(m.owning_team.clone()))),
+            ("table_name", text(ms, |m| Some(m.table.as_str()))),
+            ("field", text(ms, |m| Some(m.field.as_str()))),
+            ("rule", text(ms, |m| Some(m.rule.as_str()))),
+            ("level", text(ms, |m| m.level.map(Level::name))),
+            ("dimension", text(ms, |m| Some(m.dimension.as_str()))),
+            (
+                "source_system",
+                text(ms, |m| Some(m.source_system.as_str())),
+            ),
+            ("owning_team", text(ms, |m| Some(m.owning_team.as_str()))),
             (
                 "checked",
                 Arc::new(ms.iter().map(|m| Some(m.checked)).collect::<Int64Array>()),

@@ -92,6 +92,16 @@ impl std::str::FromStr for Level {
 
 impl Level {
     pub const ALL: [Level; 4] = [Level::L1, Level::L2, Level::L3, Level::L4];
+
+    /// `L1` .. `L4`, as written in declarations and stored.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::L1 => "L1",
+            Self::L2 => "L2",
+            Self::L3 => "L3",
+            Self::L4 => "L4",
+        }
+    }
 }
 
 /// Whether a field must be filled: always, never, or for some customer types.

@@ -56,7 +56,7 @@ pub struct TablePlan {
     joins: Vec<Join>,
     /// The key-uniqueness join: (its index in `joins`, a query counting
     /// the duplicated keys). With none the join is left out.
-    duplicates: Option<(usize, String)>,
+    duplicates: Option<(usize, Duplicates)>,
     /// The first-load join: (its index in `joins`, a query of each
     /// source's first load, `source_system` and `first_loaded`).
     first_loads: Option<(usize, String)>,
@@ -64,6 +64,16 @@ pub struct TablePlan {
     team: String,
     agent: String,
     filter: String,
+}
+
+/// The counts of a table's duplicated keys.
+#[derive(Debug, Clone)]
+pub struct Duplicates {
+    /// Keys whose hashes are shared by several rows: none means no key is
+    /// duplicated (only a count above zero needs the exact one).
+    pub hashed: String,
+    /// Keys held by several rows.
+    pub exact: String,
 }
 
 /// What a plan's lookups found before its query is built: whether the
@@ -140,10 +150,10 @@ impl TablePlan {
     }
 
     /// The queries that find the plan's [`Lookups`]: the duplicated keys
-    /// (a count) and the sources' first loads, where the plan has them.
-    pub fn lookup_queries(&self) -> (Option<&str>, Option<&str>) {
+    /// (counts) and the sources' first loads, where the plan has them.
+    pub fn lookup_queries(&self) -> (Option<&Duplicates>, Option<&str>) {
         (
-            self.duplicates.as_ref().map(|(_, q)| q.as_str()),
+            self.duplicates.as_ref().map(|(_, q)| q),
             self.first_loads.as_ref().map(|(_, q)| q.as_str()),
         )
     }
@@ -506,7 +516,12 @@ fn plan(
         format!("SELECT {key_cols} FROM {name} GROUP BY {key_cols} HAVING count(*) > 1");
     let duplicates = Some((
         joins.len(),
-        format!("SELECT count(*) AS n FROM ({duplicated})"),
+        Duplicates {
+            hashed: format!(
+                "SELECT count(*) AS n FROM (SELECT h FROM (SELECT quality_key_hash({key_cols}) AS h FROM {name}) GROUP BY h HAVING count(*) > 1)"
+            ),
+            exact: format!("SELECT count(*) AS n FROM ({duplicated})"),
+        },
     ));
     joins.push(Join::new(
         &format!(

@@ -190,6 +190,28 @@ pub fn register(ctx: &SessionContext, as_of: chrono::NaiveDate) {
             shaped(args, Arc::new(out))
         }),
     )));
+    // A 64-bit hash of a row's values (any number of columns, any types):
+    // keys whose hashes are all different are all different, so a
+    // duplicated-key check groups integers rather than copies of the text.
+    ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
+        "quality_key_hash",
+        Signature::variadic_any(Volatility::Immutable),
+        DataType::UInt64,
+        Arc::new(|args: &[ColumnarValue]| {
+            let rows = rows_of(args);
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let mut hashes = vec![0u64; rows];
+            datafusion::common::hash_utils::create_hashes(
+                &arrays,
+                &datafusion::common::hash_utils::RandomState::with_seed(0),
+                &mut hashes,
+            )?;
+            shaped(
+                args,
+                Arc::new(datafusion::arrow::array::UInt64Array::from(hashes)),
+            )
+        }),
+    )));
     ctx.register_udf(ScalarUDF::from(SimpleScalarUDF::new_with_signature(
         "quality_filled",
         Signature::any(1, Volatility::Immutable),
@@ -267,6 +289,28 @@ mod tests {
             BooleanArray::from(vec![Some(true), Some(false), None, Some(true), Some(true)]);
         let got: Vec<Option<bool>> = check(&applies, &passes).iter().collect();
         assert_eq!(got, [Some(true), Some(false), Some(false), None, None]);
+    }
+
+    #[tokio::test]
+    async fn key_hashes_meet_for_the_same_key_only() {
+        let ctx = SessionContext::new();
+        register(&ctx, chrono::NaiveDate::from_ymd_opt(2026, 6, 30).unwrap());
+        let b = ctx
+            .sql(
+                "SELECT count(DISTINCT quality_key_hash(s, i)) AS hashes, count(DISTINCT (s, i)) AS keys \
+                 FROM (VALUES ('core', 1), ('core', 1), ('core', 2), ('crm', 1), ('crm', 2), ('crm', 2)) t(s, i)",
+            )
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let get = |c: usize| {
+            b[0].column(c)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0)
+        };
+        assert_eq!((get(0), get(1)), (4, 4));
     }
 
     #[test]

@@ -263,7 +263,8 @@ pub async fn evaluate(
             ids.insert(s.to_string(), i);
             i
         };
-        let mut groups: HashMap<(u32, u32), Vec<Tally>> = HashMap::new();
+        // (A few dozen (source, team) groups at most: found by a scan.)
+        let mut groups: Vec<((u32, u32), Vec<Tally>)> = Vec::new();
         let mut own_team: HashMap<(usize, u32, u32), Tally> = HashMap::new();
         while let Some(b) = stream.next().await {
             let b = b?;
@@ -294,14 +295,38 @@ pub async fn evaluate(
                     None
                 });
             }
+            // Neighbouring rows mostly share their source and team: each
+            // is hashed only when it differs from the row before.
+            let mut last_source: Option<(&str, u32)> = None;
+            let mut last_team: Option<(&str, u32)> = None;
             for r in 0..b.num_rows() {
                 eval.records += 1;
                 let source = sources.get(r).unwrap_or("unknown");
                 let team = teams.get(r).unwrap_or("unassigned");
-                let (sid, tid) = (intern(source), intern(team));
-                let group = groups
-                    .entry((sid, tid))
-                    .or_insert_with(|| vec![Tally::default(); checks.len()]);
+                let sid = match last_source {
+                    Some((s, id)) if s == source => id,
+                    _ => {
+                        let id = intern(source);
+                        last_source = Some((source, id));
+                        id
+                    }
+                };
+                let tid = match last_team {
+                    Some((t, id)) if t == team => id,
+                    _ => {
+                        let id = intern(team);
+                        last_team = Some((team, id));
+                        id
+                    }
+                };
+                let g = match groups.iter().position(|(k, _)| *k == (sid, tid)) {
+                    Some(g) => g,
+                    None => {
+                        groups.push(((sid, tid), vec![Tally::default(); checks.len()]));
+                        groups.len() - 1
+                    }
+                };
+                let group = &mut groups[g].1;
                 let mut dims = [Tally::default(); 6];
                 let mut failed = false;
                 for n in 0..checks.len() {

@@ -33,7 +33,7 @@ use crate::query::QueryError;
 use crate::schema::{Catalog, Level, SchemaError, TableDef};
 use crate::security::SecurityError;
 
-pub use rules::{Check, Scope, TablePlan};
+pub use rules::{Check, TablePlan};
 pub use run::{Evaluation, Failure, Metric};
 
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +111,34 @@ pub struct RunSummary {
     /// Records scoring below the threshold (rectification work orders).
     pub work_orders: u64,
     pub metrics: u64,
+}
+
+/// Which levels a run checks and on what share of the records.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub rates: BTreeMap<Level, f64>,
+    pub seed: i64,
+}
+
+impl Scope {
+    /// Every level on every record.
+    pub fn full(seed: i64) -> Self {
+        Self {
+            rates: Level::ALL.into_iter().map(|l| (l, 1.0)).collect(),
+            seed,
+        }
+    }
+
+    pub fn includes(&self, level: Level) -> bool {
+        self.rates.contains_key(&level)
+    }
+
+    /// Is the record in the sample of `level`?
+    pub fn samples(&self, level: Level, record_key: &str) -> bool {
+        self.rates
+            .get(&level)
+            .is_some_and(|r| *r >= 1.0 || udf::sample(record_key, self.seed) < *r)
+    }
 }
 
 /// The run's scope: levels due (or all, for a full run) and their rates.

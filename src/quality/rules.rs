@@ -9,16 +9,15 @@
 //! is outside the run's sample) and, for a failing record only, the value
 //! as the configured role (a steward) would see it.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::config::{Access, Config, QualityTable};
 use crate::schema::{Catalog, FieldDef, FieldType, Level, Required, TableDef, Validator};
 use crate::security::{Masks, Policy, Role};
 
-use super::QualityError;
 use super::sql_rules::{Inlined, inline};
 pub use super::sql_rules::{SqlRule, sql_rules};
+use super::{QualityError, Scope};
 
 /// One check of one table.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -91,34 +90,6 @@ pub struct Lookups {
 
 /// The most first loads written into a query as constants.
 const MAX_INLINE_SOURCES: usize = 256;
-
-/// Which levels a run checks and on what share of the records.
-#[derive(Debug, Clone)]
-pub struct Scope {
-    pub rates: BTreeMap<Level, f64>,
-    pub seed: i64,
-}
-
-impl Scope {
-    /// Every level on every record.
-    pub fn full(seed: i64) -> Self {
-        Self {
-            rates: Level::ALL.into_iter().map(|l| (l, 1.0)).collect(),
-            seed,
-        }
-    }
-
-    pub fn includes(&self, level: Level) -> bool {
-        self.rates.contains_key(&level)
-    }
-
-    /// Is the record in the sample of `level`?
-    pub fn samples(&self, level: Level, record_key: &str) -> bool {
-        self.rates
-            .get(&level)
-            .is_some_and(|r| *r >= 1.0 || super::udf::sample(record_key, self.seed) < *r)
-    }
-}
 
 /// The columns of a plan's query, in order: the key's fields `k0`, `k1`,
 /// …, `source_system`, `owning_team`, `agent_id`, then for check i `c{i}`

@@ -13,7 +13,8 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use super::QualityError;
-use super::rules::{Lookups, Scope, TablePlan};
+use super::Scope;
+use super::rules::{Lookups, TablePlan};
 use super::udf::Texts;
 use crate::config::Config;
 use crate::schema::{Catalog, Level};

@@ -264,8 +264,11 @@ pub async fn evaluate(
             ids.insert(s.to_string(), i);
             i
         };
-        // (A few dozen (source, team) groups at most: found by a scan.)
+        // Per (source, team): its tallies; the group of the row before is
+        // reused without a lookup.
         let mut groups: Vec<((u32, u32), Vec<Tally>)> = Vec::new();
+        let mut group_of: HashMap<(u32, u32), usize> = HashMap::new();
+        let mut last_group: Option<((u32, u32), usize)> = None;
         let mut own_team: HashMap<(usize, u32, u32), Tally> = HashMap::new();
         while let Some(b) = stream.next().await {
             let b = b?;
@@ -320,11 +323,15 @@ pub async fn evaluate(
                         id
                     }
                 };
-                let g = match groups.iter().position(|(k, _)| *k == (sid, tid)) {
-                    Some(g) => g,
-                    None => {
-                        groups.push(((sid, tid), vec![Tally::default(); checks.len()]));
-                        groups.len() - 1
+                let g = match last_group {
+                    Some((k, g)) if k == (sid, tid) => g,
+                    _ => {
+                        let g = *group_of.entry((sid, tid)).or_insert_with(|| {
+                            groups.push(((sid, tid), vec![Tally::default(); checks.len()]));
+                            groups.len() - 1
+                        });
+                        last_group = Some(((sid, tid), g));
+                        g
                     }
                 };
                 let group = &mut groups[g].1;

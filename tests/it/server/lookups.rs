@@ -237,6 +237,9 @@ fn a_kept_plan_serves_only_the_principal_it_was_planned_for() {
     // until kept plans have served both agents a few times.)
     let before = metric(&api, "custlake_plan_cache_hits_total");
     let mut rounds = 0;
+    // The jobs' first writes take longer when the machine is busy (the
+    // whole suite at once): rounds go on for up to two minutes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         for (t, want) in tokens.iter().zip(&expected) {
             assert_eq!(&agent_counts(&api, t), want);
@@ -245,7 +248,10 @@ fn a_kept_plan_serves_only_the_principal_it_was_planned_for() {
         if metric(&api, "custlake_plan_cache_hits_total") >= before + 4.0 && rounds >= 3 {
             break;
         }
-        assert!(rounds < 40, "kept plans served no run");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kept plans served no run in {rounds} rounds"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     // A new commit: a kept plan is planned again and sees it.

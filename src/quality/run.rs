@@ -130,20 +130,17 @@ pub async fn lookups(ctx: &SessionContext, plan: &TablePlan) -> Result<Lookups, 
             matches!((count("records"), count("lookup")), (Some(r), Some(l)) if r <= l);
     }
     if let Some(q) = duplicates {
-        let count = |q: &str| {
-            let q = q.to_string();
-            async move {
-                let b = ctx.sql(&q).await.map_err(failed)?.collect().await?;
-                Ok::<_, QualityError>(
-                    b.first()
-                        .and_then(|b| {
-                            b.column(0)
-                                .as_primitive_opt::<Int64Type>()
-                                .map(|a| a.value(0))
-                        })
-                        .unwrap_or(1),
-                )
-            }
+        let count = async |q: &str| {
+            let b = ctx.sql(q).await.map_err(failed)?.collect().await?;
+            Ok::<_, QualityError>(
+                b.first()
+                    .and_then(|b| {
+                        b.column(0)
+                            .as_primitive_opt::<Int64Type>()
+                            .map(|a| a.value(0))
+                    })
+                    .unwrap_or(1),
+            )
         };
         // Integers grouped first; the text only when two hashes meet.
         found.duplicates = count(&q.hashed).await? > 0 && count(&q.exact).await? > 0;

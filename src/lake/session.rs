@@ -175,26 +175,42 @@ pub fn runtime(
         .build_arc()
 }
 
-/// The session whose settings Delta scans take: strings read as plain
-/// `Utf8`, not views. Rows a hash join takes from its build side as views
-/// point into the build side's whole string buffers, and sorts and
-/// aggregates count those buffers once per batch against the memory pool:
-/// a whole-book job (scores, lists) then ran out of a 4 GB pool while
-/// holding 1.5 GB. Plain strings are copied where taken.
-pub fn scan_session() -> Arc<datafusion::execution::SessionState> {
-    static SESSION: std::sync::OnceLock<Arc<datafusion::execution::SessionState>> =
-        std::sync::OnceLock::new();
-    SESSION
-        .get_or_init(|| {
-            let mut config = session_config(0);
-            config
-                .options_mut()
-                .execution
-                .parquet
-                .schema_force_view_types = false;
-            Arc::new(SessionStateBuilder::new().with_config(config).build())
-        })
-        .clone()
+/// How a table's scans read text columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Text {
+    /// Plain `Utf8`, copied wherever a row is taken. Rows a hash join
+    /// takes from its build side as views point into the build side's
+    /// whole string buffers, and sorts and aggregates count those buffers
+    /// once per batch against the memory pool: a whole-book job (scores,
+    /// lists) then ran out of a 4 GB pool while holding 1.5 GB.
+    #[default]
+    Plain,
+    /// `Utf8View`: a join or filter takes a 16-byte view, not the string.
+    /// For plans that stream records through joins to their reader and
+    /// sort nothing large (the quality rules: a tenth of their CPU was
+    /// strings copied through three joins).
+    Views,
+}
+
+/// The session whose settings Delta scans take: strings read as `text`.
+pub fn scan_session(text: Text) -> Arc<datafusion::execution::SessionState> {
+    type Once = std::sync::OnceLock<Arc<datafusion::execution::SessionState>>;
+    static PLAIN: Once = std::sync::OnceLock::new();
+    static VIEWS: Once = std::sync::OnceLock::new();
+    let once = match text {
+        Text::Plain => &PLAIN,
+        Text::Views => &VIEWS,
+    };
+    once.get_or_init(|| {
+        let mut config = session_config(0);
+        config
+            .options_mut()
+            .execution
+            .parquet
+            .schema_force_view_types = text == Text::Views;
+        Arc::new(SessionStateBuilder::new().with_config(config).build())
+    })
+    .clone()
 }
 
 /// The context writers use (staging reads, appends, merges, deletes).

@@ -212,7 +212,16 @@ pub async fn context(
     as_of: NaiveDate,
 ) -> Result<SessionContext, QualityError> {
     let ctx = crate::query::context(config)?;
-    crate::query::register_declared(&ctx, lake, catalog, None).await?;
+    // Records stream through the rules' joins to their tally: text as
+    // views is not copied at each join.
+    crate::query::register_declared_as(
+        &ctx,
+        lake,
+        catalog,
+        None,
+        crate::lake::session::Text::Views,
+    )
+    .await?;
     run::prepare(&ctx, masks, as_of);
     Ok(ctx)
 }

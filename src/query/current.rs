@@ -17,6 +17,7 @@ use datafusion::execution::SessionState;
 use datafusion::execution::runtime_env::RuntimeEnv;
 
 use super::{QueryError, built_table, empty_table, provider};
+use crate::lake::session::Text;
 use crate::lake::{Lake, Layout};
 use crate::schema::TableDef;
 
@@ -132,7 +133,7 @@ impl TableCache {
             Some(cached) => async {
                 if lake.refresh(def, &mut cached.0).await? {
                     changed = true;
-                    cached.1 = provider(lake, def, &cached.0).await?;
+                    cached.1 = provider(lake, def, &cached.0, Text::Plain).await?;
                 }
                 Ok::<_, QueryError>(())
             }
@@ -142,7 +143,7 @@ impl TableCache {
                 changed = true;
                 async {
                     let layout = lake.layout(def, None).await?;
-                    let p = provider(lake, def, &layout).await?;
+                    let p = provider(lake, def, &layout, Text::Plain).await?;
                     Ok((layout, p))
                 }
                 .await

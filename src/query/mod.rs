@@ -52,6 +52,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
+use crate::lake::session::Text;
 use crate::lake::{AsOf, Lake, LakeError, Layout};
 use crate::schema::{Catalog, TableDef};
 
@@ -194,7 +195,7 @@ pub async fn register_lake(
     catalog: &Catalog,
     as_of: Option<&AsOf>,
 ) -> Result<Vec<String>, QueryError> {
-    let names = register_tables(ctx, lake, catalog, as_of).await?;
+    let names = register_tables(ctx, lake, catalog, as_of, Text::Plain).await?;
     register_golden_views(ctx, &names).await?;
     Ok(names)
 }
@@ -205,6 +206,7 @@ pub(crate) async fn register_tables(
     lake: &Lake,
     catalog: &Catalog,
     as_of: Option<&AsOf>,
+    text: Text,
 ) -> Result<Vec<String>, QueryError> {
     // Each table's log is read at the same time as the others' (a
     // context names about twenty tables; one after another they took a
@@ -214,7 +216,7 @@ pub(crate) async fn register_tables(
             return Ok::<_, QueryError>(None);
         }
         let layout = lake.layout(def, as_of).await?;
-        let provider = provider(lake, def, &layout).await?;
+        let provider = provider(lake, def, &layout, text).await?;
         Ok(provider.map(|p| (layout, p)))
     }))
     .await?;
@@ -239,7 +241,7 @@ pub async fn register_one(
     def: &crate::schema::TableDef,
 ) -> Result<(), QueryError> {
     let layout = lake.layout(def, None).await?;
-    match provider(lake, def, &layout).await? {
+    match provider(lake, def, &layout, Text::Plain).await? {
         Some(p) => register_table(ctx, def, &layout, p)?,
         None => register_empty(ctx, def)?,
     }
@@ -273,7 +275,18 @@ pub async fn register_declared(
     catalog: &Catalog,
     as_of: Option<&AsOf>,
 ) -> Result<(), QueryError> {
-    let names = register_tables(ctx, lake, catalog, as_of).await?;
+    register_declared_as(ctx, lake, catalog, as_of, Text::Plain).await
+}
+
+/// [`register_declared`] with the scans reading text as `text`.
+pub async fn register_declared_as(
+    ctx: &SessionContext,
+    lake: &Lake,
+    catalog: &Catalog,
+    as_of: Option<&AsOf>,
+    text: Text,
+) -> Result<(), QueryError> {
+    let names = register_tables(ctx, lake, catalog, as_of, text).await?;
     for def in catalog.tables.iter().filter(|d| !names.contains(&d.name)) {
         register_empty(ctx, def)?;
     }
@@ -319,6 +332,7 @@ async fn provider(
     lake: &Lake,
     def: &TableDef,
     layout: &Layout,
+    text: Text,
 ) -> Result<Option<Arc<dyn TableProvider>>, QueryError> {
     let on = |e: DataFusionError| LakeError::query(&def.name, e);
     Ok(match layout {
@@ -328,18 +342,18 @@ async fn provider(
             table.version(),
             table
                 .table_provider()
-                .with_session(crate::lake::session::scan_session())
+                .with_session(crate::lake::session::scan_session(text))
                 .await
                 .map_err(on)?,
         ))),
         Layout::Tiered { hot, as_of } => {
             let schema = hot
                 .table_provider()
-                .with_session(crate::lake::session::scan_session())
+                .with_session(crate::lake::session::scan_session(text))
                 .await
                 .map_err(on)?
                 .schema();
-            tiered::TieredTable::new(lake.clone(), def.clone(), schema, as_of.clone())
+            tiered::TieredTable::new(lake.clone(), def.clone(), schema, as_of.clone(), text)
                 .map(|t| Arc::new(t) as Arc<dyn TableProvider>)
         }
     })

@@ -72,7 +72,14 @@ pub async fn secured(
             raw
         }
         Tables::AsOf(as_of) => {
-            let names = super::register_tables(&base, lake, catalog, as_of).await?;
+            let names = super::register_tables(
+                &base,
+                lake,
+                catalog,
+                as_of,
+                crate::lake::session::Text::Plain,
+            )
+            .await?;
             // A filter table the lake does not have yet (no list was ever
             // made) is there, empty, so the filters that consult it still
             // plan.

@@ -25,6 +25,7 @@ use datafusion::physical_plan::union::UnionExec;
 
 use crate::error::{ErrorKind, Kinded};
 use crate::lake::catalog::{self, Watermarks};
+use crate::lake::session::Text;
 use crate::lake::{AsOf, Lake, Tier};
 use crate::schema::TableDef;
 
@@ -40,6 +41,8 @@ pub struct TieredTable {
     opened: tokio::sync::Mutex<std::collections::HashMap<Tier, Opened>>,
     /// The watermarks last read, reused while their version is the newest.
     marks: tokio::sync::Mutex<Option<catalog::Versioned<Watermarks>>>,
+    /// How the tiers' scans read text.
+    text: Text,
 }
 
 /// A tier's table and its provider, rebuilt only when the table changed.
@@ -100,7 +103,13 @@ fn damaged(message: String) -> Carried {
 }
 
 impl TieredTable {
-    pub fn new(lake: Lake, def: TableDef, schema: SchemaRef, as_of: Option<AsOf>) -> Option<Self> {
+    pub fn new(
+        lake: Lake,
+        def: TableDef,
+        schema: SchemaRef,
+        as_of: Option<AsOf>,
+        text: Text,
+    ) -> Option<Self> {
         let column = def.partition.as_ref()?.column.clone();
         Some(Self {
             lake,
@@ -110,6 +119,7 @@ impl TieredTable {
             as_of,
             opened: Default::default(),
             marks: Default::default(),
+            text,
         })
     }
 
@@ -127,7 +137,7 @@ impl TieredTable {
                     o.provider = o
                         .table
                         .table_provider()
-                        .with_session(crate::lake::session::scan_session())
+                        .with_session(crate::lake::session::scan_session(self.text))
                         .await
                         .map_err(ext)?;
                 }
@@ -144,7 +154,7 @@ impl TieredTable {
         };
         let provider = table
             .table_provider()
-            .with_session(crate::lake::session::scan_session())
+            .with_session(crate::lake::session::scan_session(self.text))
             .await
             .map_err(ext)?;
         opened.insert(

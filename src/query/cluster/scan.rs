@@ -122,7 +122,9 @@ impl Replanner {
         table.update_datafusion_session(state).map_err(delta)?;
         let provider = table
             .table_provider()
-            .with_session(crate::lake::session::scan_session())
+            .with_session(crate::lake::session::scan_session(
+                crate::lake::session::Text::Plain,
+            ))
             .await
             .map_err(delta)?;
         let mut opened = self.opened.lock().unwrap_or_else(|e| e.into_inner());

@@ -280,16 +280,21 @@ async fn open_issues(ctx: &SessionContext) -> Result<OpenOrders, QualityError> {
         ),
         None => String::new(),
     };
+    // Every row since the floor; the latest of each work order is kept
+    // below, where the rows are indexed anyway (a window ranking them
+    // sorted them on four text columns first).
     let sql = format!(
-        "SELECT table_name, record_key, field, rule, value, dimension, level, source_system, owning_team, agent_id, first_seen_run, CAST(first_seen_at AS BIGINT) AS first_seen_at, status FROM (
-      SELECT i.*, row_number() OVER (PARTITION BY i.table_name, i.record_key, i.field, i.rule ORDER BY i.run_at DESC) AS rn
-      FROM (SELECT DISTINCT run_id FROM quality_metric) r JOIN quality_issue i ON i.run_id = r.run_id {since}
-    ) WHERE rn = 1 AND status = 'open'"
+        "SELECT i.table_name, i.record_key, i.field, i.rule, i.value, i.dimension, i.level, i.source_system, \
+         i.owning_team, i.agent_id, i.first_seen_run, CAST(i.first_seen_at AS BIGINT) AS first_seen_at, \
+         CAST(i.run_at AS BIGINT) AS run_at, i.status = 'open' AS open \
+         FROM (SELECT DISTINCT run_id FROM quality_metric) r JOIN quality_issue i ON i.run_id = r.run_id {since}"
     );
     let mut out = OpenOrders {
         cols: Vec::new(),
         index: HashMap::new(),
     };
+    // Per work order: its latest row (batch, row, run time, open).
+    let mut latest: HashMap<String, (usize, usize, i64, bool)> = HashMap::new();
     let mut key = String::new();
     for b in ctx.sql(&sql).await?.collect().await? {
         let s = |n: &str| -> Result<StringArray, QualityError> {
@@ -316,8 +321,20 @@ async fn open_issues(ctx: &SessionContext) -> Result<OpenOrders, QualityError> {
                 .column_by_name("first_seen_at")
                 .map(|c| c.as_primitive::<Int64Type>().clone()),
         };
+        let (run_at, open) = match (b.column_by_name("run_at"), b.column_by_name("open")) {
+            (Some(r), Some(o)) => (
+                r.as_primitive::<Int64Type>().clone(),
+                o.as_boolean().clone(),
+            ),
+            _ => {
+                return Err(QualityError::Rule(
+                    "quality_issue".into(),
+                    "no run_at or status".into(),
+                ));
+            }
+        };
         let n = out.cols.len();
-        out.index.reserve(b.num_rows());
+        latest.reserve(b.num_rows());
         for i in 0..b.num_rows() {
             issue_key(
                 &mut key,
@@ -326,10 +343,22 @@ async fn open_issues(ctx: &SessionContext) -> Result<OpenOrders, QualityError> {
                 c.field.value(i),
                 c.rule.value(i),
             );
-            out.index.insert(key.clone(), (n, i));
+            let row = (n, i, run_at.value(i), open.is_valid(i) && open.value(i));
+            match latest.get_mut(key.as_str()) {
+                Some(seen) if seen.2 >= row.2 => {}
+                Some(seen) => *seen = row,
+                None => {
+                    latest.insert(key.clone(), row);
+                }
+            }
         }
         out.cols.push(c);
     }
+    out.index = latest
+        .into_iter()
+        .filter(|(_, (_, _, _, open))| *open)
+        .map(|(k, (b, i, _, _))| (k, (b, i)))
+        .collect();
     Ok(out)
 }
 

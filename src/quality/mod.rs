@@ -36,6 +36,9 @@ use crate::security::SecurityError;
 pub use rules::{Check, TablePlan};
 pub use run::{Evaluation, Failure, Metric};
 
+/// A hash map with a fast hasher (foldhash), for maps of many text keys.
+type FastMap<K, V> = datafusion::common::HashMap<K, V>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum QualityError {
     #[error(transparent)]
@@ -243,7 +246,7 @@ struct OpenOrders {
     /// Per batch read, its columns.
     cols: Vec<OpenColumns>,
     /// [`issue_key`] → (batch, row).
-    index: HashMap<String, (usize, usize)>,
+    index: FastMap<String, (usize, usize)>,
 }
 
 struct OpenColumns {
@@ -291,10 +294,10 @@ async fn open_issues(ctx: &SessionContext) -> Result<OpenOrders, QualityError> {
     );
     let mut out = OpenOrders {
         cols: Vec::new(),
-        index: HashMap::new(),
+        index: FastMap::default(),
     };
     // Per work order: its latest row (batch, row, run time, open).
-    let mut latest: HashMap<String, (usize, usize, i64, bool)> = HashMap::new();
+    let mut latest: FastMap<String, (usize, usize, i64, bool)> = FastMap::default();
     let mut key = String::new();
     for b in ctx.sql(&sql).await?.collect().await? {
         let s = |n: &str| -> Result<StringArray, QualityError> {

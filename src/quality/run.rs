@@ -12,10 +12,10 @@ use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use super::QualityError;
 use super::Scope;
 use super::rules::{Lookups, TablePlan};
 use super::udf::Texts;
+use super::{FastMap, QualityError};
 use crate::config::Config;
 use crate::schema::{Catalog, Level};
 
@@ -192,7 +192,7 @@ struct Part {
     records: u64,
     names: Vec<String>,
     groups: Vec<((u32, u32), Vec<Tally>)>,
-    own_team: HashMap<(usize, u32, u32), Tally>,
+    own_team: FastMap<(usize, u32, u32), Tally>,
     failures: Vec<Failure>,
 }
 
@@ -212,7 +212,7 @@ async fn tally(
     } = shape.as_ref();
     let mut records = 0;
     let mut names: Vec<String> = Vec::new();
-    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut ids: FastMap<String, u32> = FastMap::default();
     let mut intern = |s: &str| -> u32 {
         if let Some(i) = ids.get(s) {
             return *i;
@@ -224,9 +224,9 @@ async fn tally(
     };
     // The group of the row before is reused without a lookup.
     let mut groups: Vec<((u32, u32), Vec<Tally>)> = Vec::new();
-    let mut group_of: HashMap<(u32, u32), usize> = HashMap::new();
+    let mut group_of: FastMap<(u32, u32), usize> = FastMap::default();
     let mut last_group: Option<((u32, u32), usize)> = None;
-    let mut own_team: HashMap<(usize, u32, u32), Tally> = HashMap::new();
+    let mut own_team: FastMap<(usize, u32, u32), Tally> = FastMap::default();
     let mut failures = Vec::new();
     while let Some(b) = stream.next().await {
         let b = b?;

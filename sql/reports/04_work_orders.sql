@@ -6,11 +6,24 @@
 -- series: age
 -- y: orders
 -- team: owning_team
-WITH latest AS (
+-- A run that checked a rule on every record (sample rate 1) wrote a row
+-- for each of that rule's work orders, open again or fixed, so no older
+-- row of the rule is the latest: rows before the oldest of the rules'
+-- latest such runs are not read (when every rule has had one), and the
+-- report does not grow with the history.
+WITH cuts AS (
+  SELECT max(CASE WHEN sample_rate >= 1.0 THEN run_at END) AS cut
+  FROM quality_metric
+  WHERE sample_rate IS NOT NULL AND as_of < $period_end
+  GROUP BY table_name, field, rule
+),
+latest AS (
   SELECT table_name, record_key, owning_team, record_score, status, first_seen_at,
          row_number() OVER (PARTITION BY table_name, record_key, field, rule ORDER BY run_at DESC) AS rn
   FROM quality_issue
   WHERE run_id IN (SELECT DISTINCT run_id FROM quality_metric WHERE as_of < $period_end)
+    AND run_at >= coalesce((SELECT CASE WHEN count(*) = count(cut) THEN min(cut) END FROM cuts),
+                           CAST('1970-01-01T00:00:00Z' AS TIMESTAMP))
 ),
 orders AS (
   SELECT owning_team, table_name, record_key,

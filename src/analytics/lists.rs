@@ -36,7 +36,8 @@ pub const LINES_SQL: &str = "SELECT line, customer_id, name, phone, policies, ea
      total_premium, value_score, value_tier, churn_risk, lifecycle_stage, detail, team, region, agent_id \
      FROM list_line WHERE run_id = $run_id ORDER BY line";
 
-/// The tables a list reads (their versions are kept with the run).
+/// The tables a list reads: their versions are kept with the run, and a
+/// list is computed in a context holding these alone.
 const READS: [&str; 9] = [
     "customer",
     "customer_xref",
@@ -265,23 +266,41 @@ pub async fn plan(
     };
     let candidates = rule(kind.rule())?;
     // The policies in force, which a rule may mention several times
-    // (cross-sell: three), computed once and kept for this statement: as
-    // a view each mention would join policy to customer_xref again.
+    // (cross-sell: three), computed once for this statement: as a view
+    // each mention would join policy to customer_xref again. The customers
+    // telesales may call are computed beside them, at the same time (one
+    // after the other, each left a core idle while its join's table was
+    // built); a rule without `in_force` (renewals) reads them as a view,
+    // which its few expiring customers' joins then read faster.
+    let reachable = rule("reachable")?;
     if mentions(&candidates.sql, "in_force") {
-        let q = rule("in_force")?;
-        let df = ctx.sql(&q.sql).await?.with_param_values(bound(&q)?)?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let parts = df.collect_partitioned().await?;
-        let table = datafusion::datasource::MemTable::try_new(schema, parts)?;
-        ctx.register_table("in_force", Arc::new(table))?;
+        let kept = [("reachable", reachable), ("in_force", rule("in_force")?)];
+        let tables = futures::future::try_join_all(kept.into_iter().map(|(name, q)| {
+            let bound = &bound;
+            async move {
+                let df = ctx.sql(&q.sql).await?.with_param_values(bound(&q)?)?;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let parts = df.collect_partitioned().await?;
+                let table = datafusion::datasource::MemTable::try_new(schema, parts)?;
+                Ok::<_, AnalyticsError>((name, table))
+            }
+        }))
+        .await?;
+        for (name, table) in tables {
+            ctx.register_table(name, Arc::new(table))?;
+        }
+    } else {
+        let df = ctx
+            .sql(&reachable.sql)
+            .await?
+            .with_param_values(bound(&reachable)?)?;
+        ctx.register_table("reachable", df.into_view())?;
     }
-    for (view, q) in [
-        ("reachable", rule("reachable")?),
-        ("candidates", candidates),
-    ] {
-        let df = ctx.sql(&q.sql).await?.with_param_values(bound(&q)?)?;
-        ctx.register_table(view, df.into_view())?;
-    }
+    let df = ctx
+        .sql(&candidates.sql)
+        .await?
+        .with_param_values(bound(&candidates)?)?;
+    ctx.register_table("candidates", df.into_view())?;
     let assign = rule("assign")?;
     Ok(ctx.sql(&assign.sql).await?)
 }
@@ -343,7 +362,7 @@ pub async fn produce(
     // time rather than one after the other.
     let (versions, ctx) = futures::future::try_join(
         versions(lake, catalog),
-        context(config, lake, catalog, None),
+        super::context_reading(config, lake, catalog, None, Some(&READS)),
     )
     .await?;
     let scores_as_of = scores_date(&ctx, as_of).await?;

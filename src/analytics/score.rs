@@ -18,7 +18,7 @@ use datafusion::logical_expr::{cast, col, lit};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use super::{AnalyticsError, bind, context, rule};
+use super::{AnalyticsError, bind, rule};
 use crate::config::Config;
 use crate::lake::Lake;
 use crate::progress::{Progress, Task, Unit};
@@ -218,7 +218,11 @@ pub async fn run(
     as_of: chrono::NaiveDate,
     progress: &dyn Progress,
 ) -> Result<Scored, AnalyticsError> {
-    let ctx = context(config, lake, catalog, None).await?;
+    // The tables the rule reads, and the customers counted for the passes.
+    let mut reads = super::tables_read(&rule("score")?.sql)?;
+    reads.push("customer".into());
+    let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
+    let ctx = super::context_reading(config, lake, catalog, None, Some(&reads)).await?;
     let per_pass = config.analytics.score_pass(config.query.memory_limit_mb);
     let (passes, total) = passes(&ctx, per_pass).await?;
     let task = progress.task("scoring", Some(total), Unit::Items("customers"));

@@ -217,12 +217,15 @@ pub(super) async fn list(
         .into());
     }
     let runtime = crate::query::runtime(&wh.config)?;
+    // Tables opened as the statement names them (the run's lines, and what
+    // the principal's row filter consults), not every table of the lake.
+    let tables = std::sync::Arc::new(crate::query::TableCache::default());
     let ctx = secured(
         &wh.config,
         runtime,
         &wh.lake,
         &wh.catalog,
-        Tables::AsOf(None),
+        Tables::Cached(&tables),
         security,
         &who,
     )

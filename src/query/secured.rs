@@ -78,6 +78,7 @@ pub async fn secured(
                 catalog,
                 as_of,
                 crate::lake::session::Text::Plain,
+                None,
             )
             .await?;
             // A filter table the lake does not have yet (no list was ever

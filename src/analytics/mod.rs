@@ -180,12 +180,15 @@ pub async fn context_reading(
         optimizer.hash_join_single_partition_threshold =
             (config.query.memory_limit_mb as usize).saturating_mul(1024 * 1024) / 4;
     }
-    match only {
-        None => crate::query::register_declared(&ctx, lake, catalog, as_of).await?,
-        Some(only) => {
-            crate::query::register_declared_only(&ctx, lake, catalog, as_of, only).await?
-        }
-    }
+    crate::query::register_declared_as(
+        &ctx,
+        lake,
+        catalog,
+        as_of,
+        crate::lake::session::Text::Plain,
+        only,
+    )
+    .await?;
     Ok(ctx)
 }
 

@@ -223,6 +223,7 @@ pub async fn context(
         catalog,
         None,
         crate::lake::session::Text::Views,
+        None,
     )
     .await?;
     run::prepare(&ctx, masks, as_of);

@@ -278,45 +278,32 @@ pub async fn register_declared(
     catalog: &Catalog,
     as_of: Option<&AsOf>,
 ) -> Result<(), QueryError> {
-    register_declared_as(ctx, lake, catalog, as_of, Text::Plain).await
+    register_declared_as(ctx, lake, catalog, as_of, Text::Plain, None).await
 }
 
-/// [`register_declared`] with the scans reading text as `text`.
+/// [`register_declared`] with the scans reading text as `text`, and
+/// (`only`) for the declared tables named there alone: a job that knows
+/// what it reads does not replay the logs of the others (the lists', the
+/// audit log's and the quality tables' grow with every run). A name in
+/// `only` that is not declared is refused.
 pub async fn register_declared_as(
     ctx: &SessionContext,
     lake: &Lake,
     catalog: &Catalog,
     as_of: Option<&AsOf>,
     text: Text,
+    only: Option<&[&str]>,
 ) -> Result<(), QueryError> {
-    let names = register_tables(ctx, lake, catalog, as_of, text, None).await?;
-    for def in catalog.tables.iter().filter(|d| !names.contains(&d.name)) {
-        register_empty(ctx, def)?;
-    }
-    Ok(())
-}
-
-/// [`register_declared`] for the declared tables named in `only` alone:
-/// a job that knows what it reads does not replay the logs of the others
-/// (the lists', the audit log's and the quality tables' grow with every
-/// run). A name that is not declared is refused.
-pub async fn register_declared_only(
-    ctx: &SessionContext,
-    lake: &Lake,
-    catalog: &Catalog,
-    as_of: Option<&AsOf>,
-    only: &[&str],
-) -> Result<(), QueryError> {
-    for name in only {
+    for name in only.unwrap_or_default() {
         catalog
             .table(name)
             .map_err(|e| QueryError::Internal(e.to_string()))?;
     }
-    let names = register_tables(ctx, lake, catalog, as_of, Text::Plain, Some(only)).await?;
+    let names = register_tables(ctx, lake, catalog, as_of, text, only).await?;
     for def in catalog
         .tables
         .iter()
-        .filter(|d| only.contains(&d.name.as_str()) && !names.contains(&d.name))
+        .filter(|d| only.is_none_or(|o| o.contains(&d.name.as_str())) && !names.contains(&d.name))
     {
         register_empty(ctx, def)?;
     }

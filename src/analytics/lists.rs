@@ -220,10 +220,25 @@ pub async fn lines(
     params: &BTreeMap<String, String>,
     scores_as_of: Option<chrono::NaiveDate>,
 ) -> Result<Vec<RecordBatch>, AnalyticsError> {
-    Ok(plan(config, ctx, kind, params, scores_as_of)
+    let physical = plan(config, ctx, kind, params, scores_as_of)
         .await?
-        .collect()
-        .await?)
+        .create_physical_plan()
+        .await?;
+    let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx()).await?;
+    // Where a slow list's time went: its plan with each operator's rows
+    // and times (CUSTLAKE_LOG=custlake::analytics=debug).
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+            physical.as_ref(),
+        )
+        .indent(true)
+        .to_string();
+        tracing::debug!(
+            list = kind.name(),
+            "the list's plan, with its metrics:\n{shown}"
+        );
+    }
+    Ok(batches)
 }
 
 /// The plan of [`lines`] (its schema even when it has no rows).
@@ -280,7 +295,21 @@ pub async fn plan(
             async move {
                 let df = ctx.sql(&q.sql).await?.with_param_values(bound(&q)?)?;
                 let schema = Arc::new(df.schema().as_arrow().clone());
-                let parts = df.collect_partitioned().await?;
+                let physical = df.create_physical_plan().await?;
+                let parts = datafusion::physical_plan::collect_partitioned(
+                    physical.clone(),
+                    ctx.task_ctx(),
+                )
+                .await?;
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let shown =
+                        datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
+                            physical.as_ref(),
+                        )
+                        .indent(true)
+                        .to_string();
+                    tracing::debug!("{name}'s plan, with its metrics:\n{shown}");
+                }
                 let table = datafusion::datasource::MemTable::try_new(schema, parts)?;
                 Ok::<_, AnalyticsError>((name, table))
             }

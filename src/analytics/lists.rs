@@ -387,6 +387,10 @@ pub async fn produce(
 ) -> Result<ListRun, AnalyticsError> {
     let (as_of, params) = parameters(config, catalog, kind, req)?;
     let created_at = chrono::Utc::now();
+    // Where a list's time goes, phase by phase (CUSTLAKE_LOG=custlake=debug).
+    let started = std::time::Instant::now();
+    let phase =
+        |what: &str| tracing::debug!(ms = started.elapsed().as_millis() as u64, "list: {what}");
     // The versions and the context read the same Delta logs: at the same
     // time rather than one after the other.
     let (versions, ctx) = futures::future::try_join(
@@ -394,19 +398,17 @@ pub async fn produce(
         super::context_reading(config, lake, catalog, None, Some(&READS)),
     )
     .await?;
+    phase("tables opened");
     let scores_as_of = scores_date(&ctx, as_of).await?;
+    phase("scores found");
     if scores_as_of.is_none() {
         return Err(AnalyticsError::Refused(format!(
             "no customer scores on or before {as_of}: run `custlake score --as-of {as_of}` first \
              (lists rank customers by their value score and churn risk)"
         )));
     }
-    let started = std::time::Instant::now();
     let batches = lines(config, &ctx, kind, &params, scores_as_of).await?;
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        "list lines computed"
-    );
+    phase("lines computed");
     let run_id = format!("LR{}", &crate::security::audit::fresh_id()[..20]);
     let (mut row_count, mut assigned) = (0i64, 0i64);
     for b in &batches {
@@ -451,10 +453,7 @@ pub async fn produce(
         assigned,
         created_at,
     };
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        "list lines stored"
-    );
+    phase("lines stored");
     let def = catalog.table("list_run")?;
     let batch = run_batch(def, &run, &month)?;
     crate::lake::append_new(
@@ -468,6 +467,7 @@ pub async fn produce(
         ],
     )
     .await?;
+    phase("run stored");
     Ok(run)
 }
 

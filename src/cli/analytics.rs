@@ -157,6 +157,7 @@ pub(super) async fn list(
     security: &Security,
     c: &ListCommand,
 ) -> Result<(), CliError> {
+    let started = std::time::Instant::now();
     let who = principal(wh, security, c.token()).await?;
     let role = security.role(&who)?;
     let (run_id, out) = match c {
@@ -245,7 +246,12 @@ pub(super) async fn list(
     let mut args = SqlArgs::table(String::new());
     args.format = out.format;
     args.output = out.output.clone();
-    super::sql::write(&args, schema, stream).await
+    super::sql::write(&args, schema, stream).await?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "list: lines read back and written"
+    );
+    Ok(())
 }
 
 async fn produce<'a>(

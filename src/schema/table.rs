@@ -19,6 +19,12 @@ pub struct PartitionDef {
     /// `month` (`YYYY-MM`, the default) or `day` (`YYYY-MM-DD`).
     #[serde(default)]
     pub granularity: Granularity,
+    /// Each write fills one partition (a run's date, as customer_score's
+    /// as-of): the writer holds one open file, so the table's row groups
+    /// are as large as an unpartitioned table's rather than sized for a
+    /// load spread over many months' files.
+    #[serde(default)]
+    pub one_per_write: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

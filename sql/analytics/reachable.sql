@@ -6,7 +6,10 @@
 -- Consent: over all of the customer's source records, the latest consent
 -- record with purpose telesales_call recorded on or before the end of D
 -- (UTC) is a grant. A withdrawal takes effect the same day and wins a tie
--- with a grant recorded at the same instant.
+-- with a grant recorded at the same instant. ("On or before the end of D"
+-- is written recorded_at < D + 1 day: the timestamps compared as they are
+-- stored, which their files' statistics can answer, rather than each cast
+-- to a date.)
 -- Not terminated or historical: no steward termination in effect on D.
 -- Not a minor: an individual whose 18th birthday (birth_date + 18 years;
 -- from 29 February, 28 February) is after D is left out (no birth date:
@@ -19,7 +22,7 @@ WITH consent_now AS (
   SELECT x.customer_id
   FROM consent c
   JOIN customer_xref x ON x.source_system = c.source_system AND x.source_id = c.source_customer_id
-  WHERE c.purpose = 'telesales_call' AND CAST(c.recorded_at AS DATE) <= $as_of
+  WHERE c.purpose = 'telesales_call' AND c.recorded_at < CAST($as_of AS DATE) + INTERVAL '1 day'
   GROUP BY x.customer_id
   HAVING max(c.recorded_at) FILTER (WHERE c.action = 'grant') IS NOT NULL
      AND (max(c.recorded_at) FILTER (WHERE c.action = 'withdraw') IS NULL

@@ -23,7 +23,8 @@
 --
 -- Every source record of a customer counts for its golden customer
 -- (customer_xref maps a retired id's records to its survivor). Only facts
--- dated on or before D count. "(D - N months, D]" starts on the same day N
+-- dated on or before D count (an interaction's instant before the end of D,
+-- UTC: event_at < D + 1 day). "(D - N months, D]" starts on the same day N
 -- months earlier, clamped to the month's end.
 --
 -- Lifecycle, the first rule that holds:
@@ -155,7 +156,7 @@ source_facts AS (
   SELECT source_system, source_customer_id, event_type, CAST(event_at AS DATE), 0.0, NULL, false,
          event_type IN ('inquiry', 'complaint', 'visit'), false, false, false, false, NULL
   FROM events
-  WHERE CAST(event_at AS DATE) <= CAST($as_of AS DATE)
+  WHERE event_at < CAST($as_of AS DATE) + INTERVAL '1 day'
   UNION ALL
   SELECT source_system, source_customer_id, 'claim', report_date,
          CAST(coalesce(paid_amount, 0) AS DOUBLE), NULL, false, false, false, false, false, false, status
@@ -221,7 +222,7 @@ key_days AS (
         UNION ALL
         SELECT source_system, source_customer_id, CAST(event_at AS DATE) FROM interaction
         WHERE event_type IN ('inquiry', 'complaint', 'visit')
-          AND CAST(event_at AS DATE) <= CAST($as_of AS DATE)) k
+          AND event_at < CAST($as_of AS DATE) + INTERVAL '1 day') k
     ON k.source_system = x.source_system AND k.source_customer_id = x.source_id
 ),
 key_runs AS (

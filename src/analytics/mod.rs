@@ -163,7 +163,20 @@ pub async fn context_reading(
     as_of: Option<&AsOf>,
     only: Option<&[&str]>,
 ) -> Result<SessionContext, AnalyticsError> {
-    let ctx = crate::query::context(config)?;
+    // A list or score runs alone in its runtime: by default its sorts and
+    // aggregates take memory as they need it, up to the limit (see
+    // Pool::Greedy; analytics.memory_pool).
+    let pool = match config.analytics.memory_pool {
+        crate::config::MemoryPool::Greedy => crate::lake::session::Pool::Greedy,
+        crate::config::MemoryPool::Fair => crate::lake::session::Pool::Fair,
+    };
+    let runtime = crate::lake::session::runtime_with(
+        pool,
+        config.query.memory_limit_mb,
+        config.query.metadata_cache_mb,
+    )
+    .map_err(crate::query::QueryError::from)?;
+    let ctx = crate::query::context_on(config, runtime);
     {
         // A join whose smaller side (by the tables' statistics) holds up
         // to ten million rows and a quarter of the memory pool builds one

@@ -156,6 +156,21 @@ pub struct AnalyticsConfig {
     /// The most golden customers `custlake score` scores in one pass (0:
     /// 500 a megabyte of the query memory); see [`Self::score_pass`].
     pub score_pass_customers: u64,
+    /// How a score's or list's operators share `query.memory_limit_mb`.
+    #[serde(default)]
+    pub memory_pool: MemoryPool,
+}
+
+/// How operators share a job's memory (`analytics.memory_pool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryPool {
+    /// As they ask, up to the limit; an aggregate or sort spills only when
+    /// the memory is used up.
+    #[default]
+    Greedy,
+    /// Each aggregate or sort gets an equal share of what the joins leave.
+    Fair,
 }
 
 impl AnalyticsConfig {

@@ -319,6 +319,13 @@ fn the_cluster_answers_as_the_local_engine_over_three_tiers_and_survives_a_lost_
     ];
     args.insert(0, "--lake".into());
     args.insert(1, lake.to_string_lossy().to_string());
+    let submitted = || {
+        std::fs::read_to_string(d.join("scheduler.log"))
+            .unwrap_or_default()
+            .matches("Job submitted")
+            .count()
+    };
+    let before = submitted();
     let child = Command::new(bin())
         .current_dir(d)
         .args(&args)
@@ -326,7 +333,13 @@ fn the_cluster_answers_as_the_local_engine_over_three_tiers_and_survives_a_lost_
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The executor goes once the job is submitted (a fixed wait after the
+    // start could kill it before the job under load: the job then waited
+    // for an executor the scheduler had not yet taken for lost).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while submitted() == before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     cluster.kill_executor(1);
     // The scheduler takes the executor for lost after its timeout (the
     // default 20 s) and runs its tasks again, or fails the job.

@@ -4,7 +4,9 @@
 //! (`catalog`, `tiers`; design.md §3).
 
 pub mod catalog;
+mod checkpoints;
 mod failpoint;
+mod files;
 mod layout;
 pub mod lease;
 pub mod session;
@@ -18,16 +20,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::object_store::ObjectStore;
-use datafusion::parquet::file::properties::WriterProperties;
 use deltalake::kernel::StructField;
 use deltalake::{DeltaTable, DeltaTableError};
 use url::Url;
 
-use crate::config::{Config, Retention, S3, Tiers, parse_compression};
+use crate::config::{Config, Retention, S3, Tiers};
 use crate::error::{Classify, ErrorKind, classify};
 use crate::progress::{Progress, Silent};
 use crate::schema::TableDef;
 
+pub use checkpoints::CHECKPOINT_INTERVAL;
+use checkpoints::frequent_checkpoints;
 pub use failpoint::failpoint;
 pub use layout::Layout;
 pub use warehouse::{OpenError, Warehouse};
@@ -537,60 +540,7 @@ impl Lake {
         }
         Ok(removed)
     }
-
-    /// Parquet writer settings for a table's files in the hot tier.
-    pub fn writer_properties(&self, def: &TableDef) -> WriterProperties {
-        self.writer_properties_in(def, Tier::Hot)
-    }
-
-    /// Parquet writer settings for a table's files in a tier: the tier's
-    /// compression (heavier for warm and cold).
-    ///
-    /// Dictionary encoding is kept for columns with few distinct values and
-    /// turned off where nearly every value is new (keys, ids, names, phones),
-    /// where it only costs time. Partitioned tables get smaller row groups:
-    /// the writer keeps one open file per partition, and a smaller row group
-    /// bounds what each holds in memory (unless each write fills one
-    /// partition: a score run's 1 million rows read 20 % faster in 8 row
-    /// groups than in 62). A table with lookup columns gets
-    /// small row groups and pages too, and a bloom filter per lookup column,
-    /// so a lookup reads a few pages of the row groups that may hold it.
-    pub fn writer_properties_in(&self, def: &TableDef, tier: Tier) -> WriterProperties {
-        let compression = parse_compression(&tier.settings(&self.settings.tiers).compression)
-            .unwrap_or(datafusion::parquet::basic::Compression::SNAPPY);
-        let many_open = def.partition.as_ref().is_some_and(|p| !p.one_per_write);
-        let rows = if many_open || !def.lookup.is_empty() {
-            16 * 1024
-        } else {
-            128 * 1024
-        };
-        let mut b = WriterProperties::builder()
-            .set_compression(compression)
-            .set_max_row_group_row_count(Some(rows));
-        if !def.lookup.is_empty() {
-            // Small pages: once the row group is known, the page index
-            // narrows a lookup on a sorted column to one page of each column.
-            b = b.set_data_page_row_count_limit(LOOKUP_PAGE_ROWS);
-        }
-        for f in def.fields.iter().filter(|f| def.is_high_cardinality(f)) {
-            b = b.set_column_dictionary_enabled(f.name.as_str().into(), false);
-        }
-        // A bloom filter sized for a row group of distinct values (the
-        // writer's default for an enabled filter), 1 % false positives: a
-        // lookup reads the filters, then only the row groups that may hold
-        // the value.
-        for c in &def.lookup {
-            let c: datafusion::parquet::schema::types::ColumnPath = c.as_str().into();
-            b = b
-                .set_column_bloom_filter_enabled(c.clone(), true)
-                .set_column_bloom_filter_fpp(c, 0.01);
-        }
-        b.build()
-    }
 }
-
-/// Rows per data page in a table with lookup columns.
-const LOOKUP_PAGE_ROWS: usize = 4096;
 
 /// A point in a table's history: a Delta version, or a time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -804,103 +754,4 @@ fn join(root: &Url, child: &str) -> Result<Url, LakeError> {
             location: format!("{root}{child}"),
             source: Box::new(e),
         })
-}
-
-/// A table's log is checkpointed every this many commits (Delta's default
-/// is 100). Opening a table reads its latest checkpoint and replays each
-/// commit after it: lists, runs, scores and audit rows arrive a commit at
-/// a time, and list_line at 90 commits past its checkpoint took 30 ms to
-/// open, three times per list (its write, the commit's new state and the
-/// read-back) - a fifth of a renewal list at a million customers.
-pub const CHECKPOINT_INTERVAL: u64 = 10;
-
-/// `table` with `delta.checkpointInterval` set to [`CHECKPOINT_INTERVAL`]:
-/// a table created before it was set takes it now, in one metadata commit
-/// (under the writer's lease, as every caller of
-/// [`Lake::open_or_create_in`] holds one).
-async fn frequent_checkpoints(name: &str, table: DeltaTable) -> Result<DeltaTable, LakeError> {
-    let key = deltalake::TableProperty::CheckpointInterval.as_ref();
-    let set = table
-        .snapshot()
-        .is_ok_and(|s| s.metadata().configuration().contains_key(key));
-    if set {
-        return Ok(table);
-    }
-    table
-        .set_tbl_properties()
-        .with_properties(std::collections::HashMap::from([(
-            key.to_string(),
-            CHECKPOINT_INTERVAL.to_string(),
-        )]))
-        .await
-        .map_err(|source| delta_err(name, source))
-}
-
-#[cfg(test)]
-mod checkpoints {
-    use super::*;
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn tables_are_checkpointed_every_ten_commits_older_ones_once_a_writer_opens_them() {
-        let mut config = Config::embedded();
-        config.lake = "memory://checkpoints".into();
-        let lake = Lake::new(&config).unwrap();
-        let catalog = crate::schema::Catalog::embedded().unwrap();
-        let def = catalog.table("code_list").unwrap();
-        // A table as an earlier release created it: Delta's default interval.
-        lake.builder(&def.name, Tier::Hot)
-            .unwrap()
-            .build()
-            .unwrap()
-            .create()
-            .with_table_name(&def.name)
-            .with_columns(delta_columns(def).unwrap())
-            .await
-            .unwrap();
-        let interval = |t: &DeltaTable| {
-            t.snapshot()
-                .unwrap()
-                .metadata()
-                .configuration()
-                .get("delta.checkpointInterval")
-                .cloned()
-        };
-        let old = lake.open(def).await.unwrap().unwrap();
-        assert_eq!(interval(&old), None);
-        // A writer's open sets it, in one commit; a second open commits nothing.
-        let t = lake.open_or_create(def).await.unwrap();
-        assert_eq!((t.version(), interval(&t)), (Some(1), Some("10".into())));
-        let t = lake.open_or_create(def).await.unwrap();
-        assert_eq!(t.version(), Some(1));
-        let checkpoints = async || {
-            use futures::TryStreamExt;
-            let t = lake.open(def).await.unwrap().unwrap();
-            let files: Vec<_> = t.object_store().list(None).try_collect().await.unwrap();
-            let mut found: Vec<String> = files
-                .iter()
-                .map(|f| f.location.to_string())
-                .filter(|p| p.contains(".checkpoint."))
-                .collect();
-            found.sort();
-            found
-        };
-        assert!(checkpoints().await.is_empty());
-        // Versions 2 to 9: the tenth commit leaves a checkpoint.
-        let ctx = session::write_context();
-        let empty = datafusion::arrow::record_batch::RecordBatch::new_empty(def.arrow_schema());
-        for _ in 2..=9 {
-            lease::with_lease(&lake, &def.name, "test", async |_| {
-                write::overwrite(&lake, &ctx, def, empty.clone(), Vec::new()).await
-            })
-            .await
-            .unwrap();
-        }
-        let found = checkpoints().await;
-        assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].ends_with("00000000000000000009.checkpoint.parquet"));
-        // A table created now has the interval from its first commit.
-        let fresh = catalog.table("list_run").unwrap();
-        let t = lake.open_or_create(fresh).await.unwrap();
-        assert_eq!((t.version(), interval(&t)), (Some(0), Some("10".into())));
-    }
 }

@@ -228,11 +228,7 @@ pub async fn lines(
     // Where a slow list's time went: its plan with each operator's rows
     // and times (CUSTLAKE_LOG=custlake::analytics=debug).
     if tracing::enabled!(tracing::Level::DEBUG) {
-        let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
-            physical.as_ref(),
-        )
-        .indent(true)
-        .to_string();
+        let shown = crate::query::plan_with_metrics(physical.as_ref());
         tracing::debug!(
             list = kind.name(),
             "the list's plan, with its metrics:\n{shown}"
@@ -302,12 +298,7 @@ pub async fn plan(
                 )
                 .await?;
                 if tracing::enabled!(tracing::Level::DEBUG) {
-                    let shown =
-                        datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
-                            physical.as_ref(),
-                        )
-                        .indent(true)
-                        .to_string();
+                    let shown = crate::query::plan_with_metrics(physical.as_ref());
                     tracing::debug!("{name}'s plan, with its metrics:\n{shown}");
                 }
                 let table = datafusion::datasource::MemTable::try_new(schema, parts)?;

@@ -164,14 +164,10 @@ pub async fn context_reading(
     only: Option<&[&str]>,
 ) -> Result<SessionContext, AnalyticsError> {
     // A list or score runs alone in its runtime: by default its sorts and
-    // aggregates take memory as they need it, up to the limit (see
-    // Pool::Greedy; analytics.memory_pool).
-    let pool = match config.analytics.memory_pool {
-        crate::config::MemoryPool::Greedy => crate::lake::session::Pool::Greedy,
-        crate::config::MemoryPool::Fair => crate::lake::session::Pool::Fair,
-    };
+    // aggregates take memory as they need it, up to the limit
+    // (analytics.memory_pool, see MemoryPool::Greedy).
     let runtime = crate::lake::session::runtime_with(
-        pool,
+        config.analytics.memory_pool,
         config.query.memory_limit_mb,
         config.query.metadata_cache_mb,
     )

@@ -26,15 +26,21 @@ pub struct AnalyticsConfig {
     pub memory_pool: MemoryPool,
 }
 
-/// How operators share a job's memory (`analytics.memory_pool`).
+/// How operators share a runtime's memory (`analytics.memory_pool` for
+/// scores and lists; the server's shared pool is always fair).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MemoryPool {
-    /// As they ask, up to the limit; an aggregate or sort spills only when
-    /// the memory is used up.
+    /// First come, first served up to the limit; an aggregate or sort
+    /// spills only when the pool is full. For one whole-book job alone in
+    /// its runtime (a score run): fair shares cut its plan's thirty-odd
+    /// sorts and aggregates to about 130 MB each, and the per-record
+    /// aggregate of a million customers spilled 514 MB with the process
+    /// holding 1.4 of its 4 GB.
     #[default]
     Greedy,
-    /// Each aggregate or sort gets an equal share of what the joins leave.
+    /// Each aggregate or sort gets an equal share of what the joins leave:
+    /// many queries at once, none starved.
     Fair,
 }
 

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::config::MemoryPool;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
@@ -167,37 +168,22 @@ pub fn runtime(
     memory_limit_mb: u64,
     metadata_cache_mb: u64,
 ) -> Result<Arc<RuntimeEnv>, datafusion::error::DataFusionError> {
-    runtime_with(Pool::Fair, memory_limit_mb, metadata_cache_mb)
+    runtime_with(MemoryPool::Fair, memory_limit_mb, metadata_cache_mb)
 }
 
-/// How a runtime's memory pool shares its memory between operators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pool {
-    /// Each operator that can spill gets an equal share of what the
-    /// others cannot spill left: many queries at once, none starved.
-    Fair,
-    /// First come, first served up to the limit; an operator that can
-    /// spill spills only when the pool is full. For one whole-book job
-    /// alone in its runtime (a score run): fair shares cut its plan's
-    /// thirty-odd sorts and aggregates to about 130 MB each, and the
-    /// per-record aggregate of a million customers spilled 514 MB with
-    /// the process holding 1.4 of its 4 GB.
-    Greedy,
-}
-
-/// A runtime with the pool `pool` of `memory_limit_mb` (an exhausted
+/// A runtime whose pool of `memory_limit_mb` shares it as `pool` says (an exhausted
 /// pool's error names its five largest consumers).
 pub fn runtime_with(
-    pool: Pool,
+    pool: MemoryPool,
     memory_limit_mb: u64,
     metadata_cache_mb: u64,
 ) -> Result<Arc<RuntimeEnv>, datafusion::error::DataFusionError> {
-    use datafusion::execution::memory_pool::{GreedyMemoryPool, MemoryPool, TrackConsumersPool};
+    use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
     let bytes = (memory_limit_mb as usize).saturating_mul(1024 * 1024);
     let top = std::num::NonZeroUsize::new(5).expect("five");
-    let pool: Arc<dyn MemoryPool> = match pool {
-        Pool::Fair => Arc::new(FairSpillPool::new(bytes)),
-        Pool::Greedy => Arc::new(TrackConsumersPool::new(GreedyMemoryPool::new(bytes), top)),
+    let pool: Arc<dyn datafusion::execution::memory_pool::MemoryPool> = match pool {
+        MemoryPool::Fair => Arc::new(FairSpillPool::new(bytes)),
+        MemoryPool::Greedy => Arc::new(TrackConsumersPool::new(GreedyMemoryPool::new(bytes), top)),
     };
     RuntimeEnvBuilder::new()
         .with_memory_pool(pool)

@@ -496,11 +496,7 @@ pub async fn evaluate(
         // Where a slow table's time went: its plan with each operator's
         // rows and times (CUSTLAKE_LOG=custlake::quality=debug).
         if tracing::enabled!(tracing::Level::DEBUG) {
-            let shown = datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(
-                physical.as_ref(),
-            )
-            .indent(true)
-            .to_string();
+            let shown = crate::query::plan_with_metrics(physical.as_ref());
             tracing::debug!(table = %plan.table, "the rules' plan, with its metrics:\n{shown}");
         }
         quarantined(ctx, catalog, plan, scope, &mut tallies).await?;

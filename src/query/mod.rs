@@ -147,6 +147,14 @@ pub fn runtime(config: &Config) -> Result<Arc<RuntimeEnv>, QueryError> {
     )?)
 }
 
+/// An executed plan with each operator's rows and times, as `EXPLAIN
+/// ANALYZE` shows them (what a job logs at debug level for a slow step).
+pub fn plan_with_metrics(plan: &dyn datafusion::physical_plan::ExecutionPlan) -> String {
+    datafusion::physical_plan::display::DisplayableExecutionPlan::with_metrics(plan)
+        .indent(true)
+        .to_string()
+}
+
 /// A context for one query on a shared runtime (the server's: one memory
 /// pool for every running query, Parquet footers read once).
 pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {

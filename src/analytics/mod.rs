@@ -189,12 +189,14 @@ pub async fn context_reading(
         optimizer.hash_join_single_partition_threshold =
             (config.query.memory_limit_mb as usize).saturating_mul(1024 * 1024) / 4;
     }
+    // Text as views: the rules' keys (customer and source ids) are never
+    // copied through their joins and aggregates (see Text::Views).
     crate::query::register_declared_as(
         &ctx,
         lake,
         catalog,
         as_of,
-        crate::lake::session::Text::Plain,
+        crate::lake::session::Text::Views,
         only,
     )
     .await?;

@@ -13,6 +13,7 @@ pub mod session;
 mod subqueries;
 pub use subqueries::PlanOnly;
 pub mod tiers;
+pub mod views;
 mod warehouse;
 mod write;
 

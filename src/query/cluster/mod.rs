@@ -25,6 +25,7 @@ use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::analyze::AnalyzeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
@@ -76,8 +77,17 @@ pub fn attach(ctx: SessionContext, scheduler: &str) -> Result<SessionContext, Qu
             scheduler: url.clone(),
         }));
     let inner = state.query_planner().clone();
+    // The executors read text as plain strings and cannot decode the local
+    // compaction of text read as views: that rule stays here.
+    let rules = state
+        .physical_optimizers()
+        .iter()
+        .filter(|r| r.name() != crate::lake::views::CompactViews.name())
+        .cloned()
+        .collect();
     let state = SessionStateBuilder::new_from_existing(state)
         .with_config(config)
+        .with_physical_optimizer_rules(rules)
         .with_query_planner(Arc::new(ClusterPlanner {
             inner,
             scheduler: url,

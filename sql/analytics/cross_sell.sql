@@ -16,31 +16,36 @@ WITH held AS (
   -- in_force.sql at D: the policies in force with their golden customers.
   SELECT customer_id, product_line, policy_no, expiry_date, premium FROM in_force
 ),
+-- Each policy of a line `has` whose customer holds no policy of its
+-- partner `lacks`, once per such pair.
 offers AS (
-  SELECT DISTINCT h.customer_id, pr.has, pr.lacks
+  SELECT h.customer_id, h.policy_no, h.expiry_date, h.premium, pr.lacks
   FROM held h JOIN cross_sell_pairs pr ON pr.has = h.product_line
   WHERE ($product_line = '*' OR pr.lacks = $product_line)
     AND NOT EXISTS (SELECT 1 FROM held o
                     WHERE o.customer_id = h.customer_id AND o.product_line = pr.lacks)
 ),
-offered AS (
-  SELECT customer_id, array_to_string(array_sort(array_distinct(array_agg(lacks))), ',') AS detail
-  FROM offers GROUP BY customer_id
-),
+-- One row per policy (policy_no is policy's key) with the lines it is the
+-- basis of, so a policy offering two lines counts its premium once.
 basis AS (
-  SELECT h.customer_id,
-         array_to_string(array_sort(array_agg(h.policy_no)), ',') AS policies,
-         min(h.expiry_date) AS earliest_expiry,
-         sum(h.premium) AS total_premium
-  FROM held h
-  WHERE EXISTS (SELECT 1 FROM offers o WHERE o.customer_id = h.customer_id AND o.has = h.product_line)
-  GROUP BY h.customer_id
+  SELECT customer_id, policy_no, min(expiry_date) AS expiry_date, min(premium) AS premium,
+         array_agg(lacks) AS lacks
+  FROM offers GROUP BY customer_id, policy_no
+),
+-- Offers and basis in one pass over `offers` (a CTE named twice is
+-- computed twice).
+offered AS (
+  SELECT customer_id,
+         array_to_string(array_sort(array_distinct(flatten(array_agg(lacks)))), ',') AS detail,
+         array_to_string(array_sort(array_agg(policy_no)), ',') AS policies,
+         min(expiry_date) AS earliest_expiry,
+         sum(premium) AS total_premium
+  FROM basis GROUP BY customer_id
 )
-SELECT c.customer_id, c.name, c.phone, b.policies, b.earliest_expiry, b.total_premium,
+SELECT c.customer_id, c.name, c.phone, o.policies, o.earliest_expiry, o.total_premium,
        s.value_score, s.value_tier, s.churn_risk, s.lifecycle_stage,
        o.detail, c.owning_team AS team, c.region
 FROM offered o
-JOIN basis b ON b.customer_id = o.customer_id
 JOIN customer c ON c.customer_id = o.customer_id
 JOIN reachable r ON r.customer_id = o.customer_id
 JOIN scores s ON s.customer_id = o.customer_id AND s.lifecycle_stage = 'active'

@@ -418,3 +418,67 @@ fn a_book_scored_in_passes_gets_the_rows_of_one_pass_in_one_commit() {
         serde_json::from_str(&ok(d, &["score", "--as-of", "2026-06-30", "--json"])).unwrap();
     assert_eq!(again["version"], passes["version"].as_u64().unwrap() + 1);
 }
+
+#[test]
+fn a_policy_that_is_the_basis_of_two_offers_counts_once() {
+    let d = tempfile::tempdir().unwrap();
+    let d = d.path();
+    let s = sample(d, 400, 5);
+    ok(d, &["ingest", "--from", s.to_str().unwrap()]);
+    ok(d, &["resolve"]);
+    ok(d, &["score", "--as-of", "2026-06-30"]);
+    // Motor offers two lines: a motor customer holding neither is offered
+    // both, on the same motor policies.
+    std::fs::write(
+        d.join("custlake.toml"),
+        "[[analytics.cross_sell]]\nhas = \"motor\"\nlacks = \"property\"\n\n\
+         [[analytics.cross_sell]]\nhas = \"motor\"\nlacks = \"health\"\n",
+    )
+    .unwrap();
+    let (out, _) = list(
+        d,
+        &[
+            "list",
+            "cross-sell",
+            "--as-of",
+            "2026-06-30",
+            "--format",
+            "json",
+        ],
+    );
+    let lines: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let both: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["detail"] == "health,property")
+        .collect();
+    assert!(
+        both.len() >= 3,
+        "too few customers offered both lines to prove anything: {out}"
+    );
+    for line in both.iter().take(4) {
+        let policies: Vec<&str> = line["policies"].as_str().unwrap().split(',').collect();
+        let mut unique = policies.clone();
+        unique.dedup();
+        assert_eq!(unique, policies, "each policy once: {line}");
+        let quoted: Vec<String> = policies.iter().map(|p| format!("'{p}'")).collect();
+        let want = query(
+            d,
+            &format!(
+                "SELECT sum(premium), count(*) FILTER (WHERE product_line <> 'motor') \
+                 FROM policy WHERE policy_no IN ({})",
+                quoted.join(",")
+            ),
+        );
+        let got = line["total_premium"]
+            .to_string()
+            .trim_matches('"')
+            .to_string();
+        let want: Vec<&str> = want[0].split(',').collect();
+        assert_eq!(want[1], "0", "only motor policies are the basis: {line}");
+        assert_eq!(
+            got.parse::<f64>().unwrap(),
+            want[0].parse::<f64>().unwrap(),
+            "premium counted once per policy: {line}"
+        );
+    }
+}

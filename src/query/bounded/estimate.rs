@@ -140,13 +140,14 @@ fn lengths(arg: &ColumnarValue) -> Result<Ints> {
     })
 }
 
-/// Bytes of one value of an argument (for arrays: the average row).
-fn value_bytes(arg: &ColumnarValue, rows: usize) -> u64 {
+/// Bytes of an argument's values over `rows` rows: a constant once per
+/// row, an array's by what its rows hold, not by the buffers they share
+/// (an aggregate's lists are slices of one large array).
+fn values_bytes(arg: &ColumnarValue, rows: usize) -> u64 {
     match arg {
-        ColumnarValue::Scalar(s) => s.size() as u64,
-        ColumnarValue::Array(a) => (a.get_array_memory_size() / rows.max(1)) as u64,
+        ColumnarValue::Scalar(s) => (s.size() as u64).saturating_mul(rows as u64),
+        ColumnarValue::Array(a) => data_bytes(a.as_ref()),
     }
-    .max(8)
 }
 
 /// Leaf values of a list row (a nested list counts every value inside).
@@ -310,7 +311,7 @@ pub(super) fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> R
                     .saturating_add(null_text.as_ref().map_or(0, |l| pos(l.at(i))));
                 add(pos(n.at(i)).saturating_mul(each));
             }
-            add(value_bytes(list, rows).saturating_mul(rows as u64));
+            add(values_bytes(list, rows));
         }
         Growth::Inputs => {
             for a in args {
@@ -329,7 +330,7 @@ pub(super) fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> R
             for i in 0..rows {
                 add(pos(n.at(i)).saturating_mul(pos(to.at(i)).max(8)));
             }
-            add(value_bytes(list, rows).saturating_mul(rows as u64));
+            add(values_bytes(list, rows));
         }
     }
     Ok(total)
@@ -409,5 +410,38 @@ fn data_bytes(a: &dyn Array) -> u64 {
             Some(w) => w as u64 * n,
             None => a.get_array_memory_size() as u64,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{ListArray, StringArray};
+    use datafusion::arrow::buffer::OffsetBuffer;
+    use datafusion::arrow::datatypes::Field;
+    use std::sync::Arc;
+
+    #[test]
+    fn array_to_string_of_a_few_rows_of_a_large_list_counts_those_rows() {
+        // 100,000 lines of 20 bytes in 50,000 lists of two, as an
+        // aggregate emits them; a batch of 10 of those lists shares them all.
+        let lines = StringArray::from_iter_values((0..100_000).map(|i| format!("line {i:015}")));
+        let offsets = OffsetBuffer::from_lengths(std::iter::repeat_n(2, 50_000));
+        let all = ListArray::new(
+            Arc::new(Field::new_list_field(DataType::Utf8, true)),
+            offsets,
+            Arc::new(lines),
+            None,
+        );
+        let few: ArrayRef = Arc::new(all.slice(100, 10));
+        let args = [
+            ColumnarValue::Array(few),
+            ColumnarValue::Scalar(datafusion::common::ScalarValue::Utf8(Some(",".into()))),
+        ];
+        let bytes = estimate(Growth::ArrayToString, &args, 10).unwrap();
+        // Ten rows of two 20-byte lines: under 2 KB with the per-element
+        // allowance, where the shared 2 MB of lines were counted before.
+        assert!(bytes < 2_000, "{bytes}");
+        assert!(bytes >= 10 * 2 * 20, "{bytes}");
     }
 }

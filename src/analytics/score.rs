@@ -199,7 +199,8 @@ async fn produce(
             task.set_message(&format!("pass {} of {}", i + 1, passes.len()));
         }
         let df = plan(config, ctx, catalog, as_of, pass, scored_at).await?;
-        let mut rows = df.execute_stream().await?;
+        let physical = df.create_physical_plan().await?;
+        let mut rows = datafusion::physical_plan::execute_stream(physical.clone(), ctx.task_ctx())?;
         while let Some(batch) = rows.next().await {
             let batch = batch?;
             tally.add(&batch);
@@ -208,6 +209,10 @@ async fn produce(
                 // The write stopped; it says why.
                 return Ok(tally);
             }
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let shown = crate::query::plan_with_metrics(physical.as_ref());
+            tracing::debug!("pass {}'s plan, with its metrics:\n{shown}", i + 1);
         }
         crate::lake::failpoint("score.after_pass");
     }

@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::Result;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::execution_plan::{
@@ -71,42 +70,44 @@ fn compact(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
     }
 }
 
+/// `node` with its scans' and joins' view columns compacted. A scan is
+/// compacted by its parent (a scan alone at the top holds nothing), and
+/// nothing inside a Delta scan is touched: it checks the shape of what it
+/// wraps (a deletion vector's coalesce or union over its Parquet leaves).
+/// Applied again, the rule changes nothing: a wrapper is kept as it is.
+fn rewrite(node: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    if node.is::<CompactViewsExec>() || is_scan(&node) {
+        return Ok(node);
+    }
+    let mut changed = false;
+    let mut children = Vec::with_capacity(node.children().len());
+    for child in node.children() {
+        let new = if is_scan(child) {
+            compact(child.clone())
+        } else {
+            rewrite(child.clone())?
+        };
+        changed |= !Arc::ptr_eq(&new, child);
+        children.push(new);
+    }
+    let node = if changed {
+        node.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )?
+    } else {
+        node
+    };
+    Ok(if is_join(&node) { compact(node) } else { node })
+}
+
 impl datafusion::physical_optimizer::PhysicalOptimizerRule for CompactViews {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
         _config: &datafusion::config::ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            if node.is::<CompactViewsExec>() {
-                return Ok(Transformed::no(node));
-            }
-            // Scans are compacted by their parent (a scan alone at the
-            // top holds nothing); Delta's scan keeps its own child.
-            let scans: Vec<bool> = node.children().iter().map(|c| is_scan(c)).collect();
-            let node = if node.name() != "DeltaScanExec"
-                && scans.iter().any(|s| *s)
-                && node.children().iter().any(|c| has_views(&c.schema()))
-            {
-                let children = node
-                    .children()
-                    .into_iter()
-                    .zip(scans)
-                    .map(|(c, scan)| if scan { compact(c.clone()) } else { c.clone() })
-                    .collect();
-                node.replace_children(
-                    children,
-                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-                )?
-            } else {
-                node
-            };
-            if is_join(&node) && has_views(&node.schema()) {
-                return Ok(Transformed::yes(compact(node)));
-            }
-            Ok(Transformed::yes(node))
-        })
-        .data()
+        rewrite(plan)
     }
 
     fn name(&self) -> &str {
@@ -175,6 +176,12 @@ impl ExecutionPlan for CompactViewsExec {
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return Err(datafusion::error::DataFusionError::Internal(format!(
+                "CompactViewsExec takes one child, not {}",
+                children.len()
+            )));
+        }
         Ok(Arc::new(Self::new(children.swap_remove(0))))
     }
 
@@ -199,6 +206,23 @@ impl ExecutionPlan for CompactViewsExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+
+    fn child_stats_requests(
+        &self,
+        partition: Option<usize>,
+    ) -> Vec<datafusion::physical_plan::statistics::ChildStats> {
+        vec![datafusion::physical_plan::statistics::ChildStats::At(
+            partition,
+        )]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<datafusion::common::Statistics>],
+        _args: &datafusion::physical_plan::statistics::StatisticsArgs,
+    ) -> Result<Arc<datafusion::common::Statistics>> {
+        Ok(Arc::clone(&input_stats[0]))
     }
 
     fn supports_limit_pushdown(&self) -> bool {
@@ -385,6 +409,17 @@ mod tests {
             .await
             .unwrap();
         let plan = df.create_physical_plan().await.unwrap();
+        if compacted {
+            // Applied again, the rule changes nothing.
+            use datafusion::physical_optimizer::PhysicalOptimizerRule;
+            use datafusion::physical_plan::displayable;
+            let again = CompactViews
+                .optimize(plan.clone(), &datafusion::config::ConfigOptions::default())
+                .unwrap();
+            let shown = displayable(plan.as_ref()).indent(false).to_string();
+            assert_eq!(displayable(again.as_ref()).indent(false).to_string(), shown);
+            assert!(shown.contains("CompactViewsExec"), "{shown}");
+        }
         let task = ctx.task_ctx();
         let rows: usize = datafusion::physical_plan::collect(plan.clone(), task)
             .await?
@@ -392,6 +427,7 @@ mod tests {
             .map(|b| b.num_rows())
             .sum();
         assert_eq!(rows, 40_000);
+        use datafusion::common::tree_node::TreeNode;
         let mut spills = 0;
         plan.apply(|node| {
             if let Some(m) = node.metrics() {

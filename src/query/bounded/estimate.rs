@@ -403,8 +403,19 @@ fn data_bytes(a: &dyn Array) -> u64 {
             .map(|c| data_bytes(c.as_ref()))
             .sum(),
         DataType::Dictionary(..) => {
+            // Each key stands for its whole value (many keys on one long
+            // value build that value many times over).
             let d = a.as_any_dictionary();
-            data_bytes(d.keys()) + data_bytes(d.values().as_ref())
+            let values = d.values();
+            let each: Vec<u64> = (0..values.len())
+                .map(|i| data_bytes(values.slice(i, 1).as_ref()))
+                .collect();
+            let held: u64 = d
+                .normalized_keys()
+                .iter()
+                .map(|k| each.get(*k).copied().unwrap_or(0))
+                .sum();
+            data_bytes(d.keys()) + held
         }
         t => match t.primitive_width() {
             Some(w) => w as u64 * n,
@@ -443,5 +454,15 @@ mod tests {
         // allowance, where the shared 2 MB of lines were counted before.
         assert!(bytes < 2_000, "{bytes}");
         assert!(bytes >= 10 * 2 * 20, "{bytes}");
+    }
+
+    #[test]
+    fn dictionary_keys_count_their_values_each_time() {
+        use datafusion::arrow::array::DictionaryArray;
+        use datafusion::arrow::datatypes::Int32Type;
+        // A thousand keys on one value of 10,000 bytes hold 10 MB of text.
+        let long = "x".repeat(10_000);
+        let d: DictionaryArray<Int32Type> = std::iter::repeat_n(long.as_str(), 1000).collect();
+        assert!(data_bytes(&d) >= 1000 * 10_000, "{}", data_bytes(&d));
     }
 }

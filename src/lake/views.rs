@@ -261,20 +261,16 @@ pub fn compact_batch(batch: RecordBatch) -> Result<RecordBatch> {
 /// `array` compacted, if it is a view array holding more than twice the
 /// bytes its rows use.
 fn compact_array(array: &ArrayRef) -> Option<ArrayRef> {
-    fn sparse(held: usize, used: usize) -> bool {
-        held > 0 && held > used.saturating_mul(2)
+    use datafusion::arrow::array::GenericByteViewArray;
+    use datafusion::arrow::datatypes::ByteViewType;
+    fn sparse<T: ByteViewType + ?Sized>(a: &GenericByteViewArray<T>) -> Option<ArrayRef> {
+        let held: usize = a.data_buffers().iter().map(|b| b.capacity()).sum();
+        let used = a.total_buffer_bytes_used();
+        (held > 0 && held > used.saturating_mul(2)).then(|| Arc::new(a.gc()) as ArrayRef)
     }
     match array.data_type() {
-        DataType::Utf8View => {
-            let a = array.as_string_view();
-            let held = a.data_buffers().iter().map(|b| b.capacity()).sum();
-            sparse(held, a.total_buffer_bytes_used()).then(|| Arc::new(a.gc()) as ArrayRef)
-        }
-        DataType::BinaryView => {
-            let a = array.as_binary_view();
-            let held = a.data_buffers().iter().map(|b| b.capacity()).sum();
-            sparse(held, a.total_buffer_bytes_used()).then(|| Arc::new(a.gc()) as ArrayRef)
-        }
+        DataType::Utf8View => sparse(array.as_string_view()),
+        DataType::BinaryView => sparse(array.as_binary_view()),
         _ => None,
     }
 }

@@ -52,7 +52,13 @@ pub fn session_config(target_partitions: usize) -> SessionConfig {
 /// [`YieldingJoins`]) and whose text read as views is counted at the size
 /// it holds (see [`super::views`]).
 pub fn delta_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
-    let state = SessionStateBuilder::new()
+    SessionContext::new_with_state(delta_state(config, runtime).build())
+}
+
+/// The state of [`delta_context`], to build on: a context that reads its
+/// tables otherwise adds its own analyzer rules before these.
+pub fn delta_state(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionStateBuilder {
+    SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
@@ -62,8 +68,6 @@ pub fn delta_context(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> Session
         .with_physical_optimizer_rule(Arc::new(YieldingJoins))
         .with_physical_optimizer_rule(Arc::new(super::views::CompactViews))
         .with_optimizer_rule(Arc::new(ConstantScanFilters))
-        .build();
-    SessionContext::new_with_state(state)
 }
 
 /// A scan whose pushed-down filters include a constant that is not true

@@ -40,6 +40,7 @@ mod named_calls;
 mod rowcache;
 pub mod sandbox;
 mod secured;
+mod text;
 pub mod tiered;
 mod udf;
 
@@ -165,7 +166,15 @@ pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
             session = session.with_extension(rowcache::RowCache::shared(config.query.row_cache_mb));
         }
     }
-    let ctx = crate::lake::session::delta_context(session, runtime);
+    // A statement reads text as views and answers as planned (see `text`).
+    let analyzer = std::iter::once(Arc::new(text::ReadTextAsViews) as Arc<_>)
+        .chain(datafusion::optimizer::Analyzer::new().rules)
+        .collect();
+    let ctx = SessionContext::new_with_state(
+        crate::lake::session::delta_state(session, runtime)
+            .with_analyzer_rules(analyzer)
+            .build(),
+    );
     // The bounded built-ins first: a later built-in named like one of
     // ours cannot replace ours.
     bounded::register_bounded(&ctx, config.query.max_value_mb);
@@ -360,26 +369,44 @@ async fn provider(
     text: Text,
 ) -> Result<Option<Arc<dyn TableProvider>>, QueryError> {
     let on = |e: DataFusionError| LakeError::query(&def.name, e);
+    let delta = |table: &deltalake::DeltaTable, text: Text| {
+        table
+            .table_provider()
+            .with_session(crate::lake::session::scan_session(text))
+    };
     Ok(match layout {
         Layout::Missing => None,
-        Layout::Single(table) => Some(Arc::new(tiered::OneTier::new(
-            def,
-            table.version(),
-            table
-                .table_provider()
-                .with_session(crate::lake::session::scan_session(text))
-                .await
-                .map_err(on)?,
-        ))),
+        Layout::Single(table) => {
+            let one = |inner| tiered::OneTier::new(def, table.version(), inner);
+            let read = one(delta(table, text).await.map_err(on)?);
+            // A table read as plain text carries its twin read as views:
+            // a statement's plan reads that one and casts its answer back
+            // (see `text`).
+            Some(Arc::new(match text {
+                Text::Plain => read.with_views(one(delta(table, Text::Views).await.map_err(on)?)),
+                Text::Views => read,
+            }))
+        }
         Layout::Tiered { hot, as_of } => {
-            let schema = hot
-                .table_provider()
-                .with_session(crate::lake::session::scan_session(text))
-                .await
-                .map_err(on)?
-                .schema();
-            tiered::TieredTable::new(lake.clone(), def.clone(), schema, as_of.clone(), text)
-                .map(|t| Arc::new(t) as Arc<dyn TableProvider>)
+            let tiered = |text| async move {
+                let schema = delta(hot, text).await.map_err(on)?.schema();
+                Ok::<_, QueryError>(tiered::TieredTable::new(
+                    lake.clone(),
+                    def.clone(),
+                    schema,
+                    as_of.clone(),
+                    text,
+                ))
+            };
+            let read = tiered(text).await?;
+            match (read, text) {
+                (Some(read), Text::Plain) => match tiered(Text::Views).await? {
+                    Some(views) => Some(read.with_views(views)),
+                    None => Some(read),
+                },
+                (read, _) => read,
+            }
+            .map(|t| Arc::new(t) as Arc<dyn TableProvider>)
         }
     })
 }

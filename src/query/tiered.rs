@@ -43,6 +43,9 @@ pub struct TieredTable {
     marks: tokio::sync::Mutex<Option<catalog::Versioned<Watermarks>>>,
     /// How the tiers' scans read text.
     text: Text,
+    /// The same table read with text as views, for a statement's plan to
+    /// swap in (see [`super::text`]).
+    views: Option<Arc<TieredTable>>,
 }
 
 /// A tier's table and its provider, rebuilt only when the table changed.
@@ -120,7 +123,19 @@ impl TieredTable {
             opened: Default::default(),
             marks: Default::default(),
             text,
+            views: None,
         })
+    }
+
+    /// This table with `views`, the same table read with text as views.
+    pub fn with_views(mut self, views: TieredTable) -> Self {
+        self.views = Some(Arc::new(views));
+        self
+    }
+
+    /// The same table read with text as views, if it has one.
+    pub fn views(&self) -> Option<Arc<dyn TableProvider>> {
+        self.views.clone().map(|v| v as Arc<dyn TableProvider>)
     }
 
     /// A tier's table and provider, current (or as of the time asked for).
@@ -484,6 +499,9 @@ pub struct OneTier {
     /// Scans of every file, by projection, that lookups served from the
     /// row cache start from (see [`OneTier::whole_scan`]).
     whole: std::sync::Mutex<WholeScans>,
+    /// The same version read with text as views, for a statement's plan to
+    /// swap in (see [`super::text`]).
+    views: Option<Arc<OneTier>>,
 }
 
 /// Whole-table scans by projection.
@@ -501,7 +519,19 @@ impl OneTier {
             inner,
             indexed: def.lookup.clone(),
             whole: Default::default(),
+            views: None,
         }
+    }
+
+    /// This table with `views`, the same version read with text as views.
+    pub fn with_views(mut self, views: OneTier) -> Self {
+        self.views = Some(Arc::new(views));
+        self
+    }
+
+    /// The same version read with text as views, if it has one.
+    pub fn views(&self) -> Option<Arc<dyn TableProvider>> {
+        self.views.clone().map(|v| v as Arc<dyn TableProvider>)
     }
 
     /// Delta's scan of every file of this version with `projection`, no

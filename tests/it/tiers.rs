@@ -1142,3 +1142,99 @@ fn a_row_whose_month_changes_tier_moves_with_it() {
     );
     assert_tiers_clean(d);
 }
+
+/// A statement reads text as views (its joins and aggregates take a view,
+/// not a copy) and answers with the types it was planned with: plain
+/// strings, whether the table is one Delta table or tiered.
+#[test]
+fn a_statement_reads_text_as_views_and_answers_plain_strings() {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::physical_plan::ExecutionPlan;
+    fn views_inside(plan: &std::sync::Arc<dyn ExecutionPlan>) -> bool {
+        plan.schema()
+            .fields()
+            .iter()
+            .any(|f| f.data_type() == &DataType::Utf8View)
+            || plan.children().into_iter().any(views_inside)
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    policy_lake(d, None);
+    let rt = rt();
+    let sql = "SELECT p.product_line, min(p.policy_no) AS first, count(*) AS n \
+               FROM policy p JOIN policy q ON q.policy_no = p.policy_no \
+               WHERE p.status <> 'x' GROUP BY p.product_line \
+               UNION ALL SELECT 'none', 'none', 0 ORDER BY 1";
+    let mut answers = Vec::new();
+    for tiered in [false, true] {
+        if tiered {
+            ok(d, &["tier", "apply", "--as-of", "2026-06-30"]);
+        }
+        let lake = Lake::new(&config_of(d)).unwrap();
+        let (plan, batches) = rt.block_on(async {
+            let ctx = lake_context(&lake).await;
+            let df = ctx.sql(sql).await.unwrap();
+            let plan = df.clone().create_physical_plan().await.unwrap();
+            (plan, df.collect().await.unwrap())
+        });
+        assert!(views_inside(&plan), "tiered {tiered}: no views read");
+        let schema = batches[0].schema();
+        let types: Vec<_> = schema
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect();
+        assert_eq!(types, [DataType::Utf8, DataType::Utf8, DataType::Int64]);
+        assert_eq!(plan.schema().fields()[0].data_type(), &DataType::Utf8);
+        answers.push(
+            datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert!(answers[0].contains("| none"), "{}", answers[0]);
+    // Shapes whose types settle only once typed (a first branch or first
+    // `THEN` that is a literal, a list of texts, a subquery's value) or
+    // that keep the types they were planned with (a correlated subquery's
+    // outer row, a recursive query's work table) answer plain strings.
+    let lake = Lake::new(&config_of(d)).unwrap();
+    for sql in [
+        "SELECT 'total' AS k, count(*) AS n FROM policy \
+         UNION ALL SELECT product_line, count(*) FROM policy GROUP BY product_line",
+        "SELECT CASE WHEN status = 'x' THEN 'unknown' ELSE product_line END AS k, count(*) \
+         FROM policy GROUP BY 1",
+        "SELECT product_line, array_agg(policy_no ORDER BY policy_no) AS a \
+         FROM policy GROUP BY product_line",
+        "SELECT (SELECT max(policy_no) FROM policy) AS top",
+        "SELECT p.policy_no FROM policy p WHERE EXISTS (SELECT 1 FROM policy q \
+         WHERE q.policy_no = p.policy_no AND p.status = 'active') ORDER BY 1 LIMIT 3",
+        "WITH RECURSIVE r(n, k) AS (SELECT 1, min(policy_no) FROM policy \
+         UNION ALL SELECT r.n + 1, p.policy_no FROM r JOIN policy p ON p.policy_no = r.k \
+         WHERE r.n < 3) SELECT * FROM r",
+    ] {
+        let (declared, batches) = rt.block_on(async {
+            let ctx = lake_context(&lake).await;
+            let df = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let declared = df.schema().as_arrow().clone();
+            let batches = df.collect().await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            (declared, batches)
+        });
+        assert!(!batches.is_empty(), "{sql}");
+        for b in &batches {
+            let got: Vec<_> = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+            let want: Vec<_> = declared
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+            assert_eq!(got, want, "{sql}");
+            assert!(!format!("{got:?}").contains("View"), "{sql}: {got:?}");
+        }
+    }
+}

@@ -85,7 +85,15 @@ pub fn attach(ctx: SessionContext, scheduler: &str) -> Result<SessionContext, Qu
         .filter(|r| r.name() != crate::lake::views::CompactViews.name())
         .cloned()
         .collect();
-    let state = SessionStateBuilder::new_from_existing(state)
+    // Nor do they read text as views (the analyzer's other rules and its
+    // function rewrites, the bounded built-ins, stay).
+    let mut builder = SessionStateBuilder::new_from_existing(state);
+    if let Some(analyzer) = builder.analyzer() {
+        analyzer
+            .rules
+            .retain(|r| r.name() != super::text::ReadTextAsViews::NAME);
+    }
+    let state = builder
         .with_config(config)
         .with_physical_optimizer_rules(rules)
         .with_query_planner(Arc::new(ClusterPlanner {

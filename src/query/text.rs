@@ -1,0 +1,191 @@
+//! A statement reads text as views and answers it as plain strings.
+//!
+//! The lake's tables are declared to statements with text as `Utf8`: what
+//! every reader (HTTP, PostgreSQL, Flight SQL, the CLI, exports) receives
+//! and what `information_schema` and `pg_catalog` show. Read that way,
+//! every join, filter and aggregate copies each string it takes; read as
+//! views (`Utf8View`, see [`crate::lake::session::Text::Views`]) it takes
+//! a 16-byte view, and keys of up to twelve bytes (customer and source ids,
+//! codes) live in the view itself.
+//!
+//! [`ReadTextAsViews`], the first analyzer rule of a statement's session,
+//! gives both: each scan of a lake table reads its twin that reads text as
+//! views, the plan is typed again (type coercion casts what meets a view:
+//! a literal, a `VALUES` row, a function taking `Utf8`), and the
+//! statement's answer is cast back to the types it was planned with. Only the rows answered are copied, once.
+//!
+//! - Only a statement that joins, groups, windows or removes duplicates is
+//!   changed: one that filters and projects rows (a lookup, an export)
+//!   would copy every string it answers all the same.
+//! - What a statement writes (`COPY`) gets the types it was planned with.
+//! - A cluster's sessions leave the rule out: their executors read plain
+//!   strings.
+//! - The physical plan counts view columns at the size they hold (see
+//!   [`crate::lake::views`]).
+
+use std::sync::Arc;
+
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DFSchemaRef, Result};
+use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::logical_expr::{Expr, LogicalPlan, Projection, TableScan, TableScanBuilder, cast};
+use datafusion::optimizer::AnalyzerRule;
+use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
+
+use super::tiered::{OneTier, TieredTable};
+
+/// See the module's documentation.
+#[derive(Debug, Default)]
+pub(crate) struct ReadTextAsViews;
+
+impl ReadTextAsViews {
+    pub(crate) const NAME: &'static str = "custlake_read_text_as_views";
+}
+
+impl AnalyzerRule for ReadTextAsViews {
+    fn name(&self) -> &str {
+        Self::NAME
+    }
+
+    fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
+        match plan {
+            // What a statement writes gets the types it was planned with.
+            LogicalPlan::Copy(mut copy) => {
+                copy.input = Arc::new(answered(Arc::unwrap_or_clone(copy.input), config)?);
+                Ok(LogicalPlan::Copy(copy))
+            }
+            LogicalPlan::Dml(mut dml) => {
+                dml.input = Arc::new(answered(Arc::unwrap_or_clone(dml.input), config)?);
+                Ok(LogicalPlan::Dml(dml))
+            }
+            // Definitions and session statements read nothing.
+            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::DescribeTable(_) => {
+                Ok(plan)
+            }
+            plan => answered(plan, config),
+        }
+    }
+}
+
+/// `plan` reading views, typed, its answer cast back to `plan`'s own types.
+fn answered(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
+    if !worth_reading_views(&plan) {
+        return Ok(plan);
+    }
+    let planned = plan.schema().clone();
+    // Typed here, so that the answer's types are known before they are
+    // cast back (a `UNION` or `CASE` whose first branch is a literal, a
+    // list of texts, may come out as views only once typed); the session's
+    // own type coercion, after this rule, then finds nothing to change.
+    let read = TypeCoercion::new().analyze(read_views(plan)?, config)?;
+    let same = read.schema().fields().len() == planned.fields().len()
+        && read
+            .schema()
+            .fields()
+            .iter()
+            .zip(planned.fields().iter())
+            .all(|(now, was)| now.data_type() == was.data_type());
+    if same {
+        return Ok(read);
+    }
+    cast_back(read, &planned)
+}
+
+/// `plan` with every scan of a lake table that has a views twin reading
+/// the twin (type coercion then types every node above it again).
+fn read_views(plan: LogicalPlan) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = &node
+            && let Some(swapped) = twin(scan)?
+        {
+            return Ok(Transformed::yes(LogicalPlan::TableScan(swapped)));
+        }
+        Ok(Transformed::no(node))
+    })
+    .map(|t| t.data)
+}
+
+/// `scan` reading its table's views twin, if its table has one.
+fn twin(scan: &TableScan) -> Result<Option<TableScan>> {
+    let Ok(provider) = source_as_provider(&scan.source) else {
+        return Ok(None);
+    };
+    let views = if let Some(t) = provider.downcast_ref::<OneTier>() {
+        t.views()
+    } else if let Some(t) = provider.downcast_ref::<TieredTable>() {
+        t.views()
+    } else {
+        None
+    };
+    let Some(views) = views else {
+        return Ok(None);
+    };
+    TableScanBuilder::new(scan.table_name.clone(), provider_as_source(views))
+        .with_projection(scan.projection.clone())
+        .with_filters(scan.filters.clone())
+        .with_fetch(scan.fetch)
+        .with_statistics_requests(scan.statistics_requests.clone())
+        .build()
+        .map(Some)
+}
+
+/// `plan`'s answer with each column cast to its type in `planned` (the
+/// same columns, in order, under the same names).
+fn cast_back(plan: LogicalPlan, planned: &DFSchemaRef) -> Result<LogicalPlan> {
+    let exprs: Vec<Expr> = plan
+        .schema()
+        .iter()
+        .zip(planned.iter())
+        .map(|((q, now), (pq, was))| {
+            let column = Expr::Column(datafusion::common::Column::from((q, now)));
+            if now.data_type() == was.data_type() {
+                column
+            } else {
+                cast(column, was.data_type().clone())
+                    .alias_qualified(pq.cloned(), was.name().as_str())
+            }
+        })
+        .collect();
+    Projection::try_new(exprs, Arc::new(plan)).map(LogicalPlan::Projection)
+}
+
+/// Whether `plan` joins, groups, windows or removes duplicates, where
+/// views save copying, and reading views keeps its types coherent:
+///
+/// - A statement that only filters and projects rows (a lookup, an
+///   export) reads plain strings as planned: read as views they would be
+///   copied all the same when cast back.
+/// - A recursive query's work table keeps the types it was planned with,
+///   and a correlated subquery's references to the outer row carry theirs:
+///   neither would follow the scans' new types, so such plans read plain
+///   strings.
+fn worth_reading_views(plan: &LogicalPlan) -> bool {
+    let mut combines = false;
+    let mut fixed = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::Join(_)
+            | LogicalPlan::Aggregate(_)
+            | LogicalPlan::Window(_)
+            | LogicalPlan::Distinct(_) => combines = true,
+            LogicalPlan::RecursiveQuery(_) => fixed = true,
+            _ => {}
+        }
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if matches!(e, Expr::OuterReferenceColumn(..)) {
+                    fixed = true;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        Ok(if fixed {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    combines && !fixed
+}

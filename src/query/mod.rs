@@ -134,6 +134,29 @@ pub fn tables_read(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> 
     out.into_iter().collect()
 }
 
+/// Whether an expression anywhere in `plan`, its subqueries included,
+/// satisfies `found`.
+pub fn any_expr(
+    plan: &datafusion::logical_expr::LogicalPlan,
+    mut found: impl FnMut(&datafusion::logical_expr::Expr) -> bool,
+) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut hit = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                hit = found(e);
+                Ok(if hit {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })
+        })
+    });
+    hit
+}
+
 /// A context for queries over the lake, on a runtime of its own, with
 /// the SQL functions registered.
 pub fn context(config: &Config) -> Result<SessionContext, QueryError> {

@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::common::{DFSchemaRef, Result};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, TableScan, TableScanBuilder, cast};
@@ -161,31 +161,19 @@ fn cast_back(plan: LogicalPlan, planned: &DFSchemaRef) -> Result<LogicalPlan> {
 ///   neither would follow the scans' new types, so such plans read plain
 ///   strings.
 fn worth_reading_views(plan: &LogicalPlan) -> bool {
-    let mut combines = false;
-    let mut fixed = false;
+    let (mut combines, mut recursive) = (false, false);
     let _ = plan.apply_with_subqueries(|node| {
         match node {
             LogicalPlan::Join(_)
             | LogicalPlan::Aggregate(_)
             | LogicalPlan::Window(_)
             | LogicalPlan::Distinct(_) => combines = true,
-            LogicalPlan::RecursiveQuery(_) => fixed = true,
+            LogicalPlan::RecursiveQuery(_) => recursive = true,
             _ => {}
         }
-        node.apply_expressions(|e| {
-            e.apply(|e| {
-                if matches!(e, Expr::OuterReferenceColumn(..)) {
-                    fixed = true;
-                    return Ok(TreeNodeRecursion::Stop);
-                }
-                Ok(TreeNodeRecursion::Continue)
-            })
-        })?;
-        Ok(if fixed {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
+        Ok(TreeNodeRecursion::Continue)
     });
-    combines && !fixed
+    combines
+        && !recursive
+        && !super::any_expr(plan, |e| matches!(e, Expr::OuterReferenceColumn(..)))
 }

@@ -244,30 +244,13 @@ fn optimize(
 /// clock (`now()`, `current_date`: no arguments, yet not immutable), which
 /// optimising turns into the time of planning.
 fn changes_between_runs(plan: &LogicalPlan) -> bool {
-    let mut found = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        node.apply_expressions(|e| {
-            e.apply(|e| {
-                if let Expr::ScalarFunction(f) = e
-                    && match f.func.signature().volatility {
-                        Volatility::Immutable => false,
-                        Volatility::Stable => f.args.is_empty(),
-                        Volatility::Volatile => true,
-                    }
-                {
-                    found = true;
-                    return Ok(TreeNodeRecursion::Stop);
-                }
-                Ok(TreeNodeRecursion::Continue)
-            })
-        })?;
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
+    crate::query::any_expr(plan, |e| {
+        matches!(e, Expr::ScalarFunction(f) if match f.func.signature().volatility {
+            Volatility::Immutable => false,
+            Volatility::Stable => f.args.is_empty(),
+            Volatility::Volatile => true,
         })
-    });
-    found
+    })
 }
 
 /// `plan`'s expressions simplified, as the optimiser does: constants

@@ -20,6 +20,7 @@ use futures::StreamExt;
 
 use super::{AnalyticsError, bind, rule};
 use crate::config::Config;
+use crate::error::{Classify, ErrorKind};
 use crate::lake::Lake;
 use crate::progress::{Progress, Task, Unit};
 use crate::schema::Catalog;
@@ -44,6 +45,16 @@ pub struct Scored {
 pub enum Pass {
     Whole,
     Ids { first: String, last: String },
+}
+
+impl Pass {
+    /// The customers of the pass, for a log line.
+    fn describe(&self) -> String {
+        match self {
+            Self::Whole => "every customer".into(),
+            Self::Ids { first, last } => format!("customers {first} to {last}"),
+        }
+    }
 }
 
 /// The score rule's plan for `as_of` and one pass, in `customer_score`'s
@@ -98,6 +109,18 @@ pub async fn plan(
     Ok(df.select(exprs)?)
 }
 
+/// The active golden customers of `pass`, their ids only.
+async fn active_ids(ctx: &SessionContext, pass: &Pass) -> Result<DataFrame, AnalyticsError> {
+    let mut df = ctx
+        .table("customer")
+        .await?
+        .filter(col("status").eq(lit("active")))?;
+    if let Pass::Ids { first, last } = pass {
+        df = df.filter(col("customer_id").between(lit(first.as_str()), lit(last.as_str())))?;
+    }
+    Ok(df.select(vec![col("customer_id")])?)
+}
+
 /// The passes that score the active golden customers at most `per_pass`
 /// at a time: runs of consecutive ids (in id order) of equal size, or one
 /// pass of everyone when they fit. Also returns how many there are.
@@ -105,20 +128,27 @@ pub async fn passes(
     ctx: &SessionContext,
     per_pass: u64,
 ) -> Result<(Vec<Pass>, u64), AnalyticsError> {
-    const ACTIVE: &str = "FROM customer WHERE status = 'active'";
-    let total = ctx
-        .sql(&format!("SELECT customer_id {ACTIVE}"))
-        .await?
-        .count()
-        .await? as u64;
+    let total = active_ids(ctx, &Pass::Whole).await?.count().await? as u64;
     let per_pass = per_pass.max(1);
     if total <= per_pass {
         return Ok((vec![Pass::Whole], total));
     }
-    let size = total.div_ceil(total.div_ceil(per_pass));
-    let mut ids = ctx
-        .sql(&format!("SELECT customer_id {ACTIVE} ORDER BY customer_id"))
+    let out = split(ctx, &Pass::Whole, total, total.div_ceil(per_pass)).await?;
+    Ok((out, total))
+}
+
+/// `pass`'s `total` customers cut into `parts` runs of consecutive ids of
+/// equal size, in id order.
+async fn split(
+    ctx: &SessionContext,
+    pass: &Pass,
+    total: u64,
+    parts: u64,
+) -> Result<Vec<Pass>, AnalyticsError> {
+    let size = total.div_ceil(parts.max(1)).max(1);
+    let mut ids = active_ids(ctx, pass)
         .await?
+        .sort(vec![col("customer_id").sort(true, false)])?
         .execute_stream()
         .await?;
     let (mut out, mut first, mut at) = (Vec::new(), None::<String>, 0u64);
@@ -146,13 +176,24 @@ pub async fn passes(
             }
         }
     }
-    Ok((out, total))
+    Ok(out)
+}
+
+/// `pass` cut in two halves, when it has at least two customers.
+async fn halves(ctx: &SessionContext, pass: &Pass) -> Result<Vec<Pass>, AnalyticsError> {
+    let total = active_ids(ctx, pass).await?.count().await? as u64;
+    if total < 2 {
+        return Ok(Vec::new());
+    }
+    split(ctx, pass, total, 2).await
 }
 
 /// What the passes produced, counted as their rows stream by.
 #[derive(Debug, Default)]
 struct Tally {
     customers: u64,
+    /// The passes run, halves of a pass that ran out of memory included.
+    passes: usize,
     stages: BTreeMap<String, u64>,
     tiers: BTreeMap<String, u64>,
 }
@@ -183,6 +224,16 @@ impl Tally {
 }
 
 /// Run the passes in order, sending their rows to the write.
+///
+/// A pass that runs out of query memory before it sent a row (its joins
+/// hold their build sides before the first row comes out) is scored again
+/// as two halves, and a half that does too as two quarters, down to a
+/// sixteenth of the planned pass: the default pass size is an estimate
+/// (`analytics.score_pass_customers`), and a memory limit it overshoots
+/// costs a retry, not the run. Memory that even a sixteenth of a pass
+/// cannot fit in is not a matter of pass size (the plan's fixed needs
+/// exceed the limit): the run fails then, as it does when a pass fails
+/// after its first rows went to the write. A failed run commits nothing.
 async fn produce(
     config: &Config,
     ctx: &SessionContext,
@@ -194,32 +245,107 @@ async fn produce(
 ) -> Result<Tally, AnalyticsError> {
     let scored_at = chrono::Utc::now().timestamp_micros();
     let mut tally = Tally::default();
-    for (i, pass) in passes.iter().enumerate() {
-        if passes.len() > 1 {
-            task.set_message(&format!("pass {} of {}", i + 1, passes.len()));
+    // Each pass with the halvings that made it.
+    let mut queue: std::collections::VecDeque<(Pass, u32)> =
+        passes.iter().map(|p| (p.clone(), 0)).collect();
+    while let Some((pass, halved)) = queue.pop_front() {
+        if tally.passes > 0 || !queue.is_empty() {
+            task.set_message(&format!(
+                "pass {} of {}",
+                tally.passes + 1,
+                tally.passes + 1 + queue.len()
+            ));
         }
-        let df = plan(config, ctx, catalog, as_of, pass, scored_at).await?;
-        let physical = df.create_physical_plan().await?;
-        // Kept for the debug log only: a plan held to the end of its pass
-        // holds its joins' tables (0.5 GB more at a million customers).
-        let shown = tracing::enabled!(tracing::Level::DEBUG).then(|| physical.clone());
-        let mut rows = datafusion::physical_plan::execute_stream(physical, ctx.task_ctx())?;
-        while let Some(batch) = rows.next().await {
-            let batch = batch?;
-            tally.add(&batch);
-            task.set_position(tally.customers);
-            if tx.send(Ok(batch)).await.is_err() {
-                // The write stopped; it says why.
-                return Ok(tally);
+        let sent = tally.customers;
+        match run_pass(
+            config, ctx, catalog, as_of, &pass, scored_at, &mut tally, task, tx,
+        )
+        .await
+        {
+            Ok(true) => {}
+            // The write stopped; it says why.
+            Ok(false) => return Ok(tally),
+            Err(e)
+                if e.kind() == ErrorKind::ResourcesExhausted
+                    && tally.customers == sent
+                    && halved < MAX_HALVINGS =>
+            {
+                let halves = halves(ctx, &pass).await?;
+                if halves.len() < 2 {
+                    return Err(e);
+                }
+                tracing::warn!(
+                    "a scoring pass ({}) ran out of query memory (query.memory_limit_mb = {}) \
+                     before its first row; scoring it as two passes",
+                    pass.describe(),
+                    config.query.memory_limit_mb
+                );
+                for half in halves.into_iter().rev() {
+                    queue.push_front((half, halved + 1));
+                }
+            }
+            Err(e) => {
+                if e.kind() == ErrorKind::ResourcesExhausted && halved == MAX_HALVINGS {
+                    tracing::warn!(
+                        "a scoring pass ({}) cut in two {MAX_HALVINGS} times still ran out of \
+                         query memory: the plan needs more than query.memory_limit_mb = {} \
+                         whatever the pass size; raise it",
+                        pass.describe(),
+                        config.query.memory_limit_mb
+                    );
+                }
+                return Err(e);
             }
         }
-        if let Some(physical) = shown {
-            let shown = crate::query::plan_with_metrics(physical.as_ref());
-            tracing::debug!("pass {}'s plan, with its metrics:\n{shown}", i + 1);
-        }
-        crate::lake::failpoint("score.after_pass");
     }
     Ok(tally)
+}
+
+/// How many times a pass that ran out of memory is cut in two before the
+/// run gives up: a sixteenth of it.
+const MAX_HALVINGS: u32 = 4;
+
+/// Run one pass, sending its rows to the write: false when the write
+/// stopped taking them.
+#[allow(clippy::too_many_arguments)]
+async fn run_pass(
+    config: &Config,
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    as_of: chrono::NaiveDate,
+    pass: &Pass,
+    scored_at: i64,
+    tally: &mut Tally,
+    task: &dyn Task,
+    tx: &tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
+) -> Result<bool, AnalyticsError> {
+    let df = plan(config, ctx, catalog, as_of, pass, scored_at).await?;
+    let physical = df.create_physical_plan().await?;
+    // Kept for the debug log only: a plan held to the end of its pass
+    // holds its joins' tables (0.5 GB more at a million customers).
+    let shown = tracing::enabled!(tracing::Level::DEBUG).then(|| physical.clone());
+    let mut rows = datafusion::physical_plan::execute_stream(physical, ctx.task_ctx())?;
+    while let Some(batch) = rows.next().await {
+        if crate::lake::failpoint_fails("score.pass_memory") {
+            return Err(datafusion::error::DataFusionError::ResourcesExhausted(
+                "the failpoint score.pass_memory".into(),
+            )
+            .into());
+        }
+        let batch = batch?;
+        tally.add(&batch);
+        task.set_position(tally.customers);
+        if tx.send(Ok(batch)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    tally.passes += 1;
+    if let Some(physical) = shown {
+        let shown = crate::query::plan_with_metrics(physical.as_ref());
+        tracing::debug!("pass {}'s plan, with its metrics:\n{shown}", tally.passes);
+    }
+    crate::lake::failpoint("score.after_pass");
+    Ok(true)
 }
 
 /// Score every golden customer as of `as_of` and replace that date's rows
@@ -286,7 +412,7 @@ pub async fn run(
             customers: tally.customers,
             stages: tally.stages,
             tiers: tally.tiers,
-            passes: passes.len(),
+            passes: tally.passes,
             version: outcome.version,
         })
     }

@@ -32,7 +32,7 @@ use crate::schema::TableDef;
 
 pub use checkpoints::CHECKPOINT_INTERVAL;
 use checkpoints::frequent_checkpoints;
-pub use failpoint::failpoint;
+pub use failpoint::{failpoint, failpoint_fails};
 pub use layout::Layout;
 pub use warehouse::{OpenError, Warehouse};
 

@@ -417,6 +417,27 @@ fn a_book_scored_in_passes_gets_the_rows_of_one_pass_in_one_commit() {
     let again: serde_json::Value =
         serde_json::from_str(&ok(d, &["score", "--as-of", "2026-06-30", "--json"])).unwrap();
     assert_eq!(again["version"], passes["version"].as_u64().unwrap() + 1);
+
+    // A pass that runs out of query memory before its first row is scored
+    // again as two halves: the same rows, in one more pass, and a warning
+    // that says so.
+    let out = std::process::Command::new(crate::common::bin())
+        .current_dir(d)
+        .args(["score", "--as-of", "2026-06-30", "--json"])
+        .env("CUSTLAKE_FAILPOINT", "score.pass_memory@1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let halved: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(halved["passes"].as_u64(), Some(n + 1), "{halved}");
+    assert_eq!(halved["customers"], whole["customers"]);
+    assert_eq!(halved["version"], again["version"].as_u64().unwrap() + 1);
+    assert!(
+        stderr.contains("ran out of query memory") && stderr.contains("scoring it as two passes"),
+        "{stderr}"
+    );
+    assert_eq!(query(d, rows), once);
 }
 
 #[test]

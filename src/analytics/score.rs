@@ -401,7 +401,10 @@ pub async fn run(
             vec![
                 ("operation".into(), "score".into()),
                 ("as_of".into(), as_of.to_string().into()),
-                ("passes".into(), passes.len().into()),
+                // As planned: a pass that ran out of memory and was
+                // scored in halves is counted once here (the run's
+                // summary counts the passes that ran).
+                ("passes_planned".into(), passes.len().into()),
             ],
         );
         let (tally, written) = tokio::join!(producing, writing);

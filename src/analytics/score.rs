@@ -57,56 +57,68 @@ impl Pass {
     }
 }
 
-/// The score rule's plan for `as_of` and one pass, in `customer_score`'s
-/// columns, every row stamped `scored_at` (microseconds, UTC).
-pub async fn plan(
-    config: &Config,
-    ctx: &SessionContext,
-    catalog: &Catalog,
+/// One score run: what its passes share.
+struct Scoring<'a> {
+    config: &'a Config,
+    ctx: &'a SessionContext,
+    catalog: &'a Catalog,
     as_of: chrono::NaiveDate,
-    pass: &Pass,
+    /// The stamp of every row (microseconds, UTC).
     scored_at: i64,
-) -> Result<DataFrame, AnalyticsError> {
-    let q = rule("score")?;
-    let mut given = HashMap::from([("as_of".to_string(), as_of.to_string())]);
-    if let Pass::Ids { first, last } = pass {
-        given.insert("whole".into(), "false".into());
-        given.insert("from_id".into(), first.clone());
-        given.insert("to_id".into(), last.clone());
-    }
-    let params = bind(config, &q, &given)?;
-    let df = match pass {
-        Pass::Whole => ctx.sql(&q.sql).await?,
-        // A pass's joins are planned in the order the rule writes them,
-        // its few rows first and held in memory: by their estimates the
-        // planner would hold a whole table instead (the payments, to find
-        // the first premium of a pass's policies), as large at any pass
-        // size as the book.
-        Pass::Ids { .. } => {
-            let mut state = ctx.state();
-            state.config_mut().options_mut().optimizer.join_reordering = false;
-            SessionContext::new_with_state(state).sql(&q.sql).await?
+}
+
+impl Scoring<'_> {
+    /// The score rule's plan for `as_of` and one pass, in `customer_score`'s
+    /// columns, every row stamped `scored_at`.
+    async fn plan(&self, pass: &Pass) -> Result<DataFrame, AnalyticsError> {
+        let Self {
+            config,
+            ctx,
+            catalog,
+            as_of,
+            scored_at,
+        } = *self;
+        let q = rule("score")?;
+        let mut given = HashMap::from([("as_of".to_string(), as_of.to_string())]);
+        if let Pass::Ids { first, last } = pass {
+            given.insert("whole".into(), "false".into());
+            given.insert("from_id".into(), first.clone());
+            given.insert("to_id".into(), last.clone());
         }
-    };
-    let df = df.with_param_values(params)?;
-    let def = catalog.table("customer_score")?;
-    let month = as_of.format("%Y-%m").to_string();
-    let exprs = def
-        .fields
-        .iter()
-        .map(|f| {
-            let e = match f.name.as_str() {
-                "scored_at" => lit(ScalarValue::TimestampMicrosecond(
-                    Some(scored_at),
-                    Some("UTC".into()),
-                )),
-                "as_of_month" => lit(month.clone()),
-                n => col(n),
-            };
-            cast(e, f.ty.arrow()).alias(&f.name)
-        })
-        .collect::<Vec<_>>();
-    Ok(df.select(exprs)?)
+        let params = bind(config, &q, &given)?;
+        let df = match pass {
+            Pass::Whole => ctx.sql(&q.sql).await?,
+            // A pass's joins are planned in the order the rule writes them,
+            // its few rows first and held in memory: by their estimates the
+            // planner would hold a whole table instead (the payments, to find
+            // the first premium of a pass's policies), as large at any pass
+            // size as the book.
+            Pass::Ids { .. } => {
+                let mut state = ctx.state();
+                state.config_mut().options_mut().optimizer.join_reordering = false;
+                SessionContext::new_with_state(state).sql(&q.sql).await?
+            }
+        };
+        let df = df.with_param_values(params)?;
+        let def = catalog.table("customer_score")?;
+        let month = as_of.format("%Y-%m").to_string();
+        let exprs = def
+            .fields
+            .iter()
+            .map(|f| {
+                let e = match f.name.as_str() {
+                    "scored_at" => lit(ScalarValue::TimestampMicrosecond(
+                        Some(scored_at),
+                        Some("UTC".into()),
+                    )),
+                    "as_of_month" => lit(month.clone()),
+                    n => col(n),
+                };
+                cast(e, f.ty.arrow()).alias(&f.name)
+            })
+            .collect::<Vec<_>>();
+        Ok(df.select(exprs)?)
+    }
 }
 
 /// The active golden customers of `pass`, their ids only.
@@ -223,130 +235,122 @@ impl Tally {
     }
 }
 
-/// Run the passes in order, sending their rows to the write.
-///
-/// A pass that runs out of query memory before it sent a row (its joins
-/// hold their build sides before the first row comes out) is scored again
-/// as two halves, and a half that does too as two quarters, down to a
-/// sixteenth of the planned pass: the default pass size is an estimate
-/// (`analytics.score_pass_customers`), and a memory limit it overshoots
-/// costs a retry, not the run. Memory that even a sixteenth of a pass
-/// cannot fit in is not a matter of pass size (the plan's fixed needs
-/// exceed the limit): the run fails then, as it does when a pass fails
-/// after its first rows went to the write. A failed run commits nothing.
-async fn produce(
-    config: &Config,
-    ctx: &SessionContext,
-    catalog: &Catalog,
-    as_of: chrono::NaiveDate,
-    passes: &[Pass],
-    task: &dyn Task,
-    tx: &tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
-) -> Result<Tally, AnalyticsError> {
-    let scored_at = chrono::Utc::now().timestamp_micros();
-    let mut tally = Tally::default();
-    // Each pass with the halvings that made it.
-    let mut queue: std::collections::VecDeque<(Pass, u32)> =
-        passes.iter().map(|p| (p.clone(), 0)).collect();
-    while let Some((pass, halved)) = queue.pop_front() {
-        if tally.passes > 0 || !queue.is_empty() {
-            task.set_message(&format!(
-                "pass {} of {}",
-                tally.passes + 1,
-                tally.passes + 1 + queue.len()
-            ));
-        }
-        let sent = tally.customers;
-        match run_pass(
-            config, ctx, catalog, as_of, &pass, scored_at, &mut tally, task, tx,
-        )
-        .await
-        {
-            Ok(true) => {}
-            // The write stopped; it says why.
-            Ok(false) => return Ok(tally),
-            Err(e)
-                if e.kind() == ErrorKind::ResourcesExhausted
-                    && tally.customers == sent
-                    && halved < MAX_HALVINGS =>
-            {
-                let halves = halves(ctx, &pass).await?;
-                if halves.len() < 2 {
-                    return Err(e);
-                }
-                tracing::warn!(
-                    "a scoring pass ({}) ran out of query memory (query.memory_limit_mb = {}) \
-                     before its first row; scoring it as two passes",
-                    pass.describe(),
-                    config.query.memory_limit_mb
-                );
-                for half in halves.into_iter().rev() {
-                    queue.push_front((half, halved + 1));
-                }
-            }
-            Err(e) => {
-                if e.kind() == ErrorKind::ResourcesExhausted && halved == MAX_HALVINGS {
-                    tracing::warn!(
-                        "a scoring pass ({}) cut in two {MAX_HALVINGS} times still ran out of \
-                         query memory: the plan needs more than query.memory_limit_mb = {} \
-                         whatever the pass size; raise it",
-                        pass.describe(),
-                        config.query.memory_limit_mb
-                    );
-                }
-                return Err(e);
-            }
-        }
-    }
-    Ok(tally)
-}
-
 /// How many times a pass that ran out of memory is cut in two before the
 /// run gives up: a sixteenth of it.
 const MAX_HALVINGS: u32 = 4;
 
-/// Run one pass, sending its rows to the write: false when the write
-/// stopped taking them.
-#[allow(clippy::too_many_arguments)]
-async fn run_pass(
-    config: &Config,
-    ctx: &SessionContext,
-    catalog: &Catalog,
-    as_of: chrono::NaiveDate,
-    pass: &Pass,
-    scored_at: i64,
-    tally: &mut Tally,
-    task: &dyn Task,
-    tx: &tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>,
-) -> Result<bool, AnalyticsError> {
-    let df = plan(config, ctx, catalog, as_of, pass, scored_at).await?;
-    let physical = df.create_physical_plan().await?;
-    // Kept for the debug log only: a plan held to the end of its pass
-    // holds its joins' tables (0.5 GB more at a million customers).
-    let shown = tracing::enabled!(tracing::Level::DEBUG).then(|| physical.clone());
-    let mut rows = datafusion::physical_plan::execute_stream(physical, ctx.task_ctx())?;
-    while let Some(batch) = rows.next().await {
-        if crate::lake::failpoint_fails("score.pass_memory") {
-            return Err(datafusion::error::DataFusionError::ResourcesExhausted(
-                "the failpoint score.pass_memory".into(),
-            )
-            .into());
+impl Scoring<'_> {
+    /// Run the passes in order, sending their rows to the write.
+    ///
+    /// A pass that runs out of query memory before it sent a row (its joins
+    /// hold their build sides before the first row comes out) is scored again
+    /// as two halves, and a half that does too as two quarters, down to a
+    /// sixteenth of the planned pass: the default pass size is an estimate
+    /// (`analytics.score_pass_customers`), and a memory limit it overshoots
+    /// costs a retry, not the run. Memory that even a sixteenth of a pass
+    /// cannot fit in is not a matter of pass size (the plan's fixed needs
+    /// exceed the limit): the run fails then, as it does when a pass fails
+    /// after its first rows went to the write. A failed run commits nothing.
+    async fn produce(
+        &self,
+        passes: &[Pass],
+        task: &dyn Task,
+        tx: &Rows,
+    ) -> Result<Tally, AnalyticsError> {
+        let mut tally = Tally::default();
+        // Each pass with the halvings that made it.
+        let mut queue: std::collections::VecDeque<(Pass, u32)> =
+            passes.iter().map(|p| (p.clone(), 0)).collect();
+        while let Some((pass, halved)) = queue.pop_front() {
+            if tally.passes > 0 || !queue.is_empty() {
+                task.set_message(&format!(
+                    "pass {} of {}",
+                    tally.passes + 1,
+                    tally.passes + 1 + queue.len()
+                ));
+            }
+            let sent = tally.customers;
+            match self.run_pass(&pass, &mut tally, task, tx).await {
+                Ok(true) => {}
+                // The write stopped; it says why.
+                Ok(false) => return Ok(tally),
+                Err(e)
+                    if e.kind() == ErrorKind::ResourcesExhausted
+                        && tally.customers == sent
+                        && halved < MAX_HALVINGS =>
+                {
+                    let halves = halves(self.ctx, &pass).await?;
+                    if halves.len() < 2 {
+                        return Err(e);
+                    }
+                    tracing::warn!(
+                        "a scoring pass ({}) ran out of query memory (query.memory_limit_mb = {}) \
+                     before its first row; scoring it as two passes",
+                        pass.describe(),
+                        self.config.query.memory_limit_mb
+                    );
+                    for half in halves.into_iter().rev() {
+                        queue.push_front((half, halved + 1));
+                    }
+                }
+                Err(e) => {
+                    if e.kind() == ErrorKind::ResourcesExhausted && halved == MAX_HALVINGS {
+                        tracing::warn!(
+                            "a scoring pass ({}) cut in two {MAX_HALVINGS} times still ran out of \
+                         query memory: the plan needs more than query.memory_limit_mb = {} \
+                         whatever the pass size; raise it",
+                            pass.describe(),
+                            self.config.query.memory_limit_mb
+                        );
+                    }
+                    return Err(e);
+                }
+            }
         }
-        let batch = batch?;
-        tally.add(&batch);
-        task.set_position(tally.customers);
-        if tx.send(Ok(batch)).await.is_err() {
-            return Ok(false);
+        Ok(tally)
+    }
+
+    /// Run one pass, sending its rows to the write: false when the write
+    /// stopped taking them.
+    async fn run_pass(
+        &self,
+        pass: &Pass,
+        tally: &mut Tally,
+        task: &dyn Task,
+        tx: &Rows,
+    ) -> Result<bool, AnalyticsError> {
+        let df = self.plan(pass).await?;
+        let physical = df.create_physical_plan().await?;
+        // Kept for the debug log only: a plan held to the end of its pass
+        // holds its joins' tables (0.5 GB more at a million customers).
+        let shown = tracing::enabled!(tracing::Level::DEBUG).then(|| physical.clone());
+        let mut rows = datafusion::physical_plan::execute_stream(physical, self.ctx.task_ctx())?;
+        while let Some(batch) = rows.next().await {
+            if crate::lake::failpoint_fails("score.pass_memory") {
+                return Err(datafusion::error::DataFusionError::ResourcesExhausted(
+                    "the failpoint score.pass_memory".into(),
+                )
+                .into());
+            }
+            let batch = batch?;
+            tally.add(&batch);
+            task.set_position(tally.customers);
+            if tx.send(Ok(batch)).await.is_err() {
+                return Ok(false);
+            }
         }
+        tally.passes += 1;
+        if let Some(physical) = shown {
+            let shown = crate::query::plan_with_metrics(physical.as_ref());
+            tracing::debug!("pass {}'s plan, with its metrics:\n{shown}", tally.passes);
+        }
+        crate::lake::failpoint("score.after_pass");
+        Ok(true)
     }
-    tally.passes += 1;
-    if let Some(physical) = shown {
-        let shown = crate::query::plan_with_metrics(physical.as_ref());
-        tracing::debug!("pass {}'s plan, with its metrics:\n{shown}", tally.passes);
-    }
-    crate::lake::failpoint("score.after_pass");
-    Ok(true)
 }
+
+/// Where a run's rows go: the write.
+type Rows = tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>;
 
 /// Score every golden customer as of `as_of` and replace that date's rows
 /// of `customer_score`.
@@ -375,7 +379,14 @@ pub async fn run(
         // the write, and a panic takes the write with it, so nothing is
         // committed unless every pass ended.
         let producing = async {
-            let tally = produce(config, &ctx, catalog, as_of, &passes, task.as_ref(), &tx).await;
+            let scoring = Scoring {
+                config,
+                ctx: &ctx,
+                catalog,
+                as_of,
+                scored_at: chrono::Utc::now().timestamp_micros(),
+            };
+            let tally = scoring.produce(&passes, task.as_ref(), &tx).await;
             if let Err(e) = &tally {
                 let _ = tx
                     .send(Err(datafusion::error::DataFusionError::Execution(format!(

@@ -16,8 +16,7 @@
 //! its rows use, the rule arrow's own batch coalescer applies, and passes
 //! every other column as it is. Keys of twelve bytes or fewer (customer
 //! ids, source ids, codes) are never copied at all, which is what makes
-//! views faster than plain strings for the analytics rules; nor are the
-//! views of a column whose buffers are small (a dictionary page's).
+//! views faster than plain strings for the analytics rules.
 
 use std::sync::Arc;
 
@@ -259,25 +258,15 @@ pub fn compact_batch(batch: RecordBatch) -> Result<RecordBatch> {
     )?)
 }
 
-/// Buffers a view array may hold without being compacted, whatever its
-/// rows use: a low-cardinality column decoded from a dictionary page points
-/// into that page's few hundred bytes (every row's code is 12 bytes or
-/// fewer, held in the view), and copying its views to drop them cost more
-/// than they weigh (a tenth of a segment count's time).
-const SMALL_BUFFERS: usize = 32 * 1024;
-
 /// `array` compacted, if it is a view array holding more than twice the
-/// bytes its rows use, and more than [`SMALL_BUFFERS`].
+/// bytes its rows use.
 fn compact_array(array: &ArrayRef) -> Option<ArrayRef> {
     use datafusion::arrow::array::GenericByteViewArray;
     use datafusion::arrow::datatypes::ByteViewType;
     fn sparse<T: ByteViewType + ?Sized>(a: &GenericByteViewArray<T>) -> Option<ArrayRef> {
         let held: usize = a.data_buffers().iter().map(|b| b.capacity()).sum();
-        if held <= SMALL_BUFFERS {
-            return None;
-        }
         let used = a.total_buffer_bytes_used();
-        (held > used.saturating_mul(2)).then(|| Arc::new(a.gc()) as ArrayRef)
+        (held > 0 && held > used.saturating_mul(2)).then(|| Arc::new(a.gc()) as ArrayRef)
     }
     match array.data_type() {
         DataType::Utf8View => sparse(array.as_string_view()),
@@ -343,31 +332,6 @@ mod tests {
         let out = compact_batch(batch).unwrap();
         assert!(Arc::ptr_eq(out.column(0), &ids));
         assert!(Arc::ptr_eq(out.column(1), &names));
-    }
-
-    #[test]
-    fn codes_pointing_into_a_small_dictionary_pass_unchanged() {
-        use datafusion::arrow::array::DictionaryArray;
-        use datafusion::arrow::datatypes::Int32Type;
-        // As Parquet decodes a dictionary page to views: every row's view
-        // beside the dictionary's buffer, which no code of 12 bytes or
-        // fewer points into (before, a batch of them was copied whole to
-        // drop that buffer).
-        let dict: DictionaryArray<Int32Type> = (0..8192)
-            .map(|i| ["active", "silent", "churned", "potential"][i % 4])
-            .collect();
-        let codes = datafusion::arrow::compute::cast(&dict, &DataType::Utf8View).unwrap();
-        let codes = codes.slice(0, 4096);
-        assert!(held(&codes) > 0, "the dictionary's buffer is held");
-        assert!(held(&codes) <= SMALL_BUFFERS);
-        let schema = Arc::new(Schema::new(vec![Field::new(
-            "stage",
-            DataType::Utf8View,
-            false,
-        )]));
-        let out =
-            compact_batch(RecordBatch::try_new(schema, vec![codes.clone()]).unwrap()).unwrap();
-        assert!(Arc::ptr_eq(out.column(0), &codes));
     }
 
     /// A join's output rows point into its whole build side; sorted, they

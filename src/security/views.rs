@@ -292,6 +292,17 @@ impl ExecutionPlan for FencedExec {
         Ok(self)
     }
 
+    fn statistics_from_inputs(
+        &self,
+        _: &[Arc<datafusion::common::Statistics>],
+        args: &datafusion::physical_plan::statistics::StatisticsArgs,
+    ) -> datafusion::error::Result<Arc<datafusion::common::Statistics>> {
+        // The view's own estimates (its masks and row filter applied), for
+        // the join choices of the plan around it.
+        datafusion::physical_plan::statistics::StatisticsContext::new()
+            .compute(self.inner.as_ref(), args)
+    }
+
     fn execute(
         &self,
         partition: usize,

@@ -1,6 +1,6 @@
 //! The physical codec of custlake's plan nodes: a table's tier scans
 //! ([`TierScanExec`]: per tier the table, tier, version, projection,
-//! filters and limit)
+//! filters and limit, and the statistics the planner saw)
 //! and a secured view ([`FencedExec`]: its whole plan, masks and row
 //! filter included, as DataFusion's own plan messages). Every other node
 //! goes to Ballista's codec, and through it to DataFusion's.
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ballista_core::serde::BallistaPhysicalExtensionCodec;
 use datafusion::arrow::datatypes::Schema;
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, Result, Statistics};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_plan::ExecutionPlan;
@@ -104,13 +104,19 @@ impl PhysicalExtensionCodec for ClusterCodec {
         let (kind, rest) = rest.split_first().ok_or_else(|| bad("no kind"))?;
         let parts = parts(rest)?;
         match (*kind, parts.as_slice()) {
-            (TIER_SCAN, [schema, scans @ ..]) if scans.len() % 2 == 0 && !scans.is_empty() => {
+            (TIER_SCAN, [schema, statistics, scans @ ..])
+                if scans.len() % 2 == 0 && !scans.is_empty() =>
+            {
                 let replanner = self.replanner.clone().ok_or_else(|| {
                     bad("a tier scan reached a process that has no lake to read it from")
                 })?;
                 let schema =
                     datafusion_proto::protobuf::Schema::decode(*schema).map_err(proto_err)?;
                 let schema = Schema::try_from(&schema).map_err(proto_err)?;
+                let statistics =
+                    datafusion_proto_common::protobuf_common::Statistics::decode(*statistics)
+                        .map_err(proto_err)?;
+                let statistics = Statistics::try_from(&statistics)?;
                 let mut parts = Vec::with_capacity(scans.len() / 2);
                 for pair in scans.chunks(2) {
                     let spec: ScanSpec = serde_json::from_slice(pair[0]).map_err(proto_err)?;
@@ -122,6 +128,7 @@ impl PhysicalExtensionCodec for ClusterCodec {
                 Ok(Arc::new(TierScanExec::decoded(
                     parts,
                     Arc::new(schema),
+                    statistics,
                     replanner,
                 )))
             }
@@ -148,9 +155,13 @@ impl PhysicalExtensionCodec for ClusterCodec {
             let schema = datafusion_proto::protobuf::Schema::try_from(node.schema().as_ref())
                 .map_err(proto_err)?
                 .encode_to_vec();
+            let statistics =
+                datafusion_proto_common::protobuf_common::Statistics::from(scan.statistics())
+                    .encode_to_vec();
             buf.extend_from_slice(MAGIC);
             buf.push(TIER_SCAN);
             put(buf, &schema);
+            put(buf, &statistics);
             for part in scan.parts() {
                 let spec = serde_json::to_vec(&part.spec).map_err(proto_err)?;
                 let filters = LogicalExprList {

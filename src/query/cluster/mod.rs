@@ -69,13 +69,14 @@ pub fn scheduler_url(address: &str) -> Result<String, QueryError> {
 pub fn attach(ctx: SessionContext, scheduler: &str) -> Result<SessionContext, QueryError> {
     let url = scheduler_url(scheduler)?;
     let state = ctx.state();
-    let config = state
+    let mut config = state
         .config()
         .clone()
         .upgrade_for_ballista()
         .with_extension(Arc::new(OnCluster {
             scheduler: url.clone(),
         }));
+    joins_as_local(&mut config, state.config().options())?;
     let inner = state.query_planner().clone();
     // The executors read text as plain strings and cannot decode the local
     // compaction of text read as views: that rule stays here.
@@ -103,6 +104,62 @@ pub fn attach(ctx: SessionContext, scheduler: &str) -> Result<SessionContext, Qu
         }))
         .build();
     Ok(SessionContext::new_with_state(state))
+}
+
+/// `config` (Ballista's settings added) choosing joins as the local
+/// session `local` does. Ballista's defaults are sort-merge joins (they
+/// spill; hash joins' build sides cannot), also chosen when the job runs
+/// for a build partition past 64 MiB, and a side up to 128 MB
+/// broadcast to every task that probes it. Here joins are hash joins as
+/// locally, whose memory bound is the same per partition as in the local
+/// engine; and a side is broadcast only when the local planner would
+/// collect it too (1 MB or 128 Ki rows by default). A side estimated small
+/// by a filter's default selectivity (a fifth of its input) is often not:
+/// sent to each task of the probe side's stage, it would be read and
+/// hashed once a task.
+fn joins_as_local(
+    config: &mut datafusion::prelude::SessionConfig,
+    local: &datafusion::config::ConfigOptions,
+) -> Result<(), QueryError> {
+    let o = &local.optimizer;
+    let settings = [
+        (
+            "datafusion.optimizer.prefer_hash_join",
+            o.prefer_hash_join.to_string(),
+        ),
+        (
+            "datafusion.optimizer.hash_join_single_partition_threshold",
+            o.hash_join_single_partition_threshold.to_string(),
+        ),
+        (
+            "datafusion.optimizer.hash_join_single_partition_threshold_rows",
+            o.hash_join_single_partition_threshold_rows.to_string(),
+        ),
+        (
+            ballista_core::config::BALLISTA_BROADCAST_JOIN_THRESHOLD_BYTES,
+            o.hash_join_single_partition_threshold.to_string(),
+        ),
+        (
+            ballista_core::config::BALLISTA_BROADCAST_JOIN_THRESHOLD_ROWS,
+            o.hash_join_single_partition_threshold_rows.to_string(),
+        ),
+    ];
+    // Nor does a large build partition turn into a sort-merge join when
+    // the job runs (Ballista's adaptive planner does so past 64 MiB: at 10
+    // million customers, every join of the benchmark).
+    let hash_always = o.prefer_hash_join.then(|| {
+        (
+            ballista_core::config::BALLISTA_HASH_JOIN_MAX_BUILD_PARTITION_BYTES,
+            "0".to_string(),
+        )
+    });
+    for (key, value) in settings.into_iter().chain(hash_always) {
+        config
+            .options_mut()
+            .set(key, &value)
+            .map_err(|e| QueryError::Internal(format!("the cluster's setting {key}: {e}")))?;
+    }
+    Ok(())
 }
 
 /// Plans as the local planner does, then sends a plan that reads the lake
@@ -420,4 +477,41 @@ pub async fn run_executor(member: Member, settings: &ExecutorSettings) -> Result
     start_executor_process(Arc::new(config))
         .await
         .map_err(|e| QueryError::Internal(format!("the executor: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use ballista_core::extension::SessionConfigExt;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    #[test]
+    fn a_cluster_session_chooses_joins_as_the_local_one() {
+        let local = SessionConfig::new();
+        let want = &local.options().optimizer;
+        let ctx = SessionContext::new_with_config(local.clone());
+        let on = super::attach(ctx, "127.0.0.1:50050").unwrap();
+        let state = on.state();
+        let got = &state.config().options().optimizer;
+        // Ballista's own defaults would be sort-merge joins and a 128 MB
+        // broadcast.
+        assert!(got.prefer_hash_join);
+        assert_eq!(
+            got.hash_join_single_partition_threshold,
+            want.hash_join_single_partition_threshold
+        );
+        assert_eq!(
+            got.hash_join_single_partition_threshold_rows,
+            want.hash_join_single_partition_threshold_rows
+        );
+        let ballista = state.config().ballista_config();
+        assert_eq!(
+            ballista.broadcast_join_threshold_bytes(),
+            want.hash_join_single_partition_threshold
+        );
+        assert_eq!(
+            ballista.broadcast_join_threshold_rows(),
+            want.hash_join_single_partition_threshold_rows
+        );
+        assert_eq!(ballista.hash_join_max_build_partition_bytes(), 0);
+    }
 }

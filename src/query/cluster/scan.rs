@@ -17,12 +17,13 @@ use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::{DataFusionError, Result, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
@@ -197,6 +198,10 @@ fn split(plan: Arc<dyn ExecutionPlan>, state: &dyn Session) -> Arc<dyn Execution
 pub struct TierScanExec {
     parts: Vec<Part>,
     schema: SchemaRef,
+    /// What the scans planned here said of their rows (counts, sizes,
+    /// column bounds from the Delta log): sent with the scan, so the
+    /// scheduler's join choices see them as the local planner does.
+    statistics: Arc<Statistics>,
     properties: Arc<PlanProperties>,
     planned: Arc<tokio::sync::OnceCell<Vec<Arc<dyn ExecutionPlan>>>>,
     replanner: Option<Arc<Replanner>>,
@@ -224,6 +229,7 @@ impl TierScanExec {
     fn planned(parts: Vec<Part>, plans: Vec<Arc<dyn ExecutionPlan>>, schema: SchemaRef) -> Self {
         Self {
             properties: properties(&schema),
+            statistics: statistics_of(&plans, &schema),
             parts,
             schema,
             planned: Arc::new(tokio::sync::OnceCell::new_with(Some(plans))),
@@ -232,9 +238,15 @@ impl TierScanExec {
     }
 
     /// Scans an executor plans again when it first runs them.
-    pub fn decoded(parts: Vec<Part>, schema: SchemaRef, replanner: Arc<Replanner>) -> Self {
+    pub fn decoded(
+        parts: Vec<Part>,
+        schema: SchemaRef,
+        statistics: Statistics,
+        replanner: Arc<Replanner>,
+    ) -> Self {
         Self {
             properties: properties(&schema),
+            statistics: Arc::new(statistics),
             parts,
             schema,
             planned: Arc::new(tokio::sync::OnceCell::new()),
@@ -244,6 +256,10 @@ impl TierScanExec {
 
     pub fn parts(&self) -> &[Part] {
         &self.parts
+    }
+
+    pub fn statistics(&self) -> &Statistics {
+        &self.statistics
     }
 
     /// The tier scans of `plans` (each a [`TierScanExec`] planned here) as
@@ -259,6 +275,20 @@ impl TierScanExec {
         }
         Some(Arc::new(Self::planned(parts, inner, schema)))
     }
+}
+
+/// The statistics of `plans` together (unknown where they cannot be
+/// computed or merged).
+fn statistics_of(plans: &[Arc<dyn ExecutionPlan>], schema: &SchemaRef) -> Arc<Statistics> {
+    let ctx = StatisticsContext::new();
+    let each = plans
+        .iter()
+        .map(|p| ctx.compute(p.as_ref(), &StatisticsArgs::new()))
+        .collect::<Result<Vec<_>>>();
+    let merged = each.and_then(|each| {
+        Statistics::try_merge_iter(each.iter().map(|s| s.as_ref()), schema.as_ref())
+    });
+    Arc::new(merged.unwrap_or_else(|_| Statistics::new_unknown(schema.as_ref())))
 }
 
 /// `plan`, Delta's scan of one tier of `table` at `version`, as it runs in
@@ -338,6 +368,15 @@ impl ExecutionPlan for TierScanExec {
     }
 
     opaque_leaf!();
+
+    fn statistics_from_inputs(
+        &self,
+        _: &[Arc<Statistics>],
+        _: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        // One partition: the scan's statistics are its partition's.
+        Ok(self.statistics.clone())
+    }
 
     fn execute(
         &self,

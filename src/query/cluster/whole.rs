@@ -105,6 +105,15 @@ impl ExecutionPlan for OneTaskExec {
 
     opaque_leaf!();
 
+    fn statistics_from_inputs(
+        &self,
+        _: &[Arc<datafusion::common::Statistics>],
+        args: &datafusion::physical_plan::statistics::StatisticsArgs,
+    ) -> Result<Arc<datafusion::common::Statistics>> {
+        datafusion::physical_plan::statistics::StatisticsContext::new()
+            .compute(self.inner.as_ref(), args)
+    }
+
     fn execute(
         &self,
         partition: usize,

@@ -256,6 +256,10 @@ fn the_cluster_answers_as_the_local_engine_over_three_tiers_and_survives_a_lost_
         Some(&cluster),
     );
     assert!(plan.contains("TierScanExec"), "{plan}");
+    // Its partitions are the tables' files (so Ballista cuts the scan into
+    // tasks), not one partition read whole.
+    assert!(plan.contains("partitions of"), "{plan}");
+    assert!(!plan.contains("read whole"), "{plan}");
 
     // A statement past its timeout answers 504 at once, and its job is
     // cancelled on the cluster (the scheduler logs the request).

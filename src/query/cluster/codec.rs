@@ -1,6 +1,7 @@
 //! The physical codec of custlake's plan nodes: a table's tier scans
 //! ([`TierScanExec`]: per tier the table, tier, version, projection,
-//! filters and limit, and the statistics the planner saw)
+//! filters and limit, the statistics the planner saw, and the files each
+//! partition reads; in a scheduler, as its [`carrier`](super::carrier))
 //! and a secured view ([`FencedExec`]: its whole plan, masks and row
 //! filter included, as DataFusion's own plan messages). Every other node
 //! goes to Ballista's codec, and through it to DataFusion's.
@@ -25,8 +26,11 @@ use prost::Message;
 
 use datafusion_proto::physical_plan::PhysicalPlanNodeExt as _;
 
+use serde::{Deserialize, Serialize};
+
 use super::OneTaskExec;
-use super::scan::{Part, Replanner, ScanSpec, TierScanExec};
+use super::carrier;
+use super::scan::{Groups, Part, Replanner, ScanSpec, TierScanExec};
 use crate::security::FencedExec;
 
 const MAGIC: &[u8; 4] = b"CLK1";
@@ -40,6 +44,9 @@ const ONE_TASK: u8 = 3;
 pub struct ClusterCodec {
     ballista: BallistaPhysicalExtensionCodec,
     replanner: Option<Arc<Replanner>>,
+    /// A scheduler's: tier scans decode to their carriers, which Ballista
+    /// cuts into tasks (see `scan`).
+    scheduler: bool,
 }
 
 impl ClusterCodec {
@@ -48,6 +55,7 @@ impl ClusterCodec {
         Self {
             ballista: BallistaPhysicalExtensionCodec::default(),
             replanner: None,
+            scheduler: false,
         }
     }
 
@@ -56,6 +64,16 @@ impl ClusterCodec {
         Self {
             ballista: BallistaPhysicalExtensionCodec::default(),
             replanner: Some(replanner),
+            scheduler: false,
+        }
+    }
+
+    /// This codec as a scheduler's.
+    pub fn for_scheduler(&self) -> Self {
+        Self {
+            ballista: BallistaPhysicalExtensionCodec::default(),
+            replanner: self.replanner.clone(),
+            scheduler: true,
         }
     }
 }
@@ -90,6 +108,46 @@ fn proto_err(e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Internal(format!("custlake plan node: {e}"))
 }
 
+/// A tier scan's partitions: the files each reads, and a limit pushed
+/// into it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Layout {
+    groups: Groups,
+    fetch: Option<usize>,
+}
+
+/// A tier scan of `parts` (the schema of `node`): its schema, statistics,
+/// layout, then each part's spec and filters.
+fn encode_scan(
+    buf: &mut Vec<u8>,
+    node: &Arc<dyn ExecutionPlan>,
+    parts: &[Part],
+    statistics: &Statistics,
+    layout: &Layout,
+) -> Result<()> {
+    let schema = datafusion_proto::protobuf::Schema::try_from(node.schema().as_ref())
+        .map_err(proto_err)?
+        .encode_to_vec();
+    let statistics =
+        datafusion_proto_common::protobuf_common::Statistics::from(statistics).encode_to_vec();
+    buf.extend_from_slice(MAGIC);
+    buf.push(TIER_SCAN);
+    put(buf, &schema);
+    put(buf, &statistics);
+    put(buf, &serde_json::to_vec(layout).map_err(proto_err)?);
+    for part in parts {
+        let spec = serde_json::to_vec(&part.spec).map_err(proto_err)?;
+        let filters = LogicalExprList {
+            expr: serialize_exprs(&part.filters, &DefaultLogicalExtensionCodec {})
+                .map_err(proto_err)?,
+        }
+        .encode_to_vec();
+        put(buf, &spec);
+        put(buf, &filters);
+    }
+    Ok(())
+}
+
 impl PhysicalExtensionCodec for ClusterCodec {
     fn try_decode(
         &self,
@@ -104,7 +162,7 @@ impl PhysicalExtensionCodec for ClusterCodec {
         let (kind, rest) = rest.split_first().ok_or_else(|| bad("no kind"))?;
         let parts = parts(rest)?;
         match (*kind, parts.as_slice()) {
-            (TIER_SCAN, [schema, statistics, scans @ ..])
+            (TIER_SCAN, [schema, statistics, layout, scans @ ..])
                 if scans.len() % 2 == 0 && !scans.is_empty() =>
             {
                 let replanner = self.replanner.clone().ok_or_else(|| {
@@ -112,11 +170,12 @@ impl PhysicalExtensionCodec for ClusterCodec {
                 })?;
                 let schema =
                     datafusion_proto::protobuf::Schema::decode(*schema).map_err(proto_err)?;
-                let schema = Schema::try_from(&schema).map_err(proto_err)?;
+                let schema = Arc::new(Schema::try_from(&schema).map_err(proto_err)?);
                 let statistics =
                     datafusion_proto_common::protobuf_common::Statistics::decode(*statistics)
                         .map_err(proto_err)?;
                 let statistics = Statistics::try_from(&statistics)?;
+                let layout: Layout = serde_json::from_slice(layout).map_err(proto_err)?;
                 let mut parts = Vec::with_capacity(scans.len() / 2);
                 for pair in scans.chunks(2) {
                     let spec: ScanSpec = serde_json::from_slice(pair[0]).map_err(proto_err)?;
@@ -125,12 +184,20 @@ impl PhysicalExtensionCodec for ClusterCodec {
                         .map_err(proto_err)?;
                     parts.push(Part { spec, filters });
                 }
-                Ok(Arc::new(TierScanExec::decoded(
-                    parts,
-                    Arc::new(schema),
-                    statistics,
-                    replanner,
-                )))
+                Ok(match (self.scheduler, layout.groups) {
+                    // For Ballista to cut into tasks.
+                    (true, Some(groups)) => {
+                        carrier::carry(parts, schema, statistics, groups, layout.fetch)
+                    }
+                    (_, groups) => Arc::new(TierScanExec::decoded(
+                        parts,
+                        schema,
+                        statistics,
+                        groups,
+                        layout.fetch,
+                        replanner,
+                    )),
+                })
             }
             (FENCED | ONE_TASK, [plan]) => {
                 let plan = PhysicalPlanNode::decode(*plan).map_err(proto_err)?;
@@ -152,27 +219,20 @@ impl PhysicalExtensionCodec for ClusterCodec {
         converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<()> {
         if let Some(scan) = node.downcast_ref::<TierScanExec>() {
-            let schema = datafusion_proto::protobuf::Schema::try_from(node.schema().as_ref())
-                .map_err(proto_err)?
-                .encode_to_vec();
-            let statistics =
-                datafusion_proto_common::protobuf_common::Statistics::from(scan.statistics())
-                    .encode_to_vec();
-            buf.extend_from_slice(MAGIC);
-            buf.push(TIER_SCAN);
-            put(buf, &schema);
-            put(buf, &statistics);
-            for part in scan.parts() {
-                let spec = serde_json::to_vec(&part.spec).map_err(proto_err)?;
-                let filters = LogicalExprList {
-                    expr: serialize_exprs(&part.filters, &DefaultLogicalExtensionCodec {})
-                        .map_err(proto_err)?,
-                }
-                .encode_to_vec();
-                put(buf, &spec);
-                put(buf, &filters);
-            }
-            return Ok(());
+            let layout = Layout {
+                groups: scan.groups().clone(),
+                fetch: scan.fetch(),
+            };
+            return encode_scan(buf, &node, scan.parts(), scan.statistics(), &layout);
+        }
+        if let Some(carried) = carrier::carried(node.as_ref()) {
+            // A task's cut of a tier scan: the groups Ballista left it.
+            let carried = carried?;
+            let layout = Layout {
+                groups: Some(carried.groups),
+                fetch: carried.fetch,
+            };
+            return encode_scan(buf, &node, carried.parts, carried.statistics, &layout);
         }
         let whole = match (
             node.downcast_ref::<FencedExec>(),

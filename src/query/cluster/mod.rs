@@ -11,6 +11,7 @@
 //! name in every process, so the plan an executor runs still holds them.
 //! Statements that read no lake table (`SELECT 1`, the catalogs) run here.
 
+mod carrier;
 mod codec;
 mod job;
 mod scan;
@@ -420,7 +421,7 @@ pub async fn run_scheduler(
         executor_timeout_seconds: executor_timeout_s.max(2),
         expire_dead_executor_interval_seconds: (executor_timeout_s / 4).max(1),
         no_executors_grace_period_seconds: executor_timeout_s.max(2),
-        override_physical_codec: Some(member.codec.clone()),
+        override_physical_codec: Some(Arc::new(member.codec.for_scheduler())),
         override_session_builder: Some(Arc::new(move |c| session.session(c))),
         override_config_producer: Some(Arc::new(|| {
             datafusion::prelude::SessionConfig::new_with_ballista()

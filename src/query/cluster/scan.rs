@@ -4,25 +4,35 @@
 //! executor it plans the same scans again, from the same table versions,
 //! when it first runs.
 //!
-//! It is one partition: one task reads all of it, running every partition
-//! of the scans inside on the executor's threads. Ballista hands a stage's
-//! partitions to several tasks and cuts each task's leaves down to its own
-//! partitions, but only for the leaves it knows (its shuffle readers and
-//! DataFusion's file and memory scans); a leaf of several partitions it
-//! does not know would be read whole, or by the wrong indices, by every
-//! task of its stage. One partition is read by exactly one task.
+//! Its partitions are the files Delta planned (split by byte ranges into
+//! the session's target partitions, as DataFusion splits a file scan):
+//! partition `i` reads the files, or ranges of files, of group `i`, each
+//! of its tier's table version. Ballista hands a stage's partitions to
+//! several tasks and cuts each task's leaves down to its own partitions,
+//! but only for the leaves it knows (its shuffle readers and DataFusion's
+//! file and memory scans). So the scheduler decodes a tier scan as a file
+//! scan ([`carrier`]) whose file groups are the scan's; Ballista cuts
+//! those, and the scheduler's codec sends each task the tier scan of its
+//! own groups. A scan whose files cannot be listed (its plan holds no
+//! single file scan) is one partition, read whole by one task.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{DataFusionError, Result, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::{SendableRecordBatchStream, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::union::UnionExec;
@@ -47,8 +57,22 @@ pub struct ScanSpec {
     pub limit: Option<usize>,
 }
 
+/// A file, or a byte range of one, that a partition of a tier scan reads:
+/// of its `part`'s table version (the scan's `part`-th tier).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slice {
+    pub part: usize,
+    pub path: String,
+    pub size: u64,
+    pub range: Option<(i64, i64)>,
+}
+
+/// What each partition of a tier scan reads: `None`, one partition that
+/// reads every part whole; else one group of slices a partition.
+pub(super) type Groups = Option<Vec<Vec<Slice>>>;
+
 /// One tier's scan: what it reads and its filters.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Part {
     pub spec: ScanSpec,
     pub filters: Vec<Expr>,
@@ -202,7 +226,14 @@ pub struct TierScanExec {
     /// column bounds from the Delta log): sent with the scan, so the
     /// scheduler's join choices see them as the local planner does.
     statistics: Arc<Statistics>,
+    /// The files each partition reads.
+    groups: Groups,
+    /// At most this many rows a partition (a limit pushed into the scan).
+    fetch: Option<usize>,
     properties: Arc<PlanProperties>,
+    /// Rows read, per partition (a scheduler pairs each node of a stage
+    /// with metrics: the carrier it holds has them too).
+    metrics: ExecutionPlanMetricsSet,
     planned: Arc<tokio::sync::OnceCell<Vec<Arc<dyn ExecutionPlan>>>>,
     replanner: Option<Arc<Replanner>>,
 }
@@ -210,9 +241,14 @@ pub struct TierScanExec {
 /// One partition, bounded, no ordering claimed: a plan above must not drop
 /// a sort for an order the scans planned again need not keep.
 pub(super) fn properties(schema: &SchemaRef) -> Arc<PlanProperties> {
+    partitions(schema, 1)
+}
+
+/// `n` partitions, bounded, no ordering claimed.
+fn partitions(schema: &SchemaRef, n: usize) -> Arc<PlanProperties> {
     Arc::new(PlanProperties::new(
         EquivalenceProperties::new(schema.clone()),
-        Partitioning::UnknownPartitioning(1),
+        Partitioning::UnknownPartitioning(n),
         EmissionType::Incremental,
         Boundedness::Bounded,
     ))
@@ -225,13 +261,22 @@ pub(super) fn one_line(plan: &dyn ExecutionPlan) -> String {
 }
 
 impl TierScanExec {
-    /// The scans Delta planned for `parts` (on the planning machine).
-    fn planned(parts: Vec<Part>, plans: Vec<Arc<dyn ExecutionPlan>>, schema: SchemaRef) -> Self {
+    /// The scans Delta planned for `parts` (on the planning machine), their
+    /// files in `groups`.
+    fn planned(
+        parts: Vec<Part>,
+        plans: Vec<Arc<dyn ExecutionPlan>>,
+        schema: SchemaRef,
+        groups: Groups,
+    ) -> Self {
         Self {
-            properties: properties(&schema),
+            properties: partitions(&schema, groups.as_ref().map_or(1, Vec::len)),
             statistics: statistics_of(&plans, &schema),
             parts,
             schema,
+            groups,
+            fetch: None,
+            metrics: ExecutionPlanMetricsSet::new(),
             planned: Arc::new(tokio::sync::OnceCell::new_with(Some(plans))),
             replanner: None,
         }
@@ -242,13 +287,18 @@ impl TierScanExec {
         parts: Vec<Part>,
         schema: SchemaRef,
         statistics: Statistics,
+        groups: Groups,
+        fetch: Option<usize>,
         replanner: Arc<Replanner>,
     ) -> Self {
         Self {
-            properties: properties(&schema),
+            properties: partitions(&schema, groups.as_ref().map_or(1, Vec::len)),
             statistics: Arc::new(statistics),
             parts,
             schema,
+            groups,
+            fetch,
+            metrics: ExecutionPlanMetricsSet::new(),
             planned: Arc::new(tokio::sync::OnceCell::new()),
             replanner: Some(replanner),
         }
@@ -262,19 +312,160 @@ impl TierScanExec {
         &self.statistics
     }
 
+    pub fn groups(&self) -> &Groups {
+        &self.groups
+    }
+
+    pub fn fetch(&self) -> Option<usize> {
+        self.fetch
+    }
+
+    /// Whether Ballista can cut this scan into tasks (through its
+    /// [`carrier`]): its files are listed.
+    pub fn cut_by_files(&self) -> bool {
+        self.groups.is_some()
+    }
+
     /// The tier scans of `plans` (each a [`TierScanExec`] planned here) as
-    /// one; `None` if one of them is something else.
+    /// one, group `i` of each in its partition `i`; `None` if one of them
+    /// is something else.
     pub fn merged(plans: &[Arc<dyn ExecutionPlan>]) -> Option<Arc<dyn ExecutionPlan>> {
         let mut parts = Vec::new();
         let mut inner = Vec::new();
+        let mut groups: Groups = Some(Vec::new());
         let schema = plans.first()?.schema();
         for p in plans {
             let scan = p.downcast_ref::<TierScanExec>()?;
+            let first = parts.len();
             parts.extend(scan.parts.iter().cloned());
             inner.extend(scan.planned.get()?.iter().cloned());
+            groups = match (groups, &scan.groups) {
+                (Some(mut all), Some(these)) => {
+                    for (i, g) in these.iter().enumerate() {
+                        if all.len() <= i {
+                            all.push(Vec::new());
+                        }
+                        all[i].extend(g.iter().map(|s| Slice {
+                            part: s.part + first,
+                            ..s.clone()
+                        }));
+                    }
+                    Some(all)
+                }
+                _ => None,
+            };
         }
-        Some(Arc::new(Self::planned(parts, inner, schema)))
+        Some(Arc::new(Self::planned(parts, inner, schema, groups)))
     }
+
+    /// The scans of every part, planned here or again on this executor.
+    async fn inner(
+        planned: &tokio::sync::OnceCell<Vec<Arc<dyn ExecutionPlan>>>,
+        replanner: Option<Arc<Replanner>>,
+        parts: &[Part],
+        schema: &SchemaRef,
+        context: &TaskContext,
+    ) -> Result<Vec<Arc<dyn ExecutionPlan>>> {
+        Ok(planned
+            .get_or_try_init(|| async {
+                let r = replanner.ok_or_else(|| {
+                    DataFusionError::Internal("a tier scan was neither planned nor decoded".into())
+                })?;
+                let mut plans = Vec::with_capacity(parts.len());
+                for part in parts {
+                    plans.push(r.plan(part, schema, context).await?);
+                }
+                Ok::<_, DataFusionError>(plans)
+            })
+            .await?
+            .clone())
+    }
+}
+
+/// The file groups of `plan`'s one file scan, as slices of part `part`;
+/// `None` if it holds no file scan or several.
+fn groups_of(plan: &Arc<dyn ExecutionPlan>, part: usize) -> Groups {
+    let mut found: Vec<Vec<Vec<Slice>>> = Vec::new();
+    let mut other = false;
+    plan.apply(|node| {
+        if let Some(exec) = node.downcast_ref::<DataSourceExec>() {
+            let source: &dyn std::any::Any = exec.data_source().as_ref();
+            match source.downcast_ref::<FileScanConfig>() {
+                Some(config) => found.push(
+                    config
+                        .file_groups
+                        .iter()
+                        .map(|g| {
+                            g.iter()
+                                .map(|f| Slice {
+                                    part,
+                                    path: f.object_meta.location.to_string(),
+                                    size: f.object_meta.size,
+                                    range: f.range.as_ref().map(|r| (r.start, r.end)),
+                                })
+                                .collect()
+                        })
+                        .collect(),
+                ),
+                None => other = true,
+            }
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    if other || found.len() != 1 {
+        return None;
+    }
+    let mut groups = found.pop()?;
+    if groups.is_empty() {
+        // No files: one partition that reads nothing.
+        groups.push(Vec::new());
+    }
+    Some(groups)
+}
+
+/// `plan` (a part's scan) reading only `slices`, of its own files: its
+/// file scan left with one group of them (each file as the scan planned it,
+/// its range the slice's).
+fn reading(plan: &Arc<dyn ExecutionPlan>, slices: &[&Slice]) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.clone()
+        .transform_up(|node| {
+            let Some(config) = node.downcast_ref::<DataSourceExec>().and_then(|e| {
+                let source: &dyn std::any::Any = e.data_source().as_ref();
+                source.downcast_ref::<FileScanConfig>()
+            }) else {
+                return Ok(Transformed::no(node));
+            };
+            let by_path: HashMap<String, &PartitionedFile> = config
+                .file_groups
+                .iter()
+                .flat_map(|g| g.iter())
+                .map(|f| (f.object_meta.location.to_string(), f))
+                .collect();
+            let files = slices
+                .iter()
+                .map(|s| {
+                    let f = by_path.get(&s.path).ok_or_else(|| {
+                        DataFusionError::Execution(format!(
+                            "the tier scan names {}, which its table version does not hold                              (do the scheduler, executors and server share one lake?)",
+                            s.path
+                        ))
+                    })?;
+                    let mut f = (*f).clone();
+                    f.range = s.range.map(|(start, end)| {
+                        datafusion::datasource::listing::FileRange { start, end }
+                    });
+                    Ok(f)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let config = FileScanConfigBuilder::from(config.clone())
+                .with_file_groups(vec![FileGroup::new(files)])
+                .build();
+            Ok(Transformed::yes(
+                DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>
+            ))
+        })
+        .data()
 }
 
 /// The statistics of `plans` together (unknown where they cannot be
@@ -325,10 +516,15 @@ pub fn for_session(
         filters: filters.to_vec(),
     };
     let schema = plan.schema();
+    // Its files split for the cluster's partitions, as DataFusion splits a
+    // local file scan.
+    let plan = split(plan, state);
+    let groups = groups_of(&plan, 0);
     Ok(Arc::new(TierScanExec::planned(
         vec![part],
         vec![plan],
         schema,
+        groups,
     )))
 }
 
@@ -346,6 +542,16 @@ impl DisplayAs for TierScanExec {
             if let Some(l) = s.limit {
                 write!(f, " limit={l}")?;
             }
+        }
+        match &self.groups {
+            Some(g) => {
+                let files: usize = g.iter().map(Vec::len).sum();
+                write!(f, ", {} partitions of {files} file ranges", g.len())?;
+            }
+            None => write!(f, ", read whole")?,
+        }
+        if let Some(n) = self.fetch {
+            write!(f, ", fetch={n}")?;
         }
         if matches!(t, DisplayFormatType::Verbose)
             && let Some(inner) = self.planned.get()
@@ -372,10 +578,15 @@ impl ExecutionPlan for TierScanExec {
     fn statistics_from_inputs(
         &self,
         _: &[Arc<Statistics>],
-        _: &StatisticsArgs,
+        args: &StatisticsArgs,
     ) -> Result<Arc<Statistics>> {
-        // One partition: the scan's statistics are its partition's.
-        Ok(self.statistics.clone())
+        match args.partition() {
+            // One partition's share is not known.
+            Some(_) if self.properties.partitioning.partition_count() > 1 => {
+                Ok(Arc::new(Statistics::new_unknown(&self.schema)))
+            }
+            _ => Ok(self.statistics.clone()),
+        }
     }
 
     fn execute(
@@ -383,47 +594,176 @@ impl ExecutionPlan for TierScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if partition != 0 {
+        let count = self.properties.partitioning.partition_count();
+        if partition >= count {
             return Err(DataFusionError::Internal(format!(
-                "TierScanExec has one partition, not {partition}"
+                "TierScanExec has {count} partitions, not {}",
+                partition + 1
             )));
         }
         let planned = self.planned.clone();
         let replanner = self.replanner.clone();
         let parts = self.parts.clone();
         let schema = self.schema.clone();
+        let slices = self.groups.as_ref().map(|g| g[partition].clone());
+        let fetch = self.fetch;
         let stream = futures::stream::once(async move {
-            let inner = planned
-                .get_or_try_init(|| async {
-                    let r = replanner.ok_or_else(|| {
-                        DataFusionError::Internal(
-                            "a tier scan was neither planned nor decoded".into(),
-                        )
-                    })?;
-                    let mut plans = Vec::with_capacity(parts.len());
-                    for part in &parts {
-                        plans.push(r.plan(part, &schema, &context).await?);
+            let inner = TierScanExec::inner(&planned, replanner, &parts, &schema, &context).await?;
+            let one: Arc<dyn ExecutionPlan> = match slices {
+                // This partition's files, part by part.
+                Some(slices) => {
+                    let mut each = Vec::new();
+                    for (i, plan) in inner.iter().enumerate() {
+                        let mine: Vec<&Slice> = slices.iter().filter(|s| s.part == i).collect();
+                        if !mine.is_empty() {
+                            each.push(reading(plan, &mine)?);
+                        }
                     }
-                    Ok::<_, DataFusionError>(plans)
-                })
-                .await?
-                .clone();
-            // Every partition of every tier, on the executor's threads.
-            let all: Arc<dyn ExecutionPlan> = match inner.len() {
-                1 => inner[0].clone(),
-                _ => UnionExec::try_new(inner)?,
+                    match each.len() {
+                        0 => Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                            schema.clone(),
+                        )),
+                        1 => each.remove(0),
+                        _ => Arc::new(CoalescePartitionsExec::new(UnionExec::try_new(each)?)),
+                    }
+                }
+                // Every partition of every tier, on the executor's threads.
+                None => {
+                    let all: Arc<dyn ExecutionPlan> = match inner.len() {
+                        1 => inner[0].clone(),
+                        _ => UnionExec::try_new(inner)?,
+                    };
+                    if all.output_partitioning().partition_count() == 1 {
+                        all
+                    } else {
+                        Arc::new(CoalescePartitionsExec::new(all))
+                    }
+                }
             };
-            let one: Arc<dyn ExecutionPlan> = if all.output_partitioning().partition_count() == 1 {
-                all
-            } else {
-                Arc::new(CoalescePartitionsExec::new(all))
+            let one: Arc<dyn ExecutionPlan> = match fetch {
+                Some(n) => Arc::new(LocalLimitExec::new(one, n)),
+                None => one,
             };
             one.execute(0, context)
         })
         .try_flatten();
+        let read = BaselineMetrics::new(&self.metrics, partition);
+        let stream = stream.inspect_ok(move |b| read.record_output(b.num_rows()));
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             stream.boxed(),
         )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::ScalarValue;
+    use datafusion::datasource::physical_plan::ParquetSource;
+    use datafusion::execution::object_store::ObjectStoreUrl;
+
+    use super::*;
+
+    fn file(path: &str, range: Option<(i64, i64)>, id: &str) -> PartitionedFile {
+        let mut f = PartitionedFile::new(path, 100);
+        if let Some((a, b)) = range {
+            f = f.with_range(a, b);
+        }
+        f.partition_values = vec![ScalarValue::from(id)];
+        f
+    }
+
+    fn scan(groups: Vec<Vec<PartitionedFile>>) -> Arc<dyn ExecutionPlan> {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let source = Arc::new(ParquetSource::new(schema));
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .build();
+        DataSourceExec::from_data_source(config)
+    }
+
+    fn files_of(plan: &Arc<dyn ExecutionPlan>) -> Vec<Vec<PartitionedFile>> {
+        let exec = plan.downcast_ref::<DataSourceExec>().unwrap();
+        let source: &dyn std::any::Any = exec.data_source().as_ref();
+        let config = source.downcast_ref::<FileScanConfig>().unwrap();
+        config
+            .file_groups
+            .iter()
+            .map(|g| g.files().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn a_partition_reads_its_slices_as_the_scan_planned_their_files() {
+        let plan = scan(vec![
+            vec![
+                file("t/a.parquet", Some((0, 50)), "1"),
+                file("t/b.parquet", None, "2"),
+            ],
+            vec![file("t/a.parquet", Some((50, 100)), "1")],
+        ]);
+        let slice = |path: &str, range| Slice {
+            part: 4,
+            path: path.into(),
+            size: 100,
+            range,
+        };
+        assert_eq!(
+            groups_of(&plan, 4),
+            Some(vec![
+                vec![
+                    slice("t/a.parquet", Some((0, 50))),
+                    slice("t/b.parquet", None)
+                ],
+                vec![slice("t/a.parquet", Some((50, 100)))],
+            ])
+        );
+        let wanted = [
+            slice("t/a.parquet", Some((50, 100))),
+            slice("t/b.parquet", None),
+        ];
+        let only = reading(&plan, &wanted.iter().collect::<Vec<_>>()).unwrap();
+        let files = files_of(&only);
+        assert_eq!(files.len(), 1);
+        let got: Vec<_> = files[0]
+            .iter()
+            .map(|f| {
+                (
+                    f.object_meta.location.to_string(),
+                    f.range.as_ref().map(|r| (r.start, r.end)),
+                    f.partition_values.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "t/a.parquet".to_string(),
+                    Some((50, 100)),
+                    vec![ScalarValue::from("1")]
+                ),
+                (
+                    "t/b.parquet".to_string(),
+                    None,
+                    vec![ScalarValue::from("2")]
+                ),
+            ]
+        );
+        // A file the table version does not hold is an error, not a
+        // silently smaller answer.
+        let stray = [slice("t/c.parquet", None)];
+        let err = reading(&plan, &stray.iter().collect::<Vec<_>>()).unwrap_err();
+        assert!(err.to_string().contains("t/c.parquet"), "{err}");
+        // No file scan to list: read whole.
+        let empty: Arc<dyn ExecutionPlan> = Arc::new(
+            datafusion::physical_plan::empty::EmptyExec::new(plan.schema()),
+        );
+        assert_eq!(groups_of(&empty, 0), None);
     }
 }

@@ -3,8 +3,9 @@
 //! Ballista cuts a stage into tasks, each running some of the stage's
 //! partitions, and cuts the stage's leaves down to those partitions. It
 //! knows how for its shuffle readers and DataFusion's file and memory
-//! scans; custlake's leaves (a table's tier scans, a secured view) are one
-//! partition each for that reason (see `scan`). A union maps its
+//! scans, and the scheduler shows it a table's tier scans as a file scan
+//! (see `scan`); a secured view, and a tier scan whose files cannot be
+//! listed, are one partition each for that reason. A union maps its
 //! partitions onto its inputs' one after another, so a union over such a
 //! leaf in a stage of several tasks would send a task to the wrong input.
 //! Such a union runs in one task: [`OneTaskExec`] holds it as a leaf of
@@ -56,7 +57,10 @@ impl OneTaskExec {
 /// Whether `plan` holds, in the same stage (above the next shuffle), a
 /// leaf Ballista cannot cut into tasks.
 fn holds_uncut_leaf(plan: &Arc<dyn ExecutionPlan>) -> bool {
-    if plan.is::<TierScanExec>() || plan.is::<FencedExec>() || plan.is::<OneTaskExec>() {
+    if let Some(scan) = plan.downcast_ref::<TierScanExec>() {
+        return !scan.cut_by_files();
+    }
+    if plan.is::<FencedExec>() || plan.is::<OneTaskExec>() {
         return true;
     }
     if plan.is::<RepartitionExec>()

@@ -1,0 +1,234 @@
+//! A tier scan as the scheduler holds it: a DataFusion file scan whose file
+//! groups are the tier scan's partitions (each file, or byte range of one,
+//! tagged with its tier), so that Ballista cuts a stage's tier scans into
+//! tasks as it cuts its own file scans. It only travels: the scheduler's
+//! codec turns each task's cut back into the tier scan of the task's
+//! groups ([`carried`]), which the executor runs. Nothing reads it where it
+//! is: opening one is an error that says so.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DataFusionError, Result, Statistics};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileOpener, FileScanConfig, FileScanConfigBuilder, FileSource,
+};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+
+use super::scan::{Part, Slice};
+
+/// The tier scan's parts and statistics; its files are the file scan's.
+#[derive(Debug, Clone)]
+pub(super) struct TierSource {
+    parts: Vec<Part>,
+    statistics: Arc<Statistics>,
+    table_schema: TableSchema,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+/// The part (tier) a carried file belongs to, kept through Ballista's cut
+/// as the file's extension.
+#[derive(Debug)]
+struct OfPart(usize);
+
+/// The file scan that carries a tier scan of `parts` whose partitions
+/// read `groups`.
+pub(super) fn carry(
+    parts: Vec<Part>,
+    schema: SchemaRef,
+    statistics: Statistics,
+    groups: Vec<Vec<Slice>>,
+    fetch: Option<usize>,
+) -> Arc<dyn ExecutionPlan> {
+    let statistics = Arc::new(statistics);
+    let source = TierSource {
+        parts,
+        statistics: statistics.clone(),
+        table_schema: TableSchema::from(schema),
+        metrics: ExecutionPlanMetricsSet::new(),
+    };
+    let groups = groups
+        .into_iter()
+        .map(|g| {
+            FileGroup::new(
+                g.into_iter()
+                    .map(|s| {
+                        let mut f = PartitionedFile::new(s.path, s.size);
+                        if let Some((start, end)) = s.range {
+                            f = f.with_range(start, end);
+                        }
+                        f.extensions.insert(OfPart(s.part));
+                        f
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+        .with_file_groups(groups)
+        .with_statistics((*statistics).clone())
+        .with_limit(fetch)
+        .build();
+    DataSourceExec::from_data_source(config)
+}
+
+/// What a tier scan's carrier holds, as Ballista cut it: its parts,
+/// statistics, the groups left and the limit pushed into it; `None` for
+/// any other plan.
+pub(super) fn carried(plan: &dyn ExecutionPlan) -> Option<Result<Carried<'_>>> {
+    let source: &dyn std::any::Any = plan
+        .downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .as_ref();
+    let config = source.downcast_ref::<FileScanConfig>()?;
+    let source = config.file_source().downcast_ref::<TierSource>()?;
+    let groups = config
+        .file_groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .map(|f| {
+                    let part = f.extensions.get::<OfPart>().ok_or_else(|| {
+                        DataFusionError::Internal(format!(
+                            "a tier scan's file {} lost its tier",
+                            f.object_meta.location
+                        ))
+                    })?;
+                    Ok(Slice {
+                        part: part.0,
+                        path: f.object_meta.location.to_string(),
+                        size: f.object_meta.size,
+                        range: f.range.as_ref().map(|r| (r.start, r.end)),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>();
+    Some(groups.map(|groups| Carried {
+        parts: &source.parts,
+        statistics: &source.statistics,
+        groups,
+        fetch: config.limit,
+    }))
+}
+
+/// A tier scan's carrier, read back.
+pub(super) struct Carried<'a> {
+    pub parts: &'a [Part],
+    pub statistics: &'a Statistics,
+    pub groups: Vec<Vec<Slice>>,
+    pub fetch: Option<usize>,
+}
+
+impl FileSource for TierSource {
+    fn create_file_opener(
+        &self,
+        _: Arc<dyn object_store::ObjectStore>,
+        _: &FileScanConfig,
+        _: usize,
+    ) -> Result<Arc<dyn FileOpener>> {
+        Err(DataFusionError::Internal(
+            "a tier scan is read on the executors; this process only passes it on".into(),
+        ))
+    }
+
+    fn table_schema(&self) -> &TableSchema {
+        &self.table_schema
+    }
+
+    fn with_batch_size(&self, _: usize) -> Arc<dyn FileSource> {
+        Arc::new(self.clone())
+    }
+
+    fn metrics(&self) -> &ExecutionPlanMetricsSet {
+        &self.metrics
+    }
+
+    fn file_type(&self) -> &str {
+        "tier scan"
+    }
+
+    /// Its groups are the tier scan's partitions, as planned.
+    fn supports_repartitioning(&self) -> bool {
+        false
+    }
+
+    fn apply_expressions(
+        &self,
+        _: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::ExecutionPlanProperties;
+
+    use super::*;
+    use crate::lake::Tier;
+    use crate::query::cluster::scan::ScanSpec;
+
+    fn part(tier: Tier) -> Part {
+        Part {
+            spec: ScanSpec {
+                table: "policy".into(),
+                tier,
+                version: 3,
+                projection: None,
+                limit: None,
+            },
+            filters: vec![],
+        }
+    }
+
+    fn slice(part: usize, path: &str, range: Option<(i64, i64)>) -> Slice {
+        Slice {
+            part,
+            path: path.into(),
+            size: 100,
+            range,
+        }
+    }
+
+    #[test]
+    fn ballista_cuts_a_carried_tier_scan_into_the_groups_of_a_task() {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
+        let groups = vec![
+            vec![
+                slice(0, "hot/policy/a.parquet", Some((0, 50))),
+                slice(1, "warm/policy/b.parquet", None),
+            ],
+            vec![slice(0, "hot/policy/a.parquet", Some((50, 100)))],
+            vec![],
+        ];
+        let plan = carry(
+            vec![part(Tier::Hot), part(Tier::Warm)],
+            schema.clone(),
+            Statistics::new_unknown(&schema),
+            groups.clone(),
+            None,
+        );
+        assert_eq!(plan.output_partitioning().partition_count(), 3);
+        // As the scheduler prepares a task of partitions 0 and 2.
+        let cut =
+            ballista_scheduler::state::task_builder::restrict_plan_to_partitions(plan, &[0, 2])
+                .unwrap();
+        assert_eq!(cut.output_partitioning().partition_count(), 2);
+        let c = carried(cut.as_ref()).unwrap().unwrap();
+        assert_eq!(c.groups, vec![groups[0].clone(), groups[2].clone()]);
+        assert_eq!(c.parts, &[part(Tier::Hot), part(Tier::Warm)][..]);
+        assert_eq!(c.fetch, None);
+        // Nothing reads it where it is.
+        let ctx = datafusion::prelude::SessionContext::new();
+        let err = cut.execute(0, ctx.task_ctx()).err().unwrap();
+        assert!(err.to_string().contains("read on the executors"), "{err}");
+    }
+}

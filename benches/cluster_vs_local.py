@@ -52,8 +52,13 @@ def wait_port(port):
     raise SystemExit(f"nothing listens on {port}")
 
 
+# Settings every custlake process of the run gets (--memory-limit-mb).
+SETTINGS = {}
+
+
 def env_without_config(extra=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CUSTLAKE")}
+    env.update(SETTINGS)
     env.update(extra or {})
     return env
 
@@ -106,7 +111,11 @@ def main():
     ap.add_argument("--runs", type=int, default=4, help="runs per engine and round (the first is a warm-up)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     ap.add_argument("--as-of", default="2026-06-30")
+    ap.add_argument("--memory-limit-mb", type=int,
+                    help="query.memory_limit_mb of every process (it bounds the local engine; executors do not take it)")
     a = ap.parse_args()
+    if a.memory_limit_mb:
+        SETTINGS["CUSTLAKE__QUERY__MEMORY_LIMIT_MB"] = str(a.memory_limit_mb)
     binary = os.path.abspath(a.bin)
     lake = os.path.abspath(a.lake)
     as_of = dt.date.fromisoformat(a.as_of)

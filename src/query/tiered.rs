@@ -458,7 +458,8 @@ impl TableProvider for TieredTable {
                     plan,
                 )?);
             }
-            // On a cluster the tiers are one leaf (see `cluster::scan`).
+            // On a cluster the tiers are one leaf, partition `i` reading
+            // each tier's group `i` (see `cluster::scan`).
             if plans.len() > 1
                 && crate::lake::session::on_cluster(state.config()).is_some()
                 && let Some(one) = super::cluster::TierScanExec::merged(&plans)

@@ -216,8 +216,9 @@ fn split(plan: Arc<dyn ExecutionPlan>, state: &dyn Session) -> Arc<dyn Execution
     }
 }
 
-/// The tier scans of one table, as a leaf of one partition that can
-/// travel (see the module).
+/// The tier scans of one table, as a leaf whose partitions are their
+/// files (or one partition that reads them whole), that can travel (see
+/// the module).
 #[derive(Debug)]
 pub struct TierScanExec {
     parts: Vec<Part>,

@@ -20,6 +20,8 @@ use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
+use object_store::ObjectMeta;
+use object_store::path::Path;
 
 use super::scan::{Part, Slice};
 
@@ -45,7 +47,7 @@ pub(super) fn carry(
     statistics: Statistics,
     groups: Vec<Vec<Slice>>,
     fetch: Option<usize>,
-) -> Arc<dyn ExecutionPlan> {
+) -> Result<Arc<dyn ExecutionPlan>> {
     let statistics = Arc::new(statistics);
     let source = TierSource {
         parts,
@@ -56,26 +58,36 @@ pub(super) fn carry(
     let groups = groups
         .into_iter()
         .map(|g| {
-            FileGroup::new(
-                g.into_iter()
-                    .map(|s| {
-                        let mut f = PartitionedFile::new(s.path, s.size);
-                        if let Some((start, end)) = s.range {
-                            f = f.with_range(start, end);
-                        }
-                        f.extensions.insert(OfPart(s.part));
-                        f
-                    })
-                    .collect(),
-            )
+            g.into_iter()
+                .map(|s| {
+                    // The path as stored (already encoded: building it
+                    // from a string would encode its `%` again).
+                    let location = Path::parse(&s.path).map_err(|e| {
+                        DataFusionError::Internal(format!("a tier scan's file {}: {e}", s.path))
+                    })?;
+                    let mut f = PartitionedFile::new_from_meta(ObjectMeta {
+                        location,
+                        last_modified: Default::default(),
+                        size: s.size,
+                        e_tag: None,
+                        version: None,
+                    });
+                    if let Some((start, end)) = s.range {
+                        f = f.with_range(start, end);
+                    }
+                    f.extensions.insert(OfPart(s.part));
+                    Ok(f)
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(FileGroup::new)
         })
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
         .with_file_groups(groups)
         .with_statistics((*statistics).clone())
         .with_limit(fetch)
         .build();
-    DataSourceExec::from_data_source(config)
+    Ok(DataSourceExec::from_data_source(config))
 }
 
 /// What a tier scan's carrier holds, as Ballista cut it: its parts,
@@ -206,7 +218,11 @@ mod tests {
                 slice(0, "hot/policy/a.parquet", Some((0, 50))),
                 slice(1, "warm/policy/b.parquet", None),
             ],
-            vec![slice(0, "hot/policy/a.parquet", Some((50, 100)))],
+            vec![slice(
+                0,
+                "hot/policy/month=2026%2006/a.parquet",
+                Some((50, 100)),
+            )],
             vec![],
         ];
         let plan = carry(
@@ -215,15 +231,23 @@ mod tests {
             Statistics::new_unknown(&schema),
             groups.clone(),
             None,
-        );
+        )
+        .unwrap();
         assert_eq!(plan.output_partitioning().partition_count(), 3);
         // As the scheduler prepares a task of partitions 0 and 2.
-        let cut =
-            ballista_scheduler::state::task_builder::restrict_plan_to_partitions(plan, &[0, 2])
-                .unwrap();
+        let cut = ballista_scheduler::state::task_builder::restrict_plan_to_partitions(
+            plan.clone(),
+            &[0, 2],
+        )
+        .unwrap();
         assert_eq!(cut.output_partitioning().partition_count(), 2);
         let c = carried(cut.as_ref()).unwrap().unwrap();
         assert_eq!(c.groups, vec![groups[0].clone(), groups[2].clone()]);
+        // A path as stored (encoded) comes back as it went.
+        let cut = ballista_scheduler::state::task_builder::restrict_plan_to_partitions(plan, &[1])
+            .unwrap();
+        let c = carried(cut.as_ref()).unwrap().unwrap();
+        assert_eq!(c.groups, vec![groups[1].clone()]);
         assert_eq!(c.parts, &[part(Tier::Hot), part(Tier::Warm)][..]);
         assert_eq!(c.fetch, None);
         // Nothing reads it where it is.

@@ -6,7 +6,8 @@
 //! filter included, as DataFusion's own plan messages). Every other node
 //! goes to Ballista's codec, and through it to DataFusion's.
 //!
-//! A custlake node is framed `CLK1`, a kind byte, then length-prefixed
+//! A custlake node is framed `CLK2` (since tier scans list their files),
+//! a kind byte, then length-prefixed
 //! parts; Ballista's nodes are protobuf messages, which never start so.
 
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use super::carrier;
 use super::scan::{Groups, Part, Replanner, ScanSpec, TierScanExec};
 use crate::security::FencedExec;
 
-const MAGIC: &[u8; 4] = b"CLK1";
+const MAGIC: &[u8; 4] = b"CLK2";
 const TIER_SCAN: u8 = 1;
 const FENCED: u8 = 2;
 const ONE_TASK: u8 = 3;
@@ -187,7 +188,7 @@ impl PhysicalExtensionCodec for ClusterCodec {
                 Ok(match (self.scheduler, layout.groups) {
                     // For Ballista to cut into tasks.
                     (true, Some(groups)) => {
-                        carrier::carry(parts, schema, statistics, groups, layout.fetch)
+                        carrier::carry(parts, schema, statistics, groups, layout.fetch)?
                     }
                     (_, groups) => Arc::new(TierScanExec::decoded(
                         parts,

@@ -109,25 +109,32 @@ pub fn attach(ctx: SessionContext, scheduler: &str) -> Result<SessionContext, Qu
 
 /// The largest join side sent whole to every task of the other side's
 /// stage (broadcast; on the planning machine, collected), by the planner's
-/// estimate: 64 MiB or 1 Mi rows. Locally DataFusion collects a side only
-/// up to 1 MB or 128 Ki rows (one build shared by the threads of one
-/// process); Ballista's own bound is 128 MB. A broadcast side is hashed
-/// again by each task, a repartitioned one costs writing and reading every
-/// row of both sides through shuffle files: at 10 million customers the
-/// policies expiring in 30 days (a few hundred thousand) broadcast to the
-/// scans of 26 million source links and 10 million customers took that
-/// shape from 6.5 s to 1.8 s, the other shapes unchanged; at 1 million the
-/// sides now broadcast (estimated from a filter's default selectivity,
-/// often larger than that) cost two shapes 10–20 %.
+/// estimate: 64 MiB, or where no size is estimated 1 Mi rows. A Delta
+/// scan's size is its files' (compressed): a side decoded can be several
+/// times that, in each task that builds it. Locally DataFusion collects a
+/// side only up to 1 MB or 128 Ki rows (one build shared by the threads
+/// of one process); Ballista's own bound is 128 MB. A broadcast side is
+/// hashed again by each task, a repartitioned one costs writing and
+/// reading every row of both sides through shuffle files: at 10 million
+/// customers the policies expiring in 30 days (a few hundred thousand)
+/// broadcast to the scans of 26 million source links and 10 million
+/// customers took that shape from 6.5 s to 1.9 s, the other shapes
+/// unchanged; at 1 million the sides now broadcast (estimated from a
+/// filter's default selectivity, often larger than that) cost two shapes
+/// 10–20 %.
 const BROADCAST_BYTES: usize = 64 << 20;
 const BROADCAST_ROWS: usize = 1 << 20;
 
 /// `config` (Ballista's settings added) with the cluster's joins: hash
-/// joins as locally (Ballista's default is sort-merge joins, which spill,
-/// and its adaptive planner turns a join whose build partition passes
-/// 64 MiB into one), whose memory bound is the same per partition as in
-/// the local engine; a side broadcast up to [`BROADCAST_BYTES`] or
-/// [`BROADCAST_ROWS`].
+/// joins as locally (Ballista sets its sessions to sort-merge joins, which
+/// spill), whose memory bound is the same per partition as in the local
+/// engine; a side broadcast up to [`BROADCAST_BYTES`] or
+/// [`BROADCAST_ROWS`]. The server plans the joins; the scheduler's
+/// planner, which cuts a job sent as a physical plan into stages, checks
+/// the broadcasts again against the same bound. (The row bound and the
+/// build-partition bound are read by Ballista's adaptive planner only,
+/// which such a job does not go through today; they are set so that it
+/// would choose the same.)
 fn cluster_joins(
     config: &mut datafusion::prelude::SessionConfig,
     local: &datafusion::config::ConfigOptions,
@@ -153,8 +160,8 @@ fn cluster_joins(
         ),
     ];
     if hash {
-        // No hash join turns into a sort-merge join when the job runs: at
-        // 10 million customers every join of the benchmark would.
+        // No hash join would turn into a sort-merge join when the adaptive
+        // planner runs it (it does past a 64 MiB build partition).
         settings.push((
             ballista_core::config::BALLISTA_HASH_JOIN_MAX_BUILD_PARTITION_BYTES,
             "0".to_string(),

@@ -174,7 +174,7 @@ impl Replanner {
     }
 
     /// Plan `part` again, as the planner did, its files split for the
-    /// executor's threads.
+    /// executor's threads (a scan cut into slices reads only its own).
     async fn plan(
         &self,
         part: &Part,
@@ -239,13 +239,14 @@ pub struct TierScanExec {
     replanner: Option<Arc<Replanner>>,
 }
 
-/// One partition, bounded, no ordering claimed: a plan above must not drop
-/// a sort for an order the scans planned again need not keep.
+/// One partition, bounded, no ordering claimed (a cluster's job as the
+/// server sees it).
 pub(super) fn properties(schema: &SchemaRef) -> Arc<PlanProperties> {
     partitions(schema, 1)
 }
 
-/// `n` partitions, bounded, no ordering claimed.
+/// `n` partitions, bounded, no ordering claimed: a plan above must not
+/// drop a sort for an order the scans planned again need not keep.
 fn partitions(schema: &SchemaRef, n: usize) -> Arc<PlanProperties> {
     Arc::new(PlanProperties::new(
         EquivalenceProperties::new(schema.clone()),
@@ -294,7 +295,8 @@ impl TierScanExec {
     ) -> Self {
         Self {
             properties: partitions(&schema, groups.as_ref().map_or(1, Vec::len)),
-            statistics: Arc::new(statistics),
+            // Of the whole scan: a task's cut reads part of it.
+            statistics: Arc::new(statistics.to_inexact()),
             parts,
             schema,
             groups,
@@ -383,8 +385,13 @@ impl TierScanExec {
     }
 }
 
+/// The most slices a tier scan lists (each a path and range in the plan
+/// sent to the scheduler): a scan of more files is read whole.
+const MAX_SLICES: usize = 20_000;
+
 /// The file groups of `plan`'s one file scan, as slices of part `part`;
-/// `None` if it holds no file scan or several.
+/// `None` if it holds no file scan or several, if its partitions are not
+/// its groups, or if it has more than [`MAX_SLICES`].
 fn groups_of(plan: &Arc<dyn ExecutionPlan>, part: usize) -> Groups {
     let mut found: Vec<Vec<Vec<Slice>>> = Vec::new();
     let mut other = false;
@@ -392,6 +399,9 @@ fn groups_of(plan: &Arc<dyn ExecutionPlan>, part: usize) -> Groups {
         if let Some(exec) = node.downcast_ref::<DataSourceExec>() {
             let source: &dyn std::any::Any = exec.data_source().as_ref();
             match source.downcast_ref::<FileScanConfig>() {
+                // Its partitions are not its file groups (Delta declares its
+                // own for deletion vectors): read whole.
+                Some(config) if config.output_partitioning.is_some() => other = true,
                 Some(config) => found.push(
                     config
                         .file_groups
@@ -418,6 +428,13 @@ fn groups_of(plan: &Arc<dyn ExecutionPlan>, part: usize) -> Groups {
         return None;
     }
     let mut groups = found.pop()?;
+    // One partition a group, or the groups are not what the scan's
+    // partitions read; and a plan of a bounded size (every slice travels
+    // to the scheduler, and to each task that reads the scan whole).
+    let slices: usize = groups.iter().map(Vec::len).sum();
+    if plan.output_partitioning().partition_count() != groups.len() || slices > MAX_SLICES {
+        return None;
+    }
     if groups.is_empty() {
         // No files: one partition that reads nothing.
         groups.push(Vec::new());
@@ -429,44 +446,58 @@ fn groups_of(plan: &Arc<dyn ExecutionPlan>, part: usize) -> Groups {
 /// file scan left with one group of them (each file as the scan planned it,
 /// its range the slice's).
 fn reading(plan: &Arc<dyn ExecutionPlan>, slices: &[&Slice]) -> Result<Arc<dyn ExecutionPlan>> {
-    plan.clone()
-        .transform_up(|node| {
-            let Some(config) = node.downcast_ref::<DataSourceExec>().and_then(|e| {
-                let source: &dyn std::any::Any = e.data_source().as_ref();
-                source.downcast_ref::<FileScanConfig>()
-            }) else {
-                return Ok(Transformed::no(node));
-            };
-            let by_path: HashMap<String, &PartitionedFile> = config
-                .file_groups
-                .iter()
-                .flat_map(|g| g.iter())
-                .map(|f| (f.object_meta.location.to_string(), f))
-                .collect();
-            let files = slices
-                .iter()
-                .map(|s| {
-                    let f = by_path.get(&s.path).ok_or_else(|| {
-                        DataFusionError::Execution(format!(
-                            "the tier scan names {}, which its table version does not hold                              (do the scheduler, executors and server share one lake?)",
-                            s.path
-                        ))
-                    })?;
-                    let mut f = (*f).clone();
-                    f.range = s.range.map(|(start, end)| {
-                        datafusion::datasource::listing::FileRange { start, end }
-                    });
-                    Ok(f)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let config = FileScanConfigBuilder::from(config.clone())
-                .with_file_groups(vec![FileGroup::new(files)])
-                .build();
-            Ok(Transformed::yes(
-                DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>
-            ))
-        })
-        .data()
+    let mut replaced = 0;
+    let read =
+        plan.clone()
+            .transform_up(|node| {
+                let Some(config) = node.downcast_ref::<DataSourceExec>().and_then(|e| {
+                    let source: &dyn std::any::Any = e.data_source().as_ref();
+                    source.downcast_ref::<FileScanConfig>()
+                }) else {
+                    return Ok(Transformed::no(node));
+                };
+                let by_path: HashMap<String, &PartitionedFile> = config
+                    .file_groups
+                    .iter()
+                    .flat_map(|g| g.iter())
+                    .map(|f| (f.object_meta.location.to_string(), f))
+                    .collect();
+                let files = slices
+                    .iter()
+                    .map(|s| {
+                        let f = by_path.get(&s.path).ok_or_else(|| {
+                            DataFusionError::Execution(format!(
+                                "the tier scan names {}, which its table version does not hold \
+                             (do the scheduler, executors and server see the lake at the same \
+                             paths?)",
+                                s.path
+                            ))
+                        })?;
+                        let mut f = (*f).clone();
+                        f.range = s.range.map(|(start, end)| {
+                            datafusion::datasource::listing::FileRange { start, end }
+                        });
+                        Ok(f)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let config = FileScanConfigBuilder::from(config.clone())
+                    .with_file_groups(vec![FileGroup::new(files)])
+                    .build();
+                replaced += 1;
+                Ok(Transformed::yes(
+                    DataSourceExec::from_data_source(config) as Arc<dyn ExecutionPlan>
+                ))
+            })
+            .data()?;
+    // Planned again, the scan must be the one whose files were listed: one
+    // file scan (else every partition would read all of it).
+    if replaced != 1 || read.output_partitioning().partition_count() != 1 {
+        return Err(DataFusionError::Execution(format!(
+            "a tier scan planned again on this executor holds {replaced} file scans, \
+             not one: it cannot read its slices"
+        )));
+    }
+    Ok(read)
 }
 
 /// The statistics of `plans` together (unknown where they cannot be
@@ -598,8 +629,7 @@ impl ExecutionPlan for TierScanExec {
         let count = self.properties.partitioning.partition_count();
         if partition >= count {
             return Err(DataFusionError::Internal(format!(
-                "TierScanExec has {count} partitions, not {}",
-                partition + 1
+                "TierScanExec has no partition {partition} (it has {count})"
             )));
         }
         let planned = self.planned.clone();

@@ -23,7 +23,7 @@ use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr};
 use object_store::ObjectMeta;
 use object_store::path::Path;
 
-use super::scan::{Part, Slice};
+use super::scan::{Part, Slice, file_scan};
 
 /// The tier scan's parts and statistics; its files are the file scan's.
 #[derive(Debug, Clone)]
@@ -94,11 +94,7 @@ pub(super) fn carry(
 /// statistics, the groups left and the limit pushed into it; `None` for
 /// any other plan.
 pub(super) fn carried(plan: &dyn ExecutionPlan) -> Option<Result<Carried<'_>>> {
-    let source: &dyn std::any::Any = plan
-        .downcast_ref::<DataSourceExec>()?
-        .data_source()
-        .as_ref();
-    let config = source.downcast_ref::<FileScanConfig>()?;
+    let config = file_scan(plan)?;
     let source = config.file_source().downcast_ref::<TierSource>()?;
     let groups = config
         .file_groups
@@ -112,12 +108,7 @@ pub(super) fn carried(plan: &dyn ExecutionPlan) -> Option<Result<Carried<'_>>> {
                             f.object_meta.location
                         ))
                     })?;
-                    Ok(Slice {
-                        part: part.0,
-                        path: f.object_meta.location.to_string(),
-                        size: f.object_meta.size,
-                        range: f.range.as_ref().map(|r| (r.start, r.end)),
-                    })
+                    Ok(Slice::of(part.0, f))
                 })
                 .collect::<Result<Vec<_>>>()
         })

@@ -67,6 +67,27 @@ pub struct Slice {
     pub range: Option<(i64, i64)>,
 }
 
+impl Slice {
+    /// `file` (as a file scan holds it) of the scan's `part`-th tier.
+    pub(super) fn of(part: usize, file: &PartitionedFile) -> Self {
+        Self {
+            part,
+            path: file.object_meta.location.to_string(),
+            size: file.object_meta.size,
+            range: file.range.as_ref().map(|r| (r.start, r.end)),
+        }
+    }
+}
+
+/// `plan` as DataFusion's file scan, if it is one.
+pub(super) fn file_scan(plan: &dyn ExecutionPlan) -> Option<&FileScanConfig> {
+    let source: &dyn std::any::Any = plan
+        .downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .as_ref();
+    source.downcast_ref::<FileScanConfig>()
+}
+
 /// What each partition of a tier scan reads: `None`, one partition that
 /// reads every part whole; else one group of slices a partition.
 pub(super) type Groups = Option<Vec<Vec<Slice>>>;
@@ -396,9 +417,8 @@ fn groups_of(plan: &Arc<dyn ExecutionPlan>, part: usize) -> Groups {
     let mut found: Vec<Vec<Vec<Slice>>> = Vec::new();
     let mut other = false;
     plan.apply(|node| {
-        if let Some(exec) = node.downcast_ref::<DataSourceExec>() {
-            let source: &dyn std::any::Any = exec.data_source().as_ref();
-            match source.downcast_ref::<FileScanConfig>() {
+        if node.is::<DataSourceExec>() {
+            match file_scan(node.as_ref()) {
                 // Its partitions are not its file groups (Delta declares its
                 // own for deletion vectors): read whole.
                 Some(config) if config.output_partitioning.is_some() => other = true,
@@ -406,16 +426,7 @@ fn groups_of(plan: &Arc<dyn ExecutionPlan>, part: usize) -> Groups {
                     config
                         .file_groups
                         .iter()
-                        .map(|g| {
-                            g.iter()
-                                .map(|f| Slice {
-                                    part,
-                                    path: f.object_meta.location.to_string(),
-                                    size: f.object_meta.size,
-                                    range: f.range.as_ref().map(|r| (r.start, r.end)),
-                                })
-                                .collect()
-                        })
+                        .map(|g| g.iter().map(|f| Slice::of(part, f)).collect())
                         .collect(),
                 ),
                 None => other = true,
@@ -450,10 +461,7 @@ fn reading(plan: &Arc<dyn ExecutionPlan>, slices: &[&Slice]) -> Result<Arc<dyn E
     let read =
         plan.clone()
             .transform_up(|node| {
-                let Some(config) = node.downcast_ref::<DataSourceExec>().and_then(|e| {
-                    let source: &dyn std::any::Any = e.data_source().as_ref();
-                    source.downcast_ref::<FileScanConfig>()
-                }) else {
+                let Some(config) = file_scan(node.as_ref()) else {
                     return Ok(Transformed::no(node));
                 };
                 let by_path: HashMap<String, &PartitionedFile> = config
@@ -719,9 +727,7 @@ mod tests {
     }
 
     fn files_of(plan: &Arc<dyn ExecutionPlan>) -> Vec<Vec<PartitionedFile>> {
-        let exec = plan.downcast_ref::<DataSourceExec>().unwrap();
-        let source: &dyn std::any::Any = exec.data_source().as_ref();
-        let config = source.downcast_ref::<FileScanConfig>().unwrap();
+        let config = file_scan(plan.as_ref()).unwrap();
         config
             .file_groups
             .iter()

@@ -33,6 +33,7 @@ macro_rules! opaque_leaf {
 mod bounded;
 pub mod cluster;
 mod current;
+mod fallback;
 mod guard;
 mod keyindex;
 pub mod named;
@@ -193,11 +194,13 @@ pub fn context_on(config: &Config, runtime: Arc<RuntimeEnv>) -> SessionContext {
     let analyzer = std::iter::once(Arc::new(text::ReadTextAsViews) as Arc<_>)
         .chain(datafusion::optimizer::Analyzer::new().rules)
         .collect();
-    let ctx = SessionContext::new_with_state(
-        crate::lake::session::delta_state(session, runtime)
-            .with_analyzer_rules(analyzer)
-            .build(),
-    );
+    let mut state =
+        crate::lake::session::delta_state(session, runtime).with_analyzer_rules(analyzer);
+    // What reads views runs again as planned if it runs out of memory.
+    if let Some(inner) = state.query_planner().take() {
+        state = state.with_query_planner(fallback::Planner::new(inner));
+    }
+    let ctx = SessionContext::new_with_state(state.build());
     // The bounded built-ins first: a later built-in named like one of
     // ours cannot replace ours.
     bounded::register_bounded(&ctx, config.query.max_value_mb);

@@ -18,6 +18,10 @@
 //!   changed: one that filters and projects rows (a lookup, an export)
 //!   would copy every string it answers all the same.
 //! - What a statement writes (`COPY`) gets the types it was planned with.
+//! - A statement it changes keeps its plan as planned beside the one
+//!   reading views, and runs it if reading views runs out of memory before
+//!   the first row (see [`super::fallback`]): views are larger than short
+//!   plain strings, and a hash join's build side cannot spill.
 //! - A cluster's sessions leave the rule out: their executors read plain
 //!   strings.
 //! - The physical plan counts view columns at the size they hold (see
@@ -33,6 +37,7 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Projection, TableScan, TableSc
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
 
+use super::fallback::ViewsElsePlanned;
 use super::tiered::{OneTier, TieredTable};
 
 /// See the module's documentation.
@@ -49,6 +54,11 @@ impl AnalyzerRule for ReadTextAsViews {
     }
 
     fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
+        // Analysed already (a client that optimises a statement, then has
+        // it planned, which analyses it again).
+        if super::fallback::holds_node(&plan) {
+            return Ok(plan);
+        }
         match plan {
             // What a statement writes gets the types it was planned with.
             LogicalPlan::Copy(mut copy) => {
@@ -63,7 +73,12 @@ impl AnalyzerRule for ReadTextAsViews {
             LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::DescribeTable(_) => {
                 Ok(plan)
             }
-            plan => answered(plan, config),
+            // Run as views first, as planned if that runs out of memory
+            // (see `super::fallback`).
+            plan => match answered(plan.clone(), config)? {
+                views if views == plan => Ok(plan),
+                views => Ok(ViewsElsePlanned::plan(views, plan)),
+            },
         }
     }
 }
@@ -78,7 +93,11 @@ fn answered(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
     // cast back (a `UNION` or `CASE` whose first branch is a literal, a
     // list of texts, may come out as views only once typed); the session's
     // own type coercion, after this rule, then finds nothing to change.
-    let read = TypeCoercion::new().analyze(read_views(plan)?, config)?;
+    let read = read_views(plan)?;
+    if !read.transformed {
+        return Ok(read.data);
+    }
+    let read = TypeCoercion::new().analyze(read.data, config)?;
     let same = read.schema().fields().len() == planned.fields().len()
         && read
             .schema()
@@ -94,7 +113,7 @@ fn answered(plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
 
 /// `plan` with every scan of a lake table that has a views twin reading
 /// the twin (type coercion then types every node above it again).
-fn read_views(plan: LogicalPlan) -> Result<LogicalPlan> {
+fn read_views(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     plan.transform_up_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = &node
             && let Some(swapped) = twin(scan)?
@@ -103,7 +122,6 @@ fn read_views(plan: LogicalPlan) -> Result<LogicalPlan> {
         }
         Ok(Transformed::no(node))
     })
-    .map(|t| t.data)
 }
 
 /// `scan` reading its table's views twin, if its table has one.

@@ -1238,3 +1238,109 @@ fn a_statement_reads_text_as_views_and_answers_plain_strings() {
         }
     }
 }
+
+/// A statement that runs out of memory reading text as views, before its
+/// first row, runs again as planned (plain strings, smaller than views
+/// for short values) and answers as if it had read plain strings from
+/// the start.
+#[test]
+fn a_statement_out_of_memory_as_views_runs_again_as_planned() {
+    use datafusion::execution::memory_pool::FairSpillPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+    use datafusion::physical_plan::{ExecutionPlan, collect};
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    policy_lake(d, None);
+    let lake = Lake::new(&config_of(d)).unwrap();
+    let config = custlake::config::Config::embedded();
+    // Six short keys and a 17-character one: a view is 16 bytes, a plain
+    // string four and its length (the join's build side takes about 1.3
+    // times the memory as views).
+    let sql = "SELECT count(*) AS n, min(p.product_line) AS l, min(q.agent_id) AS a \
+               FROM policy p JOIN policy q ON q.policy_no = p.policy_no \
+               AND q.source_system = p.source_system AND q.product_code = p.product_code \
+               AND q.status = p.status AND q.region = p.region AND q.agent_id = p.agent_id";
+    let rt = rt();
+    // The statement's physical plan in a pool of `bytes`, reading views
+    // (the query context) or plain strings (a cluster member's context,
+    // which leaves the rule out).
+    let plan = |bytes: usize, views: bool| {
+        rt.block_on(async {
+            let runtime = RuntimeEnvBuilder::new()
+                .with_memory_pool(Arc::new(FairSpillPool::new(bytes)))
+                .build_arc()
+                .unwrap();
+            let ctx = if views {
+                custlake::query::context_on(&config, runtime)
+            } else {
+                custlake::query::member_context(&config, runtime)
+            };
+            custlake::query::register_lake(&ctx, &lake, &Catalog::embedded().unwrap(), None)
+                .await
+                .unwrap();
+            let plan = ctx
+                .sql(sql)
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap();
+            (plan, ctx.task_ctx())
+        })
+    };
+    let run = |plan: Arc<dyn ExecutionPlan>, task| {
+        rt.block_on(collect(plan, task)).map(|b| {
+            datafusion::arrow::util::pretty::pretty_format_batches(&b)
+                .unwrap()
+                .to_string()
+        })
+    };
+    let fits_plain = |bytes: usize| {
+        let (p, task) = plan(bytes, false);
+        run(p, task).is_ok()
+    };
+    // The smallest pool (to 1 %) the statement fits reading plain strings.
+    let (mut low, mut high) = (1usize << 10, 64usize << 20);
+    assert!(fits_plain(high));
+    while high - low > high / 100 {
+        let mid = low + (high - low) / 2;
+        if fits_plain(mid) {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    let bytes = high + high / 10;
+    let (plain, task) = plan(bytes, false);
+    let want = run(plain, task).expect("fits as plain strings");
+    assert!(want.contains("accident"), "{want}");
+
+    let (planned, task) = plan(bytes, true);
+    assert_eq!(planned.name(), "PlannedAgainExec");
+    // Reading views alone does not fit that pool…
+    let views = Arc::clone(planned.children()[0]);
+    let err = run(views, Arc::clone(&task)).expect_err("views should need more memory");
+    assert_eq!(
+        custlake::error::datafusion_kind(&err),
+        custlake::error::ErrorKind::ResourcesExhausted,
+        "{err}"
+    );
+    // …and the statement answers all the same, as planned.
+    let (planned, task) = plan(bytes, true);
+    assert_eq!(run(Arc::clone(&planned), task).unwrap(), want);
+    let again = planned
+        .metrics()
+        .unwrap()
+        .sum_by_name("planned_again")
+        .unwrap();
+    assert_eq!(again.as_usize(), 1);
+    // With room for views it reads them, once.
+    let (planned, task) = plan(64 << 20, true);
+    assert_eq!(run(Arc::clone(&planned), task).unwrap(), want);
+    let again = planned
+        .metrics()
+        .unwrap()
+        .sum_by_name("planned_again")
+        .unwrap();
+    assert_eq!(again.as_usize(), 0);
+}

@@ -20,10 +20,17 @@
 //!   planned: a statement that fits pays nothing for it) and plans it only
 //!   if it is needed. Elsewhere (inside `EXPLAIN`) the node is its views
 //!   input.
-//! - The failed run's plan is dropped (its background tasks stop and its
-//!   memory returns to the pool) before the second run starts; a caller
-//!   that keeps the executed plan would keep the first run's state too,
-//!   and none does.
+//! - The failed run's streams are dropped before the second run starts:
+//!   its tasks stop as they next send, and what they held returns to the
+//!   pool (waited for: see [`settle`]). What a plan's nodes keep while the
+//!   plan lives (a broadcast join's build side, small by design) stays
+//!   while the caller keeps the executed plan.
+//! - The second run is planned in the session without the rule, so a
+//!   statement whose scalar subqueries are answered first (and the
+//!   statement optimised again) reads plain strings all through.
+//! - The node answers one partition (the views plan's merged): a
+//!   statement's answer is read as one stream anyway, and a secured view
+//!   that joins is repartitioned by the statement around it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -34,7 +41,7 @@ use datafusion::catalog::Session;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DFSchemaRef, DataFusionError, Result};
 use datafusion::execution::context::QueryPlanner;
-use datafusion::execution::session_state::SessionState;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalNodeCore};
 use datafusion::physical_expr::EquivalenceProperties;
@@ -300,6 +307,7 @@ impl ExecutionPlan for PlannedAgainExec {
         let planner = Arc::clone(&self.planner);
         let again = MetricBuilder::new(&self.metrics).counter("planned_again", 0);
         let schema = self.views.schema();
+        let before = context.memory_pool().reserved();
         let answer = futures::stream::once(async move {
             let mut first = execute_stream(views, Arc::clone(&context))?;
             let exhausted = loop {
@@ -323,10 +331,12 @@ impl ExecutionPlan for PlannedAgainExec {
                 "the statement ran out of memory reading text as views: running it again as planned"
             );
             again.add(1);
-            settle(&context).await;
-            let plan = planner
-                .create_physical_plan(&planned, state.as_ref())
-                .await?;
+            settle(&context, before).await;
+            // Planned in a session without the rule: the inner planner
+            // optimises again once it has answered the statement's scalar
+            // subqueries, and the rule would read views again.
+            let plain = as_planned(state.as_ref());
+            let plan = planner.create_physical_plan(&planned, &plain).await?;
             Ok(execute_stream(plan, context)?.boxed())
         })
         .try_flatten();
@@ -342,18 +352,31 @@ impl ExecutionPlan for PlannedAgainExec {
     }
 }
 
-/// Waits (a second at most) while the memory pool's reservations still
-/// fall: the failed run's tasks stop, and drop what they hold, as the
-/// runtime gets to them.
-async fn settle(context: &TaskContext) {
+/// Waits, two seconds at most, until the memory pool holds no more than
+/// it did before the failed run (other statements share it), or its
+/// reservations stop falling for 200 ms: the failed run's tasks stop, and
+/// drop what they hold, as the runtime gets to them.
+async fn settle(context: &TaskContext, before: usize) {
     let pool = context.memory_pool();
-    let mut held = pool.reserved();
-    for _ in 0..50 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let now = pool.reserved();
-        if now >= held {
+    let (mut held, mut still) = (pool.reserved(), 0);
+    for _ in 0..100 {
+        if held <= before || still >= 10 {
             return;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = pool.reserved();
+        still = if now < held { 0 } else { still + 1 };
         held = now;
     }
+}
+
+/// `state` without [`super::text::ReadTextAsViews`].
+fn as_planned(state: &SessionState) -> SessionState {
+    let mut builder = SessionStateBuilder::new_from_existing(state.clone());
+    if let Some(analyzer) = builder.analyzer() {
+        analyzer
+            .rules
+            .retain(|r| r.name() != super::text::ReadTextAsViews::NAME);
+    }
+    builder.build()
 }

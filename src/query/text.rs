@@ -29,6 +29,7 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::common::{DFSchemaRef, Result};
@@ -124,8 +125,20 @@ fn read_views(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
     })
 }
 
-/// `scan` reading its table's views twin, if its table has one.
+/// `scan` reading its table's views twin, if its table has one and the
+/// scan reads text (a scan of numbers and dates alone reads the same
+/// either way, and left as it is the statement keeps one plan: see
+/// `super::fallback`).
 fn twin(scan: &TableScan) -> Result<Option<TableScan>> {
+    let reads_text = scan.projected_schema.fields().iter().any(|f| {
+        matches!(
+            f.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Binary | DataType::LargeBinary
+        )
+    });
+    if !reads_text {
+        return Ok(None);
+    }
     let Ok(provider) = source_as_provider(&scan.source) else {
         return Ok(None);
     };

@@ -1256,10 +1256,14 @@ fn a_statement_out_of_memory_as_views_runs_again_as_planned() {
     // Six short keys and a 17-character one: a view is 16 bytes, a plain
     // string four and its length (the join's build side takes about 1.3
     // times the memory as views).
+    // The scalar subquery is answered before the statement is planned,
+    // and the statement optimised again (as the analytics queries pick
+    // their score run).
     let sql = "SELECT count(*) AS n, min(p.product_line) AS l, min(q.agent_id) AS a \
                FROM policy p JOIN policy q ON q.policy_no = p.policy_no \
                AND q.source_system = p.source_system AND q.product_code = p.product_code \
-               AND q.status = p.status AND q.region = p.region AND q.agent_id = p.agent_id";
+               AND q.status = p.status AND q.region = p.region AND q.agent_id = p.agent_id \
+               WHERE p.premium >= (SELECT min(premium) FROM policy WHERE status <> 'x')";
     let rt = rt();
     // The statement's physical plan in a pool of `bytes`, reading views
     // (the query context) or plain strings (a cluster member's context,
@@ -1289,31 +1293,56 @@ fn a_statement_out_of_memory_as_views_runs_again_as_planned() {
         })
     };
     let run = |plan: Arc<dyn ExecutionPlan>, task| {
+        // The answer's types and values.
         rt.block_on(collect(plan, task)).map(|b| {
-            datafusion::arrow::util::pretty::pretty_format_batches(&b)
-                .unwrap()
-                .to_string()
+            let types: Vec<_> = b[0]
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect();
+            let values = datafusion::arrow::util::pretty::pretty_format_batches(&b).unwrap();
+            format!("{types:?}\n{values}")
         })
     };
-    let fits_plain = |bytes: usize| {
-        let (p, task) = plan(bytes, false);
+    let fits = |bytes: usize, views: bool| {
+        let (p, task) = plan(bytes, views);
+        let p = if views {
+            assert_eq!(p.name(), "PlannedAgainExec");
+            Arc::clone(p.children()[0])
+        } else {
+            p
+        };
         run(p, task).is_ok()
     };
-    // The smallest pool (to 1 %) the statement fits reading plain strings.
-    let (mut low, mut high) = (1usize << 10, 64usize << 20);
-    assert!(fits_plain(high));
-    while high - low > high / 100 {
-        let mid = low + (high - low) / 2;
-        if fits_plain(mid) {
-            high = mid;
-        } else {
-            low = mid;
+    // The smallest pool (to 1 %) the statement fits reading plain strings,
+    // and reading views alone.
+    let smallest = |views: bool| {
+        let (mut low, mut high) = (1usize << 10, 64usize << 20);
+        assert!(fits(high, views));
+        while high - low > high / 100 {
+            let mid = low + (high - low) / 2;
+            if fits(mid, views) {
+                high = mid;
+            } else {
+                low = mid;
+            }
         }
-    }
-    let bytes = high + high / 10;
+        high
+    };
+    let (as_plain, as_views) = (smallest(false), smallest(true));
+    assert!(
+        as_views > as_plain + as_plain / 10,
+        "views should need more memory: {as_views} bytes, plain strings {as_plain}"
+    );
+    // Halfway (geometrically) between the two.
+    let bytes = ((as_plain as f64) * (as_views as f64)).sqrt() as usize;
     let (plain, task) = plan(bytes, false);
     let want = run(plain, task).expect("fits as plain strings");
-    assert!(want.contains("accident"), "{want}");
+    assert!(
+        want.contains("accident") && want.contains("[Int64, Utf8, Utf8]"),
+        "{want}"
+    );
 
     let (planned, task) = plan(bytes, true);
     assert_eq!(planned.name(), "PlannedAgainExec");

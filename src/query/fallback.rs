@@ -373,10 +373,6 @@ async fn settle(context: &TaskContext, before: usize) {
 /// `state` without [`super::text::ReadTextAsViews`].
 fn as_planned(state: &SessionState) -> SessionState {
     let mut builder = SessionStateBuilder::new_from_existing(state.clone());
-    if let Some(analyzer) = builder.analyzer() {
-        analyzer
-            .rules
-            .retain(|r| r.name() != super::text::ReadTextAsViews::NAME);
-    }
+    super::text::ReadTextAsViews::leave_out(&mut builder);
     builder.build()
 }

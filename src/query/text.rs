@@ -34,6 +34,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::common::{DFSchemaRef, Result};
 use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection, TableScan, TableScanBuilder, cast};
 use datafusion::optimizer::AnalyzerRule;
 use datafusion::optimizer::analyzer::type_coercion::TypeCoercion;
@@ -47,6 +48,15 @@ pub(crate) struct ReadTextAsViews;
 
 impl ReadTextAsViews {
     pub(crate) const NAME: &'static str = "custlake_read_text_as_views";
+
+    /// `builder`'s analyzer without this rule (its other rules and function
+    /// rewrites stay): statements of the session it builds read plain
+    /// strings.
+    pub(crate) fn leave_out(builder: &mut SessionStateBuilder) {
+        if let Some(analyzer) = builder.analyzer() {
+            analyzer.rules.retain(|r| r.name() != Self::NAME);
+        }
+    }
 }
 
 impl AnalyzerRule for ReadTextAsViews {

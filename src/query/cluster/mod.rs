@@ -90,11 +90,7 @@ pub fn attach(ctx: SessionContext, scheduler: &str) -> Result<SessionContext, Qu
     // Nor do they read text as views (the analyzer's other rules and its
     // function rewrites, the bounded built-ins, stay).
     let mut builder = SessionStateBuilder::new_from_existing(state);
-    if let Some(analyzer) = builder.analyzer() {
-        analyzer
-            .rules
-            .retain(|r| r.name() != super::text::ReadTextAsViews::NAME);
-    }
+    super::text::ReadTextAsViews::leave_out(&mut builder);
     let state = builder
         .with_config(config)
         .with_physical_optimizer_rules(rules)

@@ -3,7 +3,7 @@
 //!
 //! A view takes 16 bytes a value where a short plain string takes four and
 //! its length, and a hash join's build side cannot spill: at 10 million
-//! customers the build sides of "policies by type, province and product
+//! customers the build sides of "counts by type × province × product
 //! line" (33 million policies' keys) fit the shipped 4 GiB read as plain
 //! strings and not as views. Views are the faster reading whenever they
 //! fit, so a statement first runs reading them (see [`super::text`]); if

@@ -172,7 +172,9 @@ fn twin(scan: &TableScan) -> Result<Option<TableScan>> {
 }
 
 /// `plan`'s answer with each column cast to its type in `planned` (the
-/// same columns, in order, under the same names).
+/// same columns, in order, under the same names). A column planned as
+/// `Null` (a parameter bound after planning heads a `UNION`: its type is
+/// known only once typed) gets the type it has now, views as plain.
 fn cast_back(plan: LogicalPlan, planned: &DFSchemaRef) -> Result<LogicalPlan> {
     let exprs: Vec<Expr> = plan
         .schema()
@@ -180,11 +182,16 @@ fn cast_back(plan: LogicalPlan, planned: &DFSchemaRef) -> Result<LogicalPlan> {
         .zip(planned.iter())
         .map(|((q, now), (pq, was))| {
             let column = Expr::Column(datafusion::common::Column::from((q, now)));
-            if now.data_type() == was.data_type() {
+            let wanted = match (was.data_type(), now.data_type()) {
+                (DataType::Null, DataType::Utf8View) => DataType::Utf8,
+                (DataType::Null, DataType::BinaryView) => DataType::Binary,
+                (DataType::Null, now) => now.clone(),
+                (was, _) => was.clone(),
+            };
+            if now.data_type() == &wanted {
                 column
             } else {
-                cast(column, was.data_type().clone())
-                    .alias_qualified(pq.cloned(), was.name().as_str())
+                cast(column, wanted).alias_qualified(pq.cloned(), was.name().as_str())
             }
         })
         .collect();

@@ -1237,6 +1237,34 @@ fn a_statement_reads_text_as_views_and_answers_plain_strings() {
             assert!(!format!("{got:?}").contains("View"), "{sql}: {got:?}");
         }
     }
+    // A parameter bound after planning, at the head of a `UNION`, is
+    // planned untyped: the answer takes the type the statement gives it.
+    for (sql, value, want) in [
+        (
+            "SELECT $1 AS k, count(*) AS n FROM policy GROUP BY 1 \
+             UNION ALL SELECT product_line, count(*) FROM policy GROUP BY 1",
+            datafusion::scalar::ScalarValue::from("all"),
+            DataType::Utf8,
+        ),
+        (
+            "SELECT $1 AS k UNION ALL SELECT count(*) FROM policy GROUP BY product_line",
+            datafusion::scalar::ScalarValue::from(7i64),
+            DataType::Int64,
+        ),
+    ] {
+        let batches = rt.block_on(async {
+            let ctx = lake_context(&lake).await;
+            let df = ctx.sql(sql).await.unwrap().with_param_values(vec![value]);
+            df.unwrap()
+                .collect()
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        });
+        assert!(batches.iter().any(|b| b.num_rows() > 0), "{sql}");
+        for b in &batches {
+            assert_eq!(b.schema().field(0).data_type(), &want, "{sql}");
+        }
+    }
 }
 
 /// A statement that runs out of memory reading text as views, before its

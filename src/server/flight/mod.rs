@@ -571,7 +571,7 @@ impl Flight {
         .as_any()
         .encode_to_vec();
         FlightInfo::new()
-            .try_with_schema(schema)
+            .try_with_schema(&as_sent(schema))
             .map_err(|e| status(&ApiError::internal("describing the result", e)))
             .map(|i| {
                 i.with_endpoint(FlightEndpoint::new().with_ticket(Ticket {
@@ -740,10 +740,31 @@ impl Stream for Limited {
 
 fn encode_schema(schema: &Schema) -> Result<Bytes, Status> {
     let message: Result<IpcMessage, _> =
-        SchemaAsIpc::new(schema, &IpcWriteOptions::default()).try_into();
+        SchemaAsIpc::new(&as_sent(schema), &IpcWriteOptions::default()).try_into();
     message
         .map(|IpcMessage(b)| b)
         .map_err(|e| status(&ApiError::internal("encoding a schema", e)))
+}
+
+/// `schema` as the rows are sent: the encoder sends a dictionary column
+/// (a table's partition column) as its values, so a result announced with
+/// the dictionary did not match its stream (ADBC: "endpoint 0 returned
+/// inconsistent schema").
+fn as_sent(schema: &Schema) -> Schema {
+    fn field(f: &Field) -> Field {
+        let t = match f.data_type() {
+            DataType::Dictionary(_, values) => values.as_ref().clone(),
+            DataType::List(inner) => DataType::List(Arc::new(field(inner))),
+            DataType::LargeList(inner) => DataType::LargeList(Arc::new(field(inner))),
+            DataType::Struct(fields) => DataType::Struct(fields.iter().map(|f| field(f)).collect()),
+            other => other.clone(),
+        };
+        f.clone().with_data_type(t)
+    }
+    Schema::new_with_metadata(
+        schema.fields().iter().map(|f| field(f)).collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    )
 }
 
 /// A metadata result as a one-batch stream.

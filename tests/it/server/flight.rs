@@ -100,6 +100,11 @@ fn adbc_and_pyarrow_flight_read_arrow_through_the_roles_session() {
                 Some(serde_json::json!([20])),
             ),
             (phones, None),
+            // A partition column: a dictionary, sent as its values.
+            (
+                "SELECT effective_month, count(*) AS n FROM policy GROUP BY 1 ORDER BY 1 LIMIT 2",
+                None,
+            ),
             ("SELECT * FROM audit_log", None),
             ("DROP TABLE customer", None),
             (
@@ -120,7 +125,10 @@ fn adbc_and_pyarrow_flight_read_arrow_through_the_roles_session() {
         .collect();
     assert_eq!(masked.len(), 5);
     assert!(masked.iter().all(|p| p.contains('*')), "{masked:?}");
-    for refused in &results[3..] {
+    assert_eq!(results[3]["ok"], true, "{}", results[3]);
+    let month = first(&results[3]);
+    assert!(month.len() == 7 && month.as_bytes()[4] == b'-', "{month}");
+    for refused in &results[4..] {
         assert_eq!(refused["ok"], false, "{refused}");
         let m = refused["message"].as_str().unwrap();
         assert!(m.contains("custlake error"), "{m}");

@@ -472,7 +472,7 @@ impl Conn {
     }
 
     /// Parse, measure and check `sql` on the parser's stack.
-    async fn check(&self, sql: &str) -> Result<WireChecked, ApiError> {
+    async fn check(&self, sql: &str) -> Result<(WireChecked, Option<String>), ApiError> {
         let limits = self.state().warehouse.config.query.clone();
         let sql = sql.to_string();
         tokio::task::spawn_blocking(move || check_pg(&sql, &limits))
@@ -747,13 +747,20 @@ impl Stream for Rows {
 
 /// Parse `sql` as the PostgreSQL compatibility parser does, and check what
 /// it parsed (on the parser's large stack, where the tree is dropped too).
-fn check_pg(sql: &str, limits: &crate::config::QueryConfig) -> Result<WireChecked, QueryError> {
+/// Check `sql` as it will run: with its select items' scalar subqueries
+/// kept from the library's rewriting (`subqueries::kept`, the text to run
+/// when it differs from `sql`).
+fn check_pg(
+    sql: &str,
+    limits: &crate::config::QueryConfig,
+) -> Result<(WireChecked, Option<String>), QueryError> {
     crate::query::check_size(sql, limits)?;
     crate::query::on_parse_stack(|| {
+        let kept = subqueries::kept(sql);
         let statements = compat_parser()
-            .parse(sql)
+            .parse(kept.as_deref().unwrap_or(sql))
             .map_err(|e| QueryError::Syntax(Box::new(e.into())))?;
-        crate::query::check_wire(&statements, limits)
+        Ok((crate::query::check_wire(&statements, limits)?, kept))
     })
 }
 
@@ -764,5 +771,6 @@ fn compat_parser() -> &'static PostgresCompatibilityParser {
 
 mod login;
 mod statements;
+mod subqueries;
 
 use statements::{GuardedParser, RedactedExplain, Refuse};

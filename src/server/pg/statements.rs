@@ -17,7 +17,7 @@ impl SimpleQueryHandler for Conn {
         let mut record = self.record(Some(&login.principal), "pg.query", "started");
         record.detail = Some(query.to_string());
         record.format = Some("text".into());
-        let checked = match self.check(query).await {
+        let (checked, kept) = match self.check(query).await {
             Ok(c) => c,
             Err(e) => {
                 record.outcome = if e.kind == ErrorKind::NotReadOnly {
@@ -33,6 +33,7 @@ impl SimpleQueryHandler for Conn {
         };
         let limits = self.limits(client, &login).map_err(|e| pg_error(&e))?;
         let service = &login.service;
+        let query = kept.as_deref().unwrap_or(query);
         self.run(&login, record, &checked, limits, || {
             SimpleQueryHandler::do_query(service, client, query)
         })
@@ -169,22 +170,27 @@ impl QueryParser for GuardedParser {
         let checked = tokio::task::spawn_blocking(move || check_pg(&text, &limits))
             .await
             .map_err(|e| pg_error(&ApiError::internal("checking the statement", e)))?;
-        if let Err(e) = checked {
-            let e = query_error(&e);
-            let mut r = AuditRecord::new(&login.principal, "pg.parse", "error");
-            if e.kind == ErrorKind::NotReadOnly {
-                r.outcome = "denied".into();
+        let kept = match checked {
+            Ok((_, kept)) => kept,
+            Err(e) => {
+                let e = query_error(&e);
+                let mut r = AuditRecord::new(&login.principal, "pg.parse", "error");
+                if e.kind == ErrorKind::NotReadOnly {
+                    r.outcome = "denied".into();
+                }
+                r.object = Some("pg".into());
+                r.client = Some(self.peer.to_string());
+                r.detail = Some(sql.to_string());
+                r.code = Some(i64::from(e.kind.code()));
+                if let Err(err) = self.shared.state.security.audit(r).await {
+                    tracing::error!(error = %err, "the audit record could not be written");
+                }
+                return Err(pg_error(&e));
             }
-            r.object = Some("pg".into());
-            r.client = Some(self.peer.to_string());
-            r.detail = Some(sql.to_string());
-            r.code = Some(i64::from(e.kind.code()));
-            if let Err(err) = self.shared.state.security.audit(r).await {
-                tracing::error!(error = %err, "the audit record could not be written");
-            }
-            return Err(pg_error(&e));
-        }
-        self.inner.parse_sql(client, sql, types).await
+        };
+        self.inner
+            .parse_sql(client, kept.as_deref().unwrap_or(sql), types)
+            .await
     }
 
     fn get_parameter_types(&self, stmt: &DfStatement) -> PgWireResult<Vec<Type>> {

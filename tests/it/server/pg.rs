@@ -140,6 +140,10 @@ fn psql_queries_and_describes_only_what_the_role_reads() {
         &["-A", "-t", "-c", "SELECT count(*) FROM source_customer"],
     ));
     assert_eq!(got.trim(), want.to_string());
+    // A correlated scalar subquery in the select list, as the CLI answers it.
+    let want = crate::common::query(d, CORRELATED)[0].clone();
+    let got = stdout(&psql(pg, "ann", &analyst, &["-A", "-t", "-c", CORRELATED]));
+    assert_eq!(got.trim(), want);
 
     // psql's catalog commands: the analyst's tables, not the auditor's.
     let dt = stdout(&psql(pg, "ann", &analyst, &["-c", "\\dt"]));
@@ -219,6 +223,8 @@ fn psycopg_binds_parameters_in_text_and_binary_and_prepared_statements() {
     .clone();
     let premium = crate::common::count(d, "SELECT count(*) FROM policy WHERE premium > 1000");
     let capacity = crate::common::count(d, "SELECT count(*) FROM agent WHERE capacity > 20");
+    let teams = crate::common::query(d, CORRELATED)[0].clone();
+    assert!(teams.contains(':'), "{teams}");
     for (binary, prepare) in [(false, false), (true, false), (false, true), (true, true)] {
         let r = run_cases(
             pg,
@@ -246,6 +252,13 @@ fn psycopg_binds_parameters_in_text_and_binary_and_prepared_statements() {
                 // A function refusing its arguments is the statement's
                 // error (42601), in the function's words.
                 ("SELECT make_date(2026, 13, 40)", None),
+                // Scalar subqueries in the select list answer as over
+                // HTTP: a correlated one, and one with a parameter.
+                (CORRELATED, None),
+                (
+                    "SELECT (SELECT count(*) FROM agent WHERE capacity > %s) AS n",
+                    Some(serde_json::json!([20])),
+                ),
             ],
             binary,
             prepare,
@@ -260,8 +273,15 @@ fn psycopg_binds_parameters_in_text_and_binary_and_prepared_statements() {
         let message = refused["message"].as_str().unwrap_or_default();
         assert!(message.contains("out of range"), "{r}");
         assert!(!message.contains("External error"), "{r}");
+        assert_eq!(first(&results[5]), teams, "{r}");
+        assert_eq!(first(&results[6]), capacity.to_string(), "{r}");
     }
 }
+
+/// The first twenty agents, each with how many agents its team has.
+const CORRELATED: &str = "SELECT string_agg(concat(agent_id, ':', n), ';' ORDER BY agent_id) \
+    FROM (SELECT a.agent_id, (SELECT count(*) FROM agent b WHERE b.team = a.team) AS n \
+    FROM agent a WHERE a.agent_id <= 'A00020') AS s";
 
 #[test]
 fn logins_are_checked_refused_and_audited() {

@@ -105,7 +105,7 @@ pub fn dedupe(
     let out = engine::resolve(rules, &data, &[], threads);
     let mut cluster_of: HashMap<&str, &str> = HashMap::new();
     for (i, &c) in out.cluster.iter().enumerate() {
-        cluster_of.insert(data.keys[i].as_str(), data.keys[c as usize].as_str());
+        cluster_of.insert(&data.keys[i], &data.keys[c as usize]);
     }
     let clusters = out
         .cluster

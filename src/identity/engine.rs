@@ -63,11 +63,73 @@ impl StrColumn {
     }
 }
 
+/// The records' keys (`system:id`), in ascending order, in one buffer:
+/// about a third of the memory of a `String` each.
+#[derive(Debug, Default, Clone)]
+pub struct Keys(StrColumn);
+
+impl Keys {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Key `i`, `None` past the end.
+    pub fn get(&self, i: usize) -> Option<&str> {
+        (i < self.len()).then(|| self.0.get(i).unwrap_or(""))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        (0..self.len()).map(|i| &self[i])
+    }
+
+    /// Where `key` is (keys are in ascending order), or where it would go.
+    pub fn binary_search(&self, key: &str) -> Result<usize, usize> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self[mid].cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    /// The keys of `column` in the order `order` gives (row `k` is row
+    /// `order[k]` of the column), which must be ascending.
+    pub fn ordered(column: &StrColumn, order: &[u32]) -> Self {
+        Self(column.permuted(order))
+    }
+}
+
+impl std::ops::Index<usize> for Keys {
+    type Output = str;
+
+    fn index(&self, i: usize) -> &str {
+        self.0.get(i).unwrap_or("")
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for Keys {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        let mut c = StrColumn::default();
+        for k in iter {
+            c.push(Some(k.as_ref()));
+        }
+        Self(c)
+    }
+}
+
 /// The records to resolve: a unique key per record (`system:id`) in
 /// ascending order, and the rules' fields, normalised.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Dataset {
-    pub keys: Vec<String>,
+    pub keys: Keys,
     /// One column per rules field, in the rules' field order.
     pub cols: Vec<StrColumn>,
 }

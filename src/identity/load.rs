@@ -11,7 +11,7 @@ use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 
 use super::IdentityError;
-use super::engine::{Dataset, StrColumn};
+use super::engine::{Dataset, Keys, StrColumn};
 use super::ids::Known;
 use crate::lake::Lake;
 use crate::schema::Catalog;
@@ -87,6 +87,7 @@ pub(crate) fn opt(a: &StringArray, i: usize) -> Option<&str> {
 /// A text column filled in any order (`set`), by record: each value is
 /// stored once in arrival order, or once per distinct value (`interned`,
 /// for the few distinct values of a rule or an actor).
+#[derive(Clone)]
 pub(crate) struct TextAt {
     text: StrColumn,
     distinct: Option<HashMap<String, u32>>,
@@ -136,44 +137,80 @@ impl TextAt {
     }
 }
 
+/// Optional instants (microseconds), eight bytes each: `NONE` is none.
+#[derive(Clone, Default)]
+pub(crate) struct Micros(Vec<i64>);
+
+impl Micros {
+    const NONE: i64 = i64::MIN;
+
+    fn of(v: Option<i64>) -> i64 {
+        v.unwrap_or(Self::NONE)
+    }
+
+    /// Record `i`'s instant.
+    pub(crate) fn get(&self, i: usize) -> Option<i64> {
+        self.0.get(i).copied().filter(|&v| v != Self::NONE)
+    }
+}
+
 /// The hash a record's `match_keys` text is compared by.
 pub(crate) fn keys_hash(text: &str) -> u64 {
     crate::domain::fnv(&[text])
 }
 
 /// Where a golden field's raw value is kept.
+#[derive(Clone)]
 enum Raw {
     /// In the rules' column of the same field (the rules keep it as is).
     Rules(usize),
-    /// In a column of its own.
-    Own(StrColumn),
+    /// In a column of its own, by record, filled by
+    /// [`Loaded::read_golden`].
+    Own(TextAt),
     /// Nowhere: the field is read from `birth`.
     Birth,
 }
 
+/// Golden fields of few distinct values (codes, teams, agents): each is
+/// held once and every record points at it.
+const INTERNED: [&str; 7] = [
+    "customer_type",
+    "gender",
+    "id_type",
+    "industry",
+    "owning_team",
+    "region",
+    "agent_id",
+];
+
 /// Source records, sorted by key, with their previous links. Held in
 /// compact columns (one text buffer and an end offset per value), with
 /// only the fields resolution reads: the rules' fields (normalised), the
-/// golden fields (as stored), the dates of the record.
+/// dates of the record, and after matching (`read_golden`) the golden
+/// fields as stored, so matching does not hold them.
+#[derive(Clone)]
 pub(crate) struct Loaded {
     pub data: Dataset,
     raw: Vec<Raw>,
-    pub birth: Vec<Option<i32>>,
+    /// The clause after `FROM source_customer s` the records were read
+    /// with (the golden fields are read with it again).
+    filter: String,
+    birth: Vec<Option<i32>>,
     pub old_id: TextAt,
     pub old_rule: TextAt,
     pub old_by: TextAt,
-    pub old_ingested: Vec<Option<i64>>,
-    /// [`keys_hash`] of the record's previous `match_keys`.
-    pub old_keys: Vec<Option<u64>>,
-    pub ingested: Vec<Option<i64>>,
-    pub updated: Vec<Option<i64>>,
+    pub old_ingested: Micros,
+    /// [`keys_hash`] of the record's previous `match_keys`, 0 for none.
+    pub old_keys: Vec<u64>,
+    pub ingested: Micros,
+    pub updated: Micros,
 }
 
 impl Loaded {
     /// The source system of record `i` (its key is `system:id`).
     pub(crate) fn system(&self, i: usize) -> &str {
         let k = &self.data.keys[i];
-        k.split_once(':').map_or(k.as_str(), |(s, _)| s)
+        k.split_once(':').map_or(k, |(s, _)| s)
     }
 
     /// The source id of record `i`.
@@ -188,15 +225,21 @@ impl Loaded {
     pub(crate) fn golden(&self, f: usize, i: usize) -> Option<&str> {
         match &self.raw[f] {
             Raw::Rules(c) => self.data.value(*c, i),
-            Raw::Own(col) => col.get(i),
+            Raw::Own(t) => t.get(i),
             Raw::Birth => None,
         }
+    }
+
+    /// The birth date of record `i` (days since 1970), once
+    /// [`Loaded::read_golden`] has read it.
+    pub(crate) fn birth(&self, i: usize) -> Option<i32> {
+        self.birth.get(i).copied().flatten()
     }
 
     /// Whether golden field `f` of record `i` has a value.
     pub(crate) fn has_golden(&self, f: usize, i: usize) -> bool {
         match &self.raw[f] {
-            Raw::Birth => self.birth[i].is_some(),
+            Raw::Birth => self.birth(i).is_some(),
             _ => self.golden(f, i).is_some(),
         }
     }
@@ -225,7 +268,7 @@ pub(crate) async fn load_records(
     use futures::StreamExt;
     let golden = super::resolve::GOLDEN;
     let mut names: Vec<&str> = vec!["source_system", "source_id", "ingested_at", "updated_at"];
-    for f in rules.fields.iter().map(String::as_str).chain(golden) {
+    for f in rules.fields.iter().map(String::as_str) {
         if !names.contains(&f) {
             names.push(f);
         }
@@ -256,12 +299,12 @@ pub(crate) async fn load_records(
         }
         match rules.fields.iter().position(|f| f == g) {
             Some(c) if rules.normalize[c].is_empty() => Raw::Rules(c),
-            _ => Raw::Own(StrColumn::default()),
+            _ => Raw::Own(TextAt::new(0, false)),
         }
     };
-    let mut raw: Vec<Raw> = golden.iter().map(|g| raw_of(g)).collect();
+    let raw: Vec<Raw> = golden.iter().map(|g| raw_of(g)).collect();
     let mut cols: Vec<StrColumn> = vec![StrColumn::default(); rules.fields.len()];
-    let (mut keys, mut birth) = (Vec::new(), Vec::new());
+    let (mut keys, mut key) = (StrColumn::default(), String::new());
     let (mut ingested, mut updated) = (Vec::new(), Vec::new());
     let mut stream = df.execute_stream().await?;
     while let Some(batch) = stream.next().await {
@@ -269,9 +312,15 @@ pub(crate) async fn load_records(
         let n = batch.num_rows();
         let system = utf8(&batch, "source_system")?;
         let id = utf8(&batch, "source_id")?;
-        keys.extend((0..n).map(|i| format!("{}:{}", system.value(i), id.value(i))));
-        ingested.extend(micros(&batch, "ingested_at")?);
-        updated.extend(micros(&batch, "updated_at")?);
+        for i in 0..n {
+            key.clear();
+            key.push_str(system.value(i));
+            key.push(':');
+            key.push_str(id.value(i));
+            keys.push(Some(&key));
+        }
+        ingested.extend(micros(&batch, "ingested_at")?.into_iter().map(Micros::of));
+        updated.extend(micros(&batch, "updated_at")?.into_iter().map(Micros::of));
         for ((f, norms), col) in rules.fields.iter().zip(&rules.normalize).zip(&mut cols) {
             let a = utf8(&batch, f)?;
             for i in 0..n {
@@ -284,61 +333,31 @@ pub(crate) async fn load_records(
                 }
             }
         }
-        for (g, r) in golden.iter().zip(&mut raw) {
-            match r {
-                Raw::Own(col) => {
-                    let a = utf8(&batch, g)?;
-                    (0..n).for_each(|i| col.push(opt(&a, i)));
-                }
-                Raw::Birth => {
-                    let c = batch.column_by_name(g).ok_or_else(|| missing(g))?;
-                    let d = cast(c, &DataType::Date32).map_err(|e| mistyped(g, e))?;
-                    let d = d.as_primitive::<datafusion::arrow::datatypes::Date32Type>();
-                    birth.extend((0..n).map(|i| d.is_valid(i).then(|| d.value(i))));
-                }
-                Raw::Rules(_) => {}
-            }
-        }
     }
     if keys.is_empty() {
         return Ok(None);
     }
     // Key order, column by column (one column is copied at a time).
     let mut order: Vec<u32> = (0..keys.len() as u32).collect();
-    order.sort_unstable_by(|a, b| keys[*a as usize].cmp(&keys[*b as usize]));
-    let keys = {
-        let mut slots: Vec<Option<String>> = keys.into_iter().map(Some).collect();
-        order
-            .iter()
-            .map(|&o| slots[o as usize].take().unwrap_or_default())
-            .collect::<Vec<_>>()
-    };
+    order.sort_unstable_by(|a, b| keys.get(*a as usize).cmp(&keys.get(*b as usize)));
+    let keys = Keys::ordered(&keys, &order);
     for c in &mut cols {
         *c = c.permuted(&order);
     }
-    for r in &mut raw {
-        if let Raw::Own(c) = r {
-            *c = c.permuted(&order);
-        }
-    }
-    let by = |v: &[Option<i64>]| order.iter().map(|&o| v[o as usize]).collect::<Vec<_>>();
+    let by = |v: &[i64]| Micros(order.iter().map(|&o| v[o as usize]).collect());
     let (ingested, updated) = (by(&ingested), by(&updated));
-    let birth: Vec<Option<i32>> = if birth.is_empty() {
-        vec![None; keys.len()]
-    } else {
-        order.iter().map(|&o| birth[o as usize]).collect()
-    };
     drop(order);
     let n = keys.len();
     let mut loaded = Loaded {
         data: Dataset { keys, cols },
         raw,
-        birth,
+        filter: filter.to_string(),
+        birth: Vec::new(),
         old_id: TextAt::new(n, false),
         old_rule: TextAt::new(n, true),
         old_by: TextAt::new(n, true),
-        old_ingested: vec![None; n],
-        old_keys: vec![None; n],
+        old_ingested: Micros(vec![Micros::NONE; n]),
+        old_keys: vec![0; n],
         ingested,
         updated,
     };
@@ -348,7 +367,7 @@ pub(crate) async fn load_records(
             for i in 0..n {
                 if let Some(o) = old.get(&loaded.data.keys[i]) {
                     loaded.set_link(i, &o.customer_id, &o.rule, &o.linked_by, o.ingested);
-                    loaded.old_keys[i] = Some(keys_hash(&o.match_keys));
+                    loaded.old_keys[i] = keys_hash(&o.match_keys);
                 }
             }
         }
@@ -358,11 +377,115 @@ pub(crate) async fn load_records(
 }
 
 impl Loaded {
+    /// Read the golden fields the rules' columns do not hold, and the birth
+    /// dates, of the loaded records (the same rows of the same table
+    /// version), each placed at its record's key. Called after matching,
+    /// before golden records are built.
+    pub(crate) async fn read_golden(&mut self, ctx: &SessionContext) -> Result<(), IdentityError> {
+        use futures::StreamExt;
+        let golden = super::resolve::GOLDEN;
+        let n = self.data.len();
+        let mut names: Vec<(usize, &str)> = Vec::new();
+        for (f, r) in self.raw.iter_mut().enumerate() {
+            match r {
+                Raw::Own(t) => {
+                    *t = TextAt::new(n, INTERNED.contains(&golden[f]));
+                    names.push((f, golden[f]));
+                }
+                Raw::Birth => names.push((f, golden[f])),
+                Raw::Rules(_) => {}
+            }
+        }
+        self.birth = vec![None; n];
+        let select: Vec<String> = ["source_system", "source_id"]
+            .into_iter()
+            .chain(names.iter().map(|(_, g)| *g))
+            .map(|g| format!("s.{}", crate::lake::quote_ident(g)))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM source_customer s {}",
+            select.join(", "),
+            self.filter
+        );
+        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+        let (mut key, mut next, mut found) = (String::new(), 0usize, 0usize);
+        let mut rows: Vec<usize> = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let system = utf8(&batch, "source_system")?;
+            let id = utf8(&batch, "source_id")?;
+            rows.clear();
+            for r in 0..batch.num_rows() {
+                key.clear();
+                key.push_str(system.value(r));
+                key.push(':');
+                key.push_str(id.value(r));
+                let keys = &self.data.keys;
+                let i = if keys.get(next) == Some(key.as_str()) {
+                    next
+                } else {
+                    keys.binary_search(&key).map_err(|_| {
+                        IdentityError::Damaged(format!(
+                            "source record {key} was not read with the others"
+                        ))
+                    })?
+                };
+                next = i + 1;
+                rows.push(i);
+            }
+            found += rows.len();
+            for &(f, g) in &names {
+                match &mut self.raw[f] {
+                    Raw::Own(t) => {
+                        let a = utf8(&batch, g)?;
+                        for (r, &i) in rows.iter().enumerate() {
+                            t.set(i, opt(&a, r));
+                        }
+                    }
+                    Raw::Birth => {
+                        let c = batch.column_by_name(g).ok_or_else(|| missing(g))?;
+                        let d = cast(c, &DataType::Date32).map_err(|e| mistyped(g, e))?;
+                        let d = d.as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+                        for (r, &i) in rows.iter().enumerate() {
+                            self.birth[i] = d.is_valid(r).then(|| d.value(r));
+                        }
+                    }
+                    Raw::Rules(_) => {}
+                }
+            }
+        }
+        if found != n {
+            return Err(IdentityError::Damaged(format!(
+                "{found} of {n} source records were read again for their golden fields"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Let go of what only matching and linking read: the previous links
+    /// and the rules' columns that hold no golden field.
+    pub(crate) fn let_go_of_matching(&mut self) {
+        for (c, col) in self.data.cols.iter_mut().enumerate() {
+            if !self
+                .raw
+                .iter()
+                .any(|r| matches!(r, Raw::Rules(k) if *k == c))
+            {
+                *col = StrColumn::default();
+            }
+        }
+        for t in [&mut self.old_id, &mut self.old_rule, &mut self.old_by] {
+            *t = TextAt::new(0, false);
+        }
+        self.old_ingested = Micros::default();
+        self.old_keys = Vec::new();
+    }
+
     fn set_link(&mut self, i: usize, id: &str, rule: &str, by: &str, ingested: Option<i64>) {
         self.old_id.set(i, Some(id));
         self.old_rule.set(i, Some(rule));
         self.old_by.set(i, Some(by));
-        self.old_ingested[i] = ingested;
+        self.old_ingested.0[i] = Micros::of(ingested);
     }
 
     /// Each record's link from `customer_xref`, streamed and placed by key
@@ -393,10 +516,10 @@ impl Loaded {
                 key.push_str(id.value(r));
                 // Links are mostly stored in key order: try the next record first.
                 let keys_of = &self.data.keys;
-                let i = if keys_of.get(next).is_some_and(|k| *k == key) {
+                let i = if keys_of.get(next) == Some(key.as_str()) {
                     next
                 } else {
-                    match keys_of.binary_search_by(|k| k.as_str().cmp(&key)) {
+                    match keys_of.binary_search(&key) {
                         Ok(i) => i,
                         Err(_) => continue,
                     }
@@ -405,8 +528,8 @@ impl Loaded {
                 self.old_id.set(i, opt(&customer, r));
                 self.old_rule.set(i, opt(&rule, r));
                 self.old_by.set(i, opt(&by, r));
-                self.old_ingested[i] = at;
-                self.old_keys[i] = opt(&keys, r).map(keys_hash);
+                self.old_ingested.0[i] = Micros::of(at);
+                self.old_keys[i] = opt(&keys, r).map_or(0, keys_hash);
             }
         }
         Ok(())

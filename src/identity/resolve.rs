@@ -199,6 +199,26 @@ async fn run(
     drop(changed);
     lap.mark("links written");
     task.inc(1);
+    // What the rest needs of the matching, before its fields are let go:
+    // the suspect groups (written last, as before), how many records are
+    // new or changed.
+    let suspects = change.suspects(&input);
+    let n = loaded.data.len();
+    let new_or_changed = match &input.scope {
+        Some(s) => s.seeds,
+        None => (0..n)
+            .filter(|&i| loaded.old_ingested.get(i) != loaded.ingested.get(i))
+            .count(),
+    };
+    // The golden fields are read only now, in place of the previous links
+    // and the rules' fields golden records do not take: matching and
+    // linking never hold them, golden records never hold the others.
+    task.set_message("reading golden fields");
+    // The linking tasks that shared the records have ended.
+    let mut loaded = Arc::try_unwrap(loaded).unwrap_or_else(|shared| (*shared).clone());
+    loaded.let_go_of_matching();
+    loaded.read_golden(&input.ctx).await?;
+    lap.mark("golden fields read");
 
     task.set_message("building and writing golden records");
     let (tx, rx) = tokio::sync::mpsc::channel(2);
@@ -224,7 +244,6 @@ async fn run(
     task.inc(1);
 
     task.set_message("proposing suspected duplicates");
-    let suspects = change.suspects(&input);
     let groups = super::suspects::write(lake, catalog, &input.suspects, suspects).await?;
     lap.mark("suspects written");
     let written = Written {
@@ -233,13 +252,6 @@ async fn run(
         groups,
     };
     task.inc(1);
-    let n = loaded.data.len();
-    let new_or_changed = match &input.scope {
-        Some(s) => s.seeds,
-        None => (0..n)
-            .filter(|&i| loaded.old_ingested[i] != loaded.ingested[i])
-            .count(),
-    };
     Ok(ResolveReport {
         mode: if input.scope.is_some() {
             "incremental"
@@ -462,7 +474,7 @@ fn assign_ids(
             .keys
             .iter()
             .enumerate()
-            .map(|(i, k)| (k.as_str(), i as u32))
+            .map(|(i, k)| (k, i as u32))
             .collect()
     };
     let hints: HashMap<u32, String> = hint_keys
@@ -552,8 +564,8 @@ impl Change<'_> {
             if loaded.old_id.get(i) != Some(self.id_of(i))
                 || loaded.old_rule.get(i) != Some(rule.as_str())
                 || loaded.old_by.get(i) != Some(by.as_str())
-                || loaded.old_ingested[i] != loaded.ingested[i]
-                || loaded.old_keys[i] != Some(keys_hash(&text))
+                || loaded.old_ingested.get(i) != loaded.ingested.get(i)
+                || loaded.old_keys[i] != keys_hash(&text)
             {
                 out.records.push(i);
                 out.keys.extend_from_slice(&keys);
@@ -621,7 +633,7 @@ impl Change<'_> {
                         Cell::Ts(self.now),
                         Cell::Str(by),
                         detail.map_or(Cell::Null, Cell::Str),
-                        loaded.ingested[i].map_or(Cell::Null, Cell::Ts),
+                        loaded.ingested.get(i).map_or(Cell::Null, Cell::Ts),
                         Cell::Str(super::scope::format_keys(changed.fingerprint, keys)),
                     ],
                     None,
@@ -675,7 +687,7 @@ impl Change<'_> {
                 .filter(|&i| self.id_of(i) == into.as_str())
                 .map(|i| {
                     (
-                        self.loaded.data.keys[i].clone(),
+                        self.loaded.data.keys[i].to_string(),
                         self.loaded.old_id.get(i).map(str::to_string),
                     )
                 })

@@ -358,7 +358,7 @@ pub(crate) async fn plan(
     let row_of = locate(&index, seeds, also, hyperedges);
     let mut seed_row = vec![false; n];
     let mut seeds_linked = 0;
-    for r in seeds.keys.iter().filter_map(|k| row_of.get(k.as_str())) {
+    for r in seeds.keys.iter().filter_map(|k| row_of.get(k)) {
         seed_row[*r] = true;
         seeds_linked += 1;
     }
@@ -371,8 +371,8 @@ pub(crate) async fn plan(
         )));
     }
     let mut closure = Closure::new(&index, rules, seeds, &seed_row, &row_of, hyperedges);
-    for key in seeds.keys.iter().chain(also) {
-        if let Some(&r) = row_of.get(key.as_str()) {
+    for key in seeds.keys.iter().chain(also.iter().map(String::as_str)) {
+        if let Some(&r) = row_of.get(key) {
             closure.include(r);
         }
     }
@@ -393,10 +393,10 @@ fn locate<'k>(
     for k in seeds
         .keys
         .iter()
-        .chain(also)
-        .chain(hyperedges.iter().flatten())
+        .chain(also.iter().map(String::as_str))
+        .chain(hyperedges.iter().flatten().map(String::as_str))
     {
-        wanted.entry(key_hash_of(k)).or_default().push(k.as_str());
+        wanted.entry(key_hash_of(k)).or_default().push(k);
     }
     let mut row_of: HashMap<&str, usize> = HashMap::new();
     for r in 0..index.len() {
@@ -574,7 +574,7 @@ impl<'a> Closure<'a> {
     /// and how many customers lie wholly outside.
     fn scope(self, seeds: &Dataset) -> Scope {
         let index = self.index;
-        let mut records: HashSet<String> = seeds.keys.iter().cloned().collect();
+        let mut records: HashSet<String> = seeds.keys.iter().map(str::to_string).collect();
         let mut old = HashMap::new();
         let mut outside: Vec<u64> = Vec::with_capacity(index.len());
         for (r, inside) in self.in_scope.iter().enumerate() {

@@ -184,7 +184,7 @@ fn golden_part(
                 let rank = *ranks
                     .entry((f, sys))
                     .or_insert_with(|| rules.survivorship.rank(name, sys));
-                let recency = -(l.updated[i].or(l.ingested[i]).unwrap_or(0));
+                let recency = -(l.updated.get(i).or(l.ingested.get(i)).unwrap_or(0));
                 if best.is_none_or(|(r, t, _)| (rank, recency) < (r, t)) {
                     best = Some((rank, recency, m));
                 }
@@ -205,7 +205,7 @@ fn golden_part(
                 continue;
             };
             let i = m as usize;
-            let cell = match (*name, l.golden(f, i), l.birth[i]) {
+            let cell = match (*name, l.golden(f, i), l.birth(i)) {
                 ("birth_date", _, Some(d)) => Cell::Date(d),
                 (_, Some(v), _) => Cell::Str(v.to_string()),
                 _ => Cell::Null,

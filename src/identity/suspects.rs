@@ -143,10 +143,7 @@ pub(crate) fn groups(
                 }
             }
         }
-        let keys: BTreeSet<&str> = best
-            .keys()
-            .map(|&r| data.keys[r as usize].as_str())
-            .collect();
+        let keys: BTreeSet<&str> = best.keys().map(|&r| &data.keys[r as usize]).collect();
         let mut h = Sha256::new();
         for k in &keys {
             h.update(k.as_bytes());
@@ -160,12 +157,12 @@ pub(crate) fn groups(
         for (&r, &(score, partner, profile)) in &best {
             let (_, detail) = explain_pair(rules, data, profile, r as usize, partner as usize);
             let detail = serde_json::json!({
-                "matched_with": data.keys[partner as usize],
+                "matched_with": &data.keys[partner as usize],
                 "fields": serde_json::from_str::<serde_json::Value>(&detail).unwrap_or_default(),
             });
             out.push(Member {
                 group_id: group_id.clone(),
-                member: data.keys[r as usize].clone(),
+                member: data.keys[r as usize].to_string(),
                 customer_id: Some(ids[cluster_of[r as usize] as usize].clone()),
                 rule: format!("{}.similar", rules.profiles[profile].name),
                 score: Some((score * 1000.0).round() / 1000.0),

@@ -236,7 +236,7 @@ impl<'a> Matching<'a> {
             .keys
             .iter()
             .enumerate()
-            .map(|(i, k)| (k.as_str(), i as u32))
+            .map(|(i, k)| (k, i as u32))
             .collect();
         let records_of = |records: &[String]| -> Vec<u32> {
             records

@@ -222,9 +222,14 @@ pub struct Stats {
 
 struct UnionFind {
     parent: Vec<u32>,
-    /// Per distinct slot, per root: a record holding the cluster's valid value.
-    distinct: Vec<Vec<Option<u32>>>,
+    /// Per distinct slot, per root: a record holding the cluster's valid
+    /// value, or `NO_RECORD`.
+    distinct: Vec<Vec<u32>>,
 }
+
+/// No record (in `UnionFind::distinct`: four bytes where an `Option<u32>`
+/// takes eight).
+const NO_RECORD: u32 = u32::MAX;
 
 impl UnionFind {
     fn find(&mut self, mut x: u32) -> u32 {
@@ -245,8 +250,9 @@ impl UnionFind {
             return Ok(false);
         }
         for (s, &field) in slots.iter().enumerate() {
-            if let (Some(x), Some(y)) =
-                (self.distinct[s][ra as usize], self.distinct[s][rb as usize])
+            let (x, y) = (self.distinct[s][ra as usize], self.distinct[s][rb as usize]);
+            if x != NO_RECORD
+                && y != NO_RECORD
                 && data.value(field, x as usize) != data.value(field, y as usize)
             {
                 return Err(());
@@ -255,7 +261,7 @@ impl UnionFind {
         let (root, child) = if ra < rb { (ra, rb) } else { (rb, ra) };
         self.parent[child as usize] = root;
         for s in 0..slots.len() {
-            if self.distinct[s][root as usize].is_none() {
+            if self.distinct[s][root as usize] == NO_RECORD {
                 self.distinct[s][root as usize] = self.distinct[s][child as usize];
             }
         }

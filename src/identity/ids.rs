@@ -37,12 +37,12 @@ pub fn parse_id(id: &str) -> Option<u64> {
 }
 
 /// `clusters`: each cluster's records, in the order ids are to be numbered.
-/// `old`: per record, its previous id. `hints`: per record, a retired id
+/// `old`: a record's previous id. `hints`: per record, a retired id
 /// it belonged to before an undone merge. `known`: what the lake knows of
 /// an id.
-pub fn assign<'k>(
+pub fn assign<'k, 'o>(
     clusters: &[Vec<u32>],
-    old: &[Option<&str>],
+    old: &dyn Fn(u32) -> Option<&'o str>,
     hints: &HashMap<u32, String>,
     known: &dyn Fn(&str) -> Option<&'k Known>,
     next: &mut u64,
@@ -50,15 +50,11 @@ pub fn assign<'k>(
     // Each previous id goes to the cluster holding most of its records;
     // ties go to the first cluster. Clusters are visited in order and
     // counted one at a time, so only each id's best so far is kept.
-    let mut best: HashMap<&str, (u32, u32)> = HashMap::new();
-    let mut here: Vec<&str> = Vec::new();
+    let mut best: HashMap<&'o str, (u32, u32)> = HashMap::new();
+    let mut here: Vec<&'o str> = Vec::new();
     for (c, members) in clusters.iter().enumerate() {
         here.clear();
-        here.extend(
-            members
-                .iter()
-                .filter_map(|&r| old.get(r as usize).copied().flatten()),
-        );
+        here.extend(members.iter().filter_map(|&r| old(r)));
         here.sort_unstable();
         for run in here.chunk_by(|a, b| a == b) {
             let n = run.len() as u32;
@@ -150,7 +146,7 @@ mod tests {
         let mut next = 3;
         let a = assign(
             &[vec![0, 1, 2]],
-            &old,
+            &|r| old.get(r as usize).copied().flatten(),
             &HashMap::new(),
             &|id| k.get(id),
             &mut next,
@@ -168,7 +164,7 @@ mod tests {
         ];
         let a = assign(
             &[vec![0], vec![1, 2]],
-            &old,
+            &|r| old.get(r as usize).copied().flatten(),
             &HashMap::new(),
             &|id| k.get(id),
             &mut next,
@@ -185,7 +181,7 @@ mod tests {
         let mut next = 3;
         let a = assign(
             &[vec![0], vec![1]],
-            &old,
+            &|r| old.get(r as usize).copied().flatten(),
             &hints,
             &|id| k.get(id),
             &mut next,

@@ -12,7 +12,7 @@ use datafusion::prelude::SessionContext;
 
 use super::IdentityError;
 use super::engine::{Dataset, Keys, StrColumn};
-use super::ids::Known;
+use super::ids::{self, Known};
 use crate::lake::Lake;
 use crate::schema::Catalog;
 use crate::schema::rules::Rules;
@@ -201,7 +201,9 @@ pub(crate) struct Loaded {
     pub old_by: TextAt,
     pub old_ingested: Micros,
     /// [`keys_hash`] of the record's previous `match_keys`, 0 for none.
-    pub old_keys: Vec<u64>,
+    old_keys: Vec<u64>,
+    /// The previous links are to be read from `customer_xref`.
+    links_later: bool,
     pub ingested: Micros,
     pub updated: Micros,
 }
@@ -249,7 +251,8 @@ impl Loaded {
 pub(crate) enum Links<'a> {
     /// There are none yet.
     None,
-    /// Read from `customer_xref`.
+    /// Read from `customer_xref`, after matching
+    /// ([`Loaded::read_links_later`]).
     Join,
     /// Already read, by record key (an incremental run's scope).
     Known(&'a HashMap<String, super::scope::OldLink>),
@@ -353,17 +356,20 @@ pub(crate) async fn load_records(
         raw,
         filter: filter.to_string(),
         birth: Vec::new(),
-        old_id: TextAt::new(n, false),
-        old_rule: TextAt::new(n, true),
-        old_by: TextAt::new(n, true),
-        old_ingested: Micros(vec![Micros::NONE; n]),
-        old_keys: vec![0; n],
+        old_id: TextAt::new(0, false),
+        old_rule: TextAt::new(0, true),
+        old_by: TextAt::new(0, true),
+        old_ingested: Micros::default(),
+        old_keys: Vec::new(),
+        links_later: matches!(links, Links::Join),
         ingested,
         updated,
     };
     match links {
-        Links::None => {}
+        // Read after matching (`read_links_later`), which does not need them.
+        Links::None | Links::Join => {}
         Links::Known(old) => {
+            loaded.no_links();
             for i in 0..n {
                 if let Some(o) = old.get(&loaded.data.keys[i]) {
                     loaded.set_link(i, &o.customer_id, &o.rule, &o.linked_by, o.ingested);
@@ -371,12 +377,39 @@ pub(crate) async fn load_records(
                 }
             }
         }
-        Links::Join => loaded.read_links(ctx).await?,
     }
     Ok(Some(loaded))
 }
 
 impl Loaded {
+    /// Every record without a previous link, ready for links to be set.
+    fn no_links(&mut self) {
+        let n = self.data.len();
+        self.old_id = TextAt::new(n, false);
+        self.old_rule = TextAt::new(n, true);
+        self.old_by = TextAt::new(n, true);
+        self.old_ingested = Micros(vec![Micros::NONE; n]);
+        self.old_keys = vec![0; n];
+    }
+
+    /// The previous links of a load from `customer_xref`
+    /// ([`Links::Join`]), read now: after matching, which does not need
+    /// them.
+    pub(crate) async fn read_links_later(
+        &mut self,
+        ctx: &SessionContext,
+    ) -> Result<(), IdentityError> {
+        if std::mem::take(&mut self.links_later) {
+            self.read_links(ctx).await?;
+        }
+        Ok(())
+    }
+
+    /// [`keys_hash`] of record `i`'s previous `match_keys` (0: none).
+    pub(crate) fn old_keys(&self, i: usize) -> u64 {
+        self.old_keys.get(i).copied().unwrap_or(0)
+    }
+
     /// Read the golden fields the rules' columns do not hold, and the birth
     /// dates, of the loaded records (the same rows of the same table
     /// version), each placed at its record's key. Called after matching,
@@ -492,6 +525,7 @@ impl Loaded {
     /// (links of records not loaded are passed over).
     async fn read_links(&mut self, ctx: &SessionContext) -> Result<(), IdentityError> {
         use futures::StreamExt;
+        self.no_links();
         let df = ctx
             .sql(
                 "SELECT source_system, source_id, customer_id, rule, linked_by, \
@@ -536,13 +570,84 @@ impl Loaded {
     }
 }
 
-/// What the lake knows of customers: every one, or (`only`) those ids.
+/// What the lake knows of each customer: when it was created, whether it
+/// is active, and its golden record's fingerprint. An id of the standard
+/// form and a fingerprint of sixteen hex digits are held as numbers (40
+/// bytes a customer instead of about 110 as text); anything else as text.
+#[derive(Default)]
+pub(crate) struct KnownCustomers {
+    standard: HashMap<u64, (Known, Option<u64>)>,
+    other: HashMap<String, (Known, Option<String>)>,
+}
+
+impl KnownCustomers {
+    fn insert(&mut self, id: &str, known: Known, fingerprint: Option<&str>) {
+        match (standard_id(id), fingerprint.map(hex16)) {
+            (Some(n), None) => {
+                self.standard.insert(n, (known, None));
+            }
+            (Some(n), Some(Some(v))) => {
+                self.standard.insert(n, (known, Some(v)));
+            }
+            _ => {
+                self.other
+                    .insert(id.to_string(), (known, fingerprint.map(str::to_string)));
+            }
+        }
+    }
+
+    /// What the lake knows of customer `id`.
+    pub(crate) fn get(&self, id: &str) -> Option<&Known> {
+        match standard_id(id).and_then(|n| self.standard.get(&n)) {
+            Some((k, _)) => Some(k),
+            None => self.other.get(id).map(|(k, _)| k),
+        }
+    }
+
+    /// Whether customer `id` is active with a golden record of this
+    /// fingerprint (so it need not be written again).
+    pub(crate) fn unchanged(&self, id: &str, fingerprint: &str) -> bool {
+        match standard_id(id).and_then(|n| self.standard.get(&n)) {
+            Some((k, fp)) => k.active && fp.is_some_and(|v| hex16(fingerprint) == Some(v)),
+            None => self
+                .other
+                .get(id)
+                .is_some_and(|(k, fp)| k.active && fp.as_deref() == Some(fingerprint)),
+        }
+    }
+
+    /// The highest number of the standard ids known.
+    pub(crate) fn highest(&self) -> Option<u64> {
+        let other = self.other.keys().filter_map(|id| ids::parse_id(id));
+        self.standard.keys().copied().chain(other).max()
+    }
+}
+
+/// The number of an id of the standard form (`CU` and ten digits, as
+/// `ids::format_id` writes it).
+fn standard_id(id: &str) -> Option<u64> {
+    let d = id.strip_prefix("CU")?;
+    (d.len() == 10 && d.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| d.parse().ok())
+        .flatten()
+}
+
+/// A fingerprint of sixteen lowercase hex digits as its number.
+fn hex16(f: &str) -> Option<u64> {
+    (f.len() == 16 && f.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| u64::from_str_radix(f, 16).ok())
+        .flatten()
+}
+
+/// What the lake knows of customers: every one, or (`only`) those ids,
+/// read batch by batch.
 pub(crate) async fn load_known(
     ctx: &SessionContext,
     have: bool,
     only: Option<Vec<String>>,
-) -> Result<HashMap<String, (Known, Option<String>)>, IdentityError> {
-    let mut out = HashMap::new();
+) -> Result<KnownCustomers, IdentityError> {
+    use futures::StreamExt;
+    let mut out = KnownCustomers::default();
     if !have {
         return Ok(out);
     }
@@ -556,23 +661,65 @@ pub(crate) async fn load_known(
              JOIN __ids i ON c.customer_id = i.id"
         }
     };
-    if let Some(b) = collect(ctx, sql).await? {
+    let mut stream = ctx.sql(sql).await?.execute_stream().await?;
+    while let Some(b) = stream.next().await {
+        let b = b?;
         let id = utf8(&b, "customer_id")?;
         let status = utf8(&b, "status")?;
         let fp = utf8(&b, "fingerprint")?;
         let created = micros(&b, "created_at")?;
         for (i, created) in created.iter().enumerate() {
             out.insert(
-                id.value(i).to_string(),
-                (
-                    Known {
-                        created_at: created.unwrap_or(0),
-                        active: status.value(i) == "active",
-                    },
-                    opt(&fp, i).map(str::to_string),
-                ),
+                id.value(i),
+                Known {
+                    created_at: created.unwrap_or(0),
+                    active: status.value(i) == "active",
+                },
+                opt(&fp, i),
             );
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_customers_answer_alike_held_as_numbers_or_as_text() {
+        let mut k = KnownCustomers::default();
+        let active = |created_at| Known {
+            created_at,
+            active: true,
+        };
+        k.insert("CU0000000042", active(1), Some("00000000000000ff"));
+        k.insert("CU0000000043", active(2), None);
+        k.insert("CU42", active(3), Some("00000000000000ff"));
+        k.insert("CU0000000044", active(4), Some("FF"));
+        k.insert(
+            "CU0000000045",
+            Known {
+                created_at: 5,
+                active: false,
+            },
+            Some("00000000000000ff"),
+        );
+        assert_eq!(k.standard.len(), 3);
+        assert_eq!(k.other.len(), 2);
+        // CU42 and CU0000000042 are different customers.
+        assert_eq!(k.get("CU42").map(|k| k.created_at), Some(3));
+        assert_eq!(k.get("CU0000000042").map(|k| k.created_at), Some(1));
+        assert_eq!(k.get("CU0000000044").map(|k| k.created_at), Some(4));
+        assert!(k.get("CU0000000046").is_none());
+        assert!(k.unchanged("CU0000000042", "00000000000000ff"));
+        assert!(!k.unchanged("CU0000000042", "00000000000000fe"));
+        assert!(!k.unchanged("CU0000000042", "ff"));
+        assert!(!k.unchanged("CU0000000043", "00000000000000ff"));
+        assert!(k.unchanged("CU42", "00000000000000ff"));
+        assert!(k.unchanged("CU0000000044", "FF"));
+        // An inactive customer's record is written again.
+        assert!(!k.unchanged("CU0000000045", "00000000000000ff"));
+        assert_eq!(k.highest(), Some(45));
+    }
 }

@@ -17,12 +17,13 @@ use datafusion::prelude::SessionContext;
 use super::IdentityError;
 use super::engine::{self, Dataset, Decision, Why};
 use super::explain::{explain_all, why_rule};
-use super::ids::{self, Known};
+use super::ids;
 use super::ledger::{
     Event, append_events, decisions, format_event, load_events, next_event_number,
 };
 use super::load::{
-    Links, Loaded, collect, keys_hash, load_known, load_records, now_micros, opt, register, utf8,
+    KnownCustomers, Links, Loaded, collect, keys_hash, load_known, load_records, now_micros, opt,
+    register, utf8,
 };
 use super::survive::retire;
 use crate::lake::{Lake, Warehouse};
@@ -153,8 +154,10 @@ async fn run(
 
     task.set_message(&format!("matching {} records", loaded.data.len()));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (loaded, outcome) = match_records(rules, &input, loaded, threads).await?;
+    let (mut loaded, outcome) = match_records(rules, &input, loaded, threads).await?;
     lap.mark("matched");
+    loaded.read_links_later(&input.ctx).await?;
+    lap.mark("previous links read");
     task.inc(1);
 
     task.set_message("assigning ids");
@@ -214,6 +217,8 @@ async fn run(
     // and the rules' fields golden records do not take: matching and
     // linking never hold them, golden records never hold the others.
     task.set_message("reading golden fields");
+    let stats = outcome.stats.clone();
+    drop(outcome);
     // The linking tasks that shared the records have ended.
     let mut loaded = Arc::try_unwrap(loaded).unwrap_or_else(|shared| (*shared).clone());
     loaded.let_go_of_matching();
@@ -269,9 +274,9 @@ async fn run(
         changed_links: written.links,
         changed_customers: written.customers,
         suspect_groups: written.groups,
-        candidate_pairs: outcome.stats.candidate_pairs,
-        refused_merges: outcome.stats.refused_merges,
-        oversized_blocks: outcome.stats.oversized_blocks,
+        candidate_pairs: stats.candidate_pairs,
+        refused_merges: stats.refused_merges,
+        oversized_blocks: stats.oversized_blocks,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -387,7 +392,7 @@ impl Inputs {
     async fn known_customers(
         &self,
         loaded: &Loaded,
-    ) -> Result<(HashMap<String, (Known, Option<String>)>, Option<u64>), IdentityError> {
+    ) -> Result<(KnownCustomers, Option<u64>), IdentityError> {
         let (ctx, have) = (&self.ctx, self.has("customer"));
         if self.scope.is_none() {
             return Ok((load_known(ctx, have, None).await?, None));
@@ -461,11 +466,11 @@ fn assign_ids(
     loaded: &Loaded,
     clusters: &Clusters,
     hint_keys: &HashMap<String, String>,
-    known: &HashMap<String, (Known, Option<String>)>,
+    known: &KnownCustomers,
     highest: Option<u64>,
 ) -> ids::Assignment {
     let n = loaded.data.len();
-    let old: Vec<Option<&str>> = (0..n).map(|i| loaded.old_id.get(i)).collect();
+    let old = |r: u32| loaded.old_id.get(r as usize);
     let index: HashMap<&str, u32> = if hint_keys.is_empty() {
         HashMap::new()
     } else {
@@ -481,11 +486,10 @@ fn assign_ids(
         .iter()
         .filter_map(|(k, v)| index.get(k.as_str()).map(|i| (*i, v.clone())))
         .collect();
-    let mut next = known
-        .keys()
-        .map(String::as_str)
-        .chain(old.iter().flatten().copied())
+    let mut next = (0..n as u32)
+        .filter_map(old)
         .filter_map(ids::parse_id)
+        .chain(known.highest())
         .chain(highest)
         .max()
         .unwrap_or(0)
@@ -494,7 +498,7 @@ fn assign_ids(
         &clusters.members,
         &old,
         &hints,
-        &|id| known.get(id).map(|(k, _)| k),
+        &|id| known.get(id),
         &mut next,
     )
 }
@@ -565,7 +569,7 @@ impl Change<'_> {
                 || loaded.old_rule.get(i) != Some(rule.as_str())
                 || loaded.old_by.get(i) != Some(by.as_str())
                 || loaded.old_ingested.get(i) != loaded.ingested.get(i)
-                || loaded.old_keys[i] != keys_hash(&text)
+                || loaded.old_keys(i) != keys_hash(&text)
             {
                 out.records.push(i);
                 out.keys.extend_from_slice(&keys);

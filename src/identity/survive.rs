@@ -10,8 +10,7 @@ use datafusion::arrow::compute::cast;
 use serde_json::json;
 
 use super::IdentityError;
-use super::ids::Known;
-use super::load::{Loaded, collect, register, utf8};
+use super::load::{KnownCustomers, Loaded, collect, register, utf8};
 use super::resolve::GOLDEN;
 use crate::lake::Lake;
 use crate::schema::Catalog;
@@ -29,7 +28,7 @@ pub(crate) struct Golden<'a> {
     pub clusters: &'a [Vec<u32>],
     /// Each cluster's customer id.
     pub ids: &'a [String],
-    pub known: &'a HashMap<String, (Known, Option<String>)>,
+    pub known: &'a KnownCustomers,
     pub now: i64,
     pub threads: usize,
 }
@@ -131,7 +130,7 @@ fn golden_part(
     l: &Loaded,
     clusters: &[Vec<u32>],
     ids: &[String],
-    known: &HashMap<String, (Known, Option<String>)>,
+    known: &KnownCustomers,
     now: i64,
 ) -> Result<Vec<RecordBatch>, IdentityError> {
     use std::hash::Hasher;
@@ -221,13 +220,10 @@ fn golden_part(
             values[f] = cell;
         }
         let fingerprint = format!("{:016x}", hash.finish());
-        let prior = known.get(id);
-        if let Some((k, Some(old))) = prior
-            && k.active
-            && *old == fingerprint
-        {
+        if known.unchanged(id, &fingerprint) {
             continue;
         }
+        let prior = known.get(id);
         let province = match address.map(|a| &values[a]) {
             Some(Cell::Str(a)) => a
                 .split('|')
@@ -246,7 +242,7 @@ fn golden_part(
                 Source::Province => province.take().unwrap_or(Cell::Null),
                 Source::Status => Cell::Str("active".into()),
                 Source::Survivorship => survivorship.take().map_or(Cell::Null, Cell::Str),
-                Source::Created => Cell::Ts(prior.map_or(now, |(k, _)| k.created_at)),
+                Source::Created => Cell::Ts(prior.map_or(now, |k| k.created_at)),
                 Source::Updated => Cell::Ts(now),
                 Source::Fingerprint => fingerprint.take().map_or(Cell::Null, Cell::Str),
                 Source::Golden(f) => std::mem::replace(&mut values[*f], Cell::Null),

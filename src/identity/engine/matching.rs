@@ -35,14 +35,14 @@ impl<'a> Matching<'a> {
         slots.dedup();
         let mut uf = UnionFind {
             parent: (0..n as u32).collect(),
-            distinct: vec![vec![None; n]; slots.len()],
+            distinct: vec![vec![super::NO_RECORD; n]; slots.len()],
         };
         for (i, prof) in profile.iter().enumerate() {
             if let Some(p) = *prof {
                 let p = &rules.profiles[p as usize];
                 for (s, &field) in slots.iter().enumerate() {
                     if p.distinct.contains(&field) && valid(p, data, field, i).is_some() {
-                        uf.distinct[s][i] = Some(i as u32);
+                        uf.distinct[s][i] = i as u32;
                     }
                 }
             }
@@ -134,7 +134,11 @@ impl<'a> Matching<'a> {
             let base = slot_base(rules, pi);
             for (bi, b) in p.blocks.iter().enumerate() {
                 let slot = base + (p.strong.len() + bi) as u64;
-                let mut blocks: HashMap<u64, Vec<u32>> = HashMap::new();
+                // Each record's block, sorted by block then record: a
+                // block's members are one run, in record order (12 bytes a
+                // record, where a map of blocks held a list for each).
+                let of_profile = self.profile.iter().filter(|p| **p == Some(pi as u8));
+                let mut blocked: Vec<(u64, u32)> = Vec::with_capacity(of_profile.count());
                 let mut key = String::new();
                 let mut parts: Vec<String> = Vec::new();
                 for (i, prof) in self.profile.iter().enumerate() {
@@ -142,19 +146,28 @@ impl<'a> Matching<'a> {
                         continue;
                     }
                     if let Some(h) = block_hash(b, data, i, &mut key, &mut parts) {
-                        blocks.entry(tagged(slot, h)).or_default().push(i as u32);
+                        blocked.push((tagged(slot, h), i as u32));
                     }
                 }
-                for (h, members) in &blocks {
-                    if members.len() < 2 {
+                blocked.sort_unstable();
+                // Room for the block's pairs at once (grown by doubling,
+                // the list could take twice the memory it needs).
+                let most: usize = blocked
+                    .chunk_by(|x, y| x.0 == y.0)
+                    .filter(|b| b.len() <= p.max_block)
+                    .map(|b| b.len() * (b.len() - 1) / 2)
+                    .sum();
+                pairs.reserve_exact(most);
+                for block in blocked.chunk_by(|x, y| x.0 == y.0) {
+                    if block.len() < 2 {
                         continue;
                     }
-                    if members.len() > p.max_block || oversized.contains(h) {
+                    if block.len() > p.max_block || oversized.contains(&block[0].0) {
                         self.stats.oversized_blocks += 1;
                         continue;
                     }
-                    for (x, &a) in members.iter().enumerate() {
-                        for &b in &members[x + 1..] {
+                    for (x, &(_, a)) in block.iter().enumerate() {
+                        for &(_, b) in &block[x + 1..] {
                             if self.uf.find(a) != self.uf.find(b) {
                                 pairs.push((a, b, pi as u8));
                             }

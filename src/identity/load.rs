@@ -137,6 +137,31 @@ impl TextAt {
     }
 }
 
+/// Finds records by key (`system:id`) in a stream mostly in key order
+/// (links, and the source records as stored): the record after the last
+/// one found is tried before a search.
+#[derive(Default)]
+struct Cursor {
+    key: String,
+    next: usize,
+}
+
+impl Cursor {
+    fn find(&mut self, keys: &Keys, system: &str, id: &str) -> Option<usize> {
+        self.key.clear();
+        self.key.push_str(system);
+        self.key.push(':');
+        self.key.push_str(id);
+        let i = if keys.get(self.next) == Some(self.key.as_str()) {
+            self.next
+        } else {
+            keys.binary_search(&self.key).ok()?
+        };
+        self.next = i + 1;
+        Some(i)
+    }
+}
+
 /// Optional instants (microseconds), eight bytes each: `NONE` is none.
 #[derive(Clone, Default)]
 pub(crate) struct Micros(Vec<i64>);
@@ -441,7 +466,7 @@ impl Loaded {
             self.filter
         );
         let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
-        let (mut key, mut next, mut found) = (String::new(), 0usize, 0usize);
+        let (mut cursor, mut found) = (Cursor::default(), 0usize);
         let mut rows: Vec<usize> = Vec::new();
         while let Some(batch) = stream.next().await {
             let batch = batch?;
@@ -449,21 +474,14 @@ impl Loaded {
             let id = utf8(&batch, "source_id")?;
             rows.clear();
             for r in 0..batch.num_rows() {
-                key.clear();
-                key.push_str(system.value(r));
-                key.push(':');
-                key.push_str(id.value(r));
-                let keys = &self.data.keys;
-                let i = if keys.get(next) == Some(key.as_str()) {
-                    next
-                } else {
-                    keys.binary_search(&key).map_err(|_| {
+                let i = cursor
+                    .find(&self.data.keys, system.value(r), id.value(r))
+                    .ok_or_else(|| {
                         IdentityError::Damaged(format!(
-                            "source record {key} was not read with the others"
+                            "source record {} was not read with the others",
+                            cursor.key
                         ))
-                    })?
-                };
-                next = i + 1;
+                    })?;
                 rows.push(i);
             }
             found += rows.len();
@@ -533,7 +551,7 @@ impl Loaded {
             )
             .await?;
         let mut stream = df.execute_stream().await?;
-        let (mut key, mut next) = (String::new(), 0usize);
+        let mut cursor = Cursor::default();
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let system = utf8(&batch, "source_system")?;
@@ -544,21 +562,9 @@ impl Loaded {
             let keys = utf8(&batch, "match_keys")?;
             let at = micros(&batch, "source_ingested_at")?;
             for (r, at) in at.into_iter().enumerate() {
-                key.clear();
-                key.push_str(system.value(r));
-                key.push(':');
-                key.push_str(id.value(r));
-                // Links are mostly stored in key order: try the next record first.
-                let keys_of = &self.data.keys;
-                let i = if keys_of.get(next) == Some(key.as_str()) {
-                    next
-                } else {
-                    match keys_of.binary_search(&key) {
-                        Ok(i) => i,
-                        Err(_) => continue,
-                    }
+                let Some(i) = cursor.find(&self.data.keys, system.value(r), id.value(r)) else {
+                    continue;
                 };
-                next = i + 1;
                 self.old_id.set(i, opt(&customer, r));
                 self.old_rule.set(i, opt(&rule, r));
                 self.old_by.set(i, opt(&by, r));

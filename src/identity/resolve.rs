@@ -220,7 +220,10 @@ async fn run(
     let stats = outcome.stats.clone();
     drop(outcome);
     // The linking tasks that shared the records have ended.
-    let mut loaded = Arc::try_unwrap(loaded).unwrap_or_else(|shared| (*shared).clone());
+    let mut loaded = Arc::try_unwrap(loaded).unwrap_or_else(|shared| {
+        tracing::warn!("the loaded records are still shared: copied to read the golden fields");
+        (*shared).clone()
+    });
     loaded.let_go_of_matching();
     loaded.read_golden(&input.ctx).await?;
     lap.mark("golden fields read");

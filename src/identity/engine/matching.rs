@@ -150,13 +150,20 @@ impl<'a> Matching<'a> {
                     }
                 }
                 blocked.sort_unstable();
-                // Room for the block's pairs at once (grown by doubling,
-                // the list could take twice the memory it needs).
-                let most: usize = blocked
-                    .chunk_by(|x, y| x.0 == y.0)
-                    .filter(|b| b.len() <= p.max_block)
-                    .map(|b| b.len() * (b.len() - 1) / 2)
-                    .sum();
+                // Room for the rule's pairs at once, counted as they will
+                // be pushed (grown by doubling, the list could take twice
+                // the memory it needs).
+                let expanded = |b: &&[(u64, u32)]| {
+                    b.len() >= 2 && b.len() <= p.max_block && !oversized.contains(&b[0].0)
+                };
+                let mut most = 0usize;
+                for block in blocked.chunk_by(|x, y| x.0 == y.0).filter(expanded) {
+                    for (x, &(_, a)) in block.iter().enumerate() {
+                        for &(_, b) in &block[x + 1..] {
+                            most += usize::from(self.uf.find(a) != self.uf.find(b));
+                        }
+                    }
+                }
                 pairs.reserve_exact(most);
                 for block in blocked.chunk_by(|x, y| x.0 == y.0) {
                     if block.len() < 2 {

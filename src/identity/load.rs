@@ -146,12 +146,17 @@ struct Cursor {
     next: usize,
 }
 
+/// A record's key, `system:id`, written into `out`.
+fn write_key(out: &mut String, system: &str, id: &str) {
+    out.clear();
+    out.push_str(system);
+    out.push(':');
+    out.push_str(id);
+}
+
 impl Cursor {
     fn find(&mut self, keys: &Keys, system: &str, id: &str) -> Option<usize> {
-        self.key.clear();
-        self.key.push_str(system);
-        self.key.push(':');
-        self.key.push_str(id);
+        write_key(&mut self.key, system, id);
         let i = if keys.get(self.next) == Some(self.key.as_str()) {
             self.next
         } else {
@@ -341,10 +346,7 @@ pub(crate) async fn load_records(
         let system = utf8(&batch, "source_system")?;
         let id = utf8(&batch, "source_id")?;
         for i in 0..n {
-            key.clear();
-            key.push_str(system.value(i));
-            key.push(':');
-            key.push_str(id.value(i));
+            write_key(&mut key, system.value(i), id.value(i));
             keys.push(Some(&key));
         }
         ingested.extend(micros(&batch, "ingested_at")?.into_iter().map(Micros::of));

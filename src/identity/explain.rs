@@ -211,12 +211,14 @@ async fn events_of(ctx: &SessionContext, involved: &[String]) -> Result<Vec<Valu
 pub(crate) fn why_rule(rules: &Rules, why: &Why) -> String {
     match why {
         Why::Single => "single".into(),
-        Why::Strong { profile, rule } => format!(
-            "{}.{}",
-            rules.profiles[*profile].name, rules.profiles[*profile].strong[*rule].name
-        ),
-        Why::Scored { profile, .. } => format!("{}.score", rules.profiles[*profile].name),
-        Why::Manual { kind, .. } => (*kind).to_string(),
+        Why::Strong { profile, rule } => {
+            let p = &rules.profiles[usize::from(*profile)];
+            format!("{}.{}", p.name, p.strong[usize::from(*rule)].name)
+        }
+        Why::Scored { profile, .. } => {
+            format!("{}.score", rules.profiles[usize::from(*profile)].name)
+        }
+        Why::Manual { kind, .. } => kind.rule().to_string(),
     }
 }
 

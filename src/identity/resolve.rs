@@ -164,6 +164,7 @@ async fn run(
     let clusters = Clusters::of(&outcome.cluster);
     let loaded = Arc::new(loaded);
     let assignment = assign_ids(&loaded, &clusters, &input.hint_keys, &known, highest);
+    lap.mark("ids assigned");
     task.inc(1);
 
     task.set_message("linking records");
@@ -175,6 +176,7 @@ async fn run(
         clusters: &clusters,
         assignment: &assignment,
         events: &input.events,
+        decisions: &input.decisions,
         now,
     };
     // Each result is written as soon as it is computed, and dropped:
@@ -185,10 +187,10 @@ async fn run(
     if !merges.is_empty() {
         append_events(lake, catalog, &write_ctx, &merges).await?;
     }
-    let changed = change.changed_links();
+    let changed = change.changed_links(threads);
     lap.mark("links compared");
-    task.set_message(&format!("writing {} changed links", changed.records.len()));
-    let links = changed.records.len();
+    let links = changed.len();
+    task.set_message(&format!("writing {links} changed links"));
     if links > 0 {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let def = catalog.table("customer_xref")?;
@@ -439,26 +441,13 @@ async fn match_records(
 
 /// The engine's clusters, in order, and each record's cluster.
 struct Clusters {
-    members: Vec<Vec<u32>>,
+    members: engine::Members,
     of: Vec<u32>,
 }
 
 impl Clusters {
     fn of(cluster: &[u32]) -> Self {
-        // Records grouped by cluster (clusters in order, records in order).
-        let mut order: Vec<u32> = (0..cluster.len() as u32).collect();
-        order.sort_by_key(|&i| cluster[i as usize]);
-        let members: Vec<Vec<u32>> = order
-            .chunk_by(|a, b| cluster[*a as usize] == cluster[*b as usize])
-            .map(<[u32]>::to_vec)
-            .collect();
-        drop(order);
-        let mut of = vec![0u32; cluster.len()];
-        for (c, m) in members.iter().enumerate() {
-            for &r in m {
-                of[r as usize] = c as u32;
-            }
-        }
+        let (members, of) = engine::Members::of(cluster);
         Self { members, of }
     }
 }
@@ -514,13 +503,29 @@ struct Change<'a> {
     clusters: &'a Clusters,
     assignment: &'a ids::Assignment,
     events: &'a [Event],
+    /// The steward's decisions the engine replayed (a manual link names
+    /// its place here).
+    decisions: &'a [Decision],
     now: i64,
 }
 
-/// The records whose link changed, and each one's match keys.
+/// The records whose link changed, and each one's match keys, in parts
+/// (one per thread that found them, in record order).
 struct ChangedLinks {
     /// The rules' fingerprint, which heads the `match_keys` text.
     fingerprint: u64,
+    parts: Vec<Changed>,
+}
+
+impl ChangedLinks {
+    fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.records.len()).sum()
+    }
+}
+
+/// Some records whose link changed, and their match keys.
+#[derive(Default)]
+struct Changed {
     records: Vec<usize>,
     /// Record `k` of `records` has `keys[offsets[k]..offsets[k + 1]]`.
     offsets: Vec<u32>,
@@ -542,31 +547,48 @@ impl Change<'_> {
     /// A link's rule and who made it.
     fn rule_and_actor(&self, record: usize) -> (String, String) {
         match &self.outcome.link[record].why {
-            Why::Manual { event, kind } => (
-                (*kind).to_string(),
-                self.events
-                    .iter()
-                    .find(|e| &e.event_id == event)
+            Why::Manual { decision, kind } => (
+                kind.rule().to_string(),
+                self.decisions
+                    .get(*decision as usize)
+                    .and_then(Decision::event)
+                    .and_then(|event| self.events.iter().find(|e| e.event_id == event))
                     .map_or_else(|| "steward".to_string(), |e| e.actor.clone()),
             ),
             w => (why_rule(self.rules, w), "auto".to_string()),
         }
     }
 
-    /// The records whose link changed, with their match keys.
-    fn changed_links(&self) -> ChangedLinks {
-        let loaded = self.loaded;
+    /// The records whose link changed, with their match keys: the
+    /// records in `threads` runs at once (at 10 million customers
+    /// 26 million records' keys are made and compared).
+    fn changed_links(&self, threads: usize) -> ChangedLinks {
+        let n = self.loaded.data.len();
         let fingerprint = self.rules.fingerprint();
-        let mut out = ChangedLinks {
-            fingerprint,
-            records: Vec::new(),
+        let size = n.div_ceil(threads.max(1)).max(1);
+        let parts = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..n)
+                .step_by(size)
+                .map(|lo| s.spawn(move || self.changed_in(lo..(lo + size).min(n), fingerprint)))
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        ChangedLinks { fingerprint, parts }
+    }
+
+    /// [`Self::changed_links`] among the records `range`.
+    fn changed_in(&self, range: std::ops::Range<usize>, fingerprint: u64) -> Changed {
+        let loaded = self.loaded;
+        let mut out = Changed {
             offsets: vec![0],
-            keys: Vec::new(),
+            ..Changed::default()
         };
-        let mut keys = Vec::new();
-        for i in 0..loaded.data.len() {
+        let (mut keys, mut text) = (Vec::new(), String::new());
+        for i in range {
             engine::match_keys(self.rules, &loaded.data, i, &mut keys);
-            let text = super::scope::format_keys(fingerprint, &keys);
+            super::scope::write_keys(fingerprint, &keys, &mut text);
             let (rule, by) = self.rule_and_actor(i);
             if loaded.old_id.get(i) != Some(self.id_of(i))
                 || loaded.old_rule.get(i) != Some(rule.as_str())
@@ -609,7 +631,18 @@ impl Change<'_> {
         let loaded = self.loaded;
         let xref_def = catalog.table("customer_xref")?;
         let mut b = BatchBuilder::new(xref_def, false);
-        for (c, chunk) in changed.records.chunks(super::survive::CHUNK).enumerate() {
+        // (part, its first record's place in the part) of every chunk.
+        let chunks: Vec<(usize, usize)> = (changed.parts.iter().enumerate())
+            .flat_map(|(p, part)| {
+                (0..part.records.len())
+                    .step_by(super::survive::CHUNK)
+                    .map(move |first| (p, first))
+            })
+            .collect();
+        for (p, first) in chunks {
+            let part = &changed.parts[p];
+            let chunk =
+                &part.records[first..(first + super::survive::CHUNK).min(part.records.len())];
             let explained: Vec<(f64, Option<String>)> = tokio::task::spawn_blocking({
                 let rules = self.rules.clone();
                 let loaded = loaded.clone();
@@ -621,11 +654,10 @@ impl Change<'_> {
                 move || explain_all(&rules, &loaded.data, &chunk, &partners, threads)
             })
             .await?;
-            let first = c * super::survive::CHUNK;
             for (k, (&i, (score, detail))) in chunk.iter().zip(explained).enumerate() {
                 let (rule, by) = self.rule_and_actor(i);
-                let keys = &changed.keys
-                    [changed.offsets[first + k] as usize..changed.offsets[first + k + 1] as usize];
+                let keys = &part.keys
+                    [part.offsets[first + k] as usize..part.offsets[first + k + 1] as usize];
                 b.push(
                     &[
                         Cell::Str(loaded.system(i).to_string()),

@@ -28,11 +28,19 @@ use crate::schema::rules::Rules;
 /// The `match_keys` text of a record: the rules' fingerprint, then each key.
 pub(crate) fn format_keys(fingerprint: u64, keys: &[u64]) -> String {
     let mut s = String::with_capacity(17 * (keys.len() + 1));
-    s.push_str(&format!("r{fingerprint:016x}"));
-    for k in keys {
-        s.push_str(&format!(" {k:016x}"));
-    }
+    write_keys(fingerprint, keys, &mut s);
     s
+}
+
+/// [`format_keys`] into `s` (cleared first).
+pub(crate) fn write_keys(fingerprint: u64, keys: &[u64], s: &mut String) {
+    use std::fmt::Write;
+    s.clear();
+    // Writing to a String cannot fail.
+    let _ = write!(s, "r{fingerprint:016x}");
+    for k in keys {
+        let _ = write!(s, " {k:016x}");
+    }
 }
 
 /// What an incremental run resolves.

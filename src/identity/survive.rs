@@ -3,6 +3,7 @@
 //! record), remembering which record supplied it.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
@@ -10,6 +11,7 @@ use datafusion::arrow::compute::cast;
 use serde_json::json;
 
 use super::IdentityError;
+use super::engine::{Keys, Members};
 use super::load::{KnownCustomers, Loaded, collect, register, utf8};
 use super::resolve::GOLDEN;
 use crate::lake::Lake;
@@ -25,9 +27,9 @@ pub(crate) struct Golden<'a> {
     pub rules: &'a Rules,
     pub catalog: &'a Catalog,
     pub loaded: &'a Loaded,
-    pub clusters: &'a [Vec<u32>],
+    pub clusters: &'a Members,
     /// Each cluster's customer id.
-    pub ids: &'a [String],
+    pub ids: &'a Keys,
     pub known: &'a KnownCustomers,
     pub now: i64,
     pub threads: usize,
@@ -39,9 +41,9 @@ impl Golden<'_> {
     /// how many. An error is sent too (it aborts the write) and returned.
     pub(crate) async fn send(&self, tx: super::BatchSender) -> Result<usize, IdentityError> {
         let mut rows = 0;
-        let slice = CHUNK * self.threads.max(1);
-        for (clusters, ids) in self.clusters.chunks(slice).zip(self.ids.chunks(slice)) {
-            let batches = match self.rows(clusters, ids) {
+        let (slice, n) = (CHUNK * self.threads.max(1), self.clusters.len());
+        for lo in (0..n).step_by(slice) {
+            let batches = match self.rows(lo..(lo + slice).min(n)) {
                 Ok(b) => b,
                 Err(e) => {
                     super::abort(&tx, "golden records", &e).await;
@@ -61,19 +63,19 @@ impl Golden<'_> {
 
     /// The rows of some clusters, computed on `threads` threads, in
     /// cluster order, in batches of at most [`CHUNK`] rows.
-    fn rows(
-        &self,
-        clusters: &[Vec<u32>],
-        ids: &[String],
-    ) -> Result<Vec<RecordBatch>, IdentityError> {
+    fn rows(&self, clusters: Range<usize>) -> Result<Vec<RecordBatch>, IdentityError> {
         let def = self.catalog.table("customer")?;
         let size = clusters.len().div_ceil(self.threads.max(1)).max(1);
         let (rules, l, known, now) = (self.rules, self.loaded, self.known, self.now);
+        let (members, ids) = (self.clusters, self.ids);
         std::thread::scope(|s| {
             let parts: Vec<_> = clusters
-                .chunks(size)
-                .zip(ids.chunks(size))
-                .map(|(c, i)| s.spawn(move || golden_part(rules, def, l, c, i, known, now)))
+                .clone()
+                .step_by(size)
+                .map(|lo| {
+                    let part = lo..(lo + size).min(clusters.end);
+                    s.spawn(move || golden_part(rules, def, l, (members, part), ids, known, now))
+                })
                 .collect();
             let mut out = Vec::new();
             for p in parts {
@@ -128,8 +130,8 @@ fn golden_part(
     rules: &Rules,
     def: &crate::schema::TableDef,
     l: &Loaded,
-    clusters: &[Vec<u32>],
-    ids: &[String],
+    (clusters, part): (&Members, Range<usize>),
+    ids: &Keys,
     known: &KnownCustomers,
     now: i64,
 ) -> Result<Vec<RecordBatch>, IdentityError> {
@@ -167,7 +169,8 @@ fn golden_part(
     let (mut batches, mut rows) = (Vec::new(), 0usize);
     let mut text = String::new();
     let mut values: Vec<Cell> = vec![Cell::Null; GOLDEN.len()];
-    for (members, id) in clusters.iter().zip(ids) {
+    for c in part {
+        let (members, id) = (clusters.get(c), &ids[c]);
         let mut chosen: Vec<Option<u32>> = vec![None; GOLDEN.len()];
         for (f, name) in GOLDEN.iter().enumerate() {
             if together.iter().any(|(follower, _)| *follower == f) {
@@ -238,7 +241,7 @@ fn golden_part(
         let row: Vec<Cell> = sources
             .iter()
             .map(|s| match s {
-                Source::Id => Cell::Str(id.clone()),
+                Source::Id => Cell::Str(id.to_string()),
                 Source::Province => province.take().unwrap_or(Cell::Null),
                 Source::Status => Cell::Str("active".into()),
                 Source::Survivorship => survivorship.take().map_or(Cell::Null, Cell::Str),

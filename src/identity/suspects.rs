@@ -97,7 +97,7 @@ pub(crate) fn groups(
     data: &Dataset,
     outcome: &Outcome,
     cluster_of: &[u32],
-    ids: &[String],
+    ids: &super::engine::Keys,
     before: &[Member],
     now: i64,
 ) -> Vec<Member> {
@@ -163,7 +163,7 @@ pub(crate) fn groups(
             out.push(Member {
                 group_id: group_id.clone(),
                 member: data.keys[r as usize].to_string(),
-                customer_id: Some(ids[cluster_of[r as usize] as usize].clone()),
+                customer_id: Some(ids[cluster_of[r as usize] as usize].to_string()),
                 rule: format!("{}.similar", rules.profiles[profile].name),
                 score: Some((score * 1000.0).round() / 1000.0),
                 detail: Some(detail.to_string()),

@@ -5,8 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{
-    Dataset, Decision, Link, Outcome, Stats, Suspect, UnionFind, Why, block_hash, fnv, profile_of,
-    score_pairs, slot_base, tagged, valid,
+    Dataset, Decision, Link, Manual, Outcome, Stats, Suspect, UnionFind, Why, block_hash, fnv,
+    profile_of, score_pairs, slot_base, tagged, valid,
 };
 use crate::schema::rules::Rules;
 
@@ -114,8 +114,8 @@ impl<'a> Matching<'a> {
                     match self.uf.union(anchor, i as u32, data, &self.slots) {
                         Ok(true) => {
                             let why = Why::Strong {
-                                profile: pi,
-                                rule: ri,
+                                profile: pi as u16,
+                                rule: ri as u16,
                             };
                             for (x, y) in [(i as u32, anchor), (anchor, i as u32)] {
                                 if self.link[x as usize].partner.is_none() {
@@ -233,7 +233,7 @@ impl<'a> Matching<'a> {
             match self.uf.union(a, b, data, &self.slots) {
                 Ok(true) => {
                     let why = Why::Scored {
-                        profile: pi as usize,
+                        profile: u16::from(pi),
                         score: s,
                     };
                     for (x, y) in [(a, b), (b, a)] {
@@ -287,9 +287,9 @@ impl<'a> Matching<'a> {
             members.entry(label[i as usize]).or_default().push(i);
         }
         let mut next_label = n as u32;
-        for d in decisions {
-            match d {
-                Decision::Merge { event, records } => {
+        for (d, decision) in decisions.iter().enumerate() {
+            match decision {
+                Decision::Merge { records, .. } => {
                     let mut labels: Vec<u32> = records_of(records)
                         .iter()
                         .map(|&i| label[i as usize])
@@ -303,12 +303,12 @@ impl<'a> Matching<'a> {
                     for &l in &labels[1..] {
                         for m in members.remove(&l).unwrap_or_default() {
                             label[m as usize] = target;
-                            self.link[m as usize] = Link::manual(event, "manual_merge");
+                            self.link[m as usize] = Link::manual(d, Manual::Merge);
                             members.entry(target).or_default().push(m);
                         }
                     }
                 }
-                Decision::Split { event, records } => {
+                Decision::Split { records, .. } => {
                     let idx = records_of(records);
                     if idx.is_empty() {
                         continue;
@@ -321,7 +321,7 @@ impl<'a> Matching<'a> {
                             v.retain(|&m| m != i);
                         }
                         label[i as usize] = fresh;
-                        self.link[i as usize] = Link::manual(event, "manual_split");
+                        self.link[i as usize] = Link::manual(d, Manual::Split);
                         members.entry(fresh).or_default().push(i);
                     }
                 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
-use serde_json::json;
 
 use super::IdentityError;
 use super::engine::{Keys, Members};
@@ -163,30 +162,46 @@ fn golden_part(
                 .map_or(Source::Null, Source::Golden),
         })
         .collect();
-    // Per golden field, per system: rank (computed once per system).
-    let mut ranks: HashMap<(usize, &str), usize> = HashMap::new();
+    // Per source system (a handful): its rank for each golden field.
+    let mut systems: Vec<(&str, [usize; GOLDEN.len()])> = Vec::new();
+    // Per member of a cluster: the record, its system's place in
+    // `systems`, its recency (each found once, not once per field).
+    let mut about: Vec<(u32, usize, i64)> = Vec::new();
     let mut builder = BatchBuilder::new(def, false);
     let (mut batches, mut rows) = (Vec::new(), 0usize);
     let mut text = String::new();
     let mut values: Vec<Cell> = vec![Cell::Null; GOLDEN.len()];
+    let mut by_name: Vec<usize> = (0..GOLDEN.len()).collect();
+    by_name.sort_by_key(|&f| GOLDEN[f]);
+    let mut json: Vec<u8> = Vec::new();
     for c in part {
         let (members, id) = (clusters.get(c), &ids[c]);
+        about.clear();
+        for &m in members {
+            let i = m as usize;
+            let sys = l.system(i);
+            let s = match systems.iter().position(|(name, _)| *name == sys) {
+                Some(s) => s,
+                None => {
+                    let ranks = std::array::from_fn(|f| rules.survivorship.rank(GOLDEN[f], sys));
+                    systems.push((sys, ranks));
+                    systems.len() - 1
+                }
+            };
+            let recency = -(l.updated.get(i).or(l.ingested.get(i)).unwrap_or(0));
+            about.push((m, s, recency));
+        }
         let mut chosen: Vec<Option<u32>> = vec![None; GOLDEN.len()];
-        for (f, name) in GOLDEN.iter().enumerate() {
+        for f in 0..GOLDEN.len() {
             if together.iter().any(|(follower, _)| *follower == f) {
                 continue;
             }
             let mut best: Option<(usize, i64, u32)> = None;
-            for &m in members {
-                let i = m as usize;
-                if !l.has_golden(f, i) {
+            for &(m, s, recency) in &about {
+                if !l.has_golden(f, m as usize) {
                     continue;
                 }
-                let sys = l.system(i);
-                let rank = *ranks
-                    .entry((f, sys))
-                    .or_insert_with(|| rules.survivorship.rank(name, sys));
-                let recency = -(l.updated.get(i).or(l.ingested.get(i)).unwrap_or(0));
+                let rank = systems[s].1[f];
                 if best.is_none_or(|(r, t, _)| (rank, recency) < (r, t)) {
                     best = Some((rank, recency, m));
                 }
@@ -199,7 +214,6 @@ fn golden_part(
         // The fingerprint: each field's value (as `Debug` writes it) and
         // the record it came from, hashed as `fnv` hashes its parts.
         let mut hash = crate::domain::Fnv64::default();
-        let mut picked = serde_json::Map::new();
         for (f, name) in GOLDEN.iter().enumerate() {
             let Some(m) = chosen[f] else {
                 values[f] = Cell::Null;
@@ -219,7 +233,6 @@ fn golden_part(
             let key = &l.data.keys[i];
             hash.write(key.as_bytes());
             hash.write(&[0x1f]);
-            picked.insert((*name).to_string(), json!(key));
             values[f] = cell;
         }
         let fingerprint = format!("{:016x}", hash.finish());
@@ -235,7 +248,23 @@ fn golden_part(
                 .map_or(Cell::Null, |p| Cell::Str(p.to_string())),
             _ => Cell::Null,
         };
-        let mut survivorship = Some(serde_json::Value::Object(picked).to_string());
+        // Which record each field came from, as JSON with the fields in
+        // name order (what serialising a map of them wrote).
+        json.clear();
+        json.push(b'{');
+        for &f in &by_name {
+            if let Some(m) = chosen[f] {
+                if json.len() > 1 {
+                    json.push(b',');
+                }
+                // Strings into a Vec: nothing can fail.
+                let _ = serde_json::to_writer(&mut json, GOLDEN[f]);
+                json.push(b':');
+                let _ = serde_json::to_writer(&mut json, &l.data.keys[m as usize]);
+            }
+        }
+        json.push(b'}');
+        let mut survivorship = Some(String::from_utf8_lossy(&json).into_owned());
         let mut fingerprint = Some(fingerprint);
         let mut province = Some(province);
         let row: Vec<Cell> = sources

@@ -189,6 +189,9 @@ pub(crate) fn keys_hash(text: &str) -> u64 {
     crate::domain::fnv(&[text])
 }
 
+/// No birth date (a day no date of birth falls on).
+const NO_BIRTH: i32 = i32::MIN;
+
 /// Where a golden field's raw value is kept.
 #[derive(Clone)]
 enum Raw {
@@ -225,7 +228,8 @@ pub(crate) struct Loaded {
     /// The clause after `FROM source_customer s` the records were read
     /// with (the golden fields are read with it again).
     filter: String,
-    birth: Vec<Option<i32>>,
+    /// Days since 1970, [`NO_BIRTH`] for none (four bytes a record).
+    birth: Vec<i32>,
     pub old_id: TextAt,
     pub old_rule: TextAt,
     pub old_by: TextAt,
@@ -265,7 +269,7 @@ impl Loaded {
     /// The birth date of record `i` (days since 1970), once
     /// [`Loaded::read_golden`] has read it.
     pub(crate) fn birth(&self, i: usize) -> Option<i32> {
-        self.birth.get(i).copied().flatten()
+        self.birth.get(i).copied().filter(|&d| d != NO_BIRTH)
     }
 
     /// Whether golden field `f` of record `i` has a value.
@@ -456,7 +460,7 @@ impl Loaded {
                 Raw::Rules(_) => {}
             }
         }
-        self.birth = vec![None; n];
+        self.birth = vec![NO_BIRTH; n];
         let select: Vec<String> = ["source_system", "source_id"]
             .into_iter()
             .chain(names.iter().map(|(_, g)| *g))
@@ -500,7 +504,7 @@ impl Loaded {
                         let d = cast(c, &DataType::Date32).map_err(|e| mistyped(g, e))?;
                         let d = d.as_primitive::<datafusion::arrow::datatypes::Date32Type>();
                         for (r, &i) in rows.iter().enumerate() {
-                            self.birth[i] = d.is_valid(r).then(|| d.value(r));
+                            self.birth[i] = if d.is_valid(r) { d.value(r) } else { NO_BIRTH };
                         }
                     }
                     Raw::Rules(_) => {}

@@ -221,6 +221,9 @@ async fn run(
     task.set_message("reading golden fields");
     let stats = outcome.stats.clone();
     drop(outcome);
+    // Each record's cluster served the links and the suspects.
+    let Clusters { members, of } = clusters;
+    drop(of);
     // The linking tasks that shared the records have ended.
     let mut loaded = Arc::try_unwrap(loaded).unwrap_or_else(|shared| {
         tracing::warn!("the loaded records are still shared: copied to read the golden fields");
@@ -236,7 +239,7 @@ async fn run(
         rules,
         catalog,
         loaded: &loaded,
-        clusters: &clusters.members,
+        clusters: &members,
         ids: &assignment.ids,
         known: &known,
         now,
@@ -272,7 +275,7 @@ async fn run(
         full_because: input.full_because,
         new_or_changed,
         records: n,
-        customers: clusters.members.len() + input.scope.as_ref().map_or(0, |s| s.customers_outside),
+        customers: members.len() + input.scope.as_ref().map_or(0, |s| s.customers_outside),
         new_customers: assignment.new,
         retired: assignment.retired.len(),
         revived: assignment.revived.len(),

@@ -552,6 +552,9 @@ struct Bounded {
     /// `rest[k]`: the most the comparisons `order[k..]` can add.
     rest: Vec<f64>,
     threshold: f64,
+    /// More than rounding can move a sum of these weights, in whatever
+    /// order they are added.
+    slack: f64,
 }
 
 impl Bounded {
@@ -576,18 +579,24 @@ impl Bounded {
             rest[k] = rest[k + 1] + best(&p.compare[order[k]]);
         }
         let threshold = p.merge_at.map_or(p.review_at, |m| m.min(p.review_at));
+        let largest = |c: &crate::schema::rules::Comparison| {
+            c.levels
+                .iter()
+                .map(|l| l.1.abs())
+                .fold(c.otherwise.abs().max(c.missing.abs()), f64::max)
+        };
+        let scale: f64 = p.compare.iter().map(largest).sum::<f64>() + threshold.abs() + 1.0;
         Self {
             order,
             rest,
             threshold,
+            slack: 1e-9 * scale,
         }
     }
 
     /// The pair's score, the same sum as [`score`] gives; or minus
     /// infinity when it is certainly below the threshold.
     fn score(&self, p: &Profile, data: &Dataset, a: usize, b: usize, w: &mut Vec<f64>) -> f64 {
-        // Rounding cannot move a sum of a few weights by this much.
-        const MARGIN: f64 = 1e-6;
         w.clear();
         w.resize(p.compare.len(), 0.0);
         let mut sum = 0.0;
@@ -595,7 +604,7 @@ impl Bounded {
             let cmp = &p.compare[c];
             w[c] = cmp.weight(similarity(cmp, data, a, b));
             sum += w[c];
-            if sum + self.rest[k + 1] < self.threshold - MARGIN {
+            if sum + self.rest[k + 1] < self.threshold - self.slack {
                 return f64::NEG_INFINITY;
             }
         }
@@ -770,6 +779,38 @@ mod tests {
         }
         // Both kinds occur: the test tells a bound too tight from one unused.
         assert!(kept > 100 && left > 1000, "{kept} kept, {left} left early");
+    }
+
+    #[test]
+    fn a_bound_allows_for_rounding_of_large_weights() {
+        use crate::schema::rules::{Comparison, Method};
+        let mut rules = Rules::default_rules().unwrap();
+        let at = |f: &str| rules.fields.iter().position(|x| x == f).unwrap();
+        let weigh = |field: usize, method: Method, w: f64| Comparison {
+            field,
+            or_with: None,
+            method,
+            levels: vec![(0.0, w)],
+            otherwise: w,
+            missing: w,
+        };
+        // (1e16 - 1e16) + 1 = 1 in the rules' order; cheap first, the
+        // exact comparison's 1 is lost in 1 + 1e16.
+        let compare = vec![
+            weigh(at("name"), Method::JaroWinkler, 1e16),
+            weigh(at("phone"), Method::JaroWinkler, -1e16),
+            weigh(at("id_number"), Method::Exact, 1.0),
+        ];
+        let p = &mut rules.profiles[0];
+        p.compare = compare;
+        p.review_at = 1.0;
+        p.merge_at = None;
+        let a = person(ID_A, "王伟", "+8613800000001");
+        let b = person(ID_B, "李娜", "+8613900000000");
+        let data = dataset(&rules, &[("a:1", &a), ("a:2", &b)]);
+        let p = &rules.profiles[0];
+        assert_eq!(score(p, &data, 0, 1).0, 1.0);
+        assert_eq!(Bounded::of(p).score(p, &data, 0, 1, &mut Vec::new()), 1.0);
     }
 
     #[test]

@@ -192,7 +192,7 @@ fn golden_part(
             about.push((m, s, recency));
         }
         let mut chosen: Vec<Option<u32>> = vec![None; GOLDEN.len()];
-        for f in 0..GOLDEN.len() {
+        for (f, pick) in chosen.iter_mut().enumerate() {
             if together.iter().any(|(follower, _)| *follower == f) {
                 continue;
             }
@@ -206,7 +206,7 @@ fn golden_part(
                     best = Some((rank, recency, m));
                 }
             }
-            chosen[f] = best.map(|b| b.2);
+            *pick = best.map(|b| b.2);
         }
         for &(follower, leader) in &together {
             chosen[follower] = chosen[leader].filter(|&m| l.has_golden(follower, m as usize));

@@ -238,6 +238,25 @@ mod tests {
             .collect()
     }
 
+    /// `assign` of `clusters` whose records had the `old` ids, without
+    /// revival hints; the ids in cluster order.
+    fn run(
+        clusters: &[Vec<u32>],
+        old: &[Option<&str>],
+        k: &HashMap<String, Known>,
+        next: &mut u64,
+    ) -> (Assignment, Vec<String>) {
+        let a = assign(
+            &Members::from_lists(clusters),
+            &|r| old.get(r as usize).copied().flatten(),
+            &HashMap::new(),
+            &|id| k.get(id),
+            next,
+        );
+        let ids = a.ids.iter().map(str::to_string).collect();
+        (a, ids)
+    }
+
     #[test]
     fn merge_keeps_the_older_id_and_split_keeps_the_larger_part() {
         let k = known(&[("CU0000000001", 5, true), ("CU0000000002", 1, true)]);
@@ -247,14 +266,8 @@ mod tests {
             Some("CU0000000002"),
         ];
         let mut next = 3;
-        let a = assign(
-            &Members::from_lists([vec![0, 1, 2]]),
-            &|r| old.get(r as usize).copied().flatten(),
-            &HashMap::new(),
-            &|id| k.get(id),
-            &mut next,
-        );
-        assert_eq!(a.ids.iter().collect::<Vec<_>>(), vec!["CU0000000002"]);
+        let (a, ids) = run(&[vec![0, 1, 2]], &old, &k, &mut next);
+        assert_eq!(ids, vec!["CU0000000002"]);
         assert_eq!(
             a.retired,
             vec![("CU0000000001".into(), "CU0000000002".into())]
@@ -265,17 +278,8 @@ mod tests {
             Some("CU0000000002"),
             Some("CU0000000002"),
         ];
-        let a = assign(
-            &Members::from_lists([vec![0], vec![1, 2]]),
-            &|r| old.get(r as usize).copied().flatten(),
-            &HashMap::new(),
-            &|id| k.get(id),
-            &mut next,
-        );
-        assert_eq!(
-            a.ids.iter().collect::<Vec<_>>(),
-            vec!["CU0000000003", "CU0000000002"]
-        );
+        let (_, ids) = run(&[vec![0], vec![1, 2]], &old, &k, &mut next);
+        assert_eq!(ids, vec!["CU0000000003", "CU0000000002"]);
         assert_eq!(next, 4);
     }
 
@@ -296,29 +300,14 @@ mod tests {
             Some("CU5"),
         ];
         let mut next = 10;
-        let a = assign(
-            &Members::from_lists([vec![0, 1], vec![2], vec![3]]),
-            &|r| old.get(r as usize).copied().flatten(),
-            &HashMap::new(),
-            &|id| k.get(id),
-            &mut next,
-        );
-        assert_eq!(
-            a.ids.iter().collect::<Vec<_>>(),
-            vec!["CU9999999999", "legacy-7", "CU5"]
-        );
+        let (a, ids) = run(&[vec![0, 1], vec![2], vec![3]], &old, &k, &mut next);
+        assert_eq!(ids, vec!["CU9999999999", "legacy-7", "CU5"]);
         assert!(a.retired.is_empty() && next == 10);
         // One cluster holding a number's records and a text id's: the
         // older survives, whichever way it is kept.
         let old = [Some("CU0000000005"), Some("CU0000000005"), Some("legacy-7")];
-        let a = assign(
-            &Members::from_lists([vec![0, 1, 2]]),
-            &|r| old.get(r as usize).copied().flatten(),
-            &HashMap::new(),
-            &|id| k.get(id),
-            &mut next,
-        );
-        assert_eq!(a.ids.iter().collect::<Vec<_>>(), vec!["legacy-7"]);
+        let (a, ids) = run(&[vec![0, 1, 2]], &old, &k, &mut next);
+        assert_eq!(ids, vec!["legacy-7"]);
         assert_eq!(a.retired, vec![("CU0000000005".into(), "legacy-7".into())]);
     }
 

@@ -27,13 +27,20 @@ impl Hasher for Fnv64 {
     }
 }
 
-/// The hash of a sequence of strings, each followed by a unit separator
-/// (0x1f), so that `["ab", "c"]` and `["a", "bc"]` differ.
+impl Fnv64 {
+    /// Hash one part of a sequence: its bytes and a unit separator (0x1f),
+    /// so that `["ab", "c"]` and `["a", "bc"]` differ.
+    pub fn part(&mut self, bytes: &[u8]) {
+        self.write(bytes);
+        self.write(&[0x1f]);
+    }
+}
+
+/// The hash of a sequence of strings, each a [`Fnv64::part`].
 pub fn fnv(parts: &[&str]) -> u64 {
     let mut h = Fnv64::default();
     for p in parts {
-        h.write(p.as_bytes());
-        h.write(&[0x1f]);
+        h.part(p.as_bytes());
     }
     h.finish()
 }

@@ -438,8 +438,7 @@ fn block_hash(
         if key.is_empty() {
             return None;
         }
-        h.write(key.as_bytes());
-        h.write(&[0x1f]);
+        h.part(key.as_bytes());
     }
     Some(h.finish())
 }

@@ -217,7 +217,7 @@ fn golden_part(
         for (f, name) in GOLDEN.iter().enumerate() {
             let Some(m) = chosen[f] else {
                 values[f] = Cell::Null;
-                hash.write(&[0x1f]);
+                hash.part(&[]);
                 continue;
             };
             let i = m as usize;
@@ -228,11 +228,8 @@ fn golden_part(
             };
             text.clear();
             debug_cell(&cell, &mut text);
-            hash.write(text.as_bytes());
-            hash.write(&[0x1f]);
-            let key = &l.data.keys[i];
-            hash.write(key.as_bytes());
-            hash.write(&[0x1f]);
+            hash.part(text.as_bytes());
+            hash.part(l.data.keys[i].as_bytes());
             values[f] = cell;
         }
         let fingerprint = format!("{:016x}", hash.finish());

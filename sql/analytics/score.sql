@@ -182,7 +182,13 @@ per_record AS (
          count(*) FILTER (WHERE kind = 'complaint' AND day > CAST($as_of AS DATE) - INTERVAL '12 months') AS complaints_1y,
          sum(amount) FILTER (WHERE kind = 'claim' AND day > CAST($as_of AS DATE) - INTERVAL '36 months') AS claims_3y,
          count(*) FILTER (WHERE kind = 'claim' AND status = 'rejected'
-                            AND day > CAST($as_of AS DATE) - INTERVAL '12 months') AS rejected_1y
+                            AND day > CAST($as_of AS DATE) - INTERVAL '12 months') AS rejected_1y,
+         -- The key days (contract, premium or service), each with the last
+         -- day before it that leaves the customer silent the day before:
+         -- a key day whose previous one is on or before that starts a run.
+         array_agg(named_struct('day', day,
+                                'breaks_after', CAST(day - INTERVAL '1 day' - INTERVAL '12 months' AS DATE)))
+           FILTER (WHERE is_key) AS key_days
   FROM source_facts GROUP BY source_system, source_customer_id
 ),
 summary AS (
@@ -193,7 +199,10 @@ summary AS (
          max(r.expiring) AS expiring, sum(r.premium_3y) AS premium_3y,
          sum(r.premium_1y) AS premium_1y, sum(r.premium_prev_1y) AS premium_prev_1y,
          sum(r.complaints_1y) AS complaints_1y, sum(r.claims_3y) AS claims_3y,
-         sum(r.rejected_1y) AS rejected_1y
+         sum(r.rejected_1y) AS rejected_1y,
+         -- The start of the customer's last unbroken run of key activity
+         -- over all its records.
+         last_run_start(flatten(array_agg(r.key_days) FILTER (WHERE r.key_days IS NOT NULL))) AS run_start
   FROM per_record r
   JOIN xref x ON x.source_system = r.source_system AND x.source_id = r.source_customer_id
   GROUP BY x.customer_id
@@ -207,31 +216,6 @@ held AS (
     AND p.expiry_date >= CAST($as_of AS DATE)
     AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE))
   GROUP BY x.customer_id
-),
--- The start of the customer's last unbroken run of key activity (contract,
--- premium or service): a key day after which the customer had been silent
--- the day before.
-key_days AS (
-  SELECT x.customer_id, k.day
-  FROM xref x
-  JOIN (SELECT source_system, source_customer_id, effective_date AS day FROM policy
-        WHERE effective_date <= CAST($as_of AS DATE)
-        UNION ALL
-        SELECT source_system, source_customer_id, paid_date FROM payment
-        WHERE payment_type = 'premium' AND paid_date <= CAST($as_of AS DATE)
-        UNION ALL
-        SELECT source_system, source_customer_id, CAST(event_at AS DATE) FROM interaction
-        WHERE event_type IN ('inquiry', 'complaint', 'visit')
-          AND event_at < CAST($as_of AS DATE) + INTERVAL '1 day') k
-    ON k.source_system = x.source_system AND k.source_customer_id = x.source_id
-),
-key_runs AS (
-  SELECT customer_id,
-         max(CASE WHEN prev IS NULL OR prev <= day - INTERVAL '1 day' - INTERVAL '12 months'
-                  THEN day END) AS run_start
-  FROM (SELECT customer_id, day, lag(day) OVER (PARTITION BY customer_id ORDER BY day) AS prev
-        FROM key_days)
-  GROUP BY customer_id
 ),
 decision AS (
   SELECT customer_id, action, effective_date FROM (
@@ -256,7 +240,7 @@ base AS (
          array_to_string(array_sort(h.lines_held), ',') AS product_lines,
          coalesce(m.due, 0) AS due, coalesce(m.on_time, 0) AS on_time,
          coalesce(m.lapsed_1y, 0) AS lapsed_1y, coalesce(m.expiring, 0) AS expiring,
-         m.last_key, k.run_start, m.last_any,
+         m.last_key, m.run_start, m.last_any,
          coalesce(m.premium_3y, 0) AS premium_3y, coalesce(m.premium_1y, 0) AS premium_1y,
          coalesce(m.premium_prev_1y, 0) AS premium_prev_1y,
          coalesce(m.complaints_1y, 0) AS complaints_1y,
@@ -264,7 +248,6 @@ base AS (
          r.registered
   FROM customer c
   LEFT JOIN summary m ON m.customer_id = c.customer_id
-  LEFT JOIN key_runs k ON k.customer_id = c.customer_id
   LEFT JOIN held h ON h.customer_id = c.customer_id
   LEFT JOIN decision d ON d.customer_id = c.customer_id
   LEFT JOIN registered r ON r.customer_id = c.customer_id

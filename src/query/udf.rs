@@ -1,7 +1,8 @@
 //! The domain validators as SQL functions, for analysts and quality rules:
 //! `is_valid_resident_id(text)`, `is_valid_uscc(text)`,
 //! `normalize_phone(text)`, `normalize_id_number(text)` and
-//! `mask_keep(text, head, tail)`.
+//! `mask_keep(text, head, tail)`; and `last_run_start(days)` for rules
+//! that need the start of a customer's latest run of activity.
 
 use std::sync::Arc;
 
@@ -9,7 +10,9 @@ use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, String
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility, create_udf,
+};
 use datafusion::prelude::SessionContext;
 
 use crate::domain::{Phone, ResidentId, Uscc};
@@ -68,6 +71,7 @@ fn predicate(f: fn(&str) -> bool) -> impl Fn(&[ColumnarValue]) -> Result<Columna
 }
 
 pub fn register_udfs(ctx: &SessionContext) {
+    ctx.register_udf(ScalarUDF::from(LastRunStart::new()));
     ctx.register_udf(create_udf(
         "is_valid_resident_id",
         vec![DataType::Utf8],
@@ -129,4 +133,118 @@ pub fn register_udfs(ctx: &SessionContext) {
             Ok(ColumnarValue::Array(Arc::new(out)))
         }),
     ));
+}
+
+/// `last_run_start(days)`: the first day of the latest run of days, where
+/// `days` is a list of `{day, breaks_after}` structs (dates) in any order.
+/// Sorted by day, a day starts a run when it is the first, or when the day
+/// before it in the list is on or before its own `breaks_after`; the answer
+/// is the latest day that starts one. NULL days are skipped; an empty or
+/// NULL list gives NULL. The rule's arithmetic stays in SQL: the caller
+/// writes `breaks_after` (e.g. `day - INTERVAL '1 day' - INTERVAL '12
+/// months'`), so this is a `lag` over each customer's days without the
+/// sort of every fact row by customer that the window needs.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct LastRunStart {
+    signature: Signature,
+}
+
+impl LastRunStart {
+    fn new() -> Self {
+        Self {
+            signature: Signature::any(1, Volatility::Immutable),
+        }
+    }
+
+    /// The positions of `day` and `breaks_after` in the list's structs.
+    fn fields(t: &DataType) -> Result<(usize, usize)> {
+        let item = match t {
+            DataType::List(f) => f.data_type(),
+            DataType::Null => return Ok((0, 1)),
+            other => {
+                return Err(DataFusionError::Plan(format!(
+                    "last_run_start takes a list of {{day, breaks_after}} dates, got {other}"
+                )));
+            }
+        };
+        let DataType::Struct(fields) = item else {
+            return Err(DataFusionError::Plan(format!(
+                "last_run_start takes a list of {{day, breaks_after}} structs, got a list of {item}"
+            )));
+        };
+        let find = |name: &str| {
+            fields
+                .iter()
+                .position(|f| f.name() == name && f.data_type() == &DataType::Date32)
+                .ok_or_else(|| {
+                    DataFusionError::Plan(format!(
+                        "last_run_start: the list's structs need a date field `{name}`"
+                    ))
+                })
+        };
+        Ok((find("day")?, find("breaks_after")?))
+    }
+}
+
+impl ScalarUDFImpl for LastRunStart {
+    fn name(&self) -> &str {
+        "last_run_start"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Self::fields(&arg_types[0])?;
+        Ok(DataType::Date32)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::{AsArray, Date32Array, Date32Builder};
+        use datafusion::arrow::datatypes::Date32Type;
+
+        let scalar = matches!(args.args[0], ColumnarValue::Scalar(_));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let input = args.args[0].to_array(rows)?;
+        let mut out = Date32Builder::with_capacity(rows);
+        if input.data_type() == &DataType::Null {
+            out.append_nulls(rows);
+        } else {
+            let (day_at, breaks_at) = Self::fields(input.data_type())?;
+            let list = input.as_list::<i32>();
+            let items = list.values().as_struct();
+            let days: &Date32Array = items.column(day_at).as_primitive::<Date32Type>();
+            let breaks: &Date32Array = items.column(breaks_at).as_primitive::<Date32Type>();
+            let offsets = list.value_offsets();
+            let mut run: Vec<(i32, Option<i32>)> = Vec::new();
+            for i in 0..list.len() {
+                if list.is_null(i) {
+                    out.append_null();
+                    continue;
+                }
+                run.clear();
+                for j in offsets[i] as usize..offsets[i + 1] as usize {
+                    if items.is_valid(j) && days.is_valid(j) {
+                        run.push((days.value(j), breaks.is_valid(j).then(|| breaks.value(j))));
+                    }
+                }
+                run.sort_unstable();
+                let start = run.first().map(|&(first, _)| {
+                    run.windows(2)
+                        .filter(|w| w[1].1.is_some_and(|b| w[0].0 <= b))
+                        .map(|w| w[1].0)
+                        .last()
+                        .unwrap_or(first)
+                });
+                out.append_option(start);
+            }
+        }
+        let out: ArrayRef = Arc::new(out.finish());
+        Ok(if scalar {
+            ColumnarValue::Scalar(datafusion::scalar::ScalarValue::try_from_array(&out, 0)?)
+        } else {
+            ColumnarValue::Array(out)
+        })
+    }
 }

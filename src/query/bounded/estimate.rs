@@ -313,8 +313,13 @@ pub(super) fn estimate(growth: Growth, args: &[ColumnarValue], rows: usize) -> R
             }
             add(values_bytes(list, rows));
         }
-        Growth::Inputs => {
-            for a in args {
+        Growth::Inputs | Growth::NamedInputs => {
+            let values = args
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| growth == Growth::Inputs || i % 2 == 1)
+                .map(|(_, a)| a);
+            for a in values {
                 add(match a {
                     // A constant is in the result once per row.
                     ColumnarValue::Scalar(s) => (s.size() as u64).saturating_mul(rows as u64),

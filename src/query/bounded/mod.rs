@@ -78,6 +78,9 @@ enum Growth {
     /// `array_concat`, …): at most a few times their bytes, which are what
     /// is bounded (a constant counts once per row).
     Inputs,
+    /// `named_struct(name, value, …)`: its values as [`Growth::Inputs`];
+    /// the names are the type's, not in any row.
+    NamedInputs,
 }
 
 /// The other built-ins that can build a value larger than any one of their
@@ -155,7 +158,9 @@ pub(super) fn register_bounded_with(ctx: &SessionContext, max_value_mb: u64, met
         .into_iter()
         .filter(|f| !names.iter().any(|n| n == f.name()))
         .filter_map(|f| {
-            if GROWING.contains(&f.name()) {
+            if f.name() == "named_struct" {
+                Some((f, Growth::NamedInputs))
+            } else if GROWING.contains(&f.name()) {
                 Some((f, Growth::Inputs))
             } else if REPLACING.contains(&f.name()) {
                 Some((f, Growth::ArrayReplace))
@@ -643,6 +648,20 @@ mod tests {
         let rows = "SELECT cardinality(make_array(CAST(v AS VARCHAR), repeat('x', 300000))) \
                     FROM (SELECT value AS v FROM generate_series(1, 100))";
         assert!(refused(run(rows).await), "{rows}");
+        // A named_struct's names are its type's, in no row: a long name
+        // over many rows is not counted (256 bytes × 8,192 rows would pass
+        // 1 MiB), a long value is.
+        let name = "n".repeat(256);
+        let named = format!(
+            "SELECT count(named_struct('{name}', v)) FROM (SELECT value AS v FROM generate_series(1, 100000))"
+        );
+        assert_eq!(
+            run(&named).await.unwrap_or_else(|e| panic!("{named}: {e}")),
+            1
+        );
+        let valued = "SELECT count(named_struct('a', repeat('x', 300000), 'b', v)) \
+                      FROM (SELECT value AS v FROM generate_series(1, 100))";
+        assert!(refused(run(valued).await), "{valued}");
         // A replacement per element.
         let replaced = "SELECT cardinality(array_replace_all(array_repeat(v, 10000), v, \
                         repeat('x', 1000)))  FROM (VALUES ('a')) t(v)";

@@ -203,8 +203,8 @@ summary AS (
          -- The start of the customer's last unbroken run of key activity
          -- over all its records.
          last_run_start(flatten(array_agg(r.key_days) FILTER (WHERE r.key_days IS NOT NULL))) AS run_start
-  FROM per_record r
-  JOIN xref x ON x.source_system = r.source_system AND x.source_id = r.source_customer_id
+  FROM xref x
+  JOIN per_record r ON r.source_system = x.source_system AND r.source_customer_id = x.source_id
   GROUP BY x.customer_id
 ),
 -- The product lines of the policies in force on D.

@@ -289,6 +289,7 @@ impl Scoring<'_> {
                         pass.describe(),
                         self.config.query.memory_limit_mb
                     );
+                    tracing::debug!("the pass's error: {e}");
                     for half in halves.into_iter().rev() {
                         queue.push_front((half, halved + 1));
                     }

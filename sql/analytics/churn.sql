@@ -11,9 +11,18 @@
 -- or both). The line's policies are those in force on D (none for a
 -- silent customer whose cover ended); product_line keeps customers holding
 -- that line in force.
-WITH held AS (
-  -- in_force.sql at D: the policies in force with their golden customers.
+WITH flagged AS (
+  SELECT * FROM scores s
+  WHERE s.value_tier IN ('A', 'B')
+    AND (s.lifecycle_stage = 'silent' OR s.churn_risk >= $churn_threshold)
+    AND s.lifecycle_stage NOT IN ('terminated', 'historical')
+),
+held AS (
+  -- in_force.sql at D: the policies in force with their golden customers,
+  -- of the flagged customers only (the policies of the others are never
+  -- listed).
   SELECT customer_id, product_line, policy_no, expiry_date, premium FROM in_force
+  WHERE customer_id IN (SELECT customer_id FROM flagged)
 ),
 per_customer AS (
   SELECT customer_id,
@@ -29,13 +38,10 @@ SELECT c.customer_id, c.name, c.phone, h.policies, h.earliest_expiry, h.total_pr
             WHEN s.lifecycle_stage = 'silent' THEN 'silent'
             ELSE 'risk' END AS detail,
        c.owning_team AS team, c.region
-FROM scores s
+FROM flagged s
 JOIN customer c ON c.customer_id = s.customer_id
 JOIN reachable r ON r.customer_id = s.customer_id
 LEFT JOIN per_customer h ON h.customer_id = s.customer_id
-WHERE s.value_tier IN ('A', 'B')
-  AND (s.lifecycle_stage = 'silent' OR s.churn_risk >= $churn_threshold)
-  AND s.lifecycle_stage NOT IN ('terminated', 'historical')
-  AND ($product_line = '*' OR h.has_line = 1)
+WHERE ($product_line = '*' OR h.has_line = 1)
   AND ($team = '*' OR c.owning_team = $team)
   AND ($region = '*' OR c.region = $region)

@@ -21,6 +21,8 @@ WITH held AS (
 offers AS (
   SELECT h.customer_id, h.policy_no, h.expiry_date, h.premium, pr.lacks
   FROM held h JOIN cross_sell_pairs pr ON pr.has = h.product_line
+  -- Only customers telesales may call, before the offers are gathered.
+  JOIN reachable r ON r.customer_id = h.customer_id
   WHERE ($product_line = '*' OR pr.lacks = $product_line)
     AND NOT EXISTS (SELECT 1 FROM held o
                     WHERE o.customer_id = h.customer_id AND o.product_line = pr.lacks)
@@ -47,7 +49,6 @@ SELECT c.customer_id, c.name, c.phone, o.policies, o.earliest_expiry, o.total_pr
        o.detail, c.owning_team AS team, c.region
 FROM offered o
 JOIN customer c ON c.customer_id = o.customer_id
-JOIN reachable r ON r.customer_id = o.customer_id
 JOIN scores s ON s.customer_id = o.customer_id AND s.lifecycle_stage = 'active'
 WHERE ($team = '*' OR c.owning_team = $team)
   AND ($region = '*' OR c.region = $region)

@@ -19,7 +19,7 @@ pub struct AnalyticsConfig {
     /// The longest renewal window a list may ask for, in days.
     pub max_within_days: u32,
     /// The most golden customers `custlake score` scores in one pass (0:
-    /// 500 a megabyte of the query memory); see [`Self::score_pass`].
+    /// 250 a megabyte of the query memory); see [`Self::score_pass`].
     pub score_pass_customers: u64,
     /// How a score's or list's operators share `query.memory_limit_mb`.
     #[serde(default)]
@@ -49,7 +49,7 @@ impl AnalyticsConfig {
     /// memory (`query.memory_limit_mb`).
     pub fn score_pass(&self, memory_limit_mb: u64) -> u64 {
         match self.score_pass_customers {
-            0 => memory_limit_mb.saturating_mul(500).max(1),
+            0 => memory_limit_mb.saturating_mul(250).max(1),
             n => n,
         }
     }

@@ -159,6 +159,8 @@ impl LastRunStart {
     /// The positions of `day` and `breaks_after` in the list's structs.
     fn fields(t: &DataType) -> Result<(usize, usize)> {
         let item = match t {
+            // An untyped empty list (`[]`) holds no day.
+            DataType::List(f) if f.data_type() == &DataType::Null => return Ok((0, 1)),
             DataType::List(f) => f.data_type(),
             DataType::Null => return Ok((0, 1)),
             other => {
@@ -208,7 +210,12 @@ impl ScalarUDFImpl for LastRunStart {
         let rows = if scalar { 1 } else { args.number_rows };
         let input = args.args[0].to_array(rows)?;
         let mut out = Date32Builder::with_capacity(rows);
-        if input.data_type() == &DataType::Null {
+        let no_days = match input.data_type() {
+            DataType::Null => true,
+            DataType::List(f) => f.data_type() == &DataType::Null,
+            _ => false,
+        };
+        if no_days {
             out.append_nulls(rows);
         } else {
             let (day_at, breaks_at) = Self::fields(input.data_type())?;
@@ -232,10 +239,9 @@ impl ScalarUDFImpl for LastRunStart {
                 run.sort_unstable();
                 let start = run.first().map(|&(first, _)| {
                     run.windows(2)
-                        .filter(|w| w[1].1.is_some_and(|b| w[0].0 <= b))
-                        .map(|w| w[1].0)
-                        .last()
-                        .unwrap_or(first)
+                        .rev()
+                        .find(|w| w[1].1.is_some_and(|b| w[0].0 <= b))
+                        .map_or(first, |w| w[1].0)
                 });
                 out.append_option(start);
             }

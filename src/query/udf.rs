@@ -156,13 +156,13 @@ impl LastRunStart {
         }
     }
 
-    /// The positions of `day` and `breaks_after` in the list's structs.
-    fn fields(t: &DataType) -> Result<(usize, usize)> {
+    /// The positions of `day` and `breaks_after` in the list's structs;
+    /// `None` for a list that can hold no day (a NULL, an untyped `[]`).
+    fn fields(t: &DataType) -> Result<Option<(usize, usize)>> {
         let item = match t {
-            // An untyped empty list (`[]`) holds no day.
-            DataType::List(f) if f.data_type() == &DataType::Null => return Ok((0, 1)),
+            DataType::Null => return Ok(None),
+            DataType::List(f) if f.data_type() == &DataType::Null => return Ok(None),
             DataType::List(f) => f.data_type(),
-            DataType::Null => return Ok((0, 1)),
             other => {
                 return Err(DataFusionError::Plan(format!(
                     "last_run_start takes a list of {{day, breaks_after}} dates, got {other}"
@@ -184,7 +184,7 @@ impl LastRunStart {
                     ))
                 })
         };
-        Ok((find("day")?, find("breaks_after")?))
+        Ok(Some((find("day")?, find("breaks_after")?)))
     }
 }
 
@@ -210,15 +210,7 @@ impl ScalarUDFImpl for LastRunStart {
         let rows = if scalar { 1 } else { args.number_rows };
         let input = args.args[0].to_array(rows)?;
         let mut out = Date32Builder::with_capacity(rows);
-        let no_days = match input.data_type() {
-            DataType::Null => true,
-            DataType::List(f) => f.data_type() == &DataType::Null,
-            _ => false,
-        };
-        if no_days {
-            out.append_nulls(rows);
-        } else {
-            let (day_at, breaks_at) = Self::fields(input.data_type())?;
+        if let Some((day_at, breaks_at)) = Self::fields(input.data_type())? {
             let list = input.as_list::<i32>();
             let items = list.values().as_struct();
             let days: &Date32Array = items.column(day_at).as_primitive::<Date32Type>();
@@ -245,6 +237,8 @@ impl ScalarUDFImpl for LastRunStart {
                 });
                 out.append_option(start);
             }
+        } else {
+            out.append_nulls(rows);
         }
         let out: ArrayRef = Arc::new(out.finish());
         Ok(if scalar {

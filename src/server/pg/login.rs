@@ -120,7 +120,13 @@ impl StartupHandler for Conn {
                 if let Ok(mut p) = self.pending.lock() {
                     p.take();
                 }
-                let ctx = self.open(&principal).await.map_err(|e| pg_error(&e))?;
+                // The backend pid first: the session's `pg_backend_pid()`
+                // names it, and `pg_cancel_backend(pid)` finds connections by it.
+                let (pid, key) = self.shared.pids.generate(client);
+                let ctx = self
+                    .open(&principal, pid)
+                    .await
+                    .map_err(|e| pg_error(&e))?;
                 let mut hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(Refuse::writes())];
                 if !role.free_sql {
                     hooks.push(Arc::new(Refuse::all_but_named_calls(
@@ -149,7 +155,6 @@ impl StartupHandler for Conn {
                     parser,
                     running: Mutex::new(CancellationToken::new()),
                 });
-                let (pid, key) = self.shared.pids.generate(client);
                 client.set_pid_and_secret_key(pid, key.clone());
                 let (handle, guard) = self.shared.conns.register(pid, key.clone());
                 client

@@ -27,9 +27,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use datafusion::arrow::array::BooleanBuilder;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ParamValues;
-use datafusion::logical_expr::{ColumnarValue, LogicalPlan, Volatility, create_udf};
+use datafusion::logical_expr::{ColumnarValue, LogicalPlan, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -61,7 +62,7 @@ use pgwire::api::{
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::data::DataRow;
-use pgwire::messages::startup::Authentication;
+use pgwire::messages::startup::{Authentication, SecretKey};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -391,19 +392,69 @@ struct Cancels {
 impl CancelHandler for Cancels {
     async fn on_cancel_request(&self, request: CancelRequest) {
         let key = request.secret_key.to_bytes();
-        let login = self.shared.cancels.lock().ok().and_then(|m| {
-            m.get(&request.pid)
-                .filter(|(k, _)| *k == key)
-                .and_then(|(_, l)| l.upgrade())
-        });
-        if let Some(login) = login {
+        if let Some((login, key)) = self.shared.logged_in(request.pid).filter(|(_, k)| *k == key) {
             login.cancel();
             self.shared
                 .conns
-                .cancel(request.pid, &request.secret_key)
+                .cancel(request.pid, &SecretKey::Bytes(key))
                 .await;
         }
     }
+}
+
+impl Shared {
+    /// The login of the connection with backend pid `pid`, and its secret key.
+    fn logged_in(&self, pid: i32) -> Option<(Arc<Login>, Bytes)> {
+        let m = self.cancels.lock().ok()?;
+        let (key, login) = m.get(&pid)?;
+        Some((login.upgrade()?, key.clone()))
+    }
+}
+
+/// `pg_cancel_backend(pid)`: stops the statement running on connection
+/// `pid`, as the protocol's cancel request does; true when there was such
+/// a connection. A principal cancels on their own connections; a role
+/// with the `jobs` action (the operators', admin as shipped) on anyone's.
+/// Another principal's connection is refused as in PostgreSQL, with no
+/// word on what it runs.
+fn cancel_backend_udf(shared: Weak<Shared>, principal: &Principal, anyones: bool) -> ScalarUDF {
+    let user = principal.user.clone();
+    create_udf(
+        "pg_cancel_backend",
+        vec![DataType::Int64],
+        DataType::Boolean,
+        // Run when the statement runs, once per row, never folded at planning.
+        Volatility::Volatile,
+        Arc::new(move |args: &[ColumnarValue]| {
+            let pids = ColumnarValue::values_to_arrays(args)?;
+            let pids = datafusion::common::cast::as_int64_array(&pids[0])?;
+            let shared = shared.upgrade();
+            let mut out = BooleanBuilder::with_capacity(pids.len());
+            for pid in pids.iter() {
+                let found = pid
+                    .and_then(|p| i32::try_from(p).ok())
+                    .and_then(|p| Some((p, shared.as_ref()?.logged_in(p)?)));
+                let Some((pid, (login, key))) = found else {
+                    out.append_option(pid.map(|_| false));
+                    continue;
+                };
+                if login.principal.user != user && !anyones {
+                    return Err(datafusion::error::DataFusionError::Execution(format!(
+                        "permission denied to cancel the statement of backend {pid}: \
+                         it is not {user}'s connection"
+                    )));
+                }
+                login.cancel();
+                if let Some(shared) = shared.clone() {
+                    tokio::spawn(async move {
+                        shared.conns.cancel(pid, &SecretKey::Bytes(key)).await;
+                    });
+                }
+                out.append_value(true);
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }),
+    )
 }
 
 impl Conn {
@@ -451,11 +502,34 @@ impl Conn {
     }
 
     /// Build the principal's session: its secured views, `pg_catalog` over
-    /// exactly those, and `current_user` / `session_user` naming it.
-    async fn open(&self, principal: &Principal) -> Result<SessionContext, ApiError> {
+    /// exactly those, `current_user` / `session_user` naming it, and
+    /// `pg_backend_pid()` / `pg_cancel_backend(pid)` for connection `pid`.
+    async fn open(&self, principal: &Principal, pid: i32) -> Result<SessionContext, ApiError> {
         let ctx = super::query::statement_session_of(self.state(), principal).await?;
         setup_pg_catalog(&ctx, "datafusion", EmptyContextProvider)
             .map_err(|e| ApiError::internal("setting up pg_catalog", e))?;
+        // In place of pg_catalog's constant 1: this connection's pid, the
+        // one `pg_cancel_backend` takes.
+        ctx.register_udf(create_udf(
+            "pg_backend_pid",
+            vec![],
+            DataType::Int32,
+            Volatility::Stable,
+            Arc::new(move |_: &[ColumnarValue]| {
+                Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(pid))))
+            }),
+        ));
+        let anyones = self
+            .state()
+            .security
+            .role(principal)
+            .map(|r| r.may("jobs"))
+            .unwrap_or(false);
+        ctx.register_udf(cancel_backend_udf(
+            Arc::downgrade(&self.shared),
+            principal,
+            anyones,
+        ));
         for name in ["current_user", "session_user", "user"] {
             let user = principal.user.clone();
             ctx.register_udf(create_udf(

@@ -154,6 +154,12 @@ fn psql_queries_and_describes_only_what_the_role_reads() {
     // The golden views are views.
     let dv = stdout(&psql(pg, "ann", &analyst, &["-c", "\\dv"]));
     assert!(dv.contains("customer_policy"), "{dv}");
+    // `\d` alone: every relation the analyst reads, tables and views.
+    let d_all = stdout(&psql(pg, "ann", &analyst, &["-c", "\\d"]));
+    for relation in ["| customer ", "source_customer", "customer_policy"] {
+        assert!(d_all.contains(relation), "{relation}: {d_all}");
+    }
+    assert!(!d_all.contains("audit_log"), "{d_all}");
     let d_customer = stdout(&psql(pg, "ann", &analyst, &["-c", "\\d customer"]));
     for column in ["customer_id", "id_number", "phone", "owning_team"] {
         assert!(d_customer.contains(column), "{column}: {d_customer}");
@@ -439,6 +445,81 @@ fn a_cancel_or_a_timeout_stops_a_statement_and_the_role_limits_hold() {
         "{r}"
     );
     assert_eq!(results[3]["rows"].as_array().unwrap().len(), 50, "{r}");
+}
+
+#[test]
+fn pg_cancel_backend_and_psqls_ctrl_c_stop_a_statement() {
+    if !clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_rt, pg, analyst, admin) = served(d, |_| {});
+    let other = token(d, "bo", "analyst", &[]);
+    let cancel = |victim: (&str, &str), canceller: (&str, &str), setup: &[&str]| {
+        psycopg(serde_json::json!({
+            "mode": "cancel",
+            "dsn": dsn(pg, victim.0, victim.1),
+            "canceller": dsn(pg, canceller.0, canceller.1),
+            "sql": SLOW,
+            "after": 1.0,
+            "setup": setup,
+        }))
+    };
+    // One's own other connection, found by the pid the login gave it.
+    let r = cancel(("ann", &analyst), ("ann", &analyst), &[]);
+    assert_eq!(r["pid_matches"], true, "{r}");
+    assert_eq!(r["cancelled"], true, "{r}");
+    assert_eq!(r["sqlstate"], "57014", "{r}");
+    assert!(r["seconds"].as_f64().unwrap() < 10.0, "{r}");
+    assert_eq!(r["alive"], true, "{r}");
+    // Another principal's: refused, and the statement runs on to its
+    // timeout.
+    let r = cancel(
+        ("ann", &analyst),
+        ("bo", &other),
+        &["SET statement_timeout = 4000"],
+    );
+    let refused = r["cancelled"]["message"].as_str().unwrap_or_default();
+    assert!(refused.contains("permission denied"), "{r}");
+    assert!(r["seconds"].as_f64().unwrap() >= 3.5, "{r}");
+    assert_eq!(r["sqlstate"], "57014", "{r}");
+    // An operator (a role with the `jobs` action) cancels anyone's.
+    let r = cancel(("bo", &other), ("ada", &admin), &[]);
+    assert_eq!(r["cancelled"], true, "{r}");
+    assert!(r["seconds"].as_f64().unwrap() < 10.0, "{r}");
+    // No such backend: false, as in PostgreSQL.
+    let r = run_cases(
+        pg,
+        "ann",
+        &analyst,
+        &[("SELECT pg_cancel_backend(-7)", None)],
+        false,
+        false,
+    );
+    assert_eq!(r["results"][0]["rows"][0][0], "False", "{r}");
+
+    // psql's Ctrl-C sends the protocol's cancel request.
+    let started = Instant::now();
+    let running = Command::new("psql")
+        .env("PGPASSWORD", &analyst)
+        .args(["-X", &dsn(pg, "ann", &analyst), "-c", SLOW])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = Command::new("kill")
+        .args(["-INT", &running.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = running.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("Cancel request sent"), "{err}");
+    assert!(err.contains("ERROR"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{err}");
 }
 
 #[test]

@@ -9,10 +9,16 @@ Reads one JSON request on stdin and prints one JSON answer on stdout:
                    | {"ok": false, "sqlstate": ..., "message": ...}]}
       or {"login_error": {"sqlstate": ..., "message": ...}}.
 
-  {"mode": "cancel", "dsn": ..., "sql": ..., "after": seconds}
-      starts the statement, cancels it from another thread after `after`
-      seconds, answers {"sqlstate": ..., "seconds": elapsed} and whether
-      the connection still answers SELECT 1 ("alive").
+  {"mode": "cancel", "dsn": ..., "sql": ..., "after": seconds,
+   "setup": [sql, ...], "canceller": dsn | null}
+      runs `setup`, starts the statement, cancels it from another thread
+      after `after` seconds, answers {"sqlstate": ..., "seconds": elapsed}
+      and whether the connection still answers SELECT 1 ("alive"). With a
+      canceller, that connection runs `SELECT pg_cancel_backend(pid)` with
+      this connection's backend pid instead of a protocol cancel request,
+      and the answer adds what it returned ("cancelled": true | false |
+      {"sqlstate", "message"}) and whether `pg_backend_pid()` named the
+      pid the server sent at login ("pid_matches").
 """
 
 import json
@@ -65,7 +71,21 @@ def run(req):
 
 def cancel(req):
     conn = psycopg.connect(req["dsn"], autocommit=True, connect_timeout=20)
-    timer = threading.Timer(req["after"], conn.cancel)
+    for sql in req.get("setup", []):
+        conn.execute(sql)
+    answer = {}
+    pid = conn.info.backend_pid
+    answer["pid_matches"] = conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pid
+    stop = conn.cancel
+    if req.get("canceller"):
+        other = psycopg.connect(req["canceller"], autocommit=True, connect_timeout=20)
+
+        def stop():
+            try:
+                answer["cancelled"] = other.execute("SELECT pg_cancel_backend(%s)", [pid]).fetchone()[0]
+            except psycopg.Error as e:
+                answer["cancelled"] = error(e)
+    timer = threading.Timer(req["after"], stop)
     start = time.monotonic()
     timer.start()
     state = None
@@ -80,7 +100,7 @@ def cancel(req):
     except psycopg.Error:
         alive = False
     conn.close()
-    return {"sqlstate": state, "seconds": seconds, "alive": alive}
+    return dict(answer, sqlstate=state, seconds=seconds, alive=alive)
 
 
 def main():

@@ -123,10 +123,7 @@ impl StartupHandler for Conn {
                 // The backend pid first: the session's `pg_backend_pid()`
                 // names it, and `pg_cancel_backend(pid)` finds connections by it.
                 let (pid, key) = self.shared.pids.generate(client);
-                let ctx = self
-                    .open(&principal, pid)
-                    .await
-                    .map_err(|e| pg_error(&e))?;
+                let ctx = self.open(&principal, pid).await.map_err(|e| pg_error(&e))?;
                 let mut hooks: Vec<Arc<dyn QueryHook>> = vec![Arc::new(Refuse::writes())];
                 if !role.free_sql {
                     hooks.push(Arc::new(Refuse::all_but_named_calls(

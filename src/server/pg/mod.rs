@@ -392,7 +392,11 @@ struct Cancels {
 impl CancelHandler for Cancels {
     async fn on_cancel_request(&self, request: CancelRequest) {
         let key = request.secret_key.to_bytes();
-        if let Some((login, key)) = self.shared.logged_in(request.pid).filter(|(_, k)| *k == key) {
+        if let Some((login, key)) = self
+            .shared
+            .logged_in(request.pid)
+            .filter(|(_, k)| *k == key)
+        {
             login.cancel();
             self.shared
                 .conns

@@ -140,6 +140,22 @@ fn adbc_and_pyarrow_flight_read_arrow_through_the_roles_session() {
     assert!(has("customer", "TABLE"), "{tables:?}");
     assert!(has("customer_policy", "VIEW"), "{tables:?}");
     assert!(!tables.iter().any(|t| t[1] == "audit_log"), "{tables:?}");
+    // GetSqlInfo: what the server says of itself, through ADBC's get_info.
+    let r = client(serde_json::json!({
+        "mode": "adbc",
+        "uri": format!("grpc://{flight}"),
+        "user": "ann",
+        "token": analyst,
+        "cases": [],
+        "info": true,
+    }));
+    assert_eq!(r["info"]["vendor_name"], "custlake", "{r}");
+    assert_eq!(
+        r["info"]["vendor_version"],
+        env!("CARGO_PKG_VERSION"),
+        "{r}"
+    );
+    assert_eq!(r["info"]["vendor_arrow_version"], "59", "{r}");
     let r = adbc(flight, "al", &auditor, &[], true);
     let tables = r["tables"].as_array().unwrap_or_else(|| panic!("{r}"));
     assert!(tables.iter().any(|t| t[1] == "audit_log"), "{tables:?}");
@@ -344,6 +360,125 @@ fn a_client_that_stops_reading_gives_its_query_slot_back_at_the_deadline() {
     );
     let _ = staller.kill();
     let _ = staller.wait();
+}
+
+#[test]
+fn a_killed_client_gives_its_query_slot_back_at_once() {
+    if !clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A deadline far beyond the test's wait: the slot comes back because
+    // the client went away, not because its statement timed out.
+    let (_rt, flight, analyst, _) = served(d, |c| {
+        c.server.max_concurrent_queries = 1;
+        c.server.query_timeout_ms = 120_000;
+    });
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/server/flight_client.py"
+    );
+    let mut holder = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let req = serde_json::json!({
+            "mode": "stall",
+            "uri": format!("grpc://{flight}"),
+            "user": "ann",
+            "token": analyst,
+            "sql": "SELECT value, value * 2 AS twice FROM generate_series(1, 200000000)",
+            "hold": 600,
+        });
+        holder
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(req.to_string().as_bytes())
+            .unwrap();
+    }
+    {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "reading");
+    }
+    let busy = adbc(flight, "ann", &analyst, &[("SELECT 1", None)], false);
+    assert!(busy.to_string().contains("max_queries_per_user"), "{busy}");
+    // Killed mid-stream (SIGKILL: no goodbye on the wire).
+    let killed = std::time::Instant::now();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    loop {
+        let r = adbc(flight, "ann", &analyst, &[("SELECT 1", None)], false);
+        if r["results"][0]["ok"] == true {
+            break;
+        }
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(30),
+            "the slot never came back: {r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_role_without_free_sql_calls_its_named_queries_over_flight() {
+    if !clients() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Telesales as shipped may not export Arrow; here it may, and still
+    // sends no SQL of its own.
+    let (_rt, flight, _, _) = served(d, |c| {
+        if let Some(t) = c.roles.get_mut("telesales") {
+            t.formats = Some(vec!["json".into(), "csv".into(), "arrow".into()]);
+        }
+    });
+    let agent = crate::common::query(
+        d,
+        "SELECT agent_id FROM agent WHERE active ORDER BY agent_id LIMIT 1",
+    )[0]
+    .clone();
+    let tim = token(d, "tim", "telesales", &["--agent-id", &agent]);
+    let some = crate::common::query(
+        d,
+        "SELECT customer_id FROM customer ORDER BY customer_id LIMIT 1",
+    )[0]
+    .clone();
+    let r = adbc(
+        flight,
+        "tim",
+        &tim,
+        &[
+            (
+                &format!("SELECT customer_id FROM customer_golden('{some}')"),
+                None,
+            ),
+            ("SELECT count(*) FROM customer", None),
+            (
+                "SELECT * FROM customer_golden((SELECT max(customer_id) FROM customer))",
+                None,
+            ),
+        ],
+        false,
+    );
+    let results = r["results"].as_array().unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(results[0]["ok"], true, "{r}");
+    for refused in &results[1..] {
+        assert_eq!(refused["ok"], false, "{refused}");
+        let m = refused["message"].as_str().unwrap();
+        assert!(m.contains("custlake error"), "{m}");
+    }
 }
 
 /// A server over an existing lake (no new sample), for the attack matrix.

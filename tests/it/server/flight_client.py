@@ -10,7 +10,8 @@ Reads one JSON request on stdin and prints one JSON answer on stdout:
       each case and answers
       {"results": [{"ok": true, "columns": [...], "rows": [[text, ...]]}
                    | {"ok": false, "message": ...}],
-       "tables": [[schema, table, type], ...]}   (with "objects")
+       "tables": [[schema, table, type], ...],   (with "objects")
+       "info": {name: text, ...}}                (with "info": GetSqlInfo)
       or {"login_error": {"message": ...}}.
 
   {"mode": "pyarrow", "uri": ..., "user": ..., "token": ..., "sql": ...}
@@ -62,6 +63,8 @@ def adbc(req):
         except Exception as e:  # noqa: BLE001
             out.append({"ok": False, "message": str(e)})
     answer = {"results": out}
+    if req.get("info"):
+        answer["info"] = {str(k): text(v) for k, v in conn.adbc_get_info().items()}
     if req.get("objects"):
         objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
         tables = []

@@ -69,22 +69,27 @@
 -- records' facts are read (a policy's first premium and renewal are looked
 -- up among all payments and policies). `custlake score` scores a large book
 -- in such passes (analytics.score_pass_customers), each the same as its
--- rows of a whole run. Each pass-only branch below (NOT $whole) is written
--- with the pass's few rows first: a pass is planned with joins in the order
--- written, the first side held in memory.
+-- rows of a whole run. A pass's source records and their policies are
+-- computed once before it (pass_xref.sql, pass_policies.sql) and read here
+-- as the tables `pass_xref` and `pass_policies`. Each pass-only branch
+-- below (NOT $whole) is written with the pass's few rows first: a pass is
+-- planned with joins in the order written, the first side held in memory.
 WITH
 xref AS (
-  SELECT source_system, source_id, customer_id FROM customer_xref
-  WHERE $whole OR (customer_id >= $from_id AND customer_id <= $to_id)
-),
--- The policies, premium payments, interactions and claims of the pass's
--- source records (all of them with whole = true).
-mine AS (
-  SELECT * FROM policy WHERE $whole AND effective_date <= CAST($as_of AS DATE)
+  SELECT source_system, source_id, customer_id FROM customer_xref WHERE $whole
   UNION ALL
-  SELECT p.* FROM xref x
-  JOIN policy p ON p.source_system = x.source_system AND p.source_customer_id = x.source_id
-  WHERE NOT $whole AND p.effective_date <= CAST($as_of AS DATE)
+  SELECT source_system, source_id, customer_id FROM pass_xref WHERE NOT $whole
+),
+-- The policies started on or before D, premium payments, interactions and
+-- claims of the pass's source records (all of them with whole = true).
+mine AS (
+  SELECT policy_no, source_system, source_customer_id, product_line, status,
+         effective_date, expiry_date, cancelled_date
+  FROM policy WHERE $whole AND effective_date <= CAST($as_of AS DATE)
+  UNION ALL
+  SELECT policy_no, source_system, source_customer_id, product_line, status,
+         effective_date, expiry_date, cancelled_date
+  FROM pass_policies WHERE NOT $whole
 ),
 pay AS (
   SELECT source_system, source_customer_id, policy_no, CAST(amount AS DOUBLE) AS amount, paid_date
@@ -211,8 +216,8 @@ summary AS (
 held AS (
   SELECT x.customer_id, array_agg(DISTINCT p.product_line) AS lines_held
   FROM xref x
-  JOIN policy p ON p.source_system = x.source_system AND p.source_customer_id = x.source_id
-  WHERE p.effective_date <= CAST($as_of AS DATE) AND p.status <> 'pending'
+  JOIN mine p ON p.source_system = x.source_system AND p.source_customer_id = x.source_id
+  WHERE p.status <> 'pending'
     AND p.expiry_date >= CAST($as_of AS DATE)
     AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE))
   GROUP BY x.customer_id

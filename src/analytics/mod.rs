@@ -27,6 +27,14 @@ use crate::schema::{Catalog, SchemaError};
 const FILES: &[(&str, &str)] = &[
     ("score.sql", include_str!("../../sql/analytics/score.sql")),
     (
+        "pass_xref.sql",
+        include_str!("../../sql/analytics/pass_xref.sql"),
+    ),
+    (
+        "pass_policies.sql",
+        include_str!("../../sql/analytics/pass_policies.sql"),
+    ),
+    (
         "reachable.sql",
         include_str!("../../sql/analytics/reachable.sql"),
     ),
@@ -250,7 +258,7 @@ mod tests {
     #[test]
     fn the_score_rule_reads_declared_tables_only() {
         let catalog = Catalog::embedded().unwrap();
-        let read = tables_read(&rule("score").unwrap().sql).unwrap();
+        let read = score::tables_read().unwrap();
         for t in [
             "customer",
             "customer_xref",

@@ -10,10 +10,12 @@
 //! process holds the whole book. The passes' rows are exactly a whole run's.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
+use datafusion::datasource::MemTable;
 use datafusion::logical_expr::{cast, col, lit};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -78,28 +80,13 @@ impl Scoring<'_> {
             as_of,
             scored_at,
         } = *self;
-        let q = rule("score")?;
         let mut given = HashMap::from([("as_of".to_string(), as_of.to_string())]);
         if let Pass::Ids { first, last } = pass {
             given.insert("whole".into(), "false".into());
             given.insert("from_id".into(), first.clone());
             given.insert("to_id".into(), last.clone());
         }
-        let params = bind(config, &q, &given)?;
-        let df = match pass {
-            Pass::Whole => ctx.sql(&q.sql).await?,
-            // A pass's joins are planned in the order the rule writes them,
-            // its few rows first and held in memory: by their estimates the
-            // planner would hold a whole table instead (the payments, to find
-            // the first premium of a pass's policies), as large at any pass
-            // size as the book.
-            Pass::Ids { .. } => {
-                let mut state = ctx.state();
-                state.config_mut().options_mut().optimizer.join_reordering = false;
-                SessionContext::new_with_state(state).sql(&q.sql).await?
-            }
-        };
-        let df = df.with_param_values(params)?;
+        let df = rule_frame(config, ctx, &given).await?;
         let def = catalog.table("customer_score")?;
         let month = as_of.format("%Y-%m").to_string();
         let exprs = def
@@ -119,6 +106,81 @@ impl Scoring<'_> {
             .collect::<Vec<_>>();
         Ok(df.select(exprs)?)
     }
+}
+
+/// The tables a pass computes before the score rule runs and holds for
+/// its joins (`sql/analytics/pass_xref.sql`, `pass_policies.sql`).
+const PASS_TABLES: [&str; 2] = ["pass_xref", "pass_policies"];
+
+/// The lake tables the score rule reads, its pass tables' included.
+pub fn tables_read() -> Result<Vec<String>, AnalyticsError> {
+    let mut reads = Vec::new();
+    for name in std::iter::once("score").chain(PASS_TABLES) {
+        reads.extend(super::tables_read(&rule(name)?.sql)?);
+    }
+    reads.retain(|t| !PASS_TABLES.contains(&t.as_str()));
+    reads.sort();
+    reads.dedup();
+    Ok(reads)
+}
+
+/// The score rule (`sql/analytics/score.sql`) in `ctx` with `given`
+/// parameters (as text; the rest from the config and the header). With
+/// `whole=false` (one pass), the pass's source records and then their
+/// policies are computed first and held in memory as `pass_xref` and
+/// `pass_policies`, which the rule's pass branches read several times; a
+/// whole run gets them as views it never reads.
+pub async fn rule_frame(
+    config: &Config,
+    ctx: &SessionContext,
+    given: &HashMap<String, String>,
+) -> Result<DataFrame, AnalyticsError> {
+    let q = rule("score")?;
+    let params = bind(config, &q, given)?;
+    let whole = !params
+        .iter()
+        .any(|(k, v)| k == "whole" && *v == ScalarValue::Boolean(Some(false)));
+    let ctx = if whole {
+        ctx.clone()
+    } else {
+        // A pass's joins are planned in the order the rule writes them,
+        // its few rows first and held in memory: by their estimates the
+        // planner would hold a whole table instead (the payments, to find
+        // the first premium of a pass's policies), as large at any pass
+        // size as the book.
+        let mut state = ctx.state();
+        state.config_mut().options_mut().optimizer.join_reordering = false;
+        SessionContext::new_with_state(state)
+    };
+    for name in PASS_TABLES {
+        let t = rule(name)?;
+        let mine: HashMap<String, String> = given
+            .iter()
+            .filter(|(k, _)| t.params.iter().any(|p| &p.name == *k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let df = ctx
+            .sql(&t.sql)
+            .await?
+            .with_param_values(bind(config, &t, &mine)?)?;
+        ctx.deregister_table(name)?;
+        if whole {
+            ctx.register_table(name, df.into_view())?;
+        } else {
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let parts = df.collect_partitioned().await?;
+            ctx.register_table(name, Arc::new(MemTable::try_new(schema, parts)?))?;
+        }
+    }
+    Ok(ctx.sql(&q.sql).await?.with_param_values(params)?)
+}
+
+/// The held tables of the pass just run, let go with its plan.
+fn forget_pass_tables(ctx: &SessionContext) -> Result<(), AnalyticsError> {
+    for name in PASS_TABLES {
+        ctx.deregister_table(name)?;
+    }
+    Ok(())
 }
 
 /// The active golden customers of `pass`, their ids only.
@@ -341,6 +403,8 @@ impl Scoring<'_> {
             }
         }
         tally.passes += 1;
+        // The pass's held tables go with its plan, not at the next pass.
+        forget_pass_tables(self.ctx)?;
         if let Some(physical) = shown {
             let shown = crate::query::plan_with_metrics(physical.as_ref());
             tracing::debug!("pass {}'s plan, with its metrics:\n{shown}", tally.passes);
@@ -363,7 +427,7 @@ pub async fn run(
     progress: &dyn Progress,
 ) -> Result<Scored, AnalyticsError> {
     // The tables the rule reads, and the customers counted for the passes.
-    let mut reads = super::tables_read(&rule("score")?.sql)?;
+    let mut reads = tables_read()?;
     reads.push("customer".into());
     let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
     let ctx = super::context_reading(config, lake, catalog, None, Some(&reads)).await?;

@@ -176,6 +176,13 @@ impl Engine {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if q.name == "score" {
+            // With whole=false, as `custlake score` runs a pass: its tables
+            // computed and held first.
+            return custlake::analytics::score::rule_frame(&self.config, &self.ctx, &given)
+                .await
+                .map_err(plan);
+        }
         let params = custlake::analytics::bind(&self.config, &q, &given).map_err(plan)?;
         self.ctx.sql(&q.sql).await?.with_param_values(params)
     }

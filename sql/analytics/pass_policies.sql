@@ -1,0 +1,15 @@
+-- name: pass_policies
+-- description: The policies started on or before D of one scoring pass's source records (pass_xref), computed once per pass and held for its joins
+-- param: as_of date default today
+-- roles: analyst
+--
+-- Read after `pass_xref` (pass_xref.sql) and kept in memory as the table
+-- `pass_policies`: the pass's contracts, first premiums, renewals and
+-- product lines all start from them (score.sql's `mine`), and each of
+-- those would otherwise join the whole policy table to the pass's records
+-- again. Only the columns score.sql reads.
+SELECT p.policy_no, p.source_system, p.source_customer_id, p.product_line, p.status,
+       p.effective_date, p.expiry_date, p.cancelled_date
+FROM pass_xref x
+JOIN policy p ON p.source_system = x.source_system AND p.source_customer_id = x.source_id
+WHERE p.effective_date <= $as_of

@@ -220,10 +220,16 @@ pub async fn lines(
     params: &BTreeMap<String, String>,
     scores_as_of: Option<chrono::NaiveDate>,
 ) -> Result<Vec<RecordBatch>, AnalyticsError> {
-    let physical = plan(config, ctx, kind, params, scores_as_of)
-        .await?
-        .create_physical_plan()
-        .await?;
+    let started = std::time::Instant::now();
+    let df = plan(config, ctx, kind, params, scores_as_of).await?;
+    let planned = started.elapsed();
+    let physical = df.create_physical_plan().await?;
+    tracing::debug!(
+        list = kind.name(),
+        planned_ms = planned.as_millis() as u64,
+        optimized_ms = (started.elapsed() - planned).as_millis() as u64,
+        "list: the tables it starts from computed and its statement planned"
+    );
     let batches = datafusion::physical_plan::collect(physical.clone(), ctx.task_ctx()).await?;
     // Where a slow list's time went: its plan with each operator's rows
     // and times (CUSTLAKE_LOG=custlake::analytics=debug).

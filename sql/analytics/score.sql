@@ -144,15 +144,18 @@ source_facts AS (
          true AS is_key,
          p.effective_date > CAST($as_of AS DATE) - INTERVAL '36 months' AS due,
          p.effective_date > CAST($as_of AS DATE) - INTERVAL '36 months'
-           AND f.first_paid - p.effective_date <= $grace_days AS on_time,
+           AND p.first_paid - p.effective_date <= $grace_days AS on_time,
          p.cancelled_date > CAST($as_of AS DATE) - INTERVAL '12 months' AND p.cancelled_date <= CAST($as_of AS DATE) AS lapsed,
          p.status <> 'pending' AND p.expiry_date >= CAST($as_of AS DATE)
            AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE))
            AND p.expiry_date <= CAST($as_of AS DATE) + INTERVAL '60 days' AND rn.policy_no IS NULL AS expiring,
          CAST(NULL AS VARCHAR) AS status
-  FROM mine p
-  LEFT JOIN first_paid f ON f.policy_no = p.policy_no
-  LEFT JOIN renewed rn ON rn.policy_no = p.policy_no
+  -- Each policy with its first premium and whether a policy renews it;
+  -- written with those (one row a policy at most) first, so that a pass
+  -- holds them rather than its policies.
+  FROM renewed rn
+  RIGHT JOIN (SELECT m.*, f.first_paid FROM first_paid f RIGHT JOIN mine m ON f.policy_no = m.policy_no) p
+    ON rn.policy_no = p.policy_no
   UNION ALL
   SELECT source_system, source_customer_id, 'premium', paid_date, amount, NULL, false, true,
          false, false, false, false, NULL
@@ -214,13 +217,21 @@ summary AS (
 ),
 -- The product lines of the policies in force on D.
 held AS (
-  SELECT x.customer_id, array_agg(DISTINCT p.product_line) AS lines_held
-  FROM xref x
-  JOIN mine p ON p.source_system = x.source_system AND p.source_customer_id = x.source_id
+  SELECT customer_id, array_agg(DISTINCT product_line) AS lines_held
+  FROM (
+    SELECT x.customer_id, p.product_line, p.status, p.expiry_date, p.cancelled_date
+    FROM customer_xref x
+    JOIN policy p ON p.source_system = x.source_system AND p.source_customer_id = x.source_id
+    WHERE $whole AND p.effective_date <= CAST($as_of AS DATE)
+    UNION ALL
+    -- A pass's policies carry their golden customer.
+    SELECT customer_id, product_line, status, expiry_date, cancelled_date
+    FROM pass_policies WHERE NOT $whole
+  ) p
   WHERE p.status <> 'pending'
     AND p.expiry_date >= CAST($as_of AS DATE)
     AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE))
-  GROUP BY x.customer_id
+  GROUP BY customer_id
 ),
 decision AS (
   SELECT customer_id, action, effective_date FROM (

@@ -382,6 +382,20 @@ impl Scoring<'_> {
         task: &dyn Task,
         tx: &Rows,
     ) -> Result<bool, AnalyticsError> {
+        let ran = self.stream_pass(pass, tally, task, tx).await;
+        // The pass's held tables go with its plan, whether it ran or not
+        // (a pass cut in halves computes its own).
+        forget_pass_tables(self.ctx)?;
+        ran
+    }
+
+    async fn stream_pass(
+        &self,
+        pass: &Pass,
+        tally: &mut Tally,
+        task: &dyn Task,
+        tx: &Rows,
+    ) -> Result<bool, AnalyticsError> {
         let df = self.plan(pass).await?;
         let physical = df.create_physical_plan().await?;
         // Kept for the debug log only: a plan held to the end of its pass
@@ -403,8 +417,6 @@ impl Scoring<'_> {
             }
         }
         tally.passes += 1;
-        // The pass's held tables go with its plan, not at the next pass.
-        forget_pass_tables(self.ctx)?;
         if let Some(physical) = shown {
             let shown = crate::query::plan_with_metrics(physical.as_ref());
             tracing::debug!("pass {}'s plan, with its metrics:\n{shown}", tally.passes);

@@ -417,12 +417,12 @@ impl Shared {
 
 /// `pg_cancel_backend(pid)`: stops the statement running on connection
 /// `pid`, as the protocol's cancel request does; true when there was such
-/// a connection. A principal cancels on their own connections; a role
-/// with the `jobs` action (the operators', admin as shipped) on anyone's.
-/// Another principal's connection is refused as in PostgreSQL, with no
-/// word on what it runs.
+/// a connection. A principal cancels on their own connections (the same
+/// user, role and agent); a role with the `jobs` action (the operators',
+/// admin as shipped) on anyone's. Another principal's connection is
+/// refused (42501) as in PostgreSQL, with no word on what it runs.
 fn cancel_backend_udf(shared: Weak<Shared>, principal: &Principal, anyones: bool) -> ScalarUDF {
-    let user = principal.user.clone();
+    let me = principal.clone();
     create_udf(
         "pg_cancel_backend",
         vec![DataType::Int64],
@@ -442,13 +442,21 @@ fn cancel_backend_udf(shared: Weak<Shared>, principal: &Principal, anyones: bool
                     out.append_option(pid.map(|_| false));
                     continue;
                 };
-                if login.principal.user != user && !anyones {
-                    return Err(datafusion::error::DataFusionError::Execution(format!(
-                        "permission denied to cancel the statement of backend {pid}: \
-                         it is not {user}'s connection"
-                    )));
+                let p = &login.principal;
+                let mine = p.user == me.user && p.role == me.role && p.agent_id == me.agent_id;
+                if !mine && !anyones {
+                    return Err(crate::error::Kinded::datafusion_of(
+                        ErrorKind::Forbidden,
+                        format!(
+                            "permission denied to cancel the statement of backend {pid}: \
+                             it is not {}'s connection",
+                            me.user
+                        ),
+                    ));
                 }
                 login.cancel();
+                // Also stops a result being sent, as a cancel request does
+                // (the function cannot wait for it: it runs in the plan).
                 if let Some(shared) = shared.clone() {
                     tokio::spawn(async move {
                         shared.conns.cancel(pid, &SecretKey::Bytes(key)).await;
@@ -523,17 +531,17 @@ impl Conn {
                 Ok(ColumnarValue::Scalar(ScalarValue::Int32(Some(pid))))
             }),
         ));
-        let anyones = self
-            .state()
-            .security
-            .role(principal)
-            .map(|r| r.may("jobs"))
-            .unwrap_or(false);
-        ctx.register_udf(cancel_backend_udf(
-            Arc::downgrade(&self.shared),
-            principal,
-            anyones,
-        ));
+        // For roles with free SQL: one without it calls only its named
+        // queries, and cancels with the protocol's cancel request.
+        let role = self.state().security.role(principal).ok();
+        if role.as_ref().is_some_and(|r| r.free_sql) {
+            let anyones = role.is_some_and(|r| r.may("jobs"));
+            ctx.register_udf(cancel_backend_udf(
+                Arc::downgrade(&self.shared),
+                principal,
+                anyones,
+            ));
+        }
         for name in ["current_user", "session_user", "user"] {
             let user = principal.user.clone();
             ctx.register_udf(create_udf(

@@ -482,38 +482,57 @@ fn pg_cancel_backend_and_psqls_ctrl_c_stop_a_statement() {
     );
     let refused = r["cancelled"]["message"].as_str().unwrap_or_default();
     assert!(refused.contains("permission denied"), "{r}");
+    assert_eq!(r["cancelled"]["sqlstate"], "42501", "{r}");
     assert!(r["seconds"].as_f64().unwrap() >= 3.5, "{r}");
     assert_eq!(r["sqlstate"], "57014", "{r}");
     // An operator (a role with the `jobs` action) cancels anyone's.
     let r = cancel(("bo", &other), ("ada", &admin), &[]);
     assert_eq!(r["cancelled"], true, "{r}");
+    assert_eq!(r["sqlstate"], "57014", "{r}");
     assert!(r["seconds"].as_f64().unwrap() < 10.0, "{r}");
-    // No such backend: false, as in PostgreSQL.
+    // No such backend: false, as in PostgreSQL; NULL for NULL.
     let r = run_cases(
         pg,
         "ann",
         &analyst,
-        &[("SELECT pg_cancel_backend(-7)", None)],
+        &[
+            ("SELECT pg_cancel_backend(-7)", None),
+            ("SELECT pg_cancel_backend(1099511627776)", None),
+            ("SELECT pg_cancel_backend(NULL)", None),
+        ],
         false,
         false,
     );
     assert_eq!(r["results"][0]["rows"][0][0], "False", "{r}");
+    assert_eq!(r["results"][1]["rows"][0][0], "False", "{r}");
+    assert_eq!(
+        r["results"][2]["rows"][0][0],
+        serde_json::Value::Null,
+        "{r}"
+    );
 
     // psql's Ctrl-C sends the protocol's cancel request.
     let started = Instant::now();
-    let running = Command::new("psql")
+    let mut running = Command::new("psql")
         .env("PGPASSWORD", &analyst)
         .args(["-X", &dsn(pg, "ann", &analyst), "-c", SLOW])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let sent = Command::new("kill")
-        .args(["-INT", &running.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    // Ctrl-C until psql ends (one that comes before psql sent its query
+    // cancels nothing), never to a process that has ended.
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(500));
+        if running.try_wait().unwrap().is_some() {
+            break;
+        }
+        let sent = Command::new("kill")
+            .args(["-INT", &running.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
     let o = running.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "{err}");

@@ -95,6 +95,8 @@ def cancel(req):
         state = error(e)["sqlstate"]
     seconds = time.monotonic() - start
     timer.cancel()
+    # A canceller already running finishes before its answer is read.
+    timer.join()
     try:
         alive = conn.execute("SELECT 1").fetchone()[0] == 1
     except psycopg.Error:

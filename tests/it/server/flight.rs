@@ -290,6 +290,43 @@ fn flight_logins_are_checked_refused_and_audited_and_limits_hold() {
     );
 }
 
+/// A pyarrow.flight client (as `ann`) that has its long statement's first
+/// batch and then reads nothing for `hold` seconds.
+fn stalled_reader(flight: SocketAddr, token: &str, hold: u64) -> std::process::Child {
+    use std::io::{BufRead, Write};
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/server/flight_client.py"
+    );
+    let mut client = Command::new("python3")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let req = serde_json::json!({
+        "mode": "stall",
+        "uri": format!("grpc://{flight}"),
+        "user": "ann",
+        "token": token,
+        "sql": "SELECT value, value * 2 AS twice FROM generate_series(1, 200000000)",
+        "hold": hold,
+    });
+    client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(req.to_string().as_bytes())
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(client.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "reading");
+    client
+}
+
 #[test]
 fn a_client_that_stops_reading_gives_its_query_slot_back_at_the_deadline() {
     if !clients() {
@@ -301,43 +338,8 @@ fn a_client_that_stops_reading_gives_its_query_slot_back_at_the_deadline() {
         c.server.max_concurrent_queries = 1;
         c.server.query_timeout_ms = 3000;
     });
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/it/server/flight_client.py"
-    );
-    let mut staller = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let req = serde_json::json!({
-            "mode": "stall",
-            "uri": format!("grpc://{flight}"),
-            "user": "ann",
-            "token": analyst,
-            "sql": "SELECT value, value * 2 AS twice FROM generate_series(1, 200000000)",
-            "hold": 60,
-        });
-        staller
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(req.to_string().as_bytes())
-            .unwrap();
-    }
     // Once it has its first batch, it holds the only slot...
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(staller.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "reading");
-    }
+    let mut staller = stalled_reader(flight, &analyst, 60);
     let busy = adbc(flight, "ann", &analyst, &[("SELECT 1", None)], false);
     let busy_text = busy.to_string();
     assert!(busy_text.contains("max_queries_per_user"), "{busy}");
@@ -375,42 +377,7 @@ fn a_killed_client_gives_its_query_slot_back_at_once() {
         c.server.max_concurrent_queries = 1;
         c.server.query_timeout_ms = 120_000;
     });
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/it/server/flight_client.py"
-    );
-    let mut holder = Command::new("python3")
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    {
-        use std::io::Write;
-        let req = serde_json::json!({
-            "mode": "stall",
-            "uri": format!("grpc://{flight}"),
-            "user": "ann",
-            "token": analyst,
-            "sql": "SELECT value, value * 2 AS twice FROM generate_series(1, 200000000)",
-            "hold": 600,
-        });
-        holder
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(req.to_string().as_bytes())
-            .unwrap();
-    }
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(holder.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "reading");
-    }
+    let mut holder = stalled_reader(flight, &analyst, 600);
     let busy = adbc(flight, "ann", &analyst, &[("SELECT 1", None)], false);
     assert!(busy.to_string().contains("max_queries_per_user"), "{busy}");
     // Killed mid-stream (SIGKILL: no goodbye on the wire).

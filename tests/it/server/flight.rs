@@ -327,35 +327,54 @@ fn stalled_reader(flight: SocketAddr, token: &str, hold: u64) -> std::process::C
     client
 }
 
+/// A server with one query slot and statements stopped after `timeout_ms`,
+/// its slot held by a client that stops reading (`stalled_reader`): the
+/// runtime, the address, the analyst's token and that client.
+fn slot_held(
+    dir: &Path,
+    timeout_ms: u64,
+    hold: u64,
+) -> (
+    tokio::runtime::Runtime,
+    SocketAddr,
+    String,
+    std::process::Child,
+) {
+    let (rt, flight, analyst, _) = served(dir, |c| {
+        c.server.max_concurrent_queries = 1;
+        c.server.query_timeout_ms = timeout_ms;
+    });
+    let client = stalled_reader(flight, &analyst, hold);
+    let busy = adbc(flight, "ann", &analyst, &[("SELECT 1", None)], false);
+    assert!(busy.to_string().contains("max_queries_per_user"), "{busy}");
+    (rt, flight, analyst, client)
+}
+
+/// Waits until a statement runs again: at most 30 s after `since`.
+fn slot_comes_back(flight: SocketAddr, token: &str, since: std::time::Instant) {
+    loop {
+        let r = adbc(flight, "ann", token, &[("SELECT 1", None)], false);
+        if r["results"][0]["ok"] == true {
+            return;
+        }
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(30),
+            "the slot never came back: {r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
 #[test]
 fn a_client_that_stops_reading_gives_its_query_slot_back_at_the_deadline() {
     if !clients() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (_rt, flight, analyst, _) = served(d, |c| {
-        c.server.max_concurrent_queries = 1;
-        c.server.query_timeout_ms = 3000;
-    });
-    // Once it has its first batch, it holds the only slot...
-    let mut staller = stalled_reader(flight, &analyst, 60);
-    let busy = adbc(flight, "ann", &analyst, &[("SELECT 1", None)], false);
-    let busy_text = busy.to_string();
-    assert!(busy_text.contains("max_queries_per_user"), "{busy}");
-    // ...until its deadline, while it still reads nothing.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let r = adbc(flight, "ann", &analyst, &[("SELECT 1", None)], false);
-        if r["results"][0]["ok"] == true {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the slot never came back: {r}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    // Once it has its first batch, it holds the only slot until its
+    // deadline, while it still reads nothing.
+    let (_rt, flight, analyst, mut staller) = slot_held(dir.path(), 3000, 60);
+    slot_comes_back(flight, &analyst, std::time::Instant::now());
     assert!(
         staller.try_wait().unwrap().is_none(),
         "the staller is still there"
@@ -370,31 +389,14 @@ fn a_killed_client_gives_its_query_slot_back_at_once() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    // A deadline far beyond the test's wait: the slot comes back because
-    // the client went away, not because its statement timed out.
-    let (_rt, flight, analyst, _) = served(d, |c| {
-        c.server.max_concurrent_queries = 1;
-        c.server.query_timeout_ms = 120_000;
-    });
-    let mut holder = stalled_reader(flight, &analyst, 600);
-    let busy = adbc(flight, "ann", &analyst, &[("SELECT 1", None)], false);
-    assert!(busy.to_string().contains("max_queries_per_user"), "{busy}");
+    // A deadline far beyond the wait: the slot comes back because the
+    // client went away, not because its statement timed out.
+    let (_rt, flight, analyst, mut holder) = slot_held(dir.path(), 120_000, 600);
     // Killed mid-stream (SIGKILL: no goodbye on the wire).
     let killed = std::time::Instant::now();
     holder.kill().unwrap();
     holder.wait().unwrap();
-    loop {
-        let r = adbc(flight, "ann", &analyst, &[("SELECT 1", None)], false);
-        if r["results"][0]["ok"] == true {
-            break;
-        }
-        assert!(
-            killed.elapsed() < std::time::Duration::from_secs(30),
-            "the slot never came back: {r}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(300));
-    }
+    slot_comes_back(flight, &analyst, killed);
 }
 
 #[test]

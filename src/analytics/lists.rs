@@ -22,7 +22,7 @@ use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::ScalarValue;
 use datafusion::prelude::SessionContext;
 
-use super::{AnalyticsError, bind, context, parse_date, rule};
+use super::{AnalyticsError, bind_own, context, parse_date, rule};
 use crate::config::Config;
 use crate::lake::{AsOf, Lake, Tier};
 use crate::schema::Catalog;
@@ -273,14 +273,7 @@ pub async fn plan(
         ),
     ])?;
     ctx.register_batch("cross_sell_pairs", pairs)?;
-    let bound = |q: &crate::query::named::NamedQuery| {
-        let mine: HashMap<String, String> = given
-            .iter()
-            .filter(|(k, _)| q.params.iter().any(|p| &p.name == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        bind(config, q, &mine)
-    };
+    let bound = |q: &crate::query::named::NamedQuery| bind_own(config, q, &given);
     let candidates = rule(kind.rule())?;
     // The policies in force, which a rule may mention several times
     // (cross-sell: three), computed once for this statement: as a view

@@ -122,6 +122,21 @@ pub fn rules() -> Result<Vec<NamedQuery>, AnalyticsError> {
         .collect()
 }
 
+/// [`bind`] with those of `given` that `q` declares: one set of values
+/// for several rules, each taking its own.
+pub fn bind_own(
+    config: &Config,
+    q: &NamedQuery,
+    given: &HashMap<String, String>,
+) -> Result<Vec<(String, ScalarValue)>, AnalyticsError> {
+    let own: HashMap<String, String> = given
+        .iter()
+        .filter(|(k, _)| q.params.iter().any(|p| &p.name == *k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    bind(config, q, &own)
+}
+
 /// A rule's parameters: those `given` (as text), then the config's
 /// `[analytics.params]` and churn threshold, then the header's defaults.
 pub fn bind(

@@ -20,7 +20,7 @@ use datafusion::logical_expr::{cast, col, lit};
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
-use super::{AnalyticsError, bind, rule};
+use super::{AnalyticsError, bind, bind_own, rule};
 use crate::config::Config;
 use crate::error::{Classify, ErrorKind};
 use crate::lake::Lake;
@@ -154,15 +154,10 @@ pub async fn rule_frame(
     };
     for name in PASS_TABLES {
         let t = rule(name)?;
-        let mine: HashMap<String, String> = given
-            .iter()
-            .filter(|(k, _)| t.params.iter().any(|p| &p.name == *k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
         let df = ctx
             .sql(&t.sql)
             .await?
-            .with_param_values(bind(config, &t, &mine)?)?;
+            .with_param_values(bind_own(config, &t, given)?)?;
         ctx.deregister_table(name)?;
         if whole {
             ctx.register_table(name, df.into_view())?;

@@ -74,7 +74,12 @@ impl QueryPlanner for ScalarSubqueriesFirst {
         .await?;
         let values: HashMap<Subquery, ScalarValue> = subqueries.into_iter().zip(answers).collect();
         let rewritten = with_values(logical, &values)?;
-        let optimized = state.optimize(&rewritten)?;
+        // Optimised again, not analysed again: the statement was analysed
+        // when it was planned, and the session's analyzer rules are not
+        // all idempotent (reading text as views wraps a statement it
+        // changes in a node only the session's own planner plans, which
+        // `inner` is not).
+        let optimized = state.optimizer().optimize(rewritten, state, |_, _| {})?;
         self.inner.create_physical_plan(&optimized, session).await
     }
 }

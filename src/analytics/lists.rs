@@ -619,7 +619,19 @@ pub async fn verify(
             .collect(),
         _ => BTreeMap::new(),
     };
-    let again = lines(config, &then, run.kind, &params, run.scores_as_of).await?;
+    let again = match lines(config, &then, run.kind, &params, run.scores_as_of).await {
+        Ok(b) => b,
+        Err(e) if file_gone(&e) => {
+            return Err(AnalyticsError::Refused(format!(
+                "the lake as it was when run {run_id} was made ({}) can no longer be read: \
+                 `tier apply` has since moved, purged or compacted files it read and removed \
+                 them (a purged tier's at once, others after [retention] vacuum_grace_minutes) \
+                 ({e})",
+                run.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     let (a, b) = (text_rows(&stored)?, text_rows(&again)?);
     let mut differences = Vec::new();
     for i in 0..a.len().max(b.len()) {
@@ -638,6 +650,23 @@ pub async fn verify(
         lines: a.len(),
         differences,
     })
+}
+
+/// Whether `e` is a data file of an older table version that is no longer
+/// there (vacuumed since).
+fn file_gone(e: &AnalyticsError) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = source {
+        if let Some(datafusion::object_store::Error::NotFound { .. }) =
+            err.downcast_ref::<datafusion::object_store::Error>()
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    // Parquet's reader carries the store's error as text.
+    let text = e.to_string();
+    text.contains("Object at location") && text.contains("not found")
 }
 
 /// Rows as text (columns joined by `|`), for comparison.

@@ -10,10 +10,11 @@ use crate::lake::tiers::{self, Move, TablePlan};
 
 #[derive(Debug, Subcommand)]
 pub enum TierCommand {
-    /// Print what `tier apply` would move or purge; changes nothing.
+    /// Print what `tier apply` would move, purge or compact; changes nothing.
     Plan(PlanArgs),
     /// Move partitions to the tiers their age puts them in, purge what is
-    /// past retention (except under legal hold), vacuum removed files.
+    /// past retention (except under legal hold), compact partitions of many
+    /// small files ([tiers] compact_min_files), vacuum removed files.
     Apply(PlanArgs),
     /// Per table and tier: the partition range it owns, rows, files, bytes.
     Status(JsonArg),
@@ -116,6 +117,18 @@ fn print_plan(plans: &[TablePlan]) {
                 to
             );
         }
+        for c in &p.compactions {
+            any = true;
+            println!(
+                "{:<16} {:<20} {:>12} {:>7} {:>11}  {} → compacted (rewritten sorted by key)",
+                p.table,
+                c.partition,
+                c.rows,
+                c.files,
+                mib(c.bytes),
+                c.tier.name()
+            );
+        }
         if (&p.target.warm_before, &p.target.cold_before)
             != (&p.current.warm_before, &p.current.cold_before)
         {
@@ -130,7 +143,7 @@ fn print_plan(plans: &[TablePlan]) {
         }
     }
     if !any {
-        println!("nothing to move or purge");
+        println!("nothing to move, purge or compact");
     }
 }
 
@@ -153,14 +166,14 @@ pub(super) async fn run(wh: &Warehouse, c: &TierCommand) -> Result<(), CliError>
                     source: Box::new(e.into()),
                 })?;
             if out.tables == 0 && !a.json {
-                println!("nothing to move or purge");
+                println!("nothing to move, purge or compact");
                 return Ok(());
             }
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!(
-                    "{} tables: {} ranges moved ({} rows, {} read, {} written), {} rows purged, {} leftovers removed, {} files vacuumed in {:.1} s",
+                    "{} tables: {} ranges moved ({} rows, {} read, {} written), {} rows purged, {} leftovers removed, {} partitions compacted ({} files), {} files vacuumed in {:.1} s",
                     out.tables,
                     out.ranges_moved,
                     out.rows_moved,
@@ -168,6 +181,8 @@ pub(super) async fn run(wh: &Warehouse, c: &TierCommand) -> Result<(), CliError>
                     mib(out.bytes_written),
                     out.rows_purged,
                     out.leftovers_removed,
+                    out.partitions_compacted,
+                    out.files_compacted,
                     out.files_vacuumed,
                     out.seconds
                 );

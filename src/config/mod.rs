@@ -69,6 +69,11 @@ pub struct Tiers {
     /// same tiered table before giving up with an error.
     #[serde(default = "default_lock_wait")]
     pub lock_wait_seconds: u64,
+    /// `tier apply` rewrites a tier's partition holding at least this
+    /// many files as files of the tier's target size, its rows sorted by
+    /// the table's key (0: never).
+    #[serde(default = "default_compact_min_files")]
+    pub compact_min_files: u64,
     pub hot: TierConfig,
     pub warm: TierConfig,
     pub cold: TierConfig,
@@ -76,6 +81,10 @@ pub struct Tiers {
 
 fn default_lock_wait() -> u64 {
     900
+}
+
+fn default_compact_min_files() -> u64 {
+    16
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

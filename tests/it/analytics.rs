@@ -192,6 +192,129 @@ fn a_stored_list_reads_back_and_recomputes_the_same_after_new_data() {
         run_in(d, &["list", "show", "LRnope"]).status.code(),
         Some(66)
     );
+
+    // Each list run added a file to `list_line` and `list_run`: with
+    // `compact_min_files` at 4, `tier apply` rewrites their partition as
+    // one file sorted by the key, and every run reads back the same.
+    std::fs::write(d.join("custlake.toml"), "[tiers]\ncompact_min_files = 4\n").unwrap();
+    let files = |table: &str| -> u64 {
+        let status = ok(d, &["tier", "status", "--json"]);
+        let rows: serde_json::Value = serde_json::from_str(&status).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["table"] == table)
+            .map(|r| r["files"].as_u64().unwrap())
+            .sum()
+    };
+    let lines_before = query(d, "SELECT count(*), sum(line) FROM list_line");
+    let runs = query(d, "SELECT run_id FROM list_run ORDER BY created_at");
+    assert!(runs.len() >= 5, "{runs:?}");
+    assert!(files("list_line") >= 5 && files("list_run") >= 5);
+    let plan: serde_json::Value =
+        serde_json::from_str(&ok(d, &["tier", "plan", "--as-of", "2026-06-30", "--json"])).unwrap();
+    let planned: Vec<&str> = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| !p["compactions"].as_array().unwrap().is_empty())
+        .map(|p| p["table"].as_str().unwrap())
+        .collect();
+    assert!(
+        planned.contains(&"list_line") && planned.contains(&"list_run"),
+        "{planned:?}"
+    );
+    let applied = ok(d, &["tier", "apply", "--as-of", "2026-06-30"]);
+    assert!(applied.contains("partitions compacted"), "{applied}");
+    assert_eq!(files("list_line"), 1);
+    assert_eq!(files("list_run"), 1);
+    assert_eq!(
+        query(d, "SELECT count(*), sum(line) FROM list_line"),
+        lines_before
+    );
+    assert_eq!(ok(d, &["list", "show", &run, "--format", "csv"]), first);
+    // This apply also purged partitions past retention, so the hot tier's
+    // removed files went at once: the lake as it was can no longer be read,
+    // and verify says so.
+    let gone = run_in(d, &["list", "verify", &run]);
+    let err = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        gone.status.success() || err.contains("can no longer be read"),
+        "{err}"
+    );
+    // The new file holds the rows sorted by run and line.
+    let table = d.join("data/lake/hot/list_line");
+    let log = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .max()
+        .unwrap();
+    let added: Vec<String> = std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            v["add"]["path"].as_str().map(str::to_string)
+        })
+        .collect();
+    assert_eq!(added.len(), 1, "{added:?}");
+    let path = table.join(urlencoding_free(&added[0]));
+    let reader =
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&path).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut keys = Vec::new();
+    for batch in reader {
+        let batch = batch.unwrap();
+        let ids = datafusion::arrow::compute::cast(
+            batch.column_by_name("run_id").unwrap(),
+            &datafusion::arrow::datatypes::DataType::Utf8,
+        )
+        .unwrap();
+        let ids = datafusion::arrow::array::AsArray::as_string::<i32>(&ids);
+        let line = batch.column_by_name("line").unwrap();
+        let line = datafusion::arrow::array::AsArray::as_primitive::<
+            datafusion::arrow::datatypes::Int64Type,
+        >(line);
+        for i in 0..batch.num_rows() {
+            keys.push((ids.value(i).to_string(), line.value(i)));
+        }
+    }
+    assert!(
+        keys.is_sorted(),
+        "the compacted file is not sorted by run and line"
+    );
+    assert_eq!(
+        keys.len().to_string(),
+        lines_before[0].split(',').next().unwrap()
+    );
+    // Nothing is left to compact.
+    let again = ok(d, &["tier", "plan", "--as-of", "2026-06-30"]);
+    assert!(!again.contains("compacted"), "{again}");
+}
+
+/// A path from a Delta log entry (partition values are percent-encoded).
+fn urlencoding_free(path: &str) -> String {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
 }
 
 #[test]

@@ -29,6 +29,9 @@ pub struct Applied {
     pub rows_purged: u64,
     pub leftovers_removed: usize,
     pub files_vacuumed: u64,
+    /// Partitions rewritten from many small files, and the files they had.
+    pub partitions_compacted: usize,
+    pub files_compacted: u64,
     pub seconds: f64,
 }
 
@@ -36,7 +39,7 @@ pub struct Applied {
 pub fn steps(plans: &[TablePlan]) -> u64 {
     plans
         .iter()
-        .map(|p| (p.moves.len() * 2 + p.leftovers.len() + 2) as u64)
+        .map(|p| (p.moves.len() * 2 + p.leftovers.len() + p.compactions.len() + 2) as u64)
         .sum::<u64>()
         .max(1)
 }
@@ -105,6 +108,7 @@ async fn apply_table(
     run.copy(out).await?;
     run.advance().await?;
     run.delete_moved().await?;
+    run.compact(out).await?;
     run.vacuum_and_checkpoint(&purged, out).await?;
     out.tables += 1;
     Ok(())
@@ -244,6 +248,32 @@ impl TableRun<'_> {
         Ok(())
     }
 
+    /// Rewrite each partition of many small files in place (see
+    /// [`super::Compaction`]): one commit per partition that replaces its
+    /// files, so readers see the old files or the new, never both.
+    async fn compact(&self, out: &mut Applied) -> Result<(), LakeError> {
+        let name = &self.def.name;
+        for c in &self.plan.compactions {
+            step(
+                self.progress,
+                &format!(
+                    "{name}: compacting {} files ({}, {} rows) of {} in {}",
+                    c.files,
+                    mib_text(c.bytes),
+                    c.rows,
+                    c.partition,
+                    c.tier.name()
+                ),
+            );
+            self.lease.check()?;
+            compact_partition(self.lake, self.def, c.tier, &self.plan.column, &c.partition).await?;
+            failpoint("tier.after_compact");
+            out.partitions_compacted += 1;
+            out.files_compacted += c.files;
+        }
+        Ok(())
+    }
+
     /// Vacuum what was removed longer ago than the grace period (a tier
     /// purged just now at once: purged data is removed physically), and
     /// write a checkpoint, so that readers replay one file, not every
@@ -271,7 +301,8 @@ impl TableRun<'_> {
                 .moves
                 .iter()
                 .chain(&self.plan.leftovers)
-                .any(|m| m.extent.files > 0 && (m.from == tier || m.to == Some(tier)));
+                .any(|m| m.extent.files > 0 && (m.from == tier || m.to == Some(tier)))
+                || self.plan.compactions.iter().any(|c| c.tier == tier);
             if changed {
                 deltalake::checkpoints::create_checkpoint(&t, None)
                     .await
@@ -428,6 +459,90 @@ async fn copy_range(
     Ok(after.saturating_sub(before.min(after)))
 }
 
+/// Memory a compaction's sort holds before it spills to disk.
+const COMPACT_MEMORY_MB: u64 = 1024;
+
+fn mib_text(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// Rewrite one partition of a tier's table as files of the tier's target
+/// size and writer settings, its rows sorted by the table's key, in one
+/// commit that replaces the partition's files.
+///
+/// The rows are sorted in a context of their own (its memory bounded,
+/// spilling beyond it) and reach the writer through a channel, in order:
+/// planned as one statement, the writer's plan keeps no order (DataFusion
+/// drops a sort whose consumer does not ask for one) and spreads the rows
+/// over its partitions.
+async fn compact_partition(
+    lake: &Lake,
+    def: &TableDef,
+    tier: Tier,
+    column: &str,
+    partition: &str,
+) -> Result<(), LakeError> {
+    use datafusion::prelude::{ident, lit};
+    use futures::StreamExt;
+    let name = &def.name;
+    let Some(table) = lake.open_in(def, tier).await? else {
+        return Ok(());
+    };
+    let runtime = crate::lake::session::runtime(COMPACT_MEMORY_MB, 0).map_err(|e| werr(name, e))?;
+    let ctx = crate::lake::session::delta_context(crate::lake::session::session_config(0), runtime);
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(|e| werr(name, e))?;
+    let provider = table.table_provider().await.map_err(|e| werr(name, e))?;
+    let predicate = ident(column).eq(lit(partition));
+    let columns: Vec<Expr> = def.fields.iter().map(|f| ident(&f.name)).collect();
+    let order: Vec<datafusion::logical_expr::SortExpr> =
+        def.key.iter().map(|k| ident(k).sort(true, false)).collect();
+    let sorted = ctx
+        .read_table(provider)
+        .and_then(|df| {
+            let df = df.filter(predicate.clone())?.select(columns)?;
+            if order.is_empty() {
+                Ok(df)
+            } else {
+                df.sort(order)
+            }
+        })
+        .map_err(|e| werr(name, e))?;
+    let schema = std::sync::Arc::new(sorted.schema().as_arrow().clone());
+    let mut rows = sorted.execute_stream().await.map_err(|e| werr(name, e))?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let feed = async move {
+        while let Some(batch) = rows.next().await {
+            let failed = batch.is_err();
+            if tx.send(batch).await.is_err() || failed {
+                break;
+            }
+        }
+    };
+    // One writer stream, in the order the rows come.
+    let config = crate::lake::session::session_config(0)
+        .set_bool("datafusion.optimizer.enable_round_robin_repartition", false);
+    let write_ctx = crate::lake::session::delta_context(
+        config,
+        std::sync::Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
+    );
+    let source = crate::lake::channel_source(&write_ctx, schema, rx).map_err(|e| werr(name, e))?;
+    let size = tier.settings(&lake.settings().tiers).target_file_mb.max(1) * 1024 * 1024;
+    let write = table
+        .write(Vec::new())
+        .with_input_plan(source.logical_plan().clone())
+        .with_save_mode(SaveMode::Overwrite)
+        .with_replace_where(predicate)
+        .with_session_state(Arc::new(write_ctx.state()))
+        .with_writer_properties(lake.writer_properties_in(def, tier))
+        .with_target_file_size(NonZeroU64::new(size))
+        .into_future();
+    let ((), written) = futures::future::join(feed, write).await;
+    written.map_err(|e| werr(name, e))?;
+    Ok(())
+}
+
 fn dest_bytes(t: &DeltaTable) -> u64 {
     t.snapshot()
         .map(|s| s.log_data().iter().map(|f| f.size().max(0) as u64).sum())
@@ -479,6 +594,7 @@ pub fn anything_due(plans: &[TablePlan]) -> bool {
     plans.iter().any(|p| {
         !p.moves.is_empty()
             || !p.leftovers.is_empty()
+            || !p.compactions.is_empty()
             || p.target.warm_before != p.current.warm_before
             || p.target.cold_before != p.current.cold_before
     })

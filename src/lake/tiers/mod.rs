@@ -203,6 +203,22 @@ pub struct TablePlan {
     pub moves: Vec<Move>,
     /// Copies left outside their tier's range by an interrupted run.
     pub leftovers: Vec<Move>,
+    /// Partitions of many small files, rewritten in place.
+    pub compactions: Vec<Compaction>,
+}
+
+/// A partition of one tier whose files (at least `compact_min_files`:
+/// each load, list run or audit flush adds one) are rewritten as files of
+/// the tier's target size, the rows sorted by the table's key, so that a
+/// read of a few keys (a stored list's lines, a lookup) reads the row
+/// groups that hold them, not a row group of every file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Compaction {
+    pub tier: Tier,
+    pub partition: String,
+    pub files: u64,
+    pub rows: u64,
+    pub bytes: u64,
 }
 
 /// The tiered tables of the catalog.
@@ -319,6 +335,13 @@ pub async fn plan_table(
             }
         }
     }
+    let compactions = compactions(
+        &tables,
+        &column,
+        lake.settings().tiers.compact_min_files,
+        &purge_before,
+        moves.iter().chain(&leftovers),
+    );
     Ok(TablePlan {
         table: def.name.clone(),
         column,
@@ -329,7 +352,57 @@ pub async fn plan_table(
         purge_before,
         moves,
         leftovers,
+        compactions,
     })
+}
+
+/// The partitions of each tier holding at least `min_files` files (none
+/// when 0), except those this run purges, moves or removes anyway.
+fn compactions<'a>(
+    tables: &[Option<DeltaTable>; 3],
+    column: &str,
+    min_files: u64,
+    purge_before: &str,
+    rewritten: impl Iterator<Item = &'a Move>,
+) -> Vec<Compaction> {
+    if min_files == 0 {
+        return Vec::new();
+    }
+    let rewritten: Vec<&Move> = rewritten.collect();
+    let mut out = Vec::new();
+    for tier in Tier::ALL {
+        let Some(snapshot) = tables[tier as usize]
+            .as_ref()
+            .and_then(|t| t.snapshot().ok())
+        else {
+            continue;
+        };
+        let mut parts: std::collections::BTreeMap<String, Compaction> = Default::default();
+        for f in snapshot.log_data().iter() {
+            let partition = partition_of(&f, column);
+            let c = parts.entry(partition.clone()).or_insert(Compaction {
+                tier,
+                partition,
+                files: 0,
+                rows: 0,
+                bytes: 0,
+            });
+            c.files += 1;
+            c.rows += f.num_records().unwrap_or(0) as u64;
+            c.bytes += f.size().max(0) as u64;
+        }
+        out.extend(parts.into_values().filter(|c| {
+            let p = c.partition.as_str();
+            c.files >= min_files
+                && !p.is_empty()
+                && p >= purge_before
+                && !rewritten.iter().any(|m| {
+                    (m.from == tier || m.to == Some(tier))
+                        && in_range(p, m.lo.as_deref(), m.hi.as_deref())
+                })
+        }));
+    }
+    out
 }
 
 /// The plan for every tiered table that exists.

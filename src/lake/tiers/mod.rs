@@ -338,7 +338,7 @@ pub async fn plan_table(
     let compactions = compactions(
         &tables,
         &column,
-        lake.settings().tiers.compact_min_files,
+        &lake.settings().tiers,
         &purge_before,
         moves.iter().chain(&leftovers),
     );
@@ -356,15 +356,18 @@ pub async fn plan_table(
     })
 }
 
-/// The partitions of each tier holding at least `min_files` files (none
-/// when 0), except those this run purges, moves or removes anyway.
+/// The partitions of each tier holding at least `compact_min_files` files
+/// (none when it is 0) and more than twice the files of the tier's target
+/// size their bytes need (a large partition of full files is left alone),
+/// except those this run purges, moves or removes anyway.
 fn compactions<'a>(
     tables: &[Option<DeltaTable>; 3],
     column: &str,
-    min_files: u64,
+    settings: &crate::config::Tiers,
     purge_before: &str,
     rewritten: impl Iterator<Item = &'a Move>,
 ) -> Vec<Compaction> {
+    let min_files = settings.compact_min_files;
     if min_files == 0 {
         return Vec::new();
     }
@@ -391,9 +394,10 @@ fn compactions<'a>(
             c.rows += f.num_records().unwrap_or(0) as u64;
             c.bytes += f.size().max(0) as u64;
         }
+        let target = tier.settings(settings).target_file_mb.max(1) * 1024 * 1024;
         out.extend(parts.into_values().filter(|c| {
             let p = c.partition.as_str();
-            c.files >= min_files
+            compaction_due(c.files, c.bytes, min_files, target)
                 && !p.is_empty()
                 && p >= purge_before
                 && !rewritten.iter().any(|m| {
@@ -403,6 +407,14 @@ fn compactions<'a>(
         }));
     }
     out
+}
+
+/// Whether a partition of `files` files and `bytes` bytes is rewritten:
+/// at least `min_files` files, and more than twice the files of `target`
+/// bytes its bytes need.
+fn compaction_due(files: u64, bytes: u64, min_files: u64, target: u64) -> bool {
+    let needed = bytes.div_ceil(target.max(1)).max(1);
+    min_files > 0 && files >= min_files && files > 2 * needed
 }
 
 /// The plan for every tiered table that exists.
@@ -471,6 +483,23 @@ mod tests {
 
     fn day(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn a_partition_is_compacted_when_it_has_many_files_for_its_size() {
+        let mb = 1024 * 1024;
+        // 1,500 list runs' files, 255 MB: two files of 128 MB would do.
+        assert!(compaction_due(1500, 255 * mb, 16, 128 * mb));
+        // Fewer files than the threshold: left alone.
+        assert!(!compaction_due(15, mb, 16, 128 * mb));
+        assert!(compaction_due(16, mb, 16, 128 * mb));
+        // 24 full files of a 3 GB partition: what its size needs.
+        assert!(!compaction_due(24, 3 * 1024 * mb, 16, 128 * mb));
+        // The same bytes in 49 files: more than twice what it needs.
+        assert!(compaction_due(49, 3 * 1024 * mb, 16, 128 * mb));
+        assert!(!compaction_due(48, 3 * 1024 * mb, 16, 128 * mb));
+        // Off.
+        assert!(!compaction_due(1500, mb, 0, 128 * mb));
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub struct TableDef {
     /// only the row groups that may hold the value.
     #[serde(default)]
     pub lookup: Vec<String>,
+    /// The order `tier apply` writes a compacted partition's rows in: what
+    /// the table's reads select by, so that each row group's statistics
+    /// skip the others (default: the key).
+    #[serde(default)]
+    pub cluster: Vec<String>,
     #[serde(rename = "field")]
     pub fields: Vec<FieldDef>,
 }
@@ -68,6 +73,16 @@ pub struct TableDef {
 impl TableDef {
     pub fn field(&self, name: &str) -> Option<&FieldDef> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// The columns a compacted partition's rows are sorted by: `cluster`,
+    /// or the key.
+    pub fn cluster_order(&self) -> &[String] {
+        if self.cluster.is_empty() {
+            &self.key
+        } else {
+            &self.cluster
+        }
     }
 
     /// Does nearly every row hold a different value (so that dictionary
@@ -162,6 +177,11 @@ impl TableDef {
         for k in &self.lookup {
             if self.field(k).is_none() {
                 return Err(invalid(format!("lookup column {k:?} is not a field")));
+            }
+        }
+        for k in &self.cluster {
+            if self.field(k).is_none() {
+                return Err(invalid(format!("cluster column {k:?} is not a field")));
             }
         }
         if let Some(p) = &self.partition

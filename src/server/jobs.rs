@@ -157,7 +157,7 @@ pub async fn scheduler(wh: &Warehouse, security: &Security) -> Result<Scheduler,
     let w = wh.clone();
     actions.push((
         "tier",
-        "move partitions between tiers and purge what retention allows (tier apply)",
+        "move partitions between tiers, purge what retention allows, compact partitions of many small files (tier apply)",
         boxed(move |call| {
             let w = w.clone();
             Box::pin(async move {

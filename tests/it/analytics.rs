@@ -224,6 +224,9 @@ fn a_stored_list_reads_back_and_recomputes_the_same_after_new_data() {
         planned.contains(&"list_line") && planned.contains(&"list_run"),
         "{planned:?}"
     );
+    for day in ["2026-06-27", "2026-06-28", "2026-06-29"] {
+        ok(d, &["score", "--as-of", day]);
+    }
     let applied = ok(d, &["tier", "apply", "--as-of", "2026-06-30"]);
     assert!(applied.contains("partitions compacted"), "{applied}");
     assert_eq!(files("list_line"), 1);
@@ -243,7 +246,33 @@ fn a_stored_list_reads_back_and_recomputes_the_same_after_new_data() {
         "{err}"
     );
     // The new file holds the rows sorted by run and line.
-    let table = d.join("data/lake/hot/list_line");
+    let sorted = compacted_sorted(&d.join("data/lake/hot/list_line"), &["run_id", "line"]);
+    assert_eq!(
+        sorted.to_string(),
+        lines_before[0].split(',').next().unwrap()
+    );
+    // A month scored on several dates is compacted by date, then customer
+    // (`cluster` in its schema): each date's rows stay together.
+    let per_date = "SELECT as_of, count(*) FROM customer_score GROUP BY as_of ORDER BY as_of";
+    let dates = query(d, per_date);
+    let scored = query(d, "SELECT count(*) FROM customer_score")[0].clone();
+    assert!(dates.len() >= 4, "{dates:?}");
+    let sorted = compacted_sorted(
+        &d.join("data/lake/hot/customer_score"),
+        &["as_of", "customer_id"],
+    );
+    assert_eq!(sorted.to_string(), scored);
+    assert_eq!(query(d, per_date), dates);
+    // Nothing is left to compact.
+    let again = ok(d, &["tier", "plan", "--as-of", "2026-06-30"]);
+    assert!(!again.contains("compacted"), "{again}");
+}
+
+/// The one file the latest commit of the Delta table at `table` added
+/// (a compaction's): asserts that its rows are sorted by `columns` and
+/// returns how many there are.
+fn compacted_sorted(table: &Path, columns: &[&str]) -> usize {
+    use datafusion::arrow::row::{RowConverter, SortField};
     let log = std::fs::read_dir(table.join("_delta_log"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -259,42 +288,44 @@ fn a_stored_list_reads_back_and_recomputes_the_same_after_new_data() {
         })
         .collect();
     assert_eq!(added.len(), 1, "{added:?}");
-    let path = table.join(urlencoding_free(&added[0]));
     let reader =
         datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(&path).unwrap(),
+            std::fs::File::open(table.join(urlencoding_free(&added[0]))).unwrap(),
         )
         .unwrap()
         .build()
         .unwrap();
-    let mut keys = Vec::new();
+    let mut converter = None;
+    let mut last = None;
+    let mut rows = 0;
     for batch in reader {
         let batch = batch.unwrap();
-        let ids = datafusion::arrow::compute::cast(
-            batch.column_by_name("run_id").unwrap(),
-            &datafusion::arrow::datatypes::DataType::Utf8,
-        )
-        .unwrap();
-        let ids = datafusion::arrow::array::AsArray::as_string::<i32>(&ids);
-        let line = batch.column_by_name("line").unwrap();
-        let line = datafusion::arrow::array::AsArray::as_primitive::<
-            datafusion::arrow::datatypes::Int64Type,
-        >(line);
-        for i in 0..batch.num_rows() {
-            keys.push((ids.value(i).to_string(), line.value(i)));
+        let cols: Vec<_> = columns
+            .iter()
+            .map(|c| batch.column_by_name(c).unwrap().clone())
+            .collect();
+        let conv = converter.get_or_insert_with(|| {
+            RowConverter::new(
+                cols.iter()
+                    .map(|c| SortField::new(c.data_type().clone()))
+                    .collect(),
+            )
+            .unwrap()
+        });
+        let keys = conv.convert_columns(&cols).unwrap();
+        for r in keys.iter() {
+            if let Some(prev) = &last {
+                assert!(
+                    *prev <= r.owned(),
+                    "{}: row {rows} is out of {columns:?} order",
+                    table.display()
+                );
+            }
+            last = Some(r.owned());
+            rows += 1;
         }
     }
-    assert!(
-        keys.is_sorted(),
-        "the compacted file is not sorted by run and line"
-    );
-    assert_eq!(
-        keys.len().to_string(),
-        lines_before[0].split(',').next().unwrap()
-    );
-    // Nothing is left to compact.
-    let again = ok(d, &["tier", "plan", "--as-of", "2026-06-30"]);
-    assert!(!again.contains("compacted"), "{again}");
+    rows
 }
 
 /// A path from a Delta log entry (partition values are percent-encoded).

@@ -467,8 +467,9 @@ fn mib_text(b: u64) -> String {
 }
 
 /// Rewrite one partition of a tier's table as files of the tier's target
-/// size and writer settings, its rows sorted by the table's key, in one
-/// commit that replaces the partition's files.
+/// size and writer settings, its rows sorted by the table's cluster order
+/// (its key unless its schema says otherwise), in one commit that replaces
+/// the partition's files.
 ///
 /// The rows are sorted in a context of their own (its memory bounded,
 /// spilling beyond it) and reach the writer through a channel, in order:
@@ -496,8 +497,11 @@ async fn compact_partition(
     let provider = table.table_provider().await.map_err(|e| werr(name, e))?;
     let predicate = ident(column).eq(lit(partition));
     let columns: Vec<Expr> = def.fields.iter().map(|f| ident(&f.name)).collect();
-    let order: Vec<datafusion::logical_expr::SortExpr> =
-        def.key.iter().map(|k| ident(k).sort(true, false)).collect();
+    let order: Vec<datafusion::logical_expr::SortExpr> = def
+        .cluster_order()
+        .iter()
+        .map(|k| ident(k).sort(true, false))
+        .collect();
     let sorted = ctx
         .read_table(provider)
         .and_then(|df| {

@@ -120,7 +120,7 @@ fn print_plan(plans: &[TablePlan]) {
         for c in &p.compactions {
             any = true;
             println!(
-                "{:<16} {:<20} {:>12} {:>7} {:>11}  {} → compacted (rewritten sorted by key)",
+                "{:<16} {:<20} {:>12} {:>7} {:>11}  {} → compacted (rewritten in cluster order)",
                 p.table,
                 c.partition,
                 c.rows,
@@ -173,7 +173,7 @@ pub(super) async fn run(wh: &Warehouse, c: &TierCommand) -> Result<(), CliError>
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!(
-                    "{} tables: {} ranges moved ({} rows, {} read, {} written), {} rows purged, {} leftovers removed, {} partitions compacted ({} files), {} files vacuumed in {:.1} s",
+                    "{} tables: {} ranges moved ({} rows, {} read, {} written), {} rows purged, {} leftovers removed, {} partitions compacted ({} files, {} failed: see the log), {} files vacuumed in {:.1} s",
                     out.tables,
                     out.ranges_moved,
                     out.rows_moved,
@@ -183,6 +183,7 @@ pub(super) async fn run(wh: &Warehouse, c: &TierCommand) -> Result<(), CliError>
                     out.leftovers_removed,
                     out.partitions_compacted,
                     out.files_compacted,
+                    out.compactions_failed,
                     out.files_vacuumed,
                     out.seconds
                 );

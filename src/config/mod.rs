@@ -70,9 +70,8 @@ pub struct Tiers {
     #[serde(default = "default_lock_wait")]
     pub lock_wait_seconds: u64,
     /// `tier apply` rewrites a tier's partition holding at least this
-    /// many files (and more than twice the files its bytes need at the
-    /// tier's target size) as files of that size, its rows sorted by the
-    /// table's key (0: never).
+    /// many small files (under half the tier's target size) as files of
+    /// that size, its rows sorted by the table's cluster order (0: never).
     #[serde(default = "default_compact_min_files")]
     pub compact_min_files: u64,
     pub hot: TierConfig,

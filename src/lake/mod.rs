@@ -518,8 +518,22 @@ impl Lake {
         def: &TableDef,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<usize, LakeError> {
-        let Some(table) = self.open(def).await? else {
+        if self.open(def).await?.is_none() {
             return self.remove_uncommitted(def).await.map(|()| 0);
+        }
+        self.remove_unreferenced_in(def, Tier::Hot, since).await
+    }
+
+    /// [`Self::remove_unreferenced`] in one tier's table (none if it does
+    /// not exist).
+    pub async fn remove_unreferenced_in(
+        &self,
+        def: &TableDef,
+        tier: Tier,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, LakeError> {
+        let Some(table) = self.open_in(def, tier).await? else {
+            return Ok(0);
         };
         let named: std::collections::HashSet<String> = table
             .snapshot()

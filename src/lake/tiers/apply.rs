@@ -32,6 +32,8 @@ pub struct Applied {
     /// Partitions rewritten from many small files, and the files they had.
     pub partitions_compacted: usize,
     pub files_compacted: u64,
+    /// Compactions that failed (logged; their partitions stay as they were).
+    pub compactions_failed: usize,
     pub seconds: f64,
 }
 
@@ -108,8 +110,11 @@ async fn apply_table(
     run.copy(out).await?;
     run.advance().await?;
     run.delete_moved().await?;
-    run.compact(out).await?;
     run.vacuum_and_checkpoint(&purged, out).await?;
+    // Last, after the vacuum: the files a compaction replaces stay for
+    // readers until a later run's vacuum, and a compaction that fails
+    // (logged, counted) stops nothing else.
+    run.compact(out).await?;
     out.tables += 1;
     Ok(())
 }
@@ -266,10 +271,40 @@ impl TableRun<'_> {
                 ),
             );
             self.lease.check()?;
-            compact_partition(self.lake, self.def, c.tier, &self.plan.column, &c.partition).await?;
-            failpoint("tier.after_compact");
-            out.partitions_compacted += 1;
-            out.files_compacted += c.files;
+            let started = chrono::Utc::now();
+            let done =
+                compact_partition(self.lake, self.def, c.tier, &self.plan.column, &c.partition)
+                    .await;
+            match done {
+                Ok(()) => {
+                    failpoint("tier.after_compact");
+                    out.partitions_compacted += 1;
+                    out.files_compacted += c.files;
+                }
+                Err(e) => {
+                    // Nothing was committed; what the write left is removed
+                    // (the lease keeps other writers out of this table).
+                    tracing::warn!(
+                        table = %name, tier = c.tier.name(), partition = %c.partition, error = %e,
+                        "a compaction failed; the partition stays as it was"
+                    );
+                    out.compactions_failed += 1;
+                    self.lake
+                        .remove_unreferenced_in(self.def, c.tier, started)
+                        .await?;
+                }
+            }
+        }
+        // Readers replay one checkpoint, not the compactions' commits.
+        for tier in Tier::ALL {
+            if !self.plan.compactions.iter().any(|c| c.tier == tier) {
+                continue;
+            }
+            if let Some(t) = self.lake.open_in(self.def, tier).await? {
+                deltalake::checkpoints::create_checkpoint(&t, None)
+                    .await
+                    .map_err(|e| werr(name, e))?;
+            }
         }
         Ok(())
     }
@@ -301,8 +336,7 @@ impl TableRun<'_> {
                 .moves
                 .iter()
                 .chain(&self.plan.leftovers)
-                .any(|m| m.extent.files > 0 && (m.from == tier || m.to == Some(tier)))
-                || self.plan.compactions.iter().any(|c| c.tier == tier);
+                .any(|m| m.extent.files > 0 && (m.from == tier || m.to == Some(tier)));
             if changed {
                 deltalake::checkpoints::create_checkpoint(&t, None)
                     .await
@@ -490,7 +524,9 @@ async fn compact_partition(
         return Ok(());
     };
     let runtime = crate::lake::session::runtime(COMPACT_MEMORY_MB, 0).map_err(|e| werr(name, e))?;
-    let ctx = crate::lake::session::delta_context(crate::lake::session::session_config(0), runtime);
+    // Two sorting partitions: the rows leave through one channel anyway,
+    // and each partition's share of the pool stays large.
+    let ctx = crate::lake::session::delta_context(crate::lake::session::session_config(2), runtime);
     table
         .update_datafusion_session(&ctx.state())
         .map_err(|e| werr(name, e))?;
@@ -516,14 +552,17 @@ async fn compact_partition(
     let schema = std::sync::Arc::new(sorted.schema().as_arrow().clone());
     let mut rows = sorted.execute_stream().await.map_err(|e| werr(name, e))?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let feed = async move {
+    // Fed from a task of its own, stopped once the write is over: a write
+    // that fails before it reads its rows must not leave the feed waiting
+    // on a full channel.
+    let feed = tokio::spawn(async move {
         while let Some(batch) = rows.next().await {
             let failed = batch.is_err();
             if tx.send(batch).await.is_err() || failed {
                 break;
             }
         }
-    };
+    });
     // One writer stream, in the order the rows come.
     let config = crate::lake::session::session_config(0)
         .set_bool("datafusion.optimizer.enable_round_robin_repartition", false);
@@ -532,17 +571,20 @@ async fn compact_partition(
         std::sync::Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
     );
     let source = crate::lake::channel_source(&write_ctx, schema, rx).map_err(|e| werr(name, e))?;
+    let plan = source.logical_plan().clone();
+    drop(source);
     let size = tier.settings(&lake.settings().tiers).target_file_mb.max(1) * 1024 * 1024;
     let write = table
         .write(Vec::new())
-        .with_input_plan(source.logical_plan().clone())
+        .with_input_plan(plan)
         .with_save_mode(SaveMode::Overwrite)
         .with_replace_where(predicate)
         .with_session_state(Arc::new(write_ctx.state()))
         .with_writer_properties(lake.writer_properties_in(def, tier))
-        .with_target_file_size(NonZeroU64::new(size))
-        .into_future();
-    let ((), written) = futures::future::join(feed, write).await;
+        .with_target_file_size(NonZeroU64::new(size));
+    let written = write.await;
+    feed.abort();
+    let _ = feed.await;
     written.map_err(|e| werr(name, e))?;
     Ok(())
 }

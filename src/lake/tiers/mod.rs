@@ -356,10 +356,11 @@ pub async fn plan_table(
     })
 }
 
-/// The partitions of each tier holding at least `compact_min_files` files
-/// (none when it is 0) and more than twice the files of the tier's target
-/// size their bytes need (a large partition of full files is left alone),
-/// except those this run purges, moves or removes anyway.
+/// The partitions of each tier holding at least `compact_min_files` small
+/// files (under half the tier's target size; none when it is 0), except
+/// those this run purges, moves or removes anyway. Full files do not count:
+/// a large partition of full files, or one compacted before, is left alone
+/// until enough small files have joined it.
 fn compactions<'a>(
     tables: &[Option<DeltaTable>; 3],
     column: &str,
@@ -380,41 +381,46 @@ fn compactions<'a>(
         else {
             continue;
         };
-        let mut parts: std::collections::BTreeMap<String, Compaction> = Default::default();
+        let target = tier.settings(settings).target_file_mb.max(1) * 1024 * 1024;
+        // Per partition: the compaction, and how many of its files are small.
+        let mut parts: std::collections::BTreeMap<String, (Compaction, u64)> = Default::default();
         for f in snapshot.log_data().iter() {
             let partition = partition_of(&f, column);
-            let c = parts.entry(partition.clone()).or_insert(Compaction {
-                tier,
-                partition,
-                files: 0,
-                rows: 0,
-                bytes: 0,
-            });
+            let (c, small) = parts.entry(partition.clone()).or_insert((
+                Compaction {
+                    tier,
+                    partition,
+                    files: 0,
+                    rows: 0,
+                    bytes: 0,
+                },
+                0,
+            ));
+            let size = f.size().max(0) as u64;
             c.files += 1;
             c.rows += f.num_records().unwrap_or(0) as u64;
-            c.bytes += f.size().max(0) as u64;
+            c.bytes += size;
+            *small += u64::from(size < target / 2);
         }
-        let target = tier.settings(settings).target_file_mb.max(1) * 1024 * 1024;
-        out.extend(parts.into_values().filter(|c| {
+        out.extend(parts.into_values().filter_map(|(c, small)| {
             let p = c.partition.as_str();
-            compaction_due(c.files, c.bytes, min_files, target)
+            let due = compaction_due(small, min_files)
                 && !p.is_empty()
                 && p >= purge_before
                 && !rewritten.iter().any(|m| {
                     (m.from == tier || m.to == Some(tier))
                         && in_range(p, m.lo.as_deref(), m.hi.as_deref())
-                })
+                });
+            due.then_some(c)
         }));
     }
     out
 }
 
-/// Whether a partition of `files` files and `bytes` bytes is rewritten:
-/// at least `min_files` files, and more than twice the files of `target`
-/// bytes its bytes need.
-fn compaction_due(files: u64, bytes: u64, min_files: u64, target: u64) -> bool {
-    let needed = bytes.div_ceil(target.max(1)).max(1);
-    min_files > 0 && files >= min_files && files > 2 * needed
+/// Whether a partition holding `small` files of less than half the tier's
+/// target size is rewritten: at least `min_files` of them (0: never).
+fn compaction_due(small: u64, min_files: u64) -> bool {
+    min_files > 0 && small >= min_files
 }
 
 /// The plan for every tiered table that exists.
@@ -486,20 +492,12 @@ mod tests {
     }
 
     #[test]
-    fn a_partition_is_compacted_when_it_has_many_files_for_its_size() {
-        let mb = 1024 * 1024;
-        // 1,500 list runs' files, 255 MB: two files of 128 MB would do.
-        assert!(compaction_due(1500, 255 * mb, 16, 128 * mb));
-        // Fewer files than the threshold: left alone.
-        assert!(!compaction_due(15, mb, 16, 128 * mb));
-        assert!(compaction_due(16, mb, 16, 128 * mb));
-        // 24 full files of a 3 GB partition: what its size needs.
-        assert!(!compaction_due(24, 3 * 1024 * mb, 16, 128 * mb));
-        // The same bytes in 49 files: more than twice what it needs.
-        assert!(compaction_due(49, 3 * 1024 * mb, 16, 128 * mb));
-        assert!(!compaction_due(48, 3 * 1024 * mb, 16, 128 * mb));
+    fn a_partition_is_compacted_when_it_has_many_small_files() {
+        assert!(compaction_due(1500, 16));
+        assert!(compaction_due(16, 16));
+        assert!(!compaction_due(15, 16));
         // Off.
-        assert!(!compaction_due(1500, mb, 0, 128 * mb));
+        assert!(!compaction_due(1500, 0));
     }
 
     #[test]

@@ -173,7 +173,7 @@ pub(super) async fn run(wh: &Warehouse, c: &TierCommand) -> Result<(), CliError>
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!(
-                    "{} tables: {} ranges moved ({} rows, {} read, {} written), {} rows purged, {} leftovers removed, {} partitions compacted ({} files, {} failed: see the log), {} files vacuumed in {:.1} s",
+                    "{} tables: {} ranges moved ({} rows, {} read, {} written), {} rows purged, {} leftovers removed, {} partitions compacted ({} files{}), {} files vacuumed in {:.1} s",
                     out.tables,
                     out.ranges_moved,
                     out.rows_moved,
@@ -183,7 +183,10 @@ pub(super) async fn run(wh: &Warehouse, c: &TierCommand) -> Result<(), CliError>
                     out.leftovers_removed,
                     out.partitions_compacted,
                     out.files_compacted,
-                    out.compactions_failed,
+                    match out.compactions_failed {
+                        0 => String::new(),
+                        n => format!("; {n} failed and left as they were: see the log"),
+                    },
                     out.files_vacuumed,
                     out.seconds
                 );

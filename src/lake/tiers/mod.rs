@@ -207,11 +207,11 @@ pub struct TablePlan {
     pub compactions: Vec<Compaction>,
 }
 
-/// A partition of one tier whose files (at least `compact_min_files`:
-/// each load, list run or audit flush adds one) are rewritten as files of
-/// the tier's target size, the rows sorted by the table's key, so that a
-/// read of a few keys (a stored list's lines, a lookup) reads the row
-/// groups that hold them, not a row group of every file.
+/// A partition of one tier whose files (at least `compact_min_files` small
+/// ones: each load, list run or audit flush adds one) are rewritten as
+/// files of the tier's target size, the rows in the table's cluster order,
+/// so that a read of a few keys (a stored list's lines, a lookup) reads the
+/// row groups that hold them, not a row group of every file.
 #[derive(Debug, Clone, Serialize)]
 pub struct Compaction {
     pub tier: Tier,

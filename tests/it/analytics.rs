@@ -290,7 +290,15 @@ fn compacted_sorted(table: &Path, columns: &[&str]) -> usize {
     assert_eq!(added.len(), 1, "{added:?}");
     let reader =
         datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(table.join(urlencoding_free(&added[0]))).unwrap(),
+            std::fs::File::open(
+                // A log entry's path is percent-encoded (partition values).
+                table.join(
+                    datafusion::object_store::path::Path::from_url_path(&added[0])
+                        .unwrap()
+                        .as_ref(),
+                ),
+            )
+            .unwrap(),
         )
         .unwrap()
         .build()
@@ -326,26 +334,6 @@ fn compacted_sorted(table: &Path, columns: &[&str]) -> usize {
         }
     }
     rows
-}
-
-/// A path from a Delta log entry (partition values are percent-encoded).
-fn urlencoding_free(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&path[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap()
 }
 
 #[test]

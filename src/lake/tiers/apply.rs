@@ -478,17 +478,17 @@ async fn copy_range(
         .and_then(|df| df.filter(predicate.clone())?.select(columns))
         .map_err(|e| werr(name, e))?;
     let before = dest_bytes(&dest);
-    let size = to.settings(&lake.settings().tiers).target_file_mb.max(1) * 1024 * 1024;
-    let table = dest
-        .write(Vec::new())
-        .with_input_plan(df.logical_plan().clone())
-        .with_save_mode(SaveMode::Overwrite)
-        .with_replace_where(predicate)
-        .with_session_state(Arc::new(ctx.state()))
-        .with_writer_properties(lake.writer_properties_in(def, to))
-        .with_target_file_size(NonZeroU64::new(size))
-        .await
-        .map_err(|e| werr(name, e))?;
+    let table = replace_in_tier(
+        lake,
+        def,
+        to,
+        dest,
+        df.logical_plan().clone(),
+        predicate,
+        &ctx,
+    )
+    .await
+    .map_err(|e| werr(name, e))?;
     let after = dest_bytes(&table);
     Ok(after.saturating_sub(before.min(after)))
 }
@@ -573,20 +573,34 @@ async fn compact_partition(
     let source = crate::lake::channel_source(&write_ctx, schema, rx).map_err(|e| werr(name, e))?;
     let plan = source.logical_plan().clone();
     drop(source);
-    let size = tier.settings(&lake.settings().tiers).target_file_mb.max(1) * 1024 * 1024;
-    let write = table
-        .write(Vec::new())
-        .with_input_plan(plan)
-        .with_save_mode(SaveMode::Overwrite)
-        .with_replace_where(predicate)
-        .with_session_state(Arc::new(write_ctx.state()))
-        .with_writer_properties(lake.writer_properties_in(def, tier))
-        .with_target_file_size(NonZeroU64::new(size));
-    let written = write.await;
+    let written = replace_in_tier(lake, def, tier, table, plan, predicate, &write_ctx).await;
     feed.abort();
     let _ = feed.await;
     written.map_err(|e| werr(name, e))?;
     Ok(())
+}
+
+/// The write that replaces what `predicate` selects in a tier's table with
+/// `plan`'s rows, in files of the tier's target size and writer settings
+/// (a move's copy, a compaction).
+fn replace_in_tier(
+    lake: &Lake,
+    def: &TableDef,
+    tier: Tier,
+    table: DeltaTable,
+    plan: datafusion::logical_expr::LogicalPlan,
+    predicate: Expr,
+    ctx: &datafusion::prelude::SessionContext,
+) -> deltalake::operations::write::WriteBuilder {
+    let size = tier.settings(&lake.settings().tiers).target_file_mb.max(1) * 1024 * 1024;
+    table
+        .write(Vec::new())
+        .with_input_plan(plan)
+        .with_save_mode(SaveMode::Overwrite)
+        .with_replace_where(predicate)
+        .with_session_state(Arc::new(ctx.state()))
+        .with_writer_properties(lake.writer_properties_in(def, tier))
+        .with_target_file_size(NonZeroU64::new(size))
 }
 
 fn dest_bytes(t: &DeltaTable) -> u64 {

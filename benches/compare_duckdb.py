@@ -118,9 +118,9 @@ def months_before(as_of, months):
 
 
 def golden(fact, alias):
-    """A fact joined to the golden customer id of its source customer."""
-    return (f"{fact} {alias} JOIN customer_xref x{alias} ON x{alias}.source_system = {alias}.source_system "
-            f"AND x{alias}.source_id = {alias}.source_customer_id")
+    """A fact joined to the golden customer id of its source customer (on the
+    source record's integer key, which ingest and resolve store in both)."""
+    return f"{fact} {alias} JOIN customer_xref x{alias} ON x{alias}.source_key = {alias}.source_key"
 
 
 def analytics(as_of):
@@ -150,12 +150,12 @@ ORDER BY net_premium DESC, xp.customer_id
 LIMIT 100""", True),
         ("no policy, payment or interaction in 24 months", f"""
 WITH recent AS (
-    SELECT source_system, source_customer_id FROM policy WHERE effective_month >= '{two_years}'
-    UNION ALL SELECT source_system, source_customer_id FROM payment WHERE paid_month >= '{two_years}'
-    UNION ALL SELECT source_system, source_customer_id FROM interaction WHERE event_month >= '{two_years}'
+    SELECT source_key FROM policy WHERE effective_month >= '{two_years}'
+    UNION ALL SELECT source_key FROM payment WHERE paid_month >= '{two_years}'
+    UNION ALL SELECT source_key FROM interaction WHERE event_month >= '{two_years}'
 ), active AS (
     SELECT DISTINCT x.customer_id FROM recent r
-    JOIN customer_xref x ON x.source_system = r.source_system AND x.source_id = r.source_customer_id
+    JOIN customer_xref x ON x.source_key = r.source_key
 )
 SELECT c.customer_id, c.customer_type, c.name, c.phone, c.email
 FROM customer c LEFT JOIN active a ON a.customer_id = c.customer_id

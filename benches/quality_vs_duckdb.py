@@ -110,7 +110,7 @@ def table_sql(name, decl, codes, present):
             metrics.append(f"sum(CASE WHEN filled({col}) AND ({cond}) THEN 1 ELSE 0 END) AS \"vp|{f['name']}\"")
     key = ", ".join(decl["key"])
     join = (
-        " LEFT JOIN source_customer s ON s.source_system = t.source_system AND s.source_id = t.source_customer_id"
+        " LEFT JOIN source_customer s ON s.source_key = t.source_key"
         if joins
         else ""
     )

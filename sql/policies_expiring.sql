@@ -7,7 +7,7 @@ SELECT p.policy_no, p.product_line, p.expiry_date, p.premium, p.agent_id,
        c.name, c.phone, c.email, c.address
 FROM policy p
 JOIN source_customer c
-  ON c.source_system = p.source_system AND c.source_id = p.source_customer_id
+  ON c.source_key = p.source_key
 WHERE p.status = 'active'
   AND p.expiry_date >= $as_of
   AND p.expiry_date < $as_of + CAST(CAST($days AS VARCHAR) || ' days' AS INTERVAL)

@@ -11,6 +11,6 @@
 -- rather than joined to customer_xref again at each mention.
 SELECT x.customer_id, p.product_line, p.policy_no, p.expiry_date, p.premium
 FROM policy p
-JOIN customer_xref x ON x.source_system = p.source_system AND x.source_id = p.source_customer_id
+JOIN customer_xref x ON x.source_key = p.source_key
 WHERE p.effective_date <= $as_of AND p.expiry_date >= $as_of AND p.status <> 'pending'
   AND (p.cancelled_date IS NULL OR p.cancelled_date > $as_of)

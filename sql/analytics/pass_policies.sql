@@ -8,8 +8,8 @@
 -- product lines all start from them (score.sql's `mine`), and each of
 -- those would otherwise join the whole policy table to the pass's records
 -- again. Only the columns score.sql reads, with the golden customer.
-SELECT p.policy_no, p.source_system, p.source_customer_id, p.product_line, p.status,
+SELECT p.policy_no, p.source_key, p.product_line, p.status,
        p.effective_date, p.expiry_date, p.cancelled_date, x.customer_id
 FROM pass_xref x
-JOIN policy p ON p.source_system = x.source_system AND p.source_customer_id = x.source_id
+JOIN policy p ON p.source_key = x.source_key
 WHERE p.effective_date <= $as_of

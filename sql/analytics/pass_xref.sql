@@ -9,6 +9,6 @@
 -- customer_xref once, kept in memory as the table `pass_xref`, and every
 -- join of the pass reads them there rather than scanning customer_xref
 -- again (it is sorted by source key, so an id range prunes little of it).
-SELECT source_system, source_id, customer_id
+SELECT source_key, customer_id
 FROM customer_xref
 WHERE customer_id >= $from_id AND customer_id <= $to_id

@@ -21,7 +21,7 @@ WITH consent_now AS (
   -- (a withdrawal at the same instant wins).
   SELECT x.customer_id
   FROM consent c
-  JOIN customer_xref x ON x.source_system = c.source_system AND x.source_id = c.source_customer_id
+  JOIN customer_xref x ON x.source_key = c.source_key
   WHERE c.purpose = 'telesales_call' AND c.recorded_at < CAST($as_of AS DATE) + INTERVAL '1 day'
   GROUP BY x.customer_id
   HAVING max(c.recorded_at) FILTER (WHERE c.action = 'grant') IS NOT NULL

@@ -17,7 +17,7 @@
 WITH expiring AS (
   SELECT x.customer_id, p.policy_no, p.expiry_date, p.premium
   FROM policy p
-  JOIN customer_xref x ON x.source_system = p.source_system AND x.source_id = p.source_customer_id
+  JOIN customer_xref x ON x.source_key = p.source_key
   WHERE p.status = 'active' AND p.cancelled_date IS NULL
     AND p.expiry_date >= $as_of
     AND p.expiry_date <= $as_of + $within_days

@@ -76,43 +76,43 @@
 -- planned with joins in the order written, the first side held in memory.
 WITH
 xref AS (
-  SELECT source_system, source_id, customer_id FROM customer_xref WHERE $whole
+  SELECT source_key, customer_id FROM customer_xref WHERE $whole
   UNION ALL
-  SELECT source_system, source_id, customer_id FROM pass_xref WHERE NOT $whole
+  SELECT source_key, customer_id FROM pass_xref WHERE NOT $whole
 ),
 -- The policies started on or before D, premium payments, interactions and
 -- claims of the pass's source records (all of them with whole = true).
 mine AS (
-  SELECT policy_no, source_system, source_customer_id, product_line, status,
+  SELECT policy_no, source_key, product_line, status,
          effective_date, expiry_date, cancelled_date
   FROM policy WHERE $whole AND effective_date <= CAST($as_of AS DATE)
   UNION ALL
-  SELECT policy_no, source_system, source_customer_id, product_line, status,
+  SELECT policy_no, source_key, product_line, status,
          effective_date, expiry_date, cancelled_date
   FROM pass_policies WHERE NOT $whole
 ),
 pay AS (
-  SELECT source_system, source_customer_id, policy_no, CAST(amount AS DOUBLE) AS amount, paid_date
+  SELECT source_key, policy_no, CAST(amount AS DOUBLE) AS amount, paid_date
   FROM payment
   WHERE $whole AND payment_type = 'premium' AND paid_date <= CAST($as_of AS DATE)
   UNION ALL
-  SELECT y.source_system, y.source_customer_id, y.policy_no, CAST(y.amount AS DOUBLE) AS amount, y.paid_date
+  SELECT y.source_key, y.policy_no, CAST(y.amount AS DOUBLE) AS amount, y.paid_date
   FROM xref x
-  JOIN payment y ON y.source_system = x.source_system AND y.source_customer_id = x.source_id
+  JOIN payment y ON y.source_key = x.source_key
   WHERE NOT $whole AND y.payment_type = 'premium' AND y.paid_date <= CAST($as_of AS DATE)
 ),
 events AS (
   SELECT * FROM interaction WHERE $whole
   UNION ALL
   SELECT i.* FROM xref x
-  JOIN interaction i ON i.source_system = x.source_system AND i.source_customer_id = x.source_id
+  JOIN interaction i ON i.source_key = x.source_key
   WHERE NOT $whole
 ),
 claims AS (
   SELECT * FROM claim WHERE $whole
   UNION ALL
   SELECT l.* FROM xref x
-  JOIN claim l ON l.source_system = x.source_system AND l.source_customer_id = x.source_id
+  JOIN claim l ON l.source_key = x.source_key
   WHERE NOT $whole
 ),
 renewed AS (
@@ -137,7 +137,7 @@ first_paid AS (
 -- premium payments, interactions (their type as the kind) and claims
 -- (kind claim). It is mapped to golden customers once.
 source_facts AS (
-  SELECT p.source_system, p.source_customer_id, 'contract' AS kind, p.effective_date AS day,
+  SELECT p.source_key, 'contract' AS kind, p.effective_date AS day,
          0.0 AS amount, p.product_line AS line,
          p.status <> 'pending' AND p.expiry_date >= CAST($as_of AS DATE)
            AND (p.cancelled_date IS NULL OR p.cancelled_date > CAST($as_of AS DATE)) AS in_force,
@@ -157,16 +157,16 @@ source_facts AS (
   RIGHT JOIN (SELECT m.*, f.first_paid FROM first_paid f RIGHT JOIN mine m ON f.policy_no = m.policy_no) p
     ON rn.policy_no = p.policy_no
   UNION ALL
-  SELECT source_system, source_customer_id, 'premium', paid_date, amount, NULL, false, true,
+  SELECT source_key, 'premium', paid_date, amount, NULL, false, true,
          false, false, false, false, NULL
   FROM pay
   UNION ALL
-  SELECT source_system, source_customer_id, event_type, CAST(event_at AS DATE), 0.0, NULL, false,
+  SELECT source_key, event_type, CAST(event_at AS DATE), 0.0, NULL, false,
          event_type IN ('inquiry', 'complaint', 'visit'), false, false, false, false, NULL
   FROM events
   WHERE event_at < CAST($as_of AS DATE) + INTERVAL '1 day'
   UNION ALL
-  SELECT source_system, source_customer_id, 'claim', report_date,
+  SELECT source_key, 'claim', report_date,
          CAST(coalesce(paid_amount, 0) AS DOUBLE), NULL, false, false, false, false, false, false, status
   FROM claims
   WHERE report_date <= CAST($as_of AS DATE)
@@ -174,7 +174,7 @@ source_facts AS (
 -- What each source record's facts add up to; a golden customer's are the
 -- sums and extremes over its records.
 per_record AS (
-  SELECT source_system, source_customer_id,
+  SELECT source_key,
          min(day) FILTER (WHERE kind = 'contract') AS first_contract,
          max(day) FILTER (WHERE is_key) AS last_key,
          max(day) FILTER (WHERE kind <> 'claim') AS last_any,
@@ -197,7 +197,7 @@ per_record AS (
          array_agg(named_struct('day', day,
                                 'breaks_after', CAST(day - INTERVAL '1 day' - INTERVAL '12 months' AS DATE)))
            FILTER (WHERE is_key) AS key_days
-  FROM source_facts GROUP BY source_system, source_customer_id
+  FROM source_facts GROUP BY source_key
 ),
 summary AS (
   SELECT x.customer_id,
@@ -212,7 +212,7 @@ summary AS (
          -- over all its records.
          last_run_start(flatten(array_agg(r.key_days) FILTER (WHERE r.key_days IS NOT NULL))) AS run_start
   FROM xref x
-  JOIN per_record r ON r.source_system = x.source_system AND r.source_customer_id = x.source_id
+  JOIN per_record r ON r.source_key = x.source_key
   GROUP BY x.customer_id
 ),
 -- The product lines of the policies in force on D.
@@ -221,7 +221,7 @@ held AS (
   FROM (
     SELECT x.customer_id, p.product_line, p.status, p.expiry_date, p.cancelled_date
     FROM customer_xref x
-    JOIN policy p ON p.source_system = x.source_system AND p.source_customer_id = x.source_id
+    JOIN policy p ON p.source_key = x.source_key
     WHERE $whole AND p.effective_date <= CAST($as_of AS DATE)
     UNION ALL
     -- A pass's policies carry their golden customer.
@@ -243,7 +243,7 @@ decision AS (
 registered AS (
   SELECT x.customer_id, min(s.registered_at) AS registered
   FROM xref x
-  JOIN source_customer s ON s.source_system = x.source_system AND s.source_id = x.source_id
+  JOIN source_customer s ON s.source_key = x.source_key
   WHERE s.registered_at <= CAST($as_of AS DATE)
   GROUP BY x.customer_id
 ),

@@ -12,5 +12,5 @@ SELECT t.claim_no AS record_key,
        CAST(t.report_date AS VARCHAR) AS value,
        t.report_date >= t.loss_date AS passed
 FROM claim t
-LEFT JOIN source_customer s ON s.source_system = t.source_system AND s.source_id = t.source_customer_id
+LEFT JOIN source_customer s ON s.source_key = t.source_key
 WHERE t.loss_date IS NOT NULL AND t.report_date IS NOT NULL

@@ -17,6 +17,7 @@ mod serve;
 mod sql;
 mod tier;
 mod token;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -351,6 +352,9 @@ pub enum Command {
     /// Hot, warm and cold tiers: what would move, moving it, what is where.
     #[command(subcommand)]
     Tier(tier::TierCommand),
+    /// Bring a lake an older custlake wrote up to date (adds source_key,
+    /// the integer key of a source record, to the tables that name one).
+    Upgrade(upgrade::UpgradeArgs),
     /// Legal holds: data under a hold is never purged.
     #[command(subcommand)]
     Hold(tier::HoldCommand),
@@ -408,6 +412,7 @@ impl Command {
             Self::Schema(_) => "schema",
             Self::Config(_) => "config",
             Self::Tier(_) => "tier",
+            Self::Upgrade(_) => "upgrade",
             Self::Hold(_) => "hold",
             Self::Token(_) => "token",
             Self::Audit(_) => "audit",
@@ -492,6 +497,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Command::Executor(args) => cluster::executor(&wh, args).await,
                 Command::Serve(args) => serve::run(&wh, args).await,
                 Command::Tier(c) => tier::run(&wh, c).await,
+                Command::Upgrade(args) => upgrade::run(&wh, args).await,
                 Command::Hold(c) => tier::hold(&wh, c).await,
                 Command::Token(c) => token::run(&wh, &security, c).await,
                 Command::Audit(c) => audit::run(&wh, &security, c).await,

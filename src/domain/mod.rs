@@ -18,7 +18,7 @@ mod tax;
 pub use address::Address;
 pub use date::{SourceDate, beijing, date_from_days, days_since_epoch, parse_date, parse_fixed};
 pub use email::Email;
-pub use hash::{Fnv64, fnv};
+pub use hash::{Fnv64, fnv, source_key};
 pub use name::{CompanyName, PersonName, push_pinyin};
 pub use phone::{Phone, PhoneKind};
 pub use resident_id::{ResidentId, check_char as resident_id_check_char};

@@ -304,6 +304,46 @@ struct Inputs {
     full_because: Option<String>,
 }
 
+/// Refuse to resolve when two source records share an integer key
+/// ([`crate::domain::source_key`]): every fact joins its golden customer
+/// on that key, so one would be counted for the other's customer. At ten
+/// million records the chance is about one in a hundred thousand; the
+/// error names both records, one of which must be re-keyed at its source.
+async fn check_source_keys(ctx: &SessionContext) -> Result<(), IdentityError> {
+    let shared = ctx
+        .sql(
+            "SELECT s.source_system, s.source_id, s.source_key FROM source_customer s \
+             JOIN (SELECT source_key FROM source_customer GROUP BY source_key \
+                   HAVING count(*) > 1 LIMIT 1) d ON d.source_key = s.source_key \
+             ORDER BY s.source_system, s.source_id",
+        )
+        .await?
+        .collect()
+        .await?;
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::compute::cast;
+    use datafusion::arrow::datatypes::DataType;
+    let mut records = Vec::new();
+    for b in &shared {
+        let (system, id) = (
+            cast(b.column(0), &DataType::Utf8)?,
+            cast(b.column(1), &DataType::Utf8)?,
+        );
+        let (system, id) = (system.as_string::<i32>(), id.as_string::<i32>());
+        for r in 0..b.num_rows() {
+            records.push(format!("{}:{}", system.value(r), id.value(r)));
+        }
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    Err(IdentityError::Refused(format!(
+        "source records {} share one integer source_key, so their facts cannot be told apart; \
+         change one record's id in its source system and ingest it again",
+        records.join(" and ")
+    )))
+}
+
 impl Inputs {
     async fn read(
         lake: &Lake,
@@ -329,6 +369,7 @@ impl Inputs {
         if !has("source_customer") {
             return Err(IdentityError::NothingToResolve);
         }
+        check_source_keys(&ctx).await?;
         let events = load_events(&ctx, has("merge_event")).await?;
         let suspects = super::suspects::load(&ctx, has("suspect_group")).await?;
         let (decisions, hint_keys) = decisions(&events);

@@ -32,6 +32,11 @@ enum Origin {
         from: usize,
         format: &'static str,
     },
+    /// The source record's integer key, of the system and the id in
+    /// another field (declared before it).
+    SourceKey {
+        id: usize,
+    },
     Absent,
 }
 
@@ -99,6 +104,11 @@ impl Mapper {
                 Origin::BatchId
             } else if f.name == "ingested_at" && f.system {
                 Origin::IngestedAt
+            } else if let Some(id) = (f.name == crate::schema::SOURCE_KEY)
+                .then(|| table.source_key_of().and_then(|id| table.index_of(id)))
+                .flatten()
+            {
+                Origin::SourceKey { id }
             } else if let Some(p) = table.partition.as_ref().filter(|p| p.column == f.name) {
                 Origin::Partition {
                     from: table.index_of(&p.from).unwrap_or(0),
@@ -179,6 +189,10 @@ impl Mapper {
                 Origin::BatchId => Cell::Str(self.batch_id.clone()),
                 Origin::IngestedAt => Cell::Ts(self.ingested_at),
                 Origin::Partition { from, format } => partition_value(&self.cells[*from], format),
+                Origin::SourceKey { id } => match &self.cells[*id] {
+                    Cell::Str(id) => Cell::I64(crate::domain::source_key(&self.system, id)),
+                    _ => Cell::Null,
+                },
                 Origin::Absent => Cell::Null,
             };
             self.cells[i] = cell;

@@ -13,6 +13,7 @@ pub mod session;
 mod subqueries;
 pub use subqueries::PlanOnly;
 pub mod tiers;
+pub mod upgrade;
 pub mod views;
 mod warehouse;
 mod write;
@@ -69,6 +70,12 @@ pub enum LakeError {
     },
     #[error("table {table}: its stored schema does not match schemas/{table}.toml: {message}")]
     SchemaMismatch { table: String, message: String },
+    /// A table written by an older custlake, without a column this one
+    /// adds with `custlake upgrade`.
+    #[error(
+        "table {table} was written by an older custlake, without source_key (the integer key of a source record): run `custlake upgrade` once to add it"
+    )]
+    NeedsUpgrade { table: String },
     /// The catalog's store.
     #[error("catalog {what}: {source}")]
     Catalog {
@@ -118,6 +125,7 @@ impl Classify for LakeError {
                 k => k,
             },
             Self::SchemaMismatch { .. } | Self::Record { .. } => ErrorKind::StorageDamaged,
+            Self::NeedsUpgrade { .. } => ErrorKind::Refused,
             Self::Catalog { source, .. } => match crate::error::object_store_kind(source) {
                 // A record listed but gone is somebody else's prune.
                 ErrorKind::StorageDamaged => ErrorKind::Conflict,
@@ -382,8 +390,29 @@ impl Lake {
         self.open_at(def, tier, None).await
     }
 
-    /// Open a table's part in a tier as it was at a version or time.
+    /// Open a table's part in a tier as it was at a version or time. The
+    /// current version of a table written before a column `custlake
+    /// upgrade` adds is refused with [`LakeError::NeedsUpgrade`].
     pub async fn open_at(
+        &self,
+        def: &TableDef,
+        tier: Tier,
+        as_of: Option<&AsOf>,
+    ) -> Result<Option<DeltaTable>, LakeError> {
+        let table = self.open_stored(def, tier, as_of).await?;
+        if let Some(t) = &table
+            && as_of.is_none()
+            && upgrade::needed(def, t)
+        {
+            return Err(LakeError::NeedsUpgrade {
+                table: def.name.clone(),
+            });
+        }
+        Ok(table)
+    }
+
+    /// Open a table's part in a tier as stored, whatever its columns.
+    async fn open_stored(
         &self,
         def: &TableDef,
         tier: Tier,
@@ -532,7 +561,7 @@ impl Lake {
         tier: Tier,
         since: chrono::DateTime<chrono::Utc>,
     ) -> Result<usize, LakeError> {
-        let Some(table) = self.open_in(def, tier).await? else {
+        let Some(table) = self.open_stored(def, tier, None).await? else {
             return Ok(0);
         };
         let named: std::collections::HashSet<String> = table

@@ -450,7 +450,7 @@ fn plan(
         joins.push(Join::new(
             "source_customer",
             "s",
-            "s.source_system = t.source_system AND s.source_id = t.source_customer_id",
+            "s.source_key = t.source_key",
         ));
     }
     for f in def.fields.iter().filter(|f| !f.system) {
@@ -552,9 +552,9 @@ fn plan(
         // (the only ones compared): the golden fields are copied once per
         // record, not first once per link and then again per record.
         joins.push(Join::new(
-            "(SELECT source_system, source_id, customer_id FROM customer_xref)",
+            "(SELECT source_key, customer_id FROM customer_xref)",
             "qx",
-            "qx.source_system = t.source_system AND qx.source_id = t.source_id",
+            "qx.source_key = t.source_key",
         ));
         joins.push(Join::new(
             &format!(

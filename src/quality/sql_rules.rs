@@ -216,7 +216,7 @@ mod tests {
         [Join::new(
             "source_customer",
             "s",
-            "s.source_system = t.source_system AND s.source_id = t.source_customer_id",
+            "s.source_key = t.source_key",
         )]
     }
 
@@ -227,7 +227,7 @@ mod tests {
             "SELECT t.claim_no AS record_key, (s.owning_team) AS owning_team,
                     CAST(t.report_date AS VARCHAR) AS value, t.report_date >= t.loss_date AS passed
              FROM claim t
-             left join source_customer s ON s.source_system = t.source_system AND s.source_id = t.source_customer_id
+             left join source_customer s ON s.source_key = t.source_key
              WHERE t.loss_date IS NOT NULL",
             "claim",
             &key,

@@ -256,16 +256,20 @@ pub(crate) async fn register_tables(
     // Each table's log is read at the same time as the others' (a
     // context names about twenty tables; one after another they took a
     // quarter of a second on local disk, longer on an object store).
-    let opened =
-        futures::future::try_join_all(catalog.tables.iter().filter(wanted).map(async |def| {
-            if built_table(def)?.is_some() {
-                return Ok::<_, QueryError>(None);
-            }
-            let layout = lake.layout(def, as_of).await?;
-            let provider = provider(lake, def, &layout, text).await?;
-            Ok(provider.map(|p| (layout, p)))
-        }))
-        .await?;
+    // Every open runs to its end even when another fails: one dropped
+    // half way leaves the Delta kernel's log reading on a blocking thread,
+    // which panics when the process ends under it.
+    let opened = futures::future::join_all(catalog.tables.iter().filter(wanted).map(async |def| {
+        if built_table(def)?.is_some() {
+            return Ok::<_, QueryError>(None);
+        }
+        let layout = lake.layout(def, as_of).await?;
+        let provider = provider(lake, def, &layout, text).await?;
+        Ok(provider.map(|p| (layout, p)))
+    }))
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
     let mut names = Vec::new();
     for (def, opened) in catalog.tables.iter().filter(wanted).zip(opened) {
         if let Some(built) = built_table(def)? {
@@ -493,7 +497,7 @@ pub(crate) async fn register_golden_views_where(
         let df = ctx
             .sql(&format!(
                 "SELECT x.customer_id, f.* FROM {fact} f LEFT JOIN customer_xref x \
-                 ON x.source_system = f.source_system AND x.source_id = f.source_customer_id"
+                 ON x.source_key = f.source_key"
             ))
             .await?;
         ctx.register_table(view, df.into_view())?;

@@ -1,8 +1,9 @@
 //! The domain validators as SQL functions, for analysts and quality rules:
 //! `is_valid_resident_id(text)`, `is_valid_uscc(text)`,
 //! `normalize_phone(text)`, `normalize_id_number(text)` and
-//! `mask_keep(text, head, tail)`; and `last_run_start(days)` for rules
-//! that need the start of a customer's latest run of activity.
+//! `mask_keep(text, head, tail)`; `source_key(system, id)`, a source
+//! record's integer key; and `last_run_start(days)` for rules that need
+//! the start of a customer's latest run of activity.
 
 use std::sync::Arc;
 
@@ -70,8 +71,30 @@ fn predicate(f: fn(&str) -> bool) -> impl Fn(&[ColumnarValue]) -> Result<Columna
     }
 }
 
+/// `source_key(system, id)`: the integer key ingest and resolve store for
+/// a source record ([`crate::domain::source_key`]), NULL when either is.
+fn source_key_udf() -> ScalarUDF {
+    create_udf(
+        "source_key",
+        vec![DataType::Utf8, DataType::Utf8],
+        DataType::Int64,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (system, id) = (strings(&arrays[0])?, strings(&arrays[1])?);
+            let out: Int64Array = system
+                .iter()
+                .zip(id.iter())
+                .map(|(s, i)| Some(crate::domain::source_key(s?, i?)))
+                .collect();
+            Ok(ColumnarValue::Array(Arc::new(out)))
+        }),
+    )
+}
+
 pub fn register_udfs(ctx: &SessionContext) {
     ctx.register_udf(ScalarUDF::from(LastRunStart::new()));
+    ctx.register_udf(source_key_udf());
     ctx.register_udf(create_udf(
         "is_valid_resident_id",
         vec![DataType::Utf8],

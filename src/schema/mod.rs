@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 pub use field::{FieldDef, FieldType, Level, Mask, Normalizer, Required, Validator, mask_keep};
 pub use source::{EntityMapping, FileFormat, SourceSystem, TextEncoding};
-pub use table::{Granularity, PartitionDef, TableDef};
+pub use table::{Granularity, PartitionDef, SOURCE_KEY, TableDef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {

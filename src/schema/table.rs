@@ -45,6 +45,10 @@ impl Granularity {
     }
 }
 
+/// The integer key of a source record, in every table that names one (see
+/// [`TableDef::source_key_of`]).
+pub const SOURCE_KEY: &str = "source_key";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableDef {
@@ -88,7 +92,8 @@ impl TableDef {
     /// Does nearly every row hold a different value (so that dictionary
     /// encoding does not pay)? Keys, lookup columns, free text, personal
     /// identifiers (by their validator, or by their mask where a golden
-    /// field has no validator) and per-record digests. Such a column
+    /// field has no validator), per-record digests and the integer key of
+    /// a source record. Such a column
     /// written with a dictionary puts nearly all of a row group's values in
     /// its dictionary page, which a reader decompresses and decodes whole
     /// to return one row.
@@ -106,24 +111,36 @@ impl TableDef {
             "survivorship",
             "fingerprint",
         ];
-        f.ty == FieldType::String
-            && (self.key.contains(&f.name)
-                || self.lookup.contains(&f.name)
-                || FREE_TEXT.contains(&f.name.as_str())
-                || matches!(f.mask, super::Mask::Keep { .. } | super::Mask::Hash)
-                || matches!(
-                    f.validator,
-                    Validator::ResidentId
-                        | Validator::Uscc
-                        | Validator::Phone
-                        | Validator::Email
-                        | Validator::TaxId
-                        | Validator::PersonName
-                        | Validator::CompanyName
-                        | Validator::CustomerName
-                        | Validator::Address
-                        | Validator::IdNumber
-                ))
+        f.name == SOURCE_KEY
+            || f.ty == FieldType::String
+                && (self.key.contains(&f.name)
+                    || self.lookup.contains(&f.name)
+                    || FREE_TEXT.contains(&f.name.as_str())
+                    || matches!(f.mask, super::Mask::Keep { .. } | super::Mask::Hash)
+                    || matches!(
+                        f.validator,
+                        Validator::ResidentId
+                            | Validator::Uscc
+                            | Validator::Phone
+                            | Validator::Email
+                            | Validator::TaxId
+                            | Validator::PersonName
+                            | Validator::CompanyName
+                            | Validator::CustomerName
+                            | Validator::Address
+                            | Validator::IdNumber
+                    ))
+    }
+
+    /// The id field the table's `source_key` hashes with `source_system`
+    /// ([`crate::domain::source_key`]): `source_customer_id` in a fact,
+    /// `source_id` in the source records and their links. `None` for a
+    /// table without a `source_key`.
+    pub fn source_key_of(&self) -> Option<&str> {
+        self.field(SOURCE_KEY)?;
+        ["source_customer_id", "source_id"]
+            .into_iter()
+            .find(|f| self.field(f).is_some())
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {
@@ -149,6 +166,18 @@ impl TableDef {
             file: file.to_string(),
             message,
         };
+        if let Some(f) = self.field(SOURCE_KEY) {
+            if f.ty != FieldType::Int64 || !f.system {
+                return Err(invalid(format!(
+                    "field {SOURCE_KEY:?} is the integer key of a source record: type int64, system = true"
+                )));
+            }
+            if self.source_key_of().is_none() || self.field("source_system").is_none() {
+                return Err(invalid(format!(
+                    "field {SOURCE_KEY:?} hashes source_system with source_customer_id or source_id, which the table lacks"
+                )));
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for f in &self.fields {
             if !seen.insert(f.name.as_str()) {

@@ -393,8 +393,7 @@ impl SecuredSchema {
         // registered anywhere, so golden views never collide.
         let x = self.base.read_table(x)?.select(vec![
             col("customer_id").alias("__customer_id"),
-            col("source_system").alias("__x_system"),
-            col("source_id").alias("__x_id"),
+            col("source_key").alias("__x_key"),
         ])?;
         let f = self.base.read_table(f)?;
         let fact_cols: Vec<Expr> = f
@@ -409,8 +408,8 @@ impl SecuredSchema {
             .join(
                 x,
                 datafusion::common::JoinType::Left,
-                &["source_system", "source_customer_id"],
-                &["__x_system", "__x_id"],
+                &["source_key"],
+                &["__x_key"],
                 None,
             )?
             .select(out)?;

@@ -20,4 +20,5 @@ mod slt;
 mod soak;
 mod sql;
 mod tiers;
+mod upgrade;
 mod writers;

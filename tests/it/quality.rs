@@ -30,7 +30,18 @@ fn table(
         .fields()
         .iter()
         .map(|f| {
-            let text: StringArray = match cols.iter().position(|c| c == f.name()) {
+            let at = |c: &str| cols.iter().position(|x| *x == c);
+            // The source record's integer key, as ingest and resolve store it.
+            if f.name() == "source_key"
+                && let (Some(s), Some(i)) = (at("source_system"), def.source_key_of().and_then(at))
+            {
+                let keys: datafusion::arrow::array::Int64Array = rows
+                    .iter()
+                    .map(|r| Some(custlake::domain::source_key(r[s]?, r[i]?)))
+                    .collect();
+                return Arc::new(keys) as _;
+            }
+            let text: StringArray = match at(f.name()) {
                 Some(i) => rows.iter().map(|r| r[i]).collect(),
                 None => rows.iter().map(|_| None::<&str>).collect(),
             };

@@ -147,6 +147,10 @@ impl Change<'_> {
                             changed.fingerprint,
                             keys,
                         )),
+                        Cell::I64(crate::domain::source_key(
+                            loaded.system(i),
+                            loaded.source_id(i),
+                        )),
                     ],
                     None,
                 );

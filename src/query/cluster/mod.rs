@@ -81,12 +81,19 @@ pub fn attach(ctx: SessionContext, scheduler: &str) -> Result<SessionContext, Qu
     let inner = state.query_planner().clone();
     // The executors read text as plain strings and cannot decode the local
     // compaction of text read as views: that rule stays here.
-    let rules = state
+    let mut rules: Vec<_> = state
         .physical_optimizers()
         .iter()
         .filter(|r| r.name() != crate::lake::views::CompactViews.name())
         .cloned()
         .collect();
+    // Right after the joins' sides are chosen: a broadcast side that must
+    // see every row of the other side does not broadcast.
+    let at = rules
+        .iter()
+        .position(|r| r.name() == "join_selection")
+        .map_or(0, |i| i + 1);
+    rules.insert(at, Arc::new(NoOuterBroadcast));
     // Nor do they read text as views (the analyzer's other rules and its
     // function rewrites, the bounded built-ins, stay).
     let mut builder = SessionStateBuilder::new_from_existing(state);
@@ -101,6 +108,57 @@ pub fn attach(ctx: SessionContext, scheduler: &str) -> Result<SessionContext, Qu
         }))
         .build();
     Ok(SessionContext::new_with_state(state))
+}
+
+/// A hash join that collects its left side whole (a broadcast on the
+/// cluster) and keeps rows of that side by what the whole right side
+/// matched (left outer, semi, anti and mark joins, full joins) runs
+/// partitioned by its keys instead. In one process the partitions of the
+/// right side share the build side and what it matched; on the cluster
+/// each task has its own copy, so each would decide for itself: a golden
+/// view (a fact LEFT JOIN its links, the fact the smaller side) came back
+/// as one partial answer per task.
+#[derive(Debug)]
+struct NoOuterBroadcast;
+
+impl PhysicalOptimizerRule for NoOuterBroadcast {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::common::JoinType as J;
+        use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+        use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+        plan.transform_up(|p| {
+            let Some(j) = p.downcast_ref::<HashJoinExec>() else {
+                return Ok(Transformed::no(p));
+            };
+            let keeps_build_rows = matches!(
+                j.join_type(),
+                J::Left | J::LeftSemi | J::LeftAnti | J::LeftMark | J::Full
+            );
+            if *j.partition_mode() != PartitionMode::CollectLeft || !keeps_build_rows {
+                return Ok(Transformed::no(p));
+            }
+            let partitioned = j
+                .builder()
+                .with_partition_mode(PartitionMode::Partitioned)
+                .build()?;
+            Ok(Transformed::yes(
+                Arc::new(partitioned) as Arc<dyn ExecutionPlan>
+            ))
+        })
+        .data()
+    }
+
+    fn name(&self) -> &str {
+        "no_outer_broadcast"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
 }
 
 /// The largest join side sent whole to every task of the other side's

@@ -658,6 +658,8 @@ def shapes_scale(args, lake):
     views = duck_views(lake, tables)
     results = []
     for name, sql, ordered in analytics(dt.date.fromisoformat(args.as_of)):
+        if args.only and not any(o in name for o in args.only):
+            continue
         log(f"  {name}")
         results.append(bench_query(args, name, sql, ordered, lake, work, env, views, None))
     return {"customers": count_customers(lake), "results": results, "server_rss": None,
@@ -823,6 +825,8 @@ def main():
                     help="only the analytics shapes (counts, premium per customer, inactivity, expiring "
                          "policies, validity counts) on this lake, already ingested and resolved (for 10 million "
                          "customers); --as-of must be the lake's")
+    ap.add_argument("--only", nargs="+", metavar="TEXT",
+                    help="with --shapes-lake: only the shapes whose name contains one of these")
     args = ap.parse_args()
     if args.output is None:
         args.output = ("" if args.shapes_lake else

@@ -16,12 +16,17 @@
 -- the age is unknown and the customer stays). Only someone born in the
 -- 19 years before D can be one: that bound is a constant, tested first,
 -- so the date arithmetic runs for those rows alone.
+-- The join to customer_xref is on the two strings, not on source_key:
+-- customer_xref is stored in (source_system, source_id) order, so the
+-- join's filter from the smaller side skips most of its row groups by
+-- their statistics, which a hashed key cannot (measured 2026-12-08: the
+-- lists took 8-22 % longer joined on source_key).
 WITH consent_now AS (
   -- The latest record is a grant: a grant later than every withdrawal
   -- (a withdrawal at the same instant wins).
   SELECT x.customer_id
   FROM consent c
-  JOIN customer_xref x ON x.source_key = c.source_key
+  JOIN customer_xref x ON x.source_system = c.source_system AND x.source_id = c.source_customer_id
   WHERE c.purpose = 'telesales_call' AND c.recorded_at < CAST($as_of AS DATE) + INTERVAL '1 day'
   GROUP BY x.customer_id
   HAVING max(c.recorded_at) FILTER (WHERE c.action = 'grant') IS NOT NULL

@@ -14,10 +14,15 @@
 -- region of * means all. The window is written as bounds on expiry_date
 -- itself (D + within_days is a date), so that a scan can skip the files
 -- and row groups whose expiry dates all fall outside it.
+-- The join to customer_xref is on the two strings, not on source_key:
+-- customer_xref is stored in (source_system, source_id) order, so the
+-- join's filter from the smaller side skips most of its row groups by
+-- their statistics, which a hashed key cannot (measured 2026-12-08: the
+-- lists took 8-22 % longer joined on source_key).
 WITH expiring AS (
   SELECT x.customer_id, p.policy_no, p.expiry_date, p.premium
   FROM policy p
-  JOIN customer_xref x ON x.source_key = p.source_key
+  JOIN customer_xref x ON x.source_system = p.source_system AND x.source_id = p.source_customer_id
   WHERE p.status = 'active' AND p.cancelled_date IS NULL
     AND p.expiry_date >= $as_of
     AND p.expiry_date <= $as_of + $within_days

@@ -400,13 +400,8 @@ impl Lake {
         as_of: Option<&AsOf>,
     ) -> Result<Option<DeltaTable>, LakeError> {
         let table = self.open_stored(def, tier, as_of).await?;
-        if let Some(t) = &table
-            && as_of.is_none()
-            && upgrade::needed(def, t)
-        {
-            return Err(LakeError::NeedsUpgrade {
-                table: def.name.clone(),
-            });
+        if let Some(t) = table.as_ref().filter(|_| as_of.is_none()) {
+            upgrade::check(def, t)?;
         }
         Ok(table)
     }

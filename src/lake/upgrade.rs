@@ -35,6 +35,16 @@ pub fn needed(def: &TableDef, table: &DeltaTable) -> bool {
             .is_ok_and(|s| s.schema().field(SOURCE_KEY).is_none())
 }
 
+/// Refuse a stored table that lacks a column the upgrade adds.
+pub(super) fn check(def: &TableDef, table: &DeltaTable) -> Result<(), LakeError> {
+    if needed(def, table) {
+        return Err(LakeError::NeedsUpgrade {
+            table: def.name.clone(),
+        });
+    }
+    Ok(())
+}
+
 /// What one table's part in one tier needs, or got.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Part {

@@ -39,8 +39,8 @@ pub use warehouse::{OpenError, Warehouse};
 
 pub use write::{
     BatchReceiver, Replace, UpsertOutcome, append_new, append_stream, channel_source, hot_only,
-    json_rows, overwrite, quote_ident, replace_where, streamable, upsert, upsert_chunks,
-    upsert_leased,
+    json_rows, ordered_feed, overwrite, quote_ident, replace_where, streamable, upsert,
+    upsert_chunks, upsert_leased,
 };
 
 #[derive(Debug, thiserror::Error)]

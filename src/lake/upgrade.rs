@@ -21,7 +21,6 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
 use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
-use futures::StreamExt;
 
 use super::{Lake, LakeError, Tier, delta_err};
 use crate::progress::Unit;
@@ -175,40 +174,24 @@ async fn upgrade_part(
         .iter()
         .map(|c| datafusion::prelude::ident(c.as_str()))
         .collect();
-    let mut rows = read_ctx
+    let rows = read_ctx
         .read_table(provider)
         .and_then(|df| df.select(columns))
         .map_err(err)?
         .execute_stream()
         .await
         .map_err(err)?;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let feed = tokio::spawn({
-        let schema = schema.clone();
+    let (write_ctx, source, feed) = super::ordered_feed(schema.clone(), rows, {
         let def = def.clone();
         let id = id.to_string();
         let task = task.clone();
-        async move {
-            while let Some(batch) = rows.next().await {
-                let batch = batch.and_then(|b| {
-                    let n = b.num_rows() as u64;
-                    let out = with_key(&def, &schema, &id, &b)?;
-                    task.inc(n);
-                    Ok(out)
-                });
-                let failed = batch.is_err();
-                if tx.send(batch).await.is_err() || failed {
-                    break;
-                }
-            }
+        move |b| {
+            let out = with_key(&def, &schema, &id, &b)?;
+            task.inc(b.num_rows() as u64);
+            Ok(out)
         }
-    });
-    let write_ctx = super::session::delta_context(
-        super::session::session_config(0)
-            .set_bool("datafusion.optimizer.enable_round_robin_repartition", false),
-        Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
-    );
-    let source = super::channel_source(&write_ctx, schema, rx).map_err(err)?;
+    })
+    .map_err(err)?;
     let size = tier.settings(&lake.settings().tiers).target_file_mb.max(1) * 1024 * 1024;
     super::lease::check_held()?;
     let mut write = table

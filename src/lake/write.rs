@@ -533,6 +533,41 @@ pub fn channel_source(
     ctx.read_table(Arc::new(provider))
 }
 
+/// `rows` (each batch passed through `map`) as a source a write reads once,
+/// in their order: fed from a task of their own into a context whose write
+/// keeps one stream. The caller aborts the returned task once the write is
+/// over: a write that fails before it reads its rows must not leave the
+/// feed waiting on a full channel.
+pub fn ordered_feed(
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    mut rows: datafusion::execution::SendableRecordBatchStream,
+    mut map: impl FnMut(
+        datafusion::arrow::record_batch::RecordBatch,
+    ) -> datafusion::error::Result<datafusion::arrow::record_batch::RecordBatch>
+    + Send
+    + 'static,
+) -> datafusion::error::Result<(SessionContext, DataFrame, tokio::task::JoinHandle<()>)> {
+    use futures::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let feed = tokio::spawn(async move {
+        while let Some(batch) = rows.next().await {
+            let batch = batch.and_then(&mut map);
+            let failed = batch.is_err();
+            if tx.send(batch).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    let config = super::session::session_config(0)
+        .set_bool("datafusion.optimizer.enable_round_robin_repartition", false);
+    let ctx = super::session::delta_context(
+        config,
+        Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
+    );
+    let source = channel_source(&ctx, schema, rx)?;
+    Ok((ctx, source, feed))
+}
+
 /// Append a stream of batches (exactly the table's columns) to a table that
 /// holds no rows yet, creating the table in the same commit if it does not
 /// exist. Nothing is committed unless the stream ends without an error.

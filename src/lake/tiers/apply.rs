@@ -518,7 +518,6 @@ async fn compact_partition(
     partition: &str,
 ) -> Result<(), LakeError> {
     use datafusion::prelude::{ident, lit};
-    use futures::StreamExt;
     let name = &def.name;
     let Some(table) = lake.open_in(def, tier).await? else {
         return Ok(());
@@ -550,27 +549,10 @@ async fn compact_partition(
         })
         .map_err(|e| werr(name, e))?;
     let schema = std::sync::Arc::new(sorted.schema().as_arrow().clone());
-    let mut rows = sorted.execute_stream().await.map_err(|e| werr(name, e))?;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    // Fed from a task of its own, stopped once the write is over: a write
-    // that fails before it reads its rows must not leave the feed waiting
-    // on a full channel.
-    let feed = tokio::spawn(async move {
-        while let Some(batch) = rows.next().await {
-            let failed = batch.is_err();
-            if tx.send(batch).await.is_err() || failed {
-                break;
-            }
-        }
-    });
+    let rows = sorted.execute_stream().await.map_err(|e| werr(name, e))?;
     // One writer stream, in the order the rows come.
-    let config = crate::lake::session::session_config(0)
-        .set_bool("datafusion.optimizer.enable_round_robin_repartition", false);
-    let write_ctx = crate::lake::session::delta_context(
-        config,
-        std::sync::Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
-    );
-    let source = crate::lake::channel_source(&write_ctx, schema, rx).map_err(|e| werr(name, e))?;
+    let (write_ctx, source, feed) =
+        crate::lake::ordered_feed(schema, rows, Ok).map_err(|e| werr(name, e))?;
     let plan = source.logical_plan().clone();
     drop(source);
     let written = replace_in_tier(lake, def, tier, table, plan, predicate, &write_ctx).await;
